@@ -1,0 +1,58 @@
+"""Output activations and losses, one cost per member.
+
+All three pair an output activation with a loss whose gradient at the output is dz = ŷ − y
+(per example; the cost J = (1/B)·Σ L divides it by B): softmax with cross-entropy, sigmoid
+with binary cross-entropy, and a linear output with the squared error ½(ŷ − y)².
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def output_size(task: str, n_classes: int) -> int:
+    return n_classes if task == "multiclass" else 1
+
+
+def member_losses(z: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-example losses ``(P, B)`` from output pre-activations ``z`` of shape ``(P, B, C)``.
+
+    multiclass: L = −Σ_j y_j log ŷ_j with ŷ = softmax(z) (log-softmax, computed stably);
+    binary: L = −y log ŷ − (1 − y) log(1 − ŷ) with ŷ = sigmoid(z);
+    regression: L = ½(ŷ − y)² with ŷ = z.
+    """
+    P, B, _ = z.shape
+    if task == "multiclass":
+        log_probs = F.log_softmax(z, dim=2)
+        return -log_probs.gather(2, y.view(1, B, 1).expand(P, B, 1)).squeeze(2)
+    if task == "binary":
+        return F.binary_cross_entropy_with_logits(
+            z.squeeze(2), y.to(z.dtype).expand(P, B), reduction="none")
+    residual = z.squeeze(2) - y.to(z.dtype)
+    return 0.5 * residual * residual
+
+
+def output_gradient(z: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """dJ/dz for J = (1/B)·Σ_b L: the seed's dz = ŷ − y, over B."""
+    P, B, _ = z.shape
+    if task == "multiclass":
+        dz = torch.softmax(z, dim=2)
+        dz.scatter_add_(2, y.view(1, B, 1).expand(P, B, 1),
+                        torch.full((P, B, 1), -1.0, dtype=z.dtype))  # ŷ − one_hot(y)
+    elif task == "binary":
+        dz = torch.sigmoid(z) - y.to(z.dtype).view(1, B, 1)
+    else:
+        dz = z - y.to(z.dtype).view(1, B, 1)
+    return dz.div_(B)
+
+
+def predictions(z: torch.Tensor, task: str) -> torch.Tensor:
+    """ŷ from z: class probabilities ``(P, N, C)`` for classifiers (C = 2 for binary, the
+    columns P(class 0), P(class 1)), values ``(P, N)`` for regression."""
+    if task == "multiclass":
+        return torch.softmax(z, dim=2)
+    if task == "binary":
+        p1 = torch.sigmoid(z)
+        return torch.cat([1.0 - p1, p1], dim=2)
+    return z.squeeze(2)

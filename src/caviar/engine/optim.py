@@ -1,0 +1,132 @@
+"""SGD, momentum, RMSprop, Adam and AdamW as one update with per-member hyperparameters.
+
+Each member picks its optimizer; the update is written once, in the seeds' notation, and the
+choice becomes per-member coefficients:
+
+    v ← β₁·v + (1 − β₁)·dW                     (β₁ = 0 for SGD and RMSprop, β for momentum)
+    s ← β₂·s + (1 − β₂)·dW²                    (RMSprop, Adam, AdamW)
+    W ← W − α · (v / c₁) / (√(s / c₂) + ε)     (c = 1 − β^t for Adam's bias correction, else 1;
+                                                the denominator is 1 without s)
+
+For dense weights dW also carries the penalties, dW += (λ₂/m)·W + (λ₁/2m)·sign(W), and the
+decoupled weight decay shrinks W ← W − α·wd·W before the step (as torch.optim.AdamW does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .hyperparams import OPTIMIZERS
+from .layers import per_member
+
+OPTIMIZER_CODES = {name: code for code, name in enumerate(OPTIMIZERS)}
+
+
+@dataclass
+class Coefficients:
+    """Per-member ``(P,)`` coefficients of the update, derived from the hyperparameters."""
+
+    beta1: torch.Tensor
+    beta2: torch.Tensor
+    uses_second_moment: torch.Tensor
+    bias_corrected: torch.Tensor
+    epsilon: torch.Tensor
+    l2: torch.Tensor
+    l1: torch.Tensor
+    weight_decay: torch.Tensor
+
+    @classmethod
+    def from_hyperparameters(cls, members: list[dict], dtype: torch.dtype) -> Coefficients:
+        def column(fn) -> torch.Tensor:
+            return torch.tensor([float(fn(h)) for h in members], dtype=dtype)
+
+        def beta1(h: dict) -> float:
+            return {"momentum": h["momentum"], "adam": h["beta1"], "adamw": h["beta1"]}.get(
+                h["optimizer"], 0.0)
+
+        return cls(
+            beta1=column(beta1),
+            beta2=column(lambda h: h["beta2"] if h["optimizer"] in ("rmsprop", "adam", "adamw")
+                         else 0.0),
+            uses_second_moment=column(lambda h: h["optimizer"] in ("rmsprop", "adam", "adamw")),
+            bias_corrected=column(lambda h: h["optimizer"] in ("adam", "adamw")),
+            epsilon=column(lambda h: h["epsilon"]),
+            l2=column(lambda h: h["l2"]),
+            l1=column(lambda h: h["l1"]),
+            weight_decay=column(lambda h: h["weight_decay"]),
+        )
+
+
+class PopulationOptimizer:
+    """Holds the moment estimates v, s and the step count t of every member."""
+
+    def __init__(self, params: dict[str, torch.Tensor], weight_names: set[str]):
+        self.weight_names = weight_names
+        self.v = {name: torch.zeros_like(p) for name, p in params.items()}
+        self.s = {name: torch.zeros_like(p) for name, p in params.items()}
+        first = next(iter(params.values()))
+        self.t = torch.zeros(first.shape[0], dtype=first.dtype)
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+             coef: Coefficients, lr: torch.Tensor, active: torch.Tensor, n_train: int,
+             flags: dict[str, bool]) -> None:
+        """One update of every parameter from its data-loss gradient. ``lr`` and ``active``
+        (1.0 or 0.0) are ``(P,)``; a member with active 0 keeps its weights and moments.
+        ``flags`` says which optional terms any member uses, so unused terms cost nothing."""
+        self.t += active
+        c1 = torch.where(coef.bias_corrected > 0, 1.0 - coef.beta1.pow(self.t), 1.0)
+        c2 = torch.where(coef.bias_corrected > 0, 1.0 - coef.beta2.pow(self.t), 1.0)
+        rate_v = per_member((1.0 - coef.beta1) * active)
+        rate_s = per_member((1.0 - coef.beta2) * active)
+        neg_step_size = per_member(-lr * active / c1)
+        # the denominator √(s/c₂) + ε as one fused a·√s + b, with a = 0, b = 1 for members
+        # without a second moment
+        uses_s = coef.uses_second_moment
+        denom_scale = per_member(uses_s / c2.sqrt())
+        denom_shift = per_member(uses_s * coef.epsilon + (1.0 - uses_s))
+        for name, p in params.items():
+            grad = grads[name]
+            is_weight = name in self.weight_names
+            if is_weight and flags["l2"]:
+                grad = grad.addcmul_(p, per_member(coef.l2 / n_train))  # d/dW of (λ/2m)‖W‖²
+            if is_weight and flags["l1"]:
+                grad = grad.addcmul_(p.sign(), per_member(coef.l1 / (2 * n_train)))  # (λ/2m)Σ|w|
+            v = self.v[name].lerp_(grad, rate_v)  # β₁v + (1 − β₁)dW
+            if flags["second_moment"]:
+                s = self.s[name].lerp_(grad.mul_(grad), rate_s)  # β₂s + (1 − β₂)dW²
+                update = v / torch.addcmul(denom_shift, s.sqrt(), denom_scale)
+            else:
+                update = v
+            if is_weight and flags["weight_decay"]:
+                p.mul_(1.0 - per_member(lr * coef.weight_decay * active))
+            p.addcmul_(update, neg_step_size)
+
+    def copy_member(self, source: int, target: int) -> None:
+        for state in (self.v, self.s):
+            for tensor in state.values():
+                tensor[target] = tensor[source]
+        self.t[target] = self.t[source]
+
+    def reset_member(self, index: int) -> None:
+        for state in (self.v, self.s):
+            for tensor in state.values():
+                tensor[index] = 0.0
+        self.t[index] = 0.0
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the members at indices ``keep`` (in that order)."""
+        self.v = {k: t[keep].clone() for k, t in self.v.items()}
+        self.s = {k: t[keep].clone() for k, t in self.s.items()}
+        self.t = self.t[keep].clone()
+
+    def append(self, count: int) -> None:
+        """Add fresh (zero) state for ``count`` new members."""
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t, t.new_zeros((count, *t.shape[1:]))])
+
+        self.v = {k: grow(t) for k, t in self.v.items()}
+        self.s = {k: grow(t) for k, t in self.s.items()}
+        self.t = grow(self.t)

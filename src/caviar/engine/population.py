@@ -1,0 +1,562 @@
+"""A population of P networks with equal layer shapes, trained as one vectorized computation.
+
+Each member has its own hyperparameters (learning rate, optimizer and its β's, decay, L1, L2,
+weight decay, dropout, batch-norm averaging, epochs). All members see the same minibatches;
+the first layer is one broadcast product of the shared input with every member's weights,
+later layers are batched products. Members never mix: a member that diverges is flagged and
+frozen while the others go on exactly as they would have without it.
+
+Example:
+    >>> import torch
+    >>> from caviar.engine import Population
+    >>> X, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
+    >>> pop = Population("multiclass", n_inputs=8, n_classes=3, members=[
+    ...     {"learning_rate": lr, "hidden_layer_sizes": (16,), "epochs": 3}
+    ...     for lr in (1e-3, 1e-2)])
+    >>> records = pop.fit(X, y, X, y)
+    >>> pop.history[1][-1]["epoch"]
+    3
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from . import layers, losses
+from .hyperparams import STRUCTURAL, TASKS, resolve, structure_key
+from .optim import Coefficients, PopulationOptimizer
+from .schedules import DECAY_CODES, learning_rate_at
+
+BN_EPSILON = 1e-5
+EVAL_CHUNK_ELEMENTS = 1 << 23  # rows per evaluation chunk × P × width stays under this
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What every member of a population shares."""
+
+    task: str
+    n_inputs: int
+    n_outputs: int
+    hidden_layer_sizes: tuple[int, ...]
+    activation: str
+    batch_norm: bool
+    batch_size: int
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return (self.n_inputs, *self.hidden_layer_sizes, self.n_outputs)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.hidden_layer_sizes) + 1
+
+
+class Population:
+    """P networks trained together; see the module docstring.
+
+    Args:
+        task: "binary", "multiclass" or "regression".
+        n_inputs: number of input features.
+        members: one hyperparameter mapping per member (missing names take the defaults of
+            ``caviar.engine.hyperparams.DEFAULTS``); all must share the structural ones.
+        n_classes: number of classes (multiclass only).
+        seed: seeds every member's initial weights (member k from ``(seed, k)``, so a member's
+            start does not depend on P) and the minibatch order and dropout masks.
+        dtype: torch.float32, or torch.float64 for gradient checks.
+    """
+
+    def __init__(self, task: str, n_inputs: int, members: Sequence[Mapping[str, Any]],
+                 n_classes: int | None = None, seed: int = 0,
+                 dtype: torch.dtype = torch.float32):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        if task == "multiclass" and (n_classes is None or n_classes < 2):
+            raise ValueError("a multiclass population needs n_classes >= 2")
+        if not members:
+            raise ValueError("a population needs at least one member")
+        resolved = [resolve(m) for m in members]
+        first = resolved[0]
+        self.structure = Structure(
+            task=task, n_inputs=int(n_inputs),
+            n_outputs=losses.output_size(task, n_classes or 2),
+            hidden_layer_sizes=first["hidden_layer_sizes"], activation=first["activation"],
+            batch_norm=first["batch_norm"], batch_size=int(first["batch_size"]))
+        self.n_classes = n_classes if task == "multiclass" else (2 if task == "binary" else None)
+        self.seed = seed
+        self.dtype = dtype
+        self.generator = torch.Generator().manual_seed(seed)  # minibatch order, dropout masks
+        self.hyperparameters: list[dict[str, Any]] = []
+        self.member_ids: list[int] = []
+        self.history: list[list[dict[str, Any]]] = []
+        self.failure: list[str | None] = []
+        self.params: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.epoch = torch.zeros(0, dtype=torch.long)
+        self.diverged = torch.zeros(0, dtype=torch.bool)
+        self._next_id = 0
+        self._append(resolved)
+        self.optimizer = PopulationOptimizer(self.params, self.weight_names)
+
+    # ----------------------------------------------------------------- members
+
+    @property
+    def size(self) -> int:
+        return len(self.hyperparameters)
+
+    @property
+    def weight_names(self) -> set[str]:
+        """Dense weights: the only tensors L1, L2 and weight decay act on."""
+        return {f"W{layer}" for layer in range(self.structure.n_layers)}
+
+    @property
+    def trainable(self) -> torch.Tensor:
+        """``(P,)`` bool: not diverged and not past its own number of epochs."""
+        return ~self.diverged & (self.epoch < self._hp["epochs"].long())
+
+    def _new_member(self, member_id: int) -> tuple[dict, dict]:
+        """Fresh parameters and buffers for one member (no member axis)."""
+        s = self.structure
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + member_id)
+        params, buffers = {}, {}
+        sizes = s.layer_sizes
+        for layer in range(s.n_layers):
+            n_in, n_out = sizes[layer], sizes[layer + 1]
+            is_output = layer == s.n_layers - 1
+            params[f"W{layer}"] = layers.init_dense(
+                n_in, n_out, "output" if is_output else s.activation, gen, self.dtype)
+            if s.batch_norm and not is_output:
+                # the dense layer feeding batch norm has no bias: β takes its place
+                params[f"gamma{layer}"] = torch.ones(1, n_out, dtype=self.dtype)
+                params[f"beta{layer}"] = torch.zeros(1, n_out, dtype=self.dtype)
+                buffers[f"running_mean{layer}"] = torch.zeros(1, n_out, dtype=self.dtype)
+                buffers[f"running_var{layer}"] = torch.ones(1, n_out, dtype=self.dtype)
+            else:
+                params[f"b{layer}"] = torch.zeros(1, n_out, dtype=self.dtype)
+        return params, buffers
+
+    def _append(self, resolved: list[dict]) -> list[int]:
+        key = structure_key(self.hyperparameters[0] if self.hyperparameters else resolved[0])
+        for h in resolved:
+            if structure_key(h) != key:
+                raise ValueError(
+                    f"members of one population must share {', '.join(STRUCTURAL)}; "
+                    f"got {structure_key(h)} and {key}: train them in separate populations")
+        start = self.size
+        new = [self._new_member(self._next_id + i) for i in range(len(resolved))]
+        for name in new[0][0]:
+            stacked = torch.stack([p[name] for p, _ in new])
+            old = self.params.get(name)
+            self.params[name] = stacked if old is None else torch.cat([old, stacked])
+        for name in new[0][1]:
+            stacked = torch.stack([b[name] for _, b in new])
+            old = self.buffers.get(name)
+            self.buffers[name] = stacked if old is None else torch.cat([old, stacked])
+        self.hyperparameters += [dict(h) for h in resolved]
+        self.member_ids += list(range(self._next_id, self._next_id + len(resolved)))
+        self._next_id += len(resolved)
+        self.history += [[] for _ in resolved]
+        self.failure += [None for _ in resolved]
+        self.epoch = torch.cat([self.epoch, torch.zeros(len(resolved), dtype=torch.long)])
+        self.diverged = torch.cat([self.diverged, torch.zeros(len(resolved), dtype=torch.bool)])
+        self._refresh()
+        return list(range(start, self.size))
+
+    def add_members(self, members: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Add new members (fresh weights, zero optimizer state); returns their indices."""
+        indices = self._append([resolve(m) for m in members])
+        self.optimizer.append(len(indices))
+        return indices
+
+    def remove_members(self, indices: Sequence[int]) -> None:
+        """Remove members; the others keep their state and order (indices shift down)."""
+        drop = set(indices)
+        keep = [i for i in range(self.size) if i not in drop]
+        if not keep:
+            raise ValueError("cannot remove every member of a population")
+        index = torch.tensor(keep, dtype=torch.long)
+        self.params = {k: p[index].clone() for k, p in self.params.items()}
+        self.buffers = {k: b[index].clone() for k, b in self.buffers.items()}
+        self.optimizer.select(index)
+        self.epoch = self.epoch[index].clone()
+        self.diverged = self.diverged[index].clone()
+        for name in ("hyperparameters", "member_ids", "history", "failure"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+        self._refresh()
+
+    @torch.no_grad()
+    def copy_member(self, source: int, target: int) -> None:
+        """Copy a member's whole state (weights, batch-norm statistics, optimizer state, epoch
+        count, hyperparameters, history) into another slot, as population-based training
+        copies a winner into a loser. The target keeps its member id."""
+        for tensors in (self.params, self.buffers):
+            for t in tensors.values():
+                t[target] = t[source]
+        self.optimizer.copy_member(source, target)
+        self.epoch[target] = self.epoch[source]
+        self.diverged[target] = self.diverged[source]
+        self.hyperparameters[target] = dict(self.hyperparameters[source])
+        self.history[target] = [dict(r) for r in self.history[source]]
+        self.failure[target] = self.failure[source]
+        self._refresh()
+
+    def set_hyperparameters(self, index: int, **changes: Any) -> None:
+        """Change per-member hyperparameters of one member between epochs (a lower learning
+        rate, more dropout); structural ones cannot change inside a population."""
+        structural = [k for k in changes if k in STRUCTURAL]
+        if structural:
+            raise ValueError(f"{', '.join(structural)} cannot change inside a population: "
+                             "they fix the tensor shapes; start a new population instead")
+        updated = resolve({**self.hyperparameters[index], **changes})
+        self.hyperparameters[index] = updated
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Rebuild the per-member ``(P,)`` hyperparameter tensors after any change."""
+        hp, dt = self.hyperparameters, self.dtype
+
+        def column(key: str, fn: Callable = float) -> torch.Tensor:
+            return torch.tensor([fn(h[key]) for h in hp], dtype=dt)
+
+        self._hp = {
+            "learning_rate": column("learning_rate"),
+            "lr_decay": torch.tensor([DECAY_CODES[h["lr_decay"]] for h in hp]),
+            "decay_rate": column("decay_rate"),
+            "decay_steps": column("decay_steps"),
+            "epochs": column("epochs"),
+            "keep_prob": 1.0 - column("dropout"),
+            "bn_momentum": column("bn_momentum"),
+        }
+        self._coef = Coefficients.from_hyperparameters(hp, dt)
+        self._flags = {
+            "l2": any(h["l2"] > 0 for h in hp),
+            "l1": any(h["l1"] > 0 for h in hp),
+            "weight_decay": any(h["weight_decay"] > 0 for h in hp),
+            "second_moment": any(h["optimizer"] in ("rmsprop", "adam", "adamw") for h in hp),
+            "dropout": any(h["dropout"] > 0 for h in hp),
+        }
+
+    # ----------------------------------------------------------------- forward, backward
+
+    def _forward(self, X: torch.Tensor, training: bool, active: torch.Tensor | None = None,
+                 tape: list | None = None) -> torch.Tensor:
+        """Output pre-activations ``(P, B, C)``.
+
+        In training, batch norm uses minibatch statistics and updates the running ones of
+        ``active`` members, and dropout masks are drawn; if ``tape`` is a list, what backward
+        needs is appended to it, layer by layer.
+        """
+        s, p = self.structure, self.params
+        a = X
+        for layer in range(s.n_layers - 1):
+            z = layers.dense_forward(a, p[f"W{layer}"], p.get(f"b{layer}"))
+            bn_cache = None
+            if s.batch_norm:
+                gamma, beta = p[f"gamma{layer}"], p[f"beta{layer}"]
+                mean = self.buffers[f"running_mean{layer}"]
+                var = self.buffers[f"running_var{layer}"]
+                if training:
+                    z, bn_cache, mu, sigma2 = layers.batch_norm_forward(z, gamma, beta, BN_EPSILON)
+                    m = layers.per_member(torch.where(active, self._hp["bn_momentum"], 1.0))
+                    layers.update_running(mean, mu, m)
+                    layers.update_running(var, sigma2, m)
+                else:
+                    z = layers.batch_norm_eval(z, gamma, beta, mean, var, BN_EPSILON)
+            a_in = a
+            a = layers.activation_forward(z, s.activation)
+            mask = None
+            if training and self._flags["dropout"]:
+                mask = layers.dropout_mask(a.shape, self._hp["keep_prob"], self.generator,
+                                           self.dtype)
+            if tape is not None:
+                tape.append((a_in, z, a, bn_cache, mask))
+            if mask is not None:
+                a = a * mask
+        last = s.n_layers - 1
+        if tape is not None:
+            tape.append(a)
+        return layers.dense_forward(a, p[f"W{last}"], p[f"b{last}"])
+
+    def _backward(self, dz: torch.Tensor, tape: list) -> dict[str, torch.Tensor]:
+        """Gradients of Σ_p J_p for every parameter, from dz = dJ/dz at the output; each
+        member's gradient is its own dJ_p/dθ_p."""
+        s, p = self.structure, self.params
+        grads = {}
+        last = s.n_layers - 1
+        a_last = tape[-1]
+        grads[f"W{last}"], grads[f"b{last}"], da = layers.dense_backward(
+            dz, a_last, p[f"W{last}"], need_da=last > 0)
+        for layer in range(last - 1, -1, -1):
+            a_in, z, a, bn_cache, mask = tape[layer]
+            if mask is not None:
+                da = da.mul_(mask)
+            dz = layers.activation_backward(da, z, a, s.activation)
+            if bn_cache is not None:
+                dz, grads[f"gamma{layer}"], grads[f"beta{layer}"] = layers.batch_norm_backward(
+                    dz, bn_cache, p[f"gamma{layer}"])
+            dW, db, da = layers.dense_backward(dz, a_in, p[f"W{layer}"], need_da=layer > 0)
+            grads[f"W{layer}"] = dW
+            if f"b{layer}" in p:
+                grads[f"b{layer}"] = db
+        return grads
+
+    def _check_data(self, X: torch.Tensor, y: torch.Tensor | None = None) -> tuple:
+        X = torch.as_tensor(X, dtype=self.dtype)
+        if X.dim() != 2 or X.shape[1] != self.structure.n_inputs:
+            raise ValueError(f"X must have shape (rows, {self.structure.n_inputs}), "
+                             f"got {tuple(X.shape)}")
+        if y is None:
+            return X, None
+        y = torch.as_tensor(y)
+        y = y.long() if self.structure.task == "multiclass" else y.to(self.dtype)
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"y must have shape ({X.shape[0]},), got {tuple(y.shape)}")
+        return X, y
+
+    @torch.no_grad()
+    def decision_function(self, X: torch.Tensor) -> torch.Tensor:
+        """Output pre-activations z ``(P, N, C)`` in evaluation mode, computed in chunks."""
+        X, _ = self._check_data(X)
+        width = max(self.structure.layer_sizes)
+        chunk = max(1, EVAL_CHUNK_ELEMENTS // (self.size * width))
+        return torch.cat([self._forward(X[i:i + chunk], training=False)
+                          for i in range(0, max(len(X), 1), chunk)], dim=1)
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(P, N, C)``, or predicted values ``(P, N)`` for regression."""
+        return losses.predictions(self.decision_function(X), self.structure.task)
+
+    # ----------------------------------------------------------------- training
+
+    def learning_rates(self) -> torch.Tensor:
+        """Each member's α for its next epoch, after learning-rate decay."""
+        hp = self._hp
+        return learning_rate_at(self.epoch, hp["learning_rate"], hp["lr_decay"],
+                                hp["decay_rate"], hp["decay_steps"], hp["epochs"])
+
+    def penalty(self) -> torch.Tensor:
+        """``(P,)`` (λ₂/2m)·Σ‖W‖²_F + (λ₁/2m)·Σ|w| over dense weights, without the 1/m:
+        divide by the number of training rows m. (The optimizer adds its gradient directly.)"""
+        total = torch.zeros(self.size, dtype=self.dtype)
+        for name in self.weight_names:
+            W = self.params[name]
+            total = total + self._coef.l2 / 2 * W.pow(2).sum(dim=(1, 2))
+            total = total + self._coef.l1 / 2 * W.abs().sum(dim=(1, 2))
+        return total
+
+    def cost(self, X: torch.Tensor, y: torch.Tensor, n_train: int | None = None) -> torch.Tensor:
+        """``(P,)`` cost J = (1/B)·Σ L + penalty/m of one batch in training mode (dropout off
+        unless some member uses it). For gradient checks."""
+        X, y = self._check_data(X, y)
+        frozen = torch.zeros(self.size, dtype=torch.bool)  # leave running statistics alone
+        z = self._forward(X, training=True, active=frozen)
+        data = losses.member_losses(z, y, self.structure.task).mean(dim=1)
+        return data + self.penalty() / (n_train or len(X))
+
+    def gradients(self, X: torch.Tensor, y: torch.Tensor,
+                  n_train: int | None = None) -> dict[str, torch.Tensor]:
+        """dJ/dθ as the optimizer sees it: the hand-written backward of the data loss plus
+        the penalty terms the optimizer adds. For gradient checks against ``cost``."""
+        X, y = self._check_data(X, y)
+        m = n_train or len(X)
+        tape: list = []
+        frozen = torch.zeros(self.size, dtype=torch.bool)
+        z = self._forward(X, training=True, active=frozen, tape=tape)
+        grads = self._backward(losses.output_gradient(z, y, self.structure.task), tape)
+        for name in self.weight_names:
+            W = self.params[name]
+            grads[name] = (grads[name] + layers.per_member(self._coef.l2 / m) * W
+                           + layers.per_member(self._coef.l1 / (2 * m)) * W.sign())
+        return grads
+
+    @torch.no_grad()
+    def train_epoch(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One pass over shuffled minibatches for every trainable member.
+
+        Returns ``(P,)`` training metrics averaged over the epoch's minibatches (training mode,
+        as Keras reports them). Members that diverge are flagged, frozen and reset to zero
+        weights so that they cost nothing but arithmetic; the others are untouched by them.
+        """
+        X, y = self._check_data(X, y)
+        s, task = self.structure, self.structure.task
+        n = len(X)
+        active_mask = self.trainable
+        active = active_mask.to(self.dtype)
+        lr = self.learning_rates()
+        loss_sum = torch.zeros(self.size, dtype=self.dtype)
+        correct = torch.zeros(self.size, dtype=self.dtype)
+        rows = 0
+        y_seen = []
+        order = torch.randperm(n, generator=self.generator)
+        for start in range(0, n, s.batch_size):
+            index = order[start:start + s.batch_size]
+            if s.batch_norm and len(index) < 2:
+                continue  # batch statistics of a single row are meaningless
+            xb, yb = X[index], y[index]
+            tape: list = []
+            z = self._forward(xb, training=True, active=active_mask, tape=tape)
+            loss_sum += losses.member_losses(z, yb, task).sum(dim=1)
+            if task != "regression":
+                correct += _correct(z, yb, task)
+            grads = self._backward(losses.output_gradient(z, yb, task), tape)
+            self.optimizer.step(self.params, grads, self._coef, lr, active, n, self._flags)
+            rows += len(index)
+            y_seen.append(yb)
+        self.epoch += active_mask.long()
+        metrics = {"loss": loss_sum / max(rows, 1)}
+        if task == "regression":
+            metrics.update(_regression_metrics(2 * loss_sum, torch.cat(y_seen)))
+        else:
+            metrics.update({"log_loss": metrics["loss"], "accuracy": correct / max(rows, 1)})
+        self._freeze_diverged(metrics["loss"], active_mask)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(P,)`` loss and metrics in evaluation mode (running batch-norm statistics, no
+        dropout): log_loss and accuracy for classifiers, rmse and r2 for regression (in the
+        units of ``y``)."""
+        X, y = self._check_data(X, y)
+        task = self.structure.task
+        z = self.decision_function(X)
+        per_example = losses.member_losses(z, y, task)
+        metrics = {"loss": per_example.mean(dim=1)}
+        if task == "regression":
+            metrics.update(_regression_metrics(2 * per_example.sum(dim=1), y))
+        else:
+            metrics.update({"log_loss": metrics["loss"],
+                            "accuracy": _correct(z, y, task) / len(y)})
+        return metrics
+
+    @torch.no_grad()
+    def _freeze_diverged(self, loss: torch.Tensor, trained: torch.Tensor) -> None:
+        bad = ~torch.isfinite(loss)
+        for p in self.params.values():
+            bad |= ~torch.isfinite(p).flatten(1).all(dim=1)
+        newly = bad & trained & ~self.diverged
+        if not newly.any():
+            return
+        for i in newly.nonzero().flatten().tolist():
+            self.failure[i] = (f"diverged at epoch {int(self.epoch[i])}: loss "
+                               f"{float(loss[i])} (learning_rate "
+                               f"{self.hyperparameters[i]['learning_rate']:g})")
+            for t in (*self.params.values(), *self.buffers.values()):
+                t[i] = 0.0
+            self.optimizer.reset_member(i)
+        self.diverged |= newly
+
+    def fit_epoch(self, X: torch.Tensor, y: torch.Tensor, X_val: torch.Tensor | None = None,
+                  y_val: torch.Tensor | None = None) -> list[dict[str, Any] | None]:
+        """Train one epoch, evaluate, and append a record to each trained member's history.
+        Returns the records (None for members that did not train this epoch)."""
+        trained = self.trainable.tolist()
+        lrs = self.learning_rates().tolist()
+        train = self.train_epoch(X, y)
+        val = self.evaluate(X_val, y_val) if X_val is not None else {}
+        columns = {f"train_{k}": v.tolist() for k, v in train.items()}
+        columns.update({f"val_{k}": v.tolist() for k, v in val.items()})
+        epochs = self.epoch.tolist()
+        records: list[dict[str, Any] | None] = []
+        for i in range(self.size):
+            if not trained[i]:
+                records.append(None)
+                continue
+            record = {"epoch": epochs[i], "learning_rate": lrs[i]}
+            record.update({k: v[i] for k, v in columns.items()})
+            if self.failure[i] is not None and self.diverged[i]:
+                record["diverged"] = True
+            self.history[i].append(record)
+            records.append(record)
+        return records
+
+    def fit(self, X: torch.Tensor, y: torch.Tensor, X_val: torch.Tensor | None = None,
+            y_val: torch.Tensor | None = None,
+            on_epoch: Callable[[Population, list], None] | None = None) -> Population:
+        """Train until every member has run its own ``epochs`` (or diverged)."""
+        while bool(self.trainable.any()):
+            records = self.fit_epoch(X, y, X_val, y_val)
+            if on_epoch is not None:
+                on_epoch(self, records)
+        return self
+
+    # ----------------------------------------------------------------- state
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the population, flat and contiguous (for safetensors)."""
+        out = {f"param.{k}": p.contiguous() for k, p in self.params.items()}
+        out.update({f"buffer.{k}": b.contiguous() for k, b in self.buffers.items()})
+        out.update({f"optim.v.{k}": t.contiguous() for k, t in self.optimizer.v.items()})
+        out.update({f"optim.s.{k}": t.contiguous() for k, t in self.optimizer.s.items()})
+        out["optim.t"] = self.optimizer.t.contiguous()
+        out["epoch"] = self.epoch.contiguous()
+        out["diverged"] = self.diverged.to(torch.uint8)
+        out["generator"] = self.generator.get_state()
+        return out
+
+    def state_meta(self) -> dict[str, Any]:
+        """Everything else, JSON-serializable."""
+        return {
+            "structure": asdict(self.structure), "n_classes": self.n_classes, "seed": self.seed,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "hyperparameters": [{**h, "hidden_layer_sizes": list(h["hidden_layer_sizes"])}
+                                for h in self.hyperparameters],
+            "member_ids": self.member_ids, "next_id": self._next_id,
+            "history": self.history, "failure": self.failure,
+        }
+
+    @classmethod
+    def from_state(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+                   ) -> Population:
+        """Rebuild a population saved with ``state_meta`` and ``state_tensors``."""
+        s = meta["structure"]
+        pop = cls(s["task"], s["n_inputs"], meta["hyperparameters"],
+                  n_classes=meta["n_classes"], seed=meta["seed"],
+                  dtype=getattr(torch, meta["dtype"]))
+        with torch.no_grad():
+            for k, p in pop.params.items():
+                p.copy_(tensors[f"param.{k}"])
+            for k, b in pop.buffers.items():
+                b.copy_(tensors[f"buffer.{k}"])
+            for k in pop.optimizer.v:
+                pop.optimizer.v[k].copy_(tensors[f"optim.v.{k}"])
+                pop.optimizer.s[k].copy_(tensors[f"optim.s.{k}"])
+        pop.optimizer.t = tensors["optim.t"].clone().to(pop.dtype)
+        pop.epoch = tensors["epoch"].clone().long()
+        pop.diverged = tensors["diverged"].bool().clone()
+        pop.generator.set_state(tensors["generator"].clone())
+        pop.member_ids = list(meta["member_ids"])
+        pop._next_id = meta["next_id"]
+        pop.history = [list(h) for h in meta["history"]]
+        pop.failure = list(meta["failure"])
+        return pop
+
+    def export_member(self, index: int) -> Population:
+        """A standalone one-member population holding a copy of member ``index``'s state."""
+        tensors = {k: (v[index:index + 1] if k not in ("generator",) else v)
+                   for k, v in self.state_tensors().items()}
+        meta = self.state_meta()
+        for key in ("hyperparameters", "member_ids", "history", "failure"):
+            meta[key] = [meta[key][index]]
+        return Population.from_state(meta, tensors)
+
+
+def _correct(z: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """``(P,)`` count of correctly classified rows."""
+    if task == "binary":
+        guess = (z.squeeze(2) > 0).to(y.dtype)
+    else:
+        guess = z.argmax(dim=2)
+    return (guess == y).sum(dim=1).to(z.dtype)
+
+
+def _regression_metrics(sse: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """RMSE and R² = 1 − SSE/SST from each member's sum of squared errors."""
+    n = max(len(y), 1)
+    sst = float(((y - y.mean()) ** 2).sum()) if len(y) > 1 else math.nan
+    return {"rmse": (sse / n).sqrt(), "r2": 1.0 - sse / sst if sst > 0 else sse * math.nan}

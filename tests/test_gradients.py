@@ -1,0 +1,78 @@
+"""The hand-written backward passes against central finite differences, in float64."""
+
+import pytest
+import torch
+
+from caviar.engine import Population
+
+CONFIGS = [
+    ("multiclass", {"activation": "relu", "batch_norm": True, "dropout": 0.3}),
+    ("multiclass", {"activation": "gelu", "batch_norm": False, "l1": 0.5, "l2": 2.0}),
+    ("binary", {"activation": "tanh", "batch_norm": True, "l2": 1.0}),
+    ("binary", {"activation": "sigmoid", "batch_norm": False, "dropout": 0.5}),
+    ("regression", {"activation": "leaky_relu", "batch_norm": True, "l1": 1.0}),
+]
+
+
+def make_data(task: str, n: int = 9, d: int = 5, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    if task == "multiclass":
+        y = torch.randint(0, 3, (n,), generator=g)
+    elif task == "binary":
+        y = torch.randint(0, 2, (n,), generator=g).double()
+    else:
+        y = torch.randn(n, generator=g, dtype=torch.float64)
+    return X, y
+
+
+@pytest.mark.parametrize("task,config", CONFIGS)
+def test_gradients_match_finite_differences(task, config):
+    X, y = make_data(task)
+    members = [{**config, "hidden_layer_sizes": (4, 3), "dropout": config.get("dropout", 0.0)
+                * (i + 1) / 2} for i in range(2)]
+    pop = Population(task, n_inputs=5, members=members, n_classes=3, seed=1,
+                     dtype=torch.float64)
+    with torch.no_grad():  # move γ, β and biases off their initial values
+        for name, p in pop.params.items():
+            if not name.startswith("W"):
+                p.add_(0.1 * torch.randn(p.shape, dtype=p.dtype))
+    n_train = 40  # the penalty's m differs from the batch size, as in training
+    rng_state = pop.generator.get_state()  # the same dropout masks for every evaluation
+
+    def cost() -> float:
+        pop.generator.set_state(rng_state)
+        return float(pop.cost(X, y, n_train).sum())
+
+    pop.generator.set_state(rng_state)
+    analytic = pop.gradients(X, y, n_train)
+    eps = 1e-6
+    for name, p in pop.params.items():
+        numeric = torch.zeros_like(p)
+        flat, flat_numeric = p.view(-1), numeric.view(-1)
+        for i in range(flat.numel()):
+            old = float(flat[i])
+            flat[i] = old + eps
+            up = cost()
+            flat[i] = old - eps
+            down = cost()
+            flat[i] = old
+            flat_numeric[i] = (up - down) / (2 * eps)
+        torch.testing.assert_close(analytic[name], numeric, rtol=1e-5, atol=1e-7,
+                                   msg=f"gradient of {name} ({task}, {config})")
+
+
+def test_gradient_of_each_member_is_its_own():
+    """A member's gradient does not change when another member's weights change."""
+    X, y = make_data("multiclass")
+    pop = Population("multiclass", 5, [{"hidden_layer_sizes": (4,)}] * 3, n_classes=3,
+                     dtype=torch.float64)
+    before = pop.gradients(X, y)
+    with torch.no_grad():
+        for p in pop.params.values():
+            p[1] = p[1] * 3.0 + 1.0
+    after = pop.gradients(X, y)
+    for name in before:
+        assert torch.equal(before[name][0], after[name][0])
+        assert torch.equal(before[name][2], after[name][2])
+        assert not torch.equal(before[name][1], after[name][1])

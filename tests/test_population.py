@@ -1,0 +1,174 @@
+"""Population behaviour: isolation of diverging members, adding/removing/copying members,
+exporting one member, saving state, dropout and learning-rate schedules."""
+
+import math
+
+import pytest
+import torch
+
+from caviar.engine import Population
+from caviar.engine.layers import dropout_mask, rounded_keep_prob
+from caviar.engine.schedules import DECAY_CODES, learning_rate_at
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 7, generator=g)
+    y = (X[:, 0] + X[:, 1] ** 2 > 1).long() + (X[:, 2] > 0.5).long()
+    return X[:150], y[:150], X[150:], y[150:]
+
+
+def members(**overrides):
+    base = [{"learning_rate": 1e-2, "dropout": 0.2},
+            {"learning_rate": 3e-3, "optimizer": "momentum", "l2": 1.0},
+            {"learning_rate": 1e-3, "optimizer": "rmsprop", "dropout": 0.1},
+            {"learning_rate": 2e-2, "optimizer": "sgd"}]
+    return [{"hidden_layer_sizes": (16, 8), "batch_size": 32, "epochs": 4, **m, **overrides}
+            for m in base]
+
+
+def test_training_improves_validation_accuracy():
+    from sklearn.datasets import load_wine
+
+    wine = load_wine()
+    X = torch.tensor(wine.data, dtype=torch.float32)
+    y = torch.tensor(wine.target)
+    order = torch.randperm(len(X), generator=torch.Generator().manual_seed(0))
+    X, y = X[order], y[order]
+    X = (X - X[:120].mean(0)) / X[:120].std(0)  # statistics of the training rows only
+    pop = Population("multiclass", 13, members(epochs=30), n_classes=3, seed=0)
+    pop.fit(X[:120], y[:120], X[120:], y[120:])
+    first = [h[0]["val_accuracy"] for h in pop.history]
+    last = [h[-1]["val_accuracy"] for h in pop.history]
+    assert max(last) > 0.9
+    assert sum(last) > sum(first)
+    assert all(len(h) == 30 for h in pop.history)
+
+
+def test_diverging_member_is_frozen_and_others_are_untouched(data):
+    X, y, Xv, yv = data
+    normal = members(epochs=3)
+    exploding = [dict(m) for m in normal]
+    exploding[1].update(learning_rate=1e12, optimizer="sgd")
+    a = Population("multiclass", 7, normal, n_classes=3, seed=5).fit(X, y, Xv, yv)
+    b = Population("multiclass", 7, exploding, n_classes=3, seed=5).fit(X, y, Xv, yv)
+    assert b.diverged.tolist() == [False, True, False, False]
+    assert "diverged at epoch" in b.failure[1]
+    for name in a.params:
+        for i in (0, 2, 3):
+            assert torch.equal(a.params[name][i], b.params[name][i]), name
+    for i in (0, 2, 3):
+        assert a.history[i] == b.history[i]
+    assert torch.isfinite(b.predict(Xv)).all()  # the frozen member is reset, not NaN
+
+
+def test_copy_member_copies_the_whole_state(data):
+    X, y, Xv, yv = data
+    hp = members(dropout=0.0)
+    pop = Population("multiclass", 7, hp, n_classes=3, seed=1)
+    pop.fit_epoch(X, y)
+    pop.fit_epoch(X, y)
+    pop.copy_member(0, 3)
+    assert pop.hyperparameters[3] == pop.hyperparameters[0]
+    pop.fit_epoch(X, y)  # same minibatches, same state: the two stay identical
+    for name, p in pop.params.items():
+        assert torch.equal(p[0], p[3]), name
+    assert torch.equal(pop.predict(Xv)[0], pop.predict(Xv)[3])
+
+
+def test_remove_and_add_members_leave_the_others_unchanged(data):
+    X, y, _, _ = data
+    hp = members(dropout=0.0)
+    a = Population("multiclass", 7, hp, n_classes=3, seed=2)
+    b = Population("multiclass", 7, hp, n_classes=3, seed=2)
+    a.fit_epoch(X, y)
+    b.fit_epoch(X, y)
+    b.remove_members([1])
+    new = b.add_members([{"hidden_layer_sizes": (16, 8), "batch_size": 32, "epochs": 4}])
+    assert new == [3] and b.size == 4 and b.member_ids == [0, 2, 3, 4]
+    assert int(b.epoch[3]) == 0
+    a.fit_epoch(X, y)
+    b.fit_epoch(X, y)
+    for name in a.params:
+        torch.testing.assert_close(a.params[name][[0, 2, 3]], b.params[name][:3],
+                                   rtol=1e-6, atol=1e-7)
+
+
+def test_members_with_a_different_structure_are_refused():
+    pop = Population("binary", 3, [{"hidden_layer_sizes": (4,)}])
+    with pytest.raises(ValueError, match="separate populations"):
+        pop.add_members([{"hidden_layer_sizes": (8,)}])
+    with pytest.raises(ValueError, match="cannot change inside a population"):
+        pop.set_hyperparameters(0, batch_size=7)
+
+
+def test_set_hyperparameters_changes_one_member(data):
+    X, y, _, _ = data
+    pop = Population("multiclass", 7, members(), n_classes=3)
+    pop.set_hyperparameters(2, learning_rate=0.5, dropout=0.4)
+    assert pop.learning_rates()[2] == pytest.approx(0.5)
+    assert pop.hyperparameters[2]["dropout"] == 0.4
+    with pytest.raises(ValueError, match="learning_rate"):
+        pop.set_hyperparameters(0, learning_rate=-1)
+
+
+def test_export_member_and_state_round_trip(data):
+    X, y, Xv, yv = data
+    pop = Population("multiclass", 7, members(), n_classes=3, seed=3)
+    pop.fit_epoch(X, y, Xv, yv)
+    single = pop.export_member(2)
+    assert single.size == 1
+    torch.testing.assert_close(single.predict(Xv)[0], pop.predict(Xv)[2])
+    restored = Population.from_state(pop.state_meta(), pop.state_tensors())
+    pop.fit_epoch(X, y, Xv, yv)
+    restored.fit_epoch(X, y, Xv, yv)  # continues exactly: weights, moments, RNG, epochs
+    for name in pop.params:
+        assert torch.equal(pop.params[name], restored.params[name])
+    assert pop.history == restored.history
+
+
+def test_evaluation_is_deterministic_and_dropout_preserves_expectation():
+    pop = Population("regression", 4, [{"dropout": 0.5, "hidden_layer_sizes": (8,)}])
+    X = torch.randn(20, 4)
+    assert torch.equal(pop.predict(X), pop.predict(X))  # no dropout at test time
+    keep = torch.tensor([1.0, 0.8, 0.5, 0.3])
+    mask = dropout_mask((4, 400, 100), keep, torch.Generator().manual_seed(0), torch.float32)
+    kept = (mask > 0).float().mean(dim=(1, 2))
+    torch.testing.assert_close(kept, rounded_keep_prob(keep), atol=0.01, rtol=0)
+    torch.testing.assert_close(mask.mean(dim=(1, 2)), torch.ones(4), atol=0.02, rtol=0)
+    assert torch.equal(mask[0], torch.ones(400, 100))
+
+
+def test_learning_rate_schedules_match_torch_schedulers():
+    lr0, epochs = 0.1, 12
+    kinds = ["none", "inverse_time", "exponential", "step", "cosine"]
+    rates = [0.0, 0.5, 0.9, 0.5, 0.0]
+    references = {
+        "none": lambda o: torch.optim.lr_scheduler.ConstantLR(o, factor=1.0),
+        "inverse_time": lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1 / (1 + 0.5 * e)),
+        "exponential": lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9),
+        "step": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=4, gamma=0.5),
+        "cosine": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=epochs),
+    }
+    for kind, rate in zip(kinds, rates):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr0)
+        scheduler = references[kind](opt)
+        for epoch in range(epochs):
+            ours = learning_rate_at(
+                torch.tensor([epoch]), torch.tensor([lr0], dtype=torch.float64),
+                torch.tensor([DECAY_CODES[kind]]), torch.tensor([rate], dtype=torch.float64),
+                torch.tensor([4.0], dtype=torch.float64),
+                torch.tensor([float(epochs)], dtype=torch.float64))
+            assert float(ours[0]) == pytest.approx(scheduler.get_last_lr()[0], rel=1e-9), (
+                kind, epoch)
+            opt.step()
+            scheduler.step()
+
+
+def test_softmax_regression_without_hidden_layers(data):
+    X, y, Xv, yv = data
+    pop = Population("multiclass", 7, [{"hidden_layer_sizes": (), "epochs": 20,
+                                         "learning_rate": 0.05}], n_classes=3).fit(X, y, Xv, yv)
+    assert pop.history[0][-1]["train_loss"] < pop.history[0][0]["train_loss"]
+    assert math.isfinite(pop.history[0][-1]["val_loss"])
