@@ -1,0 +1,33 @@
+"""Tables in, tensors out: reading tables, the task, column roles, splits, preprocessing.
+
+>>> from caviar.data import TablePreprocessor, infer_roles, read_table, split_frame
+"""
+
+from caviar.data.preprocess import TablePreprocessor, make_target_encoder
+from caviar.data.table import (
+    MAX_ONEHOT_LEVELS,
+    MISSING_LEVEL,
+    DataError,
+    Roles,
+    check_target,
+    drop_missing_target,
+    infer_roles,
+    infer_task,
+    read_table,
+    split_frame,
+)
+
+__all__ = [
+    "DataError",
+    "MAX_ONEHOT_LEVELS",
+    "MISSING_LEVEL",
+    "Roles",
+    "TablePreprocessor",
+    "check_target",
+    "drop_missing_target",
+    "infer_roles",
+    "infer_task",
+    "make_target_encoder",
+    "read_table",
+    "split_frame",
+]

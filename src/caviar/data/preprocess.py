@@ -1,0 +1,501 @@
+"""From a table to the float32 matrix the network sees, built from scikit-learn parts.
+
+- numeric columns: ``SimpleImputer(strategy="median", add_indicator=True)`` then
+  ``StandardScaler`` (μ and σ² from the training rows only, applied to values and indicators);
+- low-cardinality categoricals: ``OneHotEncoder(handle_unknown="ignore")``, left as 0/1;
+- high-cardinality categoricals: ``TargetEncoder`` (smoothed toward the global mean,
+  out-of-fold on the training rows, one column per class for several classes) then
+  ``StandardScaler``.
+
+Missing categorical values become a level of their own (``MISSING_LEVEL``). A fitted
+preprocessor saves without pickle: :meth:`TablePreprocessor.to_state` gives a JSON-ready dict
+and named arrays, and :meth:`TablePreprocessor.from_state` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
+from sklearn.utils.fixes import parse_version
+from sklearn.utils.validation import check_is_fitted
+
+from caviar.data.table import (
+    MAX_ONEHOT_LEVELS,
+    DataError,
+    Roles,
+    _names,
+    bad_numbers,
+    category_strings,
+    check_target,
+    drop_missing_target,
+    infer_roles,
+    infer_task,
+    read_table,
+)
+
+__all__ = ["TablePreprocessor", "make_target_encoder"]
+
+STATE_FORMAT = "caviar.TablePreprocessor"
+STATE_VERSION = 1
+
+_TARGET_TYPE = {"binary": "binary", "multiclass": "multiclass", "regression": "continuous"}
+_SPLITTER_AS_CV = parse_version(sklearn.__version__).release >= (1, 9)
+
+
+def make_target_encoder(
+    task: str, smooth: float | str = "auto", cv: int = 5, random_state: int = 0
+) -> TargetEncoder:
+    """The ``TargetEncoder`` caviar uses for ``task``.
+
+    A category becomes the mean of the target over its rows (for a binary target, the share of
+    positives; for several classes, one column per class), mixed with the global mean: with
+    ``n`` rows in the category, ``(sum + smooth·mean) / (n + smooth)``. ``smooth=0`` gives the
+    plain category means; ``"auto"`` picks it by empirical Bayes. ``fit_transform`` encodes each
+    row with a model fitted on the other ``cv - 1`` folds (shuffled with ``random_state``).
+
+    >>> enc = make_target_encoder("binary", smooth=0)
+    >>> X = np.array([["a"], ["a"], ["b"], ["b"]], dtype=object)
+    >>> enc.fit(X, [1, 0, 1, 1]).transform(X).ravel().tolist()
+    [0.5, 0.5, 1.0, 1.0]
+    """
+    target_type = _TARGET_TYPE[task]
+    if _SPLITTER_AS_CV:  # scikit-learn >= 1.9 takes the splitter itself
+        splitter = KFold if task == "regression" else StratifiedKFold
+        return TargetEncoder(target_type=target_type, smooth=smooth,
+                             cv=splitter(cv, shuffle=True, random_state=random_state))
+    return TargetEncoder(target_type=target_type, smooth=smooth, cv=cv, shuffle=True,
+                         random_state=random_state)
+
+
+def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
+                        random_state: int) -> ColumnTransformer:
+    parts = []
+    if roles.numeric:
+        numeric = Pipeline([
+            ("impute", SimpleImputer(strategy="median", add_indicator=True)),
+            ("scale", StandardScaler()),
+        ])
+        parts.append(("num", numeric, list(roles.numeric)))
+    if roles.onehot:
+        # One-hot columns stay 0/1: they are already on a unit scale, and standardizing a rare
+        # level would blow it up to ~1/√p (30 for a level on 0.1% of rows); all zeros for an
+        # unseen level also keeps its meaning ("none of the known levels").
+        onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        parts.append(("onehot", onehot, list(roles.onehot)))
+    if roles.target_encoded:
+        encoded = Pipeline([
+            ("encode", make_target_encoder(task, smooth, cv, random_state)),
+            ("scale", StandardScaler()),
+        ])
+        parts.append(("te", encoded, list(roles.target_encoded)))
+    return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0,
+                             verbose_feature_names_out=True)
+
+
+def _n_folds(task: str, y: np.ndarray, cv: int) -> int:
+    """``cv`` folds, fewer when the smallest class (or the table) is smaller than that."""
+    if task == "regression":
+        return max(2, min(cv, len(y)))
+    return max(2, min(cv, int(np.bincount(y).min())))
+
+
+def _jsonable(values: Iterable[Any]) -> list[Any]:
+    """Labels or categories as plain Python values (str, int, float, bool) for JSON."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def _label_array(values: list[Any]) -> np.ndarray:
+    """Class labels from JSON back to the array type fitting produced."""
+    if all(isinstance(v, bool) for v in values):
+        return np.array(values, dtype=bool)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=np.int64)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=np.float64)
+    return np.array(values, dtype=object)
+
+
+class TablePreprocessor(BaseEstimator):
+    """Turns a table into the float32 matrix (and target) a network trains on.
+
+    ``fit`` learns everything from the rows it is given, the training rows, and nothing else:
+    column roles, medians, means and variances, categories, target encodings, classes.
+    ``fit_transform`` returns the training matrix with *out-of-fold* target encoding, so no
+    training row is encoded with its own target; ``transform`` encodes any other rows with the
+    encodings fitted on all training rows.
+
+    Parameters
+    ----------
+    target : the target column.
+    task : ``"binary"``, ``"multiclass"``, ``"regression"``, or None to infer it.
+    categorical : columns to treat as categorical (e.g. integer IDs).
+    drop : columns to leave out (e.g. a target leak).
+    random_state : seeds the folds of the out-of-fold target encoding.
+    smooth : the ``TargetEncoder`` smoothing (``"auto"`` or a number ≥ 0).
+    max_onehot : categoricals with at most this many levels are one-hot encoded, others
+        target encoded.
+    cv : folds of the out-of-fold target encoding.
+
+    Examples
+    --------
+    >>> from caviar.datasets import load_dataset
+    >>> df = load_dataset("default")
+    >>> pre = TablePreprocessor(target="default")
+    >>> X = pre.fit_transform(df)
+    >>> X.shape, X.dtype, pre.task_, pre.classes_.tolist()
+    ((10000, 4), dtype('float32'), 'binary', ['No', 'Yes'])
+    >>> pre.encode_target(df["default"])[:3].tolist()
+    [0, 0, 0]
+    """
+
+    def __init__(
+        self,
+        target: str,
+        task: str | None = None,
+        categorical: Iterable[str] = (),
+        drop: Iterable[str] = (),
+        random_state: int = 0,
+        smooth: float | str = "auto",
+        max_onehot: int = MAX_ONEHOT_LEVELS,
+        cv: int = 5,
+    ) -> None:
+        self.target = target
+        self.task = task
+        self.categorical = categorical
+        self.drop = drop
+        self.random_state = random_state
+        self.smooth = smooth
+        self.max_onehot = max_onehot
+        self.cv = cv
+
+    # ---------------------------------------------------------------------------------- fit
+
+    def fit(self, df: pd.DataFrame, y: None = None) -> TablePreprocessor:
+        """Learn the preprocessing from the training rows ``df`` (the target is a column)."""
+        self._fit(df)
+        return self
+
+    def fit_transform(self, df: pd.DataFrame, y: None = None) -> np.ndarray:
+        """Fit on ``df`` and return its matrix, target encoded out-of-fold (float32).
+
+        Rows with a missing target are dropped (with a warning), so the matrix lines up with
+        ``encode_target`` of the rows that remain.
+        """
+        return self._fit(df)
+
+    def _fit(self, df: pd.DataFrame) -> np.ndarray:
+        df = read_table(df)
+        check_target(df, self.target)
+        df = drop_missing_target(df, self.target)
+        self.task_ = infer_task(df[self.target], self.task)
+        self.roles_ = infer_roles(df, self.target, self.categorical, self.drop, self.task_,
+                                  self.max_onehot)
+        self.columns_ = {col: df[col].dtype.kind for col in df.columns}
+        y = df[self.target]
+        if self.task_ == "regression":
+            values = pd.to_numeric(y).to_numpy(dtype=np.float64)
+            self.target_mean_ = float(values.mean())
+            self.target_std_ = float(values.std())
+            y_encoder = values  # the target encoder works in the user's units
+        else:
+            self.classes_ = np.unique(self._labels(y))
+            y_encoder = self.encode_target(y)
+        folds = _n_folds(self.task_, y_encoder, self.cv)
+        self.column_transformer_ = _column_transformer(self.roles_, self.task_, self.smooth,
+                                                       folds, self.random_state)
+        with warnings.catch_warnings():
+            # a class with fewer rows than folds is fine for the target encoder
+            warnings.filterwarnings("ignore", message="The least populated class")
+            out = self.column_transformer_.fit_transform(self._inputs(df), y_encoder)
+        self._set_feature_names()
+        return np.asarray(out, dtype=np.float32)
+
+    def _set_feature_names(self) -> None:
+        self.feature_names_out_ = [str(n) for n in
+                                   self.column_transformer_.get_feature_names_out()]
+        self.n_features_out_ = len(self.feature_names_out_)
+
+    # ------------------------------------------------------------------------- transform
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """The float32 matrix for the rows of ``df`` (any rows; the target may be absent).
+
+        Missing training columns raise DataError; columns unknown at training are ignored with
+        a warning; unseen categories become all zeros (one-hot) or the global mean (target
+        encoding).
+        """
+        check_is_fitted(self, "column_transformer_")
+        df = read_table(df)
+        lacking = [c for c in self.roles_.features if c not in df.columns]
+        if lacking:
+            raise DataError(
+                f"the table lacks {len(lacking)} column(s) the model was trained on: "
+                f"{_names(lacking)}; add them (values may be missing)"
+            )
+        extra = [c for c in df.columns if c not in self.columns_]
+        if extra:
+            warnings.warn(f"ignoring {len(extra)} column(s) unknown at training: "
+                          f"{_names(extra)}", stacklevel=2)
+        out = self.column_transformer_.transform(self._inputs(df))
+        return np.asarray(out, dtype=np.float32)
+
+    def _inputs(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The feature columns, cleaned: numeric ones as float64, categorical ones as strings."""
+        cols = {}
+        for col in self.roles_.numeric:
+            s = df[col]
+            if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+                bad = bad_numbers(s)
+                if len(bad):
+                    raise DataError(
+                        f"numeric column {col!r} holds text such as {bad.iloc[0]!r} (row "
+                        f"{bad.index[0]}); fix or blank those values"
+                    )
+                s = pd.to_numeric(s)
+            cols[col] = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        for col in self.roles_.categorical:
+            cols[col] = category_strings(df[col]).to_numpy()
+        return pd.DataFrame(cols, index=df.index, columns=self.roles_.features)
+
+    # ---------------------------------------------------------------------------- target
+
+    @staticmethod
+    def _labels(y: pd.Series) -> np.ndarray:
+        """Class labels in one canonical type: bool, int64 (whole numbers), float, or str."""
+        if pd.api.types.is_bool_dtype(y):
+            return y.to_numpy(dtype=bool)
+        if pd.api.types.is_numeric_dtype(y):
+            v = y.to_numpy(dtype=np.float64)
+            return v.astype(np.int64) if np.all(v == np.round(v)) else v
+        return category_strings(y).to_numpy()
+
+    def encode_target(self, y: pd.Series | np.ndarray | list) -> np.ndarray:
+        """Class indices (int64, into ``classes_``) or the standardized target (float32).
+
+        >>> df = pd.DataFrame({"x": range(8), "y": [3.5, 5.5] * 4})
+        >>> pre = TablePreprocessor("y", task="regression").fit(df)
+        >>> pre.encode_target([3.5, 5.5, 4.5]).tolist()
+        [-1.0, 1.0, 0.0]
+        """
+        check_is_fitted(self, "task_")
+        y = pd.Series(y) if not isinstance(y, pd.Series) else y
+        if y.isna().any():
+            raise DataError(f"the target has {int(y.isna().sum())} missing value(s); drop "
+                            f"those rows first")
+        if self.task_ == "regression":
+            bad = bad_numbers(y)
+            if len(bad):
+                raise DataError(f"the target holds text such as {bad.iloc[0]!r}; a regression "
+                                f"target must be numbers")
+            values = pd.to_numeric(y).to_numpy(dtype=np.float64)
+            return ((values - self.target_mean_) / self.target_std_).astype(np.float32)
+        if self.classes_.dtype.kind in "iuf" and not pd.api.types.is_numeric_dtype(y):
+            bad = bad_numbers(y)
+            if len(bad):
+                raise DataError(f"the target holds class {bad.iloc[0]!r}, unknown at training; "
+                                f"known classes: {self._known_classes()}")
+            y = pd.to_numeric(y)
+        elif self.classes_.dtype.kind == "O" and pd.api.types.is_numeric_dtype(y):
+            y = category_strings(y)
+        index = {label: i for i, label in enumerate(self.classes_.tolist())}
+        labels = self._labels(y)
+        unknown = [v for v in pd.unique(labels) if v not in index]
+        if unknown:
+            raise DataError(
+                f"the target holds {len(unknown)} class(es) unknown at training, such as "
+                f"{_jsonable(unknown)[0]!r}; known classes: {self._known_classes()}"
+            )
+        return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
+
+    def _known_classes(self) -> str:
+        labels = _jsonable(self.classes_.tolist())
+        more = f" and {len(labels) - 8} more" if len(labels) > 8 else ""
+        return ", ".join(repr(v) for v in labels[:8]) + more
+
+    def decode_target(self, values: np.ndarray | list) -> np.ndarray:
+        """Inverse of :meth:`encode_target`: class indices to labels, or back to target units."""
+        check_is_fitted(self, "task_")
+        values = np.asarray(values)
+        if self.task_ == "regression":
+            return values.astype(np.float64) * self.target_std_ + self.target_mean_
+        return self.classes_[values.astype(np.int64)]
+
+    # ----------------------------------------------------------------------------- state
+
+    def _steps(self) -> dict[str, Any]:
+        named = self.column_transformer_.named_transformers_
+        steps = {}
+        if "num" in named:
+            steps["impute"] = named["num"].named_steps["impute"]
+            steps["num_scale"] = named["num"].named_steps["scale"]
+        if "onehot" in named:
+            steps["onehot"] = named["onehot"]
+        if "te" in named:
+            steps["encode"] = named["te"].named_steps["encode"]
+            steps["te_scale"] = named["te"].named_steps["scale"]
+        return steps
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What the fitted preprocessor learned: a JSON-serializable dict and named arrays.
+
+        :meth:`from_state` rebuilds a preprocessor that transforms exactly as this one does.
+
+        >>> import json
+        >>> df = pd.DataFrame({"x": [1.0, None, 3.0, 4.0] * 3, "y": ["a", "b", "c"] * 4})
+        >>> pre = TablePreprocessor("y").fit(df)
+        >>> meta, arrays = pre.to_state()
+        >>> again = TablePreprocessor.from_state(json.loads(json.dumps(meta)), arrays)
+        >>> bool((again.transform(df) == pre.transform(df)).all())
+        True
+        """
+        check_is_fitted(self, "column_transformer_")
+        params = {k: (list(v) if isinstance(v, (tuple, list)) else v)
+                  for k, v in self.get_params().items()}
+        meta: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "params": params,
+            "task": self.task_,
+            "roles": self.roles_.to_dict(),
+            "columns": dict(self.columns_),
+            "feature_names_out": list(self.feature_names_out_),
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if self.task_ == "regression":
+            meta["target_mean"] = self.target_mean_  # JSON keeps floats exactly (repr)
+            meta["target_std"] = self.target_std_
+        else:
+            meta["classes"] = _jsonable(self.classes_.tolist())
+        steps = self._steps()
+        if "impute" in steps:
+            indicator = steps["impute"].indicator_
+            meta["indicator_features"] = [] if indicator is None else [
+                int(i) for i in indicator.features_]
+            arrays["num.median"] = np.asarray(steps["impute"].statistics_, dtype=np.float64)
+            arrays.update(_scaler_arrays("num.scale", steps["num_scale"]))
+        if "onehot" in steps:
+            meta["onehot_categories"] = [_jsonable(c) for c in steps["onehot"].categories_]
+        if "encode" in steps:
+            encoder = steps["encode"]
+            meta["te_categories"] = [_jsonable(c) for c in encoder.categories_]
+            for i, encoding in enumerate(encoder.encodings_):
+                arrays[f"te.encodings.{i}"] = np.asarray(encoding, dtype=np.float64)
+            arrays["te.target_mean"] = np.atleast_1d(np.asarray(encoder.target_mean_,
+                                                                dtype=np.float64))
+            arrays.update(_scaler_arrays("te.scale", steps["te_scale"]))
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TablePreprocessor:
+        """Rebuild a fitted preprocessor from :meth:`to_state`'s dict and arrays.
+
+        The scikit-learn parts are fitted on a small synthetic table that has the same columns,
+        categories and missing-value indicators, then their learned numbers (medians, means,
+        variances, encodings) are set from the state, so ``transform`` runs the same code on
+        the same numbers as the original.
+        """
+        if meta.get("format") != STATE_FORMAT or meta.get("version") != STATE_VERSION:
+            raise DataError(
+                f"not a saved TablePreprocessor (format {meta.get('format')!r}, version "
+                f"{meta.get('version')!r}); save it again with this version of caviar"
+            )
+        params = dict(meta["params"])
+        for name in ("categorical", "drop"):  # lists in JSON, tuples in the constructor
+            if isinstance(params.get(name), list):
+                params[name] = tuple(params[name])
+        pre = cls(**params)
+        pre.task_ = meta["task"]
+        pre.roles_ = Roles.from_dict(meta["roles"])
+        pre.columns_ = dict(meta["columns"])
+        if pre.task_ == "regression":
+            pre.target_mean_ = float(meta["target_mean"])
+            pre.target_std_ = float(meta["target_std"])
+        else:
+            pre.classes_ = _label_array(meta["classes"])
+        template, y = _template(pre, meta)
+        ct = _column_transformer(pre.roles_, pre.task_, pre.smooth, 2, pre.random_state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ct.fit(template, y)
+        pre.column_transformer_ = ct
+        steps = pre._steps()
+        if "impute" in steps:
+            indicator = steps["impute"].indicator_
+            features = [] if indicator is None else indicator.features_.tolist()
+            _same("missing indicators", features, meta["indicator_features"])
+            steps["impute"].statistics_ = np.array(arrays["num.median"], dtype=np.float64)
+            _set_scaler(steps["num_scale"], "num.scale", arrays)
+        if "onehot" in steps:
+            _same("one-hot categories", [c.tolist() for c in steps["onehot"].categories_],
+                  meta["onehot_categories"])
+        if "encode" in steps:
+            encoder = steps["encode"]
+            _same("target-encoded categories", [c.tolist() for c in encoder.categories_],
+                  meta["te_categories"])
+            n = len(encoder.encodings_)
+            encoder.encodings_ = [np.array(arrays[f"te.encodings.{i}"], dtype=np.float64)
+                                  for i in range(n)]
+            mean = np.array(arrays["te.target_mean"], dtype=np.float64)
+            encoder.target_mean_ = mean if pre.task_ == "multiclass" else mean[0]
+            _set_scaler(steps["te_scale"], "te.scale", arrays)
+        pre._set_feature_names()
+        _same("output features", pre.feature_names_out_, meta["feature_names_out"])
+        check_is_fitted(ct)
+        return pre
+
+
+def _scaler_arrays(prefix: str, scaler: StandardScaler) -> dict[str, np.ndarray]:
+    return {f"{prefix}.mean": np.asarray(scaler.mean_, dtype=np.float64),
+            f"{prefix}.var": np.asarray(scaler.var_, dtype=np.float64),
+            f"{prefix}.scale": np.asarray(scaler.scale_, dtype=np.float64)}
+
+
+def _set_scaler(scaler: StandardScaler, prefix: str, arrays: dict[str, np.ndarray]) -> None:
+    for name in ("mean", "var", "scale"):
+        value = np.array(arrays[f"{prefix}.{name}"], dtype=np.float64)
+        if value.shape != getattr(scaler, f"{name}_").shape:
+            raise DataError(f"saved preprocessor is inconsistent: {prefix}.{name} has shape "
+                            f"{value.shape}; save it again")
+        setattr(scaler, f"{name}_", value)
+
+
+def _same(what: str, rebuilt: Any, saved: Any) -> None:
+    if rebuilt != saved:
+        raise DataError(f"saved preprocessor is inconsistent: its {what} differ when rebuilt; "
+                        f"save it again")
+
+
+def _template(pre: TablePreprocessor, meta: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
+    """A small table whose fit gives the saved columns, categories and indicator columns.
+
+    Numeric columns hold their saved median (and one missing value where training had an
+    indicator); categorical columns cycle through their saved categories; the target cycles
+    through the classes, five rows each at least, so stratified folds work.
+    """
+    roles = pre.roles_
+    n_classes = 2 if pre.task_ == "regression" else len(pre.classes_)
+    levels = meta.get("onehot_categories", []) + meta.get("te_categories", [])
+    n = max([5 * n_classes, 2, *(len(c) for c in levels)])
+    cols: dict[str, Any] = {}
+    indicator = set(meta.get("indicator_features", []))
+    for i, col in enumerate(roles.numeric):
+        values = np.full(n, 0.0)  # replaced by the saved median
+        if i in indicator:
+            values[0] = np.nan
+        cols[col] = values
+    for col, cats in zip(roles.categorical, levels, strict=True):
+        cols[col] = np.array([cats[i % len(cats)] for i in range(n)], dtype=object)
+    y = np.arange(n) % n_classes
+    return pd.DataFrame(cols, columns=roles.features), (y.astype(float)
+                                                        if pre.task_ == "regression" else y)

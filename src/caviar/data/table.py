@@ -1,0 +1,541 @@
+"""Tables in: reading files, the task, column roles, and splits.
+
+Every problem with the user's data is a :class:`DataError` whose message is one line naming the
+problem and the fix, so the command line can print it as is.
+
+>>> import pandas as pd
+>>> df = pd.DataFrame({"size": [1.0, 2.5, None, 4.0] * 5, "color": list("rgbr") * 5,
+...                    "sold": ["yes", "no"] * 10})
+>>> infer_task(df["sold"])
+'binary'
+>>> roles = infer_roles(df, "sold")
+>>> roles.numeric, roles.onehot
+(['size'], ['color'])
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from caviar.engine.hyperparams import TASKS, close_names
+
+__all__ = [
+    "DataError",
+    "Roles",
+    "read_table",
+    "infer_task",
+    "infer_roles",
+    "check_target",
+    "drop_missing_target",
+    "split_frame",
+    "MAX_ONEHOT_LEVELS",
+    "MAX_CLASSES",
+    "NUMERIC_SHARE",
+    "MISSING_LEVEL",
+]
+
+MAX_ONEHOT_LEVELS = 10  # categoricals with more levels are target encoded
+MAX_CLASSES = 20  # an integer target with more distinct values is a regression target
+NUMERIC_SHARE = 0.95  # a text column whose values parse as numbers this often is numeric
+MISSING_LEVEL = "__missing__"  # the level a missing categorical value becomes
+
+_UNNAMED = re.compile(r"^Unnamed: \d+$")  # what pandas calls a column with an empty header
+
+
+class DataError(ValueError):
+    """A problem with the user's data; the message is one line naming the problem and the fix."""
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _names(cols: Iterable[Any], limit: int = 8) -> str:
+    cols = [str(c) for c in cols]
+    shown = ", ".join(repr(c) for c in cols[:limit])
+    return shown + (f" and {len(cols) - limit} more" if len(cols) > limit else "")
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """Read a CSV (also compressed, e.g. ``.csv.gz``), TSV or Parquet file, or copy a DataFrame.
+
+    Column names become strings. Raises :class:`DataError` for a missing, empty or unreadable
+    file.
+
+    >>> read_table(pd.DataFrame({"a": [1, 2]})).shape
+    (2, 1)
+    """
+    if isinstance(source, pd.DataFrame):
+        df = source.copy()
+        name = "the DataFrame"
+    elif isinstance(source, (str, Path)):
+        df = _read_file(Path(source))
+        name = repr(str(source))
+    else:
+        raise DataError(
+            f"can't read a {type(source).__name__}; pass a CSV or Parquet path or a DataFrame"
+        )
+    df.columns = [str(c) for c in df.columns]
+    dupes = df.columns[df.columns.duplicated()].unique().tolist()
+    if dupes:
+        raise DataError(f"{name} has duplicate column names {_names(dupes)}; rename them")
+    if df.shape[1] == 0:
+        raise DataError(f"{name} has no columns; check that it is the right table")
+    if len(df) == 0:
+        raise DataError(f"{name} has a header but no rows; check that it is the right table")
+    return df
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    shown = repr(str(path))
+    if not path.exists():
+        hint = ""
+        if path.parent.is_dir():
+            hint = close_names(path.name, [p.name for p in path.parent.iterdir()])
+        raise DataError(f"file {shown} not found{hint}; check the path")
+    if path.is_dir():
+        raise DataError(f"{shown} is a folder; pass a CSV or Parquet file")
+    if path.stat().st_size == 0:
+        raise DataError(f"file {shown} is empty; pass a CSV or Parquet file with a header row")
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".xlsx", ".xls", ".json", ".feather", ".pkl", ".pickle"):
+        raise DataError(
+            f"can't read {shown}: {suffixes[-1]} files are not supported; save it as CSV or Parquet"
+        )
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    try:
+        if magic == b"PAR1" or (suffixes and suffixes[-1] in (".parquet", ".pq")):
+            return pd.read_parquet(path)
+        sep = "\t" if ".tsv" in suffixes else ","
+        df = pd.read_csv(path, sep=sep)
+        if df.shape[1] == 1 and sep == "," and ";" in str(df.columns[0]):
+            df = pd.read_csv(path, sep=";")  # a semicolon-separated "CSV"
+        return df
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"file {shown} has no data; pass a CSV or Parquet file with a header row"
+        ) from None
+    except UnicodeDecodeError:
+        raise DataError(
+            f"can't read {shown}: it is not a text CSV file; save it as CSV (UTF-8) or Parquet"
+        ) from None
+    except (pd.errors.ParserError, ValueError, OSError) as e:
+        what = "Parquet" if magic == b"PAR1" or ".parquet" in suffixes else "CSV"
+        raise DataError(
+            f"can't read {shown} as {what} ({_one_line(e)[:200]}); check the file or save it "
+            f"again as CSV or Parquet"
+        ) from None
+    except Exception as e:  # pyarrow raises its own errors for foreign or broken files
+        raise DataError(
+            f"can't read {shown} ({_one_line(e)[:200]}); save it as CSV or Parquet"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# the target and the task
+
+
+def check_target(df: pd.DataFrame, target: str) -> None:
+    """DataError, with close names, if ``target`` is not a column of ``df``."""
+    if target not in df.columns:
+        raise DataError(
+            f"target column {target!r} not found{close_names(str(target), df.columns)}; "
+            f"columns: {_names(df.columns)}"
+        )
+
+
+def drop_missing_target(df: pd.DataFrame, target: str) -> pd.DataFrame:
+    """``df`` without the rows whose target is missing, with a warning giving their count.
+
+    Raises DataError if the target column is missing or has no values at all.
+    """
+    check_target(df, target)
+    missing = df[target].isna()
+    if missing.all():
+        raise DataError(
+            f"target column {target!r} is all missing; pick the column that holds the labels"
+        )
+    if missing.any():
+        warnings.warn(
+            f"dropped {int(missing.sum())} of {len(df)} rows whose target {target!r} is missing",
+            stacklevel=2,
+        )
+        return df.loc[~missing]
+    return df
+
+
+def _integral(values: pd.Series) -> bool:
+    """Whether a numeric series holds whole numbers only (ints, or floats like 3.0)."""
+    if pd.api.types.is_integer_dtype(values):
+        return True
+    v = values.to_numpy(dtype=float)
+    return bool(np.all(np.isfinite(v)) and np.all(v == np.round(v)))
+
+
+def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = None) -> str:
+    """The learning task for target ``y``: ``"binary"``, ``"multiclass"`` or ``"regression"``.
+
+    Strings, booleans and categories are labels: two levels make a binary task, more a
+    multiclass one. Whole numbers with few distinct values (at most ``MAX_CLASSES``, and fewer
+    than half the rows) are labels too; other numbers are a regression target. ``task``
+    overrides the guess and is checked against the values. Missing values are ignored.
+
+    >>> infer_task(["No", "Yes", "No"])
+    'binary'
+    >>> infer_task([0, 1, 2, 1, 0, 2, 1])
+    'multiclass'
+    >>> infer_task([1.5, 2.25, 3.0])
+    'regression'
+    """
+    y = pd.Series(y) if not isinstance(y, pd.Series) else y
+    name = f"target {y.name!r}" if y.name is not None else "the target"
+    y = y.dropna()
+    if len(y) == 0:
+        raise DataError(f"{name} is all missing; pick the column that holds the labels")
+    n_levels = y.nunique()
+    if n_levels < 2:
+        value = y.iloc[0].item() if isinstance(y.iloc[0], np.generic) else y.iloc[0]
+        raise DataError(
+            f"{name} has a single value ({value!r}): there is nothing to learn; check the "
+            f"target column and the rows selected"
+        )
+    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+    if task is not None:
+        if task not in TASKS:
+            raise DataError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        if task == "regression" and not numeric:
+            raise DataError(
+                f"{name} holds labels such as {y.iloc[0]!r}, not numbers: it can't be a "
+                f"regression target; use task='binary' or 'multiclass'"
+            )
+        if task == "binary" and n_levels != 2:
+            raise DataError(
+                f"task='binary' needs 2 classes but {name} has {n_levels}; use "
+                f"task='multiclass' or 'regression'"
+            )
+        if task == "multiclass" and n_levels < 3:
+            raise DataError(f"task='multiclass' needs 3 or more classes but {name} has 2; "
+                            f"use task='binary'")
+        return task
+    if numeric:
+        looks_continuous = (
+            not _integral(y) or n_levels > MAX_CLASSES or n_levels > max(2, len(y) // 2)
+        )
+        if looks_continuous:
+            return "regression"
+    return "binary" if n_levels == 2 else "multiclass"
+
+
+# --------------------------------------------------------------------------------------------
+# column roles
+
+
+@dataclass
+class Roles:
+    """What each column is for: a feature of some kind, the target, or ignored (and why).
+
+    ``numeric`` columns are imputed and standardized; ``onehot`` are low-cardinality
+    categoricals; ``target_encoded`` are high-cardinality ones; ``ignored`` maps a column to the
+    reason it is left out; ``reasons`` says why each feature got its role.
+
+    >>> roles = Roles(target="y", task="binary", numeric=["x"])
+    >>> Roles.from_dict(roles.to_dict()) == roles
+    True
+    """
+
+    target: str
+    task: str
+    numeric: list[str] = field(default_factory=list)
+    onehot: list[str] = field(default_factory=list)
+    target_encoded: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        """The columns that feed the network, in the order the preprocessor uses them."""
+        return [*self.numeric, *self.onehot, *self.target_encoded]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [*self.onehot, *self.target_encoded]
+
+    def role(self, column: str) -> str:
+        if column == self.target:
+            return "target"
+        for role in ("numeric", "onehot", "target_encoded"):
+            if column in getattr(self, role):
+                return role
+        if column in self.ignored:
+            return "ignored"
+        raise KeyError(column)
+
+    def describe(self) -> str:
+        """A table, one line a column: its name, its role, and why.
+
+        >>> print(Roles("y", "binary", numeric=["x"], reasons={"x": "numbers"}).describe())
+        column  role     reason
+        y       target   binary
+        x       numeric  numbers
+        """
+        rows = [(self.target, "target", self.task)]
+        rows += [(c, self.role(c), self.reasons.get(c, "")) for c in self.features]
+        rows += list((c, "ignored", why) for c, why in self.ignored.items())
+        rows = [("column", "role", "reason"), *rows]
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict; :meth:`from_dict` inverts it."""
+        return {
+            "target": self.target,
+            "task": self.task,
+            "numeric": list(self.numeric),
+            "onehot": list(self.onehot),
+            "target_encoded": list(self.target_encoded),
+            "ignored": dict(self.ignored),
+            "reasons": dict(self.reasons),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Roles:
+        return cls(
+            target=d["target"],
+            task=d["task"],
+            numeric=list(d.get("numeric", [])),
+            onehot=list(d.get("onehot", [])),
+            target_encoded=list(d.get("target_encoded", [])),
+            ignored=dict(d.get("ignored", {})),
+            reasons=dict(d.get("reasons", {})),
+        )
+
+
+def category_strings(values: pd.Series) -> pd.Series:
+    """A categorical column as strings (object dtype), missing values as ``MISSING_LEVEL``.
+
+    Numbers are written canonically so that the same level reads the same whether the column
+    came as integers or floats (``7`` and ``7.0`` are both ``"7"``).
+
+    >>> category_strings(pd.Series([7.0, None, 2.5])).tolist()
+    ['7', '__missing__', '2.5']
+    """
+
+    def text(v: Any) -> str:
+        if isinstance(v, (bool, np.bool_)):
+            return str(bool(v))
+        if isinstance(v, (int, np.integer)):
+            return str(int(v))
+        if isinstance(v, (float, np.floating)):
+            return str(int(v)) if float(v).is_integer() else repr(float(v))
+        return str(v)
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)  # missing values get code -1
+    levels = np.array([text(v) for v in uniques] + [MISSING_LEVEL], dtype=object)
+    return pd.Series(levels[codes], index=values.index, name=values.name, dtype=object)
+
+
+def _text_values(s: pd.Series) -> bool:
+    return not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+                or pd.api.types.is_datetime64_any_dtype(s)
+                or pd.api.types.is_timedelta64_dtype(s))
+
+
+def bad_numbers(s: pd.Series) -> pd.Series:
+    """The non-missing values of ``s`` that do not parse as numbers."""
+    present = s.dropna()
+    parsed = pd.to_numeric(present, errors="coerce")
+    return present[parsed.isna()]
+
+
+def _row_index(s: pd.Series, position: int) -> str | None:
+    """The reason ``s`` is a saved row index, or None.
+
+    A row index is a column of distinct whole numbers that is unnamed (pandas reads an empty
+    header as ``Unnamed: 0``), or a first column named ``index`` that counts 0..n-1 or 1..n.
+    """
+    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or s.isna().any():
+        return None
+    if not (_integral(s) and s.is_unique):
+        return None
+    name = str(s.name).strip()
+    if _UNNAMED.match(name) or name == "":
+        return "unnamed column of distinct whole numbers: a saved row index, not a feature"
+    values = s.to_numpy()
+    n = len(values)
+    counts = np.array_equal(values, np.arange(n)) or np.array_equal(values, np.arange(1, n + 1))
+    if position == 0 and name.lower() == "index" and counts:
+        return f"counts the rows ({values[0]}..{values[-1]}): a saved row index, not a feature"
+    return None
+
+
+def _check_names(df: pd.DataFrame, names: Iterable[str], argument: str, target: str) -> list[str]:
+    names = [names] if isinstance(names, str) else list(names)
+    for name in names:
+        if name not in df.columns:
+            raise DataError(
+                f"unknown column {name!r} in {argument}{close_names(str(name), df.columns)}; "
+                f"columns: {_names(df.columns)}"
+            )
+        if name == target:
+            raise DataError(f"{argument} lists the target {target!r}; remove it from {argument}")
+    return names
+
+
+def infer_roles(
+    df: pd.DataFrame,
+    target: str,
+    categorical: Iterable[str] = (),
+    drop: Iterable[str] = (),
+    task: str | None = None,
+    max_onehot: int = MAX_ONEHOT_LEVELS,
+) -> Roles:
+    """Decide the role of every column of ``df`` (see :class:`Roles`).
+
+    - ``drop`` columns, constant columns and saved row indices (pandas' ``Unnamed: 0``, or a
+      column that is just 0..n-1 or 1..n) are ignored, each with its reason;
+    - text, boolean and category columns are categorical, and so are the ``categorical``
+      columns (use it for integer codes such as IDs); a categorical with at most
+      ``max_onehot`` levels is one-hot encoded, one with more is target encoded; a text column
+      with a different value on every row is ignored as an identifier;
+    - other columns are numeric. A text column whose values are nearly all numbers (at least
+      ``NUMERIC_SHARE`` of them) is a numeric column with typos: DataError naming a bad value.
+
+    ``task`` is inferred from the target when None.
+
+    >>> df = pd.DataFrame({"Unnamed: 0": range(6), "x": [1.0, 2, 3, 4, 5, 6],
+    ...                    "k": ["a", "b"] * 3, "y": [0, 1] * 3})
+    >>> r = infer_roles(df, "y")
+    >>> r.numeric, r.onehot, list(r.ignored)
+    (['x'], ['k'], ['Unnamed: 0'])
+    """
+    check_target(df, target)
+    categorical = _check_names(df, categorical, "categorical", target)
+    drop = _check_names(df, drop, "drop", target)
+    task = infer_task(df[target], task)
+    roles = Roles(target=target, task=task)
+    for position, col in enumerate(df.columns):
+        if col == target:
+            continue
+        s = df[col]
+        if col in drop:
+            roles.ignored[col] = "dropped by the user (drop=...)"
+            continue
+        n_distinct = s.nunique(dropna=False)
+        if n_distinct <= 1:
+            value = s.dropna().iloc[0] if s.notna().any() else None
+            value = value.item() if isinstance(value, np.generic) else value
+            roles.ignored[col] = ("all missing" if value is None
+                                  else f"constant: a single value ({value!r})")
+            continue
+        if col not in categorical:
+            why = _row_index(s, position)
+            if why:
+                roles.ignored[col] = why
+                continue
+        if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
+            roles.ignored[col] = "dates and times are not supported; derive numeric columns"
+            continue
+        is_category_dtype = isinstance(s.dtype, pd.CategoricalDtype)
+        if col not in categorical and _text_values(s) and not is_category_dtype:
+            present = s.dropna()
+            bad = bad_numbers(present)
+            if len(bad) == 0:
+                roles.numeric.append(col)
+                roles.reasons[col] = "text holding numbers"
+                continue
+            if len(present) and 1 - len(bad) / len(present) >= NUMERIC_SHARE:
+                row = bad.index[0]
+                raise DataError(
+                    f"column {col!r} holds numbers but {len(bad)} value(s) are text, such as "
+                    f"{bad.iloc[0]!r} (row {row}); fix or blank them, or pass "
+                    f"categorical=[{col!r}] to treat the column as categorical"
+                )
+        is_categorical = (
+            col in categorical or _text_values(s) or pd.api.types.is_bool_dtype(s)
+            or is_category_dtype
+        )
+        if not is_categorical:
+            roles.numeric.append(col)
+            roles.reasons[col] = f"numbers ({s.dtype})"
+            continue
+        levels = category_strings(s.dropna()).nunique()
+        forced = " (categorical=...)" if col in categorical else ""
+        if col not in categorical and levels == s.notna().sum() and levels >= 20:
+            roles.ignored[col] = f"a different value on every row ({levels}): an identifier"
+        elif levels <= max_onehot:
+            roles.onehot.append(col)
+            roles.reasons[col] = f"categorical, {levels} levels (<= {max_onehot}){forced}"
+        else:
+            roles.target_encoded.append(col)
+            roles.reasons[col] = f"categorical, {levels} levels (> {max_onehot}){forced}"
+    if not roles.features:
+        raise DataError(
+            f"no usable feature columns besides the target {target!r} "
+            f"(ignored: {_names(roles.ignored)}); check the table and drop=..."
+        )
+    return roles
+
+
+# --------------------------------------------------------------------------------------------
+# splits
+
+
+def split_frame(
+    df: pd.DataFrame,
+    target: str,
+    task: str | None = None,
+    test_size: float = 0.2,
+    val_size: float = 0.2,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Shuffle and split ``df`` into (train, validation, test) frames.
+
+    ``test_size`` and ``val_size`` are shares of all rows (either may be 0, giving an empty
+    frame). Classification splits are stratified on the target when every class has enough
+    rows. Rows with a missing target are dropped first (with a warning). The frames keep the
+    original row labels.
+
+    >>> df = pd.DataFrame({"x": range(100), "y": [0, 1] * 50})
+    >>> [len(part) for part in split_frame(df, "y", "binary")]
+    [60, 20, 20]
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not (0 <= test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
+        raise DataError(
+            f"test_size and val_size must be in [0, 1) with a sum below 1, got {test_size} "
+            f"and {val_size}"
+        )
+    df = drop_missing_target(df, target)
+    task = infer_task(df[target], task)
+
+    def split(frame: pd.DataFrame, size: float, rs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if size == 0:
+            return frame, frame.iloc[:0]
+        stratify = None
+        if task != "regression":
+            counts = frame[target].value_counts()
+            n_test = int(np.ceil(size * len(frame)))
+            if counts.min() >= 2 and n_test >= len(counts) and len(frame) - n_test >= len(counts):
+                stratify = frame[target]
+        return train_test_split(frame, test_size=size, random_state=rs, stratify=stratify)
+
+    rest, test = split(df, test_size, seed)
+    train, val = split(rest, val_size / (1 - test_size), seed + 1)
+    if len(train) == 0:
+        raise DataError(f"no training rows left from {len(df)} rows; lower test_size/val_size")
+    return train, val, test

@@ -1,0 +1,517 @@
+"""The report's plotly figures, one function a figure, each built from a :class:`RunData`.
+
+A function returns a figure, or ``None`` when its data is missing (the page then shows a note).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from caviar.report.source import RunData, TrialData
+
+# A small template keeps each figure's JSON short (plotly's own templates are large).
+TEMPLATE = go.layout.Template(
+    layout={
+        "font": {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12,
+                 "color": "#222"},
+        "colorway": ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                     "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"],
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "xaxis": {"gridcolor": "#eceff3", "linecolor": "#9aa3ad", "zeroline": False,
+                  "automargin": True},
+        "yaxis": {"gridcolor": "#eceff3", "linecolor": "#9aa3ad", "zeroline": False,
+                  "automargin": True},
+        "hovermode": "closest",
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+    }
+)
+PALETTE = TEMPLATE.layout.colorway
+STATE_STYLE = {  # how each trial state is drawn in the scatter plots
+    "COMPLETE": {"color": "#1f77b4", "symbol": "circle", "name": "complete"},
+    "PRUNED": {"color": "#ff7f0e", "symbol": "diamond-open", "name": "pruned (last reported)"},
+    "FAIL": {"color": "#d62728", "symbol": "x", "name": "failed (no score, drawn at the edge)"},
+}
+LOG_KINDS = ("log_uniform", "log_int", "ema_beta")
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def fmt(value: Any) -> str:
+    """A short human form of a number or setting: 0.0003 → "3e-4", 0.25 → "0.25"."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value == 0:
+            return "0"
+        if abs(value) < 1e-2 or abs(value) >= 1e5:
+            mantissa, exponent = f"{value:.2e}".split("e")
+            mantissa = mantissa.rstrip("0").rstrip(".")
+            return f"{mantissa}e{int(exponent)}"
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def score_label(run: RunData) -> str:
+    """The name of the validation score, e.g. "val_accuracy"."""
+    return run.metric or "validation score"
+
+
+# ----------------------------------------------------------------------------- axes
+
+
+@dataclass
+class ParamAxis:
+    """How one Optuna parameter is drawn: its label, scale, and value transform."""
+
+    name: str  # the Optuna parameter name
+    label: str
+    log: bool = False
+    category: bool = False
+    flip: bool = False  # an ema_beta stored as β itself: draw 1 − β
+    integer: bool = False
+
+    def x(self, value: Any) -> Any:
+        """The value to plot for a raw parameter value."""
+        if self.category or isinstance(value, (str, bool)):
+            return str(value)
+        if value is None:
+            return None
+        return 1.0 - value if self.flip else value
+
+
+def param_axis(name: str, run: RunData) -> ParamAxis:
+    """Read a parameter's scale from the study's stored space, else from its distribution.
+
+    An ``ema_beta`` hyperparameter ``beta2`` is sampled as ``"1-beta2"`` (the value 1 − β on a
+    log scale), and is labelled "1 − beta2".
+    """
+    spec, base = run.space.get(name), name
+    if spec is None and name.startswith("1-") and name[2:] in run.space:
+        spec, base = run.space[name[2:]], name[2:]
+    kind = (spec or {}).get("kind")
+    if kind == "ema_beta":
+        return ParamAxis(name, f"1 − {base} (log)", log=True, flip=not name.startswith("1-"))
+    if kind in LOG_KINDS:
+        return ParamAxis(name, f"{name} (log)", log=True)
+    if kind == "choice":
+        return ParamAxis(name, name, category=True)
+    dist = run.distributions.get(name)
+    integer = kind == "int" or isinstance(dist, optuna.distributions.IntDistribution)
+    if kind in ("uniform", "int", "fixed"):
+        return ParamAxis(name, name, integer=integer)
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return ParamAxis(name, name, category=True)
+    if getattr(dist, "log", False):
+        return ParamAxis(name, f"{name} (log)", log=True)
+    values = [t.params[name] for t in run.trials if name in t.params]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    return ParamAxis(name, name, category=not numeric, integer=integer)
+
+
+def axis_style(axis: ParamAxis, values: Iterable[Any]) -> dict[str, Any]:
+    """Plotly axis settings for ``axis``: log with readable ticks, category, or integer steps."""
+    if axis.category:
+        return {"type": "category"}
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and _pos(v)]
+    if axis.log:
+        return {"type": "log", **log_ticks(numbers)}
+    if axis.integer and numbers and max(numbers) - min(numbers) <= 10:
+        return {"dtick": 1}
+    return {}
+
+
+def _pos(v: Any) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def log_ticks(values: list[float]) -> dict[str, Any]:
+    """Tick values and labels for a log axis over ``values``: decades over a wide range,
+    1-2-5 steps over a narrow one, labelled like the tables ("1e-3", "0.01", "200")."""
+    if not values:
+        return {}
+    lo, hi = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
+    span = math.log10(max(values) / min(values))
+    steps = (1,) if span >= 2.5 else (1, 2, 5) if span >= 0.6 else (1, 2, 3, 5, 7)
+    ticks = [m * 10.0**e for e in range(lo, hi + 1) for m in steps]
+    ticks = [t for t in ticks if min(values) / 1.5 <= t <= max(values) * 1.5]
+    if len(ticks) < 2:
+        return {}
+    return {"tickmode": "array", "tickvals": ticks,
+            "ticktext": [fmt(int(t) if t >= 1 and t == int(t) else t) for t in ticks]}
+
+
+def param_names(run: RunData) -> list[str]:
+    """The Optuna parameters the trials hold, in the space's order first."""
+    seen: dict[str, None] = {}
+    for t in run.trials:
+        seen.update(dict.fromkeys(t.params))
+    order = {n: i for i, n in enumerate(run.space)}
+    order.update({f"1-{n}": i for n, i in list(order.items())})
+    return sorted(seen, key=lambda n: (order.get(n, len(order)), list(seen).index(n)))
+
+
+def _grid(n: int, titles: list[str], row_height: int = 270, cols: int = 3):
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
+                        horizontal_spacing=0.08, vertical_spacing=min(0.3, 0.4 / rows))
+    fig.update_layout(template=TEMPLATE, height=row_height * rows + 90)
+    return fig, cols
+
+
+def _cell(i: int, cols: int) -> tuple[int, int]:
+    return i // cols + 1, i % cols + 1
+
+
+# ----------------------------------------------------------------------------- learning curves
+
+
+def _panels(rows: Iterable[dict[str, Any]], metric: str | None) -> list[str]:
+    keys = set().union(*rows) if rows else set()
+    base = (metric or "").removeprefix("val_")
+    wanted = ["loss", base] if base else ["loss", "accuracy", "rmse"]
+    panels = []
+    for b in wanted:
+        if b and b not in panels and ({f"train_{b}", f"val_{b}"} & keys):
+            panels.append(b)
+    return panels[:2]
+
+
+def curves_figure(
+    series: list[tuple[str, list[dict[str, Any]]]], metric: str | None
+) -> go.Figure | None:
+    """Train (dashed) and validation (solid) curves per epoch, one color per run.
+
+    ``series`` is ``[(name, per-epoch dicts), ...]``; panels are the loss and the metric.
+    """
+    series = [(name, rows) for name, rows in series if rows]
+    panels = _panels([r for _, rows in series for r in rows], metric)
+    if not panels:
+        return None
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels,
+                        horizontal_spacing=0.1)
+    for i, (name, rows) in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        epochs = [r.get("epoch", k + 1) for k, r in enumerate(rows)]
+        for col, base in enumerate(panels, start=1):
+            for split, dash in (("val", "solid"), ("train", "dash")):
+                key = f"{split}_{base}"
+                if not any(key in r for r in rows):
+                    continue
+                fig.add_trace(
+                    go.Scatter(
+                        x=epochs, y=[r.get(key) for r in rows], mode="lines",
+                        name=name, legendgroup=name,
+                        showlegend=col == 1 and split == "val",
+                        line={"color": color, "dash": dash, "width": 2 if split == "val" else 1.5},
+                        hovertemplate=f"{name}<br>epoch %{{x}}<br>{key} %{{y:.4g}}<extra></extra>",
+                    ),
+                    row=1, col=col,
+                )
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(template=TEMPLATE, height=380,
+                      legend={"title": {"text": "solid: validation<br>dashed: train"}})
+    return fig
+
+
+def top_curves_figure(run: RunData, top: int = 5) -> go.Figure | None:
+    """Learning curves of the ``top`` best completed trials."""
+    series = []
+    for t in run.ranked()[:top]:
+        rows = t.curve or [{"epoch": e, f"val_{(run.metric or 'score').removeprefix('val_')}": v}
+                           for e, v in sorted(t.intermediate.items())]
+        series.append((f"#{t.number} ({fmt(t.score)})", rows))
+    return curves_figure(series, run.metric)
+
+
+def change_label(changes: dict[str, Any]) -> str:
+    """ "learning_rate 1e-3 → 3e-4" for ``{"learning_rate": [0.001, 0.0003]}``."""
+    parts = []
+    for name, pair in changes.items():
+        if isinstance(pair, (list, tuple)) and len(pair) == 2:
+            parts.append(f"{name} {fmt(pair[0])} → {fmt(pair[1])}")
+        else:
+            parts.append(f"{name} → {fmt(pair)}")
+    return "; ".join(parts)
+
+
+def panda_figure(run: RunData) -> go.Figure | None:
+    """The panda run's curves with each hand-made change as a labelled vertical line."""
+    fig = curves_figure([("run", run.history)], run.metric)
+    if fig is None:
+        return None
+    n_cols = len(_panels(run.history, run.metric))
+    for change in run.changes:
+        epoch = change.get("epoch")
+        if not isinstance(epoch, (int, float)):
+            continue
+        label = change_label(change.get("changes") or {})
+        label_it = {"annotation_text": label, "annotation_position": "top right",
+                    "annotation_textangle": -90,
+                    "annotation_font": {"size": 11, "color": "#374151"}}
+        for col in range(1, n_cols + 1):
+            fig.add_vline(x=epoch, line={"color": "#6b7280", "dash": "dot", "width": 1.5},
+                          row=1, col=col, **(label_it if col == 1 else {}))
+    fig.update_layout(showlegend=False, height=420, margin={"t": 60})
+    return fig
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def _edge(run: RunData) -> float:
+    """Where failed trials (no score) are drawn: just past the worst score."""
+    scores = [t.score for t in run.trials if t.score is not None]
+    if not scores:
+        return 0.0
+    lo, hi = min(scores), max(scores)
+    pad = 0.08 * ((hi - lo) or abs(hi) or 1.0)
+    return lo - pad if run.direction == "maximize" else hi + pad
+
+
+def _trial_points(run: RunData, trials: list[TrialData], axis: ParamAxis | None):
+    """x, y and hover texts of ``trials`` (x = the parameter, or the trial number)."""
+    edge = _edge(run)
+    xs, ys, texts = [], [], []
+    for t in trials:
+        if axis is not None and axis.name not in t.params:
+            continue
+        x = axis.x(t.params[axis.name]) if axis else t.number
+        y = t.score if t.score is not None else edge
+        text = f"trial #{t.number}"
+        if axis:
+            text += f"<br>{axis.name} = {fmt(t.params[axis.name])}"
+        text += f"<br>{score_label(run)} = {fmt(t.score)}" if t.score is not None else ""
+        if t.state == "FAIL":
+            text += f"<br>failed: {t.failure or 'no reason stored'}"
+        elif t.state == "PRUNED":
+            text += "<br>pruned"
+        xs.append(x)
+        ys.append(y)
+        texts.append(text)
+    return xs, ys, texts
+
+
+def params_figure(run: RunData) -> go.Figure | None:
+    """One small scatter per hyperparameter: value against the validation score.
+
+    Log-scale parameters get a log x-axis; pruned trials show their last reported score and
+    failed ones sit just past the worst score.
+    """
+    names = param_names(run)
+    if not names:
+        return None
+    axes = [param_axis(n, run) for n in names]
+    fig, cols = _grid(len(axes), [a.label for a in axes])
+    for i, axis in enumerate(axes):
+        row, col = _cell(i, cols)
+        for state, style in STATE_STYLE.items():
+            xs, ys, texts = _trial_points(run, [t for t in run.trials if t.state == state], axis)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs, y=ys, mode="markers", name=style["name"], legendgroup=state,
+                    showlegend=i == 0, hovertext=texts, hoverinfo="text",
+                    marker={"color": style["color"], "symbol": style["symbol"], "size": 8,
+                            "opacity": 0.85, "line": {"width": 1.5}},
+                ),
+                row=row, col=col,
+            )
+        xs = [x for trace in fig.select_traces(row=row, col=col) for x in trace.x]
+        fig.update_xaxes(axis_style(axis, xs), row=row, col=col)
+        if col == 1:
+            fig.update_yaxes(title_text=score_label(run), row=row, col=col)
+    fig.update_layout(legend={"orientation": "h", "yref": "container", "y": 1.0,
+                              "yanchor": "top", "x": 0}, margin={"t": 80})
+    return fig
+
+
+def is_coarse_to_fine(run: RunData) -> bool:
+    """Whether the run is a coarse-to-fine search."""
+    return (run.sampler == "coarse-to-fine" or bool(run.c2f_boxes)
+            or any(t.round is not None for t in run.trials))
+
+
+def round_color(r: int) -> str:
+    """The color of coarse-to-fine round ``r`` (rounds count from 1, or 0)."""
+    return PALETTE[r % len(PALETTE)]
+
+
+def rounds_score_figure(run: RunData) -> go.Figure | None:
+    """Score against trial number, colored by coarse-to-fine round."""
+    rounds = sorted({t.round for t in run.trials if t.round is not None})
+    if not rounds:
+        return None
+    fig = go.Figure()
+    for r in rounds:
+        for state, symbol in (("COMPLETE", "circle"), ("PRUNED", "diamond-open"),
+                              ("FAIL", "x")):
+            trials = [t for t in run.trials if t.round == r and t.state == state]
+            if not trials:
+                continue
+            xs, ys, texts = _trial_points(run, trials, None)
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="markers", hovertext=texts, hoverinfo="text",
+                name=f"round {r}" + ("" if state == "COMPLETE" else f" ({state.lower()})"),
+                legendgroup=f"round {r}",
+                marker={"color": round_color(r), "symbol": symbol, "size": 9,
+                        "line": {"width": 1.5}},
+            ))
+    fig.update_layout(template=TEMPLATE, height=340, xaxis_title="trial number",
+                      yaxis_title=score_label(run),
+                      title={"text": "trials by round (open diamonds: pruned, x: failed)",
+                             "font": {"size": 13}})
+    return fig
+
+
+def box_rows(run: RunData) -> list[tuple[int, str, float, float, ParamAxis]]:
+    """(round, parameter, low, high, axis) of each stored box, in the parameter's own units."""
+    rows = []
+    for entry in run.c2f_boxes:
+        box = entry.get("box")
+        if not isinstance(box, dict):
+            continue
+        for name, bounds in box.items():
+            if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2):
+                continue
+            axis = param_axis(name, run)
+            try:
+                lo, hi = (10.0 ** float(b) if axis.log else float(b) for b in bounds)
+            except (TypeError, ValueError, OverflowError):
+                continue
+            rows.append((entry.get("round"), name, lo, hi, axis))
+    return rows
+
+
+def _optuna_name(name: str, run: RunData) -> str:
+    """The Optuna name a box key stands for ("beta2" → "1-beta2" when that is sampled)."""
+    known = set(param_names(run))
+    return name if name in known or f"1-{name}" not in known else f"1-{name}"
+
+
+def boxes_figure(run: RunData) -> go.Figure | None:
+    """Each round's [low, high] per parameter (bars), with the trials it sampled (points)."""
+    rows = box_rows(run)
+    if not rows:
+        return None
+    names = list(dict.fromkeys(name for _, name, *_ in rows))
+    axes = {n: next(a for _, m, _, _, a in rows if m == n) for n in names}
+    fig, cols = _grid(len(names), [axes[n].label for n in names])
+    shown: set[int] = set()
+    for i, name in enumerate(names):
+        row, col = _cell(i, cols)
+        axis = axes[name]
+        for r, n, lo, hi, _ in rows:
+            if n != name:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[r, r], y=[lo, hi], mode="lines", name=f"round {r}", legendgroup=f"round {r}",
+                showlegend=r not in shown, hoverinfo="text",
+                hovertext=f"round {r}: [{fmt(lo)}, {fmt(hi)}]",
+                line={"color": round_color(r), "width": 16}, opacity=0.35,
+            ), row=row, col=col)
+            shown.add(r)
+        oname = _optuna_name(name, run)
+        sampled = ParamAxis(oname, axis.label, axis.log, flip=param_axis(oname, run).flip)
+        for r in sorted({t.round for t in run.trials if t.round is not None}):
+            trials = [t for t in run.trials if t.round == r and oname in t.params]
+            fig.add_trace(go.Scatter(
+                x=[r + 0.12 * math.sin(7.0 * t.number) for t in trials],
+                y=[sampled.x(t.params[oname]) for t in trials],
+                mode="markers", showlegend=False, legendgroup=f"round {r}", hoverinfo="text",
+                hovertext=[f"trial #{t.number}: {fmt(t.params[oname])} ({t.state.lower()})"
+                           for t in trials],
+                marker={"color": round_color(r), "size": 6, "line": {"width": 0.5,
+                                                                     "color": "white"}},
+            ), row=row, col=col)
+        fig.update_xaxes(dtick=1, title_text="round", row=row, col=col)
+        ys = [y for trace in fig.select_traces(row=row, col=col) for y in trace.y]
+        fig.update_yaxes(axis_style(axis, ys), row=row, col=col)
+    fig.update_layout(title={"text": "the search box per round (bars) and its trials (points)",
+                             "font": {"size": 13}}, margin={"t": 80})
+    return fig
+
+
+def parallel_figure(run: RunData) -> tuple[go.Figure | None, str | None]:
+    """Optuna's parallel-coordinates plot of the completed trials, or a note why not."""
+    if run.study is None:
+        return None, "No Optuna study."
+    if len(run.ranked()) < 2:
+        return None, "Needs at least two completed trials."
+    try:
+        fig = optuna.visualization.plot_parallel_coordinate(
+            run.study, target_name=score_label(run))
+    except Exception as exc:  # plotting must never sink the report
+        return None, f"Could not draw parallel coordinates: {exc}"
+    fig.update_layout(template=TEMPLATE, height=440, title=None, margin={"l": 80, "r": 80})
+    return fig, None
+
+
+def importance_figure(run: RunData) -> tuple[go.Figure | None, str | None]:
+    """fANOVA hyperparameter importances as horizontal bars, or a note why there are none."""
+    if run.study is None:
+        return None, "No Optuna study."
+    done = [t for t in run.trials if t.state == "COMPLETE" and t.score is not None]
+    if len(done) < 2:
+        return None, "Importances need at least two completed trials."
+    varying = [n for n in param_names(run)
+               if len({repr(t.params.get(n)) for t in done if n in t.params}) > 1]
+    if not varying:
+        return None, "No hyperparameter varies across the completed trials."
+    try:
+        imp = optuna.importance.get_param_importances(
+            run.study, params=varying,
+            evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except Exception as exc:  # e.g. params absent from some trials
+        return None, f"Could not compute importances: {exc}"
+    if not imp:
+        return None, "No importances were computed."
+    items = sorted(imp.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(
+        x=[float(v) for _, v in items],
+        y=[param_axis(k, run).label.removesuffix(" (log)") for k, _ in items],
+        orientation="h", marker={"color": "#1f77b4"},
+        text=[f"{float(v):.2f}" for _, v in items], textposition="outside",
+        hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+    ))
+    fig.update_layout(template=TEMPLATE, height=max(220, 40 * len(items) + 100),
+                      xaxis_title="importance (fANOVA, sums to 1)",
+                      xaxis_range=[0, max(float(v) for _, v in items) * 1.15])
+    return fig, None
+
+
+def confusion_figure(confusion: dict[str, Any]) -> go.Figure | None:
+    """A heatmap of ``{"labels": [...], "matrix": [[...]]}``: rows true, columns predicted."""
+    matrix = confusion.get("matrix")
+    if not (isinstance(matrix, list) and matrix and all(isinstance(r, list) for r in matrix)):
+        return None
+    labels = confusion.get("labels") or []
+    if len(labels) != len(matrix):
+        labels = list(range(len(matrix)))
+    labels = [str(x) for x in labels]
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=labels[: len(matrix[0])], y=labels, colorscale="Blues",
+        texttemplate="%{z}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
+        showscale=False,
+    ))
+    size = min(520, 160 + 60 * len(labels))
+    fig.update_layout(template=TEMPLATE, height=size, width=size + 60,
+                      xaxis={"title": "predicted", "type": "category", "side": "bottom"},
+                      yaxis={"title": "true", "type": "category", "autorange": "reversed"})
+    return fig

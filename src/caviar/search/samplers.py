@@ -1,0 +1,347 @@
+"""Samplers for tuning: Optuna's random, grid and TPE samplers, and coarse to fine (DESIGN.md,
+"Coarse to fine").
+
+Every sampler here works with Optuna's ask-and-tell loop, with many trials asked before any is
+told: the scheduler keeps a whole population of trials in flight.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import secrets
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    IntDistribution,
+)
+from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from ..engine.hyperparams import close_names
+from .space import Space, SpaceError
+
+SAMPLERS = ("random", "grid", "coarse-to-fine", "tpe")
+ROUND_ATTR = "c2f_round"  # trial system attr: the coarse-to-fine round the trial was drawn in
+BOXES_ATTR = "c2f_boxes"  # study user attr: one record per round (see CoarseToFineSampler)
+
+
+def make_sampler(name: str, space: Space, seed: int | None = None,
+                 **options: Any) -> BaseSampler:
+    """The sampler called ``name`` (``"random"``, ``"grid"``, ``"coarse-to-fine"``, ``"tpe"``)
+    for ``space``, seeded with ``seed``.
+
+    ``options`` go to the sampler: ``CoarseToFineSampler``'s keywords, ``TPESampler``'s, or for
+    ``"grid"`` ``points_per_axis`` (3) and ``max_points`` (100000: a larger grid is an error,
+    since GridSampler enumerates it; inactive conditional axes still multiply the count).
+
+    Example::
+
+        >>> from caviar.search import default_space, make_sampler
+        >>> sampler = make_sampler("coarse-to-fine", default_space(), seed=0, n_coarse=64)
+        >>> sampler.n_coarse, sampler.n_per_round, sampler.top_k
+        (64, 16, 5)
+    """
+    key = name.strip().lower().replace("_", "-")
+    if key == "random":
+        _check_options(key, [], options)
+        return RandomSampler(seed=seed)
+    if key == "grid":
+        points = options.pop("points_per_axis", 3)
+        max_points = options.pop("max_points", 100_000)
+        _check_options(key, ["points_per_axis", "max_points"], options)
+        grid = space.grid(points)
+        size = math.prod(len(values) for values in grid.values())
+        if size > max_points:
+            raise SpaceError(f"grid: the space has {size:,} grid points, more than max_points="
+                             f"{max_points:,}; fix some parameters, narrow the choices or use "
+                             "fewer points_per_axis")
+        return AskTellGridSampler(grid, seed=seed)
+    if key == "tpe":
+        _check_options(key, _keywords(TPESampler), options)
+        return TPESampler(seed=seed, **options)
+    if key in ("coarse-to-fine", "c2f"):
+        _check_options(key, _keywords(CoarseToFineSampler), options)
+        return CoarseToFineSampler(seed=seed, **options)
+    raise ValueError(f"unknown sampler {name!r}{close_names(key, SAMPLERS)}; "
+                     f"choose {', '.join(SAMPLERS)}")
+
+
+class AskTellGridSampler(GridSampler):
+    """Optuna's GridSampler, usable with ask-and-tell.
+
+    GridSampler calls ``study.stop()`` when a tell finishes the grid, which raises outside
+    ``study.optimize``; this one skips that there. Ask while ``not sampler.all_started(study)``
+    (with trials in flight, ``is_exhausted`` stays false until they finish, and more asks would
+    repeat running grid points).
+
+    Example::
+
+        >>> import optuna
+        >>> sampler = AskTellGridSampler({"x": [0.0, 1.0]}, seed=0)
+        >>> study = optuna.create_study(sampler=sampler)
+        >>> while not sampler.all_started(study):
+        ...     trial = study.ask()
+        ...     _ = study.tell(trial, trial.suggest_float("x", 0.0, 1.0))
+        >>> len(study.trials)
+        2
+    """
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        try:
+            super().after_trial(study, trial, state, values)
+        except RuntimeError:  # study.stop() outside optimize: the caller checks all_started
+            pass
+
+    @property
+    def n_points(self) -> int:
+        """How many grid points there are."""
+        return len(self._all_grids)
+
+    def all_started(self, study: optuna.Study) -> bool:
+        """Whether every grid point has a trial (running or finished) in ``study``."""
+        started = {t.system_attrs["grid_id"]
+                   for t in study._storage.get_all_trials(study._study_id, deepcopy=False)
+                   if "grid_id" in t.system_attrs
+                   and self._same_search_space(t.system_attrs["search_space"])}
+        return len(started) >= self.n_points
+
+
+def _check_options(key: str, valid: Sequence[str], options: dict) -> None:
+    for option in options:
+        if option not in valid:
+            raise ValueError(f"sampler {key!r} has no option {option!r}"
+                             f"{close_names(option, valid)}; options: {', '.join(valid) or 'none'}")
+
+
+def _keywords(cls: type) -> list[str]:
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "seed")]
+
+
+class CoarseToFineSampler(BaseSampler):
+    """Coarse to fine: sample the whole space at random, then keep shrinking a box, in
+    sampling space, around the best trials so far and sample densely inside it.
+
+    Sampling space is the coordinate each Optuna distribution is uniform in: r = log10 x for a
+    log distribution (so r = log10 α for a learning rate and r = log10(1 − β) for an ema_beta
+    axis, whose Optuna parameter holds 1 − β), r = x otherwise.
+
+    **The rule.** A trial's round is fixed when it is asked (``before_trial``):
+
+    - Round 0 samples every parameter uniformly in r over its whole range (categoricals
+      uniformly over their choices).
+    - Round k + 1 starts at the first ask after at least ``n_coarse`` (k = 0) or
+      ``n_per_round`` (k ≥ 1) trials *of round k* have finished, completed or pruned, provided
+      at least ``top_k`` trials have completed. Trials asked meanwhile stay in round k, so any
+      number may be in flight (ask-and-tell with a population) and a round grows with it.
+    - Round k + 1's box is computed once, when it starts, from the completed trials of all
+      rounds, best first in the study's direction. For each numeric parameter, take the best
+      ``top_k`` completed trials that have it; the box is [min r, max r] over them, widened on
+      each side by ``margin`` × its width, then, if narrower than ``min_width`` × the whole
+      axis, widened about its centre to that width; shifted and clipped into the whole range.
+      Integer axes snap the box to the integers inside it (the nearest one if none).
+    - For each categorical parameter, round k + 1 samples only the values its top ``top_k``
+      trials used; with probability ``explore`` it samples all values instead.
+    - Every trial of round k draws each parameter it suggests uniformly in r inside round k's
+      box (int axes: each integer in the box equally likely; log ints: 10^r rounded); a
+      parameter that no completed trial has yet is drawn over its whole range. Conditional
+      parameters are only drawn when the objective (``Space.suggest``) asks for them, i.e.
+      when their condition holds.
+
+    Defaults: ``n_coarse=32, n_per_round=16, top_k=5, margin=0.25, min_width=0.1,
+    explore=0.0``: with a population of 64, the first 64 asks are coarse and later rounds
+    refine around the best 5 while keeping at least a tenth of each axis.
+
+    Pruned trials count toward finishing a round but are never among the best: their last
+    intermediate value is from an earlier epoch, not comparable with final values. Failed
+    trials are ignored. The draw for (trial number, parameter) comes from a generator seeded
+    with (``seed``, trial number, parameter name), so the same seed and the same order of
+    asks and tells give the same parameters. Single objective only.
+
+    **Records.** Each trial gets the system attr ``"c2f_round"``; the study gets the user attr
+    ``"c2f_boxes"``, a list of ``{"round": k, "n_complete": completed trials when it started,
+    "box": {optuna_name: [r_low, r_high]}, "choices": {optuna_name: [values]}}``. A parameter
+    missing from a round's box (all of round 0) spans its whole range. The state lives in the
+    study, so a new sampler on a resumed study goes on from its last round (one process asking).
+
+    Example::
+
+        >>> import optuna
+        >>> sampler = CoarseToFineSampler(n_coarse=20, n_per_round=10, seed=0)
+        >>> study = optuna.create_study(sampler=sampler)
+        >>> study.optimize(lambda t: (t.suggest_float("lr", 1e-5, 1e-1, log=True) - 1e-3) ** 2,
+        ...                n_trials=50)
+        >>> [r["round"] for r in study.user_attrs["c2f_boxes"]]
+        [0, 1, 2, 3]
+    """
+
+    def __init__(self, *, n_coarse: int = 32, n_per_round: int = 16, top_k: int = 5,
+                 margin: float = 0.25, min_width: float = 0.1, explore: float = 0.0,
+                 seed: int | None = None) -> None:
+        for key, value in (("n_coarse", n_coarse), ("n_per_round", n_per_round),
+                           ("top_k", top_k)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        for key, value, high in (("margin", margin, math.inf), ("min_width", min_width, 1.0),
+                                 ("explore", explore, 1.0)):
+            if not 0 <= value <= high:
+                raise ValueError(f"{key} must be in [0, {high}], got {value!r}")
+        self.n_coarse, self.n_per_round, self.top_k = n_coarse, n_per_round, top_k
+        self.margin, self.min_width, self.explore = margin, min_width, explore
+        self._seed = seed if seed is not None else secrets.randbits(63)
+        self._rounds: dict[tuple[int, int, int], dict] = {}  # (storage, study, round) → record
+
+    def __repr__(self) -> str:
+        return (f"CoarseToFineSampler(n_coarse={self.n_coarse}, n_per_round={self.n_per_round}, "
+                f"top_k={self.top_k}, margin={self.margin}, min_width={self.min_width}, "
+                f"explore={self.explore})")
+
+    def reseed_rng(self) -> None:
+        self._seed = secrets.randbits(63)
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    # -- rounds -------------------------------------------------------------------------------
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._raise_error_if_multi_objective(study)
+        if ROUND_ATTR in trial.system_attrs:
+            return
+        # Through the storage: HyperbandPruner hands samplers a filtered study without
+        # user_attrs, whose get_trials sees one bracket.
+        storage, study_id = study._storage, study._study_id
+        rounds = list(storage.get_study_user_attrs(study_id).get(BOXES_ATTR, []))
+        if not rounds:
+            rounds.append({"round": 0, "n_complete": 0, "box": {}, "choices": {}})
+            storage.set_study_user_attr(study_id, BOXES_ATTR, rounds)
+        current = rounds[-1]
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                       and t.system_attrs.get(ROUND_ATTR) == current["round"] for t in trials)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        need = self.n_coarse if current["round"] == 0 else self.n_per_round
+        if finished >= need and len(complete) >= self.top_k:
+            current = self._next_round(current["round"] + 1, complete, study.direction)
+            rounds.append(current)
+            storage.set_study_user_attr(study_id, BOXES_ATTR, rounds)
+        storage.set_trial_system_attr(trial._trial_id, ROUND_ATTR, current["round"])
+
+    def _next_round(self, number: int, complete: list[FrozenTrial],
+                    direction: StudyDirection) -> dict:
+        sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
+        ranked = sorted(complete, key=lambda t: sign * t.value)  # stable: ties by trial number
+        box: dict[str, list[float]] = {}
+        choices: dict[str, list] = {}
+        names = dict.fromkeys(name for t in ranked for name in t.params)
+        for name in names:
+            top = [t for t in ranked if name in t.params][: self.top_k]
+            dist = top[0].distributions[name]
+            if isinstance(dist, CategoricalDistribution):
+                choices[name] = list(dict.fromkeys(t.params[name] for t in top))
+            else:
+                rs = [_to_r(t.params[name], dist) for t in top]
+                box[name] = list(self._widen(min(rs), max(rs), dist))
+        return {"round": number, "n_complete": len(complete), "box": box, "choices": choices}
+
+    def _widen(self, lo: float, hi: float, dist: BaseDistribution) -> tuple[float, float]:
+        a, b = _r_bounds(dist)
+        pad = self.margin * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+        least = self.min_width * (b - a)
+        if hi - lo < least:
+            mid = (lo + hi) / 2
+            lo, hi = mid - least / 2, mid + least / 2
+        if lo < a:
+            lo, hi = a, hi + (a - lo)
+        if hi > b:
+            lo, hi = lo - (hi - b), b
+        lo, hi = max(lo, a), min(hi, b)
+        if isinstance(dist, IntDistribution):
+            first, last = _int_range(lo, hi, dist)
+            lo, hi = _to_r(first, dist), _to_r(last, dist)
+        return lo, hi
+
+    def _round(self, study: optuna.Study, number: int) -> dict | None:
+        key = (id(study._storage), study._study_id, number)
+        if key not in self._rounds:
+            attrs = study._storage.get_study_user_attrs(study._study_id)
+            for record in attrs.get(BOXES_ATTR, []):
+                self._rounds[(id(study._storage), study._study_id, record["round"])] = record
+        return self._rounds.get(key)
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        record = self._round(study, trial.system_attrs.get(ROUND_ATTR, 0)) or {}
+        rng = np.random.default_rng([self._seed, trial.number, zlib.crc32(param_name.encode())])
+        dist = param_distribution
+        if isinstance(dist, CategoricalDistribution):
+            allowed = record.get("choices", {}).get(param_name, [])
+            candidates = [c for c in dist.choices if any(_same(c, a) for a in allowed)]
+            if not candidates or (self.explore > 0 and rng.random() < self.explore):
+                candidates = list(dist.choices)
+            return candidates[int(rng.integers(len(candidates)))]
+        a, b = _r_bounds(dist)
+        lo, hi = record.get("box", {}).get(param_name, (a, b))
+        lo, hi = max(lo, a), min(hi, b)  # the distribution may have changed since
+        if lo > hi:
+            lo, hi = a, b
+        if isinstance(dist, IntDistribution):
+            return _sample_int(rng, lo, hi, dist)
+        value = _from_r(rng.uniform(lo, hi), dist)
+        if dist.step is not None:
+            value = dist.low + round((value - dist.low) / dist.step) * dist.step
+        return float(min(max(value, dist.low), dist.high))
+
+
+def _r_bounds(dist: BaseDistribution) -> tuple[float, float]:
+    return _to_r(dist.low, dist), _to_r(dist.high, dist)
+
+
+def _to_r(value: float, dist: BaseDistribution) -> float:
+    return math.log10(value) if dist.log else float(value)
+
+
+def _from_r(r: float, dist: BaseDistribution) -> float:
+    return 10.0**r if dist.log else float(r)
+
+
+def _int_range(lo: float, hi: float, dist: IntDistribution) -> tuple[int, int]:
+    """The first and last integers of ``dist`` whose r lies in [lo, hi] (else the nearest)."""
+    count = (dist.high - dist.low) // dist.step
+    j_lo = math.ceil((_from_r(lo, dist) - dist.low) / dist.step - 1e-9)
+    j_hi = math.floor((_from_r(hi, dist) - dist.low) / dist.step + 1e-9)
+    j_lo, j_hi = max(j_lo, 0), min(j_hi, count)
+    if j_lo > j_hi:
+        j_lo = j_hi = min(max(round((_from_r((lo + hi) / 2, dist) - dist.low) / dist.step), 0),
+                          count)
+    return dist.low + j_lo * dist.step, dist.low + j_hi * dist.step
+
+
+def _sample_int(rng: np.random.Generator, lo: float, hi: float, dist: IntDistribution) -> int:
+    first, last = _int_range(lo, hi, dist)
+    if not dist.log:
+        return int(first + rng.integers((last - first) // dist.step + 1) * dist.step)
+    # uniform in log10 over [first − ½, last + ½], then rounded: the lecture's 10^r for ints
+    n = round(10.0 ** rng.uniform(math.log10(first - 0.5), math.log10(last + 0.5)))
+    return int(min(max(n, first), last))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and both bool or both not (JSON keeps True apart from 1, Python does not)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)

@@ -1,0 +1,400 @@
+"""The HTML report: sources, sections, self-containment, and (with Chromium) that it draws."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import optuna
+import plotly.offline
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from caviar.report import figures as F
+from caviar.report import load_run, render_report, write_report
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+_spec = importlib.util.spec_from_file_location("browser", Path(__file__).with_name("browser.py"))
+browser = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(browser)
+
+STUDY = "adult-c2f"
+SPACE = {
+    "learning_rate": {"kind": "log_uniform", "low": 1e-4, "high": 1e-1},
+    "l2": {"kind": "log_uniform", "low": 1e-6, "high": 1e-2},
+    "dropout": {"kind": "uniform", "low": 0.0, "high": 0.5},
+    "beta2": {"kind": "ema_beta", "low": 0.9, "high": 0.999},
+    "optimizer": {"kind": "choice", "values": ["adam", "rmsprop", "momentum"]},
+    "depth": {"kind": "int", "low": 1, "high": 3},
+    "width": {"kind": "log_int", "low": 16, "high": 256},
+    "batch_size": {"kind": "fixed", "value": 128},
+}
+DISTRIBUTIONS = {
+    "learning_rate": FloatDistribution(1e-4, 1e-1, log=True),
+    "l2": FloatDistribution(1e-6, 1e-2, log=True),
+    "dropout": FloatDistribution(0.0, 0.5),
+    "1-beta2": FloatDistribution(1e-3, 1e-1, log=True),
+    "optimizer": CategoricalDistribution(["adam", "rmsprop", "momentum"]),
+    "depth": IntDistribution(1, 3),
+    "width": IntDistribution(16, 256, log=True),
+}
+# boxes in sampling space: log10 for log params, log10(1 − β) for the ema_beta one
+BOXES = [
+    {"round": 1, "box": {"learning_rate": [-4, -1], "l2": [-6, -2], "dropout": [0.0, 0.5],
+                         "beta2": [-3, -1], "depth": [1, 3], "width": [1.204, 2.408]}},
+    {"round": 2, "box": {"learning_rate": [-3.4, -2.0], "l2": [-5.0, -3.0],
+                         "dropout": [0.1, 0.35], "beta2": [-2.8, -1.6], "depth": [1, 3],
+                         "width": [1.5, 2.3]}},
+    {"round": 3, "box": {"learning_rate": [-3.0, -2.3], "l2": [-4.5, -3.5],
+                         "dropout": [0.15, 0.3], "beta2": [-2.6, -2.0], "depth": [2, 3],
+                         "width": [1.8, 2.2]}},
+]
+DATA = {
+    "source": "adult.csv", "rows": 1000, "columns": 6, "target": "income", "task": "binary",
+    "roles": {
+        "age": {"role": "numeric", "reason": "numeric, 71 distinct values"},
+        "workclass": {"role": "onehot", "reason": "8 categories"},
+        "occupation": {"role": "target_encoded", "reason": "15 categories > 10"},
+        "hours": {"role": "numeric", "reason": "numeric"},
+        "id": {"role": "ignored", "reason": "unique per row"},
+        "income": {"role": "target", "reason": "--target"},
+    },
+}
+FAILURE = "loss became NaN at epoch 3 (learning_rate too large)"
+
+
+def _accuracy(p: dict) -> float:
+    """A made-up smooth validation accuracy with its optimum inside the space."""
+    acc = (0.9 - 0.02 * (math.log10(p["learning_rate"]) + 2.6) ** 2
+           - 0.004 * (math.log10(p["l2"]) + 4) ** 2 - 0.2 * (p["dropout"] - 0.22) ** 2
+           - 0.01 * abs(math.log10(p["1-beta2"]) + 2.3) + 0.01 * (p["optimizer"] == "adam"))
+    return max(0.5, min(0.95, acc))
+
+
+def _curve(final: float, epochs: int) -> list[dict]:
+    rows = []
+    for e in range(1, epochs + 1):
+        val_acc = final - (final - 0.5) * math.exp(-e / 4)
+        train_acc = min(0.99, val_acc + 0.015 * e / epochs)
+        rows.append({"epoch": e, "train_loss": 1.2 - train_acc, "val_loss": 1.22 - val_acc,
+                     "train_accuracy": train_acc, "val_accuracy": val_acc,
+                     "train_log_loss": 1.2 - train_acc, "val_log_loss": 1.22 - val_acc})
+    return rows
+
+
+def make_study(storage: str) -> optuna.Study:
+    """30 trials over 3 coarse-to-fine rounds: complete, pruned and failed, with all attrs."""
+    study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+    rng = np.random.default_rng(0)
+    number = 0
+    for entry in BOXES:
+        box = entry["box"]
+        for _ in range(10):
+            r = {k: rng.uniform(*v) for k, v in box.items()}
+            params = {
+                "learning_rate": 10 ** r["learning_rate"], "l2": 10 ** r["l2"],
+                "dropout": r["dropout"], "1-beta2": 10 ** r["beta2"],
+                "optimizer": ["adam", "rmsprop", "momentum"][number % 3],
+                "depth": int(round(r["depth"])), "width": int(round(10 ** r["width"])),
+            }
+            hp = {k: v for k, v in params.items() if k != "1-beta2"}
+            hp |= {"beta2": 1 - params["1-beta2"], "batch_size": 128}
+            attrs = {"hyperparameters": hp, "c2f_round": entry["round"], "duration_s": 2.5}
+            acc = _accuracy(params)
+            if number % 7 == 3:
+                state, value, inter = TrialState.FAIL, None, {}
+                attrs["failure"] = FAILURE
+            elif number % 5 == 1:
+                curve = _curve(acc - 0.05, 4)
+                state, value = TrialState.PRUNED, None
+                inter = {row["epoch"]: row["val_accuracy"] for row in curve}
+                attrs["curve"] = curve
+            else:
+                curve = _curve(acc, 20)
+                state, value = TrialState.COMPLETE, curve[-1]["val_accuracy"]
+                inter = {row["epoch"]: row["val_accuracy"] for row in curve}
+                attrs["curve"] = curve
+            study.add_trial(create_trial(
+                state=state, value=value, params=params, distributions=DISTRIBUTIONS,
+                user_attrs=attrs, intermediate_values=inter))
+            number += 1
+    best = study.best_trial
+    attrs = {
+        "task": "binary", "metric": "val_accuracy", "direction": "maximize",
+        "sampler": "coarse-to-fine", "space": SPACE, "data": DATA, "c2f_boxes": BOXES,
+        "best": {
+            "trial": best.number, "hyperparameters": best.user_attrs["hyperparameters"],
+            "test_scores": {"accuracy": 0.861, "log_loss": 0.318},
+            "confusion_matrix": {"labels": ["<=50K", ">50K"], "matrix": [[702, 48], [91, 159]]},
+        },
+    }
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+@pytest.fixture(scope="module")
+def tune_run(tmp_path_factory) -> Path:
+    """A tune run directory: study.db, run.json, leaderboard.csv."""
+    run = tmp_path_factory.mktemp("tune") / "run"
+    run.mkdir()
+    storage = f"sqlite:///{run / 'study.db'}"
+    make_study(storage)
+    (run / "run.json").write_text(json.dumps({"study_name": STUDY, "storage": storage}))
+    (run / "leaderboard.csv").write_text("trial,val_accuracy\n")
+    return run
+
+
+@pytest.fixture(scope="module")
+def tune_html(tune_run, tmp_path_factory) -> tuple[Path, str]:
+    out = write_report(tune_run, tmp_path_factory.mktemp("out") / "sub" / "report.html")
+    return out, out.read_text()
+
+
+@pytest.fixture(scope="module")
+def panda_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("panda") / "panda-run"
+    run.mkdir()
+    history = []
+    for e in range(1, 31):
+        acc = 0.85 - 0.35 * math.exp(-e / 5) + (0.03 if e >= 12 else 0)
+        history.append({"epoch": e, "train_loss": 1.1 - acc - 0.01, "val_loss": 1.1 - acc,
+                        "train_accuracy": acc + 0.01, "val_accuracy": acc})
+    info = {
+        "kind": "panda", "task": "multiclass", "metric": "val_accuracy",
+        "data": {**DATA, "task": "multiclass", "target": "grade"},
+        "hyperparameters": {"learning_rate": 0.001, "dropout": 0.1, "l2": 1e-4,
+                            "hidden_layer_sizes": [64, 64], "optimizer": "adam"},
+        "history": history,
+        "changes": [{"epoch": 12, "changes": {"learning_rate": [0.001, 0.0003]}},
+                    {"epoch": 20, "changes": {"dropout": [0.1, 0.3], "l2": [1e-4, 1e-3]}}],
+        "test_scores": {"accuracy": 0.83, "log_loss": 0.45},
+        "confusion_matrix": {"labels": ["A", "B", "C"],
+                             "matrix": [[50, 3, 1], [4, 40, 6], [0, 5, 41]]},
+    }
+    (run / "run.json").write_text(json.dumps(info))
+    return run
+
+
+# ----------------------------------------------------------------------------- tune reports
+
+
+def test_self_contained(tune_html):
+    _, page = tune_html
+    bundle = plotly.offline.get_plotlyjs()
+    assert page.count(bundle[:300]) == 1  # plotly.js inlined exactly once
+    assert not re.search(r"<script[^>]*\bsrc=", page)
+    assert not re.search(r"<link[^>]*\bhref=[\"']?https?:", page)
+    assert not re.search(r"<(img|iframe)[^>]*\bsrc=[\"']?https?:", page)
+    assert page.count('class="plotly-graph-div"') == 7
+
+
+def test_sections_and_header(tune_html):
+    _, page = tune_html
+    for title in ("Learning curves", "Trials", "Hyperparameters vs. score",
+                  "Coarse-to-fine rounds", "Parallel coordinates", "Hyperparameter importances",
+                  "Best configuration", "Held-out test scores", "Confusion matrix", "Data",
+                  "Column roles"):
+        assert f">{title}" in page, title
+    for div in ("fig-curves", "fig-params", "fig-c2f-rounds", "fig-c2f-boxes", "fig-parallel",
+                "fig-importance", "fig-confusion"):
+        assert f'id="{div}"' in page, div
+    assert f"caviar report — {STUDY}" in page
+    assert "coarse-to-fine" in page
+    # 30 trials: i % 7 == 3 fail (4), i % 5 == 1 pruned (6), the rest complete (20)
+    assert "20 / <span class=\"pruned\">6</span> / <span class=\"failed\">4</span>" in page
+    assert "target_encoded" in page and "15 categories &gt; 10" in page
+    assert "0.861" in page  # test accuracy
+    assert FAILURE in page  # failures listed with their reason
+
+
+def test_log_axes_follow_the_space(tune_run, tune_html):
+    run = load_run(tune_run)
+    fig = F.params_figure(run)
+    titles = [a.text for a in fig.layout.annotations]
+    types = {t: fig.layout[f"xaxis{i + 1 if i else ''}"].type for i, t in enumerate(titles)}
+    assert types["learning_rate (log)"] == "log"
+    assert types["l2 (log)"] == "log"
+    assert types["width (log)"] == "log"
+    assert types["1 − beta2 (log)"] == "log"  # ema_beta: 1 − β on a log axis
+    assert types["dropout"] in (None, "linear", "-")
+    assert types["optimizer"] == "category"
+    assert '"type":"log"' in tune_html[1].replace(" ", "")
+
+
+def test_pruned_and_failed_are_visible(tune_run):
+    run = load_run(tune_run)
+    fig = F.params_figure(run)
+    by_name = {}
+    for trace in fig.data:
+        by_name.setdefault(trace.name, 0)
+        by_name[trace.name] += len(trace.x)
+    n = len(F.param_names(run))
+    assert by_name[F.STATE_STYLE["COMPLETE"]["name"]] == 20 * n
+    assert by_name[F.STATE_STYLE["PRUNED"]["name"]] == 6 * n
+    assert by_name[F.STATE_STYLE["FAIL"]["name"]] == 4 * n
+    assert sum(t.showlegend is not False for t in fig.data) == 3  # one legend entry per state
+    failed = [t for t in fig.data if t.name.startswith("failed")][0]
+    assert all(y < min(t.score for t in run.trials if t.score is not None) for y in failed.y)
+    assert any(FAILURE in text for text in failed.hovertext)
+
+
+def test_top_curves_and_c2f(tune_run):
+    run = load_run(tune_run)
+    curves = F.top_curves_figure(run)
+    names = {t.name for t in curves.data}
+    assert len(names) == 5
+    assert {t.line.dash for t in curves.data} == {"solid", "dash"}  # val and train
+    assert [a.text for a in curves.layout.annotations] == ["loss", "accuracy"]
+    boxes = F.box_rows(run)
+    assert len(boxes) == 18
+    lr = [(r, lo, hi) for r, name, lo, hi, _ in boxes if name == "learning_rate"]
+    assert lr[0] == (1, pytest.approx(1e-4), pytest.approx(1e-1))
+    widths = [math.log10(hi / lo) for _, lo, hi in lr]
+    assert widths == sorted(widths, reverse=True)  # the box shrinks
+    rounds = F.rounds_score_figure(run)
+    assert {t.marker.color for t in rounds.data} == {F.round_color(r) for r in (1, 2, 3)}
+
+
+def test_importances_and_parallel(tune_run):
+    run = load_run(tune_run)
+    fig, why = F.importance_figure(run)
+    assert why is None and fig is not None
+    assert sum(fig.data[0].x) == pytest.approx(1.0)
+    fig, why = F.parallel_figure(run)
+    assert why is None and len(fig.data) >= 20  # one line per completed trial
+    assert {"learning_rate", "dropout", "optimizer"} <= set(fig.layout.xaxis.ticktext)
+
+
+def test_storage_url_and_study_name(tune_run, tmp_path):
+    url = f"sqlite:///{tune_run / 'study.db'}"
+    out = write_report(url, tmp_path / "r.html", study_name=STUDY)
+    assert out.is_file() and "Coarse-to-fine rounds" in out.read_text()
+    assert load_run(url).name == STUDY  # one study: no name needed
+    assert load_run(tune_run / "study.db").name == STUDY
+    with pytest.raises(ValueError, match="no study 'nope'"):
+        load_run(url, study_name="nope")
+    moved = tmp_path / "moved"  # a run directory whose run.json names the storage
+    moved.mkdir()
+    (moved / "run.json").write_text(json.dumps({"study_name": STUDY, "storage": url}))
+    assert load_run(moved).name == STUDY
+    optuna.create_study(study_name="second", storage=f"sqlite:///{tmp_path / 'two.db'}")
+    optuna.create_study(study_name="third", storage=f"sqlite:///{tmp_path / 'two.db'}")
+    with pytest.raises(ValueError, match="pass a study name"):
+        load_run(f"sqlite:///{tmp_path / 'two.db'}")
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(ValueError, match="neither a run directory nor a storage URL"):
+        write_report(tmp_path / "missing", tmp_path / "r.html")
+    with pytest.raises(ValueError, match="not a caviar run directory"):
+        load_run(tmp_path)
+    missing_db = tmp_path / "none.db"
+    with pytest.raises(ValueError, match="no SQLite study file"):
+        load_run(f"sqlite:///{missing_db}")
+    assert not missing_db.exists()  # and did not create one
+    (tmp_path / "notes.db").write_text("not a database")
+    with pytest.raises(ValueError, match="not an SQLite database"):
+        load_run(tmp_path / "notes.db")
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_run(tmp_path)
+    with pytest.raises(ValueError, match="cannot open Optuna storage"):
+        load_run("nosuchdb://x/y")
+
+
+def test_sparse_study_shows_notes(tmp_path):
+    """A study with almost nothing stored still renders, with notes in place of sections."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="bare", storage=storage, direction="minimize")
+    study.set_user_attr("task", "regression")
+    study.set_user_attr("metric", "val_rmse")
+    dist = {"learning_rate": FloatDistribution(1e-4, 1e-1, log=True)}
+    study.add_trial(create_trial(value=0.5, params={"learning_rate": 0.01}, distributions=dist))
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"learning_rate": 0.09},
+                                 distributions=dist))
+    page = write_report(tmp_path, tmp_path / "r.html").read_text()
+    assert "Importances need at least two completed trials." in page
+    assert "Needs at least two completed trials." in page
+    assert "No completed trial stored a learning curve." in page
+    assert "No data description stored." in page
+    assert "No test scores stored." in page
+    assert "Coarse-to-fine" not in page and "Confusion matrix" not in page
+    assert "no reason stored" in page
+    # the scale comes from the Optuna distribution when there is no stored space
+    assert F.param_axis("learning_rate", load_run(tmp_path)).log
+
+
+def test_param_axis_names():
+    run = load_run.__globals__["RunData"](kind="tune", name="x", space=SPACE)
+    assert F.param_axis("1-beta2", run).log and not F.param_axis("1-beta2", run).flip
+    beta = F.param_axis("beta2", run)  # an ema_beta stored as β itself: drawn as 1 − β
+    assert beta.log and beta.flip and beta.x(0.999) == pytest.approx(1e-3)
+    assert F.param_axis("dropout", run).log is False
+    run.c2f_boxes = [{"round": 1, "box": {"1-beta2": [-3, -1]}}]
+    (_, _, lo, hi, _), = F.box_rows(run)
+    assert (lo, hi) == (pytest.approx(1e-3), pytest.approx(0.1))
+
+
+def test_fmt():
+    assert F.fmt(0.001) == "1e-3" and F.fmt(0.0003) == "3e-4" and F.fmt(0.25) == "0.25"
+    assert F.fmt(None) == "—" and F.fmt(True) == "true" and F.fmt([64, 64]) == "[64, 64]"
+    assert F.change_label({"learning_rate": [0.001, 0.0003]}) == "learning_rate 1e-3 → 3e-4"
+
+
+def test_html_is_escaped(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="<b>x</b>", storage=storage)
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"failure": "</script><i>"}))
+    page = render_report(load_run(storage))
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "</script><i>" not in page
+
+
+# ----------------------------------------------------------------------------- panda reports
+
+
+def test_panda_report(panda_run, tmp_path):
+    page = write_report(panda_run, tmp_path / "panda.html").read_text()
+    assert "caviar report — panda-run" in page
+    assert "learning_rate 1e-3 → 3e-4" in page
+    assert "dropout 0.1 → 0.3; l2 1e-4 → 1e-3" in page
+    for title in ("Learning curve", "Changes", "Configuration and test scores",
+                  "Confusion matrix", "Data"):
+        assert f">{title}" in page
+    assert "Parallel coordinates" not in page and "Trials</h2>" not in page
+    fig = F.panda_figure(load_run(panda_run))
+    vlines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert sorted({s.x0 for s in vlines}) == [12, 20]
+    labels = [a.text for a in fig.layout.annotations if a.textangle == -90]
+    assert labels == ["learning_rate 1e-3 → 3e-4", "dropout 0.1 → 0.3; l2 1e-4 → 1e-3"]
+    assert "new text" not in {a.text for a in fig.layout.annotations}
+
+
+# ----------------------------------------------------------------------------- in a browser
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(browser.find_chromium() is None,
+                    reason="needs Chromium (apt-get install -y chromium) to render the report")
+def test_report_draws_in_chromium(tune_html, panda_run, tmp_path):
+    """Plotly really draws every figure: each figure div holds rendered SVG."""
+    panda_html = write_report(panda_run, tmp_path / "panda.html")
+    for path, text in (tune_html, (panda_html, panda_html.read_text())):
+        ids = re.findall(r'<div id="(fig-[\w-]+)" class="plotly-graph-div"', text)
+        assert ids
+        dom = browser.dump_dom(path)
+        for i, div in enumerate(ids):
+            start = dom.index(f'id="{div}"')
+            end = dom.index(f'id="{ids[i + 1]}"') if i + 1 < len(ids) else len(dom)
+            drawn = dom[start:end]
+            assert 'class="main-svg"' in drawn, f"{div} was not drawn"
+            assert 'class="trace' in drawn or 'class="hm"' in drawn, f"{div} has no data"
+    png = browser.screenshot(tune_html[0], tmp_path / "report.png", 1400, 4000)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
