@@ -411,7 +411,8 @@ class Population:
         self.epoch += active_mask.long()
         metrics = {"loss": loss_sum / max(rows, 1)}
         if task == "regression":
-            metrics.update(_regression_metrics(2 * loss_sum, torch.cat(y_seen)))
+            seen = torch.cat(y_seen) if y_seen else y[:0]
+            metrics.update(_regression_metrics(2 * loss_sum, seen))
         else:
             metrics.update({"log_loss": metrics["loss"], "accuracy": correct / max(rows, 1)})
         self._freeze_diverged(metrics["loss"], active_mask)

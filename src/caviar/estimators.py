@@ -1,0 +1,186 @@
+"""scikit-learn estimators: one caviar network behind the estimator API.
+
+They take numeric arrays or DataFrames with string categories and missing values as they
+are: the table preprocessing (imputation, one-hot and out-of-fold target encoding, input
+normalization) is fitted inside ``fit`` on the training rows.
+
+Example:
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from sklearn.model_selection import cross_val_score
+    >>> from caviar import CaviarClassifier
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> scores = cross_val_score(CaviarClassifier(epochs=20, random_state=0), X, y, cv=3)
+    >>> bool(scores.mean() > 0.9)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from .data import TablePreprocessor
+from .engine import DEFAULTS
+from .model import CaviarModel
+from .training import train_network
+
+_TARGET = "__caviar_target__"
+_HYPERPARAMETERS = [k for k in DEFAULTS]
+
+
+class _CaviarEstimator(BaseEstimator):
+    _task: str = ""
+
+    def __init__(self, hidden_layer_sizes: Sequence[int] = (64, 64), activation: str = "relu",
+                 batch_norm: bool = True, dropout: float = 0.0, l1: float = 0.0,
+                 l2: float = 0.0, weight_decay: float = 0.0, optimizer: str = "adam",
+                 learning_rate: float = 1e-3, momentum: float = 0.9, beta1: float = 0.9,
+                 beta2: float = 0.999, epsilon: float = 1e-8, lr_decay: str = "none",
+                 decay_rate: float | None = None, decay_steps: int = 10,
+                 bn_momentum: float = 0.9, batch_size: int = 128, epochs: int = 50,
+                 early_stopping: bool = True, validation_fraction: float = 0.1,
+                 n_iter_no_change: int = 10, categorical: Sequence[str] = (),
+                 random_state: int | None = None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.batch_norm = batch_norm
+        self.dropout = dropout
+        self.l1 = l1
+        self.l2 = l2
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.lr_decay = lr_decay
+        self.decay_rate = decay_rate
+        self.decay_steps = decay_steps
+        self.bn_momentum = bn_momentum
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.categorical = categorical
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values are imputed (median + indicator)
+        tags.input_tags.string = True  # string columns become categoricals
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    def _frame(self, X: Any, y: Any = None, reset: bool = True) -> pd.DataFrame:
+        """Validate X (and y) the scikit-learn way, and keep a DataFrame's own columns."""
+        kwargs = {"dtype": None, "ensure_all_finite": "allow-nan", "reset": reset}
+        if y is None:
+            array = validate_data(self, X, **kwargs)
+        else:
+            array, _ = validate_data(self, X, y, y_numeric=self._task == "regression",
+                                     **kwargs)
+        if isinstance(X, pd.DataFrame):
+            frame = X.copy()
+            frame.columns = [str(c) for c in frame.columns]
+        else:
+            frame = pd.DataFrame(array, columns=[f"x{j}" for j in range(array.shape[1])])
+            frame = frame.infer_objects()
+        if array.dtype.kind == "c":
+            raise ValueError("complex data is not supported; pass real numbers")
+        if reset and len(array) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 samples to fit; "
+                             f"got {len(array)} sample")
+        return frame.reset_index(drop=True)
+
+    def _fit(self, frame: pd.DataFrame, y: np.ndarray, task: str) -> _CaviarEstimator:
+        frame[_TARGET] = y
+        seed = (self.random_state if self.random_state is not None
+                else int(np.random.randint(0, 2**31 - 1)))
+        hyperparameters = {k: getattr(self, k) for k in _HYPERPARAMETERS}
+        hyperparameters["batch_size"] = min(int(self.batch_size), len(frame))
+        validation = None
+        if self.early_stopping and len(frame) >= 20:
+            stratify = frame[_TARGET] if task != "regression" else None
+            try:
+                frame, validation = train_test_split(
+                    frame, test_size=self.validation_fraction, random_state=seed,
+                    stratify=stratify)
+            except ValueError:  # a class too small to stratify
+                frame, validation = train_test_split(
+                    frame, test_size=self.validation_fraction, random_state=seed)
+        pre = TablePreprocessor(target=_TARGET, task=task, categorical=self.categorical,
+                                random_state=seed)
+        X_train = pre.fit_transform(frame)
+        y_train = pre.encode_target(frame[_TARGET])
+        X_val = y_val = None
+        if validation is not None:
+            X_val, y_val = pre.transform(validation), pre.encode_target(validation[_TARGET])
+        n_classes = None if task == "regression" else len(pre.classes_)
+        network = train_network(X_train, y_train, pre.task_, hyperparameters,
+                                n_classes=n_classes, X_val=X_val, y_val=y_val, seed=seed,
+                                patience=self.n_iter_no_change if validation is not None
+                                else None)
+        self.model_ = CaviarModel(pre, network)
+        self.history_ = network.history[0]
+        self.n_iter_ = len(self.history_)
+        return self
+
+    def _outputs(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.model_._outputs(self._frame(X, reset=False))
+
+    def save(self, path: str) -> None:
+        """Save the fitted model as a safe directory (see ``caviar.io``); load it with
+        ``caviar.load_model``."""
+        check_is_fitted(self, "model_")
+        self.model_.save(path)
+
+
+class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
+    """A neural network classifier (softmax output, or sigmoid for two classes) trained by
+    caviar's engine. Hyperparameters use caviar's vocabulary (see DESIGN.md).
+
+    Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
+    per epoch), ``n_iter_``, ``n_features_in_``.
+    """
+
+    def fit(self, X: Any, y: Any) -> CaviarClassifier:
+        frame = self._frame(X, y)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(f"the target has only one class ({self.classes_[0]!r}); "
+                             "a classifier needs at least 2 classes")
+        task = "binary" if len(self.classes_) == 2 else "multiclass"
+        return self._fit(frame, y, task)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self._outputs(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+
+class CaviarRegressor(RegressorMixin, _CaviarEstimator):
+    """A neural network regressor (linear output, squared error) trained by caviar's engine;
+    the target is standardized for training and predictions are in its own units."""
+
+    def fit(self, X: Any, y: Any) -> CaviarRegressor:
+        frame = self._frame(X, y)
+        y = column_or_1d(y, warn=True).astype(np.float64)
+        return self._fit(frame, y, "regression")
+
+    def predict(self, X: Any) -> np.ndarray:
+        values = self._outputs(X)
+        return self.model_.preprocessor.decode_target(values).astype(np.float64)

@@ -1,0 +1,129 @@
+"""Model files: a directory that loads without executing code.
+
+    model.json               format, caviar version, task, target, hyperparameters, the
+                             preprocessor's learned state, the network's structure and history
+    network.safetensors      the network's tensors (weights, batch-norm statistics, optimizer
+                             moments, so training can resume)
+    preprocessor.safetensors the preprocessor's numeric arrays
+
+Directories are written to a temporary sibling and renamed into place, so a reader never sees
+a half-written model, even if the writer is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+import safetensors.torch
+
+from . import __version__
+from .data import TablePreprocessor
+from .engine import Population
+
+FORMAT = "caviar-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model directory that is missing, corrupted, truncated or not caviar's."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_directory_atomically(path: Path, write: Any) -> Path:
+    """Call ``write(tmp_dir)`` then move the finished directory to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old.{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def save_model(model: Any, path: str | Path) -> Path:
+    """Write ``model`` (a CaviarModel) as a directory; returns its path."""
+    pre_meta, pre_arrays = model.preprocessor.to_state()
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "caviar_version": __version__,
+        "task": model.task, "target": model.target, "classes": model.classes,
+        "hyperparameters": model.hyperparameters, "info": model.info,
+        "preprocessor": pre_meta, "network": model.network.state_meta(),
+    }
+
+    def write(tmp: Path) -> None:
+        (tmp / "model.json").write_text(json.dumps(_jsonable(meta), indent=1))
+        safetensors.torch.save_file(model.network.state_tensors(),
+                                    str(tmp / "network.safetensors"))
+        arrays = {k: np.ascontiguousarray(v) for k, v in pre_arrays.items()}
+        safetensors.numpy.save_file(arrays, str(tmp / "preprocessor.safetensors"))
+
+    return write_directory_atomically(Path(path), write)
+
+
+def load_model(path: str | Path) -> Any:
+    """Load a model directory written by ``save_model``."""
+    from .model import CaviarModel
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFileError(f"{path} is not a caviar model directory: it does not exist or "
+                             "is a file; pass the directory that `caviar tune` or `save` wrote")
+    meta_file = path / "model.json"
+    if not meta_file.exists():
+        raise ModelFileError(f"{path} is not a caviar model directory: no model.json in it")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{meta_file} is corrupted or truncated ({e}); "
+                             "save the model again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{meta_file} is not a caviar model file (no \"format\": "
+                             f"\"{FORMAT}\" in it)")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(f"{meta_file} was written by a newer caviar "
+                             f"({meta.get('caviar_version')}); upgrade caviar to load it")
+    tensors = _read_safetensors(path / "network.safetensors", safetensors.torch.load_file)
+    arrays = _read_safetensors(path / "preprocessor.safetensors", safetensors.numpy.load_file)
+    try:
+        network = Population.from_state(meta["network"], tensors)
+        preprocessor = TablePreprocessor.from_state(meta["preprocessor"], arrays)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{path} holds an inconsistent model ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); save it again"
+                             ) from None
+    return CaviarModel(preprocessor, network, meta.get("info"))
+
+
+def _read_safetensors(file: Path, loader: Any) -> dict:
+    if not file.exists():
+        raise ModelFileError(f"{file.parent} is incomplete: {file.name} is missing")
+    try:
+        return loader(str(file))
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise ModelFileError(f"{file} is corrupted or truncated ({type(e).__name__}); "
+                             "save the model again") from None

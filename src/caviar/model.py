@@ -1,0 +1,146 @@
+"""A fitted model: the table preprocessor plus one trained network, from table to predictions.
+
+Example:
+    >>> from caviar.datasets import load_dataset
+    >>> from caviar.model import fit_model
+    >>> df = load_dataset("default")
+    >>> model = fit_model(df, "default", {"epochs": 3, "hidden_layer_sizes": [16]})
+    >>> model.predict_frame(df.head(2)).columns.tolist()
+    ['prediction', 'proba_No', 'proba_Yes']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import TablePreprocessor, read_table
+from .engine import Population
+from .training import as_tensors, train_network
+
+
+class CaviarModel:
+    """Preprocessing and a network, fitted together; saved as a directory by ``save``."""
+
+    def __init__(self, preprocessor: TablePreprocessor, network: Population,
+                 info: Mapping[str, Any] | None = None):
+        if network.size != 1:
+            raise ValueError("a CaviarModel holds one network: use Population.export_member")
+        self.preprocessor = preprocessor
+        self.network = network
+        self.info = dict(info or {})
+
+    @property
+    def task(self) -> str:
+        return self.network.structure.task
+
+    @property
+    def target(self) -> str:
+        return self.preprocessor.target
+
+    @property
+    def classes(self) -> list | None:
+        return None if self.task == "regression" else list(self.preprocessor.classes_)
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(self.network.hyperparameters[0])
+
+    def _outputs(self, data: pd.DataFrame | str | Path) -> np.ndarray:
+        X = self.preprocessor.transform(read_table(data))
+        Xt, _ = as_tensors(X)
+        with torch.no_grad():
+            return self.network.predict(Xt)[0].numpy()
+
+    def predict_proba(self, data: pd.DataFrame | str | Path) -> np.ndarray:
+        """Class probabilities ``(rows, classes)``, columns in the order of ``classes``."""
+        if self.task == "regression":
+            raise ValueError("predict_proba is for classifiers; this model is a regressor")
+        return self._outputs(data)
+
+    def predict(self, data: pd.DataFrame | str | Path) -> np.ndarray:
+        """Labels (the user's own) for classifiers, values in the target's units otherwise."""
+        out = self._outputs(data)
+        if self.task == "regression":
+            return self.preprocessor.decode_target(out)
+        return self.preprocessor.decode_target(out.argmax(axis=1))
+
+    def predict_frame(self, data: pd.DataFrame | str | Path) -> pd.DataFrame:
+        """One row per input row, in input order: ``prediction`` and, for classifiers, one
+        ``proba_<label>`` column per class."""
+        out = self._outputs(data)
+        if self.task == "regression":
+            return pd.DataFrame({"prediction": self.preprocessor.decode_target(out)})
+        frame = pd.DataFrame({"prediction": self.preprocessor.decode_target(out.argmax(axis=1))})
+        for j, label in enumerate(self.classes):
+            frame[f"proba_{label}"] = out[:, j]
+        return frame
+
+    def scores(self, data: pd.DataFrame | str | Path) -> dict[str, float]:
+        """Held-out scores on a table that has the target column: accuracy and log_loss for
+        classifiers, rmse, mae and r2 (in the target's units) for regression."""
+        from sklearn import metrics
+
+        df = read_table(data)
+        df = df[df[self.target].notna()]
+        truth = df[self.target].to_numpy()
+        if self.task == "regression":
+            pred = self.predict(df)
+            return {"rmse": float(np.sqrt(metrics.mean_squared_error(truth, pred))),
+                    "mae": float(metrics.mean_absolute_error(truth, pred)),
+                    "r2": float(metrics.r2_score(truth, pred))}
+        proba = self.predict_proba(df)
+        index = self.preprocessor.encode_target(df[self.target])
+        return {"accuracy": float((proba.argmax(axis=1) == index).mean()),
+                "log_loss": float(metrics.log_loss(index, proba,
+                                                   labels=list(range(proba.shape[1]))))}
+
+    def confusion_matrix(self, data: pd.DataFrame | str | Path) -> dict[str, Any]:
+        """Rows: true class, columns: predicted class, labels in ``classes`` order."""
+        from sklearn.metrics import confusion_matrix
+
+        df = read_table(data)
+        df = df[df[self.target].notna()]
+        truth = self.preprocessor.encode_target(df[self.target])
+        pred = self.predict_proba(df).argmax(axis=1)
+        matrix = confusion_matrix(truth, pred, labels=list(range(len(self.classes))))
+        return {"labels": [str(c) for c in self.classes], "matrix": matrix.tolist()}
+
+    def save(self, path: str | Path) -> Path:
+        from .io import save_model
+
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CaviarModel:
+        from .io import load_model
+
+        return load_model(path)
+
+
+def fit_model(train: pd.DataFrame | str | Path, target: str,
+              hyperparameters: Mapping[str, Any] | None = None,
+              validation: pd.DataFrame | None = None, task: str | None = None,
+              categorical: Sequence[str] = (), drop: Sequence[str] = (), seed: int = 0,
+              patience: int | None = None,
+              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> CaviarModel:
+    """Fit the preprocessor on ``train`` only, then train one network."""
+    pre = TablePreprocessor(target=target, task=task, categorical=categorical, drop=drop,
+                            random_state=seed)
+    train = read_table(train)
+    X = pre.fit_transform(train)
+    y = pre.encode_target(train.loc[train[target].notna(), target])
+    X_val = y_val = None
+    if validation is not None:
+        validation = validation[validation[target].notna()]
+        X_val, y_val = pre.transform(validation), pre.encode_target(validation[target])
+    n_classes = len(pre.classes_) if pre.task_ != "regression" else None
+    network = train_network(X, y, pre.task_, hyperparameters or {}, n_classes=n_classes,
+                            X_val=X_val, y_val=y_val, seed=seed, patience=patience,
+                            on_epoch=on_epoch)
+    return CaviarModel(pre, network, {"target": target, "rows": len(train)})
