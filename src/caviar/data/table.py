@@ -283,6 +283,15 @@ class Roles:
             return "ignored"
         raise KeyError(column)
 
+    def by_column(self) -> dict[str, dict[str, str]]:
+        """``{column: {"role": ..., "reason": ...}}`` for every column, the target first (the
+        form run files and reports store)."""
+        rows = {self.target: {"role": "target", "reason": self.task}}
+        rows.update({c: {"role": self.role(c), "reason": self.reasons.get(c, "")}
+                     for c in self.features})
+        rows.update({c: {"role": "ignored", "reason": why} for c, why in self.ignored.items()})
+        return rows
+
     def describe(self) -> str:
         """A table, one line a column: its name, its role, and why.
 

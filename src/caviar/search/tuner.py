@@ -1,0 +1,518 @@
+"""The tuner: many Optuna trials trained at once in populations (the caviar approach).
+
+How trials meet populations (the slot-refill scheduler):
+
+- Up to ``population`` trials run at once. Trials that share the structural hyperparameters
+  (depth, width, activation, batch norm, batch size) train as members of one ``Population``.
+- A *group* is one population with one structure. A new group starts from a leader trial
+  that the sampler draws freely; the trials that fill and refill its slots are asked with the
+  leader's structural values fixed (``study.enqueue_trial``), and the sampler draws the rest.
+  After a group has taken ``trials_per_structure`` trials (2 × population by default) it stops
+  taking new ones and drains, and the next free slot starts a new group with a new structure.
+  With the grid sampler, which must place every grid point itself, each trial joins whichever
+  group matches its structure.
+- Every epoch each running trial reports its validation score to Optuna; the pruner (ASHA or
+  median) may stop it. When a trial completes, is pruned or diverges, its slot is emptied at
+  the epoch boundary and refilled from the sampler, so the vectorized batch stays full.
+- The score is the validation loss: log-loss for classifiers, RMSE (in the target's units)
+  for regression, at the trial's last epoch.
+- The best trial's trained member is kept (not refit): its weights are saved to
+  ``OUT/model`` whenever a trial beats the best so far, and its held-out test scores are
+  computed at the end. (If a killed run left the best trial without saved weights, that
+  configuration is refit once at the end.)
+- The study lives in a database (SQLite in ``OUT/study.db`` by default). Running the same
+  tune again resumes it: trials finished before are kept, trials that were running when the
+  process died are marked failed, and the trial and time budgets count what was already spent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from ..data import (
+    TablePreprocessor,
+    check_target,
+    drop_missing_target,
+    infer_task,
+    read_table,
+    split_frame,
+)
+from ..engine import Population, resolve, structure_key
+from ..model import CaviarModel
+from ..training import as_tensors, train_network
+from .samplers import AskTellGridSampler, make_sampler
+from .space import Space, default_space
+
+STRUCTURAL_NAMES = ("depth", "width", "hidden_layer_sizes", "activation", "batch_norm",
+                    "batch_size")
+PRUNERS = ("asha", "median", "none")
+
+
+@dataclass
+class TuneProgress:
+    """What a progress display shows; passed to ``on_progress`` after every epoch round."""
+
+    done: int
+    running: int
+    pruned: int
+    failed: int
+    best_value: float | None
+    metric: str
+    direction: str
+    elapsed: float
+    time_budget: float | None
+    trials_budget: int | None
+    populations: int = 0
+
+
+@dataclass
+class TuneResult:
+    study: optuna.Study
+    model: CaviarModel
+    out: Path
+    model_dir: Path
+    leaderboard: pd.DataFrame
+    test_scores: dict[str, float]
+    storage: str
+    study_name: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Group:
+    """One population of trials sharing a structure."""
+
+    key: tuple
+    population: Population
+    structure: dict[str, Any]
+    trials: list[optuna.Trial] = field(default_factory=list)
+    started: list[float] = field(default_factory=list)
+    taken: int = 0
+    retired: bool = False
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+
+
+class _Budget:
+    def __init__(self, trials: int | None, time_budget: float | None, spent: float):
+        self.trials, self.time_budget, self.spent = trials, time_budget, spent
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return self.spent + time.monotonic() - self.start
+
+    def out_of_time(self) -> bool:
+        return self.time_budget is not None and self.elapsed >= self.time_budget
+
+    def may_ask(self, started: int) -> bool:
+        """``started``: trials of this study that are finished or running."""
+        if self.out_of_time():
+            return False
+        return self.trials is None or started < self.trials
+
+
+class Tuner:
+    """Drives an Optuna study with ask-and-tell, training its trials in populations."""
+
+    def __init__(self, study: optuna.Study, space: Space, data: dict[str, Any],
+                 preprocessor: TablePreprocessor, budget: _Budget, population: int,
+                 out: Path, seed: int, trials_per_structure: int | None = None,
+                 on_progress: Callable[[TuneProgress], None] | None = None):
+        self.study, self.space, self.data, self.pre = study, space, data, preprocessor
+        self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
+        self.trials_per_structure = trials_per_structure or 2 * population
+        self.on_progress = on_progress
+        self.task = preprocessor.task_
+        self.n_classes = None if self.task == "regression" else len(preprocessor.classes_)
+        self.groups: list[_Group] = []
+        self.free_asks = isinstance(study.sampler, AskTellGridSampler)
+        self.target_std = float(getattr(preprocessor, "target_std_", 1.0) or 1.0)
+        self.best_value = _best_value(study)
+        self._groups_made = 0
+
+    # ---------------------------------------------------------------- slots
+
+    @property
+    def running(self) -> int:
+        return sum(len(g.trials) for g in self.groups)
+
+    def _started(self) -> int:
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return len(self.study.get_trials(deepcopy=False, states=states)) + self.running
+
+    def _ask(self, structure: dict[str, Any] | None) -> tuple[optuna.Trial, dict] | None:
+        if structure:
+            self.study.enqueue_trial(structure, skip_if_exists=False)
+        trial = self.study.ask()
+        try:
+            params = resolve(self.space.suggest(trial))
+        except ValueError as e:
+            trial.set_user_attr("failure", f"invalid hyperparameters: {e}")
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        trial.set_user_attr("hyperparameters", _jsonable(params))
+        return trial, params
+
+    def _join(self, group: _Group, trial: optuna.Trial, params: dict) -> None:
+        group.population.add_members([params])
+        group.trials.append(trial)
+        group.started.append(time.monotonic())
+        group.taken += 1
+        group.retired = group.taken >= self.trials_per_structure
+
+    def _new_group(self, trial: optuna.Trial, params: dict) -> _Group:
+        structure = {k: v for k, v in trial.params.items() if k in STRUCTURAL_NAMES}
+        population = Population(self.task, self.data["X_train"].shape[1], [params],
+                                n_classes=self.n_classes, seed=self.seed + self._groups_made)
+        self._groups_made += 1
+        group = _Group(structure_key(params), population, structure, [trial],
+                       [time.monotonic()], taken=1)
+        group.retired = group.taken >= self.trials_per_structure
+        self.groups.append(group)
+        return group
+
+    def fill(self) -> None:
+        """Refill free slots from the sampler, at an epoch boundary."""
+        while self.running < self.capacity and self.budget.may_ask(self._started()):
+            open_groups = [g for g in self.groups if not g.retired]
+            if self.free_asks or not open_groups:
+                asked = self._ask(None)
+                if asked is None:
+                    continue
+                trial, params = asked
+                match = [g for g in self.groups if g.key == structure_key(params)
+                         and (self.free_asks or not g.retired)]
+                if match:
+                    self._join(match[0], trial, params)
+                else:
+                    self._new_group(trial, params)
+                continue
+            group = open_groups[-1]
+            asked = self._ask(group.structure)
+            if asked is None:
+                continue
+            trial, params = asked
+            if structure_key(params) == group.key:
+                self._join(group, trial, params)
+            else:  # the space changed the structure (e.g. a conditional): a group of its own
+                self._new_group(trial, params)
+
+    # ---------------------------------------------------------------- epochs
+
+    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A history record with regression RMSE in the target's units."""
+        out = dict(record)
+        if self.task == "regression":
+            for key in ("train_rmse", "val_rmse"):
+                if key in out:
+                    out[key] = out[key] * self.target_std
+        return out
+
+    def score(self, record: dict[str, Any]) -> float:
+        if self.task == "regression":
+            return record["val_rmse"] * self.target_std
+        return record["val_log_loss"]
+
+    def run_epoch(self, group: _Group) -> None:
+        d = self.data
+        records = group.population.fit_epoch(d["X_train"], d["y_train"], d["X_val"],
+                                             d["y_val"])
+        finished: list[int] = []
+        for slot, record in enumerate(records):
+            trial = group.trials[slot]
+            pop = group.population
+            if record is None:  # reached its epochs earlier; should not stay
+                finished.append(slot)
+                continue
+            epoch = record["epoch"]
+            value = self.score(record)
+            if pop.diverged[slot] or not math.isfinite(value):
+                self._finish(group, slot, TrialState.FAIL,
+                             failure=pop.failure[slot] or f"non-finite score at epoch {epoch}")
+                finished.append(slot)
+                continue
+            trial.report(value, epoch)
+            if epoch >= pop.hyperparameters[slot]["epochs"]:
+                self._finish(group, slot, TrialState.COMPLETE, value=value)
+                finished.append(slot)
+            elif trial.should_prune():
+                self._finish(group, slot, TrialState.PRUNED)
+                finished.append(slot)
+        self._drop(group, finished)
+
+    def _drop(self, group: _Group, slots: Sequence[int]) -> None:
+        if not slots:
+            return
+        if len(slots) == group.population.size:
+            self.groups.remove(group)
+            return
+        group.population.remove_members(slots)
+        for slot in sorted(slots, reverse=True):
+            del group.trials[slot]
+            del group.started[slot]
+
+    def _finish(self, group: _Group, slot: int, state: TrialState, value: float | None = None,
+                failure: str | None = None) -> None:
+        trial = group.trials[slot]
+        pop = group.population
+        trial.set_user_attr("curve", [self._record(r) for r in pop.history[slot]])
+        trial.set_user_attr("duration_s", round(time.monotonic() - group.started[slot], 3))
+        if failure:
+            trial.set_user_attr("failure", failure)
+        if state == TrialState.COMPLETE and self._improves(value):
+            self.best_value = value
+            self._save_best(pop.export_member(slot), trial.number, value)
+        self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+
+    def _improves(self, value: float) -> bool:
+        return self.best_value is None or value < self.best_value
+
+    def _save_best(self, network: Population, number: int, value: float) -> None:
+        network.history = [list(network.history[0])]
+        model = CaviarModel(self.pre, network, {"trial": number, "value": value,
+                                                "study": self.study.study_name})
+        model.save(self.out / "model")
+
+    def stop_running(self, reason: str) -> None:
+        """End every running trial (the budget ran out): pruned at its last report."""
+        for group in list(self.groups):
+            for slot in range(len(group.trials)):
+                self._finish(group, slot, TrialState.PRUNED, failure=None)
+                group.trials[slot].set_user_attr("stopped", reason)
+            self.groups.remove(group)
+
+    def progress(self) -> TuneProgress:
+        counts = {s: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        for t in self.study.get_trials(deepcopy=False, states=tuple(counts)):
+            counts[t.state] += 1
+        return TuneProgress(
+            done=counts[TrialState.COMPLETE], running=self.running,
+            pruned=counts[TrialState.PRUNED], failed=counts[TrialState.FAIL],
+            best_value=self.best_value, metric=self.study.user_attrs.get("metric", ""),
+            direction="minimize", elapsed=self.budget.elapsed,
+            time_budget=self.budget.time_budget, trials_budget=self.budget.trials,
+            populations=len(self.groups))
+
+    def run(self) -> None:
+        last_saved = time.monotonic()
+        self.fill()
+        while self.groups:
+            for group in list(self.groups):
+                self.run_epoch(group)
+                if self.budget.out_of_time():
+                    break
+            if self.budget.out_of_time():
+                self.stop_running("time budget")
+            else:
+                self.fill()
+            if time.monotonic() - last_saved > 2.0 or not self.groups:
+                self.study.set_user_attr("elapsed_s", round(self.budget.elapsed, 3))
+                last_saved = time.monotonic()
+            if self.on_progress is not None:
+                self.on_progress(self.progress())
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min(t.value for t in done) if done else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _mark_interrupted(study: optuna.Study) -> int:
+    """Trials left RUNNING by a process that died: failed, with the reason."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        study._storage.set_trial_user_attr(
+            t._trial_id, "failure", "interrupted: the tuning process stopped during this trial")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return len(stale)
+
+
+def leaderboard(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished trial, best first: completed by value, then pruned, then failed."""
+    rows = []
+    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
+    for t in study.get_trials(deepcopy=False, states=tuple(order)):
+        hp = t.user_attrs.get("hyperparameters", {})
+        curve = t.user_attrs.get("curve") or []
+        rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+                     "epochs_run": len(curve), "duration_s": t.user_attrs.get("duration_s"),
+                     **{k: (json.dumps(v) if isinstance(v, list) else v)
+                        for k, v in hp.items()},
+                     "_order": order[t.state]})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values(["_order", "value", "trial"], na_position="last")
+    return frame.drop(columns="_order").reset_index(drop=True)
+
+
+def _load_space(space: Space | str | Path | Mapping | None) -> Space:
+    if space is None:
+        return default_space()
+    if isinstance(space, Space):
+        return space
+    if isinstance(space, Mapping):
+        return Space.from_dict(space)
+    return Space.from_toml(space)
+
+
+def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | None = None,
+         trials: int | None = None, population: int = 32, sampler: str = "coarse-to-fine",
+         pruner: str = "asha", space: Space | str | Path | Mapping | None = None,
+         storage: str | None = None, study_name: str | None = None,
+         out: str | Path = "runs/tune", seed: int = 0, categorical: Sequence[str] = (),
+         drop: Sequence[str] = (), task: str | None = None,
+         trials_per_structure: int | None = None,
+         on_progress: Callable[[TuneProgress], None] | None = None) -> TuneResult:
+    """Tune a network for ``target`` on a table, many trials at once.
+
+    Args:
+        data: a CSV/Parquet path or a DataFrame.
+        target: the column to predict.
+        time_budget: seconds for the whole study (resumed runs count what they spent).
+        trials: the number of trials for the whole study (same).
+            With neither budget, 64 trials.
+        population: how many trials train at once.
+        sampler: "random", "grid", "coarse-to-fine" or "tpe".
+        pruner: "asha" (successive halving), "median" or "none".
+        space: a ``Space``, a TOML file, a dict, or None for ``default_space()``.
+        storage, study_name: an Optuna storage URL (default SQLite in ``out``) and study name
+            (default "<data name>-<target>"). The same study is resumed when it exists.
+        out: the run directory: ``model/``, ``leaderboard.csv``, ``run.json``, ``study.db``.
+        seed: seeds the data split, the sampler and the networks.
+
+    Returns a ``TuneResult`` with the study, the best model and its held-out test scores.
+
+    Example:
+        >>> result = tune("wage.csv", "wage", drop=["logwage"], time_budget=60)  # doctest: +SKIP
+        >>> result.test_scores  # doctest: +SKIP
+    """
+    if population < 1:
+        raise ValueError(f"population must be at least 1, got {population}")
+    if trials is not None and trials < 1:
+        raise ValueError(f"trials must be at least 1, got {trials}")
+    if time_budget is not None and time_budget <= 0:
+        raise ValueError(f"time budget must be positive, got {time_budget}")
+    if trials is None and time_budget is None:
+        trials = 64
+    pruner_obj = make_pruner(pruner)
+    space_obj = _load_space(space)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    source = str(data) if not isinstance(data, pd.DataFrame) else "DataFrame"
+    frame = read_table(data)
+    name = (Path(source).name.split(".")[0] if source != "DataFrame" else "data")
+    study_name = study_name or f"{name}-{target}"
+    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+
+    check_target(frame, target)
+    frame = drop_missing_target(frame, target)
+    task = infer_task(frame[target], task)
+    train, val, test = split_frame(frame, target, task, test_size=0.2, val_size=0.2, seed=seed)
+    pre = TablePreprocessor(target=target, task=task, categorical=categorical, drop=drop,
+                            random_state=seed)
+    X_train = pre.fit_transform(train)
+    tensors = {}
+    tensors["X_train"], tensors["y_train"] = as_tensors(
+        X_train, pre.encode_target(train[target]), pre.task_)
+    tensors["X_val"], tensors["y_val"] = as_tensors(
+        pre.transform(val), pre.encode_target(val[target]), pre.task_)
+    metric = "val_rmse" if pre.task_ == "regression" else "val_log_loss"
+
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction="minimize",
+        sampler=make_sampler(sampler, space_obj, seed=seed), pruner=pruner_obj,
+        load_if_exists=True)
+    interrupted = _mark_interrupted(study)
+    study.set_user_attr("task", pre.task_)
+    study.set_user_attr("metric", metric)
+    study.set_user_attr("direction", "minimize")
+    study.set_user_attr("sampler", sampler)
+    study.set_user_attr("pruner", pruner)
+    study.set_user_attr("space", space_obj.to_dict())
+    study.set_user_attr("data", {
+        "source": source, "rows": int(len(frame)), "columns": int(frame.shape[1]),
+        "target": target, "task": pre.task_, "roles": pre.roles_.by_column(),
+        "split": {"train": len(train), "validation": len(val), "test": len(test)}})
+    budget = _Budget(trials, time_budget, float(study.user_attrs.get("elapsed_s", 0.0)))
+    (out / "run.json").write_text(json.dumps({
+        "kind": "tune", "study_name": study_name, "storage": storage, "data": source,
+        "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
+        "population": population, "time_budget": time_budget, "trials": trials}, indent=1))
+
+    tuner = Tuner(study, space_obj, tensors, pre, budget, population, out, seed,
+                  trials_per_structure=trials_per_structure, on_progress=on_progress)
+    tuner.run()
+    study.set_user_attr("elapsed_s", round(budget.elapsed, 3))
+
+    model = _best_model(study, out, pre, tensors, seed)
+    test_scores = model.scores(test) if len(test) else {}
+    best = study.best_trial
+    best_info = {"trial": best.number, "value": best.value,
+                 "hyperparameters": best.user_attrs.get("hyperparameters", {}),
+                 "test_scores": test_scores}
+    if pre.task_ != "regression" and len(test):
+        best_info["confusion_matrix"] = model.confusion_matrix(test)
+    study.set_user_attr("best", _jsonable(best_info))
+    board = leaderboard(study)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    return TuneResult(study=study, model=model, out=out, model_dir=out / "model",
+                      leaderboard=board, test_scores=test_scores, storage=storage,
+                      study_name=study_name, extra={"interrupted_trials": interrupted})
+
+
+def _best_model(study: optuna.Study, out: Path, pre: TablePreprocessor,
+                data: dict[str, Any], seed: int) -> CaviarModel:
+    """The saved member of the best trial, or a refit of its configuration if the weights
+    of that trial were never saved (a run killed between the two)."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise RuntimeError("no trial completed within the budget: give it more time "
+                           "(--time-budget) or more trials (--trials)")
+    best = study.best_trial
+    model_dir = out / "model"
+    if (model_dir / "model.json").exists():
+        model = CaviarModel.load(model_dir)
+        if model.info.get("trial") == best.number and model.info.get("study") == study.study_name:
+            return model
+    params = best.user_attrs["hyperparameters"]
+    n_classes = None if pre.task_ == "regression" else len(pre.classes_)
+    network = train_network(data["X_train"].numpy(), data["y_train"].numpy(), pre.task_,
+                            params, n_classes=n_classes, X_val=data["X_val"].numpy(),
+                            y_val=data["y_val"].numpy(), seed=seed)
+    model = CaviarModel(pre, network, {"trial": best.number, "value": best.value,
+                                       "study": study.study_name, "refit": True})
+    model.save(model_dir)
+    return model
+
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
