@@ -248,7 +248,8 @@ class Tuner:
             value = self.score(record)
             if pop.diverged[slot] or not math.isfinite(value):
                 self._finish(group, slot, TrialState.FAIL,
-                             failure=pop.failure[slot] or f"non-finite score at epoch {epoch}")
+                             failure=pop.failure[slot]
+                             or f"diverged at epoch {epoch}: validation score {value}")
                 finished.append(slot)
                 continue
             trial.report(value, epoch)

@@ -1,0 +1,142 @@
+"""The tuner: trials share populations, budgets hold, studies resume, killed runs lose
+nothing that completed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from sklearn.datasets import load_wine
+
+from caviar import load_model
+from caviar.search.tuner import tune
+
+SPACE = {
+    "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
+    "optimizer": {"kind": "choice", "values": ["adam", "momentum"]},
+    "momentum": {"kind": "ema_beta", "low": 0.8, "high": 0.99, "when": {"optimizer": ["momentum"]}},
+    "dropout": {"kind": "uniform", "low": 0.0, "high": 0.3},
+    "width": {"kind": "choice", "values": [8, 16]},
+    "depth": {"value": 1},
+    "batch_size": {"value": 32},
+    "epochs": {"kind": "int", "low": 3, "high": 6},
+}
+
+
+@pytest.fixture(scope="module")
+def wine_csv(tmp_path_factory) -> Path:
+    wine = load_wine(as_frame=True)
+    frame = wine.frame.rename(columns={"target": "cultivar"})
+    frame["cultivar"] = frame["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    path = tmp_path_factory.mktemp("data") / "wine.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_tune_trains_trials_in_full_populations(wine_csv, tmp_path):
+    seen = []
+    result = tune(wine_csv, "cultivar", trials=24, population=8, sampler="random", space=SPACE,
+                  out=tmp_path / "run", seed=0, on_progress=seen.append)
+    states = result.leaderboard["state"].value_counts().to_dict()
+    assert sum(states.values()) == 24
+    assert max(p.running for p in seen) == 8  # the vectorized batch is kept full
+    assert all(p.running <= 8 for p in seen)
+    assert result.test_scores["accuracy"] > 0.85
+    study = result.study
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        curve = t.user_attrs["curve"]
+        assert len(curve) == t.user_attrs["hyperparameters"]["epochs"]
+        assert t.value == pytest.approx(curve[-1]["val_log_loss"])
+    best = study.user_attrs["best"]
+    assert best["trial"] == study.best_trial.number
+    assert set(best["confusion_matrix"]["labels"]) == {"barolo", "grignolino", "barbera"}
+    model = load_model(tmp_path / "run" / "model")
+    assert model.info["trial"] == study.best_trial.number
+    frame = pd.read_csv(wine_csv)
+    assert set(model.predict(frame)) <= {"barolo", "grignolino", "barbera"}
+    assert (tmp_path / "run" / "leaderboard.csv").exists()
+
+
+def test_same_seed_same_study(wine_csv, tmp_path):
+    runs = [tune(wine_csv, "cultivar", trials=10, population=4, sampler="coarse-to-fine",
+                 space=SPACE, out=tmp_path / f"run{i}", seed=3) for i in range(2)]
+    a, b = (r.leaderboard[["trial", "state", "value", "learning_rate"]] for r in runs)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_running_again_resumes_the_study_and_its_budget(wine_csv, tmp_path):
+    out = tmp_path / "run"
+    tune(wine_csv, "cultivar", trials=6, population=4, space=SPACE, out=out, seed=1)
+    result = tune(wine_csv, "cultivar", trials=10, population=4, space=SPACE, out=out, seed=1)
+    assert len(result.study.trials) == 10
+    assert len(result.leaderboard) == 10
+
+
+def test_diverging_trials_fail_with_a_reason_and_the_others_go_on(wine_csv, tmp_path):
+    space = dict(SPACE, optimizer={"value": "sgd"}, momentum={"value": 0.9},
+                 learning_rate={"kind": "choice", "values": [1e-2, 1e9]})
+    result = tune(wine_csv, "cultivar", trials=12, population=6, sampler="random",
+                  space=space, out=tmp_path / "run", seed=0, pruner="none")
+    trials = result.study.trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert failed and complete
+    assert all("diverged" in t.user_attrs["failure"] for t in failed)
+    assert all(t.params["learning_rate"] == 1e9 for t in failed)
+    assert all(t.params["learning_rate"] == 1e-2 for t in complete)
+
+
+def test_grid_sampler_covers_the_grid(wine_csv, tmp_path):
+    space = dict(SPACE, learning_rate={"kind": "choice", "values": [1e-3, 1e-2]},
+                 optimizer={"value": "adam"}, dropout={"value": 0.0},
+                 epochs={"value": 3})
+    space.pop("momentum")
+    result = tune(wine_csv, "cultivar", trials=50, population=8, sampler="grid", space=space,
+                  out=tmp_path / "run", seed=0, pruner="none")
+    points = {(t.params["learning_rate"], t.params["width"]) for t in result.study.trials}
+    assert points == {(lr, w) for lr in (1e-3, 1e-2) for w in (8, 16)}
+
+
+@pytest.mark.slow
+def test_a_killed_run_loses_no_completed_trial(wine_csv, tmp_path):
+    out = tmp_path / "run"
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(SPACE))
+    code = (
+        "import json, sys; from caviar.search.tuner import tune; "
+        f"tune({str(wine_csv)!r}, 'cultivar', trials=400, population=4, out={str(out)!r}, "
+        f"space=json.load(open({str(space_file)!r})), seed=0)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
+    storage = f"sqlite:///{(out / 'study.db').resolve()}"
+    finished = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="wine-cultivar", storage=storage)
+            finished = [t for t in study.trials if t.state.is_finished()]
+        except Exception:  # the database or the study may not exist yet
+            continue
+        if len(finished) >= 6:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(finished) >= 6, "the tuning process did not finish trials in time"
+    before = {t.number: (t.state, t.value) for t in optuna.load_study(
+        study_name="wine-cultivar", storage=storage).trials if t.state.is_finished()}
+
+    result = tune(wine_csv, "cultivar", trials=len(before) + 8, population=4, space=SPACE,
+                  out=out, seed=0)
+    after = {t.number: t for t in result.study.trials}
+    for number, (state, value) in before.items():  # nothing finished was lost or changed
+        assert after[number].state == state and after[number].value == value
+    interrupted = [t for t in after.values() if "interrupted" in t.user_attrs.get("failure", "")]
+    assert interrupted  # the trials that were running when the process died
+    # the budget counts every trial started, the interrupted ones too; new ones filled the rest
+    assert sum(t.state.is_finished() for t in after.values()) == len(before) + 8
