@@ -140,3 +140,16 @@ def test_a_killed_run_loses_no_completed_trial(wine_csv, tmp_path):
     assert interrupted  # the trials that were running when the process died
     # the budget counts every trial started, the interrupted ones too; new ones filled the rest
     assert sum(t.state.is_finished() for t in after.values()) == len(before) + 8
+
+
+def test_time_budget_stops_running_trials_and_keeps_the_best(wine_csv, tmp_path):
+    space = dict(SPACE, epochs={"value": 400})  # long trials: the budget ends them
+    space["learning_rate"] = {"kind": "log_uniform", "low": 1e-3, "high": 1e-2}
+    started = time.monotonic()
+    result = tune(wine_csv, "cultivar", time_budget=3, population=4, sampler="random",
+                  pruner="none", space=space, out=tmp_path / "short", seed=1)
+    assert time.monotonic() - started < 60
+    stopped = [t for t in result.study.trials if t.user_attrs.get("stopped") == "time budget"]
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in stopped)
+    assert (tmp_path / "short" / "model" / "model.json").exists()
+    assert result.study.user_attrs["elapsed_s"] >= 3

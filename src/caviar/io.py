@@ -66,7 +66,16 @@ def write_directory_atomically(path: Path, write: Any) -> Path:
 
 
 def save_model(model: Any, path: str | Path) -> Path:
-    """Write ``model`` (a CaviarModel) as a directory; returns its path."""
+    """Write ``model`` (a CaviarModel) as a directory; returns its path.
+
+    An existing model directory at ``path`` is replaced; anything else there (a file, a
+    directory with other contents) is refused rather than deleted.
+    """
+    path = Path(path)
+    if path.exists() and not (path / "model.json").is_file() and (
+            not path.is_dir() or any(path.iterdir())):
+        raise ModelFileError(f"{path} exists and is not a caviar model directory; refusing to "
+                             "replace it: save to a new path or remove it first")
     pre_meta, pre_arrays = model.preprocessor.to_state()
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "caviar_version": __version__,
@@ -82,7 +91,7 @@ def save_model(model: Any, path: str | Path) -> Path:
         arrays = {k: np.ascontiguousarray(v) for k, v in pre_arrays.items()}
         safetensors.numpy.save_file(arrays, str(tmp / "preprocessor.safetensors"))
 
-    return write_directory_atomically(Path(path), write)
+    return write_directory_atomically(path, write)
 
 
 def load_model(path: str | Path) -> Any:
@@ -94,17 +103,23 @@ def load_model(path: str | Path) -> Any:
         raise ModelFileError(f"{path} is not a caviar model directory: it does not exist or "
                              "is a file; pass the directory that `caviar tune` or `save` wrote")
     meta_file = path / "model.json"
-    if not meta_file.exists():
+    if not meta_file.is_file():
         raise ModelFileError(f"{path} is not a caviar model directory: no model.json in it")
     try:
         meta = json.loads(meta_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{meta_file} is corrupted or truncated ({e}); "
                              "save the model again") from None
+    except OSError as e:
+        raise ModelFileError(f"{meta_file} cannot be read ({e.strerror or e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{meta_file} is not a caviar model file (no \"format\": "
                              f"\"{FORMAT}\" in it)")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{meta_file} has an invalid format_version ({version!r}); "
+                             "save the model again")
+    if version > FORMAT_VERSION:
         raise ModelFileError(f"{meta_file} was written by a newer caviar "
                              f"({meta.get('caviar_version')}); upgrade caviar to load it")
     tensors = _read_safetensors(path / "network.safetensors", safetensors.torch.load_file)

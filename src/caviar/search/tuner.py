@@ -295,12 +295,36 @@ class Tuner:
         model.save(self.out / "model")
 
     def stop_running(self, reason: str) -> None:
-        """End every running trial (the budget ran out): pruned at its last report."""
+        """End every running trial (the budget ran out): pruned at its last report.
+
+        If no trial has completed yet, the running member with the best validation score
+        is saved as the model, so a short budget still leaves a usable network."""
+        if self.best_value is None:
+            self._save_best_running(reason)
         for group in list(self.groups):
             for slot in range(len(group.trials)):
+                group.trials[slot].set_user_attr("stopped", reason)  # before tell closes it
                 self._finish(group, slot, TrialState.PRUNED, failure=None)
-                group.trials[slot].set_user_attr("stopped", reason)
             self.groups.remove(group)
+
+    def _save_best_running(self, reason: str) -> None:
+        candidates = []
+        for group in self.groups:
+            pop = group.population
+            for slot, trial in enumerate(group.trials):
+                if pop.history[slot] and not pop.diverged[slot]:
+                    value = self.score(pop.history[slot][-1])
+                    if math.isfinite(value):
+                        candidates.append((value, group, slot, trial))
+        if not candidates:
+            return
+        value, group, slot, trial = min(candidates, key=lambda c: c[0])
+        network = group.population.export_member(slot)
+        network.history = [list(network.history[0])]
+        model = CaviarModel(self.pre, network, {"trial": trial.number, "value": value,
+                                                "study": self.study.study_name,
+                                                "stopped": reason})
+        model.save(self.out / "model")
 
     def progress(self) -> TuneProgress:
         counts = {s: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -478,8 +502,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
 
     model = _best_model(study, out, pre, tensors, seed)
     test_scores = model.scores(test) if len(test) else {}
-    best = study.best_trial
-    best_info = {"trial": best.number, "value": best.value,
+    best = study.trials[model.info["trial"]]  # the best completed trial, or a stopped one
+    best_info = {"trial": best.number, "value": model.info["value"],
                  "hyperparameters": best.user_attrs.get("hyperparameters", {}),
                  "test_scores": test_scores}
     if pre.task_ != "regression" and len(test):
@@ -495,12 +519,17 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
 def _best_model(study: optuna.Study, out: Path, pre: TablePreprocessor,
                 data: dict[str, Any], seed: int) -> CaviarModel:
     """The saved member of the best trial, or a refit of its configuration if the weights
-    of that trial were never saved (a run killed between the two)."""
+    of that trial were never saved (a run killed between the two). When the time budget
+    ended every trial before one completed, the best of those stopped members."""
+    model_dir = out / "model"
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if (model_dir / "model.json").exists():
+            model = CaviarModel.load(model_dir)
+            if model.info.get("stopped") and model.info.get("study") == study.study_name:
+                return model
         raise RuntimeError("no trial completed within the budget: give it more time "
                            "(--time-budget) or more trials (--trials)")
     best = study.best_trial
-    model_dir = out / "model"
     if (model_dir / "model.json").exists():
         model = CaviarModel.load(model_dir)
         if model.info.get("trial") == best.number and model.info.get("study") == study.study_name:

@@ -1,0 +1,232 @@
+"""The command line: help, train → predict → resume → report, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from caviar.cli import app, parse_sets, sparkline
+
+FAST = ["--set", "hidden_layer_sizes=8", "--set", "batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    """Wine with text labels and a text column: 178 rows, 3 classes."""
+    from sklearn.datasets import load_wine
+
+    df = load_wine(as_frame=True).frame
+    df["cultivar"] = df.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    df["cellar"] = np.where(df["alcohol"] > 13, "north", "south")
+    path = tmp_path_factory.mktemp("data") / "wine.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(table, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "panda"
+    result = CliRunner().invoke(app, ["train", str(table), "--target", "cultivar",
+                                      "--epochs", "2", "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "epoch 2/2" in result.stdout and "test scores" in result.stdout
+    return out
+
+
+def invoke(*args: str) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_error_line(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ----------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("command", ["", "tune", "train", "resume", "predict", "report"])
+def test_help(command):
+    result = invoke(*([command] if command else []), "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.stdout
+
+
+def test_help_documents_the_options():
+    text = invoke("tune", "--help").stdout
+    for option in ("--time-budget", "--trials", "--population", "--sampler", "--pruner",
+                   "--space", "--storage", "--study", "--out", "--seed", "--categorical",
+                   "--drop", "coarse-to-fine", "asha"):
+        assert option in text, option
+    text = invoke("train", "--help").stdout
+    for option in ("--target", "--set", "--epochs", "--out", "--seed", "--drop"):
+        assert option in text, option
+    assert "MORE" in invoke("resume", "--help").stdout  # --epochs N is N more
+    assert "stdout" in invoke("predict", "--help").stdout
+
+
+def test_version():
+    from caviar import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"caviar {__version__}"
+
+
+# ----------------------------------------------------------------------------- the workflow
+
+
+def test_train_writes_a_run(run):
+    info = json.loads((run / "run.json").read_text())
+    assert info["kind"] == "panda" and info["epochs_done"] == 2
+    assert info["hyperparameters"]["hidden_layer_sizes"] == [8]
+    assert info["data"]["roles"]["cellar"]["role"] == "onehot"
+    assert (run / "model" / "model.json").is_file()
+
+
+def test_predict_round_trip(run, table, tmp_path, monkeypatch):
+    from caviar.io import load_model
+
+    rows = pd.read_csv(table).drop(columns="cultivar").sample(frac=1.0, random_state=3)
+    rows = rows.head(50).reset_index(drop=True)
+    data = tmp_path / "new.csv"
+    rows.to_csv(data, index=False)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("predict", run / "model", data)  # -o defaults to predictions.csv
+    assert result.exit_code == 0, result.output
+    assert "predictions.csv" in result.stdout
+    out = pd.read_csv(tmp_path / "predictions.csv")
+    assert list(out.columns) == ["prediction", "proba_barbera", "proba_barolo",
+                                 "proba_grignolino"]
+    assert len(out) == 50
+    expected = load_model(run / "model").predict_frame(rows)
+    assert out["prediction"].tolist() == expected["prediction"].tolist()  # input order
+    np.testing.assert_allclose(out.iloc[:, 1:].sum(axis=1), 1.0, rtol=1e-5)
+    # a run directory works too, and "-o -" writes to stdout
+    result = invoke("predict", run, data, "-o", "-")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "prediction,proba_barbera,proba_barolo,proba_grignolino"
+    assert len(lines) == 51
+
+
+def test_resume_with_set(run, tmp_path):
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(run, copy)
+    result = invoke("resume", copy, "--set", "learning_rate=1e-4", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "learning_rate 0.001 → 0.0001" in result.stdout
+    assert "epoch 3/3" in result.stdout
+    info = json.loads((copy / "run.json").read_text())
+    assert info["changes"] == [{"epoch": 2, "changes": {"learning_rate": [0.001, 0.0001],
+                                                        "epochs": [2, 3]}}]
+    assert info["history"][-1]["learning_rate"] == pytest.approx(1e-4)
+
+
+def test_report(run, tmp_path):
+    result = invoke("report", run, "-o", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "r.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "panda" in html
+    result = invoke("report", run)  # default: RUN/report.html
+    assert result.exit_code == 0 and (run / "report.html").is_file()
+
+
+def test_warnings_are_one_yellow_line(run, table, tmp_path):
+    rows = pd.read_csv(table).head(5).assign(extra=1)
+    data = tmp_path / "extra.csv"
+    rows.to_csv(data, index=False)
+    result = invoke("predict", run, data, "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "unknown at training" in warnings[0]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_missing_data_file(tmp_path):
+    assert_one_error_line(invoke("train", tmp_path / "nope.csv", "--target", "y"),
+                          "not found")
+
+
+def test_missing_target_suggests_a_close_name(table, tmp_path):
+    result = invoke("train", table, "--target", "cultivr", "--out", tmp_path / "r", *FAST)
+    assert_one_error_line(result, "'cultivr' not found", "did you mean cultivar")
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_bad_set_key(table, tmp_path):
+    result = invoke("train", table, "--target", "cultivar", "--set", "learnig_rate=0.1",
+                    "--out", tmp_path / "r")
+    assert_one_error_line(result, "unknown hyperparameter 'learnig_rate'", "learning_rate")
+
+
+def test_set_without_equals_is_a_usage_error(table):
+    result = invoke("train", table, "--target", "cultivar", "--set", "learning_rate")
+    assert result.exit_code == 2
+
+
+def test_resume_errors(run, tmp_path):
+    assert_one_error_line(invoke("resume", run, "--set", "hidden_layer_sizes=4",
+                                 "--epochs", "1"), "cannot change")
+    assert_one_error_line(invoke("resume", tmp_path), "not a panda run directory")
+    assert_one_error_line(invoke("train", run.parent / "x.csv", "--target", "y"), "not found")
+
+
+def test_predict_with_a_corrupted_model(run, table, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run / "model", broken)
+    (broken / "network.safetensors").write_bytes(b"\x00garbage")
+    assert_one_error_line(invoke("predict", broken, table, "-o", tmp_path / "p.csv"),
+                          "corrupted")
+    assert_one_error_line(invoke("predict", tmp_path / "none", table), "not a caviar model")
+
+
+def test_predict_on_a_table_lacking_a_column(run, table, tmp_path):
+    data = tmp_path / "lacking.csv"
+    pd.read_csv(table).drop(columns=["alcohol"]).to_csv(data, index=False)
+    assert_one_error_line(invoke("predict", run, data, "-o", tmp_path / "p.csv"),
+                          "lacks", "alcohol")
+
+
+def test_debug_shows_the_exception(tmp_path):
+    from caviar.data import DataError
+
+    result = invoke("--debug", "train", tmp_path / "nope.csv", "--target", "y")
+    assert isinstance(result.exception, DataError)
+    assert_one_error_line(invoke("train", tmp_path / "nope.csv", "--target", "y"))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_parse_sets():
+    assert parse_sets(["learning_rate=1e-3", "hidden_layer_sizes=64,64", "batch_norm=false",
+                       "optimizer=adamw", "decay_rate=null", "dropout=0.25"]) == {
+        "learning_rate": 1e-3, "hidden_layer_sizes": [64, 64], "batch_norm": False,
+        "optimizer": "adamw", "decay_rate": None, "dropout": 0.25}
+    assert parse_sets(["hidden_layer_sizes=[32, 16]"]) == {"hidden_layer_sizes": [32, 16]}
+    assert parse_sets(["hidden_layer_sizes=32"]) == {"hidden_layer_sizes": [32]}
+    assert parse_sets(["batch_norm=True", "epochs=5"]) == {"batch_norm": True, "epochs": 5}
+    assert parse_sets(None) == {}
+
+
+def test_sparkline():
+    assert sparkline([3.0, 2.0, 1.0]) == "█▅▁"
+    assert sparkline([1.0, 1.0]) == "▄▄"
+    assert sparkline([None, float("nan"), 1.0, 2.0]) == "▁█"
+    assert sparkline([]) == ""
+    assert len(sparkline(list(range(100)), width=40)) == 40

@@ -1,0 +1,199 @@
+"""CaviarClassifier and CaviarRegressor as scikit-learn estimators: the estimator checks,
+pipelines and model selection, raw DataFrames with strings and missing values, early stopping.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.compose import make_column_transformer
+from sklearn.datasets import load_breast_cancer
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.estimator_checks import check_estimator
+
+from caviar import CaviarClassifier, CaviarRegressor
+from caviar.datasets import load_dataset
+
+# Small and quick, but enough for the estimator checks' training-quality thresholds
+# (check_classifiers_train: accuracy > 0.83 on blobs; check_regressors_train: R² > 0.5).
+FAST = {"epochs": 20, "learning_rate": 1e-2, "hidden_layer_sizes": (32,), "random_state": 0}
+
+SUBSET_INVARIANCE = (
+    "float32 matrix products round differently for different row counts, so predictions of "
+    "one row alone and of the same row in a batch differ by ~1 ulp (~1e-7 relative); the "
+    "check's tolerance is 1e-7"
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These networks are tiny: with several intra-op threads on a busy machine torch spends
+    more time synchronizing threads than computing (check_estimator took ~4 min instead of
+    ~10 s on two loaded cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    "estimator, expected_failed_checks",
+    [
+        # The classifier passes check_methods_subset_invariance here by a hair (predict_proba
+        # differs by 1.2e-7 where ~2e-7 is allowed); listed so that another CPU's rounding
+        # does not fail the suite. A listed check still runs and is reported as xfail.
+        (CaviarClassifier(**FAST), {"check_methods_subset_invariance": SUBSET_INVARIANCE}),
+        (CaviarRegressor(**FAST), {"check_methods_subset_invariance": SUBSET_INVARIANCE}),
+    ],
+    ids=["classifier", "regressor"],
+)
+def test_check_estimator(estimator, expected_failed_checks):
+    results = check_estimator(estimator, expected_failed_checks=expected_failed_checks,
+                              on_skip=None)
+    failed = [r["check_name"] for r in results if r["status"] == "failed"]
+    assert not failed
+    ran = {r["check_name"] for r in results if r["status"] in ("passed", "xfail")}
+    assert {"check_fit_idempotent", "check_estimators_pickle"} <= ran
+
+
+@pytest.fixture(scope="module")
+def wage():
+    """wage with some missing values (it has none as published), logwage dropped: it is
+    log(wage), a target leak."""
+    df = load_dataset("wage").drop(columns=["logwage"])
+    rng = np.random.RandomState(1)  # not 0: the splits below use 0's permutation
+    df.loc[rng.choice(len(df), 150, replace=False), "age"] = np.nan
+    df.loc[rng.choice(len(df), 150, replace=False), "education"] = np.nan
+    return df
+
+
+def test_pipeline_cross_val_and_grid_search(wage):
+    df = wage.sample(600, random_state=0)
+    X, y = df.drop(columns=["wage"]), df["wage"]
+    columns = make_column_transformer(
+        (make_pipeline(StandardScaler()), ["year", "age"]),
+        (OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["education", "jobclass"]),
+    )
+    pipe = make_pipeline(columns, CaviarRegressor(**{**FAST, "hidden_layer_sizes": (16,)}))
+
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+
+    search = GridSearchCV(pipe, {"caviarregressor__l2": [0.0, 1e-2]}, cv=2).fit(X, y)
+    assert search.best_params_["caviarregressor__l2"] in (0.0, 1e-2)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.predict(X.head(5)).shape == (5,)
+    fitted = search.best_estimator_[-1]
+    assert fitted.n_features_in_ == search.best_estimator_[0].transform(X.head(1)).shape[1]
+
+    # get_params / set_params / clone through the pipeline
+    params = pipe.get_params()
+    assert params["caviarregressor__hidden_layer_sizes"] == (16,)
+    pipe.set_params(caviarregressor__dropout=0.25)
+    copy = clone(pipe)
+    assert copy.get_params()["caviarregressor__dropout"] == 0.25
+    assert not hasattr(copy[-1], "model_")
+
+
+def test_scaler_pipeline_classifier_cross_val():
+    X, y = load_breast_cancer(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), CaviarClassifier(**FAST))
+    assert cross_val_score(pipe, X, y, cv=3).mean() > 0.9
+
+
+def test_grid_search_classifier_on_strings():
+    df = load_dataset("default").sample(4000, random_state=0)
+    X, y = df.drop(columns=["default"]), df["default"]
+    est = CaviarClassifier(**{**FAST, "hidden_layer_sizes": (16,)})
+    search = GridSearchCV(est, {"dropout": [0.0, 0.2]}, cv=2, scoring="roc_auc").fit(X, y)
+    assert search.best_params_["dropout"] in (0.0, 0.2)
+    assert search.best_score_ > 0.8
+    assert set(search.predict(X.head(50))) <= {"No", "Yes"}
+
+
+def test_regressor_takes_raw_dataframe_with_strings_and_missing_values(wage):
+    train, test = train_test_split(wage, test_size=0.2, random_state=0)
+    X, y = train.drop(columns=["wage"]), train["wage"]
+    assert X["education"].isna().any() and X["age"].isna().any()
+    est = CaviarRegressor(**FAST).fit(X, y)
+    assert list(est.feature_names_in_) == list(X.columns)
+    pred = est.predict(test.drop(columns=["wage"]))
+    assert pred.dtype == np.float64 and np.isfinite(pred).all()
+    assert est.score(test.drop(columns=["wage"]), test["wage"]) > 0.1
+
+    unseen = test.drop(columns=["wage"]).head(3).copy()
+    unseen["education"] = ["9. Unheard of", np.nan, "1. < HS Grad"]
+    assert np.isfinite(est.predict(unseen)).all()
+
+
+def test_classifier_string_labels_and_probabilities():
+    df = load_dataset("default")  # student is Yes/No, default is Yes/No with 3% Yes
+    train, test = train_test_split(df, test_size=0.2, random_state=0, stratify=df["default"])
+    est = CaviarClassifier(**FAST).fit(train.drop(columns=["default"]), train["default"])
+    assert list(est.classes_) == ["No", "Yes"]
+    X_test = test.drop(columns=["default"])
+    proba = est.predict_proba(X_test)
+    assert proba.shape == (len(test), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    pred = est.predict(X_test)
+    assert set(pred) <= {"No", "Yes"}
+    np.testing.assert_array_equal(pred, est.classes_[proba.argmax(axis=1)])
+    assert est.score(X_test, test["default"]) == pytest.approx((pred == test["default"]).mean())
+    assert roc_auc_score(test["default"] == "Yes", proba[:, 1]) > 0.9
+
+
+def test_multiclass_string_labels(wage):
+    df = wage.dropna(subset=["education"]).sample(800, random_state=0)
+    X, y = df.drop(columns=["education"]), df["education"]
+    est = CaviarClassifier(**FAST).fit(X, y)
+    assert list(est.classes_) == sorted(y.unique())
+    proba = est.predict_proba(X)
+    assert proba.shape == (len(X), y.nunique())
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert set(est.predict(X)) <= set(y)
+    assert est.score(X, y) > 1 / y.nunique()  # better than guessing
+
+
+def test_early_stopping():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(400, 3))
+    y = X[:, 0] + 0.3 * rng.normal(size=400)  # learned in a few epochs, then only noise left
+    est = CaviarRegressor(**{**FAST, "epochs": 200, "hidden_layer_sizes": (16,)},
+                          n_iter_no_change=3).fit(X, y)
+    assert est.n_iter_ < 200
+    assert len(est.history_) == est.n_iter_
+    assert all(isinstance(h, dict) for h in est.history_)
+    assert [h["epoch"] for h in est.history_] == list(range(1, est.n_iter_ + 1))
+    # it stopped n_iter_no_change epochs after the best validation loss
+    val_loss = [h["val_loss"] for h in est.history_]
+    assert est.n_iter_ == int(np.argmin(val_loss)) + 1 + 3
+    assert est.score(X, y) > 0.8
+
+    no_stop = CaviarRegressor(**{**FAST, "epochs": 7}, early_stopping=False).fit(X, y)
+    assert no_stop.n_iter_ == len(no_stop.history_) == 7
+
+
+def test_fit_does_not_warn_on_clean_numeric_data():
+    X, y = load_breast_cancer(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CaviarClassifier(**{**FAST, "epochs": 2}).fit(X, y)
+
+
+def test_predict_before_fit_and_wrong_columns():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        CaviarRegressor().predict(np.zeros((2, 3)))
+    X = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 3})
+    est = CaviarRegressor(**{**FAST, "epochs": 2}).fit(X, X["a"] * 2)
+    with pytest.raises(ValueError):
+        est.predict(X[["a"]])
