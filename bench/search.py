@@ -60,7 +60,6 @@ from threadpoolctl import threadpool_limits
 
 from caviar.data import TablePreprocessor, split_frame
 from caviar.datasets import load_dataset
-from caviar.search import tuner
 from caviar.search.tuner import tune
 
 # name: (target, task, columns to drop)
@@ -68,20 +67,6 @@ DATASETS = {"default": ("default", "binary", ()), "digits": ("digit", "multiclas
             "wage": ("wage", "regression", ("logwage",)),
             "baseball": ("r", "regression", ()), "diamonds": ("cut", "multiclass", ())}
 METHODS = ("caviar", "optuna_torch", "sklearn_mlp", "hist_gradient_boosting")
-
-
-def _stop_running(self: tuner.Tuner, reason: str) -> None:
-    """caviar's ``Tuner.stop_running`` with its bug fixed: it set the "stopped" attribute after
-    ``tell``, which raises ``UpdateFinishedTrialError`` whenever the time budget ends while
-    trials are running, so ``tune(time_budget=...)`` crashed. Same behaviour otherwise."""
-    for group in list(self.groups):
-        for slot in range(len(group.trials)):
-            group.trials[slot].set_user_attr("stopped", reason)
-            self._finish(group, slot, optuna.trial.TrialState.PRUNED)
-        self.groups.remove(group)
-
-
-tuner.Tuner.stop_running = _stop_running
 
 
 def load(name: str) -> pd.DataFrame:
@@ -140,7 +125,7 @@ def run_caviar(df, target, task, drop, test, enc, budget, seed) -> dict:
     board = result.leaderboard
     return {"test": test_scores(task, enc(test), pred, result.model.preprocessor),
             **counts(result.study.get_trials(deepcopy=False)),
-            "seconds": round(seconds, 2), "best_val": result.study.best_value,
+            "seconds": round(seconds, 2), "best_val": result.model.info["value"],
             "best": {k: v for k, v in board.iloc[0].items() if not pd.isna(v)}
             | {"caviar_test_scores": result.test_scores}}
 

@@ -113,6 +113,17 @@ def test_set_hyperparameters_changes_one_member(data):
         pop.set_hyperparameters(0, learning_rate=-1)
 
 
+def test_changing_lr_decay_brings_the_new_schedules_default_rate():
+    pop = Population("multiclass", 7, members(), n_classes=3)
+    pop.epoch[:] = 2
+    pop.set_hyperparameters(0, lr_decay="inverse_time")  # α₀/(1 + 1·epoch)
+    assert pop.learning_rates()[0] == pytest.approx(1e-2 / 3)
+    pop.set_hyperparameters(0, lr_decay="exponential")  # α₀·0.95^epoch, not rate 1.0 kept
+    assert pop.learning_rates()[0] == pytest.approx(1e-2 * 0.95**2)
+    pop.set_hyperparameters(0, decay_rate=0.5)
+    assert pop.learning_rates()[0] == pytest.approx(1e-2 * 0.25)
+
+
 def test_export_member_and_state_round_trip(data):
     X, y, Xv, yv = data
     pop = Population("multiclass", 7, members(), n_classes=3, seed=3)

@@ -52,7 +52,7 @@ import pandas as pd
 from . import __version__
 from .data import DataError, TablePreprocessor, read_table, split_frame
 from .engine import Population
-from .engine.hyperparams import DEFAULT_DECAY_RATE, STRUCTURAL, resolve
+from .engine.hyperparams import STRUCTURAL, resolve
 from .io import ModelFileError, load_model, save_model
 from .model import CaviarModel
 from .training import as_tensors
@@ -549,9 +549,6 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
             raise ValueError(f"the run already trained its {done} epochs; pass epochs=N "
                              "(--epochs N) to train N more")
     wanted = {**changes, "epochs": total}
-    if ("lr_decay" in changes and "decay_rate" not in changes
-            and old["decay_rate"] == DEFAULT_DECAY_RATE[old["lr_decay"]]):
-        wanted["decay_rate"] = None  # the new schedule's own default rate
     new = resolve({**old, **wanted})
     diffs = {k: [old[k], new[k]] for k in new if new[k] != old[k]}
     if diffs:

@@ -75,10 +75,16 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
             )
         params[key] = value
     validate(params)
-    if params["decay_rate"] is None:
-        params["decay_rate"] = DEFAULT_DECAY_RATE[params["lr_decay"]]
+    # decay_rate stays None ("the schedule's default") so that changing lr_decay later
+    # changes the rate with it; effective_decay_rate() reads it.
     params["hidden_layer_sizes"] = tuple(int(n) for n in params["hidden_layer_sizes"])
     return params
+
+
+def effective_decay_rate(params: Mapping[str, Any]) -> float:
+    """decay_rate, or the default rate of the member's lr_decay when it is None."""
+    rate = params["decay_rate"]
+    return float(DEFAULT_DECAY_RATE[params["lr_decay"]] if rate is None else rate)
 
 
 def validate(params: Mapping[str, Any]) -> None:

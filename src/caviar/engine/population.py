@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from . import layers, losses
-from .hyperparams import STRUCTURAL, TASKS, resolve, structure_key
+from .hyperparams import STRUCTURAL, TASKS, effective_decay_rate, resolve, structure_key
 from .optim import Coefficients, PopulationOptimizer
 from .schedules import DECAY_CODES, learning_rate_at
 
@@ -227,7 +227,7 @@ class Population:
         self._hp = {
             "learning_rate": column("learning_rate"),
             "lr_decay": torch.tensor([DECAY_CODES[h["lr_decay"]] for h in hp]),
-            "decay_rate": column("decay_rate"),
+            "decay_rate": torch.tensor([effective_decay_rate(h) for h in hp], dtype=dt),
             "decay_steps": column("decay_steps"),
             "epochs": column("epochs"),
             "keep_prob": 1.0 - column("dropout"),
