@@ -230,3 +230,72 @@ def test_sparkline():
     assert sparkline([None, float("nan"), 1.0, 2.0]) == "▁█"
     assert sparkline([]) == ""
     assert len(sparkline(list(range(100)), width=40)) == 40
+
+
+# ----------------------------------------------------------------------------- tune
+
+SMALL_SPACE = """
+[learning_rate]
+kind = "log_uniform"
+low = 1e-3
+high = 3e-2
+
+[dropout]
+kind = "uniform"
+low = 0.0
+high = 0.3
+
+[width]
+value = 8
+
+[depth]
+value = 1
+
+[batch_size]
+value = 32
+
+[epochs]
+kind = "int"
+low = 3
+high = 5
+"""
+
+
+def test_tune_then_predict(table, tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text(SMALL_SPACE)
+    out = tmp_path / "tuned"
+    result = invoke("tune", table, "--target", "cultivar", "--trials", 8, "--population", 4,
+                    "--sampler", "random", "--space", space, "--out", out, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    for name in ("leaderboard", "test scores of the best model", "report.html",
+                 "optuna-dashboard"):
+        assert name in result.stdout
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 8 and set(board["state"]) <= {"complete", "pruned", "failed"}
+    assert (out / "report.html").stat().st_size > 10_000
+    predictions = tmp_path / "p.csv"
+    result = invoke("predict", out / "model", table, "-o", predictions)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(predictions)
+    assert len(frame) == 178
+    assert set(frame["prediction"]) <= {"barolo", "grignolino", "barbera"}
+    # the same command again resumes the study: its 8 trials are spent, none are added
+    again = invoke("tune", table, "--target", "cultivar", "--trials", 8, "--population", 4,
+                   "--sampler", "random", "--space", space, "--out", out, "--seed", 3)
+    assert again.exit_code == 0, again.output
+    assert len(pd.read_csv(out / "leaderboard.csv")) == 8
+
+
+def test_tune_errors_are_one_line(table, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[learning_rate]\nkind = "log_uniform"\nlow = 1e-1\nhigh = 1e-3\n')
+    assert_one_error_line(invoke("tune", table, "--target", "cultivar", "--space", bad,
+                                 "--trials", 2, "--out", tmp_path / "a"),
+                          "learning_rate", "low")
+    usage = invoke("tune", table, "--target", "cultivar", "--time-budget", "soon")
+    assert usage.exit_code == 2 and "not a duration" in usage.output
+    assert_one_error_line(invoke("tune", table, "--target", "cultivr", "--trials", 2,
+                                 "--out", tmp_path / "c"), "did you mean cultivar")
+    result = invoke("tune", table, "--target", "cultivar", "--sampler", "bayes")
+    assert result.exit_code == 2 and "bayes" in result.output
