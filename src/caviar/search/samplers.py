@@ -140,10 +140,13 @@ class CoarseToFineSampler(BaseSampler):
       uniformly over their choices).
     - Round k + 1 starts at the first ask after at least ``n_coarse`` (k = 0) or
       ``n_per_round`` (k ≥ 1) trials *of round k* have finished, completed or pruned, provided
-      at least ``top_k`` trials have completed. Trials asked meanwhile stay in round k, so any
-      number may be in flight (ask-and-tell with a population) and a round grows with it.
-    - Round k + 1's box is computed once, when it starts, from the completed trials of all
-      rounds, best first in the study's direction. For each numeric parameter, take the best
+      at least ``top_k`` trials can be ranked (below). Trials asked meanwhile stay in round k,
+      so any number may be in flight (ask-and-tell with a population) and a round grows.
+    - Round k + 1's box is computed once, when it starts, from the finished trials of all
+      rounds, best first in the study's direction, compared like with like: by the value they
+      reported at the latest step (epoch) that at least ``top_k`` completed or pruned trials
+      reached, which under a pruner is a rung many trials share; trials that report nothing
+      are ranked by final value, completed ones only. For each numeric parameter, take the best
       ``top_k`` completed trials that have it; the box is [min r, max r] over them, widened on
       each side by ``margin`` × its width, then, if narrower than ``min_width`` × the whole
       axis, widened about its centre to that width; shifted and clipped into the whole range.
@@ -160,11 +163,10 @@ class CoarseToFineSampler(BaseSampler):
     explore=0.0``: with a population of 64, the first 64 asks are coarse and later rounds
     refine around the best 5 while keeping at least a tenth of each axis.
 
-    Pruned trials count toward finishing a round but are never among the best: their last
-    intermediate value is from an earlier epoch, not comparable with final values. Failed
-    trials are ignored. The draw for (trial number, parameter) comes from a generator seeded
-    with (``seed``, trial number, parameter name), so the same seed and the same order of
-    asks and tells give the same parameters. Single objective only.
+    Pruned trials count toward finishing a round and rank by what they reported at the common
+    step. Failed trials are ignored. The draw for (trial number, parameter) comes from a
+    generator seeded with (``seed``, trial number, parameter name), so the same seed and the
+    same order of asks and tells give the same parameters. Single objective only.
 
     **Records.** Each trial gets the system attr ``"c2f_round"``; the study gets the user attr
     ``"c2f_boxes"``, a list of ``{"round": k, "n_complete": completed trials when it started,
@@ -232,18 +234,36 @@ class CoarseToFineSampler(BaseSampler):
         trials = storage.get_all_trials(study_id, deepcopy=False)
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                        and t.system_attrs.get(ROUND_ATTR) == current["round"] for t in trials)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
         need = self.n_coarse if current["round"] == 0 else self.n_per_round
-        if finished >= need and len(complete) >= self.top_k:
-            current = self._next_round(current["round"] + 1, complete, study.direction)
+        ranked = self._ranked(trials, study.direction) if finished >= need else []
+        if len(ranked) >= self.top_k:
+            n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+            current = self._next_round(current["round"] + 1, ranked, n_complete)
             rounds.append(current)
             storage.set_study_user_attr(study_id, BOXES_ATTR, rounds)
         storage.set_trial_system_attr(trial._trial_id, ROUND_ATTR, current["round"])
 
-    def _next_round(self, number: int, complete: list[FrozenTrial],
-                    direction: StudyDirection) -> dict:
+    def _ranked(self, trials: Sequence[FrozenTrial], direction: StudyDirection
+                ) -> list[FrozenTrial]:
+        """Finished trials best first, compared like with like: by their reported value at
+        the latest step that at least ``top_k`` completed or pruned trials reached (under a
+        pruner few trials complete, but many reach the same rung); without reports, the
+        completed trials by final value."""
         sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
-        ranked = sorted(complete, key=lambda t: sign * t.value)  # stable: ties by trial number
+        done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        reach: dict[int, int] = {}
+        for t in done:
+            for step in t.intermediate_values:
+                reach[step] = reach.get(step, 0) + 1
+        steps = [step for step, n in reach.items() if n >= self.top_k]
+        if steps:
+            step = max(steps)
+            at = [t for t in done if math.isfinite(t.intermediate_values.get(step, math.nan))]
+            return sorted(at, key=lambda t: sign * t.intermediate_values[step])  # ties: number
+        complete = [t for t in done if t.state == TrialState.COMPLETE]
+        return sorted(complete, key=lambda t: sign * t.value)
+
+    def _next_round(self, number: int, ranked: list[FrozenTrial], n_complete: int) -> dict:
         box: dict[str, list[float]] = {}
         choices: dict[str, list] = {}
         names = dict.fromkeys(name for t in ranked for name in t.params)
@@ -255,7 +275,7 @@ class CoarseToFineSampler(BaseSampler):
             else:
                 rs = [_to_r(t.params[name], dist) for t in top]
                 box[name] = list(self._widen(min(rs), max(rs), dist))
-        return {"round": number, "n_complete": len(complete), "box": box, "choices": choices}
+        return {"round": number, "n_complete": n_complete, "box": box, "choices": choices}
 
     def _widen(self, lo: float, hi: float, dist: BaseDistribution) -> tuple[float, float]:
         a, b = _r_bounds(dist)

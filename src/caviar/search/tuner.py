@@ -554,7 +554,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     board.to_csv(out / "leaderboard.csv", index=False)
     return TuneResult(study=study, model=model, out=out, model_dir=out / "model",
                       leaderboard=board, test_scores=test_scores, storage=storage,
-                      study_name=study_name, extra={"interrupted_trials": interrupted})
+                      study_name=study_name,
+                      extra={"interrupted_trials": interrupted,
+                             "recovered_trials": archive.recovered})
 
 
 def _saved_info(out: Path, study_name: str) -> dict[str, Any]:
