@@ -35,11 +35,12 @@ class ModelFileError(ValueError):
     """A model directory that is missing, corrupted, truncated or not caviar's."""
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with tuples as lists, numpy scalars as Python numbers and keys as strings."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -85,7 +86,7 @@ def save_model(model: Any, path: str | Path) -> Path:
     }
 
     def write(tmp: Path) -> None:
-        (tmp / "model.json").write_text(json.dumps(_jsonable(meta), indent=1))
+        (tmp / "model.json").write_text(json.dumps(jsonable(meta), indent=1))
         safetensors.torch.save_file(model.network.state_tensors(),
                                     str(tmp / "network.safetensors"))
         arrays = {k: np.ascontiguousarray(v) for k, v in pre_arrays.items()}

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
@@ -54,6 +53,7 @@ from ..data import (
     split_frame,
 )
 from ..engine import Population, resolve, structure_key
+from ..io import jsonable
 from ..model import CaviarModel
 from ..training import as_tensors, train_network
 from .archive import TrialArchive
@@ -180,7 +180,7 @@ class Tuner:
             trial.set_user_attr("failure", f"invalid hyperparameters: {e}")
             self._tell(trial, None, TrialState.FAIL)
             return None
-        trial.set_user_attr("hyperparameters", _jsonable(params))
+        trial.set_user_attr("hyperparameters", jsonable(params))
         return trial, params
 
     def _join(self, group: _Group, trial: optuna.Trial, params: dict) -> None:
@@ -329,7 +329,7 @@ class Tuner:
                 if pop.history[slot] and not pop.diverged[slot]:
                     value = self.score(pop.history[slot][-1])
                     if math.isfinite(value) and self._improves(value):
-                        candidates.append((value, pop.export_member(slot), trial))
+                        candidates.append((value, pop, slot, trial))
         numbers = {}
         for group in list(self.groups):
             for slot in range(len(group.trials)):
@@ -338,9 +338,10 @@ class Tuner:
                 numbers[trial.number] = self._finish(group, slot, TrialState.PRUNED)
             self.groups.remove(group)
         if candidates:
-            value, network, trial = min(candidates, key=lambda c: c[0])
+            value, pop, slot, trial = min(candidates, key=lambda c: c[0])
             self.best_value = value
-            self._save_best(network, numbers[trial.number], value, stopped=reason)
+            self._save_best(pop.export_member(slot), numbers[trial.number], value,
+                            stopped=reason)
 
     def save_study_state(self) -> None:
         """The seconds spent and the sampler's study attributes (coarse-to-fine boxes), in
@@ -386,16 +387,6 @@ class Tuner:
 def _best_value(study: optuna.Study) -> float | None:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return min(t.value for t in done) if done else None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _mark_interrupted(study: optuna.Study) -> int:
@@ -530,11 +521,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     tuner = Tuner(working, space_obj, tensors, pre, budget, population, out, seed,
                   trials_per_structure=trials_per_structure, on_progress=on_progress,
                   archive=archive)
-    saved = _saved_info(out, study_name)
-    if saved.get("stopped") and tuner.best_value is not None:
-        tuner.best_value = min(tuner.best_value, saved["value"])
-    elif saved.get("stopped"):
-        tuner.best_value = saved["value"]
+    saved = _saved_model(out, study_name)
+    if saved is not None and saved.info.get("stopped") and tuner._improves(saved.info["value"]):
+        tuner.best_value = saved.info["value"]  # a member an earlier budget stopped
     try:
         tuner.run()
     finally:
@@ -549,7 +538,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                  "test_scores": test_scores}
     if pre.task_ != "regression" and len(test):
         best_info["confusion_matrix"] = model.confusion_matrix(test)
-    study.set_user_attr("best", _jsonable(best_info))
+    study.set_user_attr("best", jsonable(best_info))
     board = leaderboard(study)
     board.to_csv(out / "leaderboard.csv", index=False)
     return TuneResult(study=study, model=model, out=out, model_dir=out / "model",
@@ -559,13 +548,13 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                              "recovered_trials": archive.recovered})
 
 
-def _saved_info(out: Path, study_name: str) -> dict[str, Any]:
-    """The info of the model saved in ``out/model`` for this study, or {}."""
+def _saved_model(out: Path, study_name: str) -> CaviarModel | None:
+    """The model saved in ``out/model`` for this study, or None."""
     try:
-        info = CaviarModel.load(out / "model").info
+        model = CaviarModel.load(out / "model")
     except (OSError, ValueError):
-        return {}
-    return info if info.get("study") == study_name else {}
+        return None
+    return model if model.info.get("study") == study_name else None
 
 
 def _best_model(study: optuna.Study, out: Path, pre: TablePreprocessor,
@@ -575,11 +564,12 @@ def _best_model(study: optuna.Study, out: Path, pre: TablePreprocessor,
     saved (a run killed between the two), its configuration is refit."""
     model_dir = out / "model"
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    saved = _saved_info(out, study.study_name)
+    saved = _saved_model(out, study.study_name)
     best = min(done, key=lambda t: t.value) if done else None
-    if saved and (best is None or saved.get("trial") == best.number
-                  or (saved.get("stopped") and saved["value"] <= best.value)):
-        return CaviarModel.load(model_dir)
+    if saved is not None and (best is None or saved.info.get("trial") == best.number
+                              or (saved.info.get("stopped")
+                                  and saved.info["value"] <= best.value)):
+        return saved
     if best is None:
         raise RuntimeError("no trial completed within the budget: give it more time "
                            "(--time-budget) or more trials (--trials)")
