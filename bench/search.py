@@ -100,12 +100,14 @@ def val_score(task: str, y: np.ndarray, out: np.ndarray, target_std: float) -> f
 
 
 def counts(trials: list) -> dict:
-    """Finished trials (complete + pruned), completed ones, those the deadline stopped, failed."""
+    """Finished trials (complete + pruned), completed ones, those the deadline stopped, failed;
+    ``epochs``: epochs trained over all trials (the work done, whatever the pruner kept)."""
     state = [t.state.name for t in trials]
     return {"trials": state.count("COMPLETE") + state.count("PRUNED"),
             "trials_complete": state.count("COMPLETE"),
             "trials_stopped_at_budget": sum("stopped" in t.user_attrs for t in trials),
-            "trials_failed": state.count("FAIL")}
+            "trials_failed": state.count("FAIL"),
+            "epochs": sum(len(t.intermediate_values) for t in trials)}
 
 
 def run_caviar(df, target, task, drop, test, enc, budget, seed) -> dict:

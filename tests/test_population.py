@@ -95,6 +95,60 @@ def test_remove_and_add_members_leave_the_others_unchanged(data):
                                    rtol=1e-6, atol=1e-7)
 
 
+def test_replace_members_refills_a_slot_in_place(data):
+    X, y, Xv, yv = data
+    hp = members()  # with dropout: the masks' random stream does not depend on the slot
+    a = Population("multiclass", 7, hp, n_classes=3, seed=2)
+    b = Population("multiclass", 7, hp, n_classes=3, seed=2)
+    a.fit_epoch(X, y, Xv, yv)
+    b.fit_epoch(X, y, Xv, yv)
+    newcomer = {"hidden_layer_sizes": (16, 8), "batch_size": 32, "epochs": 4,
+                "learning_rate": 5e-3, "optimizer": "adam"}
+    b.replace_members([1], [newcomer])
+    assert b.member_ids == [0, 4, 2, 3] and b.history[1] == [] and int(b.epoch[1]) == 0
+    assert b.hyperparameters[1]["learning_rate"] == 5e-3
+    assert all(float(t[1].abs().sum()) == 0 for t in (*b.optimizer.v.values(),
+                                                       *b.optimizer.s.values()))
+    fresh = Population("multiclass", 7, hp, n_classes=3, seed=2)
+    fresh.add_members([newcomer])  # member id 4 starts from the same weights
+    for name in b.params:
+        assert torch.equal(b.params[name][1], fresh.params[name][4]), name
+    a.fit_epoch(X, y, Xv, yv)
+    b.fit_epoch(X, y, Xv, yv)
+    for name in a.params:  # the other members go on exactly as before
+        assert torch.equal(a.params[name][[0, 2, 3]], b.params[name][[0, 2, 3]]), name
+    assert len(b.history[1]) == 1 and len(b.history[0]) == 2
+    with pytest.raises(ValueError, match="separate populations"):
+        b.replace_members([0], [{"hidden_layer_sizes": (4,)}])
+    with pytest.raises(ValueError, match="distinct indices"):
+        b.replace_members([9], [newcomer])
+
+
+def test_remember_best_exports_the_network_of_the_best_epoch(data):
+    X, y, Xv, yv = data
+    hp = members(epochs=6)
+    hp[0].update(learning_rate=0.3, optimizer="sgd")  # noisy: its best epoch is not the last
+    hp = [dict(h, batch_norm=True) for h in hp]  # running statistics are part of the network
+    pop = Population("multiclass", 7, hp, n_classes=3, seed=4)
+    predictions = []
+    while bool(pop.trainable.any()):
+        records = pop.fit_epoch(X, y, Xv, yv)
+        pop.remember_best(torch.tensor([r["val_loss"] for r in records]))
+        predictions.append(pop.predict(Xv).clone())
+    for i in range(pop.size):
+        curve = [r["val_loss"] for r in pop.history[i]]
+        best_epoch = min(range(len(curve)), key=curve.__getitem__) + 1
+        assert int(pop.best_epoch[i]) == best_epoch
+        assert float(pop.best_score[i]) == pytest.approx(curve[best_epoch - 1])
+        kept = pop.export_member(i, at_best=True)
+        assert int(kept.epoch[0]) == best_epoch and len(kept.history[0]) == len(curve)
+        torch.testing.assert_close(kept.predict(Xv)[0], predictions[best_epoch - 1][i])
+        assert kept.evaluate(Xv, yv)["loss"][0] == pytest.approx(curve[best_epoch - 1],
+                                                                rel=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        pop.remember_best(torch.zeros(2))
+
+
 def test_members_with_a_different_structure_are_refused():
     pop = Population("binary", 3, [{"hidden_layer_sizes": (4,)}])
     with pytest.raises(ValueError, match="separate populations"):

@@ -99,6 +99,11 @@ class Population:
         self.buffers: dict[str, torch.Tensor] = {}
         self.epoch = torch.zeros(0, dtype=torch.long)
         self.diverged = torch.zeros(0, dtype=torch.bool)
+        # early stopping's "restore best weights": each member's lowest score so far, its
+        # epoch, and a copy of its weights and batch-norm statistics then (see remember_best)
+        self.best_score = torch.zeros(0, dtype=dtype)
+        self.best_epoch = torch.zeros(0, dtype=torch.long)
+        self._best: dict[str, torch.Tensor] | None = None
         self._next_id = 0
         self._append(resolved)
         self.optimizer = PopulationOptimizer(self.params, self.weight_names)
@@ -140,13 +145,16 @@ class Population:
                 params[f"b{layer}"] = torch.zeros(1, n_out, dtype=self.dtype)
         return params, buffers
 
-    def _append(self, resolved: list[dict]) -> list[int]:
+    def _check_structure(self, resolved: list[dict]) -> None:
         key = structure_key(self.hyperparameters[0] if self.hyperparameters else resolved[0])
         for h in resolved:
             if structure_key(h) != key:
                 raise ValueError(
                     f"members of one population must share {', '.join(STRUCTURAL)}; "
                     f"got {structure_key(h)} and {key}: train them in separate populations")
+
+    def _append(self, resolved: list[dict]) -> list[int]:
+        self._check_structure(resolved)
         start = self.size
         new = [self._new_member(self._next_id + i) for i in range(len(resolved))]
         for name in new[0][0]:
@@ -164,6 +172,12 @@ class Population:
         self.failure += [None for _ in resolved]
         self.epoch = torch.cat([self.epoch, torch.zeros(len(resolved), dtype=torch.long)])
         self.diverged = torch.cat([self.diverged, torch.zeros(len(resolved), dtype=torch.bool)])
+        self.best_score = torch.cat([self.best_score,
+                                     torch.full((len(resolved),), math.inf, dtype=self.dtype)])
+        self.best_epoch = torch.cat([self.best_epoch, torch.zeros(len(resolved), dtype=torch.long)])
+        if self._best is not None:
+            self._best = {k: torch.cat([t, self._weights()[k][start:]])
+                          for k, t in self._best.items()}
         self._refresh()
         return list(range(start, self.size))
 
@@ -185,9 +199,43 @@ class Population:
         self.optimizer.select(index)
         self.epoch = self.epoch[index].clone()
         self.diverged = self.diverged[index].clone()
+        self.best_score = self.best_score[index].clone()
+        self.best_epoch = self.best_epoch[index].clone()
+        if self._best is not None:
+            self._best = {k: t[index].clone() for k, t in self._best.items()}
         for name in ("hyperparameters", "member_ids", "history", "failure"):
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in keep])
+        self._refresh()
+
+    @torch.no_grad()
+    def replace_members(self, indices: Sequence[int],
+                        members: Sequence[Mapping[str, Any]]) -> None:
+        """Put new members (fresh weights, zero optimizer state, epoch 0, empty history) in
+        the slots ``indices``, in place. This is how the tuner refills the slot of a trial
+        that ended: unlike remove + add it copies no other member's tensors."""
+        if len(indices) != len(members):
+            raise ValueError(f"{len(indices)} slots for {len(members)} members")
+        if len(set(indices)) != len(indices) or not all(0 <= i < self.size for i in indices):
+            raise ValueError(f"slots must be distinct indices below {self.size}, got {indices}")
+        resolved = [resolve(m) for m in members]
+        self._check_structure(resolved)
+        for index, h in zip(indices, resolved):
+            params, buffers = self._new_member(self._next_id)
+            for name, t in params.items():
+                self.params[name][index] = t
+            for name, t in buffers.items():
+                self.buffers[name][index] = t
+            self.optimizer.reset_member(index)
+            self.epoch[index] = 0
+            self.diverged[index] = False
+            self.best_score[index] = math.inf
+            self.best_epoch[index] = 0
+            self.hyperparameters[index] = dict(h)
+            self.member_ids[index] = self._next_id
+            self.history[index] = []
+            self.failure[index] = None
+            self._next_id += 1
         self._refresh()
 
     @torch.no_grad()
@@ -201,6 +249,10 @@ class Population:
         self.optimizer.copy_member(source, target)
         self.epoch[target] = self.epoch[source]
         self.diverged[target] = self.diverged[source]
+        self.best_score[target] = self.best_score[source]
+        self.best_epoch[target] = self.best_epoch[source]
+        for t in (self._best or {}).values():
+            t[target] = t[source]
         self.hyperparameters[target] = dict(self.hyperparameters[source])
         self.history[target] = [dict(r) for r in self.history[source]]
         self.failure[target] = self.failure[source]
@@ -486,6 +538,34 @@ class Population:
                 on_epoch(self, records)
         return self
 
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """What a network predicts with: its parameters and batch-norm statistics."""
+        return {**{f"param.{k}": p for k, p in self.params.items()},
+                **{f"buffer.{k}": b for k, b in self.buffers.items()}}
+
+    @torch.no_grad()
+    def remember_best(self, scores: torch.Tensor) -> torch.Tensor:
+        """Early stopping's "restore best weights", for every member at once: where
+        ``scores`` (``(P,)``, lower is better, NaN or inf for members to skip) beats a
+        member's best so far, keep a copy of its weights and batch-norm statistics and the
+        epoch. ``export_member(i, at_best=True)`` returns that network. Returns the ``(P,)``
+        bool mask of members that improved."""
+        scores = torch.as_tensor(scores, dtype=self.dtype)
+        if scores.shape != (self.size,):
+            raise ValueError(f"scores must have shape ({self.size},), got {tuple(scores.shape)}")
+        improved = torch.isfinite(scores) & (scores < self.best_score)
+        if not improved.any():
+            return improved
+        weights = self._weights()
+        if self._best is None:
+            self._best = {k: t.clone() for k, t in weights.items()}
+        else:
+            for k, t in weights.items():
+                self._best[k][improved] = t[improved]
+        self.best_score = torch.where(improved, scores, self.best_score)
+        self.best_epoch = torch.where(improved, self.epoch, self.best_epoch)
+        return improved
+
     # ----------------------------------------------------------------- state
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -537,10 +617,19 @@ class Population:
         pop.failure = list(meta["failure"])
         return pop
 
-    def export_member(self, index: int) -> Population:
-        """A standalone one-member population holding a copy of member ``index``'s state."""
+    def export_member(self, index: int, at_best: bool = False) -> Population:
+        """A standalone one-member population holding a copy of member ``index``'s state.
+
+        ``at_best``: the network of the member's best epoch as ``remember_best`` kept it
+        (weights and batch-norm statistics; epoch count set to that epoch, optimizer moments
+        zero, history complete), for predicting; without a remembered epoch, the current one."""
         tensors = {k: (v[index:index + 1] if k not in ("generator",) else v)
                    for k, v in self.state_tensors().items()}
+        if at_best and self._best is not None and math.isfinite(self.best_score[index]):
+            tensors.update({k: t[index:index + 1] for k, t in self._best.items()})
+            tensors.update({k: torch.zeros_like(t) for k, t in tensors.items()
+                            if k.startswith("optim.")})
+            tensors["epoch"] = self.best_epoch[index:index + 1]
         meta = self.state_meta()
         for key in ("hyperparameters", "member_ids", "history", "failure"):
             meta[key] = [meta[key][index]]

@@ -7,16 +7,25 @@ How trials meet populations (the slot-refill scheduler):
 - A *group* is one population with one structure. A new group starts from a leader trial
   that the sampler draws freely; the trials that fill and refill its slots are asked with the
   leader's structural values fixed (``study.enqueue_trial``), and the sampler draws the rest.
-  After a group has taken ``trials_per_structure`` trials (2 × population by default) it stops
-  taking new ones and drains, and the next free slot starts a new group with a new structure.
+  After a group has taken ``trials_per_structure`` trials (= population by default) it stops
+  taking new ones and drains, and the next free slot starts a new group from a new leader.
+  A leader whose structure matches a draining group rejoins and reopens it instead, so that
+  once coarse-to-fine has narrowed the structures, populations stay full rather than
+  splitting into several part-empty populations of one shape.
+- Coarse-to-fine's coarse round is ``4 × trials_per_structure`` trials, so that it spans at
+  least four structures (with one structure per group, a coarse round of one group's size
+  would see a single structure and then narrow every structural choice to it).
   With the grid sampler, which must place every grid point itself, each trial joins whichever
   group matches its structure.
 - Every epoch each running trial reports its validation score to Optuna; the pruner (ASHA or
-  median) may stop it. When a trial completes, is pruned or diverges, its slot is emptied at
-  the epoch boundary and refilled from the sampler, so the vectorized batch stays full.
+  median) may stop it. When a trial completes, is pruned or diverges, its slot is refilled
+  in place at the epoch boundary (``Population.replace_members``: fresh weights, no copy of
+  the other members) with a new trial from the sampler, so the vectorized batch stays full.
 - The score is the validation loss: log-loss for classifiers, RMSE (in the target's units)
-  for regression, at the trial's last epoch.
-- The best trial's trained member is kept (not refit): its weights are saved to
+  for regression. Every member remembers its weights at its best epoch (early stopping's
+  "restore best weights", ``Population.remember_best``); a completed trial's value is that
+  epoch's score, and that network is the one kept.
+- The best trial's trained member is kept (not refit): its best-epoch weights are saved to
   ``OUT/model`` whenever a trial beats the best so far, and its held-out test scores are
   computed at the end. (If a killed run left the best trial without saved weights, that
   configuration is refit once at the end.)
@@ -42,8 +51,10 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import torch
 from optuna.trial import TrialState
 
+from ..archive import TrialArchive
 from ..data import (
     TablePreprocessor,
     check_target,
@@ -56,7 +67,6 @@ from ..engine import Population, resolve, structure_key
 from ..io import jsonable
 from ..model import CaviarModel
 from ..training import as_tensors, train_network
-from .archive import TrialArchive
 from .samplers import AskTellGridSampler, make_sampler
 from .space import Space, default_space
 
@@ -97,15 +107,29 @@ class TuneResult:
 
 @dataclass
 class _Group:
-    """One population of trials sharing a structure."""
+    """One population of trials sharing a structure.
+
+    ``trials[i]`` is the trial member i trains, or None when that trial ended this epoch and
+    the slot waits for ``fill`` to refill it (in place) or drop it. ``joining`` holds trials
+    asked during a fill, placed in the population at its end (one tensor copy, not one per
+    trial); a new group has no population until then."""
 
     key: tuple
-    population: Population
     structure: dict[str, Any]
-    trials: list[optuna.Trial] = field(default_factory=list)
+    population: Population | None = None
+    trials: list[optuna.Trial | None] = field(default_factory=list)
     started: list[float] = field(default_factory=list)
+    joining: list[tuple[optuna.Trial, dict]] = field(default_factory=list)
     taken: int = 0
     retired: bool = False
+
+    @property
+    def running(self) -> int:
+        return sum(t is not None for t in self.trials) + len(self.joining)
+
+    @property
+    def free_slots(self) -> list[int]:
+        return [i for i, t in enumerate(self.trials) if t is None]
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -150,7 +174,7 @@ class Tuner:
         self.study, self.space, self.data, self.pre = study, space, data, preprocessor
         self.archive = archive
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
-        self.trials_per_structure = trials_per_structure or 2 * population
+        self.trials_per_structure = trials_per_structure or population
         self.on_progress = on_progress
         self.task = preprocessor.task_
         self.n_classes = None if self.task == "regression" else len(preprocessor.classes_)
@@ -159,16 +183,20 @@ class Tuner:
         self.target_std = float(getattr(preprocessor, "target_std_", 1.0) or 1.0)
         self.best_value = _best_value(study)
         self._groups_made = 0
+        # finished trials by state, counted here: filtering the study's trials for every ask
+        # grows with the study (quadratic over a run)
+        self.finished = {s: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        for t in study.get_trials(deepcopy=False, states=tuple(self.finished)):
+            self.finished[t.state] += 1
 
     # ---------------------------------------------------------------- slots
 
     @property
     def running(self) -> int:
-        return sum(len(g.trials) for g in self.groups)
+        return sum(g.running for g in self.groups)
 
     def _started(self) -> int:
-        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return len(self.study.get_trials(deepcopy=False, states=states)) + self.running
+        return sum(self.finished.values()) + self.running
 
     def _ask(self, structure: dict[str, Any] | None) -> tuple[optuna.Trial, dict] | None:
         if structure:
@@ -184,48 +212,72 @@ class Tuner:
         return trial, params
 
     def _join(self, group: _Group, trial: optuna.Trial, params: dict) -> None:
-        group.population.add_members([params])
-        group.trials.append(trial)
-        group.started.append(time.monotonic())
+        group.joining.append((trial, params))
         group.taken += 1
         group.retired = group.taken >= self.trials_per_structure
 
     def _new_group(self, trial: optuna.Trial, params: dict) -> _Group:
         structure = {k: v for k, v in trial.params.items() if k in STRUCTURAL_NAMES}
-        population = Population(self.task, self.data["X_train"].shape[1], [params],
-                                n_classes=self.n_classes, seed=self.seed + self._groups_made)
-        self._groups_made += 1
-        group = _Group(structure_key(params), population, structure, [trial],
-                       [time.monotonic()], taken=1)
-        group.retired = group.taken >= self.trials_per_structure
+        group = _Group(structure_key(params), structure)
         self.groups.append(group)
+        self._join(group, trial, params)
         return group
+
+    def _target(self) -> _Group | None:
+        """The group the next trial should join: one with a free slot to refill in place,
+        else the newest still taking trials; None: start a new group."""
+        open_groups = [g for g in self.groups if not g.retired]
+        waiting = [g for g in open_groups if len(g.free_slots) > len(g.joining)]
+        if waiting:
+            return waiting[0]
+        return open_groups[-1] if open_groups else None
 
     def fill(self) -> None:
         """Refill free slots from the sampler, at an epoch boundary."""
         while self.running < self.capacity and self.budget.may_ask(self._started()):
-            open_groups = [g for g in self.groups if not g.retired]
-            if self.free_asks or not open_groups:
-                asked = self._ask(None)
-                if asked is None:
-                    continue
-                trial, params = asked
-                match = [g for g in self.groups if g.key == structure_key(params)
-                         and (self.free_asks or not g.retired)]
-                if match:
-                    self._join(match[0], trial, params)
-                else:
-                    self._new_group(trial, params)
-                continue
-            group = open_groups[-1]
-            asked = self._ask(group.structure)
+            group = None if self.free_asks else self._target()
+            asked = self._ask(group.structure if group else None)
             if asked is None:
                 continue
             trial, params = asked
-            if structure_key(params) == group.key:
+            key = structure_key(params)
+            if group is None:  # a leader (or any grid point): join a group of its shape,
+                # reopening a draining one (its few survivors fill up again)
+                group = next((g for g in self.groups if g.key == key), None)
+                if group is not None and group.retired and not self.free_asks:
+                    group.taken, group.retired = 0, False
+            if group is not None and group.key == key:
                 self._join(group, trial, params)
-            else:  # the space changed the structure (e.g. a conditional): a group of its own
+            else:  # a new structure (or the space changed it, e.g. a conditional)
                 self._new_group(trial, params)
+        for group in list(self.groups):
+            self._settle(group)
+
+    def _settle(self, group: _Group) -> None:
+        """Place the joining trials (free slots first, in place; then appended) and drop the
+        slots left free."""
+        joining, group.joining = group.joining, []
+        now = time.monotonic()
+        params = [p for _, p in joining]
+        if group.population is None:
+            group.population = Population(
+                self.task, self.data["X_train"].shape[1], params, n_classes=self.n_classes,
+                seed=self.seed + self._groups_made)
+            self._groups_made += 1
+            group.trials = [t for t, _ in joining]
+            group.started = [now] * len(joining)
+            return
+        free = group.free_slots
+        refill = min(len(free), len(joining))
+        if refill:
+            group.population.replace_members(free[:refill], params[:refill])
+            for slot, (trial, _) in zip(free, joining):
+                group.trials[slot], group.started[slot] = trial, now
+        if len(joining) > refill:
+            group.population.add_members(params[refill:])
+            group.trials += [t for t, _ in joining[refill:]]
+            group.started += [now] * (len(joining) - refill)
+        self._drop(group, group.free_slots)
 
     # ---------------------------------------------------------------- epochs
 
@@ -244,32 +296,30 @@ class Tuner:
         return record["val_log_loss"]
 
     def run_epoch(self, group: _Group) -> None:
-        d = self.data
-        records = group.population.fit_epoch(d["X_train"], d["y_train"], d["X_val"],
-                                             d["y_val"])
-        finished: list[int] = []
+        """One epoch of the group's population; report, prune, complete. Slots whose trial
+        ended are left free (None) for ``fill``."""
+        d, pop = self.data, group.population
+        records = pop.fit_epoch(d["X_train"], d["y_train"], d["X_val"], d["y_val"])
+        scores = [self.score(r) if r is not None else math.nan for r in records]
+        pop.remember_best(torch.tensor(scores))
         for slot, record in enumerate(records):
             trial = group.trials[slot]
-            pop = group.population
             if record is None:  # reached its epochs earlier; should not stay
-                finished.append(slot)
+                group.trials[slot] = None
                 continue
-            epoch = record["epoch"]
-            value = self.score(record)
+            epoch, value = record["epoch"], scores[slot]
             if pop.diverged[slot] or not math.isfinite(value):
                 self._finish(group, slot, TrialState.FAIL,
                              failure=pop.failure[slot]
                              or f"diverged at epoch {epoch}: validation score {value}")
-                finished.append(slot)
-                continue
-            trial.report(value, epoch)
-            if epoch >= pop.hyperparameters[slot]["epochs"]:
-                self._finish(group, slot, TrialState.COMPLETE, value=value)
-                finished.append(slot)
-            elif trial.should_prune():
-                self._finish(group, slot, TrialState.PRUNED)
-                finished.append(slot)
-        self._drop(group, finished)
+            else:
+                trial.report(value, epoch)
+                if epoch >= pop.hyperparameters[slot]["epochs"]:
+                    # the value of the network kept: the trial's best epoch
+                    self._finish(group, slot, TrialState.COMPLETE,
+                                 value=float(pop.best_score[slot]))
+                elif trial.should_prune():
+                    self._finish(group, slot, TrialState.PRUNED)
 
     def _drop(self, group: _Group, slots: Sequence[int]) -> None:
         if not slots:
@@ -292,15 +342,17 @@ class Tuner:
         if failure:
             trial.set_user_attr("failure", failure)
         number = self._tell(trial, value if state == TrialState.COMPLETE else None, state)
+        group.trials[slot] = None
         if state == TrialState.COMPLETE and self._improves(value):
             self.best_value = value
-            self._save_best(pop.export_member(slot), number, value)
+            self._save_best(pop.export_member(slot, at_best=True), number, value)
         return number
 
     def _tell(self, trial: optuna.Trial, value: float | None, state: TrialState) -> int:
         """Finish ``trial`` in the working study and write it to the archive; returns its
         number there (the number users see)."""
         self.study.tell(trial, value, state=state)
+        self.finished[state] += 1
         if self.archive is None:
             return trial.number
         return self.archive.put(self.study._storage.get_trial(trial._trial_id))
@@ -311,7 +363,8 @@ class Tuner:
     def _save_best(self, network: Population, number: int, value: float,
                    stopped: str | None = None) -> None:
         network.history = [list(network.history[0])]
-        info = {"trial": number, "value": value, "study": self.study.study_name}
+        info = {"trial": number, "value": value, "epoch": int(network.epoch[0]),
+                "study": self.study.study_name}
         if stopped:
             info["stopped"] = stopped
         CaviarModel(self.pre, network, info).save(self.out / "model")
@@ -326,37 +379,33 @@ class Tuner:
         for group in self.groups:
             pop = group.population
             for slot, trial in enumerate(group.trials):
-                if pop.history[slot] and not pop.diverged[slot]:
-                    value = self.score(pop.history[slot][-1])
+                if trial is not None and not pop.diverged[slot]:
+                    value = float(pop.best_score[slot])  # inf before its first epoch
                     if math.isfinite(value) and self._improves(value):
                         candidates.append((value, pop, slot, trial))
         numbers = {}
         for group in list(self.groups):
-            for slot in range(len(group.trials)):
-                trial = group.trials[slot]
+            for slot, trial in enumerate(group.trials):
+                if trial is None:
+                    continue
                 trial.set_user_attr("stopped", reason)  # before tell closes it
                 numbers[trial.number] = self._finish(group, slot, TrialState.PRUNED)
             self.groups.remove(group)
         if candidates:
             value, pop, slot, trial = min(candidates, key=lambda c: c[0])
             self.best_value = value
-            self._save_best(pop.export_member(slot), numbers[trial.number], value,
-                            stopped=reason)
+            self._save_best(pop.export_member(slot, at_best=True), numbers[trial.number],
+                            value, stopped=reason)
 
     def save_study_state(self) -> None:
         """The seconds spent and the sampler's study attributes (coarse-to-fine boxes), in
         the archive, so that a resumed run continues the budget and the rounds."""
         self.study.set_user_attr("elapsed_s", round(self.budget.elapsed, 3))
         if self.archive is not None:
-            stored = self.archive.study.user_attrs
-            for key, value in self.study.user_attrs.items():
-                if stored.get(key) != value:
-                    self.archive.study.set_user_attr(key, value)
+            self.archive.put_study_attrs(self.study.user_attrs)
 
     def progress(self) -> TuneProgress:
-        counts = {s: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-        for t in self.study.get_trials(deepcopy=False, states=tuple(counts)):
-            counts[t.state] += 1
+        counts = self.finished
         return TuneProgress(
             done=counts[TrialState.COMPLETE], running=self.running,
             pruned=counts[TrialState.PRUNED], failed=counts[TrialState.FAIL],
@@ -510,13 +559,18 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
         "population": population, "time_budget": time_budget, "trials": trials}, indent=1))
 
+    per_structure = trials_per_structure or population
+    sampler_options = ({"n_coarse": 4 * per_structure}
+                       if sampler.strip().lower().replace("_", "-") in ("coarse-to-fine", "c2f")
+                       else {})
     # the working copy the sampler and pruner use: in memory, loaded with the finished trials
     working = optuna.create_study(study_name=study_name, direction="minimize",
-                                  sampler=make_sampler(sampler, space_obj, seed=seed),
+                                  sampler=make_sampler(sampler, space_obj, seed=seed,
+                                                       **sampler_options),
                                   pruner=pruner_obj)
     for key, value in study.user_attrs.items():
         working.set_user_attr(key, value)
-    archive = TrialArchive(study, out / "pending-trials.jsonl")  # recovers a killed run's
+    archive = TrialArchive(study, out / "pending-trials.jsonl", storage)  # recovers a killed run's
     working.add_trials(study.get_trials(deepcopy=False))
     tuner = Tuner(working, space_obj, tensors, pre, budget, population, out, seed,
                   trials_per_structure=trials_per_structure, on_progress=on_progress,
@@ -524,11 +578,14 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     saved = _saved_model(out, study_name)
     if saved is not None and saved.info.get("stopped") and tuner._improves(saved.info["value"]):
         tuner.best_value = saved.info["value"]  # a member an earlier budget stopped
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1))  # a core for the archive's writer process
     try:
         tuner.run()
     finally:
+        torch.set_num_threads(threads)
+        tuner.save_study_state()
         archive.close()
-    tuner.save_study_state()
 
     model = _best_model(study, out, pre, tensors, seed)
     test_scores = model.scores(test) if len(test) else {}
@@ -577,7 +634,8 @@ def _best_model(study: optuna.Study, out: Path, pre: TablePreprocessor,
     n_classes = None if pre.task_ == "regression" else len(pre.classes_)
     network = train_network(data["X_train"].numpy(), data["y_train"].numpy(), pre.task_,
                             params, n_classes=n_classes, X_val=data["X_val"].numpy(),
-                            y_val=data["y_val"].numpy(), seed=seed)
+                            y_val=data["y_val"].numpy(), seed=seed,
+                            patience=int(params["epochs"]))  # all epochs, best one kept
     model = CaviarModel(pre, network, {"trial": best.number, "value": best.value,
                                        "study": study.study_name, "refit": True})
     model.save(model_dir)
