@@ -31,7 +31,11 @@ ones; ``seconds`` is the wall time of the whole method (caviar's includes its ow
 SQLite study, saving the best model and scoring). Prints one JSON object to stdout and a table
 to stderr.
 
-Run:  .venv/bin/python bench/search.py [--budget 60] [--quick] [--datasets default wage]
+With ``--seeds 0 1 2`` every dataset is split, searched and scored once per seed and the
+summary averages the test scores (single runs differ by more than the methods do).
+
+Run:  .venv/bin/python bench/search.py [--budget 60] [--seeds 0 1 2] [--quick]
+      [--datasets default wage]
 """
 
 from __future__ import annotations
@@ -255,7 +259,7 @@ def bench_dataset(name: str, budget: float, seed: int, methods=METHODS) -> dict:
         data[key] = pre.encode_target(part[target])
     target_std = float(pre.target_std_) if task == "regression" else 1.0
     n_out = 1 if task == "regression" else len(pre.classes_)
-    print(f"[{name}] {task}: {len(train)}/{len(val)}/{len(test)} rows, "
+    print(f"[{name} seed {seed}] {task}: {len(train)}/{len(val)}/{len(test)} rows, "
           f"{data['Xt'].shape[1]} features", file=sys.stderr, flush=True)
     result = {"task": task, "rows": {"train": len(train), "val": len(val), "test": len(test)}}
     runs = {"caviar": lambda: run_caviar(df, target, task, drop, test,
@@ -276,34 +280,61 @@ def bench_dataset(name: str, budget: float, seed: int, methods=METHODS) -> dict:
     return result
 
 
-def table(report: dict) -> str:
-    lines = [f"{'dataset':9} {'method':23} {'test score':38} {'trials':>6} {'compl':>5} "
-             f"{'stop':>4} {'sec':>6}"]
-    for name, res in report["datasets"].items():
+def main_key(task: str) -> str:
+    return "rmse" if task == "regression" else "log_loss"
+
+
+def summarize(runs: dict) -> dict:
+    """Per dataset and method: the main test score and trial counts, averaged over seeds."""
+    summary = {}
+    for name in next(iter(runs.values())):
+        per_seed = [runs[seed][name] for seed in runs]
+        key = main_key(per_seed[0]["task"])
+        entry = {"metric": key}
         for method in METHODS:
-            r = res[method]
-            score = "  ".join(f"{k}={v:.4g}" for k, v in r.get("test", {}).items()
-                              if k != "mae") or "no completed trial"
-            lines.append(f"{name:9} {method:23} {score:38} {r['trials']:6} "
-                         f"{r['trials_complete']:5} {r.get('trials_stopped_at_budget', 0):4} "
+            scores = [r[method].get("test", {}).get(key, math.nan) for r in per_seed]
+            entry[method] = {
+                "scores": [round(x, 5) for x in scores],
+                "mean": round(float(np.mean(scores)), 5),
+                "trials": float(np.mean([r[method]["trials"] for r in per_seed])),
+                "trials_complete": float(np.mean([r[method]["trials_complete"]
+                                                  for r in per_seed])),
+                "epochs": float(np.mean([r[method].get("epochs", math.nan) for r in per_seed])),
+                "seconds": float(np.mean([r[method]["seconds"] for r in per_seed]))}
+        entry["trial_ratio_caviar_vs_optuna_torch"] = round(
+            entry["caviar"]["trials"] / max(entry["optuna_torch"]["trials"], 1), 2)
+        entry["caviar_best_of_the_networks"] = bool(entry["caviar"]["mean"] <= min(
+            entry[m]["mean"] for m in ("optuna_torch", "sklearn_mlp")))
+        summary[name] = entry
+    return summary
+
+
+def table(summary: dict) -> str:
+    lines = [f"{'dataset':9} {'method':23} {'metric':8} {'mean':>8}  {'per seed':30} "
+             f"{'trials':>7} {'epochs':>7} {'sec':>6}"]
+    for name, entry in summary.items():
+        for method in METHODS:
+            r = entry[method]
+            seeds = " ".join(f"{x:.4g}" for x in r["scores"])
+            lines.append(f"{name:9} {method:23} {entry['metric']:8} {r['mean']:8.4f}  "
+                         f"{seeds:30} {r['trials']:7.0f} {r['epochs']:7.0f} "
                          f"{r['seconds']:6.1f}")
-        key = "rmse" if res["task"] == "regression" else "log_loss"
-        nets = [res[m].get("test", {}).get(key, math.inf) for m in METHODS[1:3]]
-        best_nn = res["caviar"].get("test", {}).get(key, math.inf) <= min(nets)
-        ratio = report["trial_ratio_caviar_vs_optuna_torch"][name]
+        ratio = entry["trial_ratio_caviar_vs_optuna_torch"]
         lines.append(f"{'':9} caviar/optuna trials = {ratio:.1f}x (>= 5: {ratio >= 5}); caviar "
-                     f"{key} best of the networks: {best_nn}")
+                     f"best of the networks: {entry['caviar_best_of_the_networks']}")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=60.0,
-                        help="seconds per method per dataset (default 60: about 13 min)")
+                        help="seconds per method per dataset (default 60: about 13 min a seed)")
     parser.add_argument("--quick", action="store_true", help="a ~2 min smoke run (10 s budget)")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS),
                         default=["default", "digits", "wage", "baseball"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the split, the samplers and the networks; with several, "
+                             "the summary averages the test scores over them")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="run only these (the summary table needs all four)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
@@ -314,16 +345,13 @@ def main() -> None:
     threadpool_limits(args.threads)
     budget = 10.0 if args.quick else args.budget
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    report = {"budget_s": budget, "datasets": {}}
-    for name in args.datasets:
-        report["datasets"][name] = bench_dataset(name, budget, args.seed, args.methods)
-    if set(args.methods) != set(METHODS):
-        print(json.dumps(report, indent=1, default=str))
-        return
-    report["trial_ratio_caviar_vs_optuna_torch"] = {
-        name: round(r["caviar"]["trials"] / max(r["optuna_torch"]["trials"], 1), 2)
-        for name, r in report["datasets"].items()}
-    print(table(report), file=sys.stderr)
+    report = {"budget_s": budget, "seeds": args.seeds, "runs": {}}
+    for seed in args.seeds:
+        report["runs"][seed] = {name: bench_dataset(name, budget, seed, args.methods)
+                                for name in args.datasets}
+    if set(args.methods) == set(METHODS):
+        report["summary"] = summarize(report["runs"])
+        print(table(report["summary"]), file=sys.stderr)
     print(json.dumps(report, indent=1, default=str))
 
 

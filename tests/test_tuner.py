@@ -181,3 +181,15 @@ def test_journaled_trials_the_database_missed_are_recovered(tmp_path):
     assert archive.put(scratch.trials[0]) == 3
     archive.close()
     assert len(study.trials) == 4 and not journal.exists()
+
+
+def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
+    # one structure per population: a coarse round the size of one population would see a
+    # single structure, and coarse-to-fine would then narrow every structural choice to it
+    space = {**SPACE, "width": {"kind": "choice", "values": [8, 16, 32, 64]},
+             "batch_size": {"kind": "choice", "values": [16, 32]}}
+    result = tune(wine_csv, "cultivar", trials=80, population=16, sampler="coarse-to-fine",
+                  space=space, out=tmp_path / "run", seed=0)
+    coarse = [t for t in result.study.trials if t.system_attrs.get("c2f_round") == 0]
+    assert len(coarse) >= 64  # 2 × trials_per_structure (2 × population)
+    assert len({(t.params["width"], t.params["batch_size"]) for t in coarse}) >= 2

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -285,6 +285,18 @@ CATEGORICAL_HELP = ("Columns to treat as categorical (e.g. integer codes), comma
 DROP_HELP = "Columns to leave out (e.g. an ID or a target leak), comma-separated; may be repeated."
 TASK_HELP = "The task; inferred from the target column when left out."
 
+# the table options `train` and `tune` share
+DataArgument = Annotated[str, typer.Argument(
+    metavar="DATA", show_default=False,
+    help="The table: a CSV (also .csv.gz), TSV or Parquet file.")]
+TargetOption = Annotated[str, typer.Option("--target", "-t", show_default=False,
+                                           help="The column to predict.")]
+TaskOption = Annotated[Task, typer.Option("--task", show_default=False, help=TASK_HELP)]
+CategoricalOption = Annotated[list[str], typer.Option("--categorical", metavar="COLS",
+                                                      show_default=False, help=CATEGORICAL_HELP)]
+DropOption = Annotated[list[str], typer.Option("--drop", metavar="COLS", show_default=False,
+                                               help=DROP_HELP)]
+
 
 # ----------------------------------------------------------------------------- train, resume
 
@@ -450,10 +462,8 @@ def _train_session(console: Console, call: Any) -> Path:
 
 @app.command(no_args_is_help=True)
 def train(
-    data: str = typer.Argument(..., metavar="DATA", show_default=False,
-                               help="The table: a CSV (also .csv.gz), TSV or Parquet file."),
-    target: str = typer.Option(..., "--target", "-t", show_default=False,
-                               help="The column to predict."),
+    data: DataArgument,
+    target: TargetOption,
     set_: list[str] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", show_default=False,
                                    help=SET_HELP),
     epochs: int = typer.Option(None, "--epochs", "-e", min=1, show_default=False,
@@ -464,18 +474,16 @@ def train(
                                   "that holds a run is refused (resume it instead)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the weights and the "
                                                "minibatch order."),
-    task: Task = typer.Option(None, "--task", show_default=False, help=TASK_HELP),
-    categorical: list[str] = typer.Option(None, "--categorical", metavar="COLS",
-                                          show_default=False, help=CATEGORICAL_HELP),
-    drop: list[str] = typer.Option(None, "--drop", metavar="COLS", show_default=False,
-                                   help=DROP_HELP),
+    task: TaskOption = None,
+    categorical: CategoricalOption = None,
+    drop: DropOption = None,
 ) -> None:
     """Train ONE network (the panda approach), showing every epoch.
 
     The table is split 60/20/20 into train/validation/test (from --seed); the preprocessing is
     fitted on the training rows. After every epoch the whole state is checkpointed in
     RUN/model, so Ctrl-C, or even a kill, loses at most the epoch in progress: continue with
-    [bold]caviar resume RUN[/bold], changing hyperparameters if you like. At the end the
+    **caviar resume RUN**, changing hyperparameters if you like. At the end the
     held-out test scores are printed and stored in RUN/run.json.
     """
     with handle_errors():
@@ -681,10 +689,8 @@ def _leaderboard_table(board: Any, width: int, top: int = 10) -> tuple[Table, in
 
 @app.command(no_args_is_help=True)
 def tune(
-    data: str = typer.Argument(..., metavar="DATA", show_default=False,
-                               help="The table: a CSV (also .csv.gz), TSV or Parquet file."),
-    target: str = typer.Option(..., "--target", "-t", show_default=False,
-                               help="The column to predict."),
+    data: DataArgument,
+    target: TargetOption,
     time_budget: str = typer.Option(None, "--time-budget", metavar="S", show_default=False,
                                     help="Stop starting trials after this long: seconds, or "
                                          "90s, 10m, 1.5h."),
@@ -709,11 +715,9 @@ def tune(
                              help="Where the best model (DIR/model), leaderboard.csv and "
                                   "report.html go."),
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the sampler and the weights."),
-    task: Task = typer.Option(None, "--task", show_default=False, help=TASK_HELP),
-    categorical: list[str] = typer.Option(None, "--categorical", metavar="COLS",
-                                          show_default=False, help=CATEGORICAL_HELP),
-    drop: list[str] = typer.Option(None, "--drop", metavar="COLS", show_default=False,
-                                   help=DROP_HELP),
+    task: TaskOption = None,
+    categorical: CategoricalOption = None,
+    drop: DropOption = None,
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 

@@ -7,14 +7,16 @@ How trials meet populations (the slot-refill scheduler):
 - A *group* is one population with one structure. A new group starts from a leader trial
   that the sampler draws freely; the trials that fill and refill its slots are asked with the
   leader's structural values fixed (``study.enqueue_trial``), and the sampler draws the rest.
-  After a group has taken ``trials_per_structure`` trials (= population by default) it stops
+  After a group has taken ``trials_per_structure`` trials (2 × population by default) it stops
   taking new ones and drains, and the next free slot starts a new group from a new leader.
   A leader whose structure matches a draining group rejoins and reopens it instead, so that
   once coarse-to-fine has narrowed the structures, populations stay full rather than
   splitting into several part-empty populations of one shape.
-- Coarse-to-fine's coarse round is ``4 × trials_per_structure`` trials, so that it spans at
-  least four structures (with one structure per group, a coarse round of one group's size
-  would see a single structure and then narrow every structural choice to it).
+- Coarse-to-fine's coarse round is ``2 × trials_per_structure`` trials, so that it spans at
+  least two structures (with one structure per group, a coarse round of one group's size
+  saw a single structure and then narrowed every structural choice to it). More structures
+  in the coarse round cost more than they found: each is a population of its own, and
+  populations of a few survivors vectorize little (measured on default and baseball).
   With the grid sampler, which must place every grid point itself, each trial joins whichever
   group matches its structure.
 - Every epoch each running trial reports its validation score to Optuna; the pruner (ASHA or
@@ -174,7 +176,7 @@ class Tuner:
         self.study, self.space, self.data, self.pre = study, space, data, preprocessor
         self.archive = archive
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
-        self.trials_per_structure = trials_per_structure or population
+        self.trials_per_structure = trials_per_structure or 2 * population
         self.on_progress = on_progress
         self.task = preprocessor.task_
         self.n_classes = None if self.task == "regression" else len(preprocessor.classes_)
@@ -559,8 +561,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
         "population": population, "time_budget": time_budget, "trials": trials}, indent=1))
 
-    per_structure = trials_per_structure or population
-    sampler_options = ({"n_coarse": 4 * per_structure}
+    per_structure = trials_per_structure or 2 * population
+    sampler_options = ({"n_coarse": 2 * per_structure}
                        if sampler.strip().lower().replace("_", "-") in ("coarse-to-fine", "c2f")
                        else {})
     # the working copy the sampler and pruner use: in memory, loaded with the finished trials
