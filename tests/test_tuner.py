@@ -193,3 +193,23 @@ def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
     coarse = [t for t in result.study.trials if t.system_attrs.get("c2f_round") == 0]
     assert len(coarse) >= 64  # 2 × trials_per_structure (2 × population)
     assert len({(t.params["width"], t.params["batch_size"]) for t in coarse}) >= 2
+
+
+def test_a_database_the_writer_cannot_reach_loses_no_trial(tmp_path):
+    from caviar.archive import TrialArchive
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="s")
+    scratch = optuna.create_study()
+    scratch.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=3)
+    journal = tmp_path / "pending-trials.jsonl"
+    archive = TrialArchive(study, journal, f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
+    numbers = [archive.put(t) for t in scratch.trials]
+    with pytest.raises(RuntimeError, match="could not write trials to the study.*running "
+                                           "again adds them"):
+        archive.close()
+    assert numbers == [0, 1, 2] and journal.exists() and len(study.trials) == 0
+    again = TrialArchive(study, journal, storage)  # the next run adds what was journaled
+    again.close()
+    assert again.recovered == 3
+    assert [t.params["lr"] for t in study.trials] == [t.params["lr"] for t in scratch.trials]

@@ -13,9 +13,11 @@ a half-written model, even if the writer is killed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,17 @@ class ModelFileError(ValueError):
     """A model directory that is missing, corrupted, truncated or not caviar's."""
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` with tuples as lists, numpy scalars as Python numbers and keys as strings."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+def jsonable(value: Any, finite: bool = False) -> Any:
+    """``value`` with tuples as lists, numpy scalars as Python numbers and keys as strings;
+    with ``finite``, NaN and infinities become None (strict JSON has no such numbers)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, finite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, finite) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if finite and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

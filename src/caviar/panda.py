@@ -35,7 +35,6 @@ import datetime
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import signal
@@ -46,14 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from . import __version__
 from .data import DataError, TablePreprocessor, read_table, split_frame
 from .engine import Population
 from .engine.hyperparams import STRUCTURAL, resolve
-from .io import ModelFileError, load_model, save_model
+from .io import ModelFileError, jsonable, load_model, save_model
 from .model import CaviarModel
 from .training import as_tensors
 
@@ -104,16 +102,8 @@ def _now() -> str:
 
 
 def _clean(value: Any) -> Any:
-    """JSON-safe: tuples to lists, numpy scalars to Python, NaN and infinities to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """JSON-safe, NaN and infinities as None (run.json is strict JSON)."""
+    return jsonable(value, finite=True)
 
 
 def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..engine.hyperparams import ACTIVATIONS, DEFAULTS, LR_DECAYS, OPTIMIZERS, close_names, resolve
+from ..io import jsonable
 
 KINDS = ("uniform", "log_uniform", "ema_beta", "int", "log_int", "choice", "fixed")
 SCALES = {"uniform": "linear", "int": "linear", "log_uniform": "log", "log_int": "log",
@@ -167,9 +168,9 @@ class Param:
         """A JSON-able form, read back by :meth:`Space.from_dict`."""
         d: dict[str, Any] = {"kind": self.kind}
         for key in _KEYS[self.kind]:
-            d[key] = _jsonable(getattr(self, key))
+            d[key] = jsonable(getattr(self, key))
         if self.when:
-            d["when"] = {k: _jsonable(v) for k, v in self.when.items()}
+            d["when"] = {k: jsonable(v) for k, v in self.when.items()}
         return d
 
 
@@ -610,17 +611,11 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _encode_choice(value: Any) -> Any:
     """Optuna's categorical values must be None, bool, int, float or str."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    return json.dumps(_jsonable(value))
+    return json.dumps(jsonable(value))
 
 
 def default_space() -> Space:
