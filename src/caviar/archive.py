@@ -10,7 +10,8 @@ trial to a ``TrialArchive``, which
    in the kernel's hands once ``write`` returns, so it survives a SIGKILL of the process), and
 2. has a separate writer *process* read the journal and add each trial to the database, in
    order (and the study's user attributes, such as the seconds spent, which the tuner
-   journals every few seconds).
+   journals every few seconds). It runs at a lower priority than training; what it has not
+   written yet is safe in the journal, and ``close`` waits for it.
 
 The database numbers trials in the order they are added, so the trial on journal line i
 becomes number ``base + i``, where ``base`` is how many trials the study held when the archive
@@ -200,6 +201,7 @@ class TrialArchive:
 
 
 if __name__ == "__main__":  # the writer process: python -m caviar.archive STORAGE STUDY JOURNAL PID
+    os.nice(10)  # training comes first; the journal keeps every trial safe meanwhile
     try:
         follow(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
     except Exception as e:  # one line for TrialArchive to report

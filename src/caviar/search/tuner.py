@@ -580,12 +580,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     saved = _saved_model(out, study_name)
     if saved is not None and saved.info.get("stopped") and tuner._improves(saved.info["value"]):
         tuner.best_value = saved.info["value"]  # a member an earlier budget stopped
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads - 1))  # a core for the archive's writer process
     try:
         tuner.run()
     finally:
-        torch.set_num_threads(threads)
         tuner.save_study_state()
         archive.close()
 
