@@ -179,6 +179,10 @@ def test_journaled_trials_the_database_missed_are_recovered(tmp_path):
     assert archive.recovered == 2
     assert [t.params["lr"] for t in study.trials] == [t.params["lr"] for t in scratch.trials]
     assert archive.put(scratch.trials[0]) == 3
+    deadline = time.monotonic() + 60
+    while archive.backlog and time.monotonic() < deadline:  # written while the run goes on
+        time.sleep(0.05)
+    assert archive.backlog == 0 and len(study.trials) == 4
     archive.close()
     assert len(study.trials) == 4 and not journal.exists()
 

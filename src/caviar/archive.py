@@ -18,7 +18,8 @@ becomes number ``base + i``, where ``base`` is how many trials the study held wh
 opened. A run that dies before the writer caught up leaves lines the database lacks; the next
 ``TrialArchive`` on that study adds them first (``recover``), then starts a fresh journal. The
 writer holds a lock on the journal while it runs and stops when the tuner's process is gone,
-so recovery never races a writer left behind by a killed run.
+so recovery never races a writer left behind by a killed run; the lock file also holds how
+many journal lines it has written, so the tuner can see when it falls behind (``backlog``).
 
 This module imports only Optuna, so the writer process starts in a fraction of a second.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -103,7 +105,7 @@ def follow(storage: str, study_name: str, journal: str, parent: int) -> None:
     lock = _lock(Path(journal + ".lock"))
     try:
         writer = _Writer(optuna.load_study(study_name=study_name, storage=storage))
-        pending = ""
+        pending, done = "", 0
         with open(journal, encoding="utf-8") as f:
             while True:
                 orphaned = os.getppid() != parent
@@ -119,6 +121,8 @@ def follow(storage: str, study_name: str, journal: str, parent: int) -> None:
                     if record.get("done"):
                         return
                     writer.apply(record)
+                    done += 1
+                    os.pwrite(lock, struct.pack("<q", done), 0)  # for TrialArchive.backlog
     finally:
         os.close(lock)
 
@@ -138,6 +142,7 @@ class TrialArchive:
         finally:
             os.close(lock)
         self.count = 0
+        self.lines = 0  # journal lines written (trials and study attributes)
         # a process of its own (not multiprocessing, which would re-run the user's script);
         # its errors go to a file, which cannot fill up and block it as a pipe can
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close)
@@ -173,12 +178,25 @@ class TrialArchive:
         self._file.write(_to_line(frozen, number, self.study.study_name))
         self._file.flush()
         self.count += 1
+        self.lines += 1
         return number
 
     def put_study_attrs(self, attrs: dict[str, Any]) -> None:
         """Journal the study's user attributes; the changed ones are written."""
         self._file.write(_attrs_line(dict(attrs), self.study.study_name))
         self._file.flush()
+        self.lines += 1
+
+    @property
+    def backlog(self) -> int:
+        """Journal lines the writer has not written to the database yet (it keeps its count
+        in the first 8 bytes of the lock file)."""
+        try:
+            with open(self._lock_path, "rb") as f:
+                written = f.read(8)
+        except OSError:
+            return self.lines
+        return self.lines - (struct.unpack("<q", written)[0] if len(written) == 8 else 0)
 
     def _error(self) -> str:
         self._stderr.seek(0)

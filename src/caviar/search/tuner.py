@@ -75,6 +75,7 @@ from .space import Space, default_space
 STRUCTURAL_NAMES = ("depth", "width", "hidden_layer_sizes", "activation", "batch_norm",
                     "batch_size")
 PRUNERS = ("asha", "median", "none")
+WRITER_BACKLOG = 64  # finished trials the database writer may lag behind (~2 s of writing)
 
 
 @dataclass
@@ -416,7 +417,30 @@ class Tuner:
             time_budget=self.budget.time_budget, trials_budget=self.budget.trials,
             populations=len(self.groups))
 
+    def pace_writer(self) -> None:
+        """Keep the archive's writer process from falling far behind. It runs at a lower
+        priority than training, which is best while spare CPU time lets it keep up; when
+        training keeps every core busy its backlog grows (measured: 40 s of writing left at
+        the end of a 60 s run on digits), so then PyTorch gives up a thread until the
+        writer has caught up."""
+        if self.archive is None:
+            return
+        backlog = self.archive.backlog
+        if backlog > WRITER_BACKLOG and not self._yielded:
+            torch.set_num_threads(max(1, self._threads - 1))
+            self._yielded = True
+        elif backlog < WRITER_BACKLOG // 4 and self._yielded:
+            torch.set_num_threads(self._threads)
+            self._yielded = False
+
     def run(self) -> None:
+        self._threads, self._yielded = torch.get_num_threads(), False
+        try:
+            self._run()
+        finally:
+            torch.set_num_threads(self._threads)
+
+    def _run(self) -> None:
         last_saved = time.monotonic()
         self.fill()
         while self.groups:
@@ -431,6 +455,7 @@ class Tuner:
             if time.monotonic() - last_saved > 2.0 or not self.groups:
                 self.save_study_state()
                 last_saved = time.monotonic()
+            self.pace_writer()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
 
