@@ -188,6 +188,11 @@ class TrialArchive:
         self.lines += 1
 
     @property
+    def writing(self) -> bool:
+        """Whether the writer process is still running."""
+        return self._process.poll() is None
+
+    @property
     def backlog(self) -> int:
         """Journal lines the writer has not written to the database yet (it keeps its count
         in the first 8 bytes of the lock file)."""

@@ -426,6 +426,13 @@ class Tuner:
         if self.archive is None:
             return
         backlog = self.archive.backlog
+        if backlog > 4 * WRITER_BACKLOG:
+            # more than the writer can do beside training (~30 trials/s at most): wait for it
+            # here, inside the budget, rather than after the budget at the end
+            while (self.archive.backlog > WRITER_BACKLOG and self.archive.writing
+                   and not self.budget.out_of_time()):
+                time.sleep(0.02)
+            backlog = self.archive.backlog
         if backlog > WRITER_BACKLOG and not self._yielded:
             torch.set_num_threads(max(1, self._threads - 1))
             self._yielded = True
