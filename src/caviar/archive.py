@@ -75,7 +75,7 @@ class _Writer:
         self.present = len(study.get_trials(deepcopy=False))
         self.attrs = dict(study.user_attrs)
 
-    def apply(self, record: dict[str, Any], first_number: int | None = None) -> bool:
+    def apply(self, record: dict[str, Any]) -> bool:
         """Add one journal record; returns whether it was a trial that was added."""
         if record.get("study") != self.study.study_name:
             return False
@@ -105,7 +105,7 @@ def follow(storage: str, study_name: str, journal: str, parent: int) -> None:
     lock = _lock(Path(journal + ".lock"))
     try:
         writer = _Writer(optuna.load_study(study_name=study_name, storage=storage))
-        pending, done = "", 0
+        pending, written = "", 0
         with open(journal, encoding="utf-8") as f:
             while True:
                 orphaned = os.getppid() != parent
@@ -121,8 +121,8 @@ def follow(storage: str, study_name: str, journal: str, parent: int) -> None:
                     if record.get("done"):
                         return
                     writer.apply(record)
-                    done += 1
-                    os.pwrite(lock, struct.pack("<q", done), 0)  # for TrialArchive.backlog
+                    written += 1
+                    os.pwrite(lock, struct.pack("<q", written), 0)  # for TrialArchive.backlog
     finally:
         os.close(lock)
 

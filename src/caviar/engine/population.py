@@ -176,8 +176,8 @@ class Population:
                                      torch.full((len(resolved),), math.inf, dtype=self.dtype)])
         self.best_epoch = torch.cat([self.best_epoch, torch.zeros(len(resolved), dtype=torch.long)])
         if self._best is not None:
-            self._best = {k: torch.cat([t, self._weights()[k][start:]])
-                          for k, t in self._best.items()}
+            weights = self._weights()
+            self._best = {k: torch.cat([t, weights[k][start:]]) for k, t in self._best.items()}
         self._refresh()
         return list(range(start, self.size))
 

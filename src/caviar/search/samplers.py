@@ -33,6 +33,12 @@ ROUND_ATTR = "c2f_round"  # trial system attr: the coarse-to-fine round the tria
 BOXES_ATTR = "c2f_boxes"  # study user attr: one record per round (see CoarseToFineSampler)
 
 
+def sampler_key(name: str) -> str:
+    """A sampler name as ``make_sampler`` matches it: "Coarse_To_Fine" is "coarse-to-fine"."""
+    key = name.strip().lower().replace("_", "-")
+    return "coarse-to-fine" if key == "c2f" else key
+
+
 def make_sampler(name: str, space: Space, seed: int | None = None,
                  **options: Any) -> BaseSampler:
     """The sampler called ``name`` (``"random"``, ``"grid"``, ``"coarse-to-fine"``, ``"tpe"``)
@@ -49,7 +55,7 @@ def make_sampler(name: str, space: Space, seed: int | None = None,
         >>> sampler.n_coarse, sampler.n_per_round, sampler.top_k
         (64, 16, 5)
     """
-    key = name.strip().lower().replace("_", "-")
+    key = sampler_key(name)
     if key == "random":
         _check_options(key, [], options)
         return RandomSampler(seed=seed)
@@ -67,7 +73,7 @@ def make_sampler(name: str, space: Space, seed: int | None = None,
     if key == "tpe":
         _check_options(key, _keywords(TPESampler), options)
         return TPESampler(seed=seed, **options)
-    if key in ("coarse-to-fine", "c2f"):
+    if key == "coarse-to-fine":
         _check_options(key, _keywords(CoarseToFineSampler), options)
         return CoarseToFineSampler(seed=seed, **options)
     raise ValueError(f"unknown sampler {name!r}{close_names(key, SAMPLERS)}; "

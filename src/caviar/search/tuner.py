@@ -69,7 +69,7 @@ from ..engine import Population, resolve, structure_key
 from ..io import jsonable
 from ..model import CaviarModel
 from ..training import as_tensors, train_network
-from .samplers import AskTellGridSampler, make_sampler
+from .samplers import AskTellGridSampler, make_sampler, sampler_key
 from .space import Space, default_space
 
 STRUCTURAL_NAMES = ("depth", "width", "hidden_layer_sizes", "activation", "batch_norm",
@@ -135,6 +135,12 @@ class _Group:
         return [i for i, t in enumerate(self.trials) if t is None]
 
 
+def structure_quota(population: int, trials_per_structure: int | None) -> int:
+    """Trials a group takes before it drains: ``trials_per_structure``, by default
+    2 × population."""
+    return trials_per_structure or 2 * population
+
+
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
@@ -177,7 +183,7 @@ class Tuner:
         self.study, self.space, self.data, self.pre = study, space, data, preprocessor
         self.archive = archive
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
-        self.trials_per_structure = trials_per_structure or 2 * population
+        self.trials_per_structure = structure_quota(population, trials_per_structure)
         self.on_progress = on_progress
         self.task = preprocessor.task_
         self.n_classes = None if self.task == "regression" else len(preprocessor.classes_)
@@ -593,10 +599,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
         "population": population, "time_budget": time_budget, "trials": trials}, indent=1))
 
-    per_structure = trials_per_structure or 2 * population
-    sampler_options = ({"n_coarse": 2 * per_structure}
-                       if sampler.strip().lower().replace("_", "-") in ("coarse-to-fine", "c2f")
-                       else {})
+    # the coarse round spans two groups, so that it compares two structures
+    sampler_options = ({"n_coarse": 2 * structure_quota(population, trials_per_structure)}
+                       if sampler_key(sampler) == "coarse-to-fine" else {})
     # the working copy the sampler and pruner use: in memory, loaded with the finished trials
     working = optuna.create_study(study_name=study_name, direction="minimize",
                                   sampler=make_sampler(sampler, space_obj, seed=seed,
