@@ -268,7 +268,7 @@ def test_tune_then_predict(table, tmp_path):
     result = invoke("tune", table, "--target", "cultivar", "--trials", 8, "--population", 4,
                     "--sampler", "random", "--space", space, "--out", out, "--seed", 3)
     assert result.exit_code == 0, result.output
-    for name in ("leaderboard", "test scores of the best model", "report.html",
+    for name in ("leaderboard", "test scores of the model", "report.html",
                  "optuna-dashboard"):
         assert name in result.stdout
     board = pd.read_csv(out / "leaderboard.csv")

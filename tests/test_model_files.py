@@ -99,6 +99,42 @@ def test_directory_holds_json_and_safetensors_only_and_loads_without_pickle(save
     assert caviar.load_model(saved).task == "regression"
 
 
+def test_model_of_several_networks_averages_them_and_round_trips(wage, tmp_path):
+    train, test = wage.iloc[:2400], wage.iloc[2400:]
+    one = fit_model(train, "wage", QUICK, drop=["logwage"], seed=1)
+    two = fit_model(train, "wage", {**QUICK, "hidden_layer_sizes": [8, 8]}, drop=["logwage"],
+                    seed=2)
+    both = caviar.CaviarModel(one.preprocessor, [one.network, two.network], {"trial": 3})
+    # the same preprocessor: the average of the two networks' predictions
+    mean = (one.predict(test) + two.predict(test)) / 2
+    np.testing.assert_allclose(both.predict(test), mean, rtol=1e-5)
+    saved = both.save(tmp_path / "pair")
+    assert {p.name for p in saved.iterdir()} == FILES | {"network-1.safetensors"}
+    loaded = caviar.load_model(saved)
+    assert len(loaded.networks) == 2 and loaded.hyperparameters == one.hyperparameters
+    pd.testing.assert_frame_equal(both.predict_frame(test), loaded.predict_frame(test),
+                                  check_exact=True)
+    (saved / "network-1.safetensors").unlink()
+    with pytest.raises(ModelFileError, match="network-1.safetensors is missing"):
+        caviar.load_model(saved)
+
+
+def test_format_version_1_files_still_load(wage, saved, tmp_path):
+    old = _copy(saved, tmp_path)
+    meta = json.loads((old / "model.json").read_text())
+    meta["format_version"], meta["network"] = 1, meta.pop("networks")[0]
+    (old / "model.json").write_text(json.dumps(meta))
+    pd.testing.assert_frame_equal(caviar.load_model(old).predict_frame(wage.iloc[2400:]),
+                                  caviar.load_model(saved).predict_frame(wage.iloc[2400:]),
+                                  check_exact=True)
+
+
+def test_networks_of_different_tasks_cannot_be_averaged(wage_model, default_model):
+    with pytest.raises(ValueError, match="share the task"):
+        caviar.CaviarModel(wage_model.preprocessor, [wage_model.network,
+                                                    default_model.network])
+
+
 def _copy(saved, tmp_path):
     target = tmp_path / "model"
     target.mkdir()
@@ -143,8 +179,9 @@ DAMAGE = {
                         "network.safetensors"),
     "missing preprocessor": (lambda d: (d / "preprocessor.safetensors").unlink(),
                              "preprocessor.safetensors"),
-    "inconsistent meta": (lambda d: _set_meta(d / "model.json", network={"nothing": 1}),
+    "inconsistent meta": (lambda d: _set_meta(d / "model.json", networks=[{"nothing": 1}]),
                           "model"),
+    "no networks": (lambda d: _set_meta(d / "model.json", networks=[]), "model.json"),
 }
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import torch
 from sklearn.datasets import load_wine
 
-from caviar import load_model
+from caviar import CaviarModel, load_model
 from caviar.data import split_frame
-from caviar.search.tuner import tune
+from caviar.engine import Population
+from caviar.search.tuner import _Kept, averaged_score, select_ensemble, tune
 
 SPACE = {
     "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
@@ -62,7 +64,13 @@ def test_tune_trains_trials_in_full_populations(wine_csv, tmp_path):
     assert model.info["trial"] == study.best_trial.number
     frame = pd.read_csv(wine_csv)
     _, val, _ = split_frame(frame, "cultivar", "multiclass", 0.2, 0.2, 0)
-    assert model.scores(val)["log_loss"] == pytest.approx(study.best_value, rel=1e-4)
+    # its first network is the best trial's; the model averages those that lower the score
+    best_alone = CaviarModel(model.preprocessor, model.network)
+    assert best_alone.scores(val)["log_loss"] == pytest.approx(study.best_value, rel=1e-4)
+    assert model.scores(val)["log_loss"] == pytest.approx(model.info["ensemble_value"],
+                                                          rel=1e-4)
+    assert model.info["ensemble_value"] <= study.best_value
+    assert [m["trial"] for m in best["members"]] == [m["trial"] for m in model.info["members"]]
     assert set(model.predict(frame)) <= {"barolo", "grignolino", "barbera"}
     assert (tmp_path / "run" / "leaderboard.csv").exists()
 
@@ -80,6 +88,48 @@ def test_running_again_resumes_the_study_and_its_budget(wine_csv, tmp_path):
     result = tune(wine_csv, "cultivar", trials=10, population=4, space=SPACE, out=out, seed=1)
     assert len(result.study.trials) == 10
     assert len(result.leaderboard) == 10
+
+
+def test_a_lost_model_is_refit_from_the_best_trial(wine_csv, tmp_path):
+    out = tmp_path / "run"
+    first = tune(wine_csv, "cultivar", trials=6, population=4, space=SPACE, out=out, seed=1)
+    for file in (out / "model").iterdir():
+        file.unlink()
+    (out / "model").rmdir()
+    again = tune(wine_csv, "cultivar", trials=6, population=4, space=SPACE, out=out, seed=1)
+    assert len(again.study.trials) == 6  # the budget was spent: nothing new ran
+    assert again.model.info["refit"] == first.study.best_trial.number
+    assert again.test_scores["accuracy"] > 0.8
+    assert (out / "model" / "model.json").exists()
+
+
+def _kept(trial: int, probabilities: list[list[float]]) -> _Kept:
+    outputs = torch.tensor(probabilities)
+    y = torch.tensor([0, 1, 2])
+    network = Population("multiclass", 2, [{"hidden_layer_sizes": [2]}], n_classes=3)
+    return _Kept(averaged_score(outputs, y, "multiclass"), trial, network, outputs)
+
+
+def test_a_network_joins_the_model_only_if_it_lowers_the_average_score():
+    y = torch.tensor([0, 1, 2])
+    best = _kept(1, [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    helps = _kept(2, [[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.05, 0.05, 0.9]])
+    hurts = _kept(3, [[0.34, 0.33, 0.33], [0.6, 0.2, 0.2], [0.5, 0.3, 0.2]])
+    assert best.value < helps.value < hurts.value
+    chosen, score = select_ensemble([hurts, helps, best], y, "multiclass", size=5)
+    assert [k.trial for k in chosen] == [1, 2]
+    mean = (best.val_outputs + helps.val_outputs) / 2
+    assert score == pytest.approx(-float(mean[torch.arange(3), y].log().mean()))
+    assert score < best.value
+    assert [k.trial for k in select_ensemble([hurts, helps, best], y, "multiclass",
+                                             size=1)[0]] == [1]
+
+
+def test_ensemble_of_one_keeps_the_best_network_alone(wine_csv, tmp_path):
+    result = tune(wine_csv, "cultivar", trials=8, population=4, space=SPACE,
+                  out=tmp_path / "run", seed=2, ensemble=1)
+    assert len(result.model.networks) == 1
+    assert result.model.info["trial"] == result.study.best_trial.number
 
 
 def test_diverging_trials_fail_with_a_reason_and_the_others_go_on(wine_csv, tmp_path):

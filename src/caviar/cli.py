@@ -715,6 +715,10 @@ def tune(
                              help="Where the best model (DIR/model), leaderboard.csv and "
                                   "report.html go."),
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the sampler and the weights."),
+    ensemble: int = typer.Option(5, "--ensemble", min=1, metavar="K",
+                                 help="The model averages up to K of the best networks (a "
+                                      "network joins if it lowers the validation score of "
+                                      "the average); 1 keeps the best network alone."),
     task: TaskOption = None,
     categorical: CategoricalOption = None,
     drop: DropOption = None,
@@ -739,7 +743,7 @@ def tune(
                 sampler=sampler.value, pruner=pruner.value, space=space, storage=storage,
                 study_name=study, out=out, seed=seed, categorical=_columns(categorical),
                 drop=_columns(drop), task=task.value if task else None,
-                on_progress=display.update)
+                ensemble=ensemble, on_progress=display.update)
         _print_tune_result(console, result)
 
 
@@ -757,8 +761,11 @@ def _print_tune_result(console: Console, result: Any) -> None:
     else:
         board_path, hidden = None, 0
     scores = result.test_scores or {}
+    networks = len(result.model.networks)
     if scores:
-        console.print("[bold]test scores[/bold] of the best model: "
+        what = (f"of the model ({networks} networks averaged)" if networks > 1
+                else "of the model (the best network)")
+        console.print(f"[bold]test scores[/bold] {what}: "
                       + "  ".join(f"{k} {_fmt(v)}" for k, v in scores.items()))
     report_path = write_report(out, out / "report.html")
     console.print(f"[dim]model[/dim]        {result.model_dir}")

@@ -1,10 +1,15 @@
 """Model files: a directory that loads without executing code.
 
     model.json               format, caviar version, task, target, hyperparameters, the
-                             preprocessor's learned state, the network's structure and history
-    network.safetensors      the network's tensors (weights, batch-norm statistics, optimizer
-                             moments, so training can resume)
+                             preprocessor's learned state, each network's structure and history
+    network.safetensors      the (first) network's tensors (weights, batch-norm statistics,
+                             optimizer moments, so training can resume)
+    network-1.safetensors    the second network's, and so on, when the model averages
+                             several (a tuned model)
     preprocessor.safetensors the preprocessor's numeric arrays
+
+Format version 2 lists the networks (``"networks"``); version 1 files (one ``"network"``)
+still load.
 
 Directories are written to a temporary sibling and renamed into place, so a reader never sees
 a half-written model, even if the writer is killed.
@@ -30,7 +35,7 @@ from .data import TablePreprocessor
 from .engine import Population
 
 FORMAT = "caviar-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ModelFileError(ValueError):
@@ -87,13 +92,14 @@ def save_model(model: Any, path: str | Path) -> Path:
         "format": FORMAT, "format_version": FORMAT_VERSION, "caviar_version": __version__,
         "task": model.task, "target": model.target, "classes": model.classes,
         "hyperparameters": model.hyperparameters, "info": model.info,
-        "preprocessor": pre_meta, "network": model.network.state_meta(),
+        "preprocessor": pre_meta, "networks": [n.state_meta() for n in model.networks],
     }
 
     def write(tmp: Path) -> None:
         (tmp / "model.json").write_text(json.dumps(jsonable(meta), indent=1))
-        safetensors.torch.save_file(model.network.state_tensors(),
-                                    str(tmp / "network.safetensors"))
+        for i, network in enumerate(model.networks):
+            safetensors.torch.save_file(network.state_tensors(),
+                                        str(tmp / _network_file(i)))
         arrays = {k: np.ascontiguousarray(v) for k, v in pre_arrays.items()}
         safetensors.numpy.save_file(arrays, str(tmp / "preprocessor.safetensors"))
 
@@ -128,16 +134,26 @@ def load_model(path: str | Path) -> Any:
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{meta_file} was written by a newer caviar "
                              f"({meta.get('caviar_version')}); upgrade caviar to load it")
-    tensors = _read_safetensors(path / "network.safetensors", safetensors.torch.load_file)
+    metas = meta.get("networks") if version >= 2 else [meta.get("network")]
+    if not isinstance(metas, list) or not metas:
+        raise ModelFileError(f"{meta_file} lists no networks; save the model again")
     arrays = _read_safetensors(path / "preprocessor.safetensors", safetensors.numpy.load_file)
     try:
-        network = Population.from_state(meta["network"], tensors)
+        networks = [Population.from_state(m, _read_safetensors(
+                        path / _network_file(i), safetensors.torch.load_file))
+                    for i, m in enumerate(metas)]
         preprocessor = TablePreprocessor.from_state(meta["preprocessor"], arrays)
+        return CaviarModel(preprocessor, networks, meta.get("info"))
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, ModelFileError):
+            raise
         raise ModelFileError(f"{path} holds an inconsistent model ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}); save it again"
                              ) from None
-    return CaviarModel(preprocessor, network, meta.get("info"))
+
+
+def _network_file(index: int) -> str:
+    return "network.safetensors" if index == 0 else f"network-{index}.safetensors"
 
 
 def _read_safetensors(file: Path, loader: Any) -> dict:

@@ -1,4 +1,8 @@
-"""A fitted model: the table preprocessor plus one trained network, from table to predictions.
+"""A fitted model: the table preprocessor plus trained networks, from table to predictions.
+
+A model holds one network (``caviar train``, the estimators) or several (``caviar tune``
+keeps the networks with the best validation scores): their predictions are averaged,
+class probabilities for classifiers and values for regression.
 
 Example:
     >>> from caviar.datasets import load_dataset
@@ -25,15 +29,29 @@ from .training import as_tensors, train_network
 
 
 class CaviarModel:
-    """Preprocessing and a network, fitted together; saved as a directory by ``save``."""
+    """Preprocessing and one or more networks, fitted together; saved as a directory by
+    ``save``. ``networks[0]`` is the best (``network``); predictions average them all."""
 
-    def __init__(self, preprocessor: TablePreprocessor, network: Population,
+    def __init__(self, preprocessor: TablePreprocessor,
+                 network: Population | Sequence[Population],
                  info: Mapping[str, Any] | None = None):
-        if network.size != 1:
-            raise ValueError("a CaviarModel holds one network: use Population.export_member")
+        networks = [network] if isinstance(network, Population) else list(network)
+        if not networks:
+            raise ValueError("a CaviarModel needs at least one network")
+        if any(n.size != 1 for n in networks):
+            raise ValueError("each network of a CaviarModel is one member: use "
+                             "Population.export_member")
+        if len({(n.structure.task, n.structure.n_inputs, n.n_classes) for n in networks}) > 1:
+            raise ValueError("the networks of a CaviarModel must share the task, inputs "
+                             "and classes")
         self.preprocessor = preprocessor
-        self.network = network
+        self.networks = networks
         self.info = dict(info or {})
+
+    @property
+    def network(self) -> Population:
+        """The first (best) network."""
+        return self.networks[0]
 
     @property
     def task(self) -> str:
@@ -55,7 +73,8 @@ class CaviarModel:
         X = self.preprocessor.transform(read_table(data))
         Xt, _ = as_tensors(X)
         with torch.no_grad():
-            return self.network.predict(Xt)[0].numpy()
+            # the mean of the networks' probabilities (or standardized values)
+            return torch.stack([n.predict(Xt)[0] for n in self.networks]).mean(0).numpy()
 
     def predict_proba(self, data: pd.DataFrame | str | Path) -> np.ndarray:
         """Class probabilities ``(rows, classes)``, columns in the order of ``classes``."""

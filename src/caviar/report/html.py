@@ -267,10 +267,21 @@ def _best_section(page: Page, run: RunData) -> None:
                          f" = {esc(trial.score)}.</p>")
         parts.append(table(["hyperparameter", "value"], sorted(hp.items())) if hp
                      else note("No best configuration stored."))
+        members = [m for m in best.get("members") or [] if isinstance(m, dict)]
+        if len(members) > 1:
+            trials = ", ".join(f"#{m.get('trial')} ({esc(m.get('value'))})" for m in members)
+            parts.append(f'<p class="hint">The model averages the predictions of '
+                         f"{len(members)} networks, the best-scoring trials whose average "
+                         f"lowered the validation score: {trials}.</p>")
     scores = best.get("test_scores") or {}
+    alone = best.get("best_network_test_scores") or {}
     parts.append("<h3>Held-out test scores</h3>")
-    parts.append(table(["score", "value"], scores.items()) if scores
-                 else note("No test scores stored."))
+    if scores and alone:
+        parts.append(table(["score", "model", "best network alone"],
+                           [[k, v, alone.get(k)] for k, v in scores.items()]))
+    else:
+        parts.append(table(["score", "value"], scores.items()) if scores
+                     else note("No test scores stored."))
     if run.task in ("binary", "multiclass") or best.get("confusion_matrix"):
         parts.append("<h3>Confusion matrix (test)</h3>")
         parts.append(page.figure(F.confusion_figure(best.get("confusion_matrix") or {}),
