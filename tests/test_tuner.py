@@ -103,6 +103,15 @@ def test_a_lost_model_is_refit_from_the_best_trial(wine_csv, tmp_path):
     assert (out / "model" / "model.json").exists()
 
 
+def test_resuming_with_other_columns_starts_a_new_model(wine_csv, tmp_path):
+    out = tmp_path / "run"
+    tune(wine_csv, "cultivar", trials=4, population=4, space=SPACE, out=out, seed=1)
+    fewer = tune(wine_csv, "cultivar", trials=8, population=4, space=SPACE, out=out, seed=1,
+                 drop=["alcohol", "hue"])
+    assert fewer.model.network.structure.n_inputs == 11  # 13 wine features less the two
+    assert fewer.test_scores["accuracy"] > 0.5
+
+
 def _kept(trial: int, probabilities: list[list[float]]) -> _Kept:
     outputs = torch.tensor(probabilities)
     y = torch.tensor([0, 1, 2])

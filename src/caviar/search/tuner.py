@@ -405,7 +405,7 @@ class Tuner:
     def _keep(self, pop: Population, slot: int, number: int, value: float,
               stopped: str | None = None) -> None:
         """Keep member ``slot``'s best-epoch network if its validation score ``value`` is
-        among the ``ensemble`` best so far (inf: it never finished an epoch)."""
+        among the ``pool`` best so far (inf: it never finished an epoch)."""
         full = len(self.kept) >= self.pool
         if not math.isfinite(value) or (full and value >= self.kept[-1].value):
             return
@@ -426,9 +426,7 @@ class Tuner:
             return
         members, value = select_ensemble(self.kept, self.data["y_val"], self.task,
                                          self.ensemble)
-        model = model_from_kept(self.pre, members, self.study.study_name,
-                                value * self.target_std if self.task == "regression" else value)
-        model.save(self.out / "model")
+        model_from_kept(self.pre, members, self.study.study_name, value).save(self.out / "model")
         self._kept_changed = False
 
     def stop_running(self, reason: str) -> None:
@@ -541,10 +539,14 @@ def select_ensemble(kept: Sequence[_Kept], y_val: torch.Tensor, task: str,
 
 
 def model_from_kept(pre: TablePreprocessor, members: Sequence[_Kept], study_name: str,
-                    ensemble_value: float) -> CaviarModel:
+                    averaged: float) -> CaviarModel:
     """The model averaging ``members`` (best first); ``info`` names the best one's trial and
-    score, lists every member's, and the average's validation score (``ensemble_value``)."""
-    info = {**members[0].describe(), "study": study_name, "ensemble_value": ensemble_value,
+    score, lists every member's, and the validation score of their average (``averaged``,
+    from ``select_ensemble``; as ``ensemble_value``, regression RMSE in the target's units
+    like every trial value)."""
+    if pre.task_ == "regression":
+        averaged *= pre.target_std_
+    info = {**members[0].describe(), "study": study_name, "ensemble_value": averaged,
             "members": [k.describe() for k in members]}
     return CaviarModel(pre, [k.network for k in members], info)
 
@@ -703,7 +705,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         working.set_user_attr(key, value)
     archive = TrialArchive(study, out / "pending-trials.jsonl", storage)  # recovers a killed run's
     working.add_trials(study.get_trials(deepcopy=False))
-    saved = _saved_model(out, study_name)  # a resumed run's kept networks
+    saved = _saved_model(out, study_name, tensors["X_val"].shape[1])  # a resumed run's
     tuner = Tuner(working, space_obj, tensors, pre, budget, population, out, seed,
                   trials_per_structure=trials_per_structure, on_progress=on_progress,
                   archive=archive, ensemble=ensemble,
@@ -735,13 +737,15 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                              "recovered_trials": archive.recovered})
 
 
-def _saved_model(out: Path, study_name: str) -> CaviarModel | None:
-    """The model saved in ``out/model`` for this study, or None."""
+def _saved_model(out: Path, study_name: str, n_inputs: int) -> CaviarModel | None:
+    """The model saved in ``out/model`` for this study and these features, or None."""
     try:
         model = CaviarModel.load(out / "model")
     except (OSError, ValueError):
         return None
-    return model if model.info.get("study") == study_name else None
+    if model.info.get("study") != study_name or model.network.structure.n_inputs != n_inputs:
+        return None  # another study's, or the columns changed (--drop, --categorical)
+    return model
 
 
 def _final_model(study: optuna.Study, out: Path, pre: TablePreprocessor,
@@ -751,7 +755,7 @@ def _final_model(study: optuna.Study, out: Path, pre: TablePreprocessor,
     refit and takes its place among the kept networks."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = min(done, key=lambda t: t.value) if done else None
-    saved = _saved_model(out, study.study_name)
+    saved = _saved_model(out, study.study_name, data["X_val"].shape[1])
     kept = kept_from_model(saved, data["X_val"]) if saved is not None else []
     if best is None or any(k.trial == best.number for k in kept) or (
             kept and best.value >= kept[0].value):
@@ -769,8 +773,7 @@ def _final_model(study: optuna.Study, out: Path, pre: TablePreprocessor,
         outputs = network.predict(data["X_val"])[0]
     kept.append(_Kept(best.value, best.number, network, outputs))
     members, value = select_ensemble(kept, data["y_val"], pre.task_, ensemble)
-    std = float(getattr(pre, "target_std_", 1.0) or 1.0) if pre.task_ == "regression" else 1.0
-    model = model_from_kept(pre, members, study.study_name, value * std)
+    model = model_from_kept(pre, members, study.study_name, value)
     model.info["refit"] = best.number
     model.save(out / "model")
     return model
