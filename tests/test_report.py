@@ -131,6 +131,8 @@ def make_study(storage: str) -> optuna.Study:
         "best": {
             "trial": best.number, "hyperparameters": best.user_attrs["hyperparameters"],
             "test_scores": {"accuracy": 0.861, "log_loss": 0.318},
+            "best_network_test_scores": {"accuracy": 0.853, "log_loss": 0.334},
+            "members": [{"trial": best.number, "value": 0.9}, {"trial": 2, "value": 0.88}],
             "confusion_matrix": {"labels": ["<=50K", ">50K"], "matrix": [[702, 48], [91, 159]]},
         },
     }
@@ -211,6 +213,9 @@ def test_sections_and_header(tune_html):
     assert "20 / <span class=\"pruned\">6</span> / <span class=\"failed\">4</span>" in page
     assert "target_encoded" in page and "15 categories &gt; 10" in page
     assert "0.861" in page  # test accuracy
+    # the averaged model: its members, and the best network alone beside it
+    assert "averages the predictions of 2 networks" in page and "#2 (0.88)" in page
+    assert "best network alone" in page and "0.853" in page
     assert FAILURE in page  # failures listed with their reason
 
 
