@@ -144,9 +144,9 @@ def load_model(path: str | Path) -> Any:
                     for i, m in enumerate(metas)]
         preprocessor = TablePreprocessor.from_state(meta["preprocessor"], arrays)
         return CaviarModel(preprocessor, networks, meta.get("info"))
+    except ModelFileError:  # a missing or damaged network file, already named
+        raise
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        if isinstance(e, ModelFileError):
-            raise
         raise ModelFileError(f"{path} holds an inconsistent model ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}); save it again"
                              ) from None
