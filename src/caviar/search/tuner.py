@@ -203,11 +203,11 @@ class Tuner:
                  out: Path, seed: int, trials_per_structure: int | None = None,
                  on_progress: Callable[[TuneProgress], None] | None = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
-                 kept: Sequence[_Kept] = ()):
+                 saved: CaviarModel | None = None):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``archive`` writes each finished trial to the database study (None: nowhere);
-        ``ensemble``: how many networks the model keeps; ``kept``: those a resumed run's
-        saved model holds."""
+        ``ensemble``: how many networks the model averages at most; ``saved``: a resumed
+        run's model, whose networks are kept again."""
         self.study, self.space, self.data, self.pre = study, space, data, preprocessor
         self.archive = archive
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
@@ -218,13 +218,18 @@ class Tuner:
         self.groups: list[_Group] = []
         self.free_asks = isinstance(study.sampler, AskTellGridSampler)
         self.target_std = float(getattr(preprocessor, "target_std_", 1.0) or 1.0)
+        self.best_value = _best_value(study)
         self.ensemble = ensemble
         self.pool = 1 if ensemble == 1 else 4 * ensemble  # candidates kept for the model
-        self.kept = sorted(kept, key=lambda k: k.value)[:self.pool]
-        self._kept_changed = len(kept) > ensemble  # a smaller ensemble than last run's
-        values = [v for v in (_best_value(study), *(k.value for k in self.kept))
-                  if v is not None]
-        self.best_value = min(values) if values else None
+        self.kept: list[_Kept] = []
+        if saved is not None:
+            info = saved.info
+            members = info.get("members") or [{"trial": info["trial"], "value": info["value"],
+                                               "stopped": info.get("stopped")}]
+            for m, network in zip(members, saved.networks):
+                self.add_kept(network, int(m["trial"]), float(m["value"]), m.get("stopped"))
+        # rewrite a saved model of more networks than this run's ensemble allows
+        self._kept_changed = saved is not None and len(saved.networks) > ensemble
         self._groups_made = 0
         # finished trials by state, counted here: filtering the study's trials for every ask
         # grows with the study (quadratic over a run)
@@ -409,7 +414,12 @@ class Tuner:
         full = len(self.kept) >= self.pool
         if not math.isfinite(value) or (full and value >= self.kept[-1].value):
             return
-        network = pop.export_member(slot, at_best=True)
+        self.add_kept(pop.export_member(slot, at_best=True), number, value, stopped)
+
+    def add_kept(self, network: Population, number: int, value: float,
+                 stopped: str | None = None) -> None:
+        """Add a trained network (trial ``number``, validation score ``value``) to the kept
+        ones, keeping the ``pool`` best."""
         with torch.no_grad():
             outputs = network.predict(self.data["X_val"])[0]
         self.kept.append(_Kept(value, number, network, outputs, stopped))
@@ -419,14 +429,18 @@ class Tuner:
         if self.best_value is None or value < self.best_value:
             self.best_value = value
 
-    def save_model(self) -> None:
-        """Write the model chosen from the kept networks to ``OUT/model``, if they changed
-        since the last write."""
-        if not self._kept_changed or not self.kept:
-            return
+    def model(self) -> CaviarModel:
+        """The model: the kept networks that ``select_ensemble`` chooses, averaged."""
         members, value = select_ensemble(self.kept, self.data["y_val"], self.task,
                                          self.ensemble)
-        model_from_kept(self.pre, members, self.study.study_name, value).save(self.out / "model")
+        return model_from_kept(self.pre, members, self.study.study_name, value)
+
+    def save_model(self) -> None:
+        """Write the model to ``OUT/model``, if the kept networks changed since the last
+        write."""
+        if not self._kept_changed or not self.kept:
+            return
+        self.model().save(self.out / "model")
         self._kept_changed = False
 
     def stop_running(self, reason: str) -> None:
@@ -549,17 +563,6 @@ def model_from_kept(pre: TablePreprocessor, members: Sequence[_Kept], study_name
     info = {**members[0].describe(), "study": study_name, "ensemble_value": averaged,
             "members": [k.describe() for k in members]}
     return CaviarModel(pre, [k.network for k in members], info)
-
-
-def kept_from_model(model: CaviarModel, X_val: torch.Tensor) -> list[_Kept]:
-    """The networks a saved tuned model holds, with their trials and scores."""
-    info = model.info
-    members = info.get("members") or [{"trial": info["trial"], "value": info["value"],
-                                       "stopped": info.get("stopped")}]
-    with torch.no_grad():
-        return [_Kept(float(m["value"]), int(m["trial"]), network,
-                      network.predict(X_val)[0], m.get("stopped"))
-                for m, network in zip(members, model.networks)]
 
 
 def _best_value(study: optuna.Study) -> float | None:
@@ -708,8 +711,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     saved = _saved_model(out, study_name, tensors["X_val"].shape[1])  # a resumed run's
     tuner = Tuner(working, space_obj, tensors, pre, budget, population, out, seed,
                   trials_per_structure=trials_per_structure, on_progress=on_progress,
-                  archive=archive, ensemble=ensemble,
-                  kept=kept_from_model(saved, tensors["X_val"]) if saved is not None else ())
+                  archive=archive, ensemble=ensemble, saved=saved)
     try:
         tuner.run()
     finally:
@@ -717,7 +719,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         tuner.save_model()
         archive.close()
 
-    model = _final_model(study, out, pre, tensors, seed, ensemble)
+    model = _final_model(study, tuner, seed)
     test_scores = model.scores(test) if len(test) else {}
     best = study.trials[model.info["trial"]]  # the best network's trial (maybe a stopped one)
     best_info = {"trial": best.number, "value": model.info["value"],
@@ -748,34 +750,29 @@ def _saved_model(out: Path, study_name: str, n_inputs: int) -> CaviarModel | Non
     return model
 
 
-def _final_model(study: optuna.Study, out: Path, pre: TablePreprocessor,
-                 data: dict[str, Any], seed: int, ensemble: int) -> CaviarModel:
-    """The saved model (the kept networks). If the best completed trial is missing from it (a
-    run killed between finishing that trial and saving the model), its configuration is
-    refit and takes its place among the kept networks."""
+def _final_model(study: optuna.Study, tuner: Tuner, seed: int) -> CaviarModel:
+    """The model of the networks the tuner kept (the one ``OUT/model`` holds). If the best
+    completed trial of the (database) study is not among them (a killed run finished it
+    after its model was last saved), its configuration is refit and joins by the same rule."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = min(done, key=lambda t: t.value) if done else None
-    saved = _saved_model(out, study.study_name, data["X_val"].shape[1])
-    kept = kept_from_model(saved, data["X_val"]) if saved is not None else []
+    kept = tuner.kept
     if best is None or any(k.trial == best.number for k in kept) or (
             kept and best.value >= kept[0].value):
         if not kept:
             raise RuntimeError("no trial completed within the budget: give it more time "
                                "(--time-budget) or more trials (--trials)")
-        return saved
+        return tuner.model()
+    data, pre = tuner.data, tuner.pre
     params = best.user_attrs["hyperparameters"]
-    n_classes = None if pre.task_ == "regression" else len(pre.classes_)
     network = train_network(data["X_train"].numpy(), data["y_train"].numpy(), pre.task_,
-                            params, n_classes=n_classes, X_val=data["X_val"].numpy(),
+                            params, n_classes=tuner.n_classes, X_val=data["X_val"].numpy(),
                             y_val=data["y_val"].numpy(), seed=seed,
                             patience=int(params["epochs"]))  # all epochs, best one kept
-    with torch.no_grad():
-        outputs = network.predict(data["X_val"])[0]
-    kept.append(_Kept(best.value, best.number, network, outputs))
-    members, value = select_ensemble(kept, data["y_val"], pre.task_, ensemble)
-    model = model_from_kept(pre, members, study.study_name, value)
+    tuner.add_kept(network, best.number, best.value)
+    model = tuner.model()
     model.info["refit"] = best.number
-    model.save(out / "model")
+    model.save(tuner.out / "model")
     return model
 
 
