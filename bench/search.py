@@ -291,6 +291,11 @@ def main_key(task: str) -> str:
     return "rmse" if task == "regression" else "log_loss"
 
 
+def over_seeds(scores: list[float]) -> dict:
+    """Per-seed test scores and their mean."""
+    return {"scores": [round(x, 5) for x in scores], "mean": round(float(np.mean(scores)), 5)}
+
+
 def summarize(runs: dict) -> dict:
     """Per dataset and method: the main test score and trial counts, averaged over seeds."""
     summary = {}
@@ -301,16 +306,14 @@ def summarize(runs: dict) -> dict:
         for method in METHODS:
             scores = [r[method].get("test", {}).get(key, math.nan) for r in per_seed]
             entry[method] = {
-                "scores": [round(x, 5) for x in scores],
-                "mean": round(float(np.mean(scores)), 5),
+                **over_seeds(scores),
                 "trials": float(np.mean([r[method]["trials"] for r in per_seed])),
                 "trials_complete": float(np.mean([r[method]["trials_complete"]
                                                   for r in per_seed])),
                 "epochs": float(np.mean([r[method].get("epochs", math.nan) for r in per_seed])),
                 "seconds": float(np.mean([r[method]["seconds"] for r in per_seed]))}
         alone = [r["caviar"].get("test_best_network", {}).get(key, math.nan) for r in per_seed]
-        entry["caviar_best_network_alone"] = {"scores": [round(x, 5) for x in alone],
-                                              "mean": round(float(np.mean(alone)), 5)}
+        entry["caviar_best_network_alone"] = over_seeds(alone)
         entry["trial_ratio_caviar_vs_optuna_torch"] = round(
             entry["caviar"]["trials"] / max(entry["optuna_torch"]["trials"], 1), 2)
         entry["caviar_best_of_the_networks"] = bool(entry["caviar"]["mean"] <= min(
