@@ -18,7 +18,7 @@ from sklearn.datasets import load_wine
 from caviar import CaviarModel, load_model
 from caviar.data import split_frame
 from caviar.engine import Population
-from caviar.search.tuner import _Kept, averaged_score, select_ensemble, tune
+from caviar.search.tuner import Tuner, _Kept, averaged_score, epoch_cost, select_ensemble, tune
 
 SPACE = {
     "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
@@ -276,3 +276,39 @@ def test_a_database_the_writer_cannot_reach_loses_no_trial(tmp_path):
     again.close()
     assert again.recovered == 3
     assert [t.params["lr"] for t in study.trials] == [t.params["lr"] for t in scratch.trials]
+
+
+def test_epoch_cost_grows_with_the_work_and_shares_the_step_cost():
+    def population(width: int, depth: int, members: int) -> Population:
+        return Population("regression", 10, [{"hidden_layer_sizes": (width,) * depth,
+                                              "batch_size": 64}] * members)
+
+    small, wide = population(32, 1, 8), population(256, 3, 8)
+    assert epoch_cost(wide, 1000) > 5 * epoch_cost(small, 1000)  # measured ~11×
+    assert epoch_cost(small, 2000) > epoch_cost(small, 1000)
+    # one population of 8 costs less than 8 populations of one: that is the caviar approach
+    assert epoch_cost(small, 1000) < 8 * epoch_cost(population(32, 1, 1), 1000)
+
+
+def test_groups_take_turns_by_time_not_by_epochs(wine_csv, tmp_path, monkeypatch):
+    # two structures whose epochs cost ~100× apart: the cheap one runs many epochs per epoch
+    # of the costly one, and the group that runs is always the one that has used the least
+    space = {**SPACE, "width": {"kind": "choice", "values": [4, 512]}, "depth": {"value": 3},
+             "epochs": {"value": 4}}
+    turns = []
+    run_epoch = Tuner.run_epoch
+
+    def recording(self, group):
+        before = group.cost - epoch_cost(group.population, self._cost_rows)
+        others = [g.cost for g in self.groups if g is not group]
+        turns.append((group.key[0][0], before, others))
+        return run_epoch(self, group)
+
+    monkeypatch.setattr(Tuner, "run_epoch", recording)
+    tune(wine_csv, "cultivar", trials=24, population=8, trials_per_structure=4, pruner="none",
+         sampler="random", space=space, out=tmp_path / "run", seed=0)
+    both = [(width, before, others) for width, before, others in turns if others]
+    assert {width for width, _, _ in both} == {4, 512}, "the seed should draw both at once"
+    widths = [width for width, _, _ in both]
+    assert widths.count(4) > 3 * widths.count(512)
+    assert all(before <= min(others) + 1e-12 for _, before, others in both)
