@@ -175,15 +175,17 @@ class TrialArchive:
         if self._process.poll():
             raise RuntimeError(f"could not write trials to the study: {self._error()}")
         number = self.base + self.count
-        self._file.write(_to_line(frozen, number, self.study.study_name))
-        self._file.flush()
+        self._append(_to_line(frozen, number, self.study.study_name))
         self.count += 1
-        self.lines += 1
         return number
 
     def put_study_attrs(self, attrs: dict[str, Any]) -> None:
         """Journal the study's user attributes; the changed ones are written."""
-        self._file.write(_attrs_line(dict(attrs), self.study.study_name))
+        self._append(_attrs_line(dict(attrs), self.study.study_name))
+
+    def _append(self, line: str) -> None:
+        """One journal line, flushed (the writer follows the file), counted for ``backlog``."""
+        self._file.write(line)
         self._file.flush()
         self.lines += 1
 
