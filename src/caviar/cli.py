@@ -717,8 +717,9 @@ def tune(
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the sampler and the weights."),
     ensemble: int = typer.Option(5, "--ensemble", min=1, metavar="K",
                                  help="The model averages up to K of the best networks (a "
-                                      "network joins if it lowers the validation score of "
-                                      "the average); 1 keeps the best network alone."),
+                                      "network joins unless it makes the average's "
+                                      "validation loss worse by more than one standard "
+                                      "error); 1 keeps the best network alone."),
     task: TaskOption = None,
     categorical: CategoricalOption = None,
     drop: DropOption = None,
