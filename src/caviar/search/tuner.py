@@ -599,7 +599,8 @@ def select_ensemble(kept: Sequence[_Kept], y_val: torch.Tensor, task: str,
         without = row_losses(total / len(chosen), y_val, task)
         with_it = row_losses((total + candidate.val_outputs) / (len(chosen) + 1), y_val, task)
         change = with_it - without
-        if change.mean() <= change.std() / math.sqrt(len(change)):  # worse by ≤ 1 SE
+        noise = change.std() / math.sqrt(len(change)) if len(change) > 1 else 0.0
+        if change.mean() <= noise:  # worse by at most one standard error
             chosen.append(candidate)
             total = total + candidate.val_outputs
     return chosen, averaged_score(total / len(chosen), y_val, task)
