@@ -272,8 +272,8 @@ def _best_section(page: Page, run: RunData) -> None:
             trials = ", ".join(f"#{m.get('trial')} ({esc(m.get('value'))})" for m in members)
             parts.append(f'<p class="hint">The model averages the predictions of '
                          f"{len(members)} networks (going down the trials by validation score, "
-                         f"each joined only if it lowered the validation score of the "
-                         f"average): {trials}.</p>")
+                         f"each joined unless it made the validation loss of the average "
+                         f"worse by more than one standard error): {trials}.</p>")
     scores = best.get("test_scores") or {}
     alone = best.get("best_network_test_scores") or {}
     parts.append("<h3>Held-out test scores</h3>")
