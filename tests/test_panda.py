@@ -260,7 +260,16 @@ def test_sigkill_leaves_a_resumable_checkpoint(tmp_path):
     assert info["status"] == "complete" and not list(run.glob(".model*"))
 
 
-def test_ctrl_c_waits_until_the_checkpoint_is_written():
+@pytest.fixture
+def sigint_handler():
+    """Restore the test process's SIGINT handler, whatever a test sets."""
+    inherited = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
+def test_ctrl_c_waits_until_the_checkpoint_is_written(sigint_handler):
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in an interactive shell
     done = []
     with pytest.raises(KeyboardInterrupt), panda._sigint_deferred():
         os.kill(os.getpid(), signal.SIGINT)
@@ -268,3 +277,11 @@ def test_ctrl_c_waits_until_the_checkpoint_is_written():
         done.append("wrote the checkpoint")  # not interrupted midway
     assert done == ["wrote the checkpoint"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_ctrl_c_stays_ignored_while_writing(sigint_handler):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup or in a background job
+    with panda._sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # and no KeyboardInterrupt

@@ -137,10 +137,13 @@ def _column_list(names: Iterable[str] | str | None) -> list[str]:
 
 @contextlib.contextmanager
 def _sigint_deferred():
-    """Hold Ctrl-C back while a checkpoint is written; raise it once the writing is done."""
+    """Hold Ctrl-C back while a checkpoint is written; raise it once the writing is done.
+    Only Python's own Ctrl-C handler is deferred: a process started with SIGINT ignored (by
+    nohup, or in the background of a shell) or with a handler of its own keeps it."""
     received: list[int] = []
     previous = None
-    if threading.current_thread() is threading.main_thread():
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
         with contextlib.suppress(ValueError):
             previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
