@@ -49,8 +49,8 @@ How trials meet populations (the slot-refill scheduler):
   0 to 5, mean test log-loss 0.0702 against 0.0663; baseball 5.757 RMSE under both).
   ``ensemble=1`` keeps the best network alone. The model is saved to ``OUT/model`` when the
   kept networks have changed (checked every 2 s, and at the end); its held-out test scores
-  are computed at the end. (If a killed run left the best trial out
-  of the saved model, its configuration is refit at the end and joins by the same rule.)
+  are computed at the end. (If a killed run left the best trial out of the saved model, its
+  configuration is refit at the end and joins by the same rule.)
 - The study lives in a database (SQLite in ``OUT/study.db`` by default), but the sampler and
   the pruner work on an in-memory copy: a database round trip for every report, prune check
   and suggestion cost more than the training itself (measured: two thirds of a 20 s run on
@@ -593,16 +593,16 @@ def select_ensemble(kept: Sequence[_Kept], y_val: torch.Tensor, task: str,
     fit them instead.)"""
     ranked = sorted(kept, key=lambda k: k.value)
     chosen, total = [ranked[0]], ranked[0].val_outputs.clone()
+    current = row_losses(total, y_val, task)  # the average's loss on each validation row
     for candidate in ranked[1:]:
         if len(chosen) >= size:
             break
-        without = row_losses(total / len(chosen), y_val, task)
         with_it = row_losses((total + candidate.val_outputs) / (len(chosen) + 1), y_val, task)
-        change = with_it - without
+        change = with_it - current
         noise = change.std() / math.sqrt(len(change)) if len(change) > 1 else 0.0
         if change.mean() <= noise:  # worse by at most one standard error
             chosen.append(candidate)
-            total = total + candidate.val_outputs
+            total, current = total + candidate.val_outputs, with_it
     return chosen, averaged_score(total / len(chosen), y_val, task)
 
 
