@@ -93,7 +93,7 @@ def test_train_writes_a_run(run):
 
 
 def test_predict_round_trip(run, table, tmp_path, monkeypatch):
-    from caviar.io import load_model
+    from caviar.model import load_model
 
     rows = pd.read_csv(table).drop(columns="cultivar").sample(frac=1.0, random_state=3)
     rows = rows.head(50).reset_index(drop=True)

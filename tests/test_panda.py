@@ -17,7 +17,7 @@ import torch
 from caviar import panda
 from caviar.data import DataError
 from caviar.datasets import load_dataset
-from caviar.io import load_model
+from caviar.model import load_model
 from caviar.report import load_run, write_report
 
 SMALL = {"hidden_layer_sizes": [8], "batch_size": 32}
@@ -55,7 +55,7 @@ def test_train_writes_checkpoint_and_run_json(wine, tmp_path):
     assert seen == [(1, 3, 1), (2, 3, 2), (3, 3, 3)]
     info = _info(run)
     assert info["kind"] == "panda" and info["status"] == "complete"
-    assert info["task"] == "multiclass" and info["metric"] == "val_accuracy"
+    assert info["task"] == "multiclass" and info["metric"] == "val_log_loss"
     assert [r["epoch"] for r in info["history"]] == [1, 2, 3]
     assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy",
             "learning_rate"} <= info["history"][0].keys()
@@ -79,7 +79,7 @@ def test_train_writes_checkpoint_and_run_json(wine, tmp_path):
 
     report = load_run(run)
     assert report.kind == "panda" and len(report.history) == 3
-    assert report.direction == "maximize"
+    assert report.direction == "minimize"
 
 
 def test_regression_rmse_in_target_units(tmp_path):

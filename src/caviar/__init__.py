@@ -20,7 +20,7 @@ _EXPORTS = {
     "Population": "caviar.engine",
     "CaviarClassifier": "caviar.estimators",
     "CaviarRegressor": "caviar.estimators",
-    "load_model": "caviar.io",
+    "load_model": "caviar.model",
     "save_model": "caviar.io",
     "CaviarModel": "caviar.model",
     "fit_model": "caviar.model",
@@ -33,8 +33,8 @@ __all__ = ["CaviarClassifier", "CaviarModel", "CaviarRegressor", "Population", "
 if TYPE_CHECKING:
     from caviar.engine import Population
     from caviar.estimators import CaviarClassifier, CaviarRegressor
-    from caviar.io import load_model, save_model
-    from caviar.model import CaviarModel, fit_model
+    from caviar.io import save_model
+    from caviar.model import CaviarModel, fit_model, load_model
     from caviar.search.tuner import tune
 
 

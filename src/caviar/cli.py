@@ -553,7 +553,7 @@ def predict(
     [bold]proba_<label>[/bold] column per class.
     """
     with handle_errors():
-        from caviar.io import load_model
+        from caviar.model import load_model
 
         fitted = load_model(_model_path(model))
         frame = fitted.predict_frame(data)

@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .data import TablePreprocessor
+from .data import prepare
 from .engine import DEFAULTS
 from .model import CaviarModel
 from .training import train_network
@@ -107,29 +106,15 @@ class _CaviarEstimator(BaseEstimator):
                 else int(np.random.randint(0, 2**31 - 1)))
         hyperparameters = {k: getattr(self, k) for k in _HYPERPARAMETERS}
         hyperparameters["batch_size"] = min(int(self.batch_size), len(frame))
-        validation = None
-        if self.early_stopping and len(frame) >= 20:
-            stratify = frame[_TARGET] if task != "regression" else None
-            try:
-                frame, validation = train_test_split(
-                    frame, test_size=self.validation_fraction, random_state=seed,
-                    stratify=stratify)
-            except ValueError:  # a class too small to stratify
-                frame, validation = train_test_split(
-                    frame, test_size=self.validation_fraction, random_state=seed)
-        pre = TablePreprocessor(target=_TARGET, task=task, categorical=self.categorical,
-                                random_state=seed)
-        X_train = pre.fit_transform(frame)
-        y_train = pre.encode_target(frame[_TARGET])
-        X_val = y_val = None
-        if validation is not None:
-            X_val, y_val = pre.transform(validation), pre.encode_target(validation[_TARGET])
-        n_classes = None if task == "regression" else len(pre.classes_)
-        network = train_network(X_train, y_train, pre.task_, hyperparameters,
-                                n_classes=n_classes, X_val=X_val, y_val=y_val, seed=seed,
-                                patience=self.n_iter_no_change if validation is not None
-                                else None)
-        self.model_ = CaviarModel(pre, network)
+        early_stopping = self.early_stopping and len(frame) >= 20
+        prepared = prepare(frame, _TARGET, task=task, categorical=self.categorical, seed=seed,
+                           val_size=self.validation_fraction if early_stopping else 0.0,
+                           test_size=0.0)
+        network = train_network(prepared.X_train, prepared.y_train, prepared.task,
+                                hyperparameters, n_classes=prepared.n_classes,
+                                X_val=prepared.X_val, y_val=prepared.y_val, seed=seed,
+                                patience=self.n_iter_no_change if early_stopping else None)
+        self.model_ = CaviarModel(prepared.preprocessor, network)
         self.history_ = network.history[0]
         self.n_iter_ = len(self.history_)
         return self

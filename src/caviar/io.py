@@ -18,11 +18,6 @@ a half-written model, even if the writer is killed.
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
-import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +28,7 @@ import safetensors.torch
 from . import __version__
 from .data import TablePreprocessor
 from .engine import Population
+from .files import jsonable, write_directory_atomically
 
 FORMAT = "caviar-model"
 FORMAT_VERSION = 2
@@ -42,42 +38,9 @@ class ModelFileError(ValueError):
     """A model directory that is missing, corrupted, truncated or not caviar's."""
 
 
-def jsonable(value: Any, finite: bool = False) -> Any:
-    """``value`` with tuples as lists, numpy scalars as Python numbers and keys as strings;
-    with ``finite``, NaN and infinities become None (strict JSON has no such numbers)."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v, finite) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v, finite) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if finite and isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_directory_atomically(path: Path, write: Any) -> Path:
-    """Call ``write(tmp_dir)`` then move the finished directory to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
 def save_model(model: Any, path: str | Path) -> Path:
-    """Write ``model`` (a CaviarModel) as a directory; returns its path.
+    """Write ``model`` (a ``caviar.model.CaviarModel``: its preprocessor, networks and info)
+    as a directory; returns its path.
 
     An existing model directory at ``path`` is replaced; anything else there (a file, a
     directory with other contents) is refused rather than deleted.
@@ -106,10 +69,10 @@ def save_model(model: Any, path: str | Path) -> Path:
     return write_directory_atomically(path, write)
 
 
-def load_model(path: str | Path) -> Any:
-    """Load a model directory written by ``save_model``."""
-    from .model import CaviarModel
-
+def load_model_files(path: str | Path
+                     ) -> tuple[TablePreprocessor, list[Population], dict[str, Any] | None]:
+    """Read a model directory written by ``save_model``: its preprocessor, networks and info
+    (``caviar.model.load_model`` makes the model of them)."""
     path = Path(path)
     if not path.is_dir():
         raise ModelFileError(f"{path} is not a caviar model directory: it does not exist or "
@@ -143,13 +106,13 @@ def load_model(path: str | Path) -> Any:
                         path / _network_file(i), safetensors.torch.load_file))
                     for i, m in enumerate(metas)]
         preprocessor = TablePreprocessor.from_state(meta["preprocessor"], arrays)
-        return CaviarModel(preprocessor, networks, meta.get("info"))
     except ModelFileError:  # a missing or damaged network file, already named
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelFileError(f"{path} holds an inconsistent model ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}); save it again"
                              ) from None
+    return preprocessor, networks, meta.get("info")
 
 
 def _network_file(index: int) -> str:

@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import TablePreprocessor, read_table
+from . import io
+from .data import TablePreprocessor, as_tensors, prepare, read_table
 from .engine import Population
-from .training import as_tensors, train_network
+from .training import train_network
 
 
 class CaviarModel:
@@ -131,15 +132,18 @@ class CaviarModel:
         return {"labels": [str(c) for c in self.classes], "matrix": matrix.tolist()}
 
     def save(self, path: str | Path) -> Path:
-        from .io import save_model
-
-        return save_model(self, path)
+        """Write the model as a directory that loads without executing code (``caviar.io``)."""
+        return io.save_model(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> CaviarModel:
-        from .io import load_model
-
         return load_model(path)
+
+
+def load_model(path: str | Path) -> CaviarModel:
+    """Load a model directory written by ``CaviarModel.save`` (or ``caviar tune``)."""
+    preprocessor, networks, info = io.load_model_files(path)
+    return CaviarModel(preprocessor, networks, info)
 
 
 def fit_model(train: pd.DataFrame | str | Path, target: str,
@@ -148,18 +152,13 @@ def fit_model(train: pd.DataFrame | str | Path, target: str,
               categorical: Sequence[str] = (), drop: Sequence[str] = (), seed: int = 0,
               patience: int | None = None,
               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> CaviarModel:
-    """Fit the preprocessor on ``train`` only, then train one network."""
-    pre = TablePreprocessor(target=target, task=task, categorical=categorical, drop=drop,
-                            random_state=seed)
-    train = read_table(train)
-    X = pre.fit_transform(train)
-    y = pre.encode_target(train.loc[train[target].notna(), target])
-    X_val = y_val = None
-    if validation is not None:
-        validation = validation[validation[target].notna()]
-        X_val, y_val = pre.transform(validation), pre.encode_target(validation[target])
-    n_classes = len(pre.classes_) if pre.task_ != "regression" else None
-    network = train_network(X, y, pre.task_, hyperparameters or {}, n_classes=n_classes,
-                            X_val=X_val, y_val=y_val, seed=seed, patience=patience,
-                            on_epoch=on_epoch)
-    return CaviarModel(pre, network, {"target": target, "rows": len(train)})
+    """Fit the preprocessor on ``train`` only, then train one network (early stopping on
+    ``validation`` when it is given with ``patience``)."""
+    prepared = prepare(read_table(train), target, task=task, categorical=categorical,
+                       drop=drop, seed=seed, val_size=0, test_size=0, validation=validation)
+    network = train_network(prepared.X_train, prepared.y_train, prepared.task,
+                            hyperparameters or {}, n_classes=prepared.n_classes,
+                            X_val=prepared.X_val, y_val=prepared.y_val, seed=seed,
+                            patience=patience, on_epoch=on_epoch)
+    return CaviarModel(prepared.preprocessor, network,
+                       {"target": target, "rows": len(prepared.train)})

@@ -35,7 +35,6 @@ import datetime
 import hashlib
 import io
 import json
-import os
 import shutil
 import signal
 import threading
@@ -48,12 +47,13 @@ from typing import Any
 import pandas as pd
 
 from . import __version__
-from .data import DataError, TablePreprocessor, read_table, split_frame
+from .data import DataError, PreparedTable, TablePreprocessor, prepare, read_table
 from .engine import Population
 from .engine.hyperparams import STRUCTURAL, resolve
-from .io import ModelFileError, jsonable, load_model, save_model
-from .model import CaviarModel
-from .training import as_tensors
+from .files import jsonable, write_json_atomically
+from .io import ModelFileError, save_model
+from .metrics import in_target_units, validation_metric
+from .model import CaviarModel, load_model
 
 __all__ = ["EpochUpdate", "RunDiverged", "RunInterrupted", "find_model_dir", "read_run",
            "resume_run", "train_run"]
@@ -74,7 +74,7 @@ class EpochUpdate:
     epochs: int  # the epoch the run trains to (the network's ``epochs`` hyperparameter)
     start_epoch: int  # epochs completed when this session (train or resume) began
     task: str
-    metric: str  # "val_accuracy" or "val_rmse"
+    metric: str  # the validation score's key: "val_log_loss" or "val_rmse"
     record: dict[str, Any] | None = None  # the epoch just finished (None in on_start)
     history: list[dict[str, Any]] = field(default_factory=list)  # every epoch so far
     info: dict[str, Any] = field(default_factory=dict)  # run.json as written
@@ -104,16 +104,6 @@ def _now() -> str:
 def _clean(value: Any) -> Any:
     """JSON-safe, NaN and infinities as None (run.json is strict JSON)."""
     return jsonable(value, finite=True)
-
-
-def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(_clean(data), indent=1, allow_nan=False))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _sha256(data: bytes | Path) -> str:
@@ -210,36 +200,15 @@ def _remove_leftovers(run_dir: Path, keep: Path | None = None) -> None:
 # ----------------------------------------------------------------------------- data
 
 
-@dataclass
-class _Prepared:
-    pre: TablePreprocessor
-    X: Any
-    y: Any
-    X_val: Any
-    y_val: Any
-    test: pd.DataFrame
-    split: dict[str, Any]
-
-
 def _prepare(df: pd.DataFrame, target: str, task: str | None, categorical: list[str],
-             drop: list[str], seed: int) -> _Prepared:
-    """Split, fit the preprocessor on the training rows only, and make the tensors. The same
-    inputs give the same split and matrices, which is what makes resuming exact."""
-    train, val, test = split_frame(df, target, task=task, test_size=TEST_SIZE,
-                                   val_size=VAL_SIZE, seed=seed)
-    if len(val) == 0 or len(test) == 0:
+             drop: list[str], seed: int) -> PreparedTable:
+    """The run's split and tensors (the same inputs give the same ones: resuming is exact)."""
+    prepared = prepare(df, target, task=task, categorical=categorical, drop=drop, seed=seed,
+                       val_size=VAL_SIZE, test_size=TEST_SIZE)
+    if len(prepared.validation) == 0 or len(prepared.test) == 0:
         raise DataError(f"the table has too few rows ({len(df)}) for a train/validation/test "
                         "split; use a larger table")
-    pre = TablePreprocessor(target=target, task=task, categorical=categorical, drop=drop,
-                            random_state=seed)
-    X = pre.fit_transform(train)
-    y = pre.encode_target(train[target])
-    X_val, y_val = pre.transform(val), pre.encode_target(val[target])
-    Xt, yt = as_tensors(X, y, pre.task_)
-    Xv, yv = as_tensors(X_val, y_val, pre.task_)
-    split = {"seed": seed, "test_size": TEST_SIZE, "val_size": VAL_SIZE, "train_rows": len(train),
-             "val_rows": len(val), "test_rows": len(test)}
-    return _Prepared(pre, Xt, yt, Xv, yv, test, split)
+    return prepared
 
 
 def _roles(pre: TablePreprocessor) -> dict[str, dict[str, str]]:
@@ -297,11 +266,10 @@ def _read_copy(name: str, blob: bytes) -> pd.DataFrame:
 class _Session:
     """One stretch of training of a run (train_run, or one resume_run)."""
 
-    def __init__(self, run_dir: Path, info: dict[str, Any], data: _Prepared,
+    def __init__(self, run_dir: Path, info: dict[str, Any], data: PreparedTable,
                  network: Population):
         self.run_dir, self.info, self.data, self.network = run_dir, info, data, network
-        self.task = data.pre.task_
-        self.rmse_scale = data.pre.target_std_ if self.task == "regression" else None
+        self.task = data.task
         self.start_epoch = self.done
 
     @property
@@ -314,12 +282,7 @@ class _Session:
 
     def display(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """A history record with the RMSE in the target's units."""
-        out = dict(record)
-        if self.rmse_scale is not None:
-            for key in ("train_rmse", "val_rmse"):
-                if isinstance(out.get(key), (int, float)):
-                    out[key] = out[key] * self.rmse_scale
-        return _clean(out)
+        return _clean(in_target_units(record, self.data.target_std))
 
     def update(self, record: dict[str, Any] | None = None) -> EpochUpdate:
         return EpochUpdate(self.run_dir, self.done, self.planned, self.start_epoch, self.task,
@@ -327,15 +290,15 @@ class _Session:
 
     def write_info(self) -> None:
         self.info["updated"] = _now()
-        _write_json_atomically(self.run_dir / RUN_FILE, self.info)
+        write_json_atomically(self.run_dir / RUN_FILE, self.info)
 
     def checkpoint(self) -> None:
         """Save the whole state as the run's model directory, then update run.json; Ctrl-C
         waits until both are written."""
         with _sigint_deferred():
-            model = CaviarModel(self.data.pre, self.network, {
-                "kind": "panda", "target": self.data.pre.target,
-                "rows": self.data.split["train_rows"], "changes": self.info["changes"]})
+            model = CaviarModel(self.data.preprocessor, self.network, {
+                "kind": "panda", "target": self.data.preprocessor.target,
+                "rows": len(self.data.train), "changes": self.info["changes"]})
             save_model(model, self.run_dir / MODEL_DIR)
             self.info["history"] = [self.display(r) for r in self.network.history[0]]
             self.info["epochs_done"] = self.done
@@ -352,7 +315,7 @@ class _Session:
             if on_start is not None:
                 on_start(self.update())
             while bool(network.trainable.any()):
-                network.fit_epoch(d.X, d.y, d.X_val, d.y_val)
+                network.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val)
                 if bool(network.diverged[0]):
                     self._diverged(started)
                 self.checkpoint()
@@ -385,7 +348,7 @@ class _Session:
                           f"{self.network.hyperparameters[0]['learning_rate'] / 10:g}`")
 
     def _finish(self) -> None:
-        model = CaviarModel(self.data.pre, self.network, {"kind": "panda"})
+        model = CaviarModel(self.data.preprocessor, self.network, {"kind": "panda"})
         self.info["test_scores"] = model.scores(self.data.test)
         if self.task != "regression":
             self.info["confusion_matrix"] = model.confusion_matrix(self.data.test)
@@ -441,10 +404,9 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
         file = Path(data).resolve()
         data_path, sha, source = str(file), _sha256(file), str(data)
     prepared = _prepare(df, target, task, categorical, drop, seed)
-    pre = prepared.pre
-    n_classes = len(pre.classes_) if pre.task_ != "regression" else None
-    network = Population(pre.task_, prepared.X.shape[1], [resolved], n_classes=n_classes,
-                         seed=seed)
+    pre = prepared.preprocessor
+    network = Population(pre.task_, prepared.X_train.shape[1], [resolved],
+                         n_classes=prepared.n_classes, seed=seed)
 
     if overwrite:
         for stale in (RUN_FILE, MODEL_DIR):
@@ -460,14 +422,14 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     info: dict[str, Any] = {
         "kind": "panda", "format_version": FORMAT_VERSION, "caviar_version": __version__,
         "status": "running", "task": pre.task_,
-        "metric": "val_rmse" if regression else "val_accuracy",
-        "direction": "minimize" if regression else "maximize",
+        "metric": validation_metric(pre.task_), "direction": "minimize",
         "target": target,
         "data": {"source": source, "rows": int(len(df)), "columns": int(df.shape[1]),
                  "target": target, "task": pre.task_, "roles": _roles(pre),
                  "features": int(pre.n_features_out_)},
         "data_path": data_path, "data_sha256": sha,
-        "categorical": categorical, "drop": drop, "seed": seed, "split": prepared.split,
+        "categorical": categorical, "drop": drop, "seed": seed,
+        "split": {**prepared.split, "test_size": TEST_SIZE, "val_size": VAL_SIZE},
         "units": ({"loss": "half the squared error of the standardized target",
                    "rmse": "target units"} if regression else {"loss": "log loss"}),
         "hyperparameters": _clean(resolved), "current_hyperparameters": _clean(resolved),
@@ -519,7 +481,7 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
     df = _read_run_data(run_dir, info)
     prepared = _prepare(df, info["target"], info["task"], list(info.get("categorical", [])),
                         list(info.get("drop", [])), int(info["seed"]))
-    if prepared.pre.feature_names_out_ != model.preprocessor.feature_names_out_:
+    if prepared.preprocessor.feature_names_out_ != model.preprocessor.feature_names_out_:
         raise DataError("the run's data no longer gives the features the checkpoint was "
                         "trained on; start a new run with `caviar train`")
     # the checkpoint is the truth: run.json may lag it by one epoch after a kill

@@ -1,8 +1,10 @@
-"""Tables in, tensors out: reading tables, the task, column roles, splits, preprocessing.
+"""Tables in, tensors out: reading tables, the task, column roles, splits, preprocessing,
+and ``prepare``, the one path from a table to training tensors.
 
 >>> from caviar.data import TablePreprocessor, infer_roles, read_table, split_frame
 """
 
+from caviar.data.prepare import PreparedTable, as_tensors, prepare
 from caviar.data.preprocess import TablePreprocessor, make_target_encoder
 from caviar.data.table import (
     MAX_ONEHOT_LEVELS,
@@ -21,13 +23,16 @@ __all__ = [
     "DataError",
     "MAX_ONEHOT_LEVELS",
     "MISSING_LEVEL",
+    "PreparedTable",
     "Roles",
     "TablePreprocessor",
+    "as_tensors",
     "check_target",
     "drop_missing_target",
     "infer_roles",
     "infer_task",
     "make_target_encoder",
+    "prepare",
     "read_table",
     "split_frame",
 ]

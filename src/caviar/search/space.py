@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..engine.hyperparams import ACTIVATIONS, DEFAULTS, LR_DECAYS, OPTIMIZERS, close_names, resolve
-from ..io import jsonable
+from ..files import jsonable
 
 KINDS = ("uniform", "log_uniform", "ema_beta", "int", "log_int", "choice", "fixed")
 SCALES = {"uniform": "linear", "int": "linear", "log_uniform": "log", "log_int": "log",

@@ -77,18 +77,12 @@ import torch
 from optuna.trial import TrialState
 
 from ..archive import TrialArchive
-from ..data import (
-    TablePreprocessor,
-    check_target,
-    drop_missing_target,
-    infer_task,
-    read_table,
-    split_frame,
-)
+from ..data import PreparedTable, TablePreprocessor, check_target, prepare, read_table
 from ..engine import Population, resolve, structure_key
-from ..io import jsonable
+from ..files import jsonable
+from ..metrics import in_target_units, validation_metric, validation_score
 from ..model import CaviarModel
-from ..training import as_tensors, train_network
+from ..training import train_network
 from .samplers import AskTellGridSampler, make_sampler, sampler_key
 from .space import Space, default_space
 
@@ -229,8 +223,8 @@ class _Budget:
 class Tuner:
     """Drives an Optuna study with ask-and-tell, training its trials in populations."""
 
-    def __init__(self, study: optuna.Study, space: Space, data: dict[str, Any],
-                 preprocessor: TablePreprocessor, budget: _Budget, population: int,
+    def __init__(self, study: optuna.Study, space: Space, data: PreparedTable,
+                 budget: _Budget, population: int,
                  out: Path, seed: int, trials_per_structure: int | None = None,
                  on_progress: Callable[[TuneProgress], None] | None = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
@@ -239,16 +233,15 @@ class Tuner:
         ``archive`` writes each finished trial to the database study (None: nowhere);
         ``ensemble``: how many networks the model averages at most; ``saved``: a resumed
         run's model, whose networks are kept again."""
-        self.study, self.space, self.data, self.pre = study, space, data, preprocessor
+        self.study, self.space, self.data, self.pre = study, space, data, data.preprocessor
         self.archive = archive
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
         self.on_progress = on_progress
-        self.task = preprocessor.task_
-        self.n_classes = None if self.task == "regression" else len(preprocessor.classes_)
+        self.task = data.task
+        self.n_classes = data.n_classes
         self.groups: list[_Group] = []
         self.free_asks = isinstance(study.sampler, AskTellGridSampler)
-        self.target_std = float(getattr(preprocessor, "target_std_", 1.0) or 1.0)
         self.best_value = _best_value(study)
         self.ensemble = ensemble
         self.pool = 1 if ensemble == 1 else 4 * ensemble  # candidates kept for the model
@@ -343,7 +336,7 @@ class Tuner:
         params = [p for _, p in joining]
         if group.population is None:
             group.population = Population(
-                self.task, self.data["X_train"].shape[1], params, n_classes=self.n_classes,
+                self.task, self.data.X_train.shape[1], params, n_classes=self.n_classes,
                 seed=self.seed + self._groups_made)
             self._groups_made += 1
             group.trials = [t for t, _ in joining]
@@ -363,25 +356,14 @@ class Tuner:
 
     # ---------------------------------------------------------------- epochs
 
-    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
-        """A history record with regression RMSE in the target's units."""
-        out = dict(record)
-        if self.task == "regression":
-            for key in ("train_rmse", "val_rmse"):
-                if key in out:
-                    out[key] = out[key] * self.target_std
-        return out
-
     def score(self, record: dict[str, Any]) -> float:
-        if self.task == "regression":
-            return record["val_rmse"] * self.target_std
-        return record["val_log_loss"]
+        return validation_score(record, self.task, self.data.target_std)
 
     def run_epoch(self, group: _Group) -> None:
         """One epoch of the group's population; report, prune, complete. Slots whose trial
         ended are left free (None) for ``fill``."""
         d, pop = self.data, group.population
-        records = pop.fit_epoch(d["X_train"], d["y_train"], d["X_val"], d["y_val"])
+        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val)
         scores = [self.score(r) if r is not None else math.nan for r in records]
         pop.remember_best(torch.tensor(scores))
         for slot, record in enumerate(records):
@@ -419,7 +401,8 @@ class Tuner:
         """Finish the trial in ``slot``; returns its number in the database."""
         trial = group.trials[slot]
         pop = group.population
-        trial.set_user_attr("curve", [self._record(r) for r in pop.history[slot]])
+        trial.set_user_attr("curve", [in_target_units(r, self.data.target_std)
+                                       for r in pop.history[slot]])
         trial.set_user_attr("duration_s", round(time.monotonic() - group.started[slot], 3))
         if failure:
             trial.set_user_attr("failure", failure)
@@ -455,7 +438,7 @@ class Tuner:
         """Add a trained network (trial ``number``, validation score ``value``) to the kept
         ones, keeping the ``pool`` best."""
         with torch.no_grad():
-            outputs = network.predict(self.data["X_val"])[0]
+            outputs = network.predict(self.data.X_val)[0]
         self.kept.append(_Kept(value, number, network, outputs, stopped))
         self.kept.sort(key=lambda k: k.value)
         del self.kept[self.pool:]
@@ -465,7 +448,7 @@ class Tuner:
 
     def model(self) -> CaviarModel:
         """The model: the kept networks that ``select_ensemble`` chooses, averaged."""
-        members, value = select_ensemble(self.kept, self.data["y_val"], self.task,
+        members, value = select_ensemble(self.kept, self.data.y_val, self.task,
                                          self.ensemble)
         return model_from_kept(self.pre, members, self.study.study_name, value)
 
@@ -531,7 +514,7 @@ class Tuner:
         self._threads, self._yielded = torch.get_num_threads(), False
         # an epoch trains on the training rows and predicts the validation rows (a forward
         # pass: about a third of a training step's arithmetic)
-        self._cost_rows = len(self.data["X_train"]) + len(self.data["X_val"]) // 3
+        self._cost_rows = len(self.data.X_train) + len(self.data.X_val) // 3
         try:
             self._run()
         finally:
@@ -717,18 +700,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
 
     check_target(frame, target)
-    frame = drop_missing_target(frame, target)
-    task = infer_task(frame[target], task)
-    train, val, test = split_frame(frame, target, task, test_size=0.2, val_size=0.2, seed=seed)
-    pre = TablePreprocessor(target=target, task=task, categorical=categorical, drop=drop,
-                            random_state=seed)
-    X_train = pre.fit_transform(train)
-    tensors = {}
-    tensors["X_train"], tensors["y_train"] = as_tensors(
-        X_train, pre.encode_target(train[target]), pre.task_)
-    tensors["X_val"], tensors["y_val"] = as_tensors(
-        pre.transform(val), pre.encode_target(val[target]), pre.task_)
-    metric = "val_rmse" if pre.task_ == "regression" else "val_log_loss"
+    prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed)
+    pre, test = prepared.preprocessor, prepared.test
+    metric = validation_metric(pre.task_)
 
     study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize",
                                 load_if_exists=True)
@@ -742,7 +716,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     study.set_user_attr("data", {
         "source": source, "rows": int(len(frame)), "columns": int(frame.shape[1]),
         "target": target, "task": pre.task_, "roles": pre.roles_.by_column(),
-        "split": {"train": len(train), "validation": len(val), "test": len(test)}})
+        "split": prepared.split})
     budget = _Budget(trials, time_budget, float(study.user_attrs.get("elapsed_s", 0.0)))
     (out / "run.json").write_text(json.dumps({
         "kind": "tune", "study_name": study_name, "storage": storage, "data": source,
@@ -762,8 +736,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         working.set_user_attr(key, value)
     archive = TrialArchive(study, out / "pending-trials.jsonl", storage)  # recovers a killed run's
     working.add_trials(study.get_trials(deepcopy=False))
-    saved = _saved_model(out, study_name, tensors["X_val"].shape[1])  # a resumed run's
-    tuner = Tuner(working, space_obj, tensors, pre, budget, population, out, seed,
+    saved = _saved_model(out, study_name, prepared.X_train.shape[1])  # a resumed run's
+    tuner = Tuner(working, space_obj, prepared, budget, population, out, seed,
                   trials_per_structure=trials_per_structure, on_progress=on_progress,
                   archive=archive, ensemble=ensemble, saved=saved)
     try:
@@ -819,9 +793,9 @@ def _final_model(study: optuna.Study, tuner: Tuner, seed: int) -> CaviarModel:
         return tuner.model()
     data, pre = tuner.data, tuner.pre
     params = best.user_attrs["hyperparameters"]
-    network = train_network(data["X_train"].numpy(), data["y_train"].numpy(), pre.task_,
-                            params, n_classes=tuner.n_classes, X_val=data["X_val"].numpy(),
-                            y_val=data["y_val"].numpy(), seed=seed,
+    network = train_network(data.X_train, data.y_train, pre.task_,
+                            params, n_classes=tuner.n_classes, X_val=data.X_val,
+                            y_val=data.y_val, seed=seed,
                             patience=int(params["epochs"]))  # all epochs, best one kept
     tuner.add_kept(network, best.number, best.value)
     model = tuner.model()
