@@ -94,7 +94,7 @@ def _warnings_as_lines() -> Iterator[None]:
     deprecation notices unless debugging."""
     seen: set[str] = set()
     quiet = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
-    here = str(Path(__file__).resolve().parent)
+    here = str(Path(__file__).resolve().parent.parent)  # caviar's own package
 
     def show(message, category, filename, lineno, file=None, line=None):
         if (issubclass(category, quiet) and not str(filename).startswith(here)
@@ -777,7 +777,3 @@ def _print_tune_result(console: Console, result: Any) -> None:
     console.print(f"[dim]report[/dim]       {report_path}")
     console.print(f"[dim]predict[/dim]      caviar predict {result.model_dir} DATA")
     console.print(f"[dim]dashboard[/dim]    optuna-dashboard {result.storage}")
-
-
-if __name__ == "__main__":
-    app()
