@@ -49,8 +49,8 @@ import pandas as pd
 from . import __version__
 from .data import DataError, PreparedTable, TablePreprocessor, prepare, read_table
 from .engine import Population
-from .engine.hyperparams import STRUCTURAL, resolve
 from .files import jsonable, write_json_atomically
+from .hyperparams import STRUCTURAL, resolve
 from .io import ModelFileError, save_model
 from .metrics import in_target_units, validation_metric
 from .model import CaviarModel, load_model

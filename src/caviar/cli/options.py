@@ -99,7 +99,7 @@ def parse_sets(pairs: Sequence[str] | None) -> dict[str, Any]:
         if key == "hidden_layer_sizes" and isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         out[key] = value
-    from caviar.engine.hyperparams import resolve  # here: caviar.engine imports torch
+    from caviar.hyperparams import resolve
 
     resolve(out)  # raises for unknown names and bad values, before any work
     return out

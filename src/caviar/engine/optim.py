@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .hyperparams import OPTIMIZERS
+from ..hyperparams import OPTIMIZERS
 from .layers import per_member
 
 OPTIMIZER_CODES = {name: code for code, name in enumerate(OPTIMIZERS)}

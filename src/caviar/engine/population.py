@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
+from ..hyperparams import STRUCTURAL, TASKS, effective_decay_rate, resolve, structure_key
 from . import layers, losses
-from .hyperparams import STRUCTURAL, TASKS, effective_decay_rate, resolve, structure_key
 from .optim import Coefficients, PopulationOptimizer
 from .schedules import DECAY_CODES, learning_rate_at
 
@@ -64,7 +64,7 @@ class Population:
         task: "binary", "multiclass" or "regression".
         n_inputs: number of input features.
         members: one hyperparameter mapping per member (missing names take the defaults of
-            ``caviar.engine.hyperparams.DEFAULTS``); all must share the structural ones.
+            ``caviar.hyperparams.DEFAULTS``); all must share the structural ones.
         n_classes: number of classes (multiclass only).
         seed: seeds every member's initial weights (member k from ``(seed, k)``, so a member's
             start does not depend on P) and the minibatch order and dropout masks.

@@ -31,8 +31,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..engine.hyperparams import ACTIVATIONS, DEFAULTS, LR_DECAYS, OPTIMIZERS, close_names, resolve
 from ..files import jsonable
+from ..hyperparams import ACTIVATIONS, DEFAULTS, LR_DECAYS, OPTIMIZERS, close_names, resolve
 
 KINDS = ("uniform", "log_uniform", "ema_beta", "int", "log_int", "choice", "fixed")
 SCALES = {"uniform": "linear", "int": "linear", "log_uniform": "log", "log_int": "log",
@@ -237,7 +237,7 @@ class Space:
         True
 
     Conditions are checked against the values drawn so far; a condition on a hyperparameter
-    the space does not name uses its fixed default (``caviar.engine.hyperparams.DEFAULTS``).
+    the space does not name uses its fixed default (``caviar.hyperparams.DEFAULTS``).
     """
 
     def __init__(self, params: Mapping[str, Param | Any]) -> None:
@@ -331,7 +331,7 @@ class Space:
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Draw one configuration from an Optuna trial (``optuna.Trial``, e.g. ``study.ask()``).
 
-        Returns caviar's vocabulary, ready for ``caviar.engine.hyperparams.resolve``: β values
+        Returns caviar's vocabulary, ready for ``caviar.hyperparams.resolve``: β values
         (not 1 − β), ``hidden_layer_sizes`` from ``depth``/``width``, fixed values included,
         parameters whose condition fails left out (so their defaults apply).
         """
