@@ -78,16 +78,15 @@ from optuna.trial import TrialState
 
 from ..archive import TrialArchive
 from ..data import PreparedTable, TablePreprocessor, check_target, prepare, read_table
-from ..engine import Population, resolve, structure_key
+from ..engine import Population
 from ..files import jsonable
+from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
 from ..metrics import in_target_units, validation_metric, validation_score
 from ..model import CaviarModel
 from ..training import train_network
 from .samplers import AskTellGridSampler, make_sampler, sampler_key
 from .space import Space, default_space
 
-STRUCTURAL_NAMES = ("depth", "width", "hidden_layer_sizes", "activation", "batch_norm",
-                    "batch_size")
 PRUNERS = ("asha", "median", "none")
 WRITER_BACKLOG = 64  # finished trials the database writer may lag behind (~2 s of writing)
 
@@ -289,7 +288,7 @@ class Tuner:
         group.retired = group.taken >= self.trials_per_structure
 
     def _new_group(self, trial: optuna.Trial, params: dict) -> _Group:
-        structure = {k: v for k, v in trial.params.items() if k in STRUCTURAL_NAMES}
+        structure = {k: v for k, v in trial.params.items() if k in SPACE_STRUCTURAL}
         # it starts level with the group that has used the least time, so it does not take
         # every epoch until it has caught up with groups that ran long before it
         level = min((g.cost for g in self.groups), default=0.0)
