@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from caviar.hyperparams import help_text
+
 
 class Task(str, Enum):
     binary = "binary"
@@ -36,9 +38,7 @@ class PrunerName(str, Enum):
 # Markdown takes for HTML and drops, and no Rich [tags], which it prints as they are.
 SET_HELP = ("A hyperparameter, KEY=VALUE; repeat for more. Values are JSON when they parse "
             "(3e-4, true, [64,64]), comma lists (hidden_layer_sizes=64,64), else text "
-            "(optimizer=adamw). Names: learning_rate, optimizer, momentum, beta1, beta2, "
-            "epsilon, lr_decay, decay_rate, decay_steps, l2, l1, weight_decay, dropout, "
-            "batch_norm, bn_momentum, activation, hidden_layer_sizes, batch_size, epochs.")
+            "(optimizer=adamw). " + help_text())
 CATEGORICAL_HELP = ("Columns to treat as categorical (e.g. integer codes), comma-separated; "
                     "may be repeated.")
 DROP_HELP = "Columns to leave out (e.g. an ID or a target leak), comma-separated; may be repeated."
@@ -99,10 +99,7 @@ def parse_sets(pairs: Sequence[str] | None) -> dict[str, Any]:
         if key == "hidden_layer_sizes" and isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         out[key] = value
-    from caviar.hyperparams import resolve
-
-    resolve(out)  # raises for unknown names and bad values, before any work
-    return out
+    return out  # validated once, by the run it starts (before any work)
 
 
 def parse_duration(text: str | None) -> float | None:
