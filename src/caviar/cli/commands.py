@@ -276,3 +276,88 @@ def tune(
                 ensemble=ensemble, on_progress=display.update)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
+
+
+# ----------------------------------------------------------------------------- export, explain
+
+MODEL_HELP = "A model directory (e.g. runs/tune/model), or a run directory holding one in model/."
+
+
+@app.command(no_args_is_help=True)
+def export(
+    model: Path = typer.Argument(..., metavar="MODEL", show_default=False, help=MODEL_HELP),
+    file_format: str = typer.Option("onnx", "--format", "-f", metavar="FORMAT",
+                                    help="The file format; one for now: onnx."),
+    output: Path = typer.Option(Path("model.onnx"), "--output", "-o", metavar="FILE",
+                                help="The file to write (its directory must exist); the JSON "
+                                     "sidecar goes beside it as FILE.json."),
+) -> None:
+    """Export a model to serve it outside caviar, as an ONNX graph.
+
+    The graph averages all the model's networks. Its input, `features`, is the PREPROCESSED
+    float32 matrix, `load_model(MODEL).preprocessor.transform(table)`: the preprocessing
+    (imputation, scaling, one-hot and target encoding) stays in caviar. Its outputs are
+    `probabilities` and `label_index` for a classifier, `prediction` (float64, in the
+    target's units) for a regressor. FILE.json lists the input features in order, the
+    classes and the outputs. Needs the onnx extra: pip install 'caviar-ml[onnx]'.
+    """
+    with handle_errors():
+        from caviar.export import export_model, sidecar_path
+        from caviar.panda import find_model_dir
+
+        # the model directory, loaded by export_model after the quick checks (format, output)
+        path = export_model(find_model_dir(model), output, file_format)
+        console().print(f"wrote {path} and {sidecar_path(path)}", markup=False,
+                        soft_wrap=True)
+
+
+@app.command(no_args_is_help=True)
+def explain(
+    model: Path = typer.Argument(..., metavar="MODEL", show_default=False, help=MODEL_HELP),
+    data: str = typer.Argument(..., metavar="DATA", show_default=False,
+                               help="Rows to score the model on, WITH the target column: "
+                                    "held-out rows, not the training rows (CSV, TSV or "
+                                    "Parquet)."),
+    repeats: int = typer.Option(5, "--repeats", "-r", min=1,
+                                help="Shuffles of each column; more give a steadier mean."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the shuffles."),
+    output: Path = typer.Option(None, "--output", "-o", metavar="FILE.csv", show_default=False,
+                                help="Also write the importances to this CSV file."),
+) -> None:
+    """Show which columns the model relies on: permutation importance.
+
+    Each column of DATA is shuffled in turn (before preprocessing, so a categorical column
+    counts once) and the model scored again with its validation score: log-loss for a
+    classifier, RMSE in the target's units for a regressor. A column's importance is how
+    much worse the score gets, the mean (and standard deviation) over --repeats shuffles;
+    near 0, the model does not use the column on these rows.
+    """
+    with handle_errors():
+        if output is not None and not output.parent.is_dir():
+            raise ValueError(f"the directory {output.parent} does not exist; create it first "
+                             "or write the CSV elsewhere")
+        from rich.table import Table
+        from rich.text import Text
+
+        from caviar.explain import permutation_importance
+        from caviar.model import load_model
+        from caviar.panda import find_model_dir
+
+        table = permutation_importance(load_model(find_model_dir(model)), data,
+                                       n_repeats=repeats, seed=seed)
+        metric = {"log_loss": "log-loss", "rmse": "RMSE"}[table.attrs["metric"]]
+        out = console()
+        out.print(f"permutation importance on {table.attrs['rows']} rows: the increase of "
+                  f"{metric} (baseline {table.attrs['baseline']:.4g}) when a column is "
+                  f"shuffled, over {repeats} shuffles", markup=False, soft_wrap=True)
+        shown = Table(box=None, header_style="bold")
+        shown.add_column("column")
+        shown.add_column("importance", justify="right")
+        shown.add_column("± std", justify="right", style="dim")
+        for row in table.itertuples(index=False):
+            shown.add_row(Text(str(row.column)), f"{row.importance_mean:.4g}",  # no markup
+                          f"{row.importance_std:.2g}")
+        out.print(shown)
+        if output is not None:
+            table.to_csv(output, index=False)
+            out.print(f"wrote {output}", markup=False, soft_wrap=True)
