@@ -62,7 +62,8 @@ def assert_one_error_line(result, *fragments: str) -> None:
 # ----------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize("command", ["", "tune", "train", "resume", "predict", "report"])
+@pytest.mark.parametrize("command", ["", "tune", "train", "resume", "predict", "report",
+                                     "export", "explain"])
 def test_help(command):
     result = invoke(*([command] if command else []), "--help")
     assert result.exit_code == 0, result.output
@@ -86,7 +87,8 @@ def test_help_documents_the_options():
 MARKUP = re.compile(r"\[/|\[(bold|dim|italic|red|green|yellow|cyan|b|i)\b|\*\*|`")
 
 
-@pytest.mark.parametrize("command", ["", "tune", "train", "resume", "predict", "report"])
+@pytest.mark.parametrize("command", ["", "tune", "train", "resume", "predict", "report",
+                                     "export", "explain"])
 def test_help_renders_its_markup(command):
     text = invoke(*([command] if command else []), "--help").stdout
     assert not MARKUP.search(text), MARKUP.search(text).group()

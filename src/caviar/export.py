@@ -48,6 +48,7 @@ import torch
 
 from . import __version__
 from .engine.layers import LEAKY_SLOPE
+from .engine.network import BN_EPSILON
 from .files import jsonable, write_json_atomically
 
 if TYPE_CHECKING:
@@ -61,10 +62,6 @@ INPUT = "features"
 # runtimes support; nothing here needs a newer operator (GELU is written with Erf)
 OPSET = 17
 IR_VERSION = 8
-# the engine's batch-norm ε (engine/population.py), repeated so that the export does not
-# depend on where the engine keeps it; tests/test_export.py, with running variances near ε,
-# fails if the two ever differ
-BN_EPSILON = 1e-5
 
 
 class ExportError(ValueError):

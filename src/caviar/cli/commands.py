@@ -1,7 +1,7 @@
-"""The commands: ``caviar tune | train | resume | predict | report``, each a thin layer over
-the library (the errors, options, live displays and summaries are in the modules beside this
-one). Heavy libraries (torch, optuna, plotly) are imported inside the commands, so
-``caviar --help`` stays quick.
+"""The commands: ``caviar tune | train | resume | predict | report | export | explain``, each a
+thin layer over the library (the errors, options, live displays and summaries are in the
+modules beside this one). Heavy libraries (torch, optuna, plotly) are imported inside the
+commands, so ``caviar --help`` stays quick.
 """
 
 from __future__ import annotations
