@@ -9,6 +9,7 @@ plotly) are imported inside the commands, so ``caviar --help`` stays quick.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -76,11 +77,23 @@ def warning_line(message: object) -> None:
                  soft_wrap=True)
 
 
+_OS_HINTS = {  # what to do about the OSErrors a user's paths and disks cause
+    errno.EEXIST: " (a file where a folder is needed); choose another output path",
+    errno.ENOTDIR: " (a file where a folder is needed); choose another output path",
+    errno.EISDIR: " (a folder where a file is needed); pass a file path",
+    errno.EACCES: "; check its permissions or choose another path",
+    errno.EROFS: "; choose a path on a writable disk",
+    errno.ENOSPC: "; free some disk space or choose another output path",
+    errno.EFBIG: "; free some disk space or choose another output path",
+    errno.EDQUOT: "; free some disk space or choose another output path",
+}
+
+
 def _message(exc: BaseException) -> str:
     """One line for an exception: caviar's own messages as they are, others with their type."""
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
+        return f"{exc.strerror}{where}{_OS_HINTS.get(exc.errno or 0, '')}"
     text = _one_line(exc)
     if isinstance(exc, ValueError) and text:  # DataError, ModelFileError, SpaceError, ...
         return text
@@ -553,6 +566,7 @@ def predict(
     [bold]proba_<label>[/bold] column per class.
     """
     with handle_errors():
+        from caviar.files import replace_file
         from caviar.io import load_model
 
         fitted = load_model(_model_path(model))
@@ -563,7 +577,7 @@ def predict(
             return
         path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=False)
+        replace_file(path, frame.to_csv(index=False))  # a failed write keeps the old file
         _out().print(f"wrote {len(frame)} predictions to {path}", markup=False, soft_wrap=True)
 
 

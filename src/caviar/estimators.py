@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .data import TablePreprocessor
+from .data.table import holdout
 from .engine import DEFAULTS
 from .model import CaviarModel
 from .training import train_network
@@ -82,7 +82,10 @@ class _CaviarEstimator(BaseEstimator):
 
     def _frame(self, X: Any, y: Any = None, reset: bool = True) -> pd.DataFrame:
         """Validate X (and y) the scikit-learn way, and keep a DataFrame's own columns."""
-        kwargs = {"dtype": None, "ensure_all_finite": "allow-nan", "reset": reset}
+        # infinities pass: the preprocessor treats them as missing, naming the column
+        kwargs = {"dtype": None, "ensure_all_finite": False, "reset": reset}
+        if isinstance(X, pd.DataFrame) and X.shape[1] == 0:
+            raise ValueError(f"X has no columns (shape {X.shape}); pass at least one feature")
         if y is None:
             array = validate_data(self, X, **kwargs)
         else:
@@ -108,15 +111,8 @@ class _CaviarEstimator(BaseEstimator):
         hyperparameters = {k: getattr(self, k) for k in _HYPERPARAMETERS}
         hyperparameters["batch_size"] = min(int(self.batch_size), len(frame))
         validation = None
-        if self.early_stopping and len(frame) >= 20:
-            stratify = frame[_TARGET] if task != "regression" else None
-            try:
-                frame, validation = train_test_split(
-                    frame, test_size=self.validation_fraction, random_state=seed,
-                    stratify=stratify)
-            except ValueError:  # a class too small to stratify
-                frame, validation = train_test_split(
-                    frame, test_size=self.validation_fraction, random_state=seed)
+        if self.early_stopping and len(frame) >= 20:  # every class keeps training rows
+            frame, validation = holdout(frame, _TARGET, task, self.validation_fraction, seed)
         pre = TablePreprocessor(target=_TARGET, task=task, categorical=self.categorical,
                                 random_state=seed)
         X_train = pre.fit_transform(frame)
@@ -159,7 +155,8 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
-            raise ValueError(f"the target has only one class ({self.classes_[0]!r}); "
+            raise ValueError(f"the target has only one class "
+                             f"({np.asarray(self.classes_[0]).item()!r}); "
                              "a classifier needs at least 2 classes")
         task = "binary" if len(self.classes_) == 2 else "multiclass"
         return self._fit(frame, y, task)
@@ -179,6 +176,9 @@ class CaviarRegressor(RegressorMixin, _CaviarEstimator):
     def fit(self, X: Any, y: Any) -> CaviarRegressor:
         frame = self._frame(X, y)
         y = column_or_1d(y, warn=True).astype(np.float64)
+        if np.unique(y).size < 2:
+            raise ValueError(f"the target has a single value ({float(y[0])!r}); there is "
+                             "nothing to learn")
         return self._fit(frame, y, "regression")
 
     def predict(self, X: Any) -> np.ndarray:

@@ -48,7 +48,7 @@ from typing import Any
 import pandas as pd
 
 from . import __version__
-from .data import DataError, TablePreprocessor, read_table, split_frame
+from .data import DataError, TablePreprocessor, check_target, infer_task, read_table, split_frame
 from .engine import Population
 from .engine.hyperparams import STRUCTURAL, resolve
 from .io import ModelFileError, jsonable, load_model, save_model
@@ -225,6 +225,8 @@ def _prepare(df: pd.DataFrame, target: str, task: str | None, categorical: list[
              drop: list[str], seed: int) -> _Prepared:
     """Split, fit the preprocessor on the training rows only, and make the tensors. The same
     inputs give the same split and matrices, which is what makes resuming exact."""
+    check_target(df, target)
+    task = infer_task(df[target], task)  # from the whole target, not the training rows
     train, val, test = split_frame(df, target, task=task, test_size=TEST_SIZE,
                                    val_size=VAL_SIZE, seed=seed)
     if len(val) == 0 or len(test) == 0:
