@@ -229,6 +229,8 @@ if __name__ == "__main__":  # the writer process: python -m caviar.archive STORA
     os.nice(10)  # training comes first; the journal keeps every trial safe meanwhile
     try:
         follow(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    except Exception as e:  # one line for TrialArchive to report
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+    except Exception as e:  # one line for TrialArchive to report, naming the root cause
+        cause = e.__cause__ or e
+        print(f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}",
+              file=sys.stderr)
         sys.exit(1)

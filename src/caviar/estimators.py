@@ -91,7 +91,10 @@ class _CaviarEstimator(BaseEstimator):
 
     def _frame(self, X: Any, y: Any = None, reset: bool = True) -> pd.DataFrame:
         """Validate X (and y) the scikit-learn way, and keep a DataFrame's own columns."""
-        kwargs = {"dtype": None, "ensure_all_finite": "allow-nan", "reset": reset}
+        # infinities pass: the preprocessor treats them as missing, naming the column
+        kwargs = {"dtype": None, "ensure_all_finite": False, "reset": reset}
+        if isinstance(X, pd.DataFrame) and X.shape[1] == 0:
+            raise ValueError(f"X has no columns (shape {X.shape}); pass at least one feature")
         if y is None:
             array = validate_data(self, X, **kwargs)
         else:
@@ -153,7 +156,8 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
-            raise ValueError(f"the target has only one class ({self.classes_[0]!r}); "
+            raise ValueError(f"the target has only one class "
+                             f"({np.asarray(self.classes_[0]).item()!r}); "
                              "a classifier needs at least 2 classes")
         task = "binary" if len(self.classes_) == 2 else "multiclass"
         return self._fit(frame, y, task)
@@ -173,6 +177,9 @@ class CaviarRegressor(RegressorMixin, _CaviarEstimator):
     def fit(self, X: Any, y: Any) -> CaviarRegressor:
         frame = self._frame(X, y)
         y = column_or_1d(y, warn=True).astype(np.float64)
+        if np.unique(y).size < 2:
+            raise ValueError(f"the target has a single value ({float(y[0])!r}); there is "
+                             "nothing to learn")
         return self._fit(frame, y, "regression")
 
     def predict(self, X: Any) -> np.ndarray:

@@ -1,8 +1,16 @@
-"""Writing files so that a reader never sees half of one: JSON-safe values, atomic JSON files
-and atomic directories (write a temporary sibling, then rename it into place)."""
+"""Writing files so that a reader never sees half of one, and a failed write (a full disk, a
+quota, a kill) leaves the old file as it was: write a temporary sibling, then rename it into
+place. Also JSON-safe values and atomic directories.
+
+>>> import tempfile
+>>> path = Path(tempfile.mkdtemp()) / "out.txt"
+>>> replace_file(path, "hello") == path and path.read_text()
+'hello'
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -29,16 +37,33 @@ def jsonable(value: Any, finite: bool = False) -> Any:
     return value
 
 
-def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as strict JSON (NaN as null) to ``path`` through a renamed temporary
-    file, so a process killed mid-write leaves the previous file whole."""
+def replace_file(path: str | Path, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically; returns ``path``.
+
+    Raises ``IsADirectoryError`` if ``path`` is a folder, and the ``OSError`` of a failed
+    write (``ENOSPC``, ``EFBIG``, ``EACCES``, ...), with the old file untouched.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(jsonable(data, finite=True), indent=1, allow_nan=False))
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as e:  # name the file the user asked for, not the temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomically(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as strict JSON (NaN and infinities as null) with ``replace_file``."""
+    return replace_file(path, json.dumps(jsonable(data, finite=True), indent=1,
+                                         allow_nan=False))
 
 
 def write_directory_atomically(path: Path, write: Callable[[Path], Any]) -> Path:

@@ -18,6 +18,8 @@ a half-written model, even if the writer is killed.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +63,25 @@ def save_model(model: Any, path: str | Path) -> Path:
     def write(tmp: Path) -> None:
         (tmp / "model.json").write_text(json.dumps(jsonable(meta), indent=1))
         for i, network in enumerate(model.networks):
-            safetensors.torch.save_file(network.state_tensors(),
-                                        str(tmp / _network_file(i)))
+            _save_tensors(safetensors.torch.save_file, network.state_tensors(),
+                          tmp / _network_file(i))
         arrays = {k: np.ascontiguousarray(v) for k, v in pre_arrays.items()}
-        safetensors.numpy.save_file(arrays, str(tmp / "preprocessor.safetensors"))
+        _save_tensors(safetensors.numpy.save_file, arrays, tmp / "preprocessor.safetensors")
 
     return write_directory_atomically(path, write)
+
+
+def _save_tensors(save: Any, tensors: dict, file: Path) -> None:
+    """``save(tensors, file)``; safetensors reports a failed write (a full disk) as its own
+    error type, raised here as the OSError it wraps."""
+    try:
+        save(tensors, str(file))
+    except Exception as e:
+        code = re.search(r"\(os error (\d+)\)", str(e))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(file)) from None
 
 
 def load_model_files(path: str | Path
@@ -106,6 +121,7 @@ def load_model_files(path: str | Path
                         path / _network_file(i), safetensors.torch.load_file))
                     for i, m in enumerate(metas)]
         preprocessor = TablePreprocessor.from_state(meta["preprocessor"], arrays)
+        _check_fits(preprocessor, networks[0])
     except ModelFileError:  # a missing or damaged network file, already named
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -113,6 +129,18 @@ def load_model_files(path: str | Path
                              f"{str(e).splitlines()[0] if str(e) else ''}); save it again"
                              ) from None
     return preprocessor, networks, meta.get("info")
+
+
+def _check_fits(preprocessor: TablePreprocessor, network: Population) -> None:
+    """ValueError unless the network takes the preprocessor's features and predicts its
+    task's classes (a model.json edited by hand may disagree with the weights)."""
+    n_classes = None if preprocessor.task_ == "regression" else len(preprocessor.classes_)
+    if (network.structure.task, network.structure.n_inputs, network.n_classes) != (
+            preprocessor.task_, preprocessor.n_features_out_, n_classes):
+        raise ValueError(f"the network ({network.structure.task}, "
+                         f"{network.structure.n_inputs} inputs, {network.n_classes} classes) "
+                         f"does not fit the preprocessor ({preprocessor.task_}, "
+                         f"{preprocessor.n_features_out_} features, {n_classes} classes)")
 
 
 def _network_file(index: int) -> str:

@@ -171,6 +171,7 @@ def predict(
     column per class.
     """
     with handle_errors():
+        from caviar.files import replace_file
         from caviar.model import load_model
         from caviar.panda import find_model_dir
 
@@ -181,7 +182,7 @@ def predict(
             return
         path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=False)
+        replace_file(path, frame.to_csv(index=False))  # a failed write keeps the old file
         console().print(f"wrote {len(frame)} predictions to {path}", markup=False,
                         soft_wrap=True)
 

@@ -7,6 +7,7 @@ Ctrl-C prints ``warning: interrupted`` and exits with 130.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import warnings
 from collections.abc import Iterator
@@ -55,11 +56,23 @@ def warning_line(message: object) -> None:
                         soft_wrap=True)
 
 
+_OS_HINTS = {  # what to do about the OSErrors a user's paths and disks cause
+    errno.EEXIST: " (a file where a folder is needed); choose another output path",
+    errno.ENOTDIR: " (a file where a folder is needed); choose another output path",
+    errno.EISDIR: " (a folder where a file is needed); pass a file path",
+    errno.EACCES: "; check its permissions or choose another path",
+    errno.EROFS: "; choose a path on a writable disk",
+    errno.ENOSPC: "; free some disk space or choose another output path",
+    errno.EFBIG: "; free some disk space or choose another output path",
+    errno.EDQUOT: "; free some disk space or choose another output path",
+}
+
+
 def _message(exc: BaseException) -> str:
     """One line for an exception: caviar's own messages as they are, others with their type."""
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
+        return f"{exc.strerror}{where}{_OS_HINTS.get(exc.errno or 0, '')}"
     text = one_line(exc)
     if isinstance(exc, ValueError) and text:  # DataError, ModelFileError, SpaceError, ...
         return text

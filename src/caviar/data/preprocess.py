@@ -214,12 +214,13 @@ class TablePreprocessor(BaseEstimator):
         folds = _n_folds(self.task_, y_encoder, self.cv)
         self.column_transformer_ = _column_transformer(self.roles_, self.task_, self.smooth,
                                                        folds, self.random_state)
-        with warnings.catch_warnings():
+        inputs = self._inputs(df)
+        with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
             # a class with fewer rows than folds is fine for the target encoder
             warnings.filterwarnings("ignore", message="The least populated class")
-            out = self.column_transformer_.fit_transform(self._inputs(df), y_encoder)
+            out = self.column_transformer_.fit_transform(inputs, y_encoder)
         self._set_feature_names()
-        return np.asarray(out, dtype=np.float32)
+        return self._finite(out, inputs)
 
     def _set_feature_names(self) -> None:
         self.feature_names_out_ = [str(n) for n in
@@ -247,8 +248,30 @@ class TablePreprocessor(BaseEstimator):
         if extra:
             warnings.warn(f"ignoring {len(extra)} column(s) unknown at training: "
                           f"{_names(extra)}", stacklevel=2)
-        out = self.column_transformer_.transform(self._inputs(df))
-        return np.asarray(out, dtype=np.float32)
+        inputs = self._inputs(df)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self.column_transformer_.transform(inputs)
+        return self._finite(out, inputs)
+
+    def _finite(self, out: np.ndarray, inputs: pd.DataFrame) -> np.ndarray:
+        """``out`` as float32; DataError naming the column whose numbers are too large for it
+        (their squares overflow when standardizing, or the result overflows float32)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            matrix = np.asarray(out, dtype=np.float32)
+        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=0))
+        if len(bad) == 0:
+            return matrix
+        numeric = self.column_transformer_.output_indices_.get("num", slice(0, 0))
+        j = int(bad[0]) - numeric.start
+        if not 0 <= j < len(self.roles_.numeric):  # not a numeric column's values
+            raise DataError(f"feature {self.feature_names_out_[bad[0]]!r} is not finite; check "
+                            f"the table for numbers too large to use")
+        col = self.roles_.numeric[j]
+        size = np.abs(inputs[col].to_numpy())
+        row = inputs.index[int(np.nanargmax(size))]
+        raise DataError(f"column {col!r} holds numbers too large to use, such as "
+                        f"{inputs[col].loc[row]:.3g} (row {row}); rescale it (change its units "
+                        f"or take its log)")
 
     def _inputs(self, df: pd.DataFrame) -> pd.DataFrame:
         """The feature columns, cleaned: numeric ones as float64, categorical ones as strings."""
@@ -263,7 +286,14 @@ class TablePreprocessor(BaseEstimator):
                         f"{bad.index[0]}); fix or blank those values"
                     )
                 s = pd.to_numeric(s)
-            cols[col] = s.to_numpy(dtype=np.float64, na_value=np.nan)
+            values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+            infinite = np.isinf(values)
+            if infinite.any():  # the missing-value indicator still tells the network
+                warnings.warn(f"column {col!r} holds infinite values (inf or -inf): treated "
+                              f"as missing; replace them if they mean something else",
+                              stacklevel=3)
+                values = np.where(infinite, np.nan, values)
+            cols[col] = values
         for col in self.roles_.categorical:
             cols[col] = category_strings(df[col]).to_numpy()
         return pd.DataFrame(cols, index=df.index, columns=self.roles_.features)

@@ -15,8 +15,12 @@ problem and the fix, so the command line can print it as is.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import re
 import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +40,18 @@ __all__ = [
     "check_target",
     "drop_missing_target",
     "split_frame",
+    "holdout",
     "MAX_ONEHOT_LEVELS",
     "MAX_CLASSES",
     "NUMERIC_SHARE",
+    "MAX_LEVEL_LENGTH",
     "MISSING_LEVEL",
 ]
 
 MAX_ONEHOT_LEVELS = 10  # categoricals with more levels are target encoded
 MAX_CLASSES = 20  # an integer target with more distinct values is a regression target
 NUMERIC_SHARE = 0.95  # a text column whose values parse as numbers this often is numeric
+MAX_LEVEL_LENGTH = 1000  # a text column with longer values is free text, not a category
 MISSING_LEVEL = "__missing__"  # the level a missing categorical value becomes
 
 _UNNAMED = re.compile(r"^Unnamed: \d+$")  # what pandas calls a column with an empty header
@@ -99,6 +106,10 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_file(path: Path) -> pd.DataFrame:
+    """A file as a DataFrame. What the bytes are decides how they are read, not the name:
+    Parquet by its magic number, compression by its header, text as UTF-8 (UTF-16 with a byte
+    order mark; else Windows-1252 or Latin-1, with a warning), the separator from the header
+    line (comma, semicolon with or without decimal commas, tab or bar)."""
     shown = repr(str(path))
     if not path.exists():
         hint = ""
@@ -114,34 +125,145 @@ def _read_file(path: Path) -> pd.DataFrame:
         raise DataError(
             f"can't read {shown}: {suffixes[-1]} files are not supported; save it as CSV or Parquet"
         )
-    with open(path, "rb") as f:
-        magic = f.read(4)
     try:
-        if magic == b"PAR1" or (suffixes and suffixes[-1] in (".parquet", ".pq")):
-            return pd.read_parquet(path)
-        sep = "\t" if ".tsv" in suffixes else ","
-        df = pd.read_csv(path, sep=sep)
-        if df.shape[1] == 1 and sep == "," and ";" in str(df.columns[0]):
-            df = pd.read_csv(path, sep=";")  # a semicolon-separated "CSV"
-        return df
+        with open(path, "rb") as f:
+            magic = f.read(8)
+        if magic.startswith(b"PAR1"):
+            return _read_parquet(path, shown)
+        compression = _compression(magic, suffixes, shown)
+        head = _head(path, compression)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            encoding = "utf-16"  # Excel's "Unicode text"
+        elif b"\x00" in head:
+            raise DataError(f"can't read {shown}: it is a binary file, not CSV text; save it "
+                            "as CSV (UTF-8) or Parquet")
+        else:
+            encoding = "utf-8"
+        if suffixes and suffixes[-1] in (".parquet", ".pq"):
+            warnings.warn(f"{shown} holds text, not Parquet: reading it as CSV", stacklevel=3)
+        return _read_text(path, shown, suffixes, compression, encoding)
+    except DataError:
+        raise
     except pd.errors.EmptyDataError:
         raise DataError(
             f"file {shown} has no data; pass a CSV or Parquet file with a header row"
         ) from None
+    except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as e:
+        raise DataError(f"can't read {shown}: the compressed data is truncated or damaged "
+                        f"({_one_line(e)[:120]}); download or compress it again") from None
+    except pd.errors.ParserError as e:
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        if fields:
+            want, line, saw = fields.groups()
+            raise DataError(f"can't read {shown}: line {line} has {saw} fields but the header "
+                            f"has {want}; fix that line (an unquoted separator in a value?)"
+                            ) from None
+        quote = re.search(r"EOF inside string starting at row (\d+)", str(e))
+        if quote:  # pandas counts lines from 0
+            raise DataError(f"can't read {shown}: a quote (\") on line {int(quote[1]) + 1} "
+                            "opens a value that never ends; close or remove that quote") from None
+        raise DataError(f"can't read {shown} as CSV ({_one_line(e)[:200]}); check the file or "
+                        "save it again as CSV or Parquet") from None
+    except (ValueError, OSError) as e:
+        raise DataError(f"can't read {shown} as CSV ({_one_line(e)[:200]}); check the file or "
+                        "save it again as CSV or Parquet") from None
+    except Exception as e:  # a missing codec (zstd), pyarrow's own errors, ...
+        raise DataError(f"can't read {shown} ({_one_line(e)[:200]}); save it as CSV or "
+                        "Parquet") from None
+
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip",
+          b"\x28\xb5\x2f\xfd": "zstd"}
+_COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
+
+
+def _compression(magic: bytes, suffixes: list[str], shown: str) -> str | None:
+    """The compression the file's first bytes show (None: plain)."""
+    found = next((kind for start, kind in _MAGIC.items() if magic.startswith(start)), None)
+    named = _COMPRESSED.get(suffixes[-1]) if suffixes else None
+    if found == "zip" and named != "zip":
+        raise DataError(f"can't read {shown}: it is a ZIP archive (an Excel workbook?), not "
+                        "CSV text; save it as CSV or Parquet")
+    if named and found is None:
+        warnings.warn(f"{shown} is not {named}-compressed despite its name: reading it as "
+                      "plain text", stacklevel=4)
+    return found
+
+
+def _head(path: Path, compression: str | None, size: int = 1 << 16) -> bytes:
+    """The first bytes of the file's content (decompressed), for the text checks."""
+    opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression or "")
+    if compression is not None and opener is None:
+        return b""  # zip, zstd: left to pandas
+    with (opener or open)(path, "rb") as f:
+        return f.read(size)
+
+
+def _read_parquet(path: Path, shown: str) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises its own error types
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 4))
+            complete = f.read(4) == b"PAR1"
+        what = (f"it is not a valid Parquet file ({_one_line(e)[:120]})" if complete else
+                "the Parquet file is truncated (it has no footer)")
+        raise DataError(f"can't read {shown}: {what}; write it again") from None
+
+
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+(?:[eE][+-]?\d+)?$|^[+-]?\d+$")
+
+
+def _read_text(path: Path, shown: str, suffixes: list[str], compression: str | None,
+               encoding: str) -> pd.DataFrame:
+    """Read CSV text in ``encoding``, falling back from UTF-8 to Windows-1252 or Latin-1."""
+    try:
+        return _read_csv(path, suffixes, compression=compression, encoding=encoding)
     except UnicodeDecodeError:
-        raise DataError(
-            f"can't read {shown}: it is not a text CSV file; save it as CSV (UTF-8) or Parquet"
-        ) from None
-    except (pd.errors.ParserError, ValueError, OSError) as e:
-        what = "Parquet" if magic == b"PAR1" or ".parquet" in suffixes else "CSV"
-        raise DataError(
-            f"can't read {shown} as {what} ({_one_line(e)[:200]}); check the file or save it "
-            f"again as CSV or Parquet"
-        ) from None
-    except Exception as e:  # pyarrow raises its own errors for foreign or broken files
-        raise DataError(
-            f"can't read {shown} ({_one_line(e)[:200]}); save it as CSV or Parquet"
-        ) from None
+        if encoding != "utf-8":
+            raise DataError(f"can't read {shown}: it is not valid {encoding} text; save it as "
+                            "CSV (UTF-8) or Parquet") from None
+    for fallback, name in (("cp1252", "Windows-1252"), ("latin-1", "Latin-1")):
+        try:
+            df = _read_csv(path, suffixes, compression=compression, encoding=fallback)
+        except UnicodeDecodeError:
+            continue
+        warnings.warn(f"{shown} is not UTF-8 text: read it as {name}; check its accented "
+                      "letters, or save it as UTF-8", stacklevel=4)
+        return df
+    raise AssertionError("Latin-1 decodes any bytes")
+
+
+def _read_csv(path: Path, suffixes: list[str], **kwargs: Any) -> pd.DataFrame:
+    """CSV with the separator the header line uses, and the header's names as written."""
+    sep = "\t" if ".tsv" in suffixes else ","
+    df = pd.read_csv(path, sep=sep, **kwargs)
+    if df.shape[1] == 1 and sep == ",":
+        other = next((s for s in (";", "\t", "|") if s in str(df.columns[0])), None)
+        if other is not None:
+            sep = other
+            df = pd.read_csv(path, sep=sep, **kwargs)
+    if sep == ";" and _has_decimal_commas(df):
+        df = pd.read_csv(path, sep=sep, decimal=",", **kwargs)
+    # pandas renames repeated names (x, x.1) and keeps spaces around names: take the header
+    # row as written, stripped, so duplicates are caught and " y " is y
+    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, na_filter=False,
+                         **kwargs)
+    names = [str(v).strip() for v in header.iloc[0]] if len(header) else []
+    if len(names) == df.shape[1]:
+        df.columns = [name or str(old) for name, old in zip(names, df.columns)]
+    return df
+
+
+def _has_decimal_commas(df: pd.DataFrame) -> bool:
+    """Whether a text column holds numbers written with a decimal comma (3,14)."""
+    for col in df.columns:
+        values = df[col].dropna()
+        if _text_values(values) and len(values):
+            text = values.astype(str).str.strip()
+            if text.str.match(_DECIMAL_COMMA).all() and text.str.contains(",").any():
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,14 +327,23 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
     y = y.dropna()
     if len(y) == 0:
         raise DataError(f"{name} is all missing; pick the column that holds the labels")
+    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+    if numeric and np.isinf(y.to_numpy(dtype=float)).any():
+        infinite = y[np.isinf(y.to_numpy(dtype=float))]
+        raise DataError(
+            f"{name} holds {len(infinite)} infinite value(s) ({infinite.iloc[0]} in row "
+            f"{infinite.index[0]}); fix them, or blank them to leave those rows out"
+        )
     n_levels = y.nunique()
+    if len(y) == 1:
+        raise DataError(f"{name} has a value in a single row: there is nothing to learn; "
+                        f"pass a table with more rows")
     if n_levels < 2:
         value = y.iloc[0].item() if isinstance(y.iloc[0], np.generic) else y.iloc[0]
         raise DataError(
             f"{name} has a single value ({value!r}): there is nothing to learn; check the "
             f"target column and the rows selected"
         )
-    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
     if task is not None:
         if task not in TASKS:
             raise DataError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -419,7 +550,8 @@ def infer_roles(
     - text, boolean and category columns are categorical, and so are the ``categorical``
       columns (use it for integer codes such as IDs); a categorical with at most
       ``max_onehot`` levels is one-hot encoded, one with more is target encoded; a text column
-      with a different value on every row is ignored as an identifier;
+      with a different value on every row is ignored as an identifier, and one with a value
+      longer than ``MAX_LEVEL_LENGTH`` characters as free text;
     - other columns are numeric. A text column whose values are nearly all numbers (at least
       ``NUMERIC_SHARE`` of them) is a numeric column with typos: DataError naming a bad value.
 
@@ -473,6 +605,12 @@ def infer_roles(
                     f"{bad.iloc[0]!r} (row {row}); fix or blank them, or pass "
                     f"categorical=[{col!r}] to treat the column as categorical"
                 )
+        if _text_values(s) and not is_category_dtype:
+            longest = int(s.dropna().astype(str).str.len().max())
+            if longest > MAX_LEVEL_LENGTH:
+                roles.ignored[col] = (f"free text (values up to {longest:,} characters), "
+                                      "not a category")
+                continue
         is_categorical = (
             col in categorical or _text_values(s) or pd.api.types.is_bool_dtype(s)
             or is_category_dtype
@@ -491,6 +629,9 @@ def infer_roles(
         else:
             roles.target_encoded.append(col)
             roles.reasons[col] = f"categorical, {levels} levels (> {max_onehot}){forced}"
+    if not roles.features and not roles.ignored:
+        raise DataError(f"the table has no columns besides the target {target!r}; add the "
+                        f"feature columns to predict it from")
     if not roles.features:
         raise DataError(
             f"no usable feature columns besides the target {target!r} "
@@ -501,6 +642,43 @@ def infer_roles(
 
 # --------------------------------------------------------------------------------------------
 # splits
+
+
+def holdout(
+    frame: pd.DataFrame, target: str, task: str, size: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Shuffle ``frame`` and set aside ``size`` of its rows: ``(kept, held_out)``.
+
+    For classification, every class keeps a row in ``kept`` (a network can't learn a class it
+    never sees): a class with a single row stays there, and the others are stratified when
+    every class has enough rows for it.
+
+    >>> df = pd.DataFrame({"x": range(10), "y": ["a"] * 9 + ["b"]})
+    >>> kept, held = holdout(df, "y", "binary", 0.5, seed=0)
+    >>> sorted(kept["y"].unique()), len(held)
+    (['a', 'b'], 5)
+    """
+    from sklearn.model_selection import train_test_split
+
+    if size == 0:
+        return frame, frame.iloc[:0]
+    if task == "regression":
+        return tuple(train_test_split(frame, test_size=size, random_state=seed))
+    counts = frame[target].map(frame[target].value_counts())
+    alone, rest = frame[counts < 2], frame[counts >= 2]
+    n_held = int(np.ceil(size * len(frame)))
+    n_classes = rest[target].nunique()
+    stratify = None
+    if n_held >= n_classes and len(rest) - n_held >= n_classes:
+        stratify = rest[target]
+    if n_held >= len(rest):
+        kept, held = rest.iloc[:0], rest
+    else:
+        kept, held = train_test_split(rest, test_size=n_held, random_state=seed,
+                                      stratify=stratify)
+    lost = held[~held[target].isin(kept[target].unique())]  # classes with no row kept
+    back = lost.index[~lost[target].duplicated()]
+    return pd.concat([alone, kept, held.loc[back]]), held.drop(back)
 
 
 def split_frame(
@@ -515,15 +693,15 @@ def split_frame(
 
     ``test_size`` and ``val_size`` are shares of all rows (either may be 0, giving an empty
     frame). Classification splits are stratified on the target when every class has enough
-    rows. Rows with a missing target are dropped first (with a warning). The frames keep the
-    original row labels.
+    rows, and every class keeps rows in training (see :func:`holdout`); a class with a single
+    row is trained on but can't be validated or tested, and a warning says so. Rows with a
+    missing target are dropped first (with a warning). The frames keep the original row
+    labels.
 
     >>> df = pd.DataFrame({"x": range(100), "y": [0, 1] * 50})
     >>> [len(part) for part in split_frame(df, "y", "binary")]
     [60, 20, 20]
     """
-    from sklearn.model_selection import train_test_split
-
     if not (0 <= test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
         raise DataError(
             f"test_size and val_size must be in [0, 1) with a sum below 1, got {test_size} "
@@ -531,20 +709,20 @@ def split_frame(
         )
     df = drop_missing_target(df, target)
     task = infer_task(df[target], task)
-
-    def split(frame: pd.DataFrame, size: float, rs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-        if size == 0:
-            return frame, frame.iloc[:0]
-        stratify = None
-        if task != "regression":
-            counts = frame[target].value_counts()
-            n_test = int(np.ceil(size * len(frame)))
-            if counts.min() >= 2 and n_test >= len(counts) and len(frame) - n_test >= len(counts):
-                stratify = frame[target]
-        return train_test_split(frame, test_size=size, random_state=rs, stratify=stratify)
-
-    rest, test = split(df, test_size, seed)
-    train, val = split(rest, val_size / (1 - test_size), seed + 1)
+    if task != "regression":
+        counts = df[target].value_counts()
+        single = counts.index[counts == 1].tolist()
+        if single and (test_size or val_size):
+            warnings.warn(
+                f"{len(single)} class(es) of the target have a single row, such as "
+                f"{_jsonable(single[0])!r}: they are trained on but never validated or "
+                f"tested; add rows of them, or drop those rows", stacklevel=2)
+    rest, test = holdout(df, target, task, test_size, seed)
+    train, val = holdout(rest, target, task, val_size / (1 - test_size), seed + 1)
     if len(train) == 0:
         raise DataError(f"no training rows left from {len(df)} rows; lower test_size/val_size")
     return train, val, test
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

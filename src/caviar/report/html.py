@@ -15,6 +15,7 @@ from typing import Any
 import plotly.io as pio
 import plotly.offline
 
+from caviar.files import replace_file
 from caviar.report import figures as F
 from caviar.report.source import RunData, load_run
 
@@ -333,5 +334,5 @@ def write_report(
     run = load_run(source, study_name)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(run), encoding="utf-8")
+    replace_file(out, render_report(run))  # a failed write keeps the old report
     return out

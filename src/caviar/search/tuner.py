@@ -79,7 +79,7 @@ from optuna.trial import TrialState
 from ..archive import TrialArchive
 from ..data import PreparedTable, TablePreprocessor, check_target, prepare, read_table
 from ..engine import Population
-from ..files import jsonable
+from ..files import jsonable, replace_file
 from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
 from ..metrics import in_target_units, validation_metric, validation_score
 from ..model import CaviarModel
@@ -691,6 +691,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     pruner_obj = make_pruner(pruner)
     space_obj = _load_space(space)
     out = Path(out)
+    _check_not_another_run(out)
     out.mkdir(parents=True, exist_ok=True)
     source = str(data) if not isinstance(data, pd.DataFrame) else "DataFrame"
     frame = read_table(data)
@@ -717,7 +718,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         "target": target, "task": pre.task_, "roles": pre.roles_.by_column(),
         "split": prepared.split})
     budget = _Budget(trials, time_budget, float(study.user_attrs.get("elapsed_s", 0.0)))
-    (out / "run.json").write_text(json.dumps({
+    replace_file(out / "run.json", json.dumps({
         "kind": "tune", "study_name": study_name, "storage": storage, "data": source,
         "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
         "population": population, "time_budget": time_budget, "trials": trials,
@@ -758,12 +759,28 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         best_info["confusion_matrix"] = model.confusion_matrix(test)
     study.set_user_attr("best", jsonable(best_info))
     board = leaderboard(study)
-    board.to_csv(out / "leaderboard.csv", index=False)
+    replace_file(out / "leaderboard.csv", board.to_csv(index=False))
     return TuneResult(study=study, model=model, out=out, model_dir=out / "model",
                       leaderboard=board, test_scores=test_scores, storage=storage,
                       study_name=study_name,
                       extra={"interrupted_trials": interrupted,
                              "recovered_trials": archive.recovered})
+
+
+def _check_not_another_run(out: Path) -> None:
+    """ValueError if ``out`` holds a run that is not a tuning run (a panda run, say), which
+    tuning there would overwrite."""
+    file = out / "run.json"
+    if not file.is_file():
+        return
+    try:
+        kind = json.loads(file.read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != "tune":
+        what = f"a {kind} run" if isinstance(kind, str) else "a run.json that is not caviar's"
+        raise ValueError(f"{str(out)!r} holds {what}, which tuning there would overwrite; "
+                         "choose another output directory (--out)")
 
 
 def _saved_model(out: Path, study_name: str, n_inputs: int) -> CaviarModel | None:

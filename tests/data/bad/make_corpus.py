@@ -1,0 +1,129 @@
+"""Write the hostile-file corpus of this folder: ``python tests/data/bad/make_corpus.py``.
+
+The files are committed; this script documents how each was made and remakes them byte for
+byte. Most share one schema, a reference table's: ``x`` (numbers), ``k`` (a category a/b/c)
+and ``y`` (the target, no/yes), so a model trained on ``reference.csv`` can predict them.
+MANIFEST.toml says what caviar must answer for each one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+ROWS = 30
+
+
+def reference(rows: int = ROWS) -> pd.DataFrame:
+    """x, k, y: a learnable binary task (y is mostly x > 0)."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=rows).round(3)
+    k = rng.choice(["a", "b", "c"], size=rows)
+    y = np.where(x + rng.normal(scale=0.3, size=rows) > 0, "yes", "no")
+    return pd.DataFrame({"x": x, "k": k, "y": y})
+
+
+def csv(df: pd.DataFrame, **kwargs) -> bytes:
+    return df.to_csv(index=False, lineterminator="\n", **kwargs).encode()
+
+
+def files() -> dict[str, bytes]:
+    ref = reference()
+    out: dict[str, bytes] = {"reference.csv": csv(ref)}
+
+    # ------------------------------------------------------------------ empty and tiny
+    out["empty.csv"] = b""
+    out["blank_lines.csv"] = b"\n\n   \n"
+    out["header_only.csv"] = b"x,k,y\n"
+    out["one_row.csv"] = csv(ref.head(1))
+    out["four_rows.csv"] = csv(ref.head(4))
+
+    # ------------------------------------------------------------------ columns
+    dup = ref.copy()
+    dup.insert(1, "x ", dup["x"] * 2)
+    out["duplicate_columns.csv"] = csv(dup).replace(b"x,x ,k", b"x,x,k", 1)
+    out["target_absent.csv"] = csv(ref.rename(columns={"y": "label"}))
+    out["target_only.csv"] = csv(ref[["y"]])
+    out["all_missing_column.csv"] = csv(ref.assign(z=np.nan))
+    out["unnamed_index.csv"] = ref.to_csv(lineterminator="\n").encode()  # ",x,k,y"
+    out["header_spaces.csv"] = csv(ref).replace(b"x,k,y", b" x , k , y ", 1)
+    out["reordered_columns.csv"] = csv(ref[["y", "k", "x"]])
+    out["missing_feature.csv"] = csv(ref[["x", "y"]])
+    out["extra_column.csv"] = csv(ref.assign(z=np.arange(ROWS) % 4))
+
+    # ------------------------------------------------------------------ the target
+    out["target_constant.csv"] = csv(ref.assign(y=3.0))
+    out["target_all_missing.csv"] = csv(ref.assign(y=np.nan))
+    out["single_class.csv"] = csv(ref.assign(y="yes"))
+    one = ref.copy()
+    one.loc[2, "y"] = "maybe"  # a third class with a single row
+    out["class_with_one_row.csv"] = csv(one)
+    rare = ref.copy()
+    rare["y"] = "no"
+    rare.loc[[3, 17], "y"] = "yes"  # a binary target with two positives
+    out["rare_positive.csv"] = csv(rare)
+    inf_target = ref.assign(y=(ref["x"] * 10).round(2))
+    inf_target.loc[4, "y"] = np.inf
+    out["target_inf.csv"] = csv(inf_target)
+
+    # ------------------------------------------------------------------ values
+    text = csv(ref).decode().splitlines(keepends=True)
+    text[8] = text[8].replace(text[8].split(",")[0], "?", 1)  # a UCI-style missing value
+    out["text_in_numeric.csv"] = "".join(text).encode()
+    mixed = ref.assign(code=[str(i) if i % 2 else f"A{i}" for i in range(ROWS)])
+    out["mixed_types.csv"] = csv(mixed)
+    inf = ref.copy().astype({"x": object})
+    inf.loc[2, "x"], inf.loc[11, "x"] = "inf", "-inf"
+    out["infinity.csv"] = csv(inf)
+    huge = ref.assign(x=ref["x"] * 1e307)
+    out["huge_numbers.csv"] = csv(huge)
+    out["unseen_category.csv"] = csv(ref.assign(k=["d", "a", "e"] * (ROWS // 3)))
+    quoted = ref.copy().astype({"k": object})
+    quoted.loc[[1, 6], "k"] = ["a\nsecond line", 'say "b"\nthen c']
+    out["quoted_newlines.csv"] = csv(quoted)
+
+    # ------------------------------------------------------------------ encodings, dialects
+    accents = ref.assign(k=ref["k"].map({"a": "café", "b": "crème", "c": "ñandú"}))
+    out["latin1.csv"] = csv(accents).decode().encode("latin-1")
+    out["utf8_bom.csv"] = b"\xef\xbb\xbf" + csv(accents)
+    out["utf16_excel.txt"] = csv(accents, sep="\t").decode().encode("utf-16")  # with a BOM
+    out["semicolon_decimal_comma.csv"] = csv(ref, sep=";", decimal=",")
+    out["tab_separated.csv"] = csv(ref, sep="\t")
+    out["crlf.csv"] = csv(ref).replace(b"\n", b"\r\n")
+    out["cr_only.csv"] = csv(ref).replace(b"\n", b"\r")
+    lines = csv(ref).decode().splitlines(keepends=True)
+    lines[12] = lines[12].rstrip("\n") + ",extra\n"
+    out["ragged_rows.csv"] = "".join(lines).encode()
+    lines = csv(ref).decode().splitlines(keepends=True)
+    lines[20] = lines[20].replace(",", ',"', 1)  # a quote that is never closed
+    out["unbalanced_quote.csv"] = "".join(lines).encode()
+
+    # ------------------------------------------------------------------ formats
+    buf = io.BytesIO()
+    ref.to_parquet(buf, index=False)
+    out["parquet_named.csv"] = buf.getvalue()
+    out["truncated_parquet.parquet"] = buf.getvalue()[: len(buf.getvalue()) // 2]
+    out["csv_named.parquet"] = csv(ref)
+    packed = gzip.compress(csv(ref), mtime=0)
+    out["truncated.csv.gz"] = packed[: len(packed) // 2]
+    out["not_gzip.csv.gz"] = csv(ref)
+    out["png_named.csv"] = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00"
+                            b"\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89")
+    out["workbook.xlsx"] = b"PK\x03\x04" + b"\x00" * 26
+    out["workbook_named.csv"] = out["workbook.xlsx"]  # an Excel file saved as "data.csv"
+    return out
+
+
+def main() -> None:
+    for name, data in files().items():
+        (HERE / name).write_bytes(data)
+    print(f"wrote {len(files())} files to {HERE}")
+
+
+if __name__ == "__main__":
+    main()
