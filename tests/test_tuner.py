@@ -18,7 +18,7 @@ from sklearn.datasets import load_wine
 from caviar import CaviarModel, load_model
 from caviar.data import split_frame
 from caviar.engine import Population
-from caviar.search.tuner import Tuner, _Kept, averaged_score, epoch_cost, select_ensemble, tune
+from caviar.search.scheduler import Tuner, _Kept, averaged_score, epoch_cost, select_ensemble, tune
 
 SPACE = {
     "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
@@ -183,7 +183,7 @@ def test_a_killed_run_loses_no_completed_trial(wine_csv, tmp_path):
     space_file = tmp_path / "space.json"
     space_file.write_text(json.dumps(SPACE))
     code = (
-        "import json, sys; from caviar.search.tuner import tune; "
+        "import json, sys; from caviar.search.scheduler import tune; "
         f"tune({str(wine_csv)!r}, 'cultivar', trials=400, population=4, out={str(out)!r}, "
         f"space=json.load(open({str(space_file)!r})), seed=0)")
     # its own process group, so that the kill takes the database writer process too: the
@@ -235,7 +235,7 @@ def test_time_budget_stops_running_trials_and_keeps_the_best(wine_csv, tmp_path)
 
 
 def test_journaled_trials_the_database_missed_are_recovered(tmp_path):
-    from caviar.archive import TrialArchive, _to_line
+    from caviar.search.study.archive import TrialArchive, _to_line
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=storage, study_name="s")
@@ -270,7 +270,7 @@ def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
 
 
 def test_a_database_the_writer_cannot_reach_loses_no_trial(tmp_path):
-    from caviar.archive import TrialArchive
+    from caviar.search.study.archive import TrialArchive
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=storage, study_name="s")

@@ -76,7 +76,6 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from ..archive import TrialArchive
 from ..data import PreparedTable, TablePreprocessor, check_target, prepare, read_table
 from ..engine import Population, resolve, structure_key
 from ..files import jsonable
@@ -85,6 +84,7 @@ from ..model import CaviarModel
 from ..training import train_network
 from .samplers import AskTellGridSampler, make_sampler, sampler_key
 from .space import Space, default_space
+from .study.archive import TrialArchive
 
 STRUCTURAL_NAMES = ("depth", "width", "hidden_layer_sizes", "activation", "batch_norm",
                     "batch_size")

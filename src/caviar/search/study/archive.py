@@ -147,7 +147,7 @@ class TrialArchive:
         # its errors go to a file, which cannot fill up and block it as a pipe can
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "caviar.archive", storage, study.study_name,
+            [sys.executable, "-m", "caviar.search.study.archive", storage, study.study_name,
              str(self.journal), str(os.getpid())],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
 
@@ -225,7 +225,8 @@ class TrialArchive:
         self._lock_path.unlink(missing_ok=True)
 
 
-if __name__ == "__main__":  # the writer process: python -m caviar.archive STORAGE STUDY JOURNAL PID
+# the writer process: python -m caviar.search.study.archive STORAGE STUDY JOURNAL PID
+if __name__ == "__main__":
     os.nice(10)  # training comes first; the journal keeps every trial safe meanwhile
     try:
         follow(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
