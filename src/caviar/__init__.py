@@ -24,7 +24,7 @@ _EXPORTS = {
     "save_model": "caviar.io",
     "CaviarModel": "caviar.model",
     "fit_model": "caviar.model",
-    "tune": "caviar.search.scheduler",
+    "tune": "caviar.search.tune",
 }
 
 __all__ = ["CaviarClassifier", "CaviarModel", "CaviarRegressor", "Population", "__version__",
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from caviar.estimators import CaviarClassifier, CaviarRegressor
     from caviar.io import save_model
     from caviar.model import CaviarModel, fit_model, load_model
-    from caviar.search.scheduler import tune
+    from caviar.search.tune import tune
 
 
 def __getattr__(name: str) -> Any:

@@ -734,7 +734,7 @@ def tune(
     with handle_errors():
         budget = _parse_duration(time_budget)
         try:
-            from caviar.search.scheduler import tune as run_tune
+            from caviar.search.tune import tune as run_tune
         except ImportError as e:
             raise RuntimeError(f"the tuner is not available in this build ({e})") from None
         console = _out()
