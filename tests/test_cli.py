@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
 from caviar.cli import app, parse_sets, sparkline
+from caviar.report.figures import fmt
 
 FAST = ["--set", "hidden_layer_sizes=8", "--set", "batch_size=32"]
 
@@ -54,7 +62,8 @@ def assert_one_error_line(result, *fragments: str) -> None:
 # ----------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize("command", ["", "tune", "train", "resume", "predict", "report"])
+@pytest.mark.parametrize("command", ["", "tune", "train", "resume", "predict", "report",
+                                     "export", "explain"])
 def test_help(command):
     result = invoke(*([command] if command else []), "--help")
     assert result.exit_code == 0, result.output
@@ -74,11 +83,37 @@ def test_help_documents_the_options():
     assert "stdout" in invoke("predict", "--help").stdout
 
 
+# Rich tags ([bold], [/dim], ...) and Markdown marks (**, `) left in the rendered help
+MARKUP = re.compile(r"\[/|\[(bold|dim|italic|red|green|yellow|cyan|b|i)\b|\*\*|`")
+
+
+@pytest.mark.parametrize("command", ["", "tune", "train", "resume", "predict", "report",
+                                     "export", "explain"])
+def test_help_renders_its_markup(command):
+    text = invoke(*([command] if command else []), "--help").stdout
+    assert not MARKUP.search(text), MARKUP.search(text).group()
+
+
+def test_help_keeps_angle_brackets():
+    # Markdown takes <label> for HTML and drops it unless it is in `code`
+    assert "proba_<label>" in invoke("predict", "--help").stdout
+
+
+def test_time_budget_help_says_running_trials_stop():
+    command = typer.main.get_command(app).commands["tune"]
+    text = next(p.help for p in command.params if p.name == "time_budget")
+    assert "running ones are stopped" in text and "pruned" in text
+
+
 def test_version():
     from caviar import __version__
 
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"caviar {__version__}"
+    # python -m caviar.cli is the same program
+    done = subprocess.run([sys.executable, "-m", "caviar.cli", "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"caviar {__version__}"
 
 
 # ----------------------------------------------------------------------------- the workflow
@@ -133,11 +168,35 @@ def test_resume_with_set(run, tmp_path):
     assert info["history"][-1]["learning_rate"] == pytest.approx(1e-4)
 
 
+def section(html: str, sid: str, title: str) -> str:
+    """The body of the report section ``sid``, asserting its heading."""
+    start = html.index(f'<section id="{sid}"><h2>{title}</h2>')
+    return html[start:html.index("</section>", start)]
+
+
 def test_report(run, tmp_path):
+    info = json.loads((run / "run.json").read_text())
     result = invoke("report", run, "-o", tmp_path / "r.html")
     assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"report: {tmp_path / 'r.html'}"
     html = (tmp_path / "r.html").read_text()
-    assert html.startswith("<!DOCTYPE html>") and "panda" in html
+    assert html.startswith("<!DOCTYPE html>")
+    assert f"<title>caviar report: {run.name}</title>" in html
+    assert "panda run: one model, adjusted by hand while it trained" in html
+    fact = '<div class="k">{}</div><div class="v">{}</div>'
+    assert fact.format("epochs", info["epochs_done"]) in html
+    assert fact.format("changes", 0) in html
+    metric = info["metric"]
+    assert fact.format(f"final {metric}", fmt(info["history"][-1][metric])) in html
+    assert "No hyperparameter changes." in section(html, "curves", "Learning curve")
+    best = section(html, "best", "Configuration and test scores")
+    assert info["test_scores"]
+    for name, value in info["test_scores"].items():
+        assert f'<td>{name}</td><td class="num">{fmt(value)}</td>' in best
+    assert "<td>hidden_layer_sizes</td><td>[8]</td><td>[8]</td>" in best
+    data = section(html, "data", "Data")
+    assert "<td>cellar</td><td>onehot</td>" in data and "<td>target</td><td>cultivar</td>" in data
+    assert 'id="trials"' not in html  # the tuning sections are for tune runs only
     result = invoke("report", run)  # default: RUN/report.html
     assert result.exit_code == 0 and (run / "report.html").is_file()
 
@@ -224,6 +283,54 @@ def test_parse_sets():
     assert parse_sets(None) == {}
 
 
+def plain(console: Console) -> str:
+    """What a terminal console wrote, without its escape codes."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console.file.getvalue())
+
+
+def terminal() -> Console:
+    return Console(file=io.StringIO(), force_terminal=True, width=120, highlight=False)
+
+
+def test_tune_display_on_a_terminal():
+    from caviar.cli.display import TuneDisplay
+
+    console = terminal()
+    progress = SimpleNamespace(done=3, running=4, pruned=1, failed=0, best_value=0.25,
+                               metric="val_log_loss", direction="minimize", elapsed=15.0,
+                               time_budget=60.0, trials_budget=None, populations=1)
+    with TuneDisplay(console) as display:
+        display.update(progress)
+    text = plain(console)
+    for part in ("tuning", "25%", "trials 3", "running 4", "pruned 1", "failed 0",
+                 "best val_log_loss 0.25", "elapsed 15s", "left 45s"):
+        assert part in text, part
+
+
+def test_train_display_on_a_terminal(tmp_path):
+    from caviar.cli.display import TrainDisplay
+    from caviar.panda import EpochUpdate
+
+    console = terminal()
+    info = {"target": "y", "direction": "maximize", "data": {"source": "t.csv", "features": 3},
+            "split": {"train_rows": 6, "val_rows": 2, "test_rows": 2}}
+    history = [{"epoch": 1, "train_loss": 0.9, "val_loss": 0.8, "learning_rate": 1e-3,
+                "val_accuracy": 0.5},
+               {"epoch": 2, "train_loss": 0.7, "val_loss": 0.6, "learning_rate": 1e-3,
+                "val_accuracy": 0.75}]
+    update = dict(run_dir=tmp_path, epochs=2, start_epoch=0, task="binary",
+                  metric="val_accuracy", info=info)
+    with TrainDisplay(console) as display:
+        display.start(EpochUpdate(epoch=0, **update))
+        for i in (1, 2):
+            display.epoch(EpochUpdate(epoch=i, record=history[i - 1], history=history[:i],
+                                      **update))
+    text = plain(console)
+    for part in ("run", "target y (binary)", "6 train / 2 validation / 2 test", "2/2",
+                 "val accuracy 0.75 (best 0.75 at epoch 2)", "val loss █▁"):
+        assert part in text, part
+
+
 def test_sparkline():
     assert sparkline([3.0, 2.0, 1.0]) == "█▅▁"
     assert sparkline([1.0, 1.0]) == "▄▄"
@@ -261,6 +368,39 @@ high = 5
 """
 
 
+def assert_tune_report(html: str, out: Path, board: pd.DataFrame) -> None:
+    """The report of the study tuned into ``out`` shows its name, counts, best and scores."""
+    import optuna
+
+    from caviar.model import load_model
+
+    best = load_model(out / "model").info  # the best network's trial and validation score
+    stored = optuna.load_study(study_name="wine-cultivar",
+                               storage=f"sqlite:///{out / 'study.db'}").user_attrs["best"]
+    states = board["state"].value_counts()
+    assert "<title>caviar report: wine-cultivar</title>" in html  # DATA's name-TARGET
+    assert "tuning study · minimize val_log_loss" in html
+    assert (f'<div class="v">{states.get("complete", 0)} / <span class="pruned">'
+            f'{states.get("pruned", 0)}</span> / <span class="failed">'
+            f'{states.get("failed", 0)}</span></div>') in html
+    assert f'{fmt(best["value"])} <small>(trial #{best["trial"]})</small>' in html
+    assert board.set_index("trial").loc[best["trial"], "value"] == pytest.approx(best["value"])
+    assert '<div class="v">random</div>' in html  # the sampler
+    trials = section(html, "trials", "Trials")
+    assert trials.count("<tr><td") == min(10, states.get("complete", 0))  # completed, top 10
+    assert f"<h3>Failed ({states.get('failed', 0)})</h3>" in trials
+    for sid, title in [("curves", "Learning curves"), ("params", "Hyperparameters vs. score"),
+                       ("parallel", "Parallel coordinates"),
+                       ("importance", "Hyperparameter importances")]:
+        assert 'class="plotly-graph-div"' in section(html, sid, title)
+    shown = section(html, "best", "Best configuration")
+    assert f"Trial #{best['trial']}, val_log_loss = {fmt(best['value'])}." in shown
+    assert stored["test_scores"]
+    for name, value in stored["test_scores"].items():
+        assert f'<td>{name}</td><td class="num">{fmt(value)}</td>' in shown
+    assert "<td>cellar</td><td>onehot</td>" in section(html, "data", "Data")
+
+
 def test_tune_then_predict(table, tmp_path):
     space = tmp_path / "space.toml"
     space.write_text(SMALL_SPACE)
@@ -273,7 +413,11 @@ def test_tune_then_predict(table, tmp_path):
         assert name in result.stdout
     board = pd.read_csv(out / "leaderboard.csv")
     assert len(board) == 8 and set(board["state"]) <= {"complete", "pruned", "failed"}
-    assert (out / "report.html").stat().st_size > 10_000
+    assert_tune_report((out / "report.html").read_text(), out, board)
+    result = invoke("report", f"sqlite:///{out / 'study.db'}", "--study", "wine-cultivar",
+                    "-o", tmp_path / "again.html")
+    assert result.exit_code == 0, result.output
+    assert_tune_report((tmp_path / "again.html").read_text(), out, board)
     predictions = tmp_path / "p.csv"
     result = invoke("predict", out / "model", table, "-o", predictions)
     assert result.exit_code == 0, result.output

@@ -22,7 +22,8 @@ def one_line(excinfo) -> str:
 
 
 def test_bundled_datasets():
-    assert list_datasets() == ["baseball", "default", "diamonds", "wage"]
+    assert list_datasets() == ["baseball", "default", "diamonds", "hi", "hpc_data",
+                               "loans_full_schema", "snmesp", "txhousing", "wage"]
     assert dataset_path("wage").is_file()
     assert load_dataset("default").shape == (10000, 4)
     assert load_dataset("wage").shape == (3000, 11)

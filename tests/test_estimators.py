@@ -21,6 +21,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from caviar import CaviarClassifier, CaviarRegressor
 from caviar.datasets import load_dataset
+from caviar.hyperparams import DEFAULTS
 
 # Small and quick, but enough for the estimator checks' training-quality thresholds
 # (check_classifiers_train: accuracy > 0.83 on blobs; check_regressors_train: R² > 0.5).
@@ -73,6 +74,14 @@ def wage():
     df.loc[rng.choice(len(df), 150, replace=False), "age"] = np.nan
     df.loc[rng.choice(len(df), 150, replace=False), "education"] = np.nan
     return df
+
+
+@pytest.mark.parametrize("estimator", [CaviarClassifier, CaviarRegressor])
+def test_defaults_are_the_vocabulary_defaults(estimator):
+    params = estimator().get_params()
+    assert set(DEFAULTS) <= set(params)  # every hyperparameter is a constructor argument
+    for name, default in DEFAULTS.items():
+        assert params[name] == default, name
 
 
 def test_pipeline_cross_val_and_grid_search(wage):

@@ -1,4 +1,6 @@
-"""The hand-written backward passes against central finite differences, in float64."""
+"""The hand-written backward passes against central finite differences, in float64, and the
+proof that training steps with exactly those gradients (so the check covers the code that
+trains, penalties included)."""
 
 import pytest
 import torch
@@ -76,3 +78,30 @@ def test_gradient_of_each_member_is_its_own():
         assert torch.equal(before[name][0], after[name][0])
         assert torch.equal(before[name][2], after[name][2])
         assert not torch.equal(before[name][1], after[name][1])
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_a_training_step_uses_the_checked_gradients(batch_norm):
+    """One SGD step of ``train_epoch`` over one full minibatch is W ← W − α·dW with dW what
+    ``gradients`` returns for the same rows, dropout masks and m: the gradients the finite
+    differences check are the ones training uses, L2 and L1 terms included."""
+    X, y = make_data("multiclass")
+    n, alpha = len(X), 0.1
+    penalties = [{"l2": 2.0}, {"l1": 0.5, "dropout": 0.3}, {"l1": 1.0, "l2": 1.0, "dropout": 0.5}]
+    members = [{"optimizer": "sgd", "learning_rate": alpha, "hidden_layer_sizes": (4, 3),
+                "batch_norm": batch_norm, "batch_size": n, "epochs": 1, **p} for p in penalties]
+    pop = Population("multiclass", 5, members, n_classes=3, seed=2, dtype=torch.float64)
+    start = {k: t.clone() for k, t in {**pop.params, **pop.buffers}.items()}
+    rng_state = pop.generator.get_state()
+    pop.train_epoch(X, y)
+    trained = {k: p.clone() for k, p in pop.params.items()}
+
+    with torch.no_grad():  # back to the start, then the same minibatch by hand
+        for k, t in {**pop.params, **pop.buffers}.items():
+            t.copy_(start[k])
+    pop.generator.set_state(rng_state)
+    order = torch.randperm(n, generator=pop.generator)  # train_epoch's shuffle
+    grads = pop.gradients(X[order], y[order], n_train=n)
+    for name, p in pop.params.items():
+        torch.testing.assert_close(trained[name], p - alpha * grads[name], rtol=1e-10,
+                                   atol=1e-12, msg=name)

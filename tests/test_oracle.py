@@ -6,6 +6,8 @@ Conventions that differ, converted explicitly here:
   The velocities differ by the factor (1 − β), so lr = α(1 − β).
 - L2: caviar J += (λ/2m)‖W‖² on dense weights, so dW += (λ/m)W: torch weight_decay = λ/m on
   the weights' parameter group only.
+- L1: caviar J += (λ/2m)Σ|w| on dense weights; torch has no such option, so the reference adds
+  that term to its loss and lets autograd differentiate it.
 - batch-norm averaging: caviar μ_run ← m·μ_run + (1 − m)·μ; torch momentum = 1 − m. torch
   averages the unbiased batch variance, caviar the seed's biased one (1/B), converted below.
 - squared error: caviar's loss is ½(ŷ − y)² (so dz = ŷ − y); torch's MSELoss is (ŷ − y)².
@@ -74,7 +76,14 @@ MEMBERS = [
     {"optimizer": "rmsprop", "learning_rate": 3e-3, "beta2": 0.95},
     {"optimizer": "adam", "learning_rate": 1e-2, "l2": 1.0, "bn_momentum": 0.8},
     {"optimizer": "adamw", "learning_rate": 1e-2, "weight_decay": 0.1, "beta1": 0.85},
+    {"optimizer": "sgd", "learning_rate": 0.1, "l1": 5.0},
 ]
+
+
+def l1_penalty(model: nn.Sequential, h: dict, n_train: int) -> torch.Tensor:
+    """(λ/2m)·Σ|w| over the dense weights (not biases, γ, β), m the number of training rows."""
+    weights = [m.weight for m in model if isinstance(m, nn.Linear)]
+    return h["l1"] / (2 * n_train) * sum(w.abs().sum() for w in weights)
 
 
 @pytest.mark.parametrize("task,activation,batch_norm", [
@@ -110,7 +119,7 @@ def test_population_trains_like_separate_torch_models(task, activation, batch_no
                 index = order[start:start + BATCH]
                 loss = loss_fn(model(X[index]), y[index])
                 opt.zero_grad()
-                loss.backward()
+                (loss + l1_penalty(model, pop.hyperparameters[i], N)).backward()
                 opt.step()
                 torch_losses[i] += loss.item() * len(index) / N
         torch.testing.assert_close(metrics["loss"], torch_losses, rtol=2e-4, atol=1e-5)

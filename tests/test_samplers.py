@@ -5,7 +5,7 @@ import math
 import optuna
 import pytest
 
-from caviar.engine.hyperparams import resolve
+from caviar.hyperparams import resolve
 from caviar.search import (
     AskTellGridSampler,
     CoarseToFineSampler,

@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
-from caviar.engine.hyperparams import resolve
+from caviar.hyperparams import resolve
 from caviar.search import (
     Space,
     SpaceError,

@@ -20,6 +20,8 @@ _EXPORTS = {
     "Population": "caviar.engine",
     "CaviarClassifier": "caviar.estimators",
     "CaviarRegressor": "caviar.estimators",
+    "export_onnx": "caviar.export",
+    "permutation_importance": "caviar.explain",
     "load_model": "caviar.model",
     "save_model": "caviar.io",
     "CaviarModel": "caviar.model",
@@ -28,11 +30,14 @@ _EXPORTS = {
 }
 
 __all__ = ["CaviarClassifier", "CaviarModel", "CaviarRegressor", "Population", "__version__",
-           "fit_model", "load_model", "save_model", "tune"]
+           "export_onnx", "fit_model", "load_model", "permutation_importance", "save_model",
+           "tune"]
 
 if TYPE_CHECKING:
     from caviar.engine import Population
     from caviar.estimators import CaviarClassifier, CaviarRegressor
+    from caviar.explain import permutation_importance
+    from caviar.export import export_onnx
     from caviar.io import save_model
     from caviar.model import CaviarModel, fit_model, load_model
     from caviar.search.tune import tune

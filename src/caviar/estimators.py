@@ -21,29 +21,39 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_regressor
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .data import prepare
-from .engine import DEFAULTS
+from .hyperparams import DEFAULTS
 from .model import CaviarModel
 from .training import train_network
 
 _TARGET = "__caviar_target__"
-_HYPERPARAMETERS = [k for k in DEFAULTS]
 
 
 class _CaviarEstimator(BaseEstimator):
-    _task: str = ""
-
-    def __init__(self, hidden_layer_sizes: Sequence[int] = (64, 64), activation: str = "relu",
-                 batch_norm: bool = True, dropout: float = 0.0, l1: float = 0.0,
-                 l2: float = 0.0, weight_decay: float = 0.0, optimizer: str = "adam",
-                 learning_rate: float = 1e-3, momentum: float = 0.9, beta1: float = 0.9,
-                 beta2: float = 0.999, epsilon: float = 1e-8, lr_decay: str = "none",
-                 decay_rate: float | None = None, decay_steps: int = 10,
-                 bn_momentum: float = 0.9, batch_size: int = 128, epochs: int = 50,
+    # the hyperparameters' defaults are the vocabulary's (caviar.hyperparams)
+    def __init__(self, hidden_layer_sizes: Sequence[int] = DEFAULTS["hidden_layer_sizes"],
+                 activation: str = DEFAULTS["activation"],
+                 batch_norm: bool = DEFAULTS["batch_norm"],
+                 dropout: float = DEFAULTS["dropout"],
+                 l1: float = DEFAULTS["l1"],
+                 l2: float = DEFAULTS["l2"],
+                 weight_decay: float = DEFAULTS["weight_decay"],
+                 optimizer: str = DEFAULTS["optimizer"],
+                 learning_rate: float = DEFAULTS["learning_rate"],
+                 momentum: float = DEFAULTS["momentum"],
+                 beta1: float = DEFAULTS["beta1"],
+                 beta2: float = DEFAULTS["beta2"],
+                 epsilon: float = DEFAULTS["epsilon"],
+                 lr_decay: str = DEFAULTS["lr_decay"],
+                 decay_rate: float | None = DEFAULTS["decay_rate"],
+                 decay_steps: int = DEFAULTS["decay_steps"],
+                 bn_momentum: float = DEFAULTS["bn_momentum"],
+                 batch_size: int = DEFAULTS["batch_size"],
+                 epochs: int = DEFAULTS["epochs"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
                  random_state: int | None = None):
@@ -85,8 +95,7 @@ class _CaviarEstimator(BaseEstimator):
         if y is None:
             array = validate_data(self, X, **kwargs)
         else:
-            array, _ = validate_data(self, X, y, y_numeric=self._task == "regression",
-                                     **kwargs)
+            array, _ = validate_data(self, X, y, y_numeric=is_regressor(self), **kwargs)
         if isinstance(X, pd.DataFrame):
             frame = X.copy()
             frame.columns = [str(c) for c in frame.columns]
@@ -104,7 +113,7 @@ class _CaviarEstimator(BaseEstimator):
         frame[_TARGET] = y
         seed = (self.random_state if self.random_state is not None
                 else int(np.random.randint(0, 2**31 - 1)))
-        hyperparameters = {k: getattr(self, k) for k in _HYPERPARAMETERS}
+        hyperparameters = {k: getattr(self, k) for k in DEFAULTS}
         hyperparameters["batch_size"] = min(int(self.batch_size), len(frame))
         early_stopping = self.early_stopping and len(frame) >= 20
         prepared = prepare(frame, _TARGET, task=task, categorical=self.categorical, seed=seed,

@@ -49,8 +49,8 @@ import pandas as pd
 from . import __version__
 from .data import DataError, PreparedTable, TablePreprocessor, prepare, read_table
 from .engine import Population
-from .engine.hyperparams import STRUCTURAL, resolve
 from .files import jsonable, write_json_atomically
+from .hyperparams import STRUCTURAL, resolve
 from .io import ModelFileError, save_model
 from .metrics import in_target_units, validation_metric
 from .model import CaviarModel, load_model
@@ -465,7 +465,6 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
         raise ValueError(f"{', '.join(structural)} cannot change when resuming: "
                          f"{'they fix' if len(structural) > 1 else 'it fixes'} the network's "
                          "shape; start a new run with `caviar train` instead")
-    resolve(changes)  # unknown names and bad values fail before any work
     if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
         raise ValueError(f"epochs (more epochs to train) must be a positive integer, got "
                          f"{epochs!r}")
@@ -478,6 +477,21 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
     if bool(network.diverged[0]):
         raise ValueError(f"the checkpoint in {checkpoint} holds a diverged network; start a new "
                          "run with a lower learning_rate")
+    done = int(network.epoch[0])
+    old = network.hyperparameters[0]
+    if epochs is not None:
+        total = done + int(epochs)
+    elif "epochs" in changes:
+        total = changes["epochs"]
+    else:
+        total = int(old["epochs"])
+        if total <= done:
+            raise ValueError(f"the run already trained its {done} epochs; pass epochs=N "
+                             "(--epochs N) to train N more")
+    new = old.replace(**{**changes, "epochs": total})  # the one check of the changes
+    if new["epochs"] <= done:
+        raise ValueError(f"epochs={new['epochs']} is not more than the {done} epochs already "
+                         "trained; pass the new total, or --epochs N for N more")
     df = _read_run_data(run_dir, info)
     prepared = _prepare(df, info["target"], info["task"], list(info.get("categorical", [])),
                         list(info.get("drop", [])), int(info["seed"]))
@@ -489,22 +503,6 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
     for key in ("test_scores", "confusion_matrix", "failure"):
         info.pop(key, None)
 
-    done = int(network.epoch[0])
-    old = dict(network.hyperparameters[0])
-    if epochs is not None:
-        total = done + int(epochs)
-    elif "epochs" in changes:
-        total = int(changes["epochs"])
-        if total <= done:
-            raise ValueError(f"epochs={total} is not more than the {done} epochs already "
-                             "trained; pass the new total, or --epochs N for N more")
-    else:
-        total = int(old["epochs"])
-        if total <= done:
-            raise ValueError(f"the run already trained its {done} epochs; pass epochs=N "
-                             "(--epochs N) to train N more")
-    wanted = {**changes, "epochs": total}
-    new = resolve({**old, **wanted})
     diffs = {k: [old[k], new[k]] for k in new if new[k] != old[k]}
     if diffs:
         network.set_hyperparameters(0, **{k: new[k] for k in diffs})

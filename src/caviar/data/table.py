@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from caviar.engine.hyperparams import TASKS, close_names
+from caviar.hyperparams import TASKS, close_names
 
 __all__ = [
     "DataError",

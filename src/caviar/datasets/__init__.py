@@ -38,7 +38,7 @@ def dataset_path(name: str) -> Path:
     """
     known = list_datasets()
     if name not in known:
-        from caviar.engine.hyperparams import close_names
+        from caviar.hyperparams import close_names
 
         raise ValueError(
             f"unknown dataset {name!r}{close_names(name, known)}; known: {', '.join(known)}"

@@ -1,6 +1,10 @@
-"""The population engine: many networks trained as one vectorized computation."""
+"""The population engine: many networks trained as one vectorized computation.
 
-from .hyperparams import DEFAULTS, resolve, structure_key
-from .population import Population, Structure
+``network`` holds the math of one forward and backward pass over P members; ``population``
+holds the members and drives training. The hyperparameter vocabulary is ``caviar.hyperparams``.
+"""
 
-__all__ = ["DEFAULTS", "Population", "Structure", "resolve", "structure_key"]
+from .network import Structure
+from .population import Population
+
+__all__ = ["Population", "Structure"]

@@ -146,8 +146,3 @@ def dropout_mask(shape: tuple[int, ...], keep_prob: torch.Tensor, generator: tor
     scale = per_member(256.0 / keep_count).to(dtype)
     keep = random_bytes <= threshold
     return keep.to(dtype).mul_(scale)  # scale or 0 (3× faster than torch.where broadcasting)
-
-
-def rounded_keep_prob(keep_prob: torch.Tensor) -> torch.Tensor:
-    """The keep probability ``dropout_mask`` actually uses."""
-    return (keep_prob * 256).round().clamp(1, 256) / 256

@@ -8,17 +8,20 @@ choice becomes per-member coefficients:
     W ← W − α · (v / c₁) / (√(s / c₂) + ε)     (c = 1 − β^t for Adam's bias correction, else 1;
                                                 the denominator is 1 without s)
 
-For dense weights dW also carries the penalties, dW += (λ₂/m)·W + (λ₁/2m)·sign(W), and the
-decoupled weight decay shrinks W ← W − α·wd·W before the step (as torch.optim.AdamW does).
+For dense weights dW also carries the penalties, dW += (λ₂/m)·W + (λ₁/2m)·sign(W)
+(``add_penalty_gradient``, applied before the step), and the decoupled weight decay shrinks
+W ← W − α·wd·W before the step (as torch.optim.AdamW does).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .hyperparams import OPTIMIZERS
+from ..hyperparams import OPTIMIZERS
 from .layers import per_member
 
 OPTIMIZER_CODES = {name: code for code, name in enumerate(OPTIMIZERS)}
@@ -38,11 +41,12 @@ class Coefficients:
     weight_decay: torch.Tensor
 
     @classmethod
-    def from_hyperparameters(cls, members: list[dict], dtype: torch.dtype) -> Coefficients:
+    def from_hyperparameters(cls, members: Sequence[Mapping[str, Any]], dtype: torch.dtype
+                             ) -> Coefficients:
         def column(fn) -> torch.Tensor:
             return torch.tensor([float(fn(h)) for h in members], dtype=dtype)
 
-        def beta1(h: dict) -> float:
+        def beta1(h: Mapping[str, Any]) -> float:
             return {"momentum": h["momentum"], "adam": h["beta1"], "adamw": h["beta1"]}.get(
                 h["optimizer"], 0.0)
 
@@ -59,6 +63,24 @@ class Coefficients:
         )
 
 
+def penalty(W: torch.Tensor, l2: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+    """``(P,)`` (λ₂/2)·‖W‖²_F + (λ₁/2)·Σ|w| of one dense weight ``(P, n_in, n_out)``: the L2
+    and L1 penalties of the cost without their 1/m (divide by the number of training rows)."""
+    return l2 / 2 * W.pow(2).sum(dim=(1, 2)) + l1 / 2 * W.abs().sum(dim=(1, 2))
+
+
+def add_penalty_gradient(dW: torch.Tensor, W: torch.Tensor, l2: torch.Tensor,
+                         l1: torch.Tensor, n_train: int, use_l2: bool = True,
+                         use_l1: bool = True) -> torch.Tensor:
+    """dW += (λ₂/m)·W + (λ₁/2m)·sign(W), in place: the gradient of ``penalty(W)/m`` with
+    m = ``n_train``. ``use_l2``/``use_l1`` False skip a term no member uses."""
+    if use_l2:
+        dW.addcmul_(W, per_member(l2 / n_train))  # d/dW of (λ/2m)‖W‖²
+    if use_l1:
+        dW.addcmul_(W.sign(), per_member(l1 / (2 * n_train)))  # d/dW of (λ/2m)Σ|w|
+    return dW
+
+
 class PopulationOptimizer:
     """Holds the moment estimates v, s and the step count t of every member."""
 
@@ -71,11 +93,13 @@ class PopulationOptimizer:
 
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
-             coef: Coefficients, lr: torch.Tensor, active: torch.Tensor, n_train: int,
+             coef: Coefficients, lr: torch.Tensor, active: torch.Tensor,
              flags: dict[str, bool]) -> None:
-        """One update of every parameter from its data-loss gradient. ``lr`` and ``active``
-        (1.0 or 0.0) are ``(P,)``; a member with active 0 keeps its weights and moments.
-        ``flags`` says which optional terms any member uses, so unused terms cost nothing."""
+        """One update of every parameter from its gradient (the penalties already added, see
+        ``add_penalty_gradient``); the gradients are used up as scratch space. ``lr`` and
+        ``active`` (1.0 or 0.0) are ``(P,)``; a member with active 0 keeps its weights and
+        moments. ``flags`` says which optional terms any member uses, so unused terms cost
+        nothing."""
         self.t += active
         c1 = torch.where(coef.bias_corrected > 0, 1.0 - coef.beta1.pow(self.t), 1.0)
         c2 = torch.where(coef.bias_corrected > 0, 1.0 - coef.beta2.pow(self.t), 1.0)
@@ -89,18 +113,13 @@ class PopulationOptimizer:
         denom_shift = per_member(uses_s * coef.epsilon + (1.0 - uses_s))
         for name, p in params.items():
             grad = grads[name]
-            is_weight = name in self.weight_names
-            if is_weight and flags["l2"]:
-                grad = grad.addcmul_(p, per_member(coef.l2 / n_train))  # d/dW of (λ/2m)‖W‖²
-            if is_weight and flags["l1"]:
-                grad = grad.addcmul_(p.sign(), per_member(coef.l1 / (2 * n_train)))  # (λ/2m)Σ|w|
             v = self.v[name].lerp_(grad, rate_v)  # β₁v + (1 − β₁)dW
             if flags["second_moment"]:
                 s = self.s[name].lerp_(grad.mul_(grad), rate_s)  # β₂s + (1 − β₂)dW²
                 update = v / torch.addcmul(denom_shift, s.sqrt(), denom_scale)
             else:
                 update = v
-            if is_weight and flags["weight_decay"]:
+            if name in self.weight_names and flags["weight_decay"]:
                 p.mul_(1.0 - per_member(lr * coef.weight_decay * active))
             p.addcmul_(update, neg_step_size)
 

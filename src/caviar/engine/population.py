@@ -6,6 +6,10 @@ the first layer is one broadcast product of the shared input with every member's
 later layers are batched products. Members never mix: a member that diverges is flagged and
 frozen while the others go on exactly as they would have without it.
 
+The math of a forward and backward pass is in ``network.py``; this module keeps the members
+(add, remove, replace, copy, export), their hyperparameters as ``(P,)`` tensors, their
+histories and best epochs, and their state for saving.
+
 Example:
     >>> import torch
     >>> from caviar.engine import Population
@@ -22,39 +26,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from . import layers, losses
-from .hyperparams import STRUCTURAL, TASKS, effective_decay_rate, resolve, structure_key
+from ..hyperparams import STRUCTURAL, TASKS, Config, effective_decay_rate, resolve, structure_key
+from . import losses, network, optim
+from .network import Structure
 from .optim import Coefficients, PopulationOptimizer
 from .schedules import DECAY_CODES, learning_rate_at
 
-BN_EPSILON = 1e-5
 EVAL_CHUNK_ELEMENTS = 1 << 23  # rows per evaluation chunk × P × width stays under this
-
-
-@dataclass(frozen=True)
-class Structure:
-    """What every member of a population shares."""
-
-    task: str
-    n_inputs: int
-    n_outputs: int
-    hidden_layer_sizes: tuple[int, ...]
-    activation: str
-    batch_norm: bool
-    batch_size: int
-
-    @property
-    def layer_sizes(self) -> tuple[int, ...]:
-        return (self.n_inputs, *self.hidden_layer_sizes, self.n_outputs)
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.hidden_layer_sizes) + 1
 
 
 class Population:
@@ -64,7 +47,8 @@ class Population:
         task: "binary", "multiclass" or "regression".
         n_inputs: number of input features.
         members: one hyperparameter mapping per member (missing names take the defaults of
-            ``caviar.engine.hyperparams.DEFAULTS``); all must share the structural ones.
+            ``caviar.hyperparams.DEFAULTS``); all must share the structural ones. A
+            ``caviar.hyperparams.Config`` is used as it is (it was validated when made).
         n_classes: number of classes (multiclass only).
         seed: seeds every member's initial weights (member k from ``(seed, k)``, so a member's
             start does not depend on P) and the minibatch order and dropout masks.
@@ -91,7 +75,7 @@ class Population:
         self.seed = seed
         self.dtype = dtype
         self.generator = torch.Generator().manual_seed(seed)  # minibatch order, dropout masks
-        self.hyperparameters: list[dict[str, Any]] = []
+        self.hyperparameters: list[Config] = []
         self.member_ids: list[int] = []
         self.history: list[list[dict[str, Any]]] = []
         self.failure: list[str | None] = []
@@ -117,7 +101,7 @@ class Population:
     @property
     def weight_names(self) -> set[str]:
         """Dense weights: the only tensors L1, L2 and weight decay act on."""
-        return {f"W{layer}" for layer in range(self.structure.n_layers)}
+        return self.structure.weight_names
 
     @property
     def trainable(self) -> torch.Tensor:
@@ -125,27 +109,11 @@ class Population:
         return ~self.diverged & (self.epoch < self._hp["epochs"].long())
 
     def _new_member(self, member_id: int) -> tuple[dict, dict]:
-        """Fresh parameters and buffers for one member (no member axis)."""
-        s = self.structure
+        """Fresh parameters and buffers for one member (no member axis), seeded by its id."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + member_id)
-        params, buffers = {}, {}
-        sizes = s.layer_sizes
-        for layer in range(s.n_layers):
-            n_in, n_out = sizes[layer], sizes[layer + 1]
-            is_output = layer == s.n_layers - 1
-            params[f"W{layer}"] = layers.init_dense(
-                n_in, n_out, "output" if is_output else s.activation, gen, self.dtype)
-            if s.batch_norm and not is_output:
-                # the dense layer feeding batch norm has no bias: β takes its place
-                params[f"gamma{layer}"] = torch.ones(1, n_out, dtype=self.dtype)
-                params[f"beta{layer}"] = torch.zeros(1, n_out, dtype=self.dtype)
-                buffers[f"running_mean{layer}"] = torch.zeros(1, n_out, dtype=self.dtype)
-                buffers[f"running_var{layer}"] = torch.ones(1, n_out, dtype=self.dtype)
-            else:
-                params[f"b{layer}"] = torch.zeros(1, n_out, dtype=self.dtype)
-        return params, buffers
+        return network.init_member(self.structure, gen, self.dtype)
 
-    def _check_structure(self, resolved: list[dict]) -> None:
+    def _check_structure(self, resolved: list[Config]) -> None:
         key = structure_key(self.hyperparameters[0] if self.hyperparameters else resolved[0])
         for h in resolved:
             if structure_key(h) != key:
@@ -153,7 +121,7 @@ class Population:
                     f"members of one population must share {', '.join(STRUCTURAL)}; "
                     f"got {structure_key(h)} and {key}: train them in separate populations")
 
-    def _append(self, resolved: list[dict]) -> list[int]:
+    def _append(self, resolved: list[Config]) -> list[int]:
         self._check_structure(resolved)
         start = self.size
         new = [self._new_member(self._next_id + i) for i in range(len(resolved))]
@@ -165,7 +133,7 @@ class Population:
             stacked = torch.stack([b[name] for _, b in new])
             old = self.buffers.get(name)
             self.buffers[name] = stacked if old is None else torch.cat([old, stacked])
-        self.hyperparameters += [dict(h) for h in resolved]
+        self.hyperparameters += resolved
         self.member_ids += list(range(self._next_id, self._next_id + len(resolved)))
         self._next_id += len(resolved)
         self.history += [[] for _ in resolved]
@@ -231,7 +199,7 @@ class Population:
             self.diverged[index] = False
             self.best_score[index] = math.inf
             self.best_epoch[index] = 0
-            self.hyperparameters[index] = dict(h)
+            self.hyperparameters[index] = h
             self.member_ids[index] = self._next_id
             self.history[index] = []
             self.failure[index] = None
@@ -253,7 +221,7 @@ class Population:
         self.best_epoch[target] = self.best_epoch[source]
         for t in (self._best or {}).values():
             t[target] = t[source]
-        self.hyperparameters[target] = dict(self.hyperparameters[source])
+        self.hyperparameters[target] = self.hyperparameters[source]  # read-only: shared
         self.history[target] = [dict(r) for r in self.history[source]]
         self.failure[target] = self.failure[source]
         self._refresh()
@@ -265,8 +233,7 @@ class Population:
         if structural:
             raise ValueError(f"{', '.join(structural)} cannot change inside a population: "
                              "they fix the tensor shapes; start a new population instead")
-        updated = resolve({**self.hyperparameters[index], **changes})
-        self.hyperparameters[index] = updated
+        self.hyperparameters[index] = self.hyperparameters[index].replace(**changes)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -296,67 +263,32 @@ class Population:
 
     # ----------------------------------------------------------------- forward, backward
 
-    def _forward(self, X: torch.Tensor, training: bool, active: torch.Tensor | None = None,
-                 tape: list | None = None) -> torch.Tensor:
-        """Output pre-activations ``(P, B, C)``.
+    def _forward(self, X: torch.Tensor, training: bool) -> torch.Tensor:
+        """Output pre-activations ``(P, B, C)``; in training, with dropout if a member uses
+        it and the running batch-norm statistics left alone."""
+        keep_prob = self._hp["keep_prob"] if training and self._flags["dropout"] else None
+        return network.forward(self.structure, self.params, self.buffers, X,
+                               training=training, keep_prob=keep_prob, generator=self.generator)
 
-        In training, batch norm uses minibatch statistics and updates the running ones of
-        ``active`` members, and dropout masks are drawn; if ``tape`` is a list, what backward
-        needs is appended to it, layer by layer.
-        """
-        s, p = self.structure, self.params
-        a = X
-        for layer in range(s.n_layers - 1):
-            z = layers.dense_forward(a, p[f"W{layer}"], p.get(f"b{layer}"))
-            bn_cache = None
-            if s.batch_norm:
-                gamma, beta = p[f"gamma{layer}"], p[f"beta{layer}"]
-                mean = self.buffers[f"running_mean{layer}"]
-                var = self.buffers[f"running_var{layer}"]
-                if training:
-                    z, bn_cache, mu, sigma2 = layers.batch_norm_forward(z, gamma, beta, BN_EPSILON)
-                    m = layers.per_member(torch.where(active, self._hp["bn_momentum"], 1.0))
-                    layers.update_running(mean, mu, m)
-                    layers.update_running(var, sigma2, m)
-                else:
-                    z = layers.batch_norm_eval(z, gamma, beta, mean, var, BN_EPSILON)
-            a_in = a
-            a = layers.activation_forward(z, s.activation)
-            mask = None
-            if training and self._flags["dropout"]:
-                mask = layers.dropout_mask(a.shape, self._hp["keep_prob"], self.generator,
-                                           self.dtype)
-            if tape is not None:
-                tape.append((a_in, z, a, bn_cache, mask))
-            if mask is not None:
-                a = a * mask
-        last = s.n_layers - 1
-        if tape is not None:
-            tape.append(a)
-        return layers.dense_forward(a, p[f"W{last}"], p[f"b{last}"])
-
-    def _backward(self, dz: torch.Tensor, tape: list) -> dict[str, torch.Tensor]:
-        """Gradients of Σ_p J_p for every parameter, from dz = dJ/dz at the output; each
-        member's gradient is its own dJ_p/dθ_p."""
-        s, p = self.structure, self.params
-        grads = {}
-        last = s.n_layers - 1
-        a_last = tape[-1]
-        grads[f"W{last}"], grads[f"b{last}"], da = layers.dense_backward(
-            dz, a_last, p[f"W{last}"], need_da=last > 0)
-        for layer in range(last - 1, -1, -1):
-            a_in, z, a, bn_cache, mask = tape[layer]
-            if mask is not None:
-                da = da.mul_(mask)
-            dz = layers.activation_backward(da, z, a, s.activation)
-            if bn_cache is not None:
-                dz, grads[f"gamma{layer}"], grads[f"beta{layer}"] = layers.batch_norm_backward(
-                    dz, bn_cache, p[f"gamma{layer}"])
-            dW, db, da = layers.dense_backward(dz, a_in, p[f"W{layer}"], need_da=layer > 0)
-            grads[f"W{layer}"] = dW
-            if f"b{layer}" in p:
-                grads[f"b{layer}"] = db
-        return grads
+    def _gradients(self, X: torch.Tensor, y: torch.Tensor, n_train: int,
+                   active: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One training-mode forward and backward pass: the output z and every member's
+        dJ/dθ, the data cost of this batch plus the L2 and L1 penalties with m = ``n_train``.
+        The ``(P,)`` bool ``active`` members update their running batch-norm statistics.
+        This is what ``train_epoch`` hands the optimizer and what ``gradients`` returns."""
+        bn_momentum = None
+        if active is not None and self.structure.batch_norm:
+            bn_momentum = torch.where(active, self._hp["bn_momentum"], 1.0)  # frozen: m = 1
+        keep_prob = self._hp["keep_prob"] if self._flags["dropout"] else None
+        z, grads = network.forward_backward(
+            self.structure, self.params, self.buffers, X, y, bn_momentum=bn_momentum,
+            keep_prob=keep_prob, generator=self.generator)
+        for name in self.weight_names:
+            optim.add_penalty_gradient(grads[name], self.params[name], self._coef.l2,
+                                       self._coef.l1, n_train, self._flags["l2"],
+                                       self._flags["l1"])
+        return z, grads
 
     def _check_data(self, X: torch.Tensor, y: torch.Tensor | None = None) -> tuple:
         X = torch.as_tensor(X, dtype=self.dtype)
@@ -393,39 +325,28 @@ class Population:
                                 hp["decay_rate"], hp["decay_steps"], hp["epochs"])
 
     def penalty(self) -> torch.Tensor:
-        """``(P,)`` (λ₂/2m)·Σ‖W‖²_F + (λ₁/2m)·Σ|w| over dense weights, without the 1/m:
-        divide by the number of training rows m. (The optimizer adds its gradient directly.)"""
+        """``(P,)`` (λ₂/2)·Σ‖W‖²_F + (λ₁/2)·Σ|w| over dense weights: the cost's L2 and L1
+        terms times m (divide by the number of training rows m)."""
         total = torch.zeros(self.size, dtype=self.dtype)
         for name in self.weight_names:
-            W = self.params[name]
-            total = total + self._coef.l2 / 2 * W.pow(2).sum(dim=(1, 2))
-            total = total + self._coef.l1 / 2 * W.abs().sum(dim=(1, 2))
+            total = total + optim.penalty(self.params[name], self._coef.l2, self._coef.l1)
         return total
 
     def cost(self, X: torch.Tensor, y: torch.Tensor, n_train: int | None = None) -> torch.Tensor:
         """``(P,)`` cost J = (1/B)·Σ L + penalty/m of one batch in training mode (dropout off
         unless some member uses it). For gradient checks."""
         X, y = self._check_data(X, y)
-        frozen = torch.zeros(self.size, dtype=torch.bool)  # leave running statistics alone
-        z = self._forward(X, training=True, active=frozen)
+        z = self._forward(X, training=True)
         data = losses.member_losses(z, y, self.structure.task).mean(dim=1)
         return data + self.penalty() / (n_train or len(X))
 
     def gradients(self, X: torch.Tensor, y: torch.Tensor,
                   n_train: int | None = None) -> dict[str, torch.Tensor]:
-        """dJ/dθ as the optimizer sees it: the hand-written backward of the data loss plus
-        the penalty terms the optimizer adds. For gradient checks against ``cost``."""
+        """dJ/dθ of ``cost`` as the optimizer receives it in training: the same forward,
+        hand-written backward and penalty gradients as a step of ``train_epoch`` (running
+        batch-norm statistics left alone). For gradient checks against ``cost``."""
         X, y = self._check_data(X, y)
-        m = n_train or len(X)
-        tape: list = []
-        frozen = torch.zeros(self.size, dtype=torch.bool)
-        z = self._forward(X, training=True, active=frozen, tape=tape)
-        grads = self._backward(losses.output_gradient(z, y, self.structure.task), tape)
-        for name in self.weight_names:
-            W = self.params[name]
-            grads[name] = (grads[name] + layers.per_member(self._coef.l2 / m) * W
-                           + layers.per_member(self._coef.l1 / (2 * m)) * W.sign())
-        return grads
+        return self._gradients(X, y, n_train or len(X))[1]
 
     @torch.no_grad()
     def train_epoch(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -451,13 +372,11 @@ class Population:
             if s.batch_norm and len(index) < 2:
                 continue  # batch statistics of a single row are meaningless
             xb, yb = X[index], y[index]
-            tape: list = []
-            z = self._forward(xb, training=True, active=active_mask, tape=tape)
+            z, grads = self._gradients(xb, yb, n, active_mask)
             loss_sum += losses.member_losses(z, yb, task).sum(dim=1)
             if task != "regression":
                 correct += _correct(z, yb, task)
-            grads = self._backward(losses.output_gradient(z, yb, task), tape)
-            self.optimizer.step(self.params, grads, self._coef, lr, active, n, self._flags)
+            self.optimizer.step(self.params, grads, self._coef, lr, active, self._flags)
             rows += len(index)
             y_seen.append(yb)
         self.epoch += active_mask.long()
@@ -631,8 +550,9 @@ class Population:
                             if k.startswith("optim.")})
             tensors["epoch"] = self.best_epoch[index:index + 1]
         meta = self.state_meta()
-        for key in ("hyperparameters", "member_ids", "history", "failure"):
+        for key in ("member_ids", "history", "failure"):
             meta[key] = [meta[key][index]]
+        meta["hyperparameters"] = [self.hyperparameters[index]]  # a Config: not checked again
         return Population.from_state(meta, tensors)
 
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .hyperparams import LR_DECAYS
+from ..hyperparams import LR_DECAYS
 
 DECAY_CODES = {name: code for code, name in enumerate(LR_DECAYS)}
 

@@ -25,7 +25,7 @@ from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ..engine.hyperparams import close_names
+from ..hyperparams import close_names
 from .space import Space, SpaceError
 from .study import keys
 

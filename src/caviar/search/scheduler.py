@@ -49,8 +49,9 @@ import torch
 from optuna.trial import TrialState
 
 from ..data import PreparedTable
-from ..engine import Population, resolve, structure_key
+from ..engine import Population
 from ..files import jsonable
+from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
 from ..metrics import in_target_units, validation_score
 from ..model import CaviarModel
 from .ensemble import KeptNetworks
@@ -59,8 +60,6 @@ from .space import Space
 from .study import keys
 from .study.archive import TrialArchive
 
-STRUCTURAL_NAMES = ("depth", "width", "hidden_layer_sizes", "activation", "batch_norm",
-                    "batch_size")
 PRUNERS = ("asha", "median", "none")
 WRITER_BACKLOG = 64  # finished trials the database writer may lag behind (~2 s of writing)
 
@@ -235,7 +234,7 @@ class Tuner:
         group.retired = group.taken >= self.trials_per_structure
 
     def _new_group(self, trial: optuna.Trial, params: dict) -> _Group:
-        structure = {k: v for k, v in trial.params.items() if k in STRUCTURAL_NAMES}
+        structure = {k: v for k, v in trial.params.items() if k in SPACE_STRUCTURAL}
         # it starts level with the group that has used the least time, so it does not take
         # every epoch until it has caught up with groups that ran long before it
         level = min((g.cost for g in self.groups), default=0.0)

@@ -31,23 +31,24 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..engine.hyperparams import ACTIVATIONS, DEFAULTS, LR_DECAYS, OPTIMIZERS, close_names, resolve
+from .. import hyperparams
 from ..files import jsonable
+from ..hyperparams import HYPERPARAMETERS, close_names
 
 KINDS = ("uniform", "log_uniform", "ema_beta", "int", "log_int", "choice", "fixed")
 SCALES = {"uniform": "linear", "int": "linear", "log_uniform": "log", "log_int": "log",
           "ema_beta": "ema_beta", "choice": "categorical", "fixed": "fixed"}
-SPACE_ONLY = ("depth", "width")  # hidden_layer_sizes = (width,) * depth
-NAMES = (*DEFAULTS, *SPACE_ONLY)  # every name a space may use
+SPACE_ONLY = tuple(hyperparams.SPACE_ONLY)  # hidden_layer_sizes = (width,) * depth
+_ROWS = {**HYPERPARAMETERS, **hyperparams.SPACE_ONLY}  # the vocabulary's row of each name
+NAMES = tuple(_ROWS)  # every name a space may use
 
 _NUMERIC = ("uniform", "log_uniform", "ema_beta", "int", "log_int")
 _KEYS = {"uniform": ("low", "high"), "log_uniform": ("low", "high"), "ema_beta": ("low", "high"),
          "int": ("low", "high"), "log_int": ("low", "high"), "choice": ("values",),
          "fixed": ("value",)}
-_INTEGER_NAMES = ("batch_size", "epochs", "decay_steps", "depth", "width")
-_CATEGORICAL_NAMES = ("optimizer", "lr_decay", "activation", "batch_norm", "hidden_layer_sizes")
-_KNOWN_CHOICES = {"optimizer": OPTIMIZERS, "lr_decay": LR_DECAYS, "activation": ACTIVATIONS,
-                  "batch_norm": (True, False)}
+_INTEGER_NAMES = tuple(name for name, h in _ROWS.items() if h.kind == "int")
+_CATEGORICAL_NAMES = tuple(name for name, h in _ROWS.items()
+                           if h.kind in ("choice", "bool", "sizes"))
 _INACTIVE = object()  # the value of a parameter whose condition does not hold
 
 
@@ -237,7 +238,7 @@ class Space:
         True
 
     Conditions are checked against the values drawn so far; a condition on a hyperparameter
-    the space does not name uses its fixed default (``caviar.engine.hyperparams.DEFAULTS``).
+    the space does not name uses its fixed default (``caviar.hyperparams.DEFAULTS``).
     """
 
     def __init__(self, params: Mapping[str, Param | Any]) -> None:
@@ -331,7 +332,7 @@ class Space:
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Draw one configuration from an Optuna trial (``optuna.Trial``, e.g. ``study.ask()``).
 
-        Returns caviar's vocabulary, ready for ``caviar.engine.hyperparams.resolve``: β values
+        Returns caviar's vocabulary, ready for ``caviar.hyperparams.resolve``: β values
         (not 1 − β), ``hidden_layer_sizes`` from ``depth``/``width``, fixed values included,
         parameters whose condition fails left out (so their defaults apply).
         """
@@ -429,8 +430,8 @@ class Space:
                 values[name] = p.value if p.kind == "fixed" else draw(p)
         depth, width = values.pop("depth", None), values.pop("width", None)
         if depth is not None or width is not None:
-            sizes = DEFAULTS["hidden_layer_sizes"]
-            values["hidden_layer_sizes"] = (int(width or sizes[0]),) * int(depth or len(sizes))
+            values["hidden_layer_sizes"] = ((int(width or _default("width")),)
+                                            * int(depth or _default("depth")))
         if "hidden_layer_sizes" in values:
             values["hidden_layer_sizes"] = tuple(values["hidden_layer_sizes"])
         return values
@@ -459,11 +460,11 @@ class Space:
                             f"{close_names(str(v), [str(x) for x in possible])}")
 
     def _possible(self, name: str) -> tuple | None:
-        """The values ``name`` may take, when there are finitely many: caviar's own list for
-        optimizer, lr_decay, activation and batch_norm (so fixing optimizer = "adam" leaves a
-        momentum axis merely inactive), else the axis's values or the default."""
-        if name in _KNOWN_CHOICES:
-            return _KNOWN_CHOICES[name]
+        """The values ``name`` may take, when there are finitely many: the vocabulary's list
+        for choices and booleans (so fixing optimizer = "adam" leaves a momentum axis merely
+        inactive), else the axis's values or the default."""
+        if _ROWS[name].values is not None:
+            return _ROWS[name].values
         p = self._params.get(name)
         if p is None:
             return (_default(name),)
@@ -496,8 +497,7 @@ class Space:
 
 
 def _default(name: str) -> Any:
-    sizes = DEFAULTS["hidden_layer_sizes"]
-    return {"depth": len(sizes), "width": sizes[0]}.get(name, DEFAULTS.get(name))
+    return _ROWS[name].default
 
 
 def _check(p: Param) -> None:
@@ -542,18 +542,10 @@ def _check(p: Param) -> None:
 
 
 def _check_value(name: str, value: Any) -> None:
-    """Whether caviar accepts ``value`` for ``name``; one-line SpaceError if not."""
-    allowed = _KNOWN_CHOICES.get(name)
-    if allowed is not None and value not in allowed:
-        raise SpaceError(f"{name}: unknown value {value!r}{close_names(str(value), allowed)}; "
-                         f"choose from {', '.join(map(repr, allowed))}")
-    if name in SPACE_ONLY:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SpaceError(f"{name}: must be a positive integer, got {value!r}")
-        return
+    """Whether the vocabulary accepts ``value`` for ``name``; one-line SpaceError if not."""
     try:
-        resolve({name: value})
-    except (ValueError, TypeError) as err:
+        hyperparams.check(name, value)
+    except ValueError as err:
         raise SpaceError(f"{name}: {err}") from None
 
 

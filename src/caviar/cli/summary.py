@@ -1,0 +1,92 @@
+"""What a finished run prints: the leaderboard of a tuning study, the held-out test scores,
+where the files are, and the commands to go on with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from caviar.cli.display import fmt
+
+
+def print_train_summary(console: Console, run_dir: Path, info: dict[str, Any],
+                        seconds: float) -> None:
+    """The end of a panda session: epochs, test scores, the confusion matrix of a classifier
+    with at most 10 classes, and the next commands. ``info`` is the run's ``run.json``."""
+    console.print(f"[bold green]done[/bold green]: {info.get('epochs_done')} epochs "
+                  f"({seconds:.1f} s); run directory {run_dir}")
+    scores = info.get("test_scores") or {}
+    if scores:
+        shown = "  ".join(f"{k} {fmt(v)}" for k, v in scores.items())
+        console.print(f"[bold]test scores[/bold] ({info['split'].get('test_rows')} held-out "
+                      f"rows): {shown}")
+    cm = info.get("confusion_matrix") or {}
+    if cm.get("labels") and len(cm["labels"]) <= 10:
+        console.print("[bold]confusion matrix[/bold] [dim](rows: true class, columns: "
+                      "predicted)[/dim]")
+        table = Table(box=None)
+        table.add_column("")
+        for label in cm["labels"]:
+            table.add_column(str(label), justify="right")
+        for label, row in zip(cm["labels"], cm["matrix"]):
+            table.add_row(str(label), *(str(v) for v in row))
+        console.print(table)
+    lr = (info.get("current_hyperparameters") or {}).get("learning_rate", 1e-3)
+    console.print(f"[dim]model[/dim]    {run_dir / 'model'}")
+    console.print(f"[dim]predict[/dim]  caviar predict {run_dir} DATA")
+    console.print(f"[dim]resume[/dim]   caviar resume {run_dir} --epochs 10 "
+                  f"--set learning_rate={lr / 3:.2g}")
+    console.print(f"[dim]report[/dim]   caviar report {run_dir}")
+
+
+def leaderboard_table(board: Any, width: int, top: int = 10) -> tuple[Table, int]:
+    """The top rows of the leaderboard (a DataFrame), with as many columns as fit in
+    ``width``: hyperparameters equal in every row are left out. Returns the table and how
+    many columns did not fit."""
+    head = board.head(top)
+    first = [c for c in ("trial", "state", "value", "epochs_run") if c in board.columns]
+    varying = [c for c in board.columns if c not in first and c != "duration_s"
+               and board[c].astype(str).nunique(dropna=False) > 1]
+    cells = {c: [fmt(v) for v in head[c]] for c in [*first, *varying]}
+    shown, used = [], 0
+    for c in [*first, *varying]:
+        need = max([len(str(c)), *map(len, cells[c])]) + 3  # padding and the separator
+        if used + need > width and len(shown) >= len(first):
+            break
+        shown.append(c)
+        used += need
+    table = Table(title=f"leaderboard (top {len(head)} of {len(board)} trials)",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in shown:
+        table.add_column(str(c), justify="left" if c == "state" else "right", no_wrap=True)
+    for i in range(len(head)):
+        table.add_row(*(cells[c][i] for c in shown))
+    return table, len(first) + len(varying) - len(shown)
+
+
+def print_tune_summary(console: Console, result: Any, report_path: Path) -> None:
+    """The end of a study: the leaderboard, the model's test scores, and where everything
+    is. ``result`` is the tuner's ``TuneResult``."""
+    board = result.leaderboard
+    hidden = 0
+    if len(board):
+        table, hidden = leaderboard_table(board, console.width)
+        console.print(table)
+    scores = result.test_scores or {}
+    if scores:
+        what = (f"of the model ({len(result.model.networks)} networks averaged)"
+                if len(result.model.networks) > 1 else "of the model (the best network)")
+        console.print(f"[bold]test scores[/bold] {what}: "
+                      + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items()))
+    console.print(f"[dim]model[/dim]        {result.model_dir}")
+    if len(board):
+        more = f" [dim](all columns; {hidden} did not fit above)[/dim]" if hidden else ""
+        console.print(f"[dim]leaderboard[/dim]  {Path(result.out) / 'leaderboard.csv'}{more}")
+    console.print(f"[dim]study[/dim]        {result.storage} (study {result.study_name})")
+    console.print(f"[dim]report[/dim]       {report_path}")
+    console.print(f"[dim]predict[/dim]      caviar predict {result.model_dir} DATA")
+    console.print(f"[dim]dashboard[/dim]    optuna-dashboard {result.storage}")

@@ -1,0 +1,279 @@
+"""The hyperparameter vocabulary: one table read by the engine, search spaces, TOML files,
+``--set KEY=VALUE``, the estimators and the reports (DESIGN.md, "Hyperparameter names").
+
+Each row gives a name's kind, default, valid values, a one-line help, and whether it is
+
+- *structural*: it fixes tensor shapes or the computation graph (layer sizes, activation,
+  batch norm on/off, batch size), so the members of one population share it;
+- *per member*: each member holds its own value in a ``(P,)`` tensor, so members with
+  different values still train in one vectorized computation.
+
+``resolve(overrides)`` validates values once, where they come in (the command line, a
+search space's draw, an estimator's ``fit``, a model file), and returns a read-only
+:class:`Config` that the code further in trusts. This module imports no torch: reading a
+table or parsing a command line needs the names, not the engine.
+
+    >>> config = resolve({"learning_rate": 3e-4})
+    >>> config["learning_rate"], config["optimizer"], config["hidden_layer_sizes"]
+    (0.0003, 'adam', (64, 64))
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import numbers
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TASKS = ("binary", "multiclass", "regression")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
+LR_DECAYS = ("none", "inverse_time", "exponential", "step", "cosine")
+KINDS = ("int", "float", "choice", "bool", "sizes")
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One row of the vocabulary, in the spirit of scikit-learn's ``_parameter_constraints``.
+
+    ``kind`` is "int", "float", "choice", "bool" or "sizes" (a list of layer widths). Numbers
+    lie in the interval from ``low`` to ``high`` (None: unbounded), ``closed`` at the "left",
+    "right", "both" or "neither" end as in ``sklearn.utils._param_validation.Interval``.
+    ``optional``: None is valid too.
+    """
+
+    kind: str
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    closed: str = "left"
+    choices: tuple[str, ...] = ()
+    structural: bool = False
+    optional: bool = False
+
+    @property
+    def values(self) -> tuple | None:
+        """Every valid value, when there are finitely many (choices and booleans)."""
+        if self.kind == "choice":
+            return self.choices
+        if self.kind == "bool":
+            return (True, False)
+        return None
+
+    @property
+    def rule(self) -> str:
+        """What a valid value is, in words: the end of "NAME must be ..." messages."""
+        if self.kind == "choice":
+            return f"one of {', '.join(self.choices)}"
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "sizes":
+            return "a list of positive widths such as [64, 64]"
+        if self.kind == "int" and self.low == 1 and self.high is None:
+            rule = "a positive integer"
+        else:
+            left_open = self.closed in ("right", "neither")
+            if self.high is None:
+                interval = f"{'>' if left_open else '>='} {self.low:g}"
+            else:
+                right = "]" if self.closed in ("right", "both") else ")"
+                interval = f"in {'(' if left_open else '['}{self.low:g}, {self.high:g}{right}"
+            rule = f"{'an integer' if self.kind == 'int' else 'a number'} {interval}"
+        return f"{rule} or null" if self.optional else rule
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` if valid (integers as int, layer sizes as a tuple of int), else a
+        ValueError with a one-line message naming ``name`` and the rule."""
+        if self.kind == "choice":
+            if isinstance(value, str) and value in self.choices:
+                return value
+            raise ValueError(f"{name} must be {self.rule}, got {value!r}"
+                             f"{close_names(str(value), self.choices)}")
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            raise ValueError(f"{name} must be {self.rule}, got {value!r}")
+        if self.kind == "sizes":
+            sizes = _widths(value)
+            if sizes is None:
+                raise ValueError(f"{name} must be {self.rule}, got {value!r}")
+            return sizes
+        if value is None and self.optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                self._in_range(value) and (self.kind == "float" or value == int(value))):
+            raise ValueError(f"{name} must be {self.rule}, got {value!r}")
+        return int(value) if self.kind == "int" else value
+
+    def _in_range(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.closed in ("right", "neither")
+                                     else value < self.low):
+            return False
+        return self.high is None or (value <= self.high if self.closed in ("right", "both")
+                                     else value < self.high)
+
+
+def _widths(value: Any) -> tuple[int, ...] | None:
+    """Layer widths as a tuple of positive ints, or None if ``value`` is not such a list."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        return None
+    sizes = []
+    for n in value:
+        whole = isinstance(n, numbers.Integral) or (isinstance(n, float) and n.is_integer())
+        if isinstance(n, bool) or not whole or n < 1:
+            return None
+        sizes.append(int(n))
+    return tuple(sizes)
+
+
+H = Hyperparameter
+_SIZES = (64, 64)
+
+# The vocabulary. Order: structural names, then per-member ones (error messages list them so).
+HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "hidden_layer_sizes": H("sizes", _SIZES, "the hidden layers' widths ([] for none)",
+                            structural=True),
+    "activation": H("choice", "relu", "g(z) of the hidden layers", choices=ACTIVATIONS,
+                    structural=True),
+    "batch_norm": H("bool", True, "batch norm on z before each hidden activation",
+                    structural=True),
+    "batch_size": H("int", 128, "rows per minibatch", low=1, structural=True),
+    "learning_rate": H("float", 1e-3, "α, the step size", low=0, closed="neither"),
+    "optimizer": H("choice", "adam", "the update rule", choices=OPTIMIZERS),
+    "momentum": H("float", 0.9, "β of momentum: v ← βv + (1 − β)dW", low=0, high=1),
+    "beta1": H("float", 0.9, "Adam's β₁ (first moment)", low=0, high=1),
+    "beta2": H("float", 0.999, "β₂ of RMSprop and Adam: s ← β₂s + (1 − β₂)dW²", low=0, high=1),
+    "epsilon": H("float", 1e-8, "ε of the denominator √s + ε", low=0, closed="neither"),
+    "lr_decay": H("choice", "none", "the learning-rate schedule", choices=LR_DECAYS),
+    "decay_rate": H("float", None, "the schedule's rate (null: its own, 1 for inverse_time, "
+                    "0.95 for exponential, 0.5 for step)", low=0, optional=True),
+    "decay_steps": H("int", 10, "epochs per step of the step schedule", low=1),
+    "l2": H("float", 0.0, "λ of the L2 penalty (λ/2m)·Σ‖W‖²", low=0),
+    "l1": H("float", 0.0, "λ of the L1 penalty (λ/2m)·Σ|w|", low=0),
+    "weight_decay": H("float", 0.0, "decoupled decay W ← W − α·wd·W each step (AdamW's)", low=0),
+    "dropout": H("float", 0.0, "the drop probability (keep_prob = 1 − dropout)", low=0, high=1),
+    "bn_momentum": H("float", 0.9, "m of μ_run ← m·μ_run + (1 − m)·μ (PyTorch's momentum is "
+                     "1 − m)", low=0, high=1),
+    "epochs": H("int", 50, "epochs to train", low=1),
+}
+
+# Names only a search space uses: hidden_layer_sizes = (width,) * depth.
+SPACE_ONLY: dict[str, Hyperparameter] = {
+    "depth": H("int", len(_SIZES), "the number of hidden layers", low=1, structural=True),
+    "width": H("int", _SIZES[0], "the units of each hidden layer", low=1, structural=True),
+}
+del H
+
+# Members of one population share these; everything else is a per-member (P,) tensor.
+STRUCTURAL = tuple(name for name, h in HYPERPARAMETERS.items() if h.structural)
+# The same in a search space's terms (a trial's structure, as Optuna sees it).
+SPACE_STRUCTURAL = (*SPACE_ONLY, *STRUCTURAL)
+
+# decay_rate when left as None: inverse time α₀/(1 + 1·epoch) as in the lecture, exponential
+# α₀·0.95^epoch, step α₀·0.5^⌊epoch/decay_steps⌋; cosine ignores it.
+DEFAULT_DECAY_RATE = {"none": 0.0, "inverse_time": 1.0, "exponential": 0.95, "step": 0.5,
+                      "cosine": 0.0}
+
+
+def close_names(name: str, names: Iterable[str]) -> str:
+    """A ' (did you mean ...?)' hint for a misspelt name, or ''."""
+    near = difflib.get_close_matches(name, list(names), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(near)}?)" if near else ""
+
+
+def check(name: str, value: Any) -> Any:
+    """``value`` validated for ``name`` (a vocabulary or search-space name); see
+    :meth:`Hyperparameter.check`."""
+    row = HYPERPARAMETERS.get(name) or SPACE_ONLY.get(name)
+    if row is None:
+        raise ValueError(_unknown(name))
+    return row.check(name, value)
+
+
+def _unknown(name: str) -> str:
+    return (f"unknown hyperparameter {name!r}{close_names(name, HYPERPARAMETERS)}; "
+            f"known: {', '.join(HYPERPARAMETERS)}")
+
+
+def _checked(changes: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in changes.items():
+        if name not in HYPERPARAMETERS:
+            raise ValueError(_unknown(name))
+        out[name] = HYPERPARAMETERS[name].check(name, value)
+    return out
+
+
+class Config(Mapping[str, Any]):
+    """Every hyperparameter of one network, validated: what :func:`resolve` returns.
+
+    Read-only; a Mapping, so ``config["epochs"]``, ``dict(config)`` and ``{**config}`` work.
+    ``Config(overrides)`` validates ``overrides`` and fills in the defaults.
+    """
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self._values = {**_DEFAULT_VALUES, **_checked(overrides or {})}
+
+    def replace(self, **changes: Any) -> Config:
+        """A new config with ``changes`` validated and applied; the other values are trusted."""
+        new = Config.__new__(Config)
+        new._values = {**self._values, **_checked(changes)}
+        return new
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Config({self._values!r})"
+
+
+_DEFAULT_VALUES = {name: h.default for name, h in HYPERPARAMETERS.items()}
+DEFAULTS = Config()
+
+
+def resolve(overrides: Mapping[str, Any] | None = None) -> Config:
+    """The defaults updated by ``overrides``, validated (ValueError with a one-line message).
+    A :class:`Config` is returned as it is: it was validated when it was made.
+
+    ``decay_rate`` stays None ("the schedule's default") so that changing ``lr_decay`` later
+    changes the rate with it; :func:`effective_decay_rate` reads it.
+    """
+    return overrides if isinstance(overrides, Config) else Config(overrides)
+
+
+def effective_decay_rate(config: Mapping[str, Any]) -> float:
+    """decay_rate, or the default rate of the member's lr_decay when it is None."""
+    rate = config["decay_rate"]
+    return float(DEFAULT_DECAY_RATE[config["lr_decay"]] if rate is None else rate)
+
+
+def structure_key(config: Config) -> tuple:
+    """The structural values: members whose keys are equal can share one population."""
+    return tuple(config[name] for name in STRUCTURAL)
+
+
+def help_text() -> str:
+    """The names ``--set KEY=VALUE`` takes, for the command line's help, rendered from the
+    table: per-member ones, then the structural ones (which a resumed run cannot change)."""
+
+    def entry(name: str, h: Hyperparameter) -> str:
+        default = h.default if isinstance(h.default, str) else json.dumps(
+            list(h.default) if isinstance(h.default, tuple) else h.default)
+        return f"{name} ({h.rule}; default {default}): {h.help}"
+
+    per_member = [entry(n, h) for n, h in HYPERPARAMETERS.items() if not h.structural]
+    structural = [entry(n, h) for n, h in HYPERPARAMETERS.items() if h.structural]
+    return (f"Names: {'; '.join(per_member)}. Structural (they fix the network's shape): "
+            f"{'; '.join(structural)}.")

@@ -1,0 +1,38 @@
+"""Shared fixtures: a real PostgreSQL database per test (the server `.ci/run` starts)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+DEFAULT_SERVER = "postgresql+psycopg://root@/postgres?host=/var/run/postgresql"
+
+
+def _admin_connection(url: str):
+    import psycopg
+
+    # psycopg takes libpq URLs: drop SQLAlchemy's "+psycopg" driver tag
+    return psycopg.connect(url.replace("+psycopg", ""), autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; its SQLAlchemy URL. Skipped when no
+    server is reachable, unless CAVIAR_REQUIRE_POSTGRES is set (CI sets it)."""
+    server = os.environ.get("CAVIAR_TEST_POSTGRES", DEFAULT_SERVER)
+    try:
+        admin = _admin_connection(server)
+    except Exception as e:  # no driver, no server: the reason goes into the skip
+        if os.environ.get("CAVIAR_REQUIRE_POSTGRES"):
+            raise
+        pytest.skip(f"no PostgreSQL server at {server} ({type(e).__name__}: {e})")
+    name = f"caviar_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, query = server.partition("?")
+    yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    with _admin_connection(server) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
