@@ -67,7 +67,7 @@ from threadpoolctl import threadpool_limits
 
 from caviar.data import TablePreprocessor, split_frame
 from caviar.datasets import load_dataset
-from caviar.search.tuner import tune
+from caviar.search.tune import tune
 
 # name: (target, task, columns to drop)
 DATASETS = {"default": ("default", "binary", ()), "digits": ("digit", "multiclass", ()),

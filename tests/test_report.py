@@ -1,4 +1,10 @@
-"""The HTML report: sources, sections, self-containment, and (with Chromium) that it draws."""
+"""The HTML report: sources, sections, self-containment, and (with Chromium) that it draws.
+
+Most tests read a study written by a real (tiny) tune; a hand-made study, laid out by the same
+keys (``caviar.search.study.keys``), covers what a short tune does not produce on demand:
+failures with reasons, a maximized score, three shrinking boxes, diverged scores, the layout
+of studies written before the round became a user attribute.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +20,14 @@ import plotly.offline
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
+from sklearn.datasets import load_wine
 
 from caviar.report import figures as F
 from caviar.report import load_run, render_report, write_report
+from caviar.report.source import RunData
+from caviar.search.space import Space
+from caviar.search.study import keys
+from caviar.search.tune import tune
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -105,35 +116,37 @@ def make_study(storage: str) -> optuna.Study:
             }
             hp = {k: v for k, v in params.items() if k != "1-beta2"}
             hp |= {"beta2": 1 - params["1-beta2"], "batch_size": 128}
-            attrs = {"hyperparameters": hp, "c2f_round": entry["round"], "duration_s": 2.5}
+            attrs = {keys.HYPERPARAMETERS: hp, keys.ROUND: entry["round"], keys.DURATION_S: 2.5}
             acc = _accuracy(params)
             if number % 7 == 3:
                 state, value, inter = TrialState.FAIL, None, {}
-                attrs["failure"] = FAILURE
+                attrs[keys.FAILURE] = FAILURE
             elif number % 5 == 1:
                 curve = _curve(acc - 0.05, 4)
                 state, value = TrialState.PRUNED, None
                 inter = {row["epoch"]: row["val_accuracy"] for row in curve}
-                attrs["curve"] = curve
+                attrs[keys.CURVE] = curve
             else:
                 curve = _curve(acc, 20)
                 state, value = TrialState.COMPLETE, curve[-1]["val_accuracy"]
                 inter = {row["epoch"]: row["val_accuracy"] for row in curve}
-                attrs["curve"] = curve
+                attrs[keys.CURVE] = curve
             study.add_trial(create_trial(
                 state=state, value=value, params=params, distributions=DISTRIBUTIONS,
                 user_attrs=attrs, intermediate_values=inter))
             number += 1
     best = study.best_trial
     attrs = {
-        "task": "binary", "metric": "val_accuracy", "direction": "maximize",
-        "sampler": "coarse-to-fine", "space": SPACE, "data": DATA, "c2f_boxes": BOXES,
-        "best": {
-            "trial": best.number, "hyperparameters": best.user_attrs["hyperparameters"],
-            "test_scores": {"accuracy": 0.861, "log_loss": 0.318},
-            "best_network_test_scores": {"accuracy": 0.853, "log_loss": 0.334},
-            "members": [{"trial": best.number, "value": 0.9}, {"trial": 2, "value": 0.88}],
-            "confusion_matrix": {"labels": ["<=50K", ">50K"], "matrix": [[702, 48], [91, 159]]},
+        keys.TASK: "binary", keys.METRIC: "val_accuracy", keys.DIRECTION: "maximize",
+        keys.SAMPLER: "coarse-to-fine", keys.SPACE: SPACE, keys.DATA: DATA, keys.BOXES: BOXES,
+        keys.BEST: {
+            keys.BEST_TRIAL: best.number,
+            keys.HYPERPARAMETERS: best.user_attrs[keys.HYPERPARAMETERS],
+            keys.TEST_SCORES: {"accuracy": 0.861, "log_loss": 0.318},
+            keys.BEST_NETWORK_TEST_SCORES: {"accuracy": 0.853, "log_loss": 0.334},
+            keys.MEMBERS: [{"trial": best.number, "value": 0.9}, {"trial": 2, "value": 0.88}],
+            keys.CONFUSION_MATRIX: {"labels": ["<=50K", ">50K"],
+                                    "matrix": [[702, 48], [91, 159]]},
         },
     }
     for key, value in attrs.items():
@@ -157,6 +170,40 @@ def tune_run(tmp_path_factory) -> Path:
 def tune_html(tune_run, tmp_path_factory) -> tuple[Path, str]:
     out = write_report(tune_run, tmp_path_factory.mktemp("out") / "sub" / "report.html")
     return out, out.read_text()
+
+
+# a tiny real tune: coarse to fine with a coarse round of 8 trials (2 × trials_per_structure),
+# so that 24 trials make two rounds
+REAL_SPACE = {
+    "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
+    "optimizer": {"kind": "choice", "values": ["adam", "momentum"]},
+    "momentum": {"kind": "ema_beta", "low": 0.8, "high": 0.99, "when": {"optimizer": ["momentum"]}},
+    "beta2": {"kind": "ema_beta", "low": 0.99, "high": 0.9999, "when": {"optimizer": ["adam"]}},
+    "dropout": {"kind": "uniform", "low": 0.0, "high": 0.3},
+    "width": {"kind": "choice", "values": [8, 16]},
+    "depth": {"value": 1},
+    "batch_size": {"value": 32},
+    "epochs": {"kind": "int", "low": 3, "high": 6},
+}
+
+
+@pytest.fixture(scope="module")
+def real_tune(tmp_path_factory):
+    """A tune run directory written by ``tune`` itself (wine, 24 trials), and its result."""
+    wine = load_wine(as_frame=True).frame.rename(columns={"target": "cultivar"})
+    data = tmp_path_factory.mktemp("data") / "wine.csv"
+    wine.to_csv(data, index=False)
+    out = tmp_path_factory.mktemp("real") / "run"
+    result = tune(data, "cultivar", trials=24, population=4, trials_per_structure=4,
+                  sampler="coarse-to-fine", space=REAL_SPACE, out=out, seed=0)
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def real_html(real_tune) -> tuple[Path, str]:
+    out, _ = real_tune
+    path = write_report(out, out / "report.html")
+    return path, path.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +234,24 @@ def panda_run(tmp_path_factory) -> Path:
 # ----------------------------------------------------------------------------- tune reports
 
 
-def test_self_contained(tune_html):
-    _, page = tune_html
+def test_a_real_tune_reports_its_coarse_to_fine_rounds(real_tune, real_html):
+    out, result = real_tune
+    # the sampler stores each trial's round where the report reads it (a user attribute)
+    assert all(isinstance(t.user_attrs.get(keys.ROUND), int) for t in result.study.trials)
+    run = load_run(out)
+    rounds = [t.round for t in run.trials]
+    assert None not in rounds and set(rounds) == {0, 1}
+    assert [b["round"] for b in run.c2f_boxes] == [0, 1]
+    figure = F.rounds_score_figure(run)
+    assert {t.name for t in figure.data} >= {"round 0", "round 1"}
+    page = real_html[1]
+    assert ">Coarse-to-fine rounds" in page and 'id="fig-c2f-rounds"' in page
+    assert "No trial stored its round." not in page
+    assert 'id="fig-c2f-boxes"' in page and "Box per round" in page
+
+
+def test_self_contained(real_html):
+    _, page = real_html
     bundle = plotly.offline.get_plotlyjs()
     assert page.count(bundle[:300]) == 1  # plotly.js inlined exactly once
     assert not re.search(r"<script[^>]*\bsrc=", page)
@@ -197,8 +260,9 @@ def test_self_contained(tune_html):
     assert page.count('class="plotly-graph-div"') == 7
 
 
-def test_sections_and_header(tune_html):
-    _, page = tune_html
+def test_sections_and_header(real_tune, real_html):
+    _, result = real_tune
+    _, page = real_html
     for title in ("Learning curves", "Trials", "Hyperparameters vs. score",
                   "Coarse-to-fine rounds", "Parallel coordinates", "Hyperparameter importances",
                   "Best configuration", "Held-out test scores", "Confusion matrix", "Data",
@@ -207,8 +271,24 @@ def test_sections_and_header(tune_html):
     for div in ("fig-curves", "fig-params", "fig-c2f-rounds", "fig-c2f-boxes", "fig-parallel",
                 "fig-importance", "fig-confusion"):
         assert f'id="{div}"' in page, div
-    assert f"caviar report — {STUDY}" in page
+    assert "caviar report — wine-cultivar" in page
     assert "coarse-to-fine" in page
+    states = result.leaderboard["state"].value_counts()
+    assert (f'{states.get("complete", 0)} / <span class="pruned">{states.get("pruned", 0)}'
+            f'</span> / <span class="failed">{states.get("fail", 0)}</span>') in page
+    best = result.study.user_attrs[keys.BEST]
+    assert f"(trial #{best[keys.BEST_TRIAL]})" in page
+    assert F.fmt(result.test_scores["accuracy"]) in page  # the model's test accuracy
+    members = best[keys.MEMBERS]
+    if len(members) > 1:
+        assert f"averages the predictions of {len(members)} networks" in page
+        assert "best network alone" in page
+    assert "wine.csv" in page and "cultivar" in page
+
+
+def test_hand_made_study_header_and_best(tune_html):
+    _, page = tune_html
+    assert f"caviar report — {STUDY}" in page
     # 30 trials: i % 7 == 3 fail (4), i % 5 == 1 pruned (6), the rest complete (20)
     assert "20 / <span class=\"pruned\">6</span> / <span class=\"failed\">4</span>" in page
     assert "target_encoded" in page and "15 categories &gt; 10" in page
@@ -217,6 +297,21 @@ def test_sections_and_header(tune_html):
     assert "averages the predictions of 2 networks" in page and "#2 (0.88)" in page
     assert "best network alone" in page and "0.853" in page
     assert FAILURE in page  # failures listed with their reason
+    assert page.count('class="plotly-graph-div"') == 7
+
+
+def test_a_real_tune_draws_its_scales_from_its_space(real_tune):
+    run = load_run(real_tune[0])
+    assert run.space == Space.from_dict(REAL_SPACE)
+    fig = F.params_figure(run)
+    titles = [a.text for a in fig.layout.annotations]
+    types = {t: fig.layout[f"xaxis{i + 1 if i else ''}"].type for i, t in enumerate(titles)}
+    assert types["learning_rate (log)"] == "log"
+    assert types["1 − momentum (log)"] == "log"  # ema_beta: 1 − β on a log axis
+    assert types["1 − beta2 (log)"] == "log"
+    assert types["dropout"] in (None, "linear", "-")
+    assert types["optimizer"] == "category" and types["width"] == "category"
+    assert F.param_axis("epochs", run).integer
 
 
 def test_log_axes_follow_the_space(tune_run, tune_html):
@@ -245,6 +340,8 @@ def test_pruned_and_failed_are_visible(tune_run):
     assert by_name[F.STATE_STYLE["PRUNED"]["name"]] == 6 * n
     assert by_name[F.STATE_STYLE["FAIL"]["name"]] == 4 * n
     assert sum(t.showlegend is not False for t in fig.data) == 3  # one legend entry per state
+    # no score far off the others: the whole axis, and no note about cutting it
+    assert F.score_axis(run).limit is None and fig.layout.legend.title.text is None
     failed = [t for t in fig.data if t.name.startswith("failed")][0]
     assert all(y < min(t.score for t in run.trials if t.score is not None) for y in failed.y)
     assert any(FAILURE in text for text in failed.hovertext)
@@ -267,32 +364,116 @@ def test_top_curves_and_c2f(tune_run):
     assert {t.marker.color for t in rounds.data} == {F.round_color(r) for r in (1, 2, 3)}
 
 
-def test_importances_and_parallel(tune_run):
-    run = load_run(tune_run)
+def test_importances_and_parallel(real_tune):
+    run = load_run(real_tune[0])
     fig, why = F.importance_figure(run)
     assert why is None and fig is not None
     assert sum(fig.data[0].x) == pytest.approx(1.0)
     fig, why = F.parallel_figure(run)
-    assert why is None and len(fig.data) >= 20  # one line per completed trial
+    assert why is None and fig is not None
     assert {"learning_rate", "dropout", "optimizer"} <= set(fig.layout.xaxis.ticktext)
+    assert len(fig.data) >= run.count("COMPLETE") >= 2  # one line per completed trial
 
 
-def test_storage_url_and_study_name(tune_run, tmp_path):
-    url = f"sqlite:///{tune_run / 'study.db'}"
-    out = write_report(url, tmp_path / "r.html", study_name=STUDY)
+def test_storage_url_and_study_name(real_tune, tmp_path):
+    run_dir, result = real_tune
+    study = result.study_name
+    url = f"sqlite:///{run_dir / 'study.db'}"
+    out = write_report(url, tmp_path / "r.html", study_name=study)
     assert out.is_file() and "Coarse-to-fine rounds" in out.read_text()
-    assert load_run(url).name == STUDY  # one study: no name needed
-    assert load_run(tune_run / "study.db").name == STUDY
+    assert load_run(url).name == study  # one study: no name needed
+    assert load_run(run_dir / "study.db").name == study
     with pytest.raises(ValueError, match="no study 'nope'"):
         load_run(url, study_name="nope")
     moved = tmp_path / "moved"  # a run directory whose run.json names the storage
     moved.mkdir()
-    (moved / "run.json").write_text(json.dumps({"study_name": STUDY, "storage": url}))
-    assert load_run(moved).name == STUDY
+    (moved / "run.json").write_text(json.dumps({"study_name": study, "storage": url}))
+    assert load_run(moved).name == study
     optuna.create_study(study_name="second", storage=f"sqlite:///{tmp_path / 'two.db'}")
     optuna.create_study(study_name="third", storage=f"sqlite:///{tmp_path / 'two.db'}")
     with pytest.raises(ValueError, match="pass a study name"):
         load_run(f"sqlite:///{tmp_path / 'two.db'}")
+
+
+def test_rounds_stored_as_system_attrs_still_show(tmp_path):
+    """Studies written before the round became a user attribute kept it as a system one."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="old", storage=storage)
+    dist = {"learning_rate": FloatDistribution(1e-4, 1e-1, log=True)}
+    for i in range(4):
+        study.add_trial(create_trial(value=1.0 / (i + 1), distributions=dist,
+                                     params={"learning_rate": 10.0 ** -(i + 1)},
+                                     system_attrs={keys.ROUND: i // 2}))
+    study.set_user_attr(keys.SAMPLER, "coarse-to-fine")
+    run = load_run(storage)
+    assert [t.round for t in run.trials] == [0, 0, 1, 1]
+    page = render_report(run)
+    assert ">Coarse-to-fine rounds" in page and "No trial stored its round." not in page
+
+
+def _diverged_study(storage: str, scores: list[float], metric: str) -> optuna.Study:
+    """A trial for each of ``scores``, three more whose last reports diverged to ~20,000, and
+    one failure; two coarse-to-fine rounds."""
+    study = optuna.create_study(study_name="diverged", storage=storage)
+    study.set_user_attr(keys.METRIC, metric)
+    dist = {"learning_rate": FloatDistribution(1e-4, 1e-1, log=True)}
+    rng = np.random.default_rng(0)
+    outliers = [TrialState.PRUNED] * 3 + [TrialState.FAIL]
+    for i, score in enumerate([*scores, *outliers]):
+        attrs = {keys.ROUND: i % 2}
+        params = {"learning_rate": float(10 ** rng.uniform(-4, -1))}
+        if score == TrialState.PRUNED:
+            study.add_trial(create_trial(state=score, params=params, distributions=dist,
+                                         user_attrs=attrs,
+                                         intermediate_values={1: 90.0, 2: 20_000.0 + i}))
+        elif score == TrialState.FAIL:
+            study.add_trial(create_trial(state=score, params=params, distributions=dist,
+                                         user_attrs=attrs))
+        else:
+            study.add_trial(create_trial(value=score, params=params, distributions=dist,
+                                         user_attrs=attrs))
+    return study
+
+
+def _points(fig) -> list[tuple[float, str, str]]:
+    return [(y, symbol, text) for trace in fig.data
+            for y, symbol, text in zip(trace.y, trace.marker.symbol, trace.hovertext)]
+
+
+def test_diverged_scores_do_not_squash_the_others(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    _diverged_study(storage, [float(s) for s in np.linspace(30, 50, 30)], "val_rmse")
+    run = load_run(storage)
+    axis = F.score_axis(run)
+    assert 50 <= axis.limit < 100 and axis.worse == 3 and not axis.log
+    assert axis.note() == (f"score axis cut at {F.fmt(axis.limit)}: 3 worse trials drawn on "
+                           "the cut as ▲")
+    for fig in (F.params_figure(run), F.rounds_score_figure(run)):
+        points = _points(fig)
+        scored = [y for y, _, text in points if "failed" not in text]
+        assert max(scored) == axis.limit and min(scored) == 30  # 30 to 50 keep their spread
+        cut = [(y, text) for y, symbol, text in points if symbol == "triangle-up"]
+        assert len(cut) == 3 and all(y == axis.limit for y, _ in cut)
+        assert all("past the axis" in text and "e+04" in text for _, text in cut)  # ~20,000
+        failed = [y for y, _, text in points if "failed" in text]
+        assert failed and all(y > axis.limit for y in failed)  # just past the cut
+        assert fig.layout.legend.title.text == axis.note()  # the figure says so
+        assert fig.layout.yaxis.type != "log"
+
+
+def test_losses_spanning_decades_are_drawn_on_a_log_axis(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # log-loss: good networks near 0.01, guesses near 1, some astray at 30
+    losses = [float(s) for s in np.geomspace(0.01, 1.1, 24)] + [30.0] * 4
+    _diverged_study(storage, losses, "val_log_loss")
+    run = load_run(storage)
+    axis = F.score_axis(run)
+    # ten decades from the best to the diverged: a log axis shows them all
+    assert axis.log and axis.limit is None
+    for fig in (F.params_figure(run), F.rounds_score_figure(run)):
+        assert fig.layout.yaxis.type == "log" and "(log)" in fig.layout.yaxis.title.text
+        scores = [y for y, _, text in _points(fig) if "failed" not in text]
+        assert min(scores) == pytest.approx(0.01) and max(scores) > 20_000
 
 
 def test_bad_sources(tmp_path):
@@ -337,7 +518,7 @@ def test_sparse_study_shows_notes(tmp_path):
 
 
 def test_param_axis_names():
-    run = load_run.__globals__["RunData"](kind="tune", name="x", space=SPACE)
+    run = RunData(kind="tune", name="x", space=Space.from_dict(SPACE))
     assert F.param_axis("1-beta2", run).log and not F.param_axis("1-beta2", run).flip
     beta = F.param_axis("beta2", run)  # an ema_beta stored as β itself: drawn as 1 − β
     assert beta.log and beta.flip and beta.x(0.999) == pytest.approx(1e-3)
@@ -388,10 +569,10 @@ def test_panda_report(panda_run, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(browser.find_chromium() is None,
                     reason="needs Chromium (apt-get install -y chromium) to render the report")
-def test_report_draws_in_chromium(tune_html, panda_run, tmp_path):
+def test_report_draws_in_chromium(real_html, tune_html, panda_run, tmp_path):
     """Plotly really draws every figure: each figure div holds rendered SVG."""
     panda_html = write_report(panda_run, tmp_path / "panda.html")
-    for path, text in (tune_html, (panda_html, panda_html.read_text())):
+    for path, text in (real_html, tune_html, (panda_html, panda_html.read_text())):
         ids = re.findall(r'<div id="(fig-[\w-]+)" class="plotly-graph-div"', text)
         assert ids
         dom = browser.dump_dom(path)
@@ -401,5 +582,5 @@ def test_report_draws_in_chromium(tune_html, panda_run, tmp_path):
             drawn = dom[start:end]
             assert 'class="main-svg"' in drawn, f"{div} was not drawn"
             assert 'class="trace' in drawn or 'class="hm"' in drawn, f"{div} has no data"
-    png = browser.screenshot(tune_html[0], tmp_path / "report.png", 1400, 4000)
+    png = browser.screenshot(real_html[0], tmp_path / "report.png", 1400, 4000)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000

@@ -18,7 +18,7 @@ from caviar.search import (
     make_sampler,
     uniform,
 )
-from caviar.search.samplers import BOXES_ATTR, ROUND_ATTR
+from caviar.search.study import keys
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -45,12 +45,12 @@ def c2f(seed, **options):
 
 
 def rounds(study):
-    return study.user_attrs[BOXES_ATTR]
+    return study.user_attrs[keys.BOXES]
 
 
 def inside(study, trial):
     """Whether each of the trial's numeric params lies in its round's box (in r)."""
-    record = rounds(study)[trial.system_attrs[ROUND_ATTR]]
+    record = rounds(study)[trial.user_attrs[keys.ROUND]]
     for name, value in trial.params.items():
         dist = trial.distributions[name]
         if name in record["box"] and not isinstance(dist, optuna.distributions
@@ -102,7 +102,7 @@ def test_boxes_shrink_around_the_optimum():
 
 def test_round_k_samples_lie_in_round_k_box():
     study = run(c2f(3))
-    assert {t.system_attrs[ROUND_ATTR] for t in study.trials} == set(range(7))
+    assert {t.user_attrs[keys.ROUND] for t in study.trials} == set(range(7))
     assert all(inside(study, t) for t in study.trials)
 
 
@@ -139,7 +139,7 @@ def test_ask_and_tell_with_16_in_flight():
         for trial, p in zip(trials, params):
             score = -abs(math.log10(p["learning_rate"]) + 3) - p.get("dropout", 0)
             study.tell(trial, score)
-    by_round = [t.system_attrs[ROUND_ATTR] for t in study.trials]
+    by_round = [t.user_attrs[keys.ROUND] for t in study.trials]
     # a round's number is fixed at ask: the 16 asked before any tell are all coarse, and
     # each later batch of 16 is one round (it starts at its first ask)
     assert by_round == [k for k in range(5) for _ in range(16)]
@@ -157,7 +157,7 @@ def test_rounds_wait_for_trials_of_the_current_round():
 
     def round_of_next_ask():
         number = study.ask().number
-        return study.trials[number].system_attrs[ROUND_ATTR]
+        return study.trials[number].user_attrs[keys.ROUND]
 
     assert round_of_next_ask() == 1  # 4 of round 0 finished
     for old in first[4:]:  # round-0 trials finishing later do not advance round 1
@@ -195,7 +195,7 @@ def test_categorical_and_integer_axes_narrow():
     study = run(c2f(0), n_trials=60, space=space, objective=objective)
     last = rounds(study)[-1]
     assert last["choices"]["optimizer"] == ["rmsprop"]
-    late = [t for t in study.trials if t.system_attrs[ROUND_ATTR] == len(rounds(study)) - 1]
+    late = [t for t in study.trials if t.user_attrs[keys.ROUND] == len(rounds(study)) - 1]
     assert late and all(t.params["optimizer"] == "rmsprop" and "1-momentum" not in t.params
                         for t in late)
     low, high = last["box"]["depth"]
@@ -221,6 +221,25 @@ def test_a_new_sampler_resumes_the_rounds():
         study.tell(trial, toy(TOY.suggest(trial)))
     assert len(rounds(study)) == n_rounds + 1
     assert all(inside(study, t) for t in study.trials)
+
+
+def test_a_study_that_kept_its_rounds_as_system_attrs_resumes_them():
+    # caviar stored the round as a trial system attribute before it became a user attribute
+    first = run(c2f(0), n_trials=40)
+    resumed = []
+    for attrs in ("user_attrs", "system_attrs"):
+        study = optuna.create_study(sampler=c2f(0))
+        study.set_user_attr(keys.BOXES, rounds(first))
+        for t in first.trials:
+            study.add_trial(optuna.trial.create_trial(
+                value=t.value, params=t.params, distributions=t.distributions,
+                **{attrs: {keys.ROUND: t.user_attrs[keys.ROUND]}}))
+        for _ in range(10):
+            trial = study.ask()
+            study.tell(trial, toy(TOY.suggest(trial)))
+        resumed.append([(t.user_attrs[keys.ROUND], t.params) for t in study.trials[40:]])
+    assert resumed[0] == resumed[1]
+    assert resumed[0][-1][0] == len(rounds(first))  # one round more, as without the move
 
 
 def test_multi_objective_is_refused():

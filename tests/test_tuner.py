@@ -12,13 +12,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-import torch
 from sklearn.datasets import load_wine
 
 from caviar import CaviarModel, load_model
 from caviar.data import split_frame
 from caviar.engine import Population
-from caviar.search.tuner import Tuner, _Kept, averaged_score, epoch_cost, select_ensemble, tune
+from caviar.search.scheduler import Tuner, epoch_cost
+from caviar.search.study import keys
+from caviar.search.tune import tune
 
 SPACE = {
     "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
@@ -111,40 +112,6 @@ def test_resuming_with_other_columns_starts_a_new_model(wine_csv, tmp_path):
     assert fewer.test_scores["accuracy"] > 0.5
 
 
-def _kept(trial: int, p_true: torch.Tensor, y: torch.Tensor) -> _Kept:
-    """A kept network that gives each row's true class the probability ``p_true`` (the rest
-    shared by the two other classes)."""
-    outputs = ((1 - p_true) / 2).unsqueeze(1).repeat(1, 3)
-    outputs[torch.arange(len(y)), y] = p_true
-    network = Population("multiclass", 2, [{"hidden_layer_sizes": [2]}], n_classes=3)
-    return _Kept(averaged_score(outputs, y, "multiclass"), trial, network, outputs)
-
-
-def test_a_network_joins_unless_it_makes_the_average_clearly_worse():
-    rows = 400
-    y = torch.arange(rows) % 3
-    noise = torch.Generator().manual_seed(0)
-    best = _kept(1, torch.full((rows,), 0.9), y)
-    # as good on average, its mistakes elsewhere: the average beats both
-    helps = _kept(2, (0.9 + 0.08 * torch.randn(rows, generator=noise)).clamp(0.5, 0.99), y)
-    # better than the best on most rows, confidently wrong on 8: averaged in, it raises the
-    # validation loss a little, less than the noise of 400 rows, and joins (a lucky best
-    # must not keep out networks as good on new rows)
-    within_noise = _kept(3, torch.full((rows,), 0.92).index_fill(0, torch.arange(8), 0.01), y)
-    # worse on every row: dilutes the others and stays out
-    hurts = _kept(4, torch.full((rows,), 0.4), y)
-    assert best.value < helps.value < within_noise.value < hurts.value
-    kept = [hurts, within_noise, helps, best]
-    chosen, score = select_ensemble(kept, y, "multiclass", size=5)
-    assert [k.trial for k in chosen] == [1, 2, 3]
-    mean = (best.val_outputs + helps.val_outputs + within_noise.val_outputs) / 3
-    assert score == pytest.approx(-float(mean[torch.arange(rows), y].log().mean()))
-    two = (best.val_outputs + helps.val_outputs) / 2
-    assert score > averaged_score(two, y, "multiclass")  # within_noise raised it, and joined
-    assert [k.trial for k in select_ensemble(kept, y, "multiclass", size=2)[0]] == [1, 2]
-    assert [k.trial for k in select_ensemble(kept, y, "multiclass", size=1)[0]] == [1]
-
-
 def test_ensemble_of_one_keeps_the_best_network_alone(wine_csv, tmp_path):
     result = tune(wine_csv, "cultivar", trials=8, population=4, space=SPACE,
                   out=tmp_path / "run", seed=2, ensemble=1)
@@ -183,7 +150,7 @@ def test_a_killed_run_loses_no_completed_trial(wine_csv, tmp_path):
     space_file = tmp_path / "space.json"
     space_file.write_text(json.dumps(SPACE))
     code = (
-        "import json, sys; from caviar.search.tuner import tune; "
+        "import json, sys; from caviar.search.tune import tune; "
         f"tune({str(wine_csv)!r}, 'cultivar', trials=400, population=4, out={str(out)!r}, "
         f"space=json.load(open({str(space_file)!r})), seed=0)")
     # its own process group, so that the kill takes the database writer process too: the
@@ -234,29 +201,6 @@ def test_time_budget_stops_running_trials_and_keeps_the_best(wine_csv, tmp_path)
     assert result.study.user_attrs["elapsed_s"] >= 3
 
 
-def test_journaled_trials_the_database_missed_are_recovered(tmp_path):
-    from caviar.archive import TrialArchive, _to_line
-
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(storage=storage, study_name="s")
-    scratch = optuna.create_study()
-    scratch.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=3)
-    study.add_trial(scratch.trials[0])  # the database got the first trial only
-    journal = tmp_path / "pending-trials.jsonl"
-    lines = [_to_line(t, i, "s") for i, t in enumerate(scratch.trials)]
-    journal.write_text("".join(lines) + lines[0][:20])  # and the kill cut a line short
-    archive = TrialArchive(study, journal, storage)
-    assert archive.recovered == 2
-    assert [t.params["lr"] for t in study.trials] == [t.params["lr"] for t in scratch.trials]
-    assert archive.put(scratch.trials[0]) == 3
-    deadline = time.monotonic() + 60
-    while archive.backlog and time.monotonic() < deadline:  # written while the run goes on
-        time.sleep(0.05)
-    assert archive.backlog == 0 and len(study.trials) == 4
-    archive.close()
-    assert len(study.trials) == 4 and not journal.exists()
-
-
 def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
     # one structure per population: a coarse round the size of one population would see a
     # single structure, and coarse-to-fine would then narrow every structural choice to it
@@ -264,29 +208,11 @@ def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
              "batch_size": {"kind": "choice", "values": [16, 32]}}
     result = tune(wine_csv, "cultivar", trials=80, population=16, sampler="coarse-to-fine",
                   space=space, out=tmp_path / "run", seed=0)
-    coarse = [t for t in result.study.trials if t.system_attrs.get("c2f_round") == 0]
+    # the round is a user attribute of every trial the database holds (the report reads it)
+    assert all(isinstance(t.user_attrs.get(keys.ROUND), int) for t in result.study.trials)
+    coarse = [t for t in result.study.trials if keys.trial_round(t) == 0]
     assert len(coarse) >= 64  # 2 × trials_per_structure (2 × population)
     assert len({(t.params["width"], t.params["batch_size"]) for t in coarse}) >= 2
-
-
-def test_a_database_the_writer_cannot_reach_loses_no_trial(tmp_path):
-    from caviar.archive import TrialArchive
-
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(storage=storage, study_name="s")
-    scratch = optuna.create_study()
-    scratch.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=3)
-    journal = tmp_path / "pending-trials.jsonl"
-    archive = TrialArchive(study, journal, f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
-    numbers = [archive.put(t) for t in scratch.trials]
-    with pytest.raises(RuntimeError, match="could not write trials to the study.*running "
-                                           "again adds them"):
-        archive.close()
-    assert numbers == [0, 1, 2] and journal.exists() and len(study.trials) == 0
-    again = TrialArchive(study, journal, storage)  # the next run adds what was journaled
-    again.close()
-    assert again.recovered == 3
-    assert [t.params["lr"] for t in study.trials] == [t.params["lr"] for t in scratch.trials]
 
 
 def test_epoch_cost_grows_with_the_work_and_shares_the_step_cost():

@@ -26,7 +26,7 @@ _EXPORTS = {
     "save_model": "caviar.io",
     "CaviarModel": "caviar.model",
     "fit_model": "caviar.model",
-    "tune": "caviar.search.tuner",
+    "tune": "caviar.search.tune",
 }
 
 __all__ = ["CaviarClassifier", "CaviarModel", "CaviarRegressor", "Population", "__version__",
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from caviar.export import export_onnx
     from caviar.io import save_model
     from caviar.model import CaviarModel, fit_model, load_model
-    from caviar.search.tuner import tune
+    from caviar.search.tune import tune
 
 
 def __getattr__(name: str) -> Any:

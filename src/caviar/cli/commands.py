@@ -265,7 +265,7 @@ def tune(
     with handle_errors():
         budget = parse_duration(time_budget)
         from caviar.report import write_report
-        from caviar.search.tuner import tune as run_tune
+        from caviar.search.tune import tune as run_tune
 
         out_console = console()
         with TuneDisplay(out_console) as display:

@@ -33,6 +33,18 @@ def member_losses(z: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     return 0.5 * residual * residual
 
 
+def prediction_losses(y_hat: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-example losses ``(N,)`` of predictions ŷ as :func:`predictions` gives them, class
+    probabilities ``(N, C)`` or values ``(N,)``, or an average of several networks' (which has
+    no z): the losses of :func:`member_losses` with z = log ŷ for probabilities (softmax(log ŷ)
+    = ŷ, as ŷ sums to 1), so L = −log ŷ_y with ŷ_y floored at 1e-15; z = ŷ for values, so
+    L = ½(ŷ − y)²."""
+    if task == "regression":
+        return member_losses(y_hat.view(1, -1, 1), y, task)[0]
+    log_probs = y_hat.clamp_min(1e-15).log()  # a confident mistake costs 34.5, not infinity
+    return member_losses(log_probs.unsqueeze(0), y.long(), "multiclass")[0]
+
+
 def output_gradient(z: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     """dJ/dz for J = (1/B)·Σ_b L: the seed's dz = ŷ − y, over B."""
     P, B, _ = z.shape

@@ -6,6 +6,7 @@ A function returns a figure, or ``None`` when its data is missing (the page then
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,6 @@ STATE_STYLE = {  # how each trial state is drawn in the scatter plots
     "PRUNED": {"color": "#ff7f0e", "symbol": "diamond-open", "name": "pruned (last reported)"},
     "FAIL": {"color": "#d62728", "symbol": "x", "name": "failed (no score, drawn at the edge)"},
 }
-LOG_KINDS = ("log_uniform", "log_int", "ema_beta")
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -97,25 +97,24 @@ class ParamAxis:
 
 
 def param_axis(name: str, run: RunData) -> ParamAxis:
-    """Read a parameter's scale from the study's stored space, else from its distribution.
+    """A parameter's axis: its scale as the study's space has it (``Space.scale``), else as its
+    Optuna distribution has it.
 
     An ``ema_beta`` hyperparameter ``beta2`` is sampled as ``"1-beta2"`` (the value 1 − β on a
-    log scale), and is labelled "1 − beta2".
+    log scale), and is labelled "1 − beta2"; under β's own name it is drawn as 1 − β too.
     """
-    spec, base = run.space.get(name), name
-    if spec is None and name.startswith("1-") and name[2:] in run.space:
-        spec, base = run.space[name[2:]], name[2:]
-    kind = (spec or {}).get("kind")
-    if kind == "ema_beta":
-        return ParamAxis(name, f"1 − {base} (log)", log=True, flip=not name.startswith("1-"))
-    if kind in LOG_KINDS:
-        return ParamAxis(name, f"{name} (log)", log=True)
-    if kind == "choice":
-        return ParamAxis(name, name, category=True)
     dist = run.distributions.get(name)
-    integer = kind == "int" or isinstance(dist, optuna.distributions.IntDistribution)
-    if kind in ("uniform", "int", "fixed"):
-        return ParamAxis(name, name, integer=integer)
+    integer = isinstance(dist, optuna.distributions.IntDistribution)
+    if run.space is not None and name in run.space:  # caviar's or Optuna's name
+        param, scale = run.space[name], run.space.scale(name)
+        if scale == "ema_beta":
+            return ParamAxis(name, f"1 − {param.name} (log)", log=True,
+                             flip=name != param.optuna_name)
+        if scale == "log":
+            return ParamAxis(name, f"{name} (log)", log=True)
+        if scale == "categorical":
+            return ParamAxis(name, name, category=True)
+        return ParamAxis(name, name, integer=integer or param.kind == "int")
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return ParamAxis(name, name, category=True)
     if getattr(dist, "log", False):
@@ -162,8 +161,8 @@ def param_names(run: RunData) -> list[str]:
     seen: dict[str, None] = {}
     for t in run.trials:
         seen.update(dict.fromkeys(t.params))
-    order = {n: i for i, n in enumerate(run.space)}
-    order.update({f"1-{n}": i for n, i in list(order.items())})
+    order = {n: i for i, n in enumerate(run.space or ())}
+    order.update({run.space[n].optuna_name: i for n, i in list(order.items())})
     return sorted(seen, key=lambda n: (order.get(n, len(order)), list(seen).index(n)))
 
 
@@ -276,37 +275,107 @@ def panda_figure(run: RunData) -> go.Figure | None:
 # ----------------------------------------------------------------------------- search
 
 
-def _edge(run: RunData) -> float:
-    """Where failed trials (no score) are drawn: just past the worst score."""
-    scores = [t.score for t in run.trials if t.score is not None]
-    if not scores:
-        return 0.0
-    lo, hi = min(scores), max(scores)
-    pad = 0.08 * ((hi - lo) or abs(hi) or 1.0)
-    return lo - pad if run.direction == "maximize" else hi + pad
+@dataclass
+class ScoreAxis:
+    """How a score axis is drawn. A few diverging trials (a loss of 20,000 beside scores of 30
+    to 50) would squash every other trial into a flat line, so the axis stops at ``limit``
+    when some scores lie far past the others, and those are drawn on it (as triangles pointing
+    off the axis); failed trials, which have no score, sit just past the worst score drawn.
+    Losses that still span two decades or more (log-loss: 0.01 for a good network, 1 for a
+    guess, 30 for one that went astray) are drawn on a log axis."""
+
+    limit: float | None  # None: every score is shown
+    worse: int  # how many trials scored worse than the limit
+    edge: float  # where failed trials are drawn
+    sign: float  # 1.0 when lower scores are better, −1.0 when higher are
+    log: bool = False
+    best: float | None = None  # the best score (None: no trial has one)
+
+    def y(self, score: float | None) -> float:
+        if score is None:
+            return self.edge
+        beyond = self.limit is not None and self.sign * (score - self.limit) > 0
+        return self.limit if beyond else score
+
+    def clipped(self, score: float | None) -> bool:
+        return score is not None and self.y(score) != score
+
+    def range(self) -> list[float] | None:
+        """The y range every panel shares, from the best score to where failed trials are
+        drawn (in plotly's units: log10 on a log axis)."""
+        if self.best is None:
+            return None
+        lo, hi = sorted((self.best, self.edge))
+        if self.log:
+            lo, hi = math.log10(lo), math.log10(hi)
+        pad = 0.05 * ((hi - lo) or 1.0)
+        return [lo - pad, hi + pad]
+
+    def title(self, label: str) -> str:
+        """The axis title for the score called ``label``."""
+        return f"{label} (log)" if self.log else label
+
+    def note(self) -> str | None:
+        """What the figure says about the limit, if there is one."""
+        if self.limit is None:
+            return None
+        arrow = "▲" if self.sign > 0 else "▼"
+        return (f"score axis cut at {fmt(self.limit)}: {self.worse} worse trial"
+                f"{'s' if self.worse != 1 else ''} drawn on the cut as {arrow}")
 
 
-def _trial_points(run: RunData, trials: list[TrialData], axis: ParamAxis | None):
-    """x, y and hover texts of ``trials`` (x = the parameter, or the trial number)."""
-    edge = _edge(run)
-    xs, ys, texts = [], [], []
+def score_axis(run: RunData) -> ScoreAxis:
+    """The score axis of ``run``'s scatter plots, over the scores of at least ten trials
+    (completed trials', and pruned ones' last reports). It is cut at a box plot's outlier
+    fence, the upper quartile plus 1.5 × the interquartile range, when the scores past it
+    would otherwise take more than three quarters of the axis. For losses, which are positive
+    and compare by ratios, the fence and that share are taken on their logarithms."""
+    sign = -1.0 if run.direction == "maximize" else 1.0
+    scores = sorted(sign * t.score for t in run.trials if t.score is not None)
+    losses = sign > 0 and bool(scores) and scores[0] > 0
+    limit = None
+    if len(scores) >= 10:
+        r = [math.log10(s) for s in scores] if losses else scores  # where distances are read
+        q1, _, q3 = statistics.quantiles(r, n=4, method="inclusive")
+        fence = q3 + 1.5 * (q3 - q1)
+        if r[-1] - r[0] > 4 * (fence - r[0]) > 0:
+            limit = 10.0**fence if losses else fence
+    shown = [s for s in scores if limit is None or s <= limit]
+    edge = 0.0
+    if shown:  # just past the worst score drawn
+        lo, hi = shown[0], shown[-1] if limit is None else limit
+        edge = hi + 0.08 * ((hi - lo) or abs(hi) or 1.0)
+    log = losses and shown[-1] >= 100 * shown[0]
+    worse = len(scores) - len(shown)
+    return ScoreAxis(None if limit is None else sign * limit, worse, sign * edge, sign, log,
+                     sign * shown[0] if shown else None)
+
+
+def _trial_points(run: RunData, trials: list[TrialData], axis: ParamAxis | None,
+                  scores: ScoreAxis, symbol: str):
+    """x, y, hover texts and marker symbols of ``trials`` (x = the parameter, or the trial
+    number); a trial past the score axis's limit is drawn on it as a triangle."""
+    beyond = "triangle-up" if scores.sign > 0 else "triangle-down"
+    xs, ys, texts, symbols = [], [], [], []
     for t in trials:
         if axis is not None and axis.name not in t.params:
             continue
         x = axis.x(t.params[axis.name]) if axis else t.number
-        y = t.score if t.score is not None else edge
         text = f"trial #{t.number}"
         if axis:
             text += f"<br>{axis.name} = {fmt(t.params[axis.name])}"
         text += f"<br>{score_label(run)} = {fmt(t.score)}" if t.score is not None else ""
+        if scores.clipped(t.score):
+            text += " (past the axis: drawn on its end)"
         if t.state == "FAIL":
             text += f"<br>failed: {t.failure or 'no reason stored'}"
         elif t.state == "PRUNED":
             text += "<br>pruned"
         xs.append(x)
-        ys.append(y)
+        ys.append(scores.y(t.score))
         texts.append(text)
-    return xs, ys, texts
+        symbols.append(beyond if scores.clipped(t.score) else symbol)
+    return xs, ys, texts, symbols
 
 
 def params_figure(run: RunData) -> go.Figure | None:
@@ -319,26 +388,32 @@ def params_figure(run: RunData) -> go.Figure | None:
     if not names:
         return None
     axes = [param_axis(n, run) for n in names]
+    scores = score_axis(run)
     fig, cols = _grid(len(axes), [a.label for a in axes])
     for i, axis in enumerate(axes):
         row, col = _cell(i, cols)
         for state, style in STATE_STYLE.items():
-            xs, ys, texts = _trial_points(run, [t for t in run.trials if t.state == state], axis)
+            xs, ys, texts, symbols = _trial_points(
+                run, [t for t in run.trials if t.state == state], axis, scores, style["symbol"])
             fig.add_trace(
                 go.Scatter(
                     x=xs, y=ys, mode="markers", name=style["name"], legendgroup=state,
                     showlegend=i == 0, hovertext=texts, hoverinfo="text",
-                    marker={"color": style["color"], "symbol": style["symbol"], "size": 8,
+                    marker={"color": style["color"], "symbol": symbols, "size": 8,
                             "opacity": 0.85, "line": {"width": 1.5}},
                 ),
                 row=row, col=col,
             )
         xs = [x for trace in fig.select_traces(row=row, col=col) for x in trace.x]
         fig.update_xaxes(axis_style(axis, xs), row=row, col=col)
+        # one score axis for every panel, so that they compare at a glance
+        fig.update_yaxes(type="log" if scores.log else None, range=scores.range(),
+                         row=row, col=col)
         if col == 1:
-            fig.update_yaxes(title_text=score_label(run), row=row, col=col)
+            fig.update_yaxes(title_text=scores.title(score_label(run)), row=row, col=col)
     fig.update_layout(legend={"orientation": "h", "yref": "container", "y": 1.0,
-                              "yanchor": "top", "x": 0}, margin={"t": 80})
+                              "yanchor": "top", "x": 0, "title": {"text": scores.note()}},
+                      margin={"t": 80})
     return fig
 
 
@@ -359,22 +434,25 @@ def rounds_score_figure(run: RunData) -> go.Figure | None:
     if not rounds:
         return None
     fig = go.Figure()
+    scores = score_axis(run)
     for r in rounds:
         for state, symbol in (("COMPLETE", "circle"), ("PRUNED", "diamond-open"),
                               ("FAIL", "x")):
             trials = [t for t in run.trials if t.round == r and t.state == state]
             if not trials:
                 continue
-            xs, ys, texts = _trial_points(run, trials, None)
+            xs, ys, texts, symbols = _trial_points(run, trials, None, scores, symbol)
             fig.add_trace(go.Scatter(
                 x=xs, y=ys, mode="markers", hovertext=texts, hoverinfo="text",
                 name=f"round {r}" + ("" if state == "COMPLETE" else f" ({state.lower()})"),
                 legendgroup=f"round {r}",
-                marker={"color": round_color(r), "symbol": symbol, "size": 9,
+                marker={"color": round_color(r), "symbol": symbols, "size": 9,
                         "line": {"width": 1.5}},
             ))
     fig.update_layout(template=TEMPLATE, height=340, xaxis_title="trial number",
-                      yaxis_title=score_label(run),
+                      yaxis_title=scores.title(score_label(run)),
+                      yaxis_type="log" if scores.log else None, yaxis_range=scores.range(),
+                      legend_title_text=scores.note(),
                       title={"text": "trials by round (open diamonds: pruned, x: failed)",
                              "font": {"size": 13}})
     return fig

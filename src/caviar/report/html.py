@@ -18,6 +18,7 @@ import plotly.offline
 from caviar.files import replace_file
 from caviar.report import figures as F
 from caviar.report.source import RunData, load_run
+from caviar.search.study import keys
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -207,7 +208,10 @@ def _params_section(page: Page, run: RunData) -> None:
         "params", "Hyperparameters vs. score",
         '<p class="hint">One point per trial. Log-scale hyperparameters are drawn on a log '
         "axis; an exponential-average β is drawn as 1 − β. Pruned trials show their last "
-        "reported score; failed trials have none and sit just past the worst score.</p>",
+        "reported score; failed trials have none and sit just past the worst score. When a "
+        "few scores lie far off the rest (diverged trials), the score axis is cut so that the "
+        "rest keep their spread, and the legend says where; losses spanning two decades or "
+        "more are drawn on a log axis.</p>",
         page.figure(F.params_figure(run), "fig-params", "No trial stored parameters."),
     )
 
@@ -252,7 +256,7 @@ def _importance_section(page: Page, run: RunData) -> None:
 def _best_section(page: Page, run: RunData) -> None:
     best = run.best
     trial = run.best_trial() if run.kind == "tune" else None
-    hp = best.get("hyperparameters") or (trial.hyperparameters or trial.params if trial else {})
+    hp = best.get(keys.HYPERPARAMETERS) or (trial.hyperparameters or trial.params if trial else {})
     parts = []
     if run.kind == "panda":
         final = dict(hp)
@@ -268,15 +272,15 @@ def _best_section(page: Page, run: RunData) -> None:
                          f" = {esc(trial.score)}.</p>")
         parts.append(table(["hyperparameter", "value"], sorted(hp.items())) if hp
                      else note("No best configuration stored."))
-        members = [m for m in best.get("members") or [] if isinstance(m, dict)]
+        members = [m for m in best.get(keys.MEMBERS) or [] if isinstance(m, dict)]
         if len(members) > 1:
             trials = ", ".join(f"#{m.get('trial')} ({esc(m.get('value'))})" for m in members)
             parts.append(f'<p class="hint">The model averages the predictions of '
                          f"{len(members)} networks (going down the trials by validation score, "
                          f"each joined unless it made the validation loss of the average "
                          f"worse by more than one standard error): {trials}.</p>")
-    scores = best.get("test_scores") or {}
-    alone = best.get("best_network_test_scores") or {}
+    scores = best.get(keys.TEST_SCORES) or {}
+    alone = best.get(keys.BEST_NETWORK_TEST_SCORES) or {}
     parts.append("<h3>Held-out test scores</h3>")
     if scores and alone:
         parts.append(table(["score", "model", "best network alone"],
@@ -284,9 +288,9 @@ def _best_section(page: Page, run: RunData) -> None:
     else:
         parts.append(table(["score", "value"], scores.items()) if scores
                      else note("No test scores stored."))
-    if run.task in ("binary", "multiclass") or best.get("confusion_matrix"):
+    if run.task in ("binary", "multiclass") or best.get(keys.CONFUSION_MATRIX):
         parts.append("<h3>Confusion matrix (test)</h3>")
-        parts.append(page.figure(F.confusion_figure(best.get("confusion_matrix") or {}),
+        parts.append(page.figure(F.confusion_figure(best.get(keys.CONFUSION_MATRIX) or {}),
                                  "fig-confusion", "No confusion matrix stored."))
     title = "Configuration and test scores" if run.kind == "panda" else "Best configuration"
     page.section("best", title, *parts)

@@ -1,8 +1,10 @@
 """Read what a report shows from its source: a tune run directory, an Optuna storage, or a panda
 run directory, into one plain :class:`RunData` the figures and tables are drawn from.
 
-Everything the tuner and the panda trainer store is optional here: a missing key becomes
-``None`` (or an empty container) and the section that needs it shows a short note instead.
+A study's layout (which attribute holds what) is ``caviar.search.study.keys``, the module the
+tuner writes by. Everything the tuner and the panda trainer store is optional here: a missing
+key becomes ``None`` (or an empty container) and the section that needs it shows a short note
+instead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+
+from caviar.search.space import Space
+from caviar.search.study import keys
 
 
 @dataclass
@@ -52,7 +57,7 @@ class RunData:
     metric: str | None = None
     direction: str = "maximize"
     sampler: str | None = None
-    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    space: Space | None = None  # the study's search space, when it stored a readable one
     data: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)  # hyperparameters, test_scores, ...
     c2f_boxes: list[dict[str, Any]] = field(default_factory=list)
@@ -73,8 +78,8 @@ class RunData:
         return sorted(done, key=lambda t: t.score, reverse=self.direction == "maximize")
 
     def best_trial(self) -> TrialData | None:
-        """The trial ``best["trial"]`` names, else the best ranked one."""
-        number = self.best.get("trial")
+        """The trial ``best`` names, else the best ranked one."""
+        number = self.best.get(keys.BEST_TRIAL)
         for t in self.trials:
             if t.number == number:
                 return t
@@ -167,29 +172,29 @@ def _load_study(storage: str, study_name: str | None, fallback_name: str = "") -
                 state=ft.state.name,
                 value=ft.values[0] if ft.values and ft.state.name == "COMPLETE" else None,
                 params=dict(ft.params),
-                hyperparameters=_dict(ua.get("hyperparameters")),
-                curve=_curve(ua.get("curve")),
+                hyperparameters=_dict(ua.get(keys.HYPERPARAMETERS)),
+                curve=_curve(ua.get(keys.CURVE)),
                 intermediate=dict(ft.intermediate_values),
-                duration_s=_duration(ua.get("duration_s"), ft),
-                failure=None if ua.get("failure") is None else str(ua["failure"]),
-                round=ua.get("c2f_round") if isinstance(ua.get("c2f_round"), int) else None,
+                duration_s=_duration(ua.get(keys.DURATION_S), ft),
+                failure=None if ua.get(keys.FAILURE) is None else str(ua[keys.FAILURE]),
+                round=keys.trial_round(ft),
             )
         )
-    direction = attrs.get("direction")
+    direction = attrs.get(keys.DIRECTION)
     if direction not in ("maximize", "minimize"):
         direction = "minimize" if study.directions[0].name == "MINIMIZE" else "maximize"
-    data = _dict(attrs.get("data"))
+    data = _dict(attrs.get(keys.DATA))
     return RunData(
         kind="tune",
         name=study_name or fallback_name,
-        task=attrs.get("task") or data.get("task"),
-        metric=attrs.get("metric"),
+        task=attrs.get(keys.TASK) or data.get("task"),
+        metric=attrs.get(keys.METRIC),
         direction=direction,
-        sampler=attrs.get("sampler"),
-        space={k: v for k, v in _dict(attrs.get("space")).items() if isinstance(v, dict)},
+        sampler=attrs.get(keys.SAMPLER),
+        space=_space(attrs.get(keys.SPACE)),
         data=data,
-        best=_dict(attrs.get("best")),
-        c2f_boxes=[b for b in attrs.get("c2f_boxes") or [] if isinstance(b, dict)],
+        best=_dict(attrs.get(keys.BEST)),
+        c2f_boxes=[b for b in attrs.get(keys.BOXES) or [] if isinstance(b, dict)],
         trials=trials,
         distributions=distributions,
         study=study,
@@ -198,10 +203,10 @@ def _load_study(storage: str, study_name: str | None, fallback_name: str = "") -
 
 def _load_panda(path: Path, info: dict[str, Any]) -> RunData:
     data = _dict(info.get("data"))
-    best = {
-        "hyperparameters": _dict(info.get("hyperparameters")),
-        "test_scores": _dict(info.get("test_scores")),
-        "confusion_matrix": _dict(info.get("confusion_matrix")),
+    best = {  # run.json's keys, in the study's "best" layout
+        keys.HYPERPARAMETERS: _dict(info.get("hyperparameters")),
+        keys.TEST_SCORES: _dict(info.get("test_scores")),
+        keys.CONFUSION_MATRIX: _dict(info.get("confusion_matrix")),
     }
     return RunData(
         kind="panda",
@@ -221,6 +226,15 @@ def _guess_direction(metric: Any) -> str:
     """Scores where bigger is better: accuracy, r2, auc; everything else is a loss."""
     name = str(metric or "")
     return "maximize" if any(k in name for k in ("accuracy", "r2", "auc", "f1")) else "minimize"
+
+
+def _space(value: Any) -> Space | None:
+    """The stored space, or None when there is none or it does not read as one (a study of
+    another version): the report then reads each scale from its Optuna distribution."""
+    try:
+        return Space.from_dict(value) if isinstance(value, dict) else None
+    except (ValueError, TypeError):  # SpaceError is a ValueError
+        return None
 
 
 def _dict(value: Any) -> dict[str, Any]:

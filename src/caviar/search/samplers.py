@@ -27,10 +27,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..hyperparams import close_names
 from .space import Space, SpaceError
+from .study import keys
 
 SAMPLERS = ("random", "grid", "coarse-to-fine", "tpe")
-ROUND_ATTR = "c2f_round"  # trial system attr: the coarse-to-fine round the trial was drawn in
-BOXES_ATTR = "c2f_boxes"  # study user attr: one record per round (see CoarseToFineSampler)
 
 
 def sampler_key(name: str) -> str:
@@ -114,8 +113,7 @@ class AskTellGridSampler(GridSampler):
 
     def all_started(self, study: optuna.Study) -> bool:
         """Whether every grid point has a trial (running or finished) in ``study``."""
-        started = {t.system_attrs["grid_id"]
-                   for t in study._storage.get_all_trials(study._study_id, deepcopy=False)
+        started = {t.system_attrs["grid_id"] for t in study.get_trials(deepcopy=False)
                    if "grid_id" in t.system_attrs
                    and self._same_search_space(t.system_attrs["search_space"])}
         return len(started) >= self.n_points
@@ -130,6 +128,14 @@ def _check_options(key: str, valid: Sequence[str], options: dict) -> None:
 
 def _keywords(cls: type) -> list[str]:
     return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "seed")]
+
+
+def _storage(study: optuna.Study) -> tuple[optuna.storages.BaseStorage, int]:
+    """The study's storage and id: private in Optuna, and the one way a sampler has to write a
+    trial's attributes or to see the whole study (HyperbandPruner hands samplers a filtered
+    study without user attributes, whose trials are one bracket's). Optuna's own samplers
+    use the same two names."""
+    return study._storage, study._study_id
 
 
 class CoarseToFineSampler(BaseSampler):
@@ -174,7 +180,7 @@ class CoarseToFineSampler(BaseSampler):
     generator seeded with (``seed``, trial number, parameter name), so the same seed and the
     same order of asks and tells give the same parameters. Single objective only.
 
-    **Records.** Each trial gets the system attr ``"c2f_round"``; the study gets the user attr
+    **Records.** Each trial gets the user attr ``"c2f_round"``; the study gets the user attr
     ``"c2f_boxes"``, a list of ``{"round": k, "n_complete": completed trials when it started,
     "box": {optuna_name: [r_low, r_high]}, "choices": {optuna_name: [values]}}``. A parameter
     missing from a round's box (all of round 0) spans its whole range. The state lives in the
@@ -227,27 +233,27 @@ class CoarseToFineSampler(BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._raise_error_if_multi_objective(study)
-        if ROUND_ATTR in trial.system_attrs:
+        if keys.ROUND in trial.user_attrs:
             return
-        # Through the storage: HyperbandPruner hands samplers a filtered study without
-        # user_attrs, whose get_trials sees one bracket.
-        storage, study_id = study._storage, study._study_id
-        rounds = list(storage.get_study_user_attrs(study_id).get(BOXES_ATTR, []))
+        storage, study_id = _storage(study)
+        rounds = list(storage.get_study_user_attrs(study_id).get(keys.BOXES, []))
         if not rounds:
             rounds.append({"round": 0, "n_complete": 0, "box": {}, "choices": {}})
-            storage.set_study_user_attr(study_id, BOXES_ATTR, rounds)
+            storage.set_study_user_attr(study_id, keys.BOXES, rounds)
         current = rounds[-1]
         trials = storage.get_all_trials(study_id, deepcopy=False)
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                       and t.system_attrs.get(ROUND_ATTR) == current["round"] for t in trials)
+                       and keys.trial_round(t) == current["round"] for t in trials)
         need = self.n_coarse if current["round"] == 0 else self.n_per_round
         ranked = self._ranked(trials, study.direction) if finished >= need else []
         if len(ranked) >= self.top_k:
             n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
             current = self._next_round(current["round"] + 1, ranked, n_complete)
             rounds.append(current)
-            storage.set_study_user_attr(study_id, BOXES_ATTR, rounds)
-        storage.set_trial_system_attr(trial._trial_id, ROUND_ATTR, current["round"])
+            storage.set_study_user_attr(study_id, keys.BOXES, rounds)
+        # a user attribute, where the report and optuna-dashboard look for it
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_user_attr(trial_id, keys.ROUND, current["round"])
 
     def _ranked(self, trials: Sequence[FrozenTrial], direction: StudyDirection
                 ) -> list[FrozenTrial]:
@@ -301,19 +307,24 @@ class CoarseToFineSampler(BaseSampler):
             lo, hi = _to_r(first, dist), _to_r(last, dist)
         return lo, hi
 
-    def _round(self, study: optuna.Study, number: int) -> dict | None:
-        key = (id(study._storage), study._study_id, number)
+    def _round(self, study: optuna.Study, trial: FrozenTrial) -> dict | None:
+        """The record of the round ``trial`` was drawn in (``before_trial`` stored it)."""
+        storage, study_id = _storage(study)
+        # through the storage: the trial Optuna hands ``sample_independent`` is a copy taken
+        # before ``before_trial`` wrote the round
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        number = storage.get_trial_user_attrs(trial_id).get(keys.ROUND, 0)
+        key = (id(storage), study_id, number)
         if key not in self._rounds:
-            attrs = study._storage.get_study_user_attrs(study._study_id)
-            for record in attrs.get(BOXES_ATTR, []):
-                self._rounds[(id(study._storage), study._study_id, record["round"])] = record
+            for record in storage.get_study_user_attrs(study_id).get(keys.BOXES, []):
+                self._rounds[(id(storage), study_id, record["round"])] = record
         return self._rounds.get(key)
 
     # -- sampling -----------------------------------------------------------------------------
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        record = self._round(study, trial.system_attrs.get(ROUND_ATTR, 0)) or {}
+        record = self._round(study, trial) or {}
         rng = np.random.default_rng([self._seed, trial.number, zlib.crc32(param_name.encode())])
         dist = param_distribution
         if isinstance(dist, CategoricalDistribution):

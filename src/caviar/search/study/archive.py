@@ -1,10 +1,10 @@
 """Writing finished trials to the study's database without making the tuner wait for it.
 
-Adding one trial to an SQLite study through Optuna's RDB storage costs about 30 ms of Python
-(SQLAlchemy, one query per parameter), more than a population spends training a pruned trial.
-A thread would not help: it holds the interpreter lock while it works, and measured on
-``wage`` a writer thread halved the epochs the tuner trained. So the tuner hands each finished
-trial to a ``TrialArchive``, which
+Adding one trial to an SQLite study through Optuna's RDB storage costs tens of milliseconds
+of Python (SQLAlchemy, one query per parameter), more than a population spends training a
+pruned trial. A thread would not help: it holds the interpreter lock while it works, and the
+tuner would train fewer epochs (bench/README.md, "Figures behind design choices"). So the
+tuner hands each finished trial to a ``TrialArchive``, which
 
 1. appends it as one JSON line to a journal file next to the run (microseconds; the line is
    in the kernel's hands once ``write`` returns, so it survives a SIGKILL of the process), and
@@ -21,7 +21,8 @@ writer holds a lock on the journal while it runs and stops when the tuner's proc
 so recovery never races a writer left behind by a killed run; the lock file also holds how
 many journal lines it has written, so the tuner can see when it falls behind (``backlog``).
 
-This module imports only Optuna, so the writer process starts in a fraction of a second.
+This module imports only Optuna (``caviar.search`` loads its names lazily), so the writer
+process starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class TrialArchive:
         # its errors go to a file, which cannot fill up and block it as a pipe can
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "caviar.archive", storage, study.study_name,
+            [sys.executable, "-m", "caviar.search.study.archive", storage, study.study_name,
              str(self.journal), str(os.getpid())],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
 
@@ -225,7 +226,9 @@ class TrialArchive:
         self._lock_path.unlink(missing_ok=True)
 
 
-if __name__ == "__main__":  # the writer process: python -m caviar.archive STORAGE STUDY JOURNAL PID
+# the writer process: python -m caviar.search.study.archive STORAGE STUDY JOURNAL PID
+if __name__ == "__main__":
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its stderr is for errors
     os.nice(10)  # training comes first; the journal keeps every trial safe meanwhile
     try:
         follow(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -1,0 +1,125 @@
+"""The kept model: the best trained networks so far, and the few of them the model averages.
+
+Every finished trial's network at its best epoch is a candidate (completed trials, and pruned
+or budget-stopped ones: trained networks judged by the same validation score). The tuner keeps
+the ``4 × ensemble`` best (``KeptNetworks``); the model averages the predictions of up to
+``ensemble`` of them, chosen by forward selection in rank order (``select_ensemble``). None is
+refit. Why average: the single best of a thousand trials, picked on a few hundred validation
+rows, is a lucky one; averaging costs nothing more to train (bench/README.md, "Figures behind
+design choices").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..data import TablePreprocessor
+from ..engine import Population
+from ..engine.losses import prediction_losses
+from ..model import CaviarModel
+
+
+@dataclass
+class KeptNetwork:
+    """A trained network the model may average: its trial (database number), validation
+    score, and predictions for the validation rows."""
+
+    value: float
+    trial: int
+    network: Population
+    val_outputs: torch.Tensor  # its predictions for the validation rows
+    stopped: str | None = None  # why a running trial was stopped (the budget), if it was
+
+    def describe(self) -> dict[str, Any]:
+        out = {"trial": self.trial, "value": self.value, "epoch": int(self.network.epoch[0])}
+        return out | ({"stopped": self.stopped} if self.stopped else {})
+
+
+def averaged_score(outputs: torch.Tensor, y: torch.Tensor, task: str) -> float:
+    """The validation loss of averaged predictions: log-loss of the mean class
+    probabilities, or RMSE (standardized units) of the mean values."""
+    mean = prediction_losses(outputs, y, task).mean()
+    return float((2 * mean).sqrt() if task == "regression" else mean)  # L = ½(ŷ − y)²
+
+
+def select_ensemble(kept: Sequence[KeptNetwork], y_val: torch.Tensor, task: str,
+                    size: int) -> tuple[list[KeptNetwork], float]:
+    """The networks the model averages, and the validation score of their average.
+
+    Start from the best network; walk down the others by validation score; one joins unless
+    averaging it in makes the validation loss worse by more than one standard error (of the
+    row-by-row difference, with and without it); stop at ``size`` networks.
+
+    Why the standard error: the best of a thousand networks has a lucky validation score, so
+    requiring each network to *lower* it keeps out networks that are as good on new rows
+    (it averaged fewer networks and tested worse), while a network truly worse than the
+    others raises the loss on most rows and stays out. (Forward selection in rank order: each
+    network is one yes-or-no decision, which the validation rows can afford; a free weighting
+    of many networks would fit them instead.)"""
+    ranked = sorted(kept, key=lambda k: k.value)
+    chosen, total = [ranked[0]], ranked[0].val_outputs.clone()
+    current = prediction_losses(total, y_val, task)  # the average's loss on each row
+    for candidate in ranked[1:]:
+        if len(chosen) >= size:
+            break
+        with_it = prediction_losses((total + candidate.val_outputs) / (len(chosen) + 1),
+                                    y_val, task)
+        change = with_it - current
+        noise = change.std() / math.sqrt(len(change)) if len(change) > 1 else 0.0
+        if change.mean() <= noise:  # worse by at most one standard error
+            chosen.append(candidate)
+            total, current = total + candidate.val_outputs, with_it
+    return chosen, averaged_score(total / len(chosen), y_val, task)
+
+
+def model_from_kept(pre: TablePreprocessor, members: Sequence[KeptNetwork], study_name: str,
+                    averaged: float) -> CaviarModel:
+    """The model averaging ``members`` (best first); ``info`` names the best one's trial and
+    score, lists every member's, and the validation score of their average (``averaged``,
+    from ``select_ensemble``; as ``ensemble_value``, regression RMSE in the target's units
+    like every trial value)."""
+    if pre.task_ == "regression":
+        averaged *= pre.target_std_
+    info = {**members[0].describe(), "study": study_name, "ensemble_value": averaged,
+            "members": [k.describe() for k in members]}
+    return CaviarModel(pre, [k.network for k in members], info)
+
+
+class KeptNetworks:
+    """The best networks trained so far, best first: at most ``4 × ensemble`` (1 when the
+    model is the best network alone), each at its best epoch.
+
+    ``changed`` says whether they changed since the model was last saved."""
+
+    def __init__(self, X_val: torch.Tensor, y_val: torch.Tensor, task: str, ensemble: int):
+        self.X_val, self.y_val, self.task, self.ensemble = X_val, y_val, task, ensemble
+        self.size = 1 if ensemble == 1 else 4 * ensemble
+        self.networks: list[KeptNetwork] = []
+        self.changed = False
+
+    def wants(self, value: float) -> bool:
+        """Whether a network of validation score ``value`` would be kept (not if it is no
+        number: it never finished an epoch). Ask before exporting the network."""
+        full = len(self.networks) >= self.size
+        return math.isfinite(value) and not (full and value >= self.networks[-1].value)
+
+    def add(self, network: Population, trial: int, value: float,
+            stopped: str | None = None) -> None:
+        """Keep ``network`` (one member, trial ``trial``, validation score ``value``) if it is
+        among the best."""
+        with torch.no_grad():
+            outputs = network.predict(self.X_val)[0]
+        self.networks.append(KeptNetwork(value, trial, network, outputs, stopped))
+        self.networks.sort(key=lambda k: k.value)
+        del self.networks[self.size:]
+        self.changed = True
+
+    def model(self, pre: TablePreprocessor, study_name: str) -> CaviarModel:
+        """The model: the networks ``select_ensemble`` chooses, averaged."""
+        members, value = select_ensemble(self.networks, self.y_val, self.task, self.ensemble)
+        return model_from_kept(pre, members, study_name, value)

@@ -1,0 +1,479 @@
+"""The scheduler: many Optuna trials trained at once in populations (the caviar approach).
+
+How trials meet populations (slot refill):
+
+- Up to ``population`` trials run at once. Trials that share the structural hyperparameters
+  (depth, width, activation, batch norm, batch size) train as members of one ``Population``.
+- A *group* is one population with one structure. A new group starts from a leader trial
+  that the sampler draws freely; the trials that fill and refill its slots are asked with the
+  leader's structural values fixed (``study.enqueue_trial``), and the sampler draws the rest.
+  After a group has taken ``trials_per_structure`` trials (2 × population by default) it stops
+  taking new ones and drains, and the next free slot starts a new group from a new leader.
+  A leader whose structure matches a draining group rejoins and reopens it instead, so that
+  once coarse-to-fine has narrowed the structures, populations stay full rather than
+  splitting into several part-empty populations of one shape.
+- Coarse-to-fine's coarse round is ``2 × trials_per_structure`` trials (``tune`` sets it), so
+  that it spans at least two structures: with one structure per group, a coarse round of one
+  group's size saw a single structure and then narrowed every structural choice to it. More
+  structures in the coarse round cost more than they found, since populations of a few
+  survivors vectorize little. With the grid sampler, which must place every grid point
+  itself, each trial joins whichever group matches its structure.
+- Groups take turns by time, not by epochs: the next epoch goes to the group that has used
+  the least estimated time (``epoch_cost``; a new group starts level with the least), so a
+  structure whose epochs cost 5× as much gets the same seconds as the others, not 5× as
+  many, and cheap structures are not held back by a slow one.
+- Every epoch each running trial reports its validation score to Optuna; the pruner (ASHA or
+  median) may stop it. When a trial completes, is pruned or diverges, its slot is refilled
+  in place at the epoch boundary (``Population.replace_members``: fresh weights, no copy of
+  the other members) with a new trial from the sampler, so the vectorized batch stays full.
+- The score is the validation loss (``caviar.metrics``). Every member remembers its weights
+  at its best epoch (``Population.remember_best``); a completed trial's value is that epoch's
+  score, and that network is the one offered to the kept model (``ensemble.KeptNetworks``).
+- Each finished trial goes to the archive (``study.archive``), which writes it to the
+  database behind the tuner's back; the scheduler slows down when the writer falls behind.
+
+The measurements behind these choices are in bench/README.md, "Figures behind design choices".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from ..data import PreparedTable
+from ..engine import Population
+from ..files import jsonable
+from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
+from ..metrics import in_target_units, validation_score
+from ..model import CaviarModel
+from .ensemble import KeptNetworks
+from .samplers import AskTellGridSampler
+from .space import Space
+from .study import keys
+from .study.archive import TrialArchive
+
+PRUNERS = ("asha", "median", "none")
+WRITER_BACKLOG = 64  # finished trials the database writer may lag behind (~2 s of writing)
+
+
+@dataclass
+class TuneProgress:
+    """What a progress display shows; passed to ``on_progress`` after every epoch round."""
+
+    done: int
+    running: int
+    pruned: int
+    failed: int
+    best_value: float | None
+    metric: str
+    direction: str
+    elapsed: float
+    time_budget: float | None
+    trials_budget: int | None
+    populations: int = 0
+
+
+@dataclass
+class _Group:
+    """One population of trials sharing a structure.
+
+    ``trials[i]`` is the trial member i trains, or None when that trial ended this epoch and
+    the slot waits for ``fill`` to refill it (in place) or drop it. ``joining`` holds trials
+    asked during a fill, placed in the population at its end (one tensor copy, not one per
+    trial); a new group has no population until then."""
+
+    key: tuple
+    structure: dict[str, Any]
+    population: Population | None = None
+    trials: list[optuna.Trial | None] = field(default_factory=list)
+    started: list[float] = field(default_factory=list)
+    joining: list[tuple[optuna.Trial, dict]] = field(default_factory=list)
+    taken: int = 0
+    retired: bool = False
+    cost: float = 0.0  # estimated seconds of training so far (``epoch_cost``)
+
+    @property
+    def running(self) -> int:
+        return sum(t is not None for t in self.trials) + len(self.joining)
+
+    @property
+    def free_slots(self) -> list[int]:
+        return [i for i, t in enumerate(self.trials) if t is None]
+
+
+def structure_quota(population: int, trials_per_structure: int | None) -> int:
+    """Trials a group takes before it drains: ``trials_per_structure``, by default
+    2 × population."""
+    return trials_per_structure or 2 * population
+
+
+# What an epoch costs, in seconds, fitted on this project's 2-core CPU (bench/README.md): a
+# fixed cost per minibatch step (Python and operator dispatch), then per member the
+# multiply-adds and the per-unit work (activation, dropout, batch norm) of every row, and the
+# optimizer's passes over the parameters at every step. The scheduler needs only ratios, and
+# an estimate rather than the clock keeps a seeded run reproducible.
+STEP_S, MAC_S, UNIT_S, PARAM_S = 1e-3, 2e-11, 1.7e-8, 3e-9
+
+
+def epoch_cost(population: Population, rows: int) -> float:
+    """Estimated seconds of one epoch of ``population`` over ``rows`` rows."""
+    s = population.structure
+    sizes = s.layer_sizes
+    macs = sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:]))  # ≈ parameters
+    units = sum(sizes[1:])
+    steps = math.ceil(rows / s.batch_size)
+    per_member = rows * (macs * MAC_S + units * UNIT_S) + steps * macs * PARAM_S
+    return steps * STEP_S + population.size * per_member
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """The pruner called ``name``: "asha" (successive halving: rungs at epochs 1, 3, 9, 27, a
+    third goes on), "median" or "none"."""
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+
+
+class Budget:
+    """The trials and seconds a study may spend; ``spent``: seconds earlier runs spent."""
+
+    def __init__(self, trials: int | None, time_budget: float | None, spent: float):
+        self.trials, self.time_budget, self.spent = trials, time_budget, spent
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return self.spent + time.monotonic() - self.start
+
+    def out_of_time(self) -> bool:
+        return self.time_budget is not None and self.elapsed >= self.time_budget
+
+    def may_ask(self, started: int) -> bool:
+        """``started``: trials of this study that are finished or running."""
+        if self.out_of_time():
+            return False
+        return self.trials is None or started < self.trials
+
+
+class Tuner:
+    """Drives an Optuna study with ask-and-tell, training its trials in populations."""
+
+    def __init__(self, study: optuna.Study, space: Space, data: PreparedTable,
+                 budget: Budget, population: int,
+                 out: Path, seed: int, trials_per_structure: int | None = None,
+                 on_progress: Callable[[TuneProgress], None] | None = None,
+                 archive: TrialArchive | None = None, ensemble: int = 5,
+                 saved: CaviarModel | None = None):
+        """``study`` is the working study the sampler and pruner see (in memory);
+        ``archive`` writes each finished trial to the database study (None: nowhere);
+        ``ensemble``: how many networks the model averages at most; ``saved``: a resumed
+        run's model, whose networks are kept again."""
+        self.study, self.space, self.data, self.pre = study, space, data, data.preprocessor
+        self.archive = archive
+        self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
+        self.trials_per_structure = structure_quota(population, trials_per_structure)
+        self.on_progress = on_progress
+        self.task = data.task
+        self.n_classes = data.n_classes
+        self.groups: list[_Group] = []
+        self.free_asks = isinstance(study.sampler, AskTellGridSampler)
+        self.best_value = _best_value(study)
+        self.kept = KeptNetworks(data.X_val, data.y_val, self.task, ensemble)
+        if saved is not None:
+            info = saved.info
+            members = info.get("members") or [{"trial": info["trial"], "value": info["value"],
+                                               "stopped": info.get("stopped")}]
+            for m, network in zip(members, saved.networks):
+                self.keep(network, int(m["trial"]), float(m["value"]), m.get("stopped"))
+        # rewrite a saved model of more networks than this run's ensemble allows
+        self.kept.changed = saved is not None and len(saved.networks) > ensemble
+        self._groups_made = 0
+        # finished trials by state, counted here: filtering the study's trials for every ask
+        # grows with the study (quadratic over a run)
+        self.finished = {s: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        for t in study.get_trials(deepcopy=False, states=tuple(self.finished)):
+            self.finished[t.state] += 1
+
+    # ---------------------------------------------------------------- slots
+
+    @property
+    def running(self) -> int:
+        return sum(g.running for g in self.groups)
+
+    def _started(self) -> int:
+        return sum(self.finished.values()) + self.running
+
+    def _ask(self, structure: dict[str, Any] | None) -> tuple[optuna.Trial, dict] | None:
+        if structure:
+            self.study.enqueue_trial(structure, skip_if_exists=False)
+        trial = self.study.ask()
+        try:
+            params = resolve(self.space.suggest(trial))
+        except ValueError as e:
+            trial.set_user_attr(keys.FAILURE, f"invalid hyperparameters: {e}")
+            self._tell(trial, None, TrialState.FAIL)
+            return None
+        trial.set_user_attr(keys.HYPERPARAMETERS, jsonable(params))
+        return trial, params
+
+    def _join(self, group: _Group, trial: optuna.Trial, params: dict) -> None:
+        group.joining.append((trial, params))
+        group.taken += 1
+        group.retired = group.taken >= self.trials_per_structure
+
+    def _new_group(self, trial: optuna.Trial, params: dict) -> _Group:
+        structure = {k: v for k, v in trial.params.items() if k in SPACE_STRUCTURAL}
+        # it starts level with the group that has used the least time, so it does not take
+        # every epoch until it has caught up with groups that ran long before it
+        level = min((g.cost for g in self.groups), default=0.0)
+        group = _Group(structure_key(params), structure, cost=level)
+        self.groups.append(group)
+        self._join(group, trial, params)
+        return group
+
+    def _target(self) -> _Group | None:
+        """The group the next trial should join: one with a free slot to refill in place,
+        else the newest still taking trials; None: start a new group."""
+        open_groups = [g for g in self.groups if not g.retired]
+        waiting = [g for g in open_groups if len(g.free_slots) > len(g.joining)]
+        if waiting:
+            return waiting[0]
+        return open_groups[-1] if open_groups else None
+
+    def fill(self) -> None:
+        """Refill free slots from the sampler, at an epoch boundary."""
+        while self.running < self.capacity and self.budget.may_ask(self._started()):
+            group = None if self.free_asks else self._target()
+            asked = self._ask(group.structure if group else None)
+            if asked is None:
+                continue
+            trial, params = asked
+            key = structure_key(params)
+            if group is None:  # a leader (or any grid point): join a group of its shape,
+                # reopening a draining one (its few survivors fill up again)
+                group = next((g for g in self.groups if g.key == key), None)
+                if group is not None and group.retired and not self.free_asks:
+                    group.taken, group.retired = 0, False
+            if group is not None and group.key == key:
+                self._join(group, trial, params)
+            else:  # a new structure (or the space changed it, e.g. a conditional)
+                self._new_group(trial, params)
+        for group in list(self.groups):
+            self._settle(group)
+
+    def _settle(self, group: _Group) -> None:
+        """Place the joining trials (free slots first, in place; then appended) and drop the
+        slots left free."""
+        joining, group.joining = group.joining, []
+        now = time.monotonic()
+        params = [p for _, p in joining]
+        if group.population is None:
+            group.population = Population(
+                self.task, self.data.X_train.shape[1], params, n_classes=self.n_classes,
+                seed=self.seed + self._groups_made)
+            self._groups_made += 1
+            group.trials = [t for t, _ in joining]
+            group.started = [now] * len(joining)
+            return
+        free = group.free_slots
+        refill = min(len(free), len(joining))
+        if refill:
+            group.population.replace_members(free[:refill], params[:refill])
+            for slot, (trial, _) in zip(free, joining):
+                group.trials[slot], group.started[slot] = trial, now
+        if len(joining) > refill:
+            group.population.add_members(params[refill:])
+            group.trials += [t for t, _ in joining[refill:]]
+            group.started += [now] * (len(joining) - refill)
+        self._drop(group, group.free_slots)
+
+    # ---------------------------------------------------------------- epochs
+
+    def score(self, record: dict[str, Any]) -> float:
+        return validation_score(record, self.task, self.data.target_std)
+
+    def run_epoch(self, group: _Group) -> None:
+        """One epoch of the group's population; report, prune, complete. Slots whose trial
+        ended are left free (None) for ``fill``."""
+        d, pop = self.data, group.population
+        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val)
+        scores = [self.score(r) if r is not None else math.nan for r in records]
+        pop.remember_best(torch.tensor(scores))
+        for slot, record in enumerate(records):
+            trial = group.trials[slot]
+            if record is None:  # reached its epochs earlier; should not stay
+                group.trials[slot] = None
+                continue
+            epoch, value = record["epoch"], scores[slot]
+            if pop.diverged[slot] or not math.isfinite(value):
+                self._finish(group, slot, TrialState.FAIL,
+                             failure=pop.failure[slot]
+                             or f"diverged at epoch {epoch}: validation score {value}")
+            else:
+                trial.report(value, epoch)
+                if epoch >= pop.hyperparameters[slot]["epochs"]:
+                    # the value of the network kept: the trial's best epoch
+                    self._finish(group, slot, TrialState.COMPLETE,
+                                 value=float(pop.best_score[slot]))
+                elif trial.should_prune():
+                    self._finish(group, slot, TrialState.PRUNED)
+
+    def _drop(self, group: _Group, slots: Sequence[int]) -> None:
+        if not slots:
+            return
+        if len(slots) == group.population.size:
+            self.groups.remove(group)
+            return
+        group.population.remove_members(slots)
+        for slot in sorted(slots, reverse=True):
+            del group.trials[slot]
+            del group.started[slot]
+
+    def _finish(self, group: _Group, slot: int, state: TrialState, value: float | None = None,
+                failure: str | None = None, stopped: str | None = None) -> int:
+        """Finish the trial in ``slot``; returns its number in the database."""
+        trial = group.trials[slot]
+        pop = group.population
+        trial.set_user_attr(keys.CURVE, [in_target_units(r, self.data.target_std)
+                                          for r in pop.history[slot]])
+        trial.set_user_attr(keys.DURATION_S, round(time.monotonic() - group.started[slot], 3))
+        if failure:
+            trial.set_user_attr(keys.FAILURE, failure)
+        if stopped:
+            trial.set_user_attr(keys.STOPPED, stopped)
+        number = self._tell(trial, value if state == TrialState.COMPLETE else None, state)
+        group.trials[slot] = None
+        if state != TrialState.FAIL and not pop.diverged[slot]:
+            # its best epoch's network (a pruned trial's too: judged by the same score),
+            # exported only if it is among the best
+            value = float(pop.best_score[slot])
+            if self.kept.wants(value):
+                self.keep(pop.export_member(slot, at_best=True), number, value, stopped)
+        return number
+
+    def _tell(self, trial: optuna.Trial, value: float | None, state: TrialState) -> int:
+        """Finish ``trial`` in the working study and write it to the archive; returns its
+        number there (the number users see)."""
+        frozen = self.study.tell(trial, value, state=state)
+        self.finished[state] += 1
+        return frozen.number if self.archive is None else self.archive.put(frozen)
+
+    def keep(self, network: Population, number: int, value: float,
+             stopped: str | None = None) -> None:
+        """Offer a trained network (trial ``number``, validation score ``value``) to the kept
+        model's candidates."""
+        self.kept.add(network, number, value, stopped)
+        if self.best_value is None or value < self.best_value:
+            self.best_value = value
+
+    def model(self) -> CaviarModel:
+        """The model: the kept networks that ``select_ensemble`` chooses, averaged."""
+        return self.kept.model(self.pre, self.study.study_name)
+
+    def save_model(self) -> None:
+        """Write the model to ``OUT/model``, if the kept networks changed since the last
+        write."""
+        if not self.kept.changed or not self.kept.networks:
+            return
+        self.model().save(self.out / "model")
+        self.kept.changed = False
+
+    def stop_running(self, reason: str) -> None:
+        """End every running trial (the budget ran out): pruned at its last report. Their
+        best-epoch networks are candidates for the model like any other (trained networks
+        judged on the validation rows), so a short budget still leaves the best it trained."""
+        for group in list(self.groups):
+            for slot, trial in enumerate(group.trials):
+                if trial is not None:
+                    self._finish(group, slot, TrialState.PRUNED, stopped=reason)
+            self.groups.remove(group)
+
+    def save_study_state(self) -> None:
+        """The seconds spent and the sampler's study attributes (coarse-to-fine boxes), in
+        the archive, so that a resumed run continues the budget and the rounds."""
+        self.study.set_user_attr(keys.ELAPSED_S, round(self.budget.elapsed, 3))
+        if self.archive is not None:
+            self.archive.put_study_attrs(self.study.user_attrs)
+
+    def progress(self) -> TuneProgress:
+        counts = self.finished
+        return TuneProgress(
+            done=counts[TrialState.COMPLETE], running=self.running,
+            pruned=counts[TrialState.PRUNED], failed=counts[TrialState.FAIL],
+            best_value=self.best_value, metric=self.study.user_attrs.get(keys.METRIC, ""),
+            direction="minimize", elapsed=self.budget.elapsed,
+            time_budget=self.budget.time_budget, trials_budget=self.budget.trials,
+            populations=len(self.groups))
+
+    def pace_writer(self) -> None:
+        """Keep the archive's writer process from falling far behind. It runs at a lower
+        priority than training, which is best while spare CPU time lets it keep up; when
+        training keeps every core busy its backlog grows (and would be written after the
+        budget, at the end), so then PyTorch gives up a thread until the writer has caught
+        up."""
+        if self.archive is None:
+            return
+        backlog = self.archive.backlog
+        if backlog > 4 * WRITER_BACKLOG:
+            # more than the writer can do beside training (~30 trials/s at most): wait for it
+            # here, inside the budget, rather than after the budget at the end
+            while (self.archive.backlog > WRITER_BACKLOG and self.archive.writing
+                   and not self.budget.out_of_time()):
+                time.sleep(0.02)
+            backlog = self.archive.backlog
+        if backlog > WRITER_BACKLOG and not self._yielded:
+            torch.set_num_threads(max(1, self._threads - 1))
+            self._yielded = True
+        elif backlog < WRITER_BACKLOG // 4 and self._yielded:
+            torch.set_num_threads(self._threads)
+            self._yielded = False
+
+    def run(self) -> None:
+        self._threads, self._yielded = torch.get_num_threads(), False
+        # an epoch trains on the training rows and predicts the validation rows (a forward
+        # pass: about a third of a training step's arithmetic)
+        self._cost_rows = len(self.data.X_train) + len(self.data.X_val) // 3
+        try:
+            self._run()
+        finally:
+            torch.set_num_threads(self._threads)
+
+    def _run(self) -> None:
+        last_saved = time.monotonic()
+        self.fill()
+        while self.groups:
+            # fair time, not fair epochs: the next epoch goes to the group that has used the
+            # least (estimated) time, so a structure 5× as costly per epoch gets the same
+            # seconds, not 5× as many, and cheap structures are not held back by a slow one
+            group = min(self.groups, key=lambda g: g.cost)
+            group.cost += epoch_cost(group.population, self._cost_rows)
+            self.run_epoch(group)
+            if self.budget.out_of_time():
+                self.stop_running("time budget")
+            else:
+                self.fill()
+            if time.monotonic() - last_saved > 2.0 or not self.groups:
+                self.save_study_state()
+                self.save_model()
+                last_saved = time.monotonic()
+            self.pace_writer()
+            if self.on_progress is not None:
+                self.on_progress(self.progress())
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min(t.value for t in done) if done else None
+

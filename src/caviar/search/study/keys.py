@@ -1,0 +1,56 @@
+"""The keys a caviar study stores, named once: the tuner, the coarse-to-fine sampler and the
+leaderboard write or read them here, and so does the report (``caviar.report.source``).
+
+Everything caviar stores is an Optuna *user* attribute, of the study (what the run was and
+what it found) or of a trial. User attributes are Optuna's public place for a user's data
+(Optuna 5 keeps system attributes for itself: ``Trial.set_system_attr`` is gone) and the ones
+optuna-dashboard shows.
+
+This module imports nothing, so the archive's writer process and the report stay light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# -- the study's user attributes ------------------------------------------------------------
+
+TASK = "task"  # "binary", "multiclass" or "regression"
+METRIC = "metric"  # the validation score's history key: "val_log_loss" or "val_rmse"
+DIRECTION = "direction"  # "minimize": the score is a loss
+SAMPLER = "sampler"  # the sampler's name, as given to tune()
+PRUNER = "pruner"  # "asha", "median" or "none"
+SPACE = "space"  # the search space, Space.to_dict(); read it back with Space.from_dict
+DATA = "data"  # source, rows, columns, target, task, roles (by column), split
+ELAPSED_S = "elapsed_s"  # seconds all runs of the study have spent (the time budget counts them)
+BOXES = "c2f_boxes"  # coarse to fine: one record per round (see CoarseToFineSampler)
+BEST = "best"  # the model a run kept: the fields below, written when the run ends
+
+# the fields of BEST
+BEST_TRIAL = "trial"  # the trial of the model's best network
+BEST_VALUE = "value"  # its validation score
+HYPERPARAMETERS = "hyperparameters"  # its configuration (also a trial attribute, below)
+MEMBERS = "members"  # the networks the model averages: [{"trial", "value", "epoch"}, ...]
+TEST_SCORES = "test_scores"  # the model's scores on the held-out test rows
+BEST_NETWORK_TEST_SCORES = "best_network_test_scores"  # the best network's alone
+CONFUSION_MATRIX = "confusion_matrix"  # classifiers: {"labels": [...], "matrix": [[...]]}
+
+# -- a trial's user attributes ----------------------------------------------------------------
+
+# HYPERPARAMETERS: the resolved configuration it trained, in caviar's names
+CURVE = "curve"  # one dict per epoch: epoch, train_/val_ loss and metrics (RMSE in target units)
+DURATION_S = "duration_s"  # seconds from joining a population to finishing
+FAILURE = "failure"  # why it failed: diverged, invalid hyperparameters, interrupted
+STOPPED = "stopped"  # why it was stopped while running ("time budget"); its state is PRUNED
+ROUND = "c2f_round"  # the coarse-to-fine round it was drawn in (0 is the coarse round)
+
+
+def trial_round(trial: Any) -> int | None:
+    """The coarse-to-fine round a trial (an Optuna ``FrozenTrial``) was drawn in, or None.
+
+    Studies written before caviar stored the round as a user attribute hold it as a system
+    attribute; it is read from there too, so that they resume and report the same."""
+    value = trial.user_attrs.get(ROUND)
+    if value is None:
+        value = trial.system_attrs.get(ROUND)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,104 @@
+"""The study in its database: opening it, what a run records in it, the working copy the
+sampler and pruner use, the leaderboard, and the model a run left behind (resume).
+
+The study lives in a database (SQLite in ``OUT/study.db`` by default), but the sampler and the
+pruner work on an in-memory copy: a database round trip for every report, prune check and
+suggestion cost more than the training itself. Finished trials reach the database through the
+archive (``archive.py``). Running the same tune again loads the finished trials and resumes.
+Database trial numbers (finish order) are the ones reported; the in-memory numbers (ask
+order) stay internal. One process tunes a study at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from ...model import CaviarModel
+from . import keys
+
+INTERRUPTED = "interrupted: the tuning process stopped during this trial"
+
+
+def open_study(storage: str, study_name: str) -> tuple[optuna.Study, int]:
+    """The study ``study_name`` at the storage URL ``storage``, created if it does not exist,
+    and how many of its trials a process that died left running (now failed)."""
+    # a storage object of our own: marking trials failed needs its trial ids
+    store = optuna.storages.get_storage(storage)
+    study = optuna.create_study(storage=store, study_name=study_name, direction="minimize",
+                                load_if_exists=True)
+    return study, mark_interrupted(store, study)
+
+
+def mark_interrupted(storage: optuna.storages.BaseStorage, study: optuna.Study) -> int:
+    """Trials of ``study`` (in ``storage``) left RUNNING by a process that died: failed, with
+    the reason. Returns how many."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in stale:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, keys.FAILURE, INTERRUPTED)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    return len(stale)
+
+
+def record_run(study: optuna.Study, *, task: str, metric: str, sampler: str, pruner: str,
+               space: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """What this run is, in the study's user attributes (the report reads them)."""
+    for key, value in ((keys.TASK, task), (keys.METRIC, metric), (keys.DIRECTION, "minimize"),
+                       (keys.SAMPLER, sampler), (keys.PRUNER, pruner),
+                       (keys.SPACE, dict(space)), (keys.DATA, dict(data))):
+        study.set_user_attr(key, value)
+
+
+def elapsed(study: optuna.Study) -> float:
+    """Seconds the study's runs have spent so far (a resumed run's time budget counts them)."""
+    return float(study.user_attrs.get(keys.ELAPSED_S, 0.0))
+
+
+def working_copy(study: optuna.Study, sampler: optuna.samplers.BaseSampler,
+                 pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """An in-memory study for ``sampler`` and ``pruner``, with ``study``'s user attributes
+    (its trials are added once the archive has recovered those a killed run journaled)."""
+    working = optuna.create_study(study_name=study.study_name, direction="minimize",
+                                  sampler=sampler, pruner=pruner)
+    for key, value in study.user_attrs.items():
+        working.set_user_attr(key, value)
+    return working
+
+
+def leaderboard(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished trial, best first: completed by value, then pruned, then failed."""
+    rows = []
+    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
+    for t in study.get_trials(deepcopy=False, states=tuple(order)):
+        hp = t.user_attrs.get(keys.HYPERPARAMETERS, {})
+        curve = t.user_attrs.get(keys.CURVE) or []
+        rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+                     "epochs_run": len(curve), "duration_s": t.user_attrs.get(keys.DURATION_S),
+                     **{k: (json.dumps(v) if isinstance(v, list) else v)
+                        for k, v in hp.items()},
+                     "_order": order[t.state]})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values(["_order", "value", "trial"], na_position="last")
+    return frame.drop(columns="_order").reset_index(drop=True)
+
+
+def saved_model(out: Path, study_name: str, n_inputs: int) -> CaviarModel | None:
+    """The model saved in ``out/model`` for this study and these features, or None: a resumed
+    run starts from its networks."""
+    try:
+        model = CaviarModel.load(out / "model")
+    except (OSError, ValueError):
+        return None
+    if model.info.get("study") != study_name or model.network.structure.n_inputs != n_inputs:
+        return None  # another study's, or the columns changed (--drop, --categorical)
+    return model
