@@ -98,6 +98,14 @@ def test_a_lost_model_is_refit_from_the_best_trial(wine_csv, tmp_path):
     (out / "model").rmdir()
     again = tune(wine_csv, "cultivar", trials=6, population=4, space=SPACE, out=out, seed=1)
     assert len(again.study.trials) == 6  # the budget was spent: nothing new ran
+    # the study's artifacts hold the networks: the model comes back without training
+    assert "refit" not in again.model.info
+    assert again.model.info["trial"] == first.study.best_trial.number
+    import shutil
+
+    shutil.rmtree(out / "model")
+    shutil.rmtree(out / "artifacts")  # the networks lost too: the best trial is refit
+    again = tune(wine_csv, "cultivar", trials=6, population=4, space=SPACE, out=out, seed=1)
     assert again.model.info["refit"] == first.study.best_trial.number
     assert again.test_scores["accuracy"] > 0.8
     assert (out / "model" / "model.json").exists()
