@@ -420,8 +420,9 @@ class Tuner:
             return frozen.number
         trial_id, number = self.shared.finish(trial)
         if self.archive is not None:
-            self.archive.put(frozen, trial_id, number,
-                             None if network is None else network_bytes(network))
+            line = self.archive.put(frozen, trial_id, number,
+                                    None if network is None else network_bytes(network))
+            self.shared.journaled(line, trial_id)
         return number
 
     def keep(self, network: Population, number: int, value: float,
@@ -510,6 +511,7 @@ class Tuner:
         while self.groups or self._others_running():
             if not self.groups:  # wait for other workers: a dead one's trials come back
                 time.sleep(0.5)
+                self._beat()
                 self.fill()
                 continue
             # fair time, not fair epochs: the next epoch goes to the group that has used the
@@ -527,10 +529,13 @@ class Tuner:
                 self.save_model()
                 last_saved = time.monotonic()
             self.pace_writer()
-            if self.shared is not None:
-                self.shared.heartbeat()
+            self._beat()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
+
+    def _beat(self) -> None:
+        if self.shared is not None:
+            self.shared.heartbeat(self.archive.written if self.archive else 0)
 
     def _others_running(self) -> bool:
         """Whether other workers still run (or wait to run) trials of the study, while the

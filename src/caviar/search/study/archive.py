@@ -123,15 +123,24 @@ class _Writer:
                     self.study.set_user_attr(key, value)
                     self.attrs[key] = value
             return False
-        storage, trial_id = self.storage, record["trial_id"]
-        current = storage.get_trial(trial_id)
+        current = self.storage.get_trial(record["trial_id"])
         if current.state.is_finished():
             if current.state == TrialState[record["state"]] and current.value == record["value"]:
                 return False  # written already (a recovered journal)
-            # failed by another worker that missed our heartbeats (we could not reach the
-            # storage): the trial still finished here, so it is kept as a trial of its own
-            self.study.add_trial(_from_line(record))
-            return True
+            return self._add(record)
+        try:
+            return self._update(record, current)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return self._add(record)
+
+    def _add(self, record: dict[str, Any]) -> bool:
+        """A trial another worker failed, having missed its heartbeats (its worker could not
+        reach the storage): it still finished, so it is kept as a trial of its own."""
+        self.study.add_trial(_from_line(record))
+        return True
+
+    def _update(self, record: dict[str, Any], current: FrozenTrial) -> bool:
+        storage, trial_id = self.storage, record["trial_id"]
         for step, value in record["intermediate_values"].items():
             storage.set_trial_intermediate_value(trial_id, int(step), value)
         for key, value in record["user_attrs"].items():
@@ -231,9 +240,10 @@ class TrialArchive:
         return self.journal.with_name(self.journal.name + ".lock")
 
     def put(self, frozen: FrozenTrial, trial_id: int, number: int,
-            network: bytes | None = None) -> None:
+            network: bytes | None = None) -> int:
         """Journal ``frozen`` (the working copy's trial) for the storage trial ``trial_id``
-        (number ``number``), with its network's safetensors bytes if it is a candidate."""
+        (number ``number``), with its network's safetensors bytes if it is a candidate;
+        returns its line's index (written once ``written`` exceeds it)."""
         if self._process.poll():
             raise RuntimeError(f"could not write trials to the study: {self._error()}")
         path = None
@@ -245,6 +255,7 @@ class TrialArchive:
             os.replace(tmp, file)  # complete before the journal line names it
             path = str(file.resolve())
         self._append(_to_line(frozen, trial_id, number, self.study_name, path))
+        return self.lines - 1
 
     def put_study_attrs(self, attrs: dict[str, Any]) -> None:
         """Journal the study's user attributes; the changed ones are written."""
@@ -272,9 +283,14 @@ class TrialArchive:
         return struct.unpack("<qd", data) if len(data) == 16 else (0, 0.0)
 
     @property
+    def written(self) -> int:
+        """Journal lines the writer has written to the database."""
+        return self._progress()[0]
+
+    @property
     def backlog(self) -> int:
         """Journal lines the writer has not written to the database yet."""
-        return self.lines - self._progress()[0]
+        return self.lines - self.written
 
     @property
     def writer_seconds(self) -> float:

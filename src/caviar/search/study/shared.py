@@ -67,6 +67,9 @@ class SharedStudy:
         self.others = 0  # other workers' trials running or waiting when last seen
         self.seconds = 0.0  # time spent in storage calls
         self.created = 0  # trials this worker ran
+        # finished trials the archive has not written yet: (journal line, trial id); they
+        # are still RUNNING in the storage, so their heartbeats go on
+        self.unwritten: list[tuple[int, int]] = []
         self._refreshed = -math.inf
         self._beaten = time.monotonic()
 
@@ -174,14 +177,22 @@ class SharedStudy:
     def number(self, trial: optuna.Trial) -> int:
         return self.running[trial.number][1]
 
-    def heartbeat(self) -> None:
-        """A heartbeat for each running trial, every ``HEARTBEAT_S`` (call it every epoch)."""
+    def journaled(self, line: int, trial_id: int) -> None:
+        """The finished trial ``trial_id`` is journal line ``line`` until the writer has it."""
+        self.unwritten.append((line, trial_id))
+
+    def heartbeat(self, written: int = 0) -> None:
+        """A heartbeat for each running trial and each finished one the writer has not
+        written (``written``: journal lines it has), every ``HEARTBEAT_S / 2`` (call it
+        every epoch)."""
         now = time.monotonic()
         if not self.beats or now - self._beaten < HEARTBEAT_S / 2:
             return
         self._beaten = now
+        self.unwritten = [(line, i) for line, i in self.unwritten if line >= written]
         with self._timed():
-            for trial_id, _ in self.running.values():
+            for trial_id in [i for i, _ in self.running.values()] + [
+                    i for _, i in self.unwritten]:
                 self.storage.record_heartbeat(trial_id)
 
 
