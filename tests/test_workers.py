@@ -176,7 +176,7 @@ def test_caviar_worker_joins_a_study(wine_csv, tmp_path):
     spec = study.user_attrs[keys.SPEC]
     study.set_user_attr(keys.SPEC, dict(spec, trials=12))  # as if asked for 4 more
     worker = subprocess.run(
-        [sys.executable, "-m", "caviar", "worker", "--storage", storage, "--study",
+        [sys.executable, "-m", "caviar.cli", "worker", "--storage", storage, "--study",
          "wine-cultivar", "--out", str(tmp_path / "w")], env=_env(), capture_output=True,
         text=True, timeout=300)
     assert worker.returncode == 0, worker.stderr
