@@ -128,9 +128,11 @@ def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postg
     study = optuna.load_study(study_name="wine-cultivar", storage=postgres_url)
     trials = study.trials
     assert all(t.state.is_finished() for t in trials)
+    # what it had finished is in the study (its orphaned writer may write some late); what
+    # it had running failed, by the survivors' heartbeat checks
     lost = [t for t in trials if t.user_attrs.get(keys.WORKER) == victim
-            and t.number not in done_by_victim]
-    assert lost and all(t.state == TrialState.FAIL for t in lost)
+            and t.state == TrialState.FAIL]
+    assert lost and not {t.number for t in lost} & done_by_victim
     retried = {t.system_attrs.get("failed_trial") for t in trials}
     assert {t.number for t in lost} <= retried  # each re-queued, and trained by a survivor
     assert all(t.state != TrialState.FAIL for t in trials
