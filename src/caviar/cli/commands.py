@@ -254,6 +254,17 @@ def tune(
     task: TaskOption = None,
     categorical: CategoricalOption = None,
     drop: DropOption = None,
+    workers: int = typer.Option(1, "--workers", "-w", min=1,
+                                help="Worker processes on this machine tuning the study "
+                                     "together, each with cores/N torch threads."),
+    dask: str = typer.Option(None, "--dask", metavar="ADDRESS", show_default=False,
+                             help="A Dask scheduler (tcp://host:8786): one worker loop on "
+                                  "each Dask worker; use a --storage every machine reaches "
+                                  "(postgresql://...)."),
+    artifacts: Path = typer.Option(None, "--artifacts", metavar="DIR", show_default=False,
+                                   help="Where the kept networks are stored (default "
+                                        "DIR/artifacts under --out; with --dask, a path "
+                                        "every machine shares)."),
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 
@@ -274,9 +285,38 @@ def tune(
                 sampler=sampler.value, pruner=pruner.value, space=space, storage=storage,
                 study_name=study, out=out, seed=seed, categorical=columns(categorical),
                 drop=columns(drop), task=task.value if task else None,
-                ensemble=ensemble, on_progress=display.update)
+                ensemble=ensemble, on_progress=display.update, workers=workers, dask=dask,
+                artifacts=artifacts)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
+
+
+@app.command(no_args_is_help=True)
+def worker(
+    storage: str = typer.Option(..., "--storage", metavar="URL", show_default=False,
+                                help="The study's storage (postgresql://... for many "
+                                     "machines)."),
+    study: str = typer.Option(..., "--study", metavar="NAME", show_default=False,
+                              help="The study to join (started by caviar tune)."),
+    artifacts: str = typer.Option(None, "--artifacts", metavar="DIR", show_default=False,
+                                  help="Where the kept networks go; default: the study's."),
+    data: str = typer.Option(None, "--data", metavar="PATH", show_default=False,
+                             help="The table, when it is not at the study's path here."),
+    out: Path = typer.Option(Path("runs/worker"), "--out", "-o", metavar="DIR",
+                             help="Where this worker keeps its journal of finished trials."),
+) -> None:
+    """Join a study as one more worker, from any machine.
+
+    Reads what the study stored (data path, target, space, seed, population, budget) and
+    trains populations for it until its budget is spent. The table must be the same one
+    (its fingerprint is checked)."""
+    with handle_errors():
+        from caviar.workers.worker import join
+
+        summary = join(storage, study, artifacts=artifacts, data=data, out=str(out))
+        console().print(f"worker {summary['worker']}: {summary['trials']} trials in "
+                        f"{summary['wall_s']:.1f} s (storage {summary['storage_s']:.1f} s)",
+                        markup=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- export, explain

@@ -29,14 +29,19 @@ How trials meet populations (slot refill):
 - The score is the validation loss (``caviar.metrics``). Every member remembers its weights
   at its best epoch (``Population.remember_best``); a completed trial's value is that epoch's
   score, and that network is the one offered to the kept model (``ensemble.KeptNetworks``).
-- Each finished trial goes to the archive (``study.archive``), which writes it to the
-  database behind the tuner's back; the scheduler slows down when the writer falls behind.
+- Each trial is created in the study's storage when it is asked (``study.shared``: the
+  storage numbers it); each finished trial goes to the archive (``study.archive``), which
+  updates that storage trial behind the tuner's back, with its network as an Optuna artifact
+  when it is a candidate for the model; the scheduler slows down when the writer falls
+  behind. At every refill the working copy takes in other workers' finished trials, so many
+  workers tune one study (``caviar.workers``).
 
 The measurements behind these choices are in bench/README.md, "Figures behind design choices".
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +64,8 @@ from .samplers import AskTellGridSampler
 from .space import Space
 from .study import keys
 from .study.archive import TrialArchive
+from .study.artifacts import network_bytes
+from .study.shared import SharedStudy
 
 PRUNERS = ("asha", "median", "none")
 WRITER_BACKLOG = 64  # finished trials the database writer may lag behind (~2 s of writing)
@@ -172,16 +179,17 @@ class Tuner:
 
     def __init__(self, study: optuna.Study, space: Space, data: PreparedTable,
                  budget: Budget, population: int,
-                 out: Path, seed: int, trials_per_structure: int | None = None,
+                 out: Path | None, seed: int, trials_per_structure: int | None = None,
                  on_progress: Callable[[TuneProgress], None] | None = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
-                 saved: CaviarModel | None = None):
+                 saved: CaviarModel | None = None, shared: SharedStudy | None = None):
         """``study`` is the working study the sampler and pruner see (in memory);
-        ``archive`` writes each finished trial to the database study (None: nowhere);
+        ``shared`` links it to the database study (None: in memory only), ``archive``
+        writes each finished trial there (both or neither);
         ``ensemble``: how many networks the model averages at most; ``saved``: a resumed
         run's model, whose networks are kept again."""
         self.study, self.space, self.data, self.pre = study, space, data, data.preprocessor
-        self.archive = archive
+        self.archive, self.shared = archive, shared
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
         self.on_progress = on_progress
@@ -213,20 +221,46 @@ class Tuner:
         return sum(g.running for g in self.groups)
 
     def _started(self) -> int:
-        return sum(self.finished.values()) + self.running
+        """Trials of the study finished or running (every worker's, as last seen)."""
+        local = sum(self.finished.values()) + self.running
+        return max(local, self.shared.count) if self.shared else local
 
-    def _ask(self, structure: dict[str, Any] | None) -> tuple[optuna.Trial, dict] | None:
-        if structure:
-            self.study.enqueue_trial(structure, skip_if_exists=False)
-        trial = self.study.ask()
-        try:
-            params = resolve(self.space.suggest(trial))
-        except ValueError as e:
-            trial.set_user_attr(keys.FAILURE, f"invalid hyperparameters: {e}")
-            self._tell(trial, None, TrialState.FAIL)
-            return None
-        trial.set_user_attr(keys.HYPERPARAMETERS, jsonable(params))
+    def _ask(self, structure: dict[str, Any] | None, fixed: dict[str, Any] | None = None
+             ) -> tuple[optuna.Trial, dict] | None:
+        """A new trial (``fixed``: a re-queued trial's parameters), created in the storage;
+        None if it failed at once or the study's trials budget is spent."""
+        asking = (self.shared.asking(self.budget.trials) if self.shared
+                  else contextlib.nullcontext(True))
+        with asking as allowed:
+            if not allowed:
+                return None
+            if fixed or structure:
+                self.study.enqueue_trial(fixed or structure, skip_if_exists=False)
+            trial = self.study.ask()
+            try:
+                params = resolve(self.space.suggest(trial))
+            except ValueError as e:
+                trial.set_user_attr(keys.FAILURE, f"invalid hyperparameters: {e}")
+                self._create(trial)
+                self._tell(trial, None, TrialState.FAIL)
+                return None
+            trial.set_user_attr(keys.HYPERPARAMETERS, jsonable(params))
+            self._create(trial)
         return trial, params
+
+    def _create(self, trial: optuna.Trial) -> None:
+        if self.shared is not None:
+            self.shared.create(trial, dict(trial.user_attrs))
+
+    def refresh(self, force: bool = False) -> None:
+        """Take in other workers' finished trials (the sampler and pruner see them)."""
+        if self.shared is None:
+            return
+        for t in self.shared.refresh(force):
+            self.finished[t.state] += 1
+            if t.state == TrialState.COMPLETE and (self.best_value is None
+                                                   or t.value < self.best_value):
+                self.best_value = t.value
 
     def _join(self, group: _Group, trial: optuna.Trial, params: dict) -> None:
         group.joining.append((trial, params))
@@ -253,10 +287,15 @@ class Tuner:
         return open_groups[-1] if open_groups else None
 
     def fill(self) -> None:
-        """Refill free slots from the sampler, at an epoch boundary."""
-        while self.running < self.capacity and self.budget.may_ask(self._started()):
-            group = None if self.free_asks else self._target()
-            asked = self._ask(group.structure if group else None)
+        """Refill free slots from the sampler (or re-queued trials of dead workers), at an
+        epoch boundary."""
+        self.refresh()
+        while self.running < self.capacity and not self.budget.out_of_time():
+            retry = self.shared.next_retry() if self.shared else None
+            if retry is None and not self.budget.may_ask(self._started()):
+                break
+            group = None if self.free_asks or retry else self._target()
+            asked = self._ask(group.structure if group else None, fixed=retry)
             if asked is None:
                 continue
             trial, params = asked
@@ -353,22 +392,38 @@ class Tuner:
             trial.set_user_attr(keys.FAILURE, failure)
         if stopped:
             trial.set_user_attr(keys.STOPPED, stopped)
-        number = self._tell(trial, value if state == TrialState.COMPLETE else None, state)
-        group.trials[slot] = None
+        network, best = None, math.nan
         if state != TrialState.FAIL and not pop.diverged[slot]:
             # its best epoch's network (a pruned trial's too: judged by the same score),
-            # exported only if it is among the best
-            value = float(pop.best_score[slot])
-            if self.kept.wants(value):
-                self.keep(pop.export_member(slot, at_best=True), number, value, stopped)
+            # exported only if it is among the best; it goes to the study as an artifact
+            best = float(pop.best_score[slot])
+            if self.kept.wants(best):
+                network = pop.export_member(slot, at_best=True)
+                trial.set_user_attr(keys.NETWORK, {"value": best,
+                                                   "epoch": int(network.epoch[0]),
+                                                   "stopped": stopped})
+        number = self._tell(trial, value if state == TrialState.COMPLETE else None, state,
+                            network)
+        group.trials[slot] = None
+        if network is not None:
+            self.keep(network, number, best, stopped)
         return number
 
-    def _tell(self, trial: optuna.Trial, value: float | None, state: TrialState) -> int:
-        """Finish ``trial`` in the working study and write it to the archive; returns its
-        number there (the number users see)."""
+    def _tell(self, trial: optuna.Trial, value: float | None, state: TrialState,
+              network: Population | None = None) -> int:
+        """Finish ``trial`` in the working study and journal it for the storage (with its
+        network, a candidate for the model); returns its storage number (the number users
+        see)."""
         frozen = self.study.tell(trial, value, state=state)
         self.finished[state] += 1
-        return frozen.number if self.archive is None else self.archive.put(frozen)
+        if self.shared is None:
+            return frozen.number
+        trial_id, number = self.shared.finish(trial)
+        if self.archive is not None:
+            line = self.archive.put(frozen, trial_id, number,
+                                    None if network is None else network_bytes(network))
+            self.shared.journaled(line, trial_id)
+        return number
 
     def keep(self, network: Population, number: int, value: float,
              stopped: str | None = None) -> None:
@@ -385,8 +440,8 @@ class Tuner:
     def save_model(self) -> None:
         """Write the model to ``OUT/model``, if the kept networks changed since the last
         write."""
-        if not self.kept.changed or not self.kept.networks:
-            return
+        if self.out is None or not self.kept.changed or not self.kept.networks:
+            return  # a worker of many: the coordinator builds the model from the study
         self.model().save(self.out / "model")
         self.kept.changed = False
 
@@ -453,7 +508,12 @@ class Tuner:
     def _run(self) -> None:
         last_saved = time.monotonic()
         self.fill()
-        while self.groups:
+        while self.groups or self._others_running():
+            if not self.groups:  # wait for other workers: a dead one's trials come back
+                time.sleep(0.5)
+                self._beat()
+                self.fill()
+                continue
             # fair time, not fair epochs: the next epoch goes to the group that has used the
             # least (estimated) time, so a structure 5× as costly per epoch gets the same
             # seconds, not 5× as many, and cheap structures are not held back by a slow one
@@ -469,8 +529,21 @@ class Tuner:
                 self.save_model()
                 last_saved = time.monotonic()
             self.pace_writer()
+            self._beat()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
+
+    def _beat(self) -> None:
+        if self.shared is not None:
+            self.shared.heartbeat(self.archive.written if self.archive else 0)
+
+    def _others_running(self) -> bool:
+        """Whether other workers still run (or wait to run) trials of the study, while the
+        budget lasts: a dead worker's trials are re-queued once its heartbeats stop."""
+        if self.shared is None or self.budget.out_of_time():
+            return False
+        self.shared.refresh()
+        return self.shared.others > 0 or bool(self.shared.retries)
 
 
 def _best_value(study: optuna.Study) -> float | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,21 +18,39 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import torch
 from optuna.trial import TrialState
 
-from ..data import check_target, prepare, read_table
+from ..data import PreparedTable, check_target, prepare, read_table
 from ..files import jsonable, replace_file
 from ..metrics import validation_metric
 from ..model import CaviarModel
 from ..training import train_network
+from ..workers.spec import WorkerSpec
+from .ensemble import KeptNetworks
 from .samplers import make_sampler, sampler_key
 from .scheduler import Budget, TuneProgress, Tuner, make_pruner, structure_quota
 from .space import Space, default_space
 from .study import keys
-from .study.archive import TrialArchive
-from .study.store import elapsed, leaderboard, open_study, record_run, saved_model, working_copy
+from .study.archive import TrialArchive, recover_journal
+from .study.artifacts import add_study_networks
+from .study.shared import SharedStudy
+from .study.store import (
+    check_data,
+    dead_here,
+    elapsed,
+    fingerprint,
+    leaderboard,
+    mark_interrupted,
+    open_storage,
+    open_study,
+    record_run,
+    saved_model,
+    worker_name,
+    working_copy,
+)
 
-__all__ = ["TuneProgress", "TuneResult", "tune"]
+__all__ = ["TuneProgress", "TuneResult", "tune", "work"]
 
 
 @dataclass
@@ -55,7 +75,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          out: str | Path = "runs/tune", seed: int = 0, categorical: Sequence[str] = (),
          drop: Sequence[str] = (), task: str | None = None,
          trials_per_structure: int | None = None, ensemble: int = 5,
-         on_progress: Callable[[TuneProgress], None] | None = None) -> TuneResult:
+         on_progress: Callable[[TuneProgress], None] | None = None, workers: int = 1,
+         dask: str | None = None, artifacts: str | Path | None = None) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
     Args:
@@ -64,7 +85,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         time_budget: seconds for the whole study (resumed runs count what they spent).
         trials: the number of trials for the whole study (same).
             With neither budget, 64 trials.
-        population: how many trials train at once.
+        population: how many trials train at once (in each worker).
         sampler: "random", "grid", "coarse-to-fine" or "tpe".
         pruner: "asha" (successive halving), "median" or "none".
         space: a ``Space``, a TOML file, a dict, or None for ``default_space()``.
@@ -76,7 +97,13 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             (default 2 × population).
         ensemble: the model averages the predictions of this many networks, those with the
             best validation scores (1: the best network alone).
-        on_progress: called with a ``TuneProgress`` after every epoch.
+        on_progress: called with a ``TuneProgress`` after every epoch (one worker only).
+        workers: worker processes on this machine tuning the study together (each with
+            cores / workers torch threads); 1 tunes in this process.
+        dask: a Dask scheduler address: one worker loop on each Dask worker instead (use a
+            storage every machine reaches, PostgreSQL).
+        artifacts: the directory of the kept networks' artifact store (default
+            ``out/artifacts``; with Dask, a path every machine shares).
 
     Returns a ``TuneResult`` with the study, the model and its held-out test scores.
 
@@ -92,65 +119,152 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         raise ValueError(f"time budget must be positive, got {time_budget}")
     if ensemble < 1:
         raise ValueError(f"ensemble must be at least 1 network, got {ensemble}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     if trials is None and time_budget is None:
         trials = 64
-    pruner_obj = make_pruner(pruner)
+    make_pruner(pruner)  # an unknown name fails before anything is written
     space_obj = _load_space(space)
     out = Path(out)
     _check_not_another_run(out)
     out.mkdir(parents=True, exist_ok=True)
+    single = workers == 1 and dask is None
     source = str(data) if not isinstance(data, pd.DataFrame) else "DataFrame"
-    frame = read_table(data)
     name = (Path(source).name.split(".")[0] if source != "DataFrame" else "data")
+    if isinstance(data, pd.DataFrame) and not single:  # other processes read it from a file
+        data.to_csv(out / "data.csv", index=False)
+        data = out / "data.csv"
+    frame = read_table(data)
     study_name = study_name or f"{name}-{target}"
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    spec = WorkerSpec(
+        data=str(Path(data).resolve()) if not isinstance(data, pd.DataFrame) else source,
+        target=target, storage=storage, study_name=study_name, out=str(out.resolve()),
+        artifacts=str(Path(artifacts or out / "artifacts").resolve()), seed=seed,
+        population=population, sampler=sampler, pruner=pruner, space=space_obj.to_dict(),
+        trials=trials, time_budget=time_budget, trials_per_structure=trials_per_structure,
+        ensemble=ensemble, task=task, categorical=list(categorical), drop=list(drop),
+        threads=None if single else max(1, _cores() // workers))
 
     check_target(frame, target)
     prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed)
     pre, test = prepared.preprocessor, prepared.test
 
     with _optuna_warnings_only():
-        study, interrupted = open_study(storage, study_name)  # left RUNNING by a dead process
+        store = open_storage(storage)
+        study = open_study(store, study_name)
+        check_data(study, seed, fingerprint(frame))
         record_run(study, task=pre.task_, metric=validation_metric(pre.task_), sampler=sampler,
                    pruner=pruner, space=space_obj.to_dict(), data={
                        "source": source, "rows": int(len(frame)),
                        "columns": int(frame.shape[1]), "target": target, "task": pre.task_,
                        "roles": pre.roles_.by_column(), "split": prepared.split})
-        budget = Budget(trials, time_budget, elapsed(study))
+        study.set_user_attr(keys.SPEC, spec.to_dict())
         replace_file(out / "run.json", json.dumps({
             "kind": "tune", "study_name": study_name, "storage": storage, "data": source,
             "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
             "population": population, "time_budget": time_budget, "trials": trials,
-            "ensemble": ensemble}, indent=1))
+            "ensemble": ensemble, "workers": workers, "dask": dask,
+            "artifacts": spec.artifacts}, indent=1))
+        extra: dict[str, Any] = {}
+        if single:
+            tuner, extra = work(spec, 0, prepared=prepared, store=store, study=study,
+                                on_progress=on_progress, single=True)
+            model = _final_model(study, store, tuner, seed, spec.artifacts)
+        else:
+            recover_journals(spec)  # a killed coordinator's workers
+            if dask is not None:
+                from ..workers.cluster import run_dask
 
-        # the coarse round spans two groups, so that it compares two structures
-        sampler_options = ({"n_coarse": 2 * structure_quota(population, trials_per_structure)}
-                           if sampler_key(sampler) == "coarse-to-fine" else {})
-        working = working_copy(study, make_sampler(sampler, space_obj, seed=seed,
-                                                   **sampler_options), pruner_obj)
-        archive = TrialArchive(study, out / "pending-trials.jsonl", storage)  # recovers
-        working.add_trials(study.get_trials(deepcopy=False))  # a killed run's too
-        saved = saved_model(out, study_name, prepared.X_train.shape[1])  # a resumed run's
-        tuner = Tuner(working, space_obj, prepared, budget, population, out, seed,
-                      trials_per_structure=trials_per_structure, on_progress=on_progress,
-                      archive=archive, ensemble=ensemble, saved=saved)
-        try:
-            tuner.run()
-        finally:
-            tuner.save_study_state()
-            tuner.save_model()
-            archive.close()
+                extra["workers"] = run_dask(spec, dask)
+            else:
+                from ..workers.local import run_local
 
-        model = _final_model(study, tuner, seed)
+                extra["workers"] = run_local(spec, workers)
+            extra["recovered_trials"] = recover_journals(spec)
+            model = _model_from_study(study, store, prepared, spec)
+            model.save(out / "model")
+
         test_scores = model.scores(test) if len(test) else {}
         study.set_user_attr(keys.BEST, jsonable(_best_record(study, model, test_scores, test)))
         board = leaderboard(study)
     replace_file(out / "leaderboard.csv", board.to_csv(index=False))
     return TuneResult(study=study, model=model, out=out, model_dir=out / "model",
                       leaderboard=board, test_scores=test_scores, storage=storage,
-                      study_name=study_name,
-                      extra={"interrupted_trials": interrupted,
-                             "recovered_trials": archive.recovered})
+                      study_name=study_name, extra=extra)
+
+
+def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
+         store: optuna.storages.BaseStorage | None = None, study: optuna.Study | None = None,
+         on_progress: Callable[[TuneProgress], None] | None = None,
+         single: bool = False) -> tuple[Tuner, dict[str, Any]]:
+    """One worker: train populations for the study of ``spec`` until its budget is spent
+    and no other worker runs a trial that may come back. ``index`` seeds its sampler
+    (seed + index), so workers draw different parameters. ``single``: the only worker of
+    a ``tune`` in this process (its journal and model in ``spec.out``, as before workers).
+    Returns the tuner and what the worker did (trials, seconds in the storage)."""
+    started = time.perf_counter()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    with _optuna_warnings_only():
+        if prepared is None:
+            frame = read_table(spec.data)
+            check_target(frame, spec.target)
+            prepared = prepare(frame, spec.target, task=spec.task, categorical=spec.categorical,
+                               drop=spec.drop, seed=spec.seed)
+            store = open_storage(spec.storage)
+            study = open_study(store, spec.study_name)
+            check_data(study, spec.seed, fingerprint(frame))
+        out = Path(spec.out)
+        journal = (out / "pending-trials.jsonl" if single
+                   else out / "workers" / worker_name().replace(":", "-") / "pending-trials.jsonl")
+        archive = TrialArchive(spec.storage, spec.study_name, journal, spec.artifacts)  # recovers
+        interrupted = mark_interrupted(store, study)  # left RUNNING by a dead process here
+        space = Space.from_dict(spec.space)
+        # the coarse round spans two groups, so that it compares two structures
+        sampler_options = ({"n_coarse": 2 * structure_quota(spec.population,
+                                                             spec.trials_per_structure)}
+                           if sampler_key(spec.sampler) == "coarse-to-fine" else {})
+        working = working_copy(study, make_sampler(spec.sampler, space, seed=spec.seed + index,
+                                                   **sampler_options), make_pruner(spec.pruner))
+        shared = SharedStudy(store, study, working, worker_name(), lock=out / "ask.lock")
+        saved = (saved_model(out, spec.study_name, prepared.X_train.shape[1]) if single
+                 else None)  # a resumed run's
+        budget = Budget(spec.trials, spec.time_budget, elapsed(study))
+        tuner = Tuner(working, space, prepared, budget, spec.population,
+                      out if single else None, spec.seed + 1000 * index,
+                      trials_per_structure=spec.trials_per_structure, on_progress=on_progress,
+                      archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared)
+        tuner.refresh(force=True)  # every worker's finished trials, a killed run's too
+        try:
+            tuner.run()
+        finally:
+            tuner.save_study_state()
+            tuner.save_model()
+            writer_s = archive.close()
+    return tuner, {"worker": worker_name(), "index": index,
+                   "trials": shared.created,
+                   "wall_s": round(time.perf_counter() - started, 3),
+                   "storage_s": round(shared.seconds, 3), "writer_storage_s": round(writer_s, 3),
+                   "interrupted_trials": interrupted, "recovered_trials": archive.recovered}
+
+
+def recover_journals(spec: WorkerSpec) -> int:
+    """Write the trials that dead workers of this machine journaled but never wrote;
+    returns how many."""
+    added = 0
+    for journal in sorted((Path(spec.out) / "workers").glob("*/pending-trials.jsonl")):
+        host, _, pid = journal.parent.name.rpartition("-")
+        if dead_here(f"{host}:{pid}"):
+            added += recover_journal(journal, spec.storage, spec.study_name, spec.artifacts)
+    return added
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -190,10 +304,15 @@ def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str,
     return record
 
 
-def _final_model(study: optuna.Study, tuner: Tuner, seed: int) -> CaviarModel:
-    """The model of the networks the tuner kept (the one ``OUT/model`` holds). If the best
-    completed trial of the (database) study is not among them (a killed run finished it
-    after its model was last saved), its configuration is refit and joins by the same rule."""
+def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner: Tuner,
+                 seed: int, artifacts: str) -> CaviarModel:
+    """The model of the networks the tuner kept (the one ``OUT/model`` holds), with any
+    better network other workers stored in the study. If the best completed trial of the
+    (database) study is not among them (a killed run finished it after its model was last
+    saved, and its network never reached the artifacts), its configuration is refit and
+    joins by the same rule."""
+    if Path(artifacts).is_dir() and add_study_networks(tuner.kept, study, store, artifacts):
+        tuner.save_model()
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = min(done, key=lambda t: t.value) if done else None
     kept = tuner.kept.networks
@@ -214,6 +333,18 @@ def _final_model(study: optuna.Study, tuner: Tuner, seed: int) -> CaviarModel:
     model.info["refit"] = best.number
     model.save(tuner.out / "model")
     return model
+
+
+def _model_from_study(study: optuna.Study, store: optuna.storages.BaseStorage,
+                      prepared: PreparedTable, spec: WorkerSpec) -> CaviarModel:
+    """The model of every worker's networks, read from the study's artifacts: the same
+    ensemble selection on the validation rows as one process makes."""
+    kept = KeptNetworks(prepared.X_val, prepared.y_val, prepared.task, spec.ensemble)
+    if not Path(spec.artifacts).is_dir() or not add_study_networks(kept, study, store,
+                                                                   spec.artifacts):
+        raise RuntimeError("no trial completed within the budget: give it more time "
+                           "(--time-budget) or more trials (--trials)")
+    return kept.model(prepared.preprocessor, study.study_name)
 
 
 def _check_not_another_run(out: Path) -> None:

@@ -25,6 +25,9 @@ DATA = "data"  # source, rows, columns, target, task, roles (by column), split
 ELAPSED_S = "elapsed_s"  # seconds all runs of the study have spent (the time budget counts them)
 BOXES = "c2f_boxes"  # coarse to fine: one record per round (see CoarseToFineSampler)
 BEST = "best"  # the model a run kept: the fields below, written when the run ends
+SPLIT_SEED = "split_seed"  # the seed that split the rows (a resumed or joined run must match)
+FINGERPRINT = "data_sha256"  # sha256 of the table as read (store.fingerprint)
+SPEC = "worker_spec"  # what a worker needs to join: data path, target, space, seed, ...
 
 # the fields of BEST
 BEST_TRIAL = "trial"  # the trial of the model's best network
@@ -43,6 +46,9 @@ DURATION_S = "duration_s"  # seconds from joining a population to finishing
 FAILURE = "failure"  # why it failed: diverged, invalid hyperparameters, interrupted
 STOPPED = "stopped"  # why it was stopped while running ("time budget"); its state is PRUNED
 ROUND = "c2f_round"  # the coarse-to-fine round it was drawn in (0 is the coarse round)
+WORKER = "worker"  # the process that ran it: "host:pid"
+NETWORK = "network"  # its best-epoch network, a candidate for the model: {"value", "epoch",
+# "stopped"}; the network itself is the trial's Optuna artifact (study.artifacts)
 
 
 def trial_round(trial: Any) -> int | None:

@@ -5,13 +5,16 @@ The study lives in a database (SQLite in ``OUT/study.db`` by default), but the s
 pruner work on an in-memory copy: a database round trip for every report, prune check and
 suggestion cost more than the training itself. Finished trials reach the database through the
 archive (``archive.py``). Running the same tune again loads the finished trials and resumes.
-Database trial numbers (finish order) are the ones reported; the in-memory numbers (ask
-order) stay internal. One process tunes a study at a time.
+The storage numbers each trial when a worker asks it (``shared.SharedStudy``); those are the
+numbers reported, the in-memory ones stay internal. Many processes may share one study.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,30 +25,82 @@ from optuna.trial import TrialState
 
 from ...model import CaviarModel
 from . import keys
+from .storage import StudyMismatch, open_storage, retrying
+
+__all__ = ["StudyMismatch", "open_storage", "open_study", "mark_interrupted", "check_data"]
 
 INTERRUPTED = "interrupted: the tuning process stopped during this trial"
 
 
-def open_study(storage: str, study_name: str) -> tuple[optuna.Study, int]:
-    """The study ``study_name`` at the storage URL ``storage``, created if it does not exist,
-    and how many of its trials a process that died left running (now failed)."""
-    # a storage object of our own: marking trials failed needs its trial ids
-    store = optuna.storages.get_storage(storage)
-    study = optuna.create_study(storage=store, study_name=study_name, direction="minimize",
-                                load_if_exists=True)
-    return study, mark_interrupted(store, study)
+def open_study(storage: str | optuna.storages.BaseStorage, study_name: str) -> optuna.Study:
+    """The study ``study_name`` at ``storage`` (a URL or a storage), created if it does not
+    exist (safely when several processes start at once)."""
+    store = open_storage(storage) if isinstance(storage, str) else storage
+    return retrying(lambda: optuna.create_study(storage=store, study_name=study_name,
+                                                direction="minimize", load_if_exists=True),
+                    what=f"open the study {study_name!r}")
+
+
+def worker_name() -> str:
+    """This process, as the ``worker`` trial attribute names it: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dead_here(worker: Any) -> bool:
+    """Whether ``worker`` (host:pid) is a process of this host that no longer runs."""
+    if not isinstance(worker, str) or ":" not in worker:
+        return True  # written before caviar recorded workers: one process tuned at a time
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: its heartbeat tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def mark_interrupted(storage: optuna.storages.BaseStorage, study: optuna.Study) -> int:
-    """Trials of ``study`` (in ``storage``) left RUNNING by a process that died: failed, with
-    the reason. Returns how many."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    """Trials of ``study`` (in ``storage``) left RUNNING by a process of this host that died
+    (or by a caviar that recorded no worker): failed now, with the reason, not re-queued.
+    Returns how many. Other machines' trials are left to their heartbeats."""
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if dead_here(t.user_attrs.get(keys.WORKER))]
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in stale:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, keys.FAILURE, INTERRUPTED)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
     return len(stale)
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """sha256 of a canonical dump of the table as read: column names, dtypes and values."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_data(study: optuna.Study, seed: int, data_fingerprint: str) -> None:
+    """Record the study's split seed and data fingerprint, or, when it has them, refuse
+    others (its saved networks were trained on that split: a test score on other rows would
+    count rows they trained on)."""
+    attrs = study.user_attrs
+    old_seed, old_print = attrs.get(keys.SPLIT_SEED), attrs.get(keys.FINGERPRINT)
+    new = "start a new study with --study NEW_NAME"
+    if old_seed is not None and old_seed != seed:
+        raise StudyMismatch(f"study {study.study_name!r} was split with --seed {old_seed}, "
+                            f"not {seed}: use --seed {old_seed}, or {new}")
+    if old_print is not None and old_print != data_fingerprint:
+        raise StudyMismatch(f"study {study.study_name!r} was tuned on other data (fingerprint "
+                            f"{old_print[:12]}, this table {data_fingerprint[:12]}): {new}")
+    if old_seed is None:
+        study.set_user_attr(keys.SPLIT_SEED, seed)
+    if old_print is None:
+        study.set_user_attr(keys.FINGERPRINT, data_fingerprint)
 
 
 def record_run(study: optuna.Study, *, task: str, metric: str, sampler: str, pruner: str,

@@ -1,0 +1,61 @@
+"""Trials per minute, the best validation score after a fixed budget, and the storage's share
+of wall time, for 1, 2 and 4 local workers of one torch thread each on one study.
+
+    PYTHONPATH=src python bench/workers.py [--budget 60] [--workers 1 2 4] [--storage sqlite]
+
+Storage share: seconds the workers spent in storage calls (creating trials, reading others'
+trials, heartbeats) over their wall time; the archive writers' seconds (updating finished
+trials, in processes of their own) are shown beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import torch
+
+from caviar.datasets import dataset_path
+from caviar.search.tune import tune
+
+
+def run(workers: int, budget: float, storage: str | None, root: Path) -> dict:
+    out = root / f"w{workers}"
+    started = time.perf_counter()
+    result = tune(dataset_path("wage"), "wage", drop=["logwage"], time_budget=budget,
+                  population=16, out=out, seed=0, workers=workers,
+                  storage=storage and storage.replace("NAME", f"w{workers}"))
+    wall = time.perf_counter() - started
+    trials = [t for t in result.study.trials if t.state.is_finished()]
+    summaries = result.extra.get("workers") or [result.extra]
+    worker_wall = sum(s.get("wall_s", wall) for s in summaries)
+    return {"workers": workers, "trials": len(trials),
+            "trials_per_min": round(60 * len(trials) / budget, 1),
+            "best_val": min((t.value for t in trials if t.value is not None), default=None),
+            "storage_share": round(sum(s.get("storage_s", 0) for s in summaries)
+                                   / worker_wall, 4),
+            "writer_share": round(sum(s.get("writer_storage_s", 0) for s in summaries)
+                                  / worker_wall, 4),
+            "wall_s": round(wall, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=60)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--storage", default=None,
+                        help="a storage URL with NAME for the run (default: SQLite in OUT)")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(1)  # one worker in this process: one thread, like each of N
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.workers:
+            print(json.dumps(run(n, args.budget, args.storage, Path(tmp))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

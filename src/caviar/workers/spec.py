@@ -1,0 +1,48 @@
+"""What a worker needs to join a study: stored in the study (``keys.SPEC``) by the run that
+made it, so ``caviar worker`` on any machine needs only the storage and the study's name."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class WorkerSpec:
+    """The study a worker trains for, and how (JSON-able, for other processes and machines).
+
+    ``data`` must be reachable at the same path from every worker (or overridden);
+    ``artifacts``: the directory of the networks' artifact store, shared by all workers;
+    ``out``: where a worker keeps its journal (local to its machine)."""
+
+    data: str
+    target: str
+    storage: str
+    study_name: str
+    out: str
+    artifacts: str
+    seed: int = 0
+    population: int = 32
+    sampler: str = "coarse-to-fine"
+    pruner: str = "asha"
+    space: dict[str, Any] = field(default_factory=dict)
+    trials: int | None = None
+    time_budget: float | None = None
+    trials_per_structure: int | None = None
+    ensemble: int = 5
+    task: str | None = None
+    categorical: list[str] = field(default_factory=list)
+    drop: list[str] = field(default_factory=list)
+    threads: int | None = None  # torch threads per worker (None: torch's default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes: Any) -> WorkerSpec:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

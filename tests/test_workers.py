@@ -1,0 +1,190 @@
+"""Many workers on one study: numbers from the storage, every worker's trials shared, the
+model built from every worker's networks, dead workers' trials re-queued, data checked."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sklearn.datasets import load_wine
+from typer.testing import CliRunner
+
+from caviar.cli import app
+from caviar.search.study import keys
+from caviar.search.study.storage import StudyMismatch
+from caviar.search.tune import tune
+
+SPACE = {
+    "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
+    "optimizer": {"kind": "choice", "values": ["adam", "momentum"]},
+    "momentum": {"kind": "ema_beta", "low": 0.8, "high": 0.99, "when": {"optimizer": ["momentum"]}},
+    "dropout": {"kind": "uniform", "low": 0.0, "high": 0.3},
+    "width": {"kind": "choice", "values": [8, 16]},
+    "depth": {"value": 1},
+    "batch_size": {"value": 32},
+    "epochs": {"kind": "int", "low": 2, "high": 4},
+}
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def wine_csv(tmp_path_factory) -> Path:
+    wine = load_wine(as_frame=True)
+    frame = wine.frame.rename(columns={"target": "cultivar"})
+    frame["cultivar"] = frame["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    path = tmp_path_factory.mktemp("data") / "wine.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """Subprocesses (workers, Dask workers) import this checkout's caviar."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": SRC + (os.pathsep + path if path else ""),
+            "OMP_NUM_THREADS": "1", **extra}
+
+
+def _check_shared_study(result, n: int, workers: int) -> None:
+    study = result.study
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.is_finished()]
+    assert len(finished) == n == len(trials)
+    assert sorted(t.number for t in trials) == list(range(n))  # numbered by the storage
+    drawn = Counter(tuple(sorted(t.params.items())) for t in trials)
+    assert max(drawn.values()) == 1  # random draws of continuous values never repeat
+    assert len({t.user_attrs[keys.WORKER] for t in trials}) == workers
+    for member in result.model.info["members"]:  # the model's networks are the study's
+        trial = study.trials[member["trial"]]
+        assert trial.user_attrs[keys.NETWORK]["value"] == pytest.approx(member["value"])
+        assert optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+    assert result.test_scores["accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_two_local_workers_tune_one_study_on_postgres(wine_csv, tmp_path, postgres_url,
+                                                      monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    result = tune(wine_csv, "cultivar", trials=64, population=4, sampler="random",
+                  space=SPACE, storage=postgres_url, out=tmp_path / "run", seed=0, workers=2)
+    _check_shared_study(result, 64, workers=2)
+    assert len(result.extra["workers"]) == 2
+
+
+@pytest.mark.slow
+def test_a_dask_cluster_tunes_one_study_on_postgres(wine_csv, tmp_path, postgres_url,
+                                                    monkeypatch):
+    from distributed import LocalCluster
+
+    for key, value in _env().items():
+        monkeypatch.setenv(key, value)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        result = tune(wine_csv, "cultivar", trials=64, population=4, sampler="random",
+                      space=SPACE, storage=postgres_url, out=tmp_path / "run", seed=0,
+                      dask=cluster.scheduler_address)
+    _check_shared_study(result, 64, workers=2)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postgres_url):
+    space = dict(SPACE, epochs={"kind": "int", "low": 20, "high": 40})  # trials that last
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(space))
+    code = ("import json; from caviar.search.tune import tune; "
+            f"tune({str(wine_csv)!r}, 'cultivar', trials=40, population=4, workers=2, "
+            f"sampler='random', pruner='none', storage={postgres_url!r}, "
+            f"out={str(tmp_path / 'run')!r}, space=json.load(open({str(space_file)!r})))")
+    coordinator = subprocess.Popen([sys.executable, "-c", code],
+                                   env=_env(CAVIAR_HEARTBEAT_S="1"))
+    victim, done_by_victim = None, set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and victim is None:
+        time.sleep(0.5)
+        try:
+            trials = optuna.load_study(study_name="wine-cultivar", storage=postgres_url).trials
+        except Exception:  # not created yet
+            continue
+        by_worker = Counter(t.user_attrs.get(keys.WORKER) for t in trials
+                            if t.state.is_finished())
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        for name, count in by_worker.items():
+            if count >= 2 and any(t.user_attrs.get(keys.WORKER) == name for t in running):
+                victim = name
+                os.kill(int(name.rpartition(":")[2]), signal.SIGKILL)
+                break
+    assert victim is not None, "no worker finished trials in time"
+    time.sleep(0.3)  # its writer, orphaned, writes what it journaled
+    done_by_victim = {t.number for t in optuna.load_study(
+        study_name="wine-cultivar", storage=postgres_url).trials
+        if t.user_attrs.get(keys.WORKER) == victim and t.state != TrialState.RUNNING}
+    assert coordinator.wait(timeout=300) == 0
+    study = optuna.load_study(study_name="wine-cultivar", storage=postgres_url)
+    trials = study.trials
+    assert all(t.state.is_finished() for t in trials)
+    # what it had finished is in the study (its orphaned writer may write some late); what
+    # it had running failed, by the survivors' heartbeat checks
+    lost = [t for t in trials if t.user_attrs.get(keys.WORKER) == victim
+            and t.state == TrialState.FAIL]
+    assert lost and not {t.number for t in lost} & done_by_victim
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    assert {t.number for t in lost} <= retried  # each re-queued, and trained by a survivor
+    assert all(t.state != TrialState.FAIL for t in trials
+               if t.system_attrs.get("failed_trial") is not None)
+    assert all(study.trials[n].state.is_finished() for n in done_by_victim)
+    assert (tmp_path / "run" / "model" / "model.json").exists()
+
+
+def test_two_tuners_started_at_once_on_a_fresh_sqlite_file(wine_csv, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    code = ("import sys; from caviar.search.tune import tune; "
+            f"tune({str(wine_csv)!r}, 'cultivar', trials=16, population=4, "
+            f"sampler='random', space={SPACE!r}, storage={storage!r}, out=sys.argv[1])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"run{i}")],
+                              env=_env(), stderr=subprocess.PIPE) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    trials = optuna.load_study(study_name="wine-cultivar", storage=storage).trials
+    assert all(t.state.is_finished() for t in trials)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert 16 <= len(trials) <= 17  # one budget for both (the last ask may race by one)
+
+
+def test_resuming_with_another_seed_is_refused(wine_csv, tmp_path):
+    out = tmp_path / "run"
+    tune(wine_csv, "cultivar", trials=4, population=4, space=SPACE, out=out, seed=0)
+    with pytest.raises(StudyMismatch, match="--seed 0.*--study NEW_NAME"):
+        tune(wine_csv, "cultivar", trials=8, population=4, space=SPACE, out=out, seed=1)
+    result = CliRunner().invoke(app, ["tune", str(wine_csv), "--target", "cultivar",
+                                      "--trials", "8", "-p", "4", "--out", str(out),
+                                      "--seed", "2"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--study NEW_NAME" in lines[0]
+
+
+def test_caviar_worker_joins_a_study(wine_csv, tmp_path):
+    out = tmp_path / "run"
+    storage = f"sqlite:///{out / 'study.db'}"
+    tune(wine_csv, "cultivar", trials=8, population=4, sampler="random", space=SPACE, out=out)
+    study = optuna.load_study(study_name="wine-cultivar", storage=storage)
+    spec = study.user_attrs[keys.SPEC]
+    study.set_user_attr(keys.SPEC, dict(spec, trials=12))  # as if asked for 4 more
+    worker = subprocess.run(
+        [sys.executable, "-m", "caviar.cli", "worker", "--storage", storage, "--study",
+         "wine-cultivar", "--out", str(tmp_path / "w")], env=_env(), capture_output=True,
+        text=True, timeout=300)
+    assert worker.returncode == 0, worker.stderr
+    assert "4 trials" in worker.stdout
+    trials = optuna.load_study(study_name="wine-cultivar", storage=storage).trials
+    assert len(trials) == 12 and all(t.state.is_finished() for t in trials)
+    assert len({t.user_attrs[keys.WORKER] for t in trials}) == 2
+    other = CliRunner().invoke(app, ["worker", "--storage", storage, "--study", "nope"])
+    assert other.exit_code == 1 and other.output.startswith("error: no study 'nope'")
