@@ -260,8 +260,8 @@ def test_roles_baseball():
     roles = infer_roles(load_dataset("baseball"), "r")
     assert roles.task == "regression"
     assert list(roles.ignored) == ["Unnamed: 0"]
-    assert roles.target_encoded == ["id", "team"]
-    assert roles.onehot == ["lg"]
+    assert roles.target_encoded == ["id"]  # 1,228 levels: more than MAX_ONEHOT_WIDTH
+    assert roles.onehot == ["team", "lg"]  # team: 132 levels, 164 rows each
     assert {"year", "g", "ab", "cs", "ibb", "sf", "gidp"} <= set(roles.numeric)
     assert len(roles.numeric) == 18
 

@@ -92,7 +92,9 @@ def test_auto_smoothing_shrinks_toward_the_global_mean():
 
 def test_multiclass_target_encoding_has_one_column_per_class():
     df = load_dataset("wage")
-    pre = TablePreprocessor("education", categorical=["age"], drop=["logwage", "wage"])
+    # max_onehot=10: age (61 levels) target encoded; by default it would be one-hot
+    pre = TablePreprocessor("education", categorical=["age"], drop=["logwage", "wage"],
+                            max_onehot=10)
     X = pre.fit_transform(df)
     assert pre.task_ == "multiclass" and len(pre.classes_) == 5
     assert pre.roles_.target_encoded == ["age"]
@@ -137,16 +139,17 @@ def test_out_of_fold_encoding_stops_memorizing_an_id_column():
 
 
 def test_fit_uses_training_rows_only():
+    # numeric="standard": the μ and σ checked below (test_encoding_rules.py checks the others)
     df = load_dataset("baseball").iloc[:8000]
     train, val, test = split_frame(df, "r", seed=1)
-    pre = TablePreprocessor("r").fit(train)
+    pre = TablePreprocessor("r", numeric="standard").fit(train)
     meta, arrays = pre.to_state()
     # the validation rows can be anything: the state learned from train is the same
     garbage = val.copy()
     garbage["r"] = 10_000
     garbage["g"] = -5.0
     garbage["id"] = "someone else"
-    again = TablePreprocessor("r").fit(train)
+    again = TablePreprocessor("r", numeric="standard").fit(train)
     meta2, arrays2 = again.to_state()
     assert meta2 == meta
     assert all(np.array_equal(arrays[k], arrays2[k]) for k in arrays)
@@ -155,7 +158,8 @@ def test_fit_uses_training_rows_only():
     meta3, arrays3 = again.to_state()
     assert meta3 == meta and all(np.array_equal(arrays[k], arrays3[k]) for k in arrays)
     # fitting with those rows in would change it
-    mixed, mixed_arrays = TablePreprocessor("r").fit(pd.concat([train, garbage])).to_state()
+    mixed, mixed_arrays = TablePreprocessor("r", numeric="standard").fit(
+        pd.concat([train, garbage])).to_state()
     assert not np.array_equal(mixed_arrays["num.scale.mean"], arrays["num.scale.mean"])
     # μ and σ from the training rows: exactly standard there, not on other rows
     X_train = pre.transform(train)
@@ -168,8 +172,9 @@ def test_fit_uses_training_rows_only():
 
 def test_fit_and_fit_transform_learn_the_same_state():
     df = load_dataset("baseball").iloc[:4000]
-    a = TablePreprocessor("r").fit(df)
-    b = TablePreprocessor("r")
+    # max_onehot=10: id and team target encoded (by default both are one-hot on 4,000 rows)
+    a = TablePreprocessor("r", max_onehot=10).fit(df)
+    b = TablePreprocessor("r", max_onehot=10)
     X = b.fit_transform(df)
     meta_a, arrays_a = a.to_state()
     meta_b, arrays_b = b.to_state()
@@ -188,7 +193,7 @@ def test_missing_values_and_unseen_categories():
         "color": ["red", None, "blue", "red", "blue", "red"] * 5,
         "y": [0.5, 1.5, 2.0, 3.5, 4.0, 6.0] * 5,
     })
-    pre = TablePreprocessor("y").fit(train)
+    pre = TablePreprocessor("y", numeric="standard").fit(train)  # the μ, σ checked below
     assert pre.feature_names_out_ == [
         "num__a", "num__b", "num__missingindicator_a",  # indicator only where training had NaN
         "onehot__color___missing__", "onehot__color_blue", "onehot__color_red",
@@ -316,9 +321,11 @@ def test_real_data_shapes():
     indicators = [n for n in baseball.feature_names_out_ if "missingindicator" in n]
     assert {n.split("_")[-1] for n in indicators} == {
         "rbi", "sb", "cs", "so", "ibb", "hbp", "sh", "sf", "gidp"}
-    assert baseball.n_features_out_ == 18 + 9 + 7 + 2  # numeric, indicators, lg (+missing), te
-    assert baseball.feature_names_out_[-2:] == ["te__id", "te__team"]
-    assert X.shape == (21699, 36) and np.isfinite(X).all()
+    # numeric, indicators, team (132 levels), lg (+missing), te: id (1,228 levels > 1,000)
+    assert baseball.n_features_out_ == 18 + 9 + 132 + 7 + 1
+    assert baseball.roles_.onehot == ["team", "lg"]
+    assert baseball.feature_names_out_[-1] == "te__id"
+    assert X.shape == (21699, 167) and np.isfinite(X).all()
     assert baseball.columns_["id"] == "O" and baseball.columns_["cs"] == "f"
 
     diamonds = TablePreprocessor("price")
@@ -357,7 +364,9 @@ def test_state_roundtrip_classification_keeps_label_types(labels):
     rng = np.random.default_rng(0)
     df["label"] = [labels[i] for i in rng.integers(0, len(labels), len(df))]
     df.loc[df.index[::7], "maritl"] = None
-    pre = TablePreprocessor("label", categorical=["age", "year"]).fit(df.iloc[:2000])
+    # max_onehot=10: age (61 levels) target encoded, as by default it would be one-hot
+    pre = TablePreprocessor("label", categorical=["age", "year"], max_onehot=10).fit(
+        df.iloc[:2000])
     assert pre.roles_.target_encoded == ["age"]  # year: 7 levels, one-hot
     loaded = roundtrip(pre)
     rest = df.iloc[2000:].copy()
