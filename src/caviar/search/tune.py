@@ -23,6 +23,7 @@ from ..files import jsonable, replace_file
 from ..metrics import validation_metric
 from ..model import CaviarModel
 from ..training import train_network
+from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key
 from .scheduler import Budget, TuneProgress, Tuner, make_pruner, structure_quota
 from .space import Space, default_space
@@ -31,6 +32,8 @@ from .study.archive import TrialArchive
 from .study.store import elapsed, leaderboard, open_study, record_run, saved_model, working_copy
 
 __all__ = ["TuneProgress", "TuneResult", "tune"]
+
+SCHEDULERS = ("asha", "pbt")
 
 
 @dataclass
@@ -55,7 +58,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          out: str | Path = "runs/tune", seed: int = 0, categorical: Sequence[str] = (),
          drop: Sequence[str] = (), task: str | None = None,
          trials_per_structure: int | None = None, ensemble: int = 5,
-         on_progress: Callable[[TuneProgress], None] | None = None) -> TuneResult:
+         on_progress: Callable[[TuneProgress], None] | None = None,
+         scheduler: str = "asha", pbt_interval: int | None = None) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
     Args:
@@ -77,6 +81,10 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         ensemble: the model averages the predictions of this many networks, those with the
             best validation scores (1: the best network alone).
         on_progress: called with a ``TuneProgress`` after every epoch.
+        scheduler: "asha", the default tuner (slot refill, with ``pruner``), or "pbt":
+            population-based training (``caviar.search.pbt``; members start from random
+            draws of the space, so ``sampler`` and ``pruner`` are not used).
+        pbt_interval: PBT's epochs between exploit and explore steps (default 4).
 
     Returns a ``TuneResult`` with the study, the model and its held-out test scores.
 
@@ -92,6 +100,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         raise ValueError(f"time budget must be positive, got {time_budget}")
     if ensemble < 1:
         raise ValueError(f"ensemble must be at least 1 network, got {ensemble}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of "
+                         f"{', '.join(SCHEDULERS)}")
     if trials is None and time_budget is None:
         trials = 64
     pruner_obj = make_pruner(pruner)
@@ -121,7 +132,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "kind": "tune", "study_name": study_name, "storage": storage, "data": source,
             "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
             "population": population, "time_budget": time_budget, "trials": trials,
-            "ensemble": ensemble}, indent=1))
+            "ensemble": ensemble, "scheduler": scheduler}, indent=1))
 
         # the coarse round spans two groups, so that it compares two structures
         sampler_options = ({"n_coarse": 2 * structure_quota(population, trials_per_structure)}
@@ -131,9 +142,15 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         archive = TrialArchive(study, out / "pending-trials.jsonl", storage)  # recovers
         working.add_trials(study.get_trials(deepcopy=False))  # a killed run's too
         saved = saved_model(out, study_name, prepared.X_train.shape[1])  # a resumed run's
-        tuner = Tuner(working, space_obj, prepared, budget, population, out, seed,
-                      trials_per_structure=trials_per_structure, on_progress=on_progress,
-                      archive=archive, ensemble=ensemble, saved=saved)
+        if scheduler == "pbt":
+            tuner: Tuner = PopulationBasedTraining(
+                working, space_obj, prepared, budget, population, out, seed,
+                interval=pbt_interval, on_progress=on_progress, archive=archive,
+                ensemble=ensemble, saved=saved)
+        else:
+            tuner = Tuner(working, space_obj, prepared, budget, population, out, seed,
+                          trials_per_structure=trials_per_structure, on_progress=on_progress,
+                          archive=archive, ensemble=ensemble, saved=saved)
         try:
             tuner.run()
         finally:

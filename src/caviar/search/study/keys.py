@@ -25,6 +25,8 @@ DATA = "data"  # source, rows, columns, target, task, roles (by column), split
 ELAPSED_S = "elapsed_s"  # seconds all runs of the study have spent (the time budget counts them)
 BOXES = "c2f_boxes"  # coarse to fine: one record per round (see CoarseToFineSampler)
 BEST = "best"  # the model a run kept: the fields below, written when the run ends
+SCHEDULER = "scheduler"  # "pbt" for population-based training (absent: the default tuner)
+PBT = "pbt"  # PBT's lineage: interval, epochs, and per population its members and copies
 
 # the fields of BEST
 BEST_TRIAL = "trial"  # the trial of the model's best network
@@ -43,6 +45,10 @@ DURATION_S = "duration_s"  # seconds from joining a population to finishing
 FAILURE = "failure"  # why it failed: diverged, invalid hyperparameters, interrupted
 STOPPED = "stopped"  # why it was stopped while running ("time budget"); its state is PRUNED
 ROUND = "c2f_round"  # the coarse-to-fine round it was drawn in (0 is the coarse round)
+PBT_MEMBER = "pbt_member"  # PBT: the member's id ("round.population.slot")
+# PBT: the segments its network trained, [{"epoch", "member", "copied_from",
+# "hyperparameters"}, ...], inherited ones included; the trial's params are the final values
+PBT_SCHEDULE = "pbt_schedule"
 
 
 def trial_round(trial: Any) -> int | None:
