@@ -148,3 +148,25 @@ def test_pbt_finds_a_decaying_learning_rate(tmp_path):
     schedule = result.model.info["pbt"]["schedule"]
     rates = [s["hyperparameters"]["learning_rate"] for s in schedule]
     assert len(rates) > 1 and rates[-1] < rates[0]
+
+
+def test_cli_tune_with_pbt_writes_a_model_and_a_report_with_the_lineage(wine, tmp_path):
+    from typer.testing import CliRunner
+
+    from caviar import load_model
+    from caviar.cli import app
+
+    data, space = tmp_path / "wine.csv", tmp_path / "space.toml"
+    wine.to_csv(data, index=False)
+    space.write_text('[learning_rate]\nkind = "log_uniform"\nlow = 1e-3\nhigh = 3e-2\n\n'
+                     '[dropout]\nkind = "uniform"\nlow = 0.0\nhigh = 0.3\n\n'
+                     "[hidden_layer_sizes]\nvalue = [8]\n\n[epochs]\nvalue = 4\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "tune", str(data), "--target", "cultivar", "--scheduler", "pbt", "--pbt-interval", "2",
+        "--trials", "8", "--population", "8", "--space", str(space), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = load_model(out / "model")
+    assert model.info["pbt"]["schedule"][0]["epoch"] == 0
+    html = (out / "report.html").read_text()
+    assert 'id="pbt"' in html and "fig-pbt-lineage" in html and "fig-pbt-schedule" in html
