@@ -23,6 +23,7 @@ from caviar.cli.options import (
     DropOption,
     PrunerName,
     SamplerName,
+    SchedulerName,
     TargetOption,
     TaskOption,
     columns,
@@ -265,6 +266,16 @@ def tune(
                                    help="Where the kept networks are stored (default "
                                         "DIR/artifacts under --out; with --dask, a path "
                                         "every machine shares)."),
+    scheduler: SchedulerName = typer.Option(
+        SchedulerName.asha, "--scheduler",
+        help="asha: trials in refilled populations, stopped early by --pruner. pbt: "
+             "population-based training: every --pbt-interval epochs the bottom quarter "
+             "copies a top-quarter network and perturbs its hyperparameters (members start "
+             "from random draws; --sampler and --pruner are not used)."),
+    pbt_interval: int = typer.Option(None, "--pbt-interval", min=1, metavar="EPOCHS",
+                                     show_default=False,
+                                     help="Epochs between PBT's exploit/explore steps "
+                                          "(default 4)."),
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 
@@ -286,7 +297,7 @@ def tune(
                 study_name=study, out=out, seed=seed, categorical=columns(categorical),
                 drop=columns(drop), task=task.value if task else None,
                 ensemble=ensemble, on_progress=display.update, workers=workers, dask=dask,
-                artifacts=artifacts)
+                artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

@@ -34,6 +34,11 @@ class PrunerName(str, Enum):
     none = "none"
 
 
+class SchedulerName(str, Enum):
+    asha = "asha"
+    pbt = "pbt"
+
+
 # The help texts are rendered as Markdown (the app's rich_markup_mode): no <...>, which
 # Markdown takes for HTML and drops, and no Rich [tags], which it prints as they are.
 SET_HELP = ("A hyperparameter, KEY=VALUE; repeat for more. Values are JSON when they parse "

@@ -593,3 +593,108 @@ def confusion_figure(confusion: dict[str, Any]) -> go.Figure | None:
                       xaxis={"title": "predicted", "type": "category", "side": "bottom"},
                       yaxis={"title": "true", "type": "category", "autorange": "reversed"})
     return fig
+
+
+# ----------------------------------------------------------------------------- PBT
+
+
+def is_pbt(run: RunData) -> bool:
+    """Whether the run is population-based training (it stored a lineage)."""
+    return bool(run.pbt.get("populations"))
+
+
+def _pbt_winner(run: RunData) -> TrialData | None:
+    best = run.best_trial()
+    return best if best is not None and best.pbt_schedule else None
+
+
+def _pbt_end(run: RunData, trial: TrialData) -> int:
+    epochs = [row.get("epoch") for row in trial.curve if isinstance(row.get("epoch"), int)]
+    return max(epochs, default=int(run.pbt.get("epochs") or 0))
+
+
+def pbt_lineage_figure(run: RunData) -> go.Figure | None:
+    """Who copied whom, when: one row per member of the winner's round, an arrow per copy
+    (from the member copied to the one that copied it), the winner's path drawn thick."""
+    winner = _pbt_winner(run)
+    pops = run.pbt.get("populations") or []
+    if winner is None or not pops:
+        return None
+    round_id = (winner.pbt_member or "").split(".")[0]
+    pops = [p for p in pops if str(p.get("id", "")).split(".")[0] == round_id] or pops[-1:]
+    rows = [m for p in pops for m in p.get("members", [])]
+    row = {m: i for i, m in enumerate(rows)}
+    end = _pbt_end(run, winner)
+    fig = go.Figure()
+    xs: list[Any] = []
+    ys: list[Any] = []
+    for m in rows:
+        xs += [0, end, None]
+        ys += [row[m], row[m], None]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#d5dae0", "width": 1},
+                             hoverinfo="skip", showlegend=False))
+    xs, ys, texts = [], [], []
+    for p in pops:
+        for e in p.get("events", []):
+            if e.get("member") in row and e.get("copied_from") in row:
+                xs += [e["epoch"], e["epoch"], None]
+                ys += [row[e["copied_from"]], row[e["member"]], None]
+                texts += [None, f"epoch {e['epoch']}: {e['member']} copied {e['copied_from']} "
+                          f"(score {fmt(e.get('score'))} → {fmt(e.get('source_score'))})", None]
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="lines+markers", name="copy (arrow at the copier)",
+        hovertext=texts, hoverinfo="text", line={"color": "#9aa3ad", "width": 1},
+        marker={"symbol": "arrow", "angleref": "previous", "size": 9, "color": "#7f7f7f"}))
+    path_x: list[Any] = []
+    path_y: list[Any] = []
+    segments = sorted(winner.pbt_schedule, key=lambda s: s.get("epoch", 0))
+    for k, s in enumerate(segments):
+        stop = segments[k + 1]["epoch"] if k + 1 < len(segments) else end
+        if s.get("member") in row:
+            path_x += [s["epoch"], stop]
+            path_y += [row[s["member"]], row[s["member"]]]
+    fig.add_trace(go.Scatter(x=path_x, y=path_y, mode="lines", name=f"trial {winner.number} "
+                             "(the best network)", line={"color": PALETTE[3], "width": 3}))
+    fig.update_layout(template=TEMPLATE, height=max(260, 18 * len(rows) + 120),
+                      xaxis_title="epoch", yaxis={"tickmode": "array",
+                                                  "tickvals": list(range(len(rows))),
+                                                  "ticktext": rows, "title": "member"},
+                      title={"text": "lineage: copies from the top quarter to the bottom one",
+                             "font": {"size": 13}})
+    return fig
+
+
+def pbt_schedule_figure(run: RunData) -> go.Figure | None:
+    """The hyperparameters the best network trained with, epoch by epoch: one panel each, on
+    its sampling scale (log axes for log names, 1 − β for exponential-average β's)."""
+    winner = _pbt_winner(run)
+    if winner is None:
+        return None
+    segments = sorted(winner.pbt_schedule, key=lambda s: s.get("epoch", 0))
+    names = list(dict.fromkeys(n for s in segments for n in s.get("hyperparameters") or {}))
+    if not names:
+        return None
+    end = _pbt_end(run, winner)
+    axes = [param_axis(n, run) for n in names]
+    fig, cols = _grid(len(names), [a.label for a in axes], row_height=230)
+    for i, (name, axis) in enumerate(zip(names, axes)):
+        xs, ys = [], []
+        for s in segments:
+            value = (s.get("hyperparameters") or {}).get(name)
+            if value is not None:
+                xs.append(s["epoch"])
+                ys.append(axis.x(value))
+        if not xs:
+            continue
+        xs.append(end)
+        ys.append(ys[-1])
+        r, c = _cell(i, cols)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", line_shape="hv",
+                                 showlegend=False, line={"color": PALETTE[0]},
+                                 hovertemplate=f"{name}: %{{y}} from epoch %{{x}}"
+                                 "<extra></extra>"), row=r, col=c)
+        fig.update_yaxes(**axis_style(axis, ys), row=r, col=c)
+        fig.update_xaxes(title_text="epoch", row=r, col=c)
+    fig.update_layout(title={"text": f"trial {winner.number}'s schedule (a marker per copy "
+                                     "and perturbation)", "font": {"size": 13}})
+    return fig

@@ -240,6 +240,23 @@ def _c2f_section(page: Page, run: RunData) -> None:
     )
 
 
+def _pbt_section(page: Page, run: RunData) -> None:
+    if not F.is_pbt(run):
+        return
+    lineage = run.pbt
+    page.section(
+        "pbt", "Population-based training",
+        f'<p class="hint">Every {esc(lineage.get("interval"))} epochs the members in the '
+        "bottom quarter by validation score copied the network (weights, batch-norm "
+        "statistics, optimizer state) of a member drawn from the top quarter, then "
+        "perturbed its hyperparameters (×0.8 or ×1.25 in sampling space, or a fresh draw). "
+        "The thick line is the best network's path through the population.</p>",
+        page.figure(F.pbt_lineage_figure(run), "fig-pbt-lineage", "No lineage stored."),
+        page.figure(F.pbt_schedule_figure(run), "fig-pbt-schedule",
+                    "The best network stored no schedule."),
+    )
+
+
 def _parallel_section(page: Page, run: RunData) -> None:
     fig, why = F.parallel_figure(run)
     page.section("parallel", "Parallel coordinates",
@@ -319,6 +336,7 @@ def render_report(run: RunData) -> str:
         _trials_section(page, run)
         _params_section(page, run)
         _c2f_section(page, run)
+        _pbt_section(page, run)
         _parallel_section(page, run)
         _importance_section(page, run)
     _best_section(page, run)

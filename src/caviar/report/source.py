@@ -35,6 +35,8 @@ class TrialData:
     duration_s: float | None = None
     failure: str | None = None
     round: int | None = None  # coarse-to-fine round
+    pbt_member: str | None = None  # population-based training: the member's id
+    pbt_schedule: list[dict[str, Any]] = field(default_factory=list)  # its network's segments
 
     @property
     def score(self) -> float | None:
@@ -61,6 +63,7 @@ class RunData:
     data: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)  # hyperparameters, test_scores, ...
     c2f_boxes: list[dict[str, Any]] = field(default_factory=list)
+    pbt: dict[str, Any] = field(default_factory=dict)  # PBT's lineage (empty: not a PBT run)
     trials: list[TrialData] = field(default_factory=list)
     distributions: dict[str, optuna.distributions.BaseDistribution] = field(default_factory=dict)
     study: optuna.Study | None = None
@@ -178,6 +181,9 @@ def _load_study(storage: str, study_name: str | None, fallback_name: str = "") -
                 duration_s=_duration(ua.get(keys.DURATION_S), ft),
                 failure=None if ua.get(keys.FAILURE) is None else str(ua[keys.FAILURE]),
                 round=keys.trial_round(ft),
+                pbt_member=ua.get(keys.PBT_MEMBER) if isinstance(ua.get(keys.PBT_MEMBER), str)
+                else None,
+                pbt_schedule=_curve(ua.get(keys.PBT_SCHEDULE)),
             )
         )
     direction = attrs.get(keys.DIRECTION)
@@ -195,6 +201,7 @@ def _load_study(storage: str, study_name: str | None, fallback_name: str = "") -
         data=data,
         best=_dict(attrs.get(keys.BEST)),
         c2f_boxes=[b for b in attrs.get(keys.BOXES) or [] if isinstance(b, dict)],
+        pbt=_dict(attrs.get(keys.PBT)),
         trials=trials,
         distributions=distributions,
         study=study,

@@ -28,6 +28,7 @@ from ..model import CaviarModel
 from ..training import train_network
 from ..workers.spec import WorkerSpec
 from .ensemble import KeptNetworks
+from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key
 from .scheduler import Budget, TuneProgress, Tuner, make_pruner, structure_quota
 from .space import Space, default_space
@@ -51,6 +52,8 @@ from .study.store import (
 )
 
 __all__ = ["TuneProgress", "TuneResult", "tune", "work"]
+
+SCHEDULERS = ("asha", "pbt")
 
 
 @dataclass
@@ -76,7 +79,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          drop: Sequence[str] = (), task: str | None = None,
          trials_per_structure: int | None = None, ensemble: int = 5,
          on_progress: Callable[[TuneProgress], None] | None = None, workers: int = 1,
-         dask: str | None = None, artifacts: str | Path | None = None) -> TuneResult:
+         dask: str | None = None, artifacts: str | Path | None = None,
+         scheduler: str = "asha", pbt_interval: int | None = None) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
     Args:
@@ -104,6 +108,10 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             storage every machine reaches, PostgreSQL).
         artifacts: the directory of the kept networks' artifact store (default
             ``out/artifacts``; with Dask, a path every machine shares).
+        scheduler: "asha", the default tuner (slot refill, with ``pruner``), or "pbt":
+            population-based training (``caviar.search.pbt``; members start from random
+            draws of the space, so ``sampler`` and ``pruner`` are not used; one process).
+        pbt_interval: PBT's epochs between exploit and explore steps (default 4).
 
     Returns a ``TuneResult`` with the study, the model and its held-out test scores.
 
@@ -121,6 +129,12 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         raise ValueError(f"ensemble must be at least 1 network, got {ensemble}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of "
+                         f"{', '.join(SCHEDULERS)}")
+    if scheduler == "pbt" and (workers > 1 or dask is not None):
+        raise ValueError("population-based training runs in one process (its members copy "
+                         "each other's rows); drop --workers/--dask or use --scheduler asha")
     if trials is None and time_budget is None:
         trials = 64
     make_pruner(pruner)  # an unknown name fails before anything is written
@@ -144,7 +158,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         population=population, sampler=sampler, pruner=pruner, space=space_obj.to_dict(),
         trials=trials, time_budget=time_budget, trials_per_structure=trials_per_structure,
         ensemble=ensemble, task=task, categorical=list(categorical), drop=list(drop),
-        threads=None if single else max(1, _cores() // workers))
+        threads=None if single else max(1, _cores() // workers), scheduler=scheduler,
+        pbt_interval=pbt_interval)
 
     check_target(frame, target)
     prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed)
@@ -165,7 +180,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
             "population": population, "time_budget": time_budget, "trials": trials,
             "ensemble": ensemble, "workers": workers, "dask": dask,
-            "artifacts": spec.artifacts}, indent=1))
+            "artifacts": spec.artifacts, "scheduler": scheduler}, indent=1))
         extra: dict[str, Any] = {}
         if single:
             tuner, extra = work(spec, 0, prepared=prepared, store=store, study=study,
@@ -231,10 +246,17 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         saved = (saved_model(out, spec.study_name, prepared.X_train.shape[1]) if single
                  else None)  # a resumed run's
         budget = Budget(spec.trials, spec.time_budget, elapsed(study))
-        tuner = Tuner(working, space, prepared, budget, spec.population,
-                      out if single else None, spec.seed + 1000 * index,
-                      trials_per_structure=spec.trials_per_structure, on_progress=on_progress,
-                      archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared)
+        if spec.scheduler == "pbt":
+            tuner: Tuner = PopulationBasedTraining(
+                working, space, prepared, budget, spec.population, out if single else None,
+                spec.seed + 1000 * index, interval=spec.pbt_interval, on_progress=on_progress,
+                archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared)
+        else:
+            tuner = Tuner(working, space, prepared, budget, spec.population,
+                          out if single else None, spec.seed + 1000 * index,
+                          trials_per_structure=spec.trials_per_structure,
+                          on_progress=on_progress, archive=archive, ensemble=spec.ensemble,
+                          saved=saved, shared=shared)
         tuner.refresh(force=True)  # every worker's finished trials, a killed run's too
         try:
             tuner.run()

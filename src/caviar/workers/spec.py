@@ -35,6 +35,8 @@ class WorkerSpec:
     categorical: list[str] = field(default_factory=list)
     drop: list[str] = field(default_factory=list)
     threads: int | None = None  # torch threads per worker (None: torch's default)
+    scheduler: str = "asha"  # or "pbt" (one process: search/pbt.py)
+    pbt_interval: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,6 +28,8 @@ BEST = "best"  # the model a run kept: the fields below, written when the run en
 SPLIT_SEED = "split_seed"  # the seed that split the rows (a resumed or joined run must match)
 FINGERPRINT = "data_sha256"  # sha256 of the table as read (store.fingerprint)
 SPEC = "worker_spec"  # what a worker needs to join: data path, target, space, seed, ...
+SCHEDULER = "scheduler"  # "pbt" for population-based training (absent: the default tuner)
+PBT = "pbt"  # PBT's lineage: interval, epochs, and per population its members and copies
 
 # the fields of BEST
 BEST_TRIAL = "trial"  # the trial of the model's best network
@@ -49,6 +51,10 @@ ROUND = "c2f_round"  # the coarse-to-fine round it was drawn in (0 is the coarse
 WORKER = "worker"  # the process that ran it: "host:pid"
 NETWORK = "network"  # its best-epoch network, a candidate for the model: {"value", "epoch",
 # "stopped"}; the network itself is the trial's Optuna artifact (study.artifacts)
+PBT_MEMBER = "pbt_member"  # PBT: the member's id ("round.population.slot")
+# PBT: the segments its network trained, [{"epoch", "member", "copied_from",
+# "hyperparameters"}, ...], inherited ones included; the trial's params are the final values
+PBT_SCHEDULE = "pbt_schedule"
 
 
 def trial_round(trial: Any) -> int | None:

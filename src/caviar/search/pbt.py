@@ -1,0 +1,420 @@
+"""Population-based training (Jaderberg et al. 2017) inside one vectorized population.
+
+Ray Tune's PBT runs each member as a process and copies checkpoints through the file system
+when a member *exploits* a better one. Here the members are rows of one ``Population``:
+exploiting is a row copy (``Population.copy_member``: weights, batch-norm statistics,
+optimizer state) and *exploring* is a change of the member's ``(P,)`` hyperparameters.
+
+How a run goes:
+
+- A round starts ``structures`` populations (2 by default) that share the ``population``
+  members; the structure of the first is that of the best member of earlier rounds (if any),
+  the others are drawn. Members draw their per-member hyperparameters at random from the
+  space (with the population's structure fixed); everyone trains for the same ``epochs``
+  (the space's largest), since PBT's schedule replaces early stopping by the pruner.
+- Every ``interval`` epochs, per population: the members in the bottom quarter by their
+  latest validation score copy a member drawn from the top quarter (truncation selection),
+  then perturb its numeric per-member hyperparameters (``explore``): each is multiplied by
+  0.8 or 1.25 in sampling space (on α for log axes, on 1 − β for ema_beta axes, on the value
+  for linear axes), clipped to the space's bounds, or with probability 0.25 drawn afresh.
+  Choices (optimizer, learning-rate schedule) and structural names are inherited, never
+  perturbed: a different optimizer would not fit the copied optimizer state.
+- The round ends at ``epochs`` or when the budget runs out; another round starts while the
+  budget allows (a trial budget counts members).
+- Each member becomes one Optuna trial when its round ends: its params are its *final*
+  hyperparameters (Optuna params are fixed per trial), its value the best validation score
+  its network reached since its last copy, and its user attributes hold its schedule
+  (``keys.PBT_SCHEDULE``: the segments its network trained, the copied ancestors' included)
+  and its id. The study's ``keys.PBT`` attribute holds the lineage (who copied whom, when)
+  for the report. One trial per member keeps the leaderboard, the dashboard and the kept
+  model as they are for the default tuner; a trial per segment would make most trials
+  fragments of one network.
+- The kept model is chosen as the default tuner's (``ensemble.KeptNetworks``) from every
+  member's best network; ``model.info["pbt"]`` holds the best network's schedule, which
+  ``replay`` trains again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import torch
+from optuna.trial import TrialState
+
+from ..data import PreparedTable, prepare, read_table
+from ..engine import Population
+from ..files import jsonable
+from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve
+from ..metrics import in_target_units, validation_score
+from ..model import CaviarModel
+from .scheduler import Budget, TuneProgress, Tuner
+from .space import Space
+from .study import keys
+from .study.archive import TrialArchive
+from .study.shared import SharedStudy
+
+__all__ = ["PopulationBasedTraining", "explore", "explorable", "replay"]
+
+INTERVAL = 4  # epochs between exploit/explore steps (bench/pbt.py measures 2, 4 and 8)
+TRUNCATION = 0.25  # the bottom quarter copies the top quarter
+FACTORS = (0.8, 1.25)  # perturbation factors, in sampling space
+RESAMPLE = 0.25  # probability of drawing a hyperparameter afresh instead
+STRUCTURES = 2  # populations (structures) a round trains
+MIN_MEMBERS = 4  # a population smaller than this has no quartiles to select from
+
+
+def explorable(space: Space, params: Mapping[str, Any]) -> list[str]:
+    """The names ``explore`` may change for a member whose Optuna params are ``params``: the
+    space's numeric axes that are per member and active for it (``epochs`` is the run's)."""
+    return [name for name in space.names
+            if space[name].is_numeric and space[name].optuna_name in params
+            and name not in SPACE_STRUCTURAL and name != "epochs"]
+
+
+def explore(values: Mapping[str, Any], space: Space, rng: random.Random,
+            factors: Sequence[float] = FACTORS, resample: float = RESAMPLE) -> dict[str, Any]:
+    """New values for ``values`` (caviar's names and values, β not 1 − β): each multiplied
+    by a factor drawn from ``factors`` in sampling space, or with probability ``resample``
+    drawn uniformly in sampling space; clipped to the space's bounds.
+
+    Example:
+        >>> from caviar.search import Space, ema_beta, log_uniform
+        >>> space = Space({"learning_rate": log_uniform(1e-4, 1e-1),
+        ...                "beta2": ema_beta(0.99, 0.9999)})
+        >>> new = explore({"learning_rate": 1e-2, "beta2": 0.999}, space, random.Random(0),
+        ...               resample=0)
+        >>> sorted(new)
+        ['beta2', 'learning_rate']
+    """
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        p = space[name]
+        low, high = p.r_bounds()
+        if rng.random() < resample:
+            r = rng.uniform(low, high)
+        elif p.scale in ("log", "ema_beta"):  # α·f, or (1 − β)·f: a shift of log10 f
+            r = p.to_r(value) + math.log10(rng.choice(factors))
+        else:
+            r = value * rng.choice(factors)
+        out[name] = p.from_r(min(max(r, low), high))
+    return out
+
+
+@dataclass
+class _Member:
+    """One slot of a PBT population: its id, its Optuna params (what the trial will hold,
+    encoded as Optuna sees them) and its network's schedule."""
+
+    id: str
+    params: dict[str, Any]
+    schedule: list[dict[str, Any]]
+
+
+@dataclass
+class _PBTPopulation:
+    id: str
+    structure: dict[str, Any]
+    population: Population
+    members: list[_Member]
+    started: float
+    scores: list[float] = field(default_factory=list)  # the latest epoch's, per slot
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class PopulationBasedTraining(Tuner):
+    """Drives an Optuna study as PBT: see the module docstring. It shares the default
+    tuner's study bookkeeping, archive and kept model; only how members train differs."""
+
+    def __init__(self, study: optuna.Study, space: Space, data: PreparedTable, budget: Budget,
+                 population: int, out: Path, seed: int, *, interval: int | None = None,
+                 structures: int = STRUCTURES, on_progress: Any = None,
+                 archive: TrialArchive | None = None, ensemble: int = 5,
+                 saved: CaviarModel | None = None, shared: SharedStudy | None = None):
+        super().__init__(study, space, data, budget, population, out, seed,
+                         on_progress=on_progress, archive=archive, ensemble=ensemble,
+                         saved=saved, shared=shared)
+        if interval is not None and interval < 1:
+            raise ValueError(f"the PBT interval must be at least 1 epoch, got {interval}")
+        self.interval = interval or INTERVAL
+        self.structures = max(1, structures)
+        self.epochs = _horizon(space)
+        self.rng = random.Random(seed)
+        # initial hyperparameters are drawn at random, as in the paper, from a scratch study:
+        # the study's own trials are the members, told with their final values
+        self.draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        self.live: list[_PBTPopulation] = []
+        self.schedules: dict[int, dict[str, Any]] = {}  # trial number: what replay needs
+        self.best_structure: tuple[float, dict[str, Any]] | None = None
+        lineage = study.user_attrs.get(keys.PBT) or {}
+        self.lineage = {"interval": self.interval, "epochs": self.epochs,
+                        "truncation": TRUNCATION,
+                        "populations": list(lineage.get("populations", []))}
+        self.round = len({p["id"].split(".")[0] for p in self.lineage["populations"]})
+        study.set_user_attr(keys.SCHEDULER, "pbt")
+
+    # ---------------------------------------------------------------- members
+
+    @property
+    def running(self) -> int:
+        return sum(p.population.size for p in self.live)
+
+    def _draw(self, structure: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """Optuna params and the resolved configuration of a new member."""
+        for _ in range(100):
+            if structure:
+                self.draws.enqueue_trial(structure, skip_if_exists=False)
+            trial = self.draws.ask()
+            values = self.space.suggest(trial)
+            try:
+                config = resolve({**values, "epochs": self.epochs})
+            except ValueError:  # e.g. a conditional combination the vocabulary refuses
+                continue
+            params = dict(trial.params)
+            if "epochs" in params:
+                params["epochs"] = self.epochs
+            return params, config
+        raise ValueError("the space gave no valid hyperparameters in 100 draws")
+
+    def _start_round(self) -> list[_PBTPopulation]:
+        left = (self.capacity if self.budget.trials is None
+                else min(self.capacity, self.budget.trials - self._started()))
+        if left < 1:
+            return []
+        n = max(1, min(self.structures, left // MIN_MEMBERS))
+        sizes = [left // n + (i < left % n) for i in range(n)]
+        pops = []
+        for i, size in enumerate(sizes):
+            structure = (dict(self.best_structure[1])
+                         if i == 0 and self.best_structure is not None else {})
+            drawn = []
+            for _ in range(size):
+                params, config = self._draw(structure)
+                structure = structure or {k: v for k, v in params.items()
+                                          if k in SPACE_STRUCTURAL}
+                drawn.append((params, config))
+            pid = f"{self.round}.{i}"
+            members = []
+            for slot, (params, _) in enumerate(drawn):
+                mid = f"{pid}.{slot}"
+                first = {"epoch": 0, "member": mid, "copied_from": None,
+                         "hyperparameters": self._values(params)}
+                members.append(_Member(mid, params, [first]))
+            population = Population(self.task, self.data.X_train.shape[1],
+                                    [c for _, c in drawn], n_classes=self.n_classes,
+                                    seed=self.seed + self._groups_made)
+            self._groups_made += 1
+            pops.append(_PBTPopulation(pid, structure, population, members, time.monotonic()))
+        self.round += 1
+        return pops
+
+    def _values(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The explorable hyperparameters in ``params``, in caviar's names and values."""
+        return {name: self.space[name].decode(params[self.space[name].optuna_name])
+                for name in explorable(self.space, params)}
+
+    # ---------------------------------------------------------------- training
+
+    def _epoch(self, p: _PBTPopulation) -> None:
+        d, pop = self.data, p.population
+        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val)
+        scores = [self.score(r) if r is not None else math.nan for r in records]
+        pop.remember_best(torch.tensor(scores))
+        p.scores = [s if math.isfinite(s) and not pop.diverged[i] else math.inf
+                    for i, s in enumerate(scores)]
+
+    def exploit_and_explore(self, p: _PBTPopulation, epoch: int) -> None:
+        """Truncation selection: the bottom quarter copies members drawn from the top
+        quarter, then perturbs their hyperparameters."""
+        pop, size = p.population, p.population.size
+        q = int(size * TRUNCATION)
+        if q < 1:
+            return
+        order = sorted(range(size), key=lambda i: (p.scores[i], i))
+        top, bottom = order[:q], order[-q:]
+        for target in sorted(bottom):
+            source = self.rng.choice(top)
+            src, member = p.members[source], p.members[target]
+            pop.copy_member(source, target)
+            # its kept network is one it trains from here, not a second copy of the source's
+            pop.best_score[target] = math.inf
+            changes = explore(self._values(src.params), self.space, self.rng)
+            pop.set_hyperparameters(target, **changes)
+            member.params = {**src.params, **{self.space[k].optuna_name: _encoded(
+                self.space, k, v) for k, v in changes.items()}}
+            member.schedule = [*src.schedule, {"epoch": epoch, "member": member.id,
+                                               "copied_from": src.id,
+                                               "hyperparameters": changes}]
+            p.events.append({"epoch": epoch, "member": member.id, "copied_from": src.id,
+                             "score": _finite(p.scores[target]),
+                             "source_score": _finite(p.scores[source])})
+            p.scores[target] = p.scores[source]
+
+    def _train(self, pops: list[_PBTPopulation]) -> str | None:
+        """Train the round's populations in step to ``epochs``; returns why it stopped early
+        ("time budget") or None."""
+        last_saved = time.monotonic()
+        for epoch in range(1, self.epochs + 1):
+            for p in pops:
+                self._epoch(p)
+                if self.budget.out_of_time():
+                    return "time budget"
+            if epoch % self.interval == 0 and epoch < self.epochs:
+                for p in pops:
+                    self.exploit_and_explore(p, epoch)
+            if time.monotonic() - last_saved > 2.0:
+                self.save_study_state()
+                last_saved = time.monotonic()
+            self.pace_writer()
+            if self.on_progress is not None:
+                self.on_progress(self.progress())
+        return None
+
+    def _end_round(self, pops: list[_PBTPopulation], stopped: str | None) -> None:
+        """Each member becomes a trial (final params, schedule); its network is offered to
+        the kept model; the lineage goes to the study."""
+        for p in pops:
+            pop = p.population
+            for slot in range(pop.size):
+                number, value = self._tell_member(p, slot, stopped)
+                if value is not None and self.kept.wants(value):
+                    self.keep(pop.export_member(slot, at_best=True), number, value, stopped)
+                if value is not None and (self.best_structure is None
+                                          or value < self.best_structure[0]):
+                    self.best_structure = (value, p.structure)
+            self.lineage["populations"].append({
+                "id": p.id, "structure": jsonable(p.structure),
+                "members": [m.id for m in p.members], "events": p.events})
+        self.study.set_user_attr(keys.PBT, jsonable(self.lineage))
+        self.live = []
+
+    def _tell_member(self, p: _PBTPopulation, slot: int,
+                     stopped: str | None) -> tuple[int, float | None]:
+        pop, member = p.population, p.members[slot]
+        self.study.enqueue_trial(member.params, skip_if_exists=False)
+        trial = self.study.ask()
+        self.space.suggest(trial)  # every param enqueued: the member's final values
+        config = pop.hyperparameters[slot]
+        for record in pop.history[slot]:  # its network's curve, for the dashboard
+            trial.report(self.score(record), record["epoch"])
+        trial.set_user_attr(keys.HYPERPARAMETERS, jsonable(config))
+        trial.set_user_attr(keys.CURVE, [in_target_units(r, self.data.target_std)
+                                         for r in pop.history[slot]])
+        trial.set_user_attr(keys.DURATION_S, round(time.monotonic() - p.started, 3))
+        trial.set_user_attr(keys.PBT_MEMBER, member.id)
+        trial.set_user_attr(keys.PBT_SCHEDULE, jsonable(member.schedule))
+        if stopped:
+            trial.set_user_attr(keys.STOPPED, stopped)
+        value = float(pop.best_score[slot])
+        failed = pop.diverged[slot] or not math.isfinite(value)
+        if failed:
+            trial.set_user_attr(keys.FAILURE, pop.failure[slot] or "no finite validation score")
+        self._create(trial)  # in the storage, which numbers it
+        if failed:
+            return self._tell(trial, None, TrialState.FAIL), None
+        number = self._tell(trial, value, TrialState.COMPLETE)
+        self.schedules[number] = {"hyperparameters": jsonable(config),
+                                  "schedule": jsonable(member.schedule)}
+        return number, value
+
+    # ---------------------------------------------------------------- the run
+
+    def _run(self) -> None:
+        while self.budget.may_ask(self._started()):
+            pops = self._start_round()
+            if not pops:
+                break
+            self.live = pops
+            stopped = self._train(pops)
+            self._end_round(pops, stopped)
+            self.save_study_state()
+            self.save_model()
+            if self.on_progress is not None:
+                self.on_progress(self.progress())
+
+    def run(self) -> None:
+        self._threads, self._yielded = torch.get_num_threads(), False
+        try:
+            self._run()
+        finally:
+            torch.set_num_threads(self._threads)
+
+    def progress(self) -> TuneProgress:
+        return dataclasses.replace(super().progress(), populations=len(self.live))
+
+    def model(self) -> CaviarModel:
+        """The kept model; ``info["pbt"]`` holds the best network's schedule (``replay``)."""
+        model = super().model()
+        schedule = self.schedules.get(model.info.get("trial"))
+        if schedule is not None:
+            model.info["pbt"] = schedule
+        return model
+
+
+def replay(schedule: Mapping[str, Any], data: pd.DataFrame | str | Path, target: str, *,
+           seed: int = 0, task: str | None = None, categorical: Sequence[str] = (),
+           drop: Sequence[str] = ()) -> CaviarModel:
+    """Train one network again along a PBT schedule: ``model.info["pbt"]`` of a PBT run's
+    model, or ``{"hyperparameters": trial.user_attrs["hyperparameters"], "schedule":
+    trial.user_attrs["pbt_schedule"]}`` of any member's trial.
+
+    The network starts from the final configuration's structure and choices and changes its
+    explored hyperparameters at each segment's epoch, as the member's lineage did. It is a
+    new network (its own initial weights and minibatch order), not the same one; the best
+    epoch's network is kept, as in tuning.
+
+    Example:
+        >>> model = replay(tuned.model.info["pbt"], "wage.csv", "wage",
+        ...                drop=["logwage"])  # doctest: +SKIP
+    """
+    segments = sorted(schedule["schedule"], key=lambda s: s["epoch"])
+    config = resolve({**schedule["hyperparameters"], **segments[0]["hyperparameters"]})
+    prepared = prepare(read_table(data), target, task=task, categorical=categorical, drop=drop,
+                       seed=seed)
+    d = prepared
+    network = Population(d.task, d.X_train.shape[1], [config], n_classes=d.n_classes, seed=seed)
+    changes = {s["epoch"]: s["hyperparameters"] for s in segments[1:]}
+    for epoch in range(int(config["epochs"])):
+        if epoch in changes:
+            network.set_hyperparameters(0, **changes[epoch])
+        record = network.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val)[0]
+        if record is None or network.diverged[0]:
+            break
+        if d.X_val is not None:
+            network.remember_best(torch.tensor([validation_score(record, d.task,
+                                                                 d.target_std)]))
+    info = {"pbt": dict(schedule), "replayed": True,
+            "value": _finite(float(network.best_score[0]))}
+    return CaviarModel(d.preprocessor, network.export_member(0, at_best=True), info)
+
+
+def _horizon(space: Space) -> int:
+    """The epochs every member trains: the space's largest ``epochs``."""
+    if "epochs" not in space:
+        return int(DEFAULTS["epochs"])
+    p = space["epochs"]
+    if p.kind == "fixed":
+        return int(p.value)
+    if p.kind == "choice":
+        return int(max(p.values))
+    return int(p.high)
+
+
+def _encoded(space: Space, name: str, value: Any) -> Any:
+    """Optuna's value of ``name``, inside its distribution's bounds (1 − β's rounding)."""
+    p = space[name]
+    raw = p.encode(value)
+    low, high = p.optuna_bounds()
+    return min(max(raw, low), high)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

@@ -1,0 +1,172 @@
+"""Population-based training: exploit is a row copy, explore stays in the space on its scale,
+a seeded run repeats, a decaying learning rate is found, the lineage reaches the study."""
+
+import math
+import random
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_wine
+
+from caviar.data import prepare
+from caviar.search import Space, ema_beta, log_uniform, uniform
+from caviar.search.pbt import PopulationBasedTraining, explore, replay
+from caviar.search.scheduler import Budget
+from caviar.search.study import keys
+from caviar.search.tune import tune
+
+SPACE = {
+    "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
+    "optimizer": {"kind": "choice", "values": ["adam", "momentum"]},
+    "momentum": {"kind": "ema_beta", "low": 0.8, "high": 0.99, "when": {"optimizer": ["momentum"]}},
+    "dropout": {"kind": "uniform", "low": 0.0, "high": 0.3},
+    "width": {"kind": "choice", "values": [8, 16]},
+    "depth": {"value": 1},
+    "batch_size": {"value": 32},
+    "epochs": {"value": 6},
+}
+
+
+@pytest.fixture(scope="module")
+def wine() -> pd.DataFrame:
+    frame = load_wine(as_frame=True).frame.rename(columns={"target": "cultivar"})
+    frame["cultivar"] = frame["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    return frame
+
+
+def _pbt(frame: pd.DataFrame, tmp_path, population: int = 4) -> PopulationBasedTraining:
+    data = prepare(frame, "cultivar", seed=0)
+    return PopulationBasedTraining(optuna.create_study(), Space.from_dict(SPACE), data,
+                                   Budget(population, None, 0.0), population, tmp_path, seed=0,
+                                   structures=1)
+
+
+def _state(pop) -> dict[str, torch.Tensor]:
+    out = {f"param.{k}": t.clone() for k, t in pop.params.items()}
+    out.update({f"buffer.{k}": t.clone() for k, t in pop.buffers.items()})
+    out.update({f"v.{k}": t.clone() for k, t in pop.optimizer.v.items()})
+    out.update({f"s.{k}": t.clone() for k, t in pop.optimizer.s.items()})
+    out["t"] = pop.optimizer.t.clone()
+    return out
+
+
+def test_exploit_copies_one_row_and_leaves_the_others_bitwise(wine, tmp_path):
+    pbt = _pbt(wine, tmp_path)
+    (p,) = pbt._start_round()
+    assert p.population.structure.batch_norm  # batch-norm statistics are part of the copy
+    for _ in range(2):
+        pbt._epoch(p)
+    before = _state(p.population)
+    worst = max(range(4), key=lambda i: (p.scores[i], i))
+    best = min(range(4), key=lambda i: (p.scores[i], i))
+    pbt.exploit_and_explore(p, epoch=2)
+    after = _state(p.population)
+    (event,) = p.events  # a quarter of 4 members: one copy, worst from best
+    assert event["member"] == p.members[worst].id and event["copied_from"] == p.members[best].id
+    for name in before:
+        for i in range(4):
+            expected = before[name][best] if i == worst else before[name][i]
+            assert torch.equal(after[name][i], expected), (name, i)
+    # then explore changed the copy's hyperparameters, and only its
+    assert p.members[worst].schedule[-1]["copied_from"] == p.members[best].id
+    changed = p.members[worst].schedule[-1]["hyperparameters"]
+    for name, value in changed.items():
+        assert p.population.hyperparameters[worst][name] == value
+
+
+def test_explore_moves_on_the_sampling_scale_and_stays_in_bounds():
+    space = Space({"learning_rate": log_uniform(1e-4, 1e-1), "beta2": ema_beta(0.99, 0.9999),
+                   "dropout": uniform(0.0, 0.5)})
+    rng = random.Random(0)
+    start = {"learning_rate": 1e-2, "beta2": 0.999, "dropout": 0.2}
+    for _ in range(50):
+        new = explore(start, space, rng, resample=0.0)
+        assert min(abs(new["learning_rate"] / 1e-2 - f) for f in (0.8, 1.25)) < 1e-9
+        # ema_beta: 1 − β is what is multiplied
+        assert min(abs((1 - new["beta2"]) / 1e-3 - f) for f in (0.8, 1.25)) < 1e-6
+        assert min(abs(new["dropout"] / 0.2 - f) for f in (0.8, 1.25)) < 1e-9
+    edge = {"learning_rate": 1e-1, "beta2": 0.9999, "dropout": 0.5}
+    for _ in range(200):  # perturbed and resampled values stay inside the bounds
+        for values in (edge, start):
+            new = explore(values, space, rng)
+            assert 1e-4 <= new["learning_rate"] <= 1e-1
+            assert 0.99 <= new["beta2"] <= 0.9999
+            assert 0.0 <= new["dropout"] <= 0.5
+
+
+def _lineage(result):
+    trials = sorted(result.study.trials, key=lambda t: t.user_attrs[keys.PBT_MEMBER])
+    return ([(t.user_attrs[keys.PBT_MEMBER], t.value, t.params) for t in trials],
+            result.study.user_attrs[keys.PBT])
+
+
+def test_a_seeded_pbt_run_repeats_and_records_its_lineage(wine, tmp_path):
+    runs = [tune(wine, "cultivar", trials=8, population=8, space=SPACE, out=tmp_path / str(i),
+                 seed=3, scheduler="pbt", pbt_interval=2) for i in range(2)]
+    assert _lineage(runs[0]) == _lineage(runs[1])
+    study = runs[0].study
+    lineage = study.user_attrs[keys.PBT]
+    assert lineage["interval"] == 2 and study.user_attrs[keys.SCHEDULER] == "pbt"
+    assert [len(p["members"]) for p in lineage["populations"]] == [4, 4]
+    # two exploit steps (epochs 2 and 4), one copy each per population of 4
+    assert sorted(e["epoch"] for p in lineage["populations"] for e in p["events"]) == [2, 2, 4, 4]
+    assert len(study.trials) == 8 and all(t.state.name == "COMPLETE" for t in study.trials)
+    for t in study.trials:  # the params are the final values; the schedule starts at epoch 0
+        schedule = t.user_attrs[keys.PBT_SCHEDULE]
+        assert schedule[0]["epoch"] == 0 and schedule[0]["copied_from"] is None
+        assert t.params["learning_rate"] == pytest.approx(
+            t.user_attrs[keys.HYPERPARAMETERS]["learning_rate"])
+    info = runs[0].model.info
+    assert info["pbt"]["schedule"] == study.trials[info["trial"]].user_attrs[keys.PBT_SCHEDULE]
+    again = replay(info["pbt"], wine, "cultivar")  # trains along the winner's schedule
+    assert math.isfinite(again.info["value"]) and again.info["value"] < 1.0
+
+
+def _decay_table(rows: int = 1000) -> pd.DataFrame:
+    """Least squares with two nearly equal groups of features: the signal along their
+    difference is learned only with large steps, and minibatch noise is averaged away only
+    with small ones, so a learning rate that decays beats every constant one."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(rows, 4))
+    X = np.concatenate([z + 0.1 * rng.normal(size=(rows, 4)),
+                        z + 0.1 * rng.normal(size=(rows, 4))], axis=1)
+    y = 3 * (X[:, :4] - X[:, 4:]).sum(axis=1) + z.sum(axis=1) + 0.5 * rng.normal(size=rows)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)])
+    frame["y"] = y
+    return frame
+
+
+def test_pbt_finds_a_decaying_learning_rate(tmp_path):
+    space = {"learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 1.0},
+             "optimizer": "sgd", "hidden_layer_sizes": {"value": []}, "batch_norm": False,
+             "batch_size": 16, "epochs": 24}
+    result = tune(_decay_table(), "y", trials=8, population=8, space=space, out=tmp_path,
+                  seed=0, scheduler="pbt", pbt_interval=3)
+    schedule = result.model.info["pbt"]["schedule"]
+    rates = [s["hyperparameters"]["learning_rate"] for s in schedule]
+    assert len(rates) > 1 and rates[-1] < rates[0]
+
+
+def test_cli_tune_with_pbt_writes_a_model_and_a_report_with_the_lineage(wine, tmp_path):
+    from typer.testing import CliRunner
+
+    from caviar import load_model
+    from caviar.cli import app
+
+    data, space = tmp_path / "wine.csv", tmp_path / "space.toml"
+    wine.to_csv(data, index=False)
+    space.write_text('[learning_rate]\nkind = "log_uniform"\nlow = 1e-3\nhigh = 3e-2\n\n'
+                     '[dropout]\nkind = "uniform"\nlow = 0.0\nhigh = 0.3\n\n'
+                     "[hidden_layer_sizes]\nvalue = [8]\n\n[epochs]\nvalue = 4\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "tune", str(data), "--target", "cultivar", "--scheduler", "pbt", "--pbt-interval", "2",
+        "--trials", "8", "--population", "8", "--space", str(space), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = load_model(out / "model")
+    assert model.info["pbt"]["schedule"][0]["epoch"] == 0
+    html = (out / "report.html").read_text()
+    assert 'id="pbt"' in html and "fig-pbt-lineage" in html and "fig-pbt-schedule" in html
