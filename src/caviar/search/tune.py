@@ -18,9 +18,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from ..data import check_target, prepare, read_table
+from ..data import check_target, infer_task, prepare, read_table
 from ..files import jsonable, replace_file
-from ..metrics import validation_metric
+from ..metrics import get_metric
 from ..model import CaviarModel
 from ..training import train_network
 from .samplers import make_sampler, sampler_key
@@ -55,7 +55,11 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          out: str | Path = "runs/tune", seed: int = 0, categorical: Sequence[str] = (),
          drop: Sequence[str] = (), task: str | None = None,
          trials_per_structure: int | None = None, ensemble: int = 5,
-         on_progress: Callable[[TuneProgress], None] | None = None) -> TuneResult:
+         on_progress: Callable[[TuneProgress], None] | None = None,
+         metric: str | None = None, validation: pd.DataFrame | str | Path | None = None,
+         test: pd.DataFrame | str | Path | None = None, split: str | None = None,
+         group: str | None = None, weight: str | None = None,
+         class_weight: str | Mapping | None = None, verbose: bool = False) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
     Args:
@@ -77,6 +81,20 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         ensemble: the model averages the predictions of this many networks, those with the
             best validation scores (1: the best network alone).
         on_progress: called with a ``TuneProgress`` after every epoch.
+        metric: what the search optimizes, the pruner sees and the kept networks are ranked
+            and chosen by: a short name ("auc", "accuracy", "f1", "log_loss", "rmse", "mae",
+            "r2", ...) or a scikit-learn scorer name ("roc_auc", "neg_log_loss", ...); None:
+            log-loss for classifiers, RMSE for regression. The loss is still what trains.
+        validation, test: tables (or files) used as the validation and test rows instead of
+            rows carved from ``data``.
+        split: "time:COL" trains on the earliest rows by COL and validates and tests on the
+            later ones (no shuffling); group: a column none of whose values is in two parts
+            (and which is not a feature).
+        weight: a column of row weights (not a feature): they weight the training loss and
+            the validation metric. class_weight: "balanced" (n / (k · n_class)) or
+            ``{label: weight}``, on the training loss only.
+        verbose: show the live progress display (a terminal or a notebook), as the command
+            line does, when ``on_progress`` is not given.
 
     Returns a ``TuneResult`` with the study, the model and its held-out test scores.
 
@@ -106,13 +124,21 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
 
     check_target(frame, target)
-    prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed)
+    if metric is not None:  # an unknown name fails before the work
+        get_metric(metric, task or infer_task(frame[target].dropna()))
+    prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed,
+                       validation=None if validation is None else read_table(validation),
+                       test=None if test is None else read_table(test), split=split,
+                       group=group, weight=weight, class_weight=class_weight)
     pre, test = prepared.preprocessor, prepared.test
+    metric_obj = get_metric(metric, pre.task_)
+    key = ("val_" + ("weighted_" if prepared.w_val is not None else "") + metric_obj.name)
 
     with _optuna_warnings_only():
-        study, interrupted = open_study(storage, study_name)  # left RUNNING by a dead process
-        record_run(study, task=pre.task_, metric=validation_metric(pre.task_), sampler=sampler,
-                   pruner=pruner, space=space_obj.to_dict(), data={
+        # (trials left RUNNING by a dead process are marked failed)
+        study, interrupted = open_study(storage, study_name, metric_obj.direction, key)
+        record_run(study, task=pre.task_, metric=key, direction=metric_obj.direction,
+                   sampler=sampler, pruner=pruner, space=space_obj.to_dict(), data={
                        "source": source, "rows": int(len(frame)),
                        "columns": int(frame.shape[1]), "target": target, "task": pre.task_,
                        "roles": pre.roles_.by_column(), "split": prepared.split})
@@ -121,7 +147,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "kind": "tune", "study_name": study_name, "storage": storage, "data": source,
             "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
             "population": population, "time_budget": time_budget, "trials": trials,
-            "ensemble": ensemble}, indent=1))
+            "ensemble": ensemble, "metric": metric_obj.name,
+            "direction": metric_obj.direction} | _usage(split, group, weight, class_weight,
+                                                        validation, test), indent=1))
 
         # the coarse round spans two groups, so that it compares two structures
         sampler_options = ({"n_coarse": 2 * structure_quota(population, trials_per_structure)}
@@ -133,9 +161,10 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         saved = saved_model(out, study_name, prepared.X_train.shape[1])  # a resumed run's
         tuner = Tuner(working, space_obj, prepared, budget, population, out, seed,
                       trials_per_structure=trials_per_structure, on_progress=on_progress,
-                      archive=archive, ensemble=ensemble, saved=saved)
+                      archive=archive, ensemble=ensemble, saved=saved, metric=metric_obj)
         try:
-            tuner.run()
+            with _display(tuner, verbose):
+                tuner.run()
         finally:
             tuner.save_study_state()
             tuner.save_model()
@@ -151,6 +180,37 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                       study_name=study_name,
                       extra={"interrupted_trials": interrupted,
                              "recovered_trials": archive.recovered})
+
+
+def _usage(split: str | None, group: str | None, weight: str | None,
+           class_weight: str | Mapping | None, validation: Any, test: Any) -> dict[str, Any]:
+    """The split and weight options run.json records (those given)."""
+    given = {"split": split, "group": group, "weight": weight,
+             "class_weight": class_weight if isinstance(class_weight, str) else (
+                 None if class_weight is None else {str(k): v for k, v in class_weight.items()}),
+             "validation": None if validation is None else (
+                 "DataFrame" if isinstance(validation, pd.DataFrame) else str(validation)),
+             "test": None if test is None else (
+                 "DataFrame" if isinstance(test, pd.DataFrame) else str(test))}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@contextlib.contextmanager
+def _display(tuner: Tuner, verbose: bool) -> Iterator[None]:
+    """``verbose``: the command line's live display (Rich: a terminal redraws in place, a
+    notebook shows a live cell output, a log gets a line every 10 s), unless the caller
+    follows the progress itself."""
+    if not verbose or tuner.on_progress is not None:
+        yield
+        return
+    from ..cli.display import TuneDisplay, console
+
+    with TuneDisplay(console()) as display:
+        tuner.on_progress = display.update
+        try:
+            yield
+        finally:
+            tuner.on_progress = None
 
 
 @contextlib.contextmanager
@@ -195,10 +255,11 @@ def _final_model(study: optuna.Study, tuner: Tuner, seed: int) -> CaviarModel:
     completed trial of the (database) study is not among them (a killed run finished it
     after its model was last saved), its configuration is refit and joins by the same rule."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = min(done, key=lambda t: t.value) if done else None
+    loss = tuner.metric.loss
+    best = min(done, key=lambda t: loss(t.value)) if done else None
     kept = tuner.kept.networks
     if best is None or any(k.trial == best.number for k in kept) or (
-            kept and best.value >= kept[0].value):
+            kept and loss(best.value) >= loss(kept[0].value)):
         if not kept:
             raise RuntimeError("no trial completed within the budget: give it more time "
                                "(--time-budget) or more trials (--trials)")
@@ -207,7 +268,8 @@ def _final_model(study: optuna.Study, tuner: Tuner, seed: int) -> CaviarModel:
     params = best.user_attrs[keys.HYPERPARAMETERS]
     network = train_network(data.X_train, data.y_train, pre.task_,
                             params, n_classes=tuner.n_classes, X_val=data.X_val,
-                            y_val=data.y_val, seed=seed,
+                            y_val=data.y_val, seed=seed, weight=data.w_train,
+                            scorer=tuner.scorer,
                             patience=int(params["epochs"]))  # all epochs, best one kept
     tuner.keep(network, best.number, best.value)
     model = tuner.model()
