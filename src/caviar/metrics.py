@@ -97,8 +97,9 @@ def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None) -> float:
 def _log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray | None) -> float:
     from sklearn.metrics import log_loss
 
-    return float(log_loss(y, np.clip(p, 1e-15, 1.0), sample_weight=w,
-                          labels=np.arange(p.shape[1])))
+    p = np.clip(p, 1e-15, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)  # float32 rounding: sums of 1 ± 1e-7
+    return float(log_loss(y, p, sample_weight=w, labels=np.arange(p.shape[1])))
 
 
 def _classes(fn_name: str, **kwargs: Any) -> Callable:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from ..data import check_target, infer_task, prepare, read_table
 from ..files import jsonable, replace_file
-from ..metrics import get_metric
+from ..metrics import ValidationScorer, get_metric
 from ..model import CaviarModel
 from ..training import train_network
 from .samplers import make_sampler, sampler_key
@@ -172,6 +172,11 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
 
         model = _final_model(study, tuner, seed)
         test_scores = model.scores(test) if len(test) else {}
+        if len(test) and metric_obj.name not in test_scores:  # the chosen metric's, too
+            pre_y = pre.encode_target(test[target])
+            test_scores[metric_obj.name] = ValidationScorer(
+                metric_obj, pre_y, pre.task_, prepared.target_std, prepared.target_mean
+            )(model._outputs(test))
         study.set_user_attr(keys.BEST, jsonable(_best_record(study, model, test_scores, test)))
         board = leaderboard(study)
     replace_file(out / "leaderboard.csv", board.to_csv(index=False))
