@@ -126,7 +126,7 @@ def test_valid_file_uses_exactly_that_files_rows(cancer, tmp_path):
 
 
 def test_a_time_split_never_validates_on_the_past():
-    df = load_dataset("txhousing")
+    df = load_dataset("txhousing").dropna(subset=["sales"])
     prepared = prepare(df, "sales", drop=["volume"], split="time:date")
     last_train = prepared.train["date"].max()
     assert prepared.validation["date"].min() >= last_train
@@ -249,3 +249,47 @@ def test_estimators_take_sample_weight_and_verbose(capsys):
     reg.fit(X[["balance", "income"]], df["balance"] * 2, sample_weight=np.ones(len(df)))
     with pytest.raises(ValueError, match="sample_weight has 3 values"):
         reg.fit(X[["balance", "income"]], df["balance"], sample_weight=[1, 2, 3])
+
+
+# ------------------------------------------------------------------------------ dates
+
+
+def test_a_date_column_becomes_calendar_and_time_features(tmp_path):
+    from caviar.data import TablePreprocessor
+    from caviar.model import fit_model, load_model
+
+    df = load_dataset("txhousing").dropna(subset=["sales"]).iloc[:600]
+    df["when"] = pd.to_datetime({"year": df["year"], "month": df["month"], "day": 1}
+                                ).dt.strftime("%Y-%m-%d")
+    df = df.drop(columns=["year", "month", "date", "rownames"])
+    pre = TablePreprocessor("sales").fit(df)
+    assert pre.roles_.datetime == ["when"] and pre.roles_.role("when") == "datetime"
+    names = pre.feature_names_out_
+    for part in ("year", "month", "dayofweek", "days"):
+        assert f"num__when.{part}" in names
+    assert "num__when.hour" not in names  # plain dates: every time is midnight
+    X = pre.transform(df)
+    year = X[:, names.index("num__when.year")]
+    assert np.corrcoef(year, pd.to_datetime(df["when"]).dt.year)[0, 1] > 0.999
+    # saved and loaded, the model expands the dates the same way
+    model = fit_model(df, "sales", {"epochs": 1, "hidden_layer_sizes": [4]})
+    model.save(tmp_path / "model")
+    again = load_model(tmp_path / "model")
+    assert np.allclose(again.predict(df.head(20)), model.predict(df.head(20)))
+    # a datetime column with times gets the hour too; times are days since the first
+    stamps = pd.DataFrame({"t": pd.to_datetime(["2024-01-01 06:00", "2024-01-03 18:00"] * 5),
+                           "x": range(10), "y": [0.0, 1.0] * 5})
+    pre = TablePreprocessor("y").fit(stamps)
+    assert "num__t.hour" in pre.feature_names_out_
+    days = pre._inputs(stamps)["t.days"].tolist()
+    assert days[:2] == [0.0, 2.5]
+
+
+def test_models_saved_before_dates_still_load(tmp_path):
+    from caviar.data import TablePreprocessor
+
+    df = load_dataset("default")
+    meta, arrays = TablePreprocessor("default").fit(df).to_state()
+    meta["roles"].pop("datetime", None)
+    meta.pop("dates", None)
+    assert TablePreprocessor.from_state(meta, arrays).transform(df.head()).shape == (5, 4)

@@ -381,8 +381,10 @@ class Roles:
     """What each column is for: a feature of some kind, the target, or ignored (and why).
 
     ``numeric`` columns are imputed and standardized; ``onehot`` are low-cardinality
-    categoricals; ``target_encoded`` are high-cardinality ones; ``ignored`` maps a column to the
-    reason it is left out; ``reasons`` says why each feature got its role.
+    categoricals; ``target_encoded`` are high-cardinality ones; ``datetime`` are dates and
+    times, which the preprocessor expands into numeric features (year, month, ...);
+    ``ignored`` maps a column to the reason it is left out; ``reasons`` says why each feature
+    got its role.
 
     >>> roles = Roles(target="y", task="binary", numeric=["x"])
     >>> Roles.from_dict(roles.to_dict()) == roles
@@ -396,11 +398,12 @@ class Roles:
     target_encoded: list[str] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    datetime: list[str] = field(default_factory=list)
 
     @property
     def features(self) -> list[str]:
-        """The columns that feed the network, in the order the preprocessor uses them."""
-        return [*self.numeric, *self.onehot, *self.target_encoded]
+        """The columns that feed the network."""
+        return [*self.numeric, *self.onehot, *self.target_encoded, *self.datetime]
 
     @property
     def categorical(self) -> list[str]:
@@ -409,7 +412,7 @@ class Roles:
     def role(self, column: str) -> str:
         if column == self.target:
             return "target"
-        for role in ("numeric", "onehot", "target_encoded"):
+        for role in ("numeric", "onehot", "target_encoded", "datetime"):
             if column in getattr(self, role):
                 return role
         if column in self.ignored:
@@ -451,7 +454,7 @@ class Roles:
             "target_encoded": list(self.target_encoded),
             "ignored": dict(self.ignored),
             "reasons": dict(self.reasons),
-        }
+        } | ({"datetime": list(self.datetime)} if self.datetime else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Roles:
@@ -463,6 +466,7 @@ class Roles:
             target_encoded=list(d.get("target_encoded", [])),
             ignored=dict(d.get("ignored", {})),
             reasons=dict(d.get("reasons", {})),
+            datetime=list(d.get("datetime", [])),  # none in models saved before dates
         )
 
 
@@ -488,6 +492,20 @@ def category_strings(values: pd.Series) -> pd.Series:
     codes, uniques = pd.factorize(values, use_na_sentinel=True)  # missing values get code -1
     levels = np.array([text(v) for v in uniques] + [MISSING_LEVEL], dtype=object)
     return pd.Series(levels[codes], index=values.index, name=values.name, dtype=object)
+
+
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
+
+
+def is_date_text(s: pd.Series) -> bool:
+    """Whether a text column holds ISO dates or times (2021-03-31, 2021-03-31 14:05:00), every
+    value present, so that it parses as dates the same way on every table."""
+    if not _text_values(s) or pd.api.types.is_datetime64_any_dtype(s):
+        return False
+    present = s.dropna()
+    if not len(present) or not all(isinstance(v, str) for v in present.head(100)):
+        return False
+    return bool(present.astype(str).str.strip().str.match(_ISO_DATE).all())
 
 
 def _text_values(s: pd.Series) -> bool:
@@ -589,8 +607,13 @@ def infer_roles(
             if why:
                 roles.ignored[col] = why
                 continue
-        if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
-            roles.ignored[col] = "dates and times are not supported; derive numeric columns"
+        if pd.api.types.is_timedelta64_dtype(s):
+            roles.ignored[col] = "durations are not supported; convert them to numbers"
+            continue
+        if col not in categorical and (pd.api.types.is_datetime64_any_dtype(s)
+                                       or is_date_text(s)):
+            roles.datetime.append(col)
+            roles.reasons[col] = "dates: year, month, day of week, hour, days since the first"
             continue
         is_category_dtype = isinstance(s.dtype, pd.CategoricalDtype)
         if col not in categorical and _text_values(s) and not is_category_dtype:
