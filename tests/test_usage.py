@@ -293,3 +293,41 @@ def test_models_saved_before_dates_still_load(tmp_path):
     meta["roles"].pop("datetime", None)
     meta.pop("dates", None)
     assert TablePreprocessor.from_state(meta, arrays).transform(df.head()).shape == (5, 4)
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+def test_tune_verbose_prints_progress(cancer, tmp_path, capsys):
+    tune(cancer, "target", verbose=True, out=tmp_path / "run", **SMALL)
+    out = capsys.readouterr().out
+    assert "trials" in out and "best val_log_loss" in out
+    tune(cancer, "target", out=tmp_path / "quiet", **SMALL)
+    assert capsys.readouterr().out == ""
+
+
+def test_cli_tune_with_metric_class_weight_and_a_time_split(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from caviar.cli import app
+
+    df = load_dataset("default").reset_index(names="day")
+    path = tmp_path / "default.csv"
+    df.to_csv(path, index=False)
+    space = tmp_path / "space.toml"
+    space.write_text('learning_rate = { kind = "log_uniform", low = 0.003, high = 0.03 }\n'
+                     'width = { value = 8 }\ndepth = { value = 1 }\n'
+                     'batch_size = { value = 256 }\nepochs = { value = 2 }\n')
+    result = CliRunner().invoke(app, [
+        "tune", str(path), "--target", "default", "--metric", "roc_auc", "--trials", "4",
+        "--population", "2", "--space", str(space), "--class-weight", "balanced",
+        "--split", "time:day", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "value = auc, higher is better" in " ".join(result.output.split())
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["metric"] == "auc" and run["split"] == "time:day"
+    bad = CliRunner().invoke(app, ["tune", str(path), "--target", "default", "--metric",
+                                   "r2", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 1 and "does not fit a binary target" in bad.output
