@@ -27,10 +27,36 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from .data import prepare
 from .hyperparams import DEFAULTS
+from .metrics import ValidationScorer, get_metric, in_target_units
 from .model import CaviarModel
 from .training import train_network
 
 _TARGET = "__caviar_target__"
+_WEIGHT = "__caviar_weight__"
+
+
+def _check_sample_weight(sample_weight: Any, frame: pd.DataFrame) -> np.ndarray:
+    w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if w.shape != (len(frame),):
+        raise ValueError(f"sample_weight has {w.size} values for {len(frame)} samples; pass "
+                         "one weight a sample")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("sample_weight must be finite numbers >= 0, not all zero")
+    return w
+
+
+class _EpochLine:
+    """``verbose``: one line per epoch (as scikit-learn's MLP prints its iterations)."""
+
+    def __init__(self, epochs: int, target_std: float | None):
+        self.epochs, self.target_std = epochs, target_std
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        shown = in_target_units(record, self.target_std)
+        parts = [f"epoch {record['epoch']}/{self.epochs}"]
+        parts += [f"{k} {v:.4g}" for k, v in shown.items()
+                  if k.startswith(("train_loss", "val_")) and isinstance(v, float)]
+        print("  ".join(parts), flush=True)
 
 
 class _CaviarEstimator(BaseEstimator):
@@ -56,7 +82,7 @@ class _CaviarEstimator(BaseEstimator):
                  epochs: int = DEFAULTS["epochs"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
-                 random_state: int | None = None):
+                 random_state: int | None = None, verbose: bool | int = False):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.batch_norm = batch_norm
@@ -81,6 +107,7 @@ class _CaviarEstimator(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.categorical = categorical
         self.random_state = random_state
+        self.verbose = verbose
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -112,8 +139,11 @@ class _CaviarEstimator(BaseEstimator):
                              f"got {len(array)} sample")
         return frame.reset_index(drop=True)
 
-    def _fit(self, frame: pd.DataFrame, y: np.ndarray, task: str) -> _CaviarEstimator:
+    def _fit(self, frame: pd.DataFrame, y: np.ndarray, task: str,
+             sample_weight: Any = None) -> _CaviarEstimator:
         frame[_TARGET] = y
+        if sample_weight is not None:  # a column prepare splits with the rows, not a feature
+            frame[_WEIGHT] = _check_sample_weight(sample_weight, frame)
         seed = (self.random_state if self.random_state is not None
                 else int(np.random.randint(0, 2**31 - 1)))
         hyperparameters = {k: getattr(self, k) for k in DEFAULTS}
@@ -121,11 +151,19 @@ class _CaviarEstimator(BaseEstimator):
         early_stopping = self.early_stopping and len(frame) >= 20
         prepared = prepare(frame, _TARGET, task=task, categorical=self.categorical, seed=seed,
                            val_size=self.validation_fraction if early_stopping else 0.0,
-                           test_size=0.0)
+                           test_size=0.0, weight=_WEIGHT if sample_weight is not None else None)
+        scorer = None
+        if prepared.w_val is not None:  # early stopping on the weighted validation loss
+            scorer = ValidationScorer(get_metric(None, prepared.task), prepared.y_val,
+                                      prepared.task, prepared.target_std,
+                                      prepared.target_mean, prepared.w_val)
         network = train_network(prepared.X_train, prepared.y_train, prepared.task,
                                 hyperparameters, n_classes=prepared.n_classes,
                                 X_val=prepared.X_val, y_val=prepared.y_val, seed=seed,
-                                patience=self.n_iter_no_change if early_stopping else None)
+                                patience=self.n_iter_no_change if early_stopping else None,
+                                weight=prepared.w_train, scorer=scorer,
+                                on_epoch=_EpochLine(int(self.epochs), prepared.target_std)
+                                if self.verbose else None)
         self.model_ = CaviarModel(prepared.preprocessor, network)
         self.history_ = network.history[0]
         self.n_iter_ = len(self.history_)
@@ -150,7 +188,9 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     per epoch), ``n_iter_``, ``n_features_in_``.
     """
 
-    def fit(self, X: Any, y: Any) -> CaviarClassifier:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CaviarClassifier:
+        """Fit on ``X`` and ``y``; ``sample_weight`` (one number ≥ 0 a row) weights each row's
+        loss, and the validation loss early stopping watches."""
         frame = self._frame(X, y)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -160,7 +200,7 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
                              f"({np.asarray(self.classes_[0]).item()!r}); "
                              "a classifier needs at least 2 classes")
         task = "binary" if len(self.classes_) == 2 else "multiclass"
-        return self._fit(frame, y, task)
+        return self._fit(frame, y, task, sample_weight)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         return self._outputs(X)
@@ -174,13 +214,15 @@ class CaviarRegressor(RegressorMixin, _CaviarEstimator):
     """A neural network regressor (linear output, squared error) trained by caviar's engine;
     the target is standardized for training and predictions are in its own units."""
 
-    def fit(self, X: Any, y: Any) -> CaviarRegressor:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CaviarRegressor:
+        """Fit on ``X`` and ``y``; ``sample_weight`` (one number ≥ 0 a row) weights each row's
+        loss, and the validation loss early stopping watches."""
         frame = self._frame(X, y)
         y = column_or_1d(y, warn=True).astype(np.float64)
         if np.unique(y).size < 2:
             raise ValueError(f"the target has a single value ({float(y[0])!r}); there is "
                              "nothing to learn")
-        return self._fit(frame, y, "regression")
+        return self._fit(frame, y, "regression", sample_weight)
 
     def predict(self, X: Any) -> np.ndarray:
         values = self._outputs(X)

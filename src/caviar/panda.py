@@ -52,7 +52,7 @@ from .engine import Population
 from .files import jsonable, write_json_atomically
 from .hyperparams import STRUCTURAL, resolve
 from .io import ModelFileError, save_model
-from .metrics import in_target_units, validation_metric
+from .metrics import ValidationScorer, get_metric, in_target_units, validation_metric
 from .model import CaviarModel, load_model
 
 __all__ = ["EpochUpdate", "RunDiverged", "RunInterrupted", "find_model_dir", "read_run",
@@ -201,10 +201,13 @@ def _remove_leftovers(run_dir: Path, keep: Path | None = None) -> None:
 
 
 def _prepare(df: pd.DataFrame, target: str, task: str | None, categorical: list[str],
-             drop: list[str], seed: int) -> PreparedTable:
-    """The run's split and tensors (the same inputs give the same ones: resuming is exact)."""
+             drop: list[str], seed: int, usage: Mapping[str, Any] | None = None
+             ) -> PreparedTable:
+    """The run's split and tensors (the same inputs give the same ones: resuming is exact);
+    ``usage``: the split and weight options (``split``, ``group``, ``weight``,
+    ``class_weight``), as run.json keeps them."""
     prepared = prepare(df, target, task=task, categorical=categorical, drop=drop, seed=seed,
-                       val_size=VAL_SIZE, test_size=TEST_SIZE)
+                       val_size=VAL_SIZE, test_size=TEST_SIZE, **dict(usage or {}))
     if len(prepared.validation) == 0 or len(prepared.test) == 0:
         raise DataError(f"the table has too few rows ({len(df)}) for a train/validation/test "
                         "split; use a larger table")
@@ -315,7 +318,12 @@ class _Session:
             if on_start is not None:
                 on_start(self.update())
             while bool(network.trainable.any()):
-                network.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val)
+                network.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val, weight=d.w_train)
+                if d.w_val is not None:  # --weight weights the validation score too
+                    scorer = ValidationScorer(get_metric(None, d.task), d.y_val, d.task,
+                                              d.target_std, d.target_mean, d.w_val)
+                    network.history[0][-1][self.info["metric"]] = scorer(
+                        network.predict(d.X_val)[0])
                 if bool(network.diverged[0]):
                     self._diverged(started)
                 self.checkpoint()
@@ -366,7 +374,8 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
               drop: Iterable[str] = (), seed: int = 0,
               on_epoch: Callable[[EpochUpdate], None] | None = None,
               on_start: Callable[[EpochUpdate], None] | None = None,
-              overwrite: bool = False) -> Path:
+              overwrite: bool = False, split: str | None = None, group: str | None = None,
+              weight: str | None = None, class_weight: str | None = None) -> Path:
     """Train one network on ``data`` epoch by epoch, checkpointing into the run directory
     ``out`` after every epoch; returns ``out``.
 
@@ -380,7 +389,9 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     Ctrl-C stops training with :class:`RunInterrupted` (a KeyboardInterrupt) once the last
     complete epoch is saved; :func:`resume_run` continues. A diverging network raises
     :class:`RunDiverged`, keeping the checkpoint of the last good epoch. ``out`` may not hold
-    a run already unless ``overwrite``.
+    a run already unless ``overwrite``. ``split``, ``group``, ``weight`` and
+    ``class_weight`` are ``caviar.data.prepare``'s (a time or group split, row and class
+    weights; ``weight`` weights the validation score too).
     """
     hp = dict(hyperparameters or {})
     if epochs is not None:
@@ -403,7 +414,9 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
         df = read_table(data)
         file = Path(data).resolve()
         data_path, sha, source = str(file), _sha256(file), str(data)
-    prepared = _prepare(df, target, task, categorical, drop, seed)
+    usage = {k: v for k, v in {"split": split, "group": group, "weight": weight,
+                               "class_weight": class_weight}.items() if v is not None}
+    prepared = _prepare(df, target, task, categorical, drop, seed, usage)
     pre = prepared.preprocessor
     network = Population(pre.task_, prepared.X_train.shape[1], [resolved],
                          n_classes=prepared.n_classes, seed=seed)
@@ -422,13 +435,15 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     info: dict[str, Any] = {
         "kind": "panda", "format_version": FORMAT_VERSION, "caviar_version": __version__,
         "status": "running", "task": pre.task_,
-        "metric": validation_metric(pre.task_), "direction": "minimize",
+        "metric": validation_metric(pre.task_).replace(
+            "val_", "val_weighted_" if prepared.w_val is not None else "val_"),
+        "direction": "minimize",
         "target": target,
         "data": {"source": source, "rows": int(len(df)), "columns": int(df.shape[1]),
                  "target": target, "task": pre.task_, "roles": _roles(pre),
                  "features": int(pre.n_features_out_)},
         "data_path": data_path, "data_sha256": sha,
-        "categorical": categorical, "drop": drop, "seed": seed,
+        "categorical": categorical, "drop": drop, "seed": seed, "usage": usage,
         "split": {**prepared.split, "test_size": TEST_SIZE, "val_size": VAL_SIZE},
         "units": ({"loss": "half the squared error of the standardized target",
                    "rmse": "target units"} if regression else {"loss": "log loss"}),
@@ -494,7 +509,7 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
                          "trained; pass the new total, or --epochs N for N more")
     df = _read_run_data(run_dir, info)
     prepared = _prepare(df, info["target"], info["task"], list(info.get("categorical", [])),
-                        list(info.get("drop", [])), int(info["seed"]))
+                        list(info.get("drop", [])), int(info["seed"]), info.get("usage"))
     if prepared.preprocessor.feature_names_out_ != model.preprocessor.feature_names_out_:
         raise DataError("the run's data no longer gives the features the checkpoint was "
                         "trained on; start a new run with `caviar train`")

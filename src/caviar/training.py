@@ -10,32 +10,36 @@ from typing import Any
 import torch
 
 from .engine import Population
-from .metrics import validation_score
+from .metrics import ValidationScorer, validation_score
 
 
 def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
                   hyperparameters: Mapping[str, Any], n_classes: int | None = None,
                   X_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
                   seed: int = 0, patience: int | None = None,
-                  on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Population:
+                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                  weight: torch.Tensor | None = None,
+                  scorer: ValidationScorer | None = None) -> Population:
     """Train one network for ``hyperparameters["epochs"]`` epochs.
 
     With validation data and ``patience``, training stops when the validation score has not
     improved for ``patience`` epochs and the network of the best epoch is returned (its
-    history still holds every epoch run).
+    history still holds every epoch run). ``weight``: the training rows' loss weights (mean
+    1); ``scorer``: the validation score (None: the validation loss), e.g. a weighted one.
     """
     network = Population(task, X.shape[1], [dict(hyperparameters)], n_classes=n_classes,
                          seed=seed)
     best, best_score, since_best = None, float("inf"), 0
     while bool(network.trainable.any()):
-        record = network.fit_epoch(X, y, X_val, y_val)[0]
+        record = network.fit_epoch(X, y, X_val, y_val, weight=weight)[0]
+        if patience is not None and X_val is not None:
+            score = _score(network, record, task, X_val, scorer)
         if on_epoch is not None:
             on_epoch(record)
         if network.diverged[0]:
             break
         if patience is None or X_val is None:
             continue
-        score = validation_score(record, task)
         if score < best_score:
             best, best_score, since_best = network.export_member(0), score, 0
         else:
@@ -46,3 +50,15 @@ def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
         best.history = [list(network.history[0])]
         return best
     return network
+
+
+def _score(network: Population, record: dict[str, Any], task: str, X_val: torch.Tensor,
+           scorer: ValidationScorer | None) -> float:
+    """The epoch's validation score as a loss (lower is better); a chosen or weighted metric
+    is added to the record, as the tuner adds it."""
+    if scorer is None or scorer.default:
+        return validation_score(record, task)
+    value = scorer(network.predict(X_val)[0])
+    weighted = "weighted_" if scorer.weight is not None else ""
+    record[f"val_{weighted}{scorer.metric.name}"] = value
+    return scorer.metric.loss(value) if value == value else float("inf")  # NaN: no better

@@ -19,13 +19,17 @@ from caviar.cli.errors import DEBUG_ENV, err_console, handle_errors, set_debug, 
 from caviar.cli.options import (
     SET_HELP,
     CategoricalOption,
+    ClassWeightOption,
     DataArgument,
     DropOption,
+    GroupOption,
     PrunerName,
     SamplerName,
     SchedulerName,
+    SplitOption,
     TargetOption,
     TaskOption,
+    WeightOption,
     columns,
     free_dir,
     parse_duration,
@@ -105,6 +109,10 @@ def train(
     task: TaskOption = None,
     categorical: CategoricalOption = None,
     drop: DropOption = None,
+    split: SplitOption = None,
+    group: GroupOption = None,
+    weight: WeightOption = None,
+    class_weight: ClassWeightOption = None,
 ) -> None:
     """Train ONE network (the panda approach), showing every epoch.
 
@@ -121,7 +129,8 @@ def train(
         run_dir = out if out is not None else free_dir(Path("runs/panda"))
         _train_session(console(), lambda **cb: panda.train_run(
             data, target, hp, run_dir, epochs=epochs, task=task.value if task else None,
-            categorical=columns(categorical), drop=columns(drop), seed=seed, **cb))
+            categorical=columns(categorical), drop=columns(drop), seed=seed, split=split,
+            group=group, weight=weight, class_weight=class_weight, **cb))
 
 
 @app.command(no_args_is_help=True)
@@ -276,6 +285,20 @@ def tune(
                                      show_default=False,
                                      help="Epochs between PBT's exploit/explore steps "
                                           "(default 4)."),
+    metric: str = typer.Option(None, "--metric", "-m", metavar="NAME", show_default=False,
+                               help="What the search optimizes and the kept networks are "
+                                    "chosen by: auc, accuracy, balanced_accuracy, f1, "
+                                    "f1_macro, log_loss, rmse, mae, r2, ... (or scikit-learn "
+                                    "scorer names: roc_auc, neg_log_loss, ...). Default: "
+                                    "log_loss for classifiers, rmse for regression."),
+    valid: str = typer.Option(None, "--valid", metavar="FILE", show_default=False,
+                              help="Validate on this table's rows instead of rows of DATA."),
+    test: str = typer.Option(None, "--test", metavar="FILE", show_default=False,
+                             help="Test on this table's rows instead of rows of DATA."),
+    split: SplitOption = None,
+    group: GroupOption = None,
+    weight: WeightOption = None,
+    class_weight: ClassWeightOption = None,
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 
@@ -297,7 +320,9 @@ def tune(
                 study_name=study, out=out, seed=seed, categorical=columns(categorical),
                 drop=columns(drop), task=task.value if task else None,
                 ensemble=ensemble, on_progress=display.update, workers=workers, dask=dask,
-                artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval)
+                artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval,
+                metric=metric, validation=valid, test=test, split=split, group=group,
+                weight=weight, class_weight=class_weight)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

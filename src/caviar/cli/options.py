@@ -61,6 +61,23 @@ CategoricalOption = Annotated[list[str], typer.Option("--categorical", metavar="
 DropOption = Annotated[list[str], typer.Option("--drop", metavar="COLS", show_default=False,
                                                help=DROP_HELP)]
 
+# how rows are split and weighted (`train` and `tune`)
+SplitOption = Annotated[str, typer.Option(
+    "--split", metavar="time:COL", show_default=False,
+    help="time:COL sorts the rows by COL (a date or a number) and trains on the past, "
+         "validates and tests on the future, without shuffling. Default: a random split.")]
+GroupOption = Annotated[str, typer.Option(
+    "--group", metavar="COL", show_default=False,
+    help="No value of COL (a firm, a patient) is in two of train/validation/test; COL is "
+         "then not a feature.")]
+WeightOption = Annotated[str, typer.Option(
+    "--weight", metavar="COL", show_default=False,
+    help="Row weights (not a feature): they weight the training loss and the validation "
+         "score.")]
+ClassWeightOption = Annotated[str, typer.Option(
+    "--class-weight", metavar="balanced", show_default=False,
+    help="balanced: weigh each class n / (k * n_class) in the training loss (classifiers).")]
+
 
 def columns(values: Sequence[str] | None) -> list[str]:
     """``--drop a,b --drop c`` → ``["a", "b", "c"]``."""

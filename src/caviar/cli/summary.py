@@ -59,7 +59,11 @@ def leaderboard_table(board: Any, width: int, top: int = 10) -> tuple[Table, int
             break
         shown.append(c)
         used += need
-    table = Table(title=f"leaderboard (top {len(head)} of {len(board)} trials)",
+    metric = board.attrs.get("metric")  # value: this metric, best first in its direction
+    what = (f"; value = {str(metric).removeprefix('val_')}, "
+            f"{'higher' if board.attrs.get('direction') == 'maximize' else 'lower'} is better"
+            if metric else "")
+    table = Table(title=f"leaderboard (top {len(head)} of {len(board)} trials{what})",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for c in shown:
         table.add_column(str(c), justify="left" if c == "state" else "right", no_wrap=True)

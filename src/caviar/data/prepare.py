@@ -7,7 +7,7 @@ which is what makes resuming a run exact.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,7 +15,15 @@ import numpy as np
 import pandas as pd
 
 from caviar.data.preprocess import TablePreprocessor
-from caviar.data.table import drop_missing_target, infer_task, split_frame
+from caviar.data.table import (
+    DataError,
+    _check_names,
+    drop_missing_target,
+    group_split,
+    infer_task,
+    split_frame,
+    time_split,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +34,9 @@ class PreparedTable:
     """A table split and preprocessed for training. ``train``, ``validation`` and ``test``
     are the raw rows (the test rows stay raw: the model scores them from the table);
     the tensors hold the preprocessed training and validation rows (validation ones are None
-    when there are no validation rows)."""
+    when there are no validation rows). ``w_train`` and ``w_val`` are the rows' weights (None:
+    unweighted): the training ones normalized to mean 1, what the weighted loss expects;
+    ``how`` says how the rows were split ("random", "time:COL", "group:COL", "given")."""
 
     preprocessor: TablePreprocessor
     train: pd.DataFrame
@@ -37,6 +47,9 @@ class PreparedTable:
     X_val: torch.Tensor | None
     y_val: torch.Tensor | None
     seed: int
+    w_train: torch.Tensor | None = None
+    w_val: torch.Tensor | None = None
+    how: str = "random"
 
     @property
     def task(self) -> str:
@@ -52,9 +65,15 @@ class PreparedTable:
         return self.preprocessor.target_std_ if self.task == "regression" else None
 
     @property
-    def split(self) -> dict[str, int]:
-        return {"seed": self.seed, "train_rows": len(self.train),
-                "val_rows": len(self.validation), "test_rows": len(self.test)}
+    def target_mean(self) -> float:
+        """The regression target's mean (0 for classifiers)."""
+        return self.preprocessor.target_mean_ if self.task == "regression" else 0.0
+
+    @property
+    def split(self) -> dict[str, int | str]:
+        out = {"seed": self.seed, "train_rows": len(self.train),
+               "val_rows": len(self.validation), "test_rows": len(self.test)}
+        return out | ({"how": self.how} if self.how != "random" else {})
 
 
 def as_tensors(X: np.ndarray, y: np.ndarray | None = None, task: str = "regression"
@@ -73,33 +92,144 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
             categorical: Sequence[str] = (), drop: Sequence[str] = (), seed: int = 0,
             val_size: float = 0.2, test_size: float = 0.2,
             validation: pd.DataFrame | None = None,
-            test: pd.DataFrame | None = None) -> PreparedTable:
+            test: pd.DataFrame | None = None, split: str | None = None,
+            group: str | None = None, weight: str | None = None,
+            class_weight: str | Mapping | None = None) -> PreparedTable:
     """Split ``table`` (shares of all rows, stratified for classifiers), fit the preprocessor
     on the training rows only, and make the tensors.
 
     ``validation`` and ``test``, when given, are used as they are instead of rows carved from
     ``table`` (their rows with a missing target are dropped). Either share may be 0 (no such
-    rows)."""
+    rows). ``split="time:COL"`` sorts by COL and trains on the earliest rows, validates on the
+    next and tests on the latest (no shuffling); ``group=COL`` keeps each value of COL in one
+    part only (the column is then not a feature: the model meets new groups).
+
+    ``weight=COL``: the rows' weights (not a feature); they weight the training loss and the
+    validation score. ``class_weight="balanced"`` (or ``{label: weight}``) multiplies the
+    training weights by n / (k · n_class), as scikit-learn does; it does not weight the
+    validation score (choose a metric for that, such as balanced_accuracy)."""
     table = drop_missing_target(table, target)
     task = infer_task(table[target], task)
+    time_column = _time_column(split)
+    if time_column is not None and group is not None:
+        raise DataError("choose a time split or a group split, not both (split=time:COL, "
+                        "group=COL)")
+    for column, argument in ((time_column, "split"), (group, "group"), (weight, "weight")):
+        _check_names(table, [column] if column else [], argument, target)
+    not_features = [c for c in (group, weight) if c]
     carve_val = 0.0 if validation is not None else val_size
     carve_test = 0.0 if test is not None else test_size
+    how = "given" if validation is not None and test is not None else "random"
     if carve_val or carve_test:
-        train, carved_val, carved_test = split_frame(table, target, task, test_size=carve_test,
-                                                     val_size=carve_val, seed=seed)
+        if time_column is not None:
+            train, carved_val, carved_test = time_split(table, time_column, carve_test,
+                                                        carve_val)
+            how = f"time:{time_column}"
+        elif group is not None:
+            train, carved_val, carved_test = group_split(table, group, carve_test, carve_val,
+                                                         seed)
+            how = f"group:{group}"
+        else:
+            train, carved_val, carved_test = split_frame(table, target, task,
+                                                         test_size=carve_test,
+                                                         val_size=carve_val, seed=seed)
     else:
         train, carved_val, carved_test = table, table.iloc[:0], table.iloc[:0]
     validation = (carved_val if validation is None
                   else drop_missing_target(validation, target))
     test = carved_test if test is None else drop_missing_target(test, target)
 
-    pre = TablePreprocessor(target=target, task=task, categorical=categorical, drop=drop,
+    pre = TablePreprocessor(target=target, task=task, categorical=categorical,
+                            drop=[*drop, *(c for c in not_features if c not in drop)],
                             random_state=seed)
     X_train, y_train = as_tensors(pre.fit_transform(train), pre.encode_target(train[target]),
                                   pre.task_)
+    for col, why in ((group, "the group column (group=...)"),
+                     (weight, "the weight column (weight=...)")):
+        if col and col in pre.roles_.ignored:
+            pre.roles_.ignored[col] = why
     X_val = y_val = None
     if len(validation):
         X_val, y_val = as_tensors(pre.transform(validation),
                                   pre.encode_target(validation[target]), pre.task_)
-    return PreparedTable(pre, train, validation, test, X_train, y_train, X_val, y_val, seed)
+    w_train = _train_weights(train, weight, class_weight, y_train, pre)
+    w_val = _as_weights(validation, weight) if weight and len(validation) else None
+    return PreparedTable(pre, train, validation, test, X_train, y_train, X_val, y_val, seed,
+                         w_train=w_train, w_val=w_val, how=how)
 
+
+def _time_column(split: str | None) -> str | None:
+    """``"time:COL"`` → ``"COL"``; None or ``"random"`` → None."""
+    if split is None or split == "random":
+        return None
+    kind, sep, column = split.partition(":")
+    if kind.strip() != "time" or not sep or not column.strip():
+        raise DataError(f"unknown split {split!r}; use time:COL (train on the past, validate "
+                        "and test on the future) or random (for groups, use group=COL)")
+    return column.strip()
+
+
+def _as_weights(frame: pd.DataFrame, column: str) -> torch.Tensor:
+    """The weight column of ``frame`` as float32; DataError unless its values are finite
+    numbers ≥ 0, not all zero."""
+    import torch
+
+    if column not in frame.columns:
+        raise DataError(f"the weight column {column!r} is missing from a table; add it "
+                        "(validation and test files need it too)")
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        shown = frame[column].iloc[int(np.flatnonzero(bad)[0])]
+        raise DataError(f"the weight column {column!r} must hold numbers >= 0, but has "
+                        f"{int(bad.sum())} other value(s), such as {shown!r}; fix or drop "
+                        "those rows")
+    if values.sum() <= 0:
+        raise DataError(f"the weight column {column!r} is all zeros; nothing to learn from")
+    return torch.from_numpy(values.astype(np.float32))
+
+
+def _train_weights(train: pd.DataFrame, weight: str | None, class_weight: str | Mapping | None,
+                   y: torch.Tensor, pre: TablePreprocessor) -> torch.Tensor | None:
+    """The training rows' weights (column × class weight), normalized to mean 1, or None.
+
+    Mean 1 keeps the weighted cost Σ wᵢLᵢ / m on the scale of the unweighted one, so learning
+    rates and the L2 term mean what they did (and weights all equal change nothing)."""
+    import torch
+
+    if weight is None and class_weight is None:
+        return None
+    w = _as_weights(train, weight) if weight else torch.ones(len(train))
+    if class_weight is not None:
+        if pre.task_ == "regression":
+            raise DataError("class_weight applies to classifiers; for a regression target "
+                            "use a weight column (weight=COL)")
+        w = w * _class_weights(class_weight, y, pre)
+    if float(w.sum()) <= 0:
+        raise DataError("the weights of the training rows are all zero; nothing to learn from")
+    return (w / w.mean()).to(torch.float32)
+
+
+def _class_weights(class_weight: str | Mapping, y: torch.Tensor, pre: TablePreprocessor
+                   ) -> torch.Tensor:
+    """Each row's class weight: "balanced" gives n / (k · n_class) (scikit-learn's), a
+    mapping gives {label: weight} (classes it leaves out weigh 1)."""
+    import torch
+
+    index = y.long()
+    k = len(pre.classes_)
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise DataError(f"unknown class_weight {class_weight!r}; use balanced (or a "
+                            "{class: weight} mapping)")
+        counts = torch.bincount(index, minlength=k).to(torch.float64)
+        per_class = len(index) / (k * counts.clamp_min(1))
+    else:
+        labels = [str(c) for c in pre.classes_.tolist()]
+        unknown = [c for c in class_weight if str(c) not in labels]
+        if unknown:
+            raise DataError(f"class_weight names class {unknown[0]!r}, not in the target; "
+                            f"classes: {', '.join(labels)}")
+        given = {str(c): float(v) for c, v in class_weight.items()}
+        per_class = torch.tensor([given.get(c, 1.0) for c in labels], dtype=torch.float64)
+    return per_class[index].to(torch.float32)

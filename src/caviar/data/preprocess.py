@@ -17,7 +17,11 @@
   mean, out-of-fold on the training rows, one column per class for several classes) then
   ``StandardScaler``.
 
-Missing categorical values become a level of their own (``MISSING_LEVEL``). A fitted
+Date and time columns (the ``datetime`` role) become numeric columns before all this:
+year, month, day of week, hour (when the training times are not all midnight) and the time in
+days since the earliest training date (``expand_dates``); they are then imputed and
+standardized like the others. Missing categorical values become a level of their own
+(``MISSING_LEVEL``). A fitted
 preprocessor saves without pickle: :meth:`TablePreprocessor.to_state` gives a JSON-ready dict
 and named arrays, and :meth:`TablePreprocessor.from_state` rebuilds it.
 """
@@ -140,14 +144,17 @@ def _numeric_scaler(numeric: str, n_rows: int, random_state: int) -> BaseEstimat
 
 
 def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
-                        random_state: int, numeric: str, n_rows: int) -> ColumnTransformer:
+                        random_state: int, numeric: str, n_rows: int,
+                        dates: Iterable[str] = ()) -> ColumnTransformer:
+    """``dates``: the numeric columns the date columns expand into (``expand_dates``)."""
     parts = []
-    if roles.numeric:
+    numeric_columns = [*roles.numeric, *dates]
+    if numeric_columns:
         numbers = Pipeline([
             ("impute", SimpleImputer(strategy="median", add_indicator=True)),
             ("scale", _numeric_scaler(numeric, n_rows, random_state)),
         ])
-        parts.append(("num", numbers, list(roles.numeric)))
+        parts.append(("num", numbers, numeric_columns))
     if roles.onehot:
         # One-hot columns stay 0/1: they are already on a unit scale, and standardizing a rare
         # level would blow it up to ~1/√p (30 for a level on 0.1% of rows); all zeros for an
@@ -162,6 +169,48 @@ def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
         parts.append(("te", encoded, list(roles.target_encoded)))
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0,
                              verbose_feature_names_out=True)
+
+
+DATE_PARTS = {"year": "year", "month": "month", "dayofweek": "day_of_week", "hour": "hour"}
+
+
+def as_datetimes(values: pd.Series) -> pd.Series:
+    """Dates and ISO date strings as timezone-naive datetimes (UTC for aware ones); what does
+    not parse becomes missing."""
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        values = pd.to_datetime(values.astype("string").str.strip(), errors="coerce",
+                                format="ISO8601", utc=True)
+    if getattr(values.dt, "tz", None) is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values
+
+
+def fit_dates(df: pd.DataFrame, columns: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """What ``expand_dates`` needs of each date column, learned from the training rows: the
+    earliest date (the origin of the continuous time) and whether to add the hour (not when
+    every time is midnight: plain dates)."""
+    out = {}
+    for col in columns:
+        t = as_datetimes(df[col]).dropna()
+        if not len(t):
+            raise DataError(f"the date column {col!r} has no readable date in the training "
+                            "rows; fix its values (2021-03-31) or drop it")
+        out[col] = {"origin": t.min().isoformat(), "hour": bool((t.dt.hour != 0).any())}
+    return out
+
+
+def expand_dates(values: pd.Series, origin: str, hour: bool) -> dict[str, np.ndarray]:
+    """A date column as numeric columns ``COL.year``, ``.month``, ``.dayofweek`` (0 is
+    Monday), ``.hour`` (when ``hour``) and ``.days`` (days since ``origin``, fractional):
+    the calendar for seasonal effects, the continuous time for trends. Missing or unreadable
+    dates are missing values (imputed, with an indicator)."""
+    t = as_datetimes(values)
+    name = values.name
+    out = {f"{name}.{part}": getattr(t.dt, attr).to_numpy(dtype=np.float64, na_value=np.nan)
+           for part, attr in DATE_PARTS.items() if part != "hour" or hour}
+    days = (t - pd.Timestamp(origin)) / pd.Timedelta(days=1)
+    out[f"{name}.days"] = days.to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
 
 
 def _n_folds(task: str, y: np.ndarray, cv: int) -> int:
@@ -273,6 +322,7 @@ class TablePreprocessor(BaseEstimator):
         self.roles_ = infer_roles(df, self.target, self.categorical, self.drop, self.task_,
                                   self.max_onehot)
         self.columns_ = {col: df[col].dtype.kind for col in df.columns}
+        self.dates_ = fit_dates(df, self.roles_.datetime)
         y = df[self.target]
         if self.task_ == "regression":
             values = pd.to_numeric(y).to_numpy(dtype=np.float64)
@@ -285,7 +335,7 @@ class TablePreprocessor(BaseEstimator):
         folds = _n_folds(self.task_, y_encoder, self.cv)
         self.column_transformer_ = _column_transformer(self.roles_, self.task_, self.smooth,
                                                        folds, self.random_state, self.numeric,
-                                                       len(df))
+                                                       len(df), self._date_columns())
         inputs = self._inputs(df)
         with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
             # a class with fewer rows than folds is fine for the target encoder
@@ -345,6 +395,12 @@ class TablePreprocessor(BaseEstimator):
                         f"{inputs[col].loc[row]:.3g} (row {row}); rescale it (change its units "
                         f"or take its log)")
 
+    def _date_columns(self) -> list[str]:
+        """The numeric columns the date columns expand into, in order."""
+        dates = getattr(self, "dates_", {})
+        return [name for col, how in dates.items()
+                for name in expand_dates(pd.Series([], dtype=object, name=col), **how)]
+
     def _inputs(self, df: pd.DataFrame) -> pd.DataFrame:
         """The feature columns, cleaned: numeric ones as float64, categorical ones as strings."""
         cols = {}
@@ -366,9 +422,12 @@ class TablePreprocessor(BaseEstimator):
                               stacklevel=3)
                 values = np.where(infinite, np.nan, values)
             cols[col] = values
+        for col, how in getattr(self, "dates_", {}).items():
+            cols.update(expand_dates(df[col], **how))
         for col in self.roles_.categorical:
             cols[col] = category_strings(df[col]).to_numpy()
-        return pd.DataFrame(cols, index=df.index, columns=self.roles_.features)
+        return pd.DataFrame(cols, index=df.index, columns=[
+            *self.roles_.numeric, *self._date_columns(), *self.roles_.categorical])
 
     # ---------------------------------------------------------------------------- target
 
@@ -472,7 +531,7 @@ class TablePreprocessor(BaseEstimator):
             "roles": self.roles_.to_dict(),
             "columns": dict(self.columns_),
             "feature_names_out": list(self.feature_names_out_),
-        }
+        } | ({"dates": dict(self.dates_)} if getattr(self, "dates_", None) else {})
         arrays: dict[str, np.ndarray] = {}
         if self.task_ == "regression":
             meta["target_mean"] = self.target_mean_  # JSON keeps floats exactly (repr)
@@ -529,6 +588,7 @@ class TablePreprocessor(BaseEstimator):
         pre.task_ = meta["task"]
         pre.roles_ = Roles.from_dict(meta["roles"])
         pre.columns_ = dict(meta["columns"])
+        pre.dates_ = dict(meta.get("dates", {}))  # none in models saved before dates
         if pre.task_ == "regression":
             pre.target_mean_ = float(meta["target_mean"])
             pre.target_std_ = float(meta["target_std"])
@@ -536,7 +596,7 @@ class TablePreprocessor(BaseEstimator):
             pre.classes_ = _label_array(meta["classes"])
         template, y = _template(pre, meta)
         ct = _column_transformer(pre.roles_, pre.task_, pre.smooth, 2, pre.random_state,
-                                 pre.numeric, len(template))
+                                 pre.numeric, len(template), pre._date_columns())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ct.fit(template, y)
@@ -635,7 +695,8 @@ def _template(pre: TablePreprocessor, meta: dict[str, Any]) -> tuple[pd.DataFram
     n = max([5 * n_classes, 2, *(len(c) for c in levels)])
     cols: dict[str, Any] = {}
     indicator = set(meta.get("indicator_features", []))
-    for i, col in enumerate(roles.numeric):
+    numeric = [*roles.numeric, *pre._date_columns()]
+    for i, col in enumerate(numeric):
         values = np.full(n, 0.0)  # replaced by the saved median
         if i in indicator:
             values[0] = np.nan
@@ -643,5 +704,5 @@ def _template(pre: TablePreprocessor, meta: dict[str, Any]) -> tuple[pd.DataFram
     for col, cats in zip(roles.categorical, levels, strict=True):
         cols[col] = np.array([cats[i % len(cats)] for i in range(n)], dtype=object)
     y = np.arange(n) % n_classes
-    return pd.DataFrame(cols, columns=roles.features), (y.astype(float)
+    return pd.DataFrame(cols, columns=[*numeric, *roles.categorical]), (y.astype(float)
                                                         if pre.task_ == "regression" else y)

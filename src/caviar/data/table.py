@@ -40,6 +40,8 @@ __all__ = [
     "check_target",
     "drop_missing_target",
     "split_frame",
+    "time_split",
+    "group_split",
     "holdout",
     "MAX_ONEHOT_LEVELS",
     "MIN_ROWS_PER_LEVEL",
@@ -384,8 +386,10 @@ class Roles:
     """What each column is for: a feature of some kind, the target, or ignored (and why).
 
     ``numeric`` columns are imputed and standardized; ``onehot`` are low-cardinality
-    categoricals; ``target_encoded`` are high-cardinality ones; ``ignored`` maps a column to the
-    reason it is left out; ``reasons`` says why each feature got its role.
+    categoricals; ``target_encoded`` are high-cardinality ones; ``datetime`` are dates and
+    times, which the preprocessor expands into numeric features (year, month, ...);
+    ``ignored`` maps a column to the reason it is left out; ``reasons`` says why each feature
+    got its role.
 
     >>> roles = Roles(target="y", task="binary", numeric=["x"])
     >>> Roles.from_dict(roles.to_dict()) == roles
@@ -399,11 +403,12 @@ class Roles:
     target_encoded: list[str] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    datetime: list[str] = field(default_factory=list)
 
     @property
     def features(self) -> list[str]:
-        """The columns that feed the network, in the order the preprocessor uses them."""
-        return [*self.numeric, *self.onehot, *self.target_encoded]
+        """The columns that feed the network."""
+        return [*self.numeric, *self.onehot, *self.target_encoded, *self.datetime]
 
     @property
     def categorical(self) -> list[str]:
@@ -412,7 +417,7 @@ class Roles:
     def role(self, column: str) -> str:
         if column == self.target:
             return "target"
-        for role in ("numeric", "onehot", "target_encoded"):
+        for role in ("numeric", "onehot", "target_encoded", "datetime"):
             if column in getattr(self, role):
                 return role
         if column in self.ignored:
@@ -454,7 +459,7 @@ class Roles:
             "target_encoded": list(self.target_encoded),
             "ignored": dict(self.ignored),
             "reasons": dict(self.reasons),
-        }
+        } | ({"datetime": list(self.datetime)} if self.datetime else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Roles:
@@ -466,6 +471,7 @@ class Roles:
             target_encoded=list(d.get("target_encoded", [])),
             ignored=dict(d.get("ignored", {})),
             reasons=dict(d.get("reasons", {})),
+            datetime=list(d.get("datetime", [])),  # none in models saved before dates
         )
 
 
@@ -491,6 +497,20 @@ def category_strings(values: pd.Series) -> pd.Series:
     codes, uniques = pd.factorize(values, use_na_sentinel=True)  # missing values get code -1
     levels = np.array([text(v) for v in uniques] + [MISSING_LEVEL], dtype=object)
     return pd.Series(levels[codes], index=values.index, name=values.name, dtype=object)
+
+
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
+
+
+def is_date_text(s: pd.Series) -> bool:
+    """Whether a text column holds ISO dates or times (2021-03-31, 2021-03-31 14:05:00), every
+    value present, so that it parses as dates the same way on every table."""
+    if not _text_values(s) or pd.api.types.is_datetime64_any_dtype(s):
+        return False
+    present = s.dropna()
+    if not len(present) or not all(isinstance(v, str) for v in present.head(100)):
+        return False
+    return bool(present.astype(str).str.strip().str.match(_ISO_DATE).all())
 
 
 def _text_values(s: pd.Series) -> bool:
@@ -612,8 +632,13 @@ def infer_roles(
             if why:
                 roles.ignored[col] = why
                 continue
-        if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
-            roles.ignored[col] = "dates and times are not supported; derive numeric columns"
+        if pd.api.types.is_timedelta64_dtype(s):
+            roles.ignored[col] = "durations are not supported; convert them to numbers"
+            continue
+        if col not in categorical and (pd.api.types.is_datetime64_any_dtype(s)
+                                       or is_date_text(s)):
+            roles.datetime.append(col)
+            roles.reasons[col] = "dates: year, month, day of week, hour, days since the first"
             continue
         is_category_dtype = isinstance(s.dtype, pd.CategoricalDtype)
         if col not in categorical and _text_values(s) and not is_category_dtype:
@@ -746,6 +771,94 @@ def split_frame(
     train, val = holdout(rest, target, task, val_size / (1 - test_size), seed + 1)
     if len(train) == 0:
         raise DataError(f"no training rows left from {len(df)} rows; lower test_size/val_size")
+    return train, val, test
+
+
+def _shares(test_size: float, val_size: float) -> None:
+    if not (0 <= test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
+        raise DataError(
+            f"test_size and val_size must be in [0, 1) with a sum below 1, got {test_size} "
+            f"and {val_size}"
+        )
+
+
+def time_order(values: pd.Series) -> pd.Series:
+    """A time column as something that sorts: dates and date strings as datetimes, numbers
+    (a year, a fractional date) as they are. DataError for missing or unreadable values."""
+    if values.isna().any():
+        raise DataError(f"the time column {values.name!r} has {int(values.isna().sum())} "
+                        "missing value(s); fill or drop those rows for a time split")
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    try:
+        return pd.to_datetime(values, format="ISO8601")
+    except (ValueError, TypeError):
+        pass
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all():
+        return numbers
+    raise DataError(f"the time column {values.name!r} holds values that are neither dates nor "
+                    f"numbers, such as {values[numbers.isna()].iloc[0]!r}; use a date column "
+                    "(2020-01-31) or a number")
+
+
+def time_split(df: pd.DataFrame, column: str, test_size: float = 0.2, val_size: float = 0.2
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split by time, without shuffling: the earliest rows train, the next validate, the
+    latest test (shares of all rows). Rows are sorted by ``column`` (stable, so ties keep the
+    table's order); no validation or test row is earlier than a training row, which is how
+    the model will meet the future.
+
+    >>> df = pd.DataFrame({"t": [5, 1, 4, 2, 3], "y": [0, 1, 0, 1, 0]})
+    >>> [part["t"].tolist() for part in time_split(df, "t", 0.2, 0.2)]
+    [[1, 2, 3], [4], [5]]
+    """
+    _shares(test_size, val_size)
+    order = time_order(df[column]).reset_index(drop=True).sort_values(kind="stable").index
+    ordered = df.iloc[order.to_numpy()]
+    n = len(ordered)
+    n_test = int(np.ceil(test_size * n)) if test_size else 0
+    n_val = int(np.ceil(val_size * n)) if val_size else 0
+    n_train = n - n_test - n_val
+    if n_train < 1:
+        raise DataError(f"no training rows left from {n} rows; lower test_size/val_size")
+    return (ordered.iloc[:n_train], ordered.iloc[n_train:n_train + n_val],
+            ordered.iloc[n_train + n_val:])
+
+
+def group_split(df: pd.DataFrame, column: str, test_size: float = 0.2, val_size: float = 0.2,
+                seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split so that no group (the values of ``column``: a firm, a patient) is in two parts,
+    as scikit-learn's ``GroupShuffleSplit`` does: the shares are of the groups, so the parts'
+    row counts follow the groups' sizes. A missing value is a group of its own.
+
+    >>> df = pd.DataFrame({"g": [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], "y": range(10)})
+    >>> parts = group_split(df, "g", 0.2, 0.2)
+    >>> sorted(len(set(p["g"])) for p in parts)
+    [1, 1, 3]
+    """
+    from sklearn.model_selection import GroupShuffleSplit
+
+    _shares(test_size, val_size)
+    groups = category_strings(df[column])
+    n_groups = groups.nunique()
+    if n_groups < 1 + (test_size > 0) + (val_size > 0):
+        raise DataError(f"the group column {column!r} has {n_groups} group(s), too few to "
+                        "split into training, validation and test; choose a column with more")
+
+    def cut(frame: pd.DataFrame, size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if size == 0:
+            return frame, frame.iloc[:0]
+        n = groups.loc[frame.index].nunique()
+        held = max(1, min(n - 1, int(round(size * n))))  # at least one group each side
+        splitter = GroupShuffleSplit(n_splits=1, test_size=held, random_state=seed)
+        kept, out = next(splitter.split(frame, groups=groups.loc[frame.index]))
+        return frame.iloc[kept], frame.iloc[out]
+
+    if df.index.has_duplicates:
+        raise DataError("the table's row labels repeat; reset its index first")
+    rest, test = cut(df, test_size, seed)
+    train, val = cut(rest, val_size / (1 - test_size), seed + 1)
     return train, val, test
 
 

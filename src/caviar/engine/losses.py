@@ -3,6 +3,12 @@
 All three pair an output activation with a loss whose gradient at the output is dz = ŷ − y
 (per example; the cost J = (1/B)·Σ L divides it by B): softmax with cross-entropy, sigmoid
 with binary cross-entropy, and a linear output with the squared error ½(ŷ − y)².
+
+With sample weights wᵢ (normalized to mean 1 over the training rows) the cost is
+J = (1/B)·Σ wᵢLᵢ, so dzᵢ = wᵢ(ŷᵢ − yᵢ)/B. Why over B and not over Σ wᵢ: a minibatch's Σ wᵢ
+varies, and dividing by it would make each step a ratio (a biased estimate, and 0/0 for a
+batch of zero weights); with weights of mean 1 the cost stays on the unweighted scale, so
+learning rates and the L2 term (λ/2m) keep their meaning, and equal weights change nothing.
 """
 
 from __future__ import annotations
@@ -45,8 +51,10 @@ def prediction_losses(y_hat: torch.Tensor, y: torch.Tensor, task: str) -> torch.
     return member_losses(log_probs.unsqueeze(0), y.long(), "multiclass")[0]
 
 
-def output_gradient(z: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """dJ/dz for J = (1/B)·Σ_b L: the seed's dz = ŷ − y, over B."""
+def output_gradient(z: torch.Tensor, y: torch.Tensor, task: str,
+                    weight: torch.Tensor | None = None) -> torch.Tensor:
+    """dJ/dz for J = (1/B)·Σ_b w_b·L_b: the seed's dz = ŷ − y, times w_b (``weight`` ``(B,)``;
+    None: all 1), over B."""
     P, B, _ = z.shape
     if task == "multiclass":
         dz = torch.softmax(z, dim=2)
@@ -56,6 +64,8 @@ def output_gradient(z: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor
         dz = torch.sigmoid(z) - y.to(z.dtype).view(1, B, 1)
     else:
         dz = z - y.to(z.dtype).view(1, B, 1)
+    if weight is not None:
+        dz.mul_(weight.to(z.dtype).view(1, B, 1))
     return dz.div_(B)
 
 

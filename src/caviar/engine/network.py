@@ -144,12 +144,14 @@ def forward_backward(s: Structure, params: Mapping[str, torch.Tensor],
                      buffers: Mapping[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor, *,
                      bn_momentum: torch.Tensor | None = None,
                      keep_prob: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None
+                     generator: torch.Generator | None = None,
+                     weight: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One training-mode pass over a minibatch: the output z ``(P, B, C)`` and each member's
-    gradient of its data cost J = (1/B)·Σ L (see :func:`forward` for the options)."""
+    gradient of its data cost J = (1/B)·Σ w·L (``weight`` ``(B,)``, None: all 1; see
+    :func:`forward` for the options)."""
     tape: list = []
     z = forward(s, params, buffers, X, training=True, bn_momentum=bn_momentum,
                 keep_prob=keep_prob, generator=generator, tape=tape)
-    dz = losses.output_gradient(z, y, s.task)  # dz = (ŷ − y)/B
+    dz = losses.output_gradient(z, y, s.task, weight)  # dz = w·(ŷ − y)/B
     return z, backward(s, params, dz, tape)

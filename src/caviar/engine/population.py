@@ -271,7 +271,7 @@ class Population:
                                training=training, keep_prob=keep_prob, generator=self.generator)
 
     def _gradients(self, X: torch.Tensor, y: torch.Tensor, n_train: int,
-                   active: torch.Tensor | None = None
+                   active: torch.Tensor | None = None, weight: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One training-mode forward and backward pass: the output z and every member's
         dJ/dθ, the data cost of this batch plus the L2 and L1 penalties with m = ``n_train``.
@@ -283,7 +283,7 @@ class Population:
         keep_prob = self._hp["keep_prob"] if self._flags["dropout"] else None
         z, grads = network.forward_backward(
             self.structure, self.params, self.buffers, X, y, bn_momentum=bn_momentum,
-            keep_prob=keep_prob, generator=self.generator)
+            keep_prob=keep_prob, generator=self.generator, weight=weight)
         for name in self.weight_names:
             optim.add_penalty_gradient(grads[name], self.params[name], self._coef.l2,
                                        self._coef.l1, n_train, self._flags["l2"],
@@ -332,25 +332,29 @@ class Population:
             total = total + optim.penalty(self.params[name], self._coef.l2, self._coef.l1)
         return total
 
-    def cost(self, X: torch.Tensor, y: torch.Tensor, n_train: int | None = None) -> torch.Tensor:
-        """``(P,)`` cost J = (1/B)·Σ L + penalty/m of one batch in training mode (dropout off
-        unless some member uses it). For gradient checks."""
+    def cost(self, X: torch.Tensor, y: torch.Tensor, n_train: int | None = None,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``(P,)`` cost J = (1/B)·Σ w·L + penalty/m of one batch in training mode (dropout off
+        unless some member uses it; ``weight`` None: all 1). For gradient checks."""
         X, y = self._check_data(X, y)
         z = self._forward(X, training=True)
-        data = losses.member_losses(z, y, self.structure.task).mean(dim=1)
+        per_row = losses.member_losses(z, y, self.structure.task)
+        data = (per_row if weight is None else per_row * weight.to(self.dtype)).mean(dim=1)
         return data + self.penalty() / (n_train or len(X))
 
-    def gradients(self, X: torch.Tensor, y: torch.Tensor,
-                  n_train: int | None = None) -> dict[str, torch.Tensor]:
+    def gradients(self, X: torch.Tensor, y: torch.Tensor, n_train: int | None = None,
+                  weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """dJ/dθ of ``cost`` as the optimizer receives it in training: the same forward,
         hand-written backward and penalty gradients as a step of ``train_epoch`` (running
         batch-norm statistics left alone). For gradient checks against ``cost``."""
         X, y = self._check_data(X, y)
-        return self._gradients(X, y, n_train or len(X))[1]
+        return self._gradients(X, y, n_train or len(X), weight=weight)[1]
 
     @torch.no_grad()
-    def train_epoch(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One pass over shuffled minibatches for every trainable member.
+    def train_epoch(self, X: torch.Tensor, y: torch.Tensor,
+                    weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One pass over shuffled minibatches for every trainable member; ``weight`` ``(n,)``:
+        the rows' weights in the loss (mean 1; None: all 1).
 
         Returns ``(P,)`` training metrics averaged over the epoch's minibatches (training mode,
         as Keras reports them). Members that diverge are flagged, frozen and reset to zero
@@ -372,7 +376,8 @@ class Population:
             if s.batch_norm and len(index) < 2:
                 continue  # batch statistics of a single row are meaningless
             xb, yb = X[index], y[index]
-            z, grads = self._gradients(xb, yb, n, active_mask)
+            wb = weight[index] if weight is not None else None
+            z, grads = self._gradients(xb, yb, n, active_mask, wb)
             loss_sum += losses.member_losses(z, yb, task).sum(dim=1)
             if task != "regression":
                 correct += _correct(z, yb, task)
@@ -424,12 +429,14 @@ class Population:
         self.diverged |= newly
 
     def fit_epoch(self, X: torch.Tensor, y: torch.Tensor, X_val: torch.Tensor | None = None,
-                  y_val: torch.Tensor | None = None) -> list[dict[str, Any] | None]:
-        """Train one epoch, evaluate, and append a record to each trained member's history.
-        Returns the records (None for members that did not train this epoch)."""
+                  y_val: torch.Tensor | None = None, weight: torch.Tensor | None = None
+                  ) -> list[dict[str, Any] | None]:
+        """Train one epoch (``weight``: the training rows' loss weights), evaluate, and append
+        a record to each trained member's history. Returns the records (None for members that
+        did not train this epoch)."""
         trained = self.trainable.tolist()
         lrs = self.learning_rates().tolist()
-        train = self.train_epoch(X, y)
+        train = self.train_epoch(X, y, weight)
         val = self.evaluate(X_val, y_val) if X_val is not None else {}
         columns = {f"train_{k}": v.tolist() for k, v in train.items()}
         columns.update({f"val_{k}": v.tolist() for k, v in val.items()})

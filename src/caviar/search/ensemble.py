@@ -21,6 +21,7 @@ import torch
 from ..data import TablePreprocessor
 from ..engine import Population
 from ..engine.losses import prediction_losses
+from ..metrics import ValidationScorer
 from ..model import CaviarModel
 
 
@@ -48,7 +49,8 @@ def averaged_score(outputs: torch.Tensor, y: torch.Tensor, task: str) -> float:
 
 
 def select_ensemble(kept: Sequence[KeptNetwork], y_val: torch.Tensor, task: str,
-                    size: int) -> tuple[list[KeptNetwork], float]:
+                    size: int, scorer: ValidationScorer | None = None
+                    ) -> tuple[list[KeptNetwork], float]:
     """The networks the model averages, and the validation score of their average.
 
     Start from the best network; walk down the others by validation score; one joins unless
@@ -60,7 +62,15 @@ def select_ensemble(kept: Sequence[KeptNetwork], y_val: torch.Tensor, task: str,
     (it averaged fewer networks and tested worse), while a network truly worse than the
     others raises the loss on most rows and stays out. (Forward selection in rank order: each
     network is one yes-or-no decision, which the validation rows can afford; a free weighting
-    of many networks would fit them instead.)"""
+    of many networks would fit them instead.)
+
+    ``scorer``: the study's metric (None: the default loss, as ``averaged_score`` gives it).
+    A metric with per-row losses (log-loss, squared or absolute error, 0/1) keeps the rule
+    on them (weighted when the validation rows are); one that does not decompose into rows
+    (AUC, F1) has no row-by-row standard error, so a network joins when the metric of the
+    average with it is at least as good as without it."""
+    if scorer is not None and not scorer.default:
+        return _select_by_metric(kept, size, scorer)
     ranked = sorted(kept, key=lambda k: k.value)
     chosen, total = [ranked[0]], ranked[0].val_outputs.clone()
     current = prediction_losses(total, y_val, task)  # the average's loss on each row
@@ -69,21 +79,50 @@ def select_ensemble(kept: Sequence[KeptNetwork], y_val: torch.Tensor, task: str,
             break
         with_it = prediction_losses((total + candidate.val_outputs) / (len(chosen) + 1),
                                     y_val, task)
-        change = with_it - current
-        noise = change.std() / math.sqrt(len(change)) if len(change) > 1 else 0.0
-        if change.mean() <= noise:  # worse by at most one standard error
+        if _joins(with_it - current):
             chosen.append(candidate)
             total, current = total + candidate.val_outputs, with_it
     return chosen, averaged_score(total / len(chosen), y_val, task)
 
 
+def _joins(change: torch.Tensor) -> bool:
+    """Worse by at most one standard error of the row-by-row ``change``."""
+    change = torch.as_tensor(change, dtype=torch.float64)
+    noise = change.std() / math.sqrt(len(change)) if len(change) > 1 else 0.0
+    return bool(change.mean() <= noise)
+
+
+def _select_by_metric(kept: Sequence[KeptNetwork], size: int, scorer: ValidationScorer
+                      ) -> tuple[list[KeptNetwork], float]:
+    """``select_ensemble`` for a chosen metric; the value is the metric's own (natural)."""
+    metric = scorer.metric
+    ranked = sorted(kept, key=lambda k: metric.loss(k.value))
+    chosen, total = [ranked[0]], ranked[0].val_outputs.clone()
+    current, rows = scorer(total), scorer.row_losses(total)
+    for candidate in ranked[1:]:
+        if len(chosen) >= size:
+            break
+        average = (total + candidate.val_outputs) / (len(chosen) + 1)
+        value = scorer(average)
+        if rows is not None:
+            with_rows = scorer.row_losses(average)
+            joins = _joins(with_rows - rows)
+        else:  # no per-row losses: the metric of the average must not get worse
+            joins = math.isfinite(value) and metric.loss(value) <= metric.loss(current)
+        if joins:
+            chosen.append(candidate)
+            total, current = total + candidate.val_outputs, value
+            rows = scorer.row_losses(total / len(chosen)) if rows is not None else None
+    return chosen, scorer(total / len(chosen))
+
+
 def model_from_kept(pre: TablePreprocessor, members: Sequence[KeptNetwork], study_name: str,
-                    averaged: float) -> CaviarModel:
+                    averaged: float, in_units: bool = False) -> CaviarModel:
     """The model averaging ``members`` (best first); ``info`` names the best one's trial and
     score, lists every member's, and the validation score of their average (``averaged``,
     from ``select_ensemble``; as ``ensemble_value``, regression RMSE in the target's units
-    like every trial value)."""
-    if pre.task_ == "regression":
+    like every trial value; ``in_units``: it is already, as a chosen metric is)."""
+    if pre.task_ == "regression" and not in_units:
         averaged *= pre.target_std_
     info = {**members[0].describe(), "study": study_name, "ensemble_value": averaged,
             "members": [k.describe() for k in members]}
@@ -96,8 +135,13 @@ class KeptNetworks:
 
     ``changed`` says whether they changed since the model was last saved."""
 
-    def __init__(self, X_val: torch.Tensor, y_val: torch.Tensor, task: str, ensemble: int):
+    def __init__(self, X_val: torch.Tensor, y_val: torch.Tensor, task: str, ensemble: int,
+                 scorer: ValidationScorer | None = None):
+        """``scorer``: the study's metric; None, or the default, ranks by the validation loss
+        (values are then losses: lower is better)."""
         self.X_val, self.y_val, self.task, self.ensemble = X_val, y_val, task, ensemble
+        self.scorer = scorer
+        self.loss = scorer.metric.loss if scorer is not None else (lambda v: v)
         self.size = 1 if ensemble == 1 else 4 * ensemble
         self.networks: list[KeptNetwork] = []
         self.changed = False
@@ -106,7 +150,8 @@ class KeptNetworks:
         """Whether a network of validation score ``value`` would be kept (not if it is no
         number: it never finished an epoch). Ask before exporting the network."""
         full = len(self.networks) >= self.size
-        return math.isfinite(value) and not (full and value >= self.networks[-1].value)
+        return math.isfinite(value) and not (
+            full and self.loss(value) >= self.loss(self.networks[-1].value))
 
     def add(self, network: Population, trial: int, value: float,
             stopped: str | None = None) -> None:
@@ -115,11 +160,13 @@ class KeptNetworks:
         with torch.no_grad():
             outputs = network.predict(self.X_val)[0]
         self.networks.append(KeptNetwork(value, trial, network, outputs, stopped))
-        self.networks.sort(key=lambda k: k.value)
+        self.networks.sort(key=lambda k: self.loss(k.value))
         del self.networks[self.size:]
         self.changed = True
 
     def model(self, pre: TablePreprocessor, study_name: str) -> CaviarModel:
         """The model: the networks ``select_ensemble`` chooses, averaged."""
-        members, value = select_ensemble(self.networks, self.y_val, self.task, self.ensemble)
-        return model_from_kept(pre, members, study_name, value)
+        members, value = select_ensemble(self.networks, self.y_val, self.task, self.ensemble,
+                                         self.scorer)
+        chosen = self.scorer is not None and not self.scorer.default
+        return model_from_kept(pre, members, study_name, value, in_units=chosen)

@@ -54,7 +54,7 @@ from ..data import PreparedTable, prepare, read_table
 from ..engine import Population
 from ..files import jsonable
 from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve
-from ..metrics import in_target_units, validation_score
+from ..metrics import Metric, in_target_units, validation_score
 from ..model import CaviarModel
 from .scheduler import Budget, TuneProgress, Tuner
 from .space import Space
@@ -138,10 +138,11 @@ class PopulationBasedTraining(Tuner):
                  population: int, out: Path, seed: int, *, interval: int | None = None,
                  structures: int = STRUCTURES, on_progress: Any = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
-                 saved: CaviarModel | None = None, shared: SharedStudy | None = None):
+                 saved: CaviarModel | None = None, shared: SharedStudy | None = None,
+                 metric: Metric | None = None):
         super().__init__(study, space, data, budget, population, out, seed,
                          on_progress=on_progress, archive=archive, ensemble=ensemble,
-                         saved=saved, shared=shared)
+                         saved=saved, shared=shared, metric=metric)
         if interval is not None and interval < 1:
             raise ValueError(f"the PBT interval must be at least 1 epoch, got {interval}")
         self.interval = interval or INTERVAL
@@ -225,11 +226,12 @@ class PopulationBasedTraining(Tuner):
 
     def _epoch(self, p: _PBTPopulation) -> None:
         d, pop = self.data, p.population
-        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val)
-        scores = [self.score(r) if r is not None else math.nan for r in records]
-        pop.remember_best(torch.tensor(scores))
+        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val, **self._weight)
+        # ranked by the study's metric as a loss (lower is better: −AUC for AUC)
+        losses = [self.metric.loss(v) for v in self.epoch_scores(pop, records)]
+        pop.remember_best(torch.tensor(losses))
         p.scores = [s if math.isfinite(s) and not pop.diverged[i] else math.inf
-                    for i, s in enumerate(scores)]
+                    for i, s in enumerate(losses)]
 
     def exploit_and_explore(self, p: _PBTPopulation, epoch: int) -> None:
         """Truncation selection: the bottom quarter copies members drawn from the top
@@ -287,9 +289,10 @@ class PopulationBasedTraining(Tuner):
                 number, value = self._tell_member(p, slot, stopped)
                 if value is not None and self.kept.wants(value):
                     self.keep(pop.export_member(slot, at_best=True), number, value, stopped)
-                if value is not None and (self.best_structure is None
-                                          or value < self.best_structure[0]):
-                    self.best_structure = (value, p.structure)
+                loss = None if value is None else self.metric.loss(value)
+                if loss is not None and (self.best_structure is None
+                                         or loss < self.best_structure[0]):
+                    self.best_structure = (loss, p.structure)
             self.lineage["populations"].append({
                 "id": p.id, "structure": jsonable(p.structure),
                 "members": [m.id for m in p.members], "events": p.events})
@@ -304,7 +307,8 @@ class PopulationBasedTraining(Tuner):
         self.space.suggest(trial)  # every param enqueued: the member's final values
         config = pop.hyperparameters[slot]
         for record in pop.history[slot]:  # its network's curve, for the dashboard
-            trial.report(self.score(record), record["epoch"])
+            trial.report(self.score(record) if self.scorer.default
+                         else record[self.metric_key], record["epoch"])
         trial.set_user_attr(keys.HYPERPARAMETERS, jsonable(config))
         trial.set_user_attr(keys.CURVE, [in_target_units(r, self.data.target_std)
                                          for r in pop.history[slot]])
@@ -313,7 +317,7 @@ class PopulationBasedTraining(Tuner):
         trial.set_user_attr(keys.PBT_SCHEDULE, jsonable(member.schedule))
         if stopped:
             trial.set_user_attr(keys.STOPPED, stopped)
-        value = float(pop.best_score[slot])
+        value = self.metric.natural(float(pop.best_score[slot]))
         failed = pop.diverged[slot] or not math.isfinite(value)
         if failed:
             trial.set_user_attr(keys.FAILURE, pop.failure[slot] or "no finite validation score")

@@ -26,9 +26,11 @@ How trials meet populations (slot refill):
   median) may stop it. When a trial completes, is pruned or diverges, its slot is refilled
   in place at the epoch boundary (``Population.replace_members``: fresh weights, no copy of
   the other members) with a new trial from the sampler, so the vectorized batch stays full.
-- The score is the validation loss (``caviar.metrics``). Every member remembers its weights
-  at its best epoch (``Population.remember_best``); a completed trial's value is that epoch's
-  score, and that network is the one offered to the kept model (``ensemble.KeptNetworks``).
+- The score is the validation loss, or the metric the study was given (``caviar.metrics``:
+  AUC, F1, MAE, ..., from the validation predictions, maximized or minimized). Every member
+  remembers its weights at its best epoch (``Population.remember_best``); a completed trial's
+  value is that epoch's score, and that network is the one offered to the kept model
+  (``ensemble.KeptNetworks``).
 - Each trial is created in the study's storage when it is asked (``study.shared``: the
   storage numbers it); each finished trial goes to the archive (``study.archive``), which
   updates that storage trial behind the tuner's back, with its network as an Optuna artifact
@@ -57,7 +59,7 @@ from ..data import PreparedTable
 from ..engine import Population
 from ..files import jsonable
 from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
-from ..metrics import in_target_units, validation_score
+from ..metrics import Metric, ValidationScorer, get_metric, in_target_units, validation_score
 from ..model import CaviarModel
 from .ensemble import KeptNetworks
 from .samplers import AskTellGridSampler
@@ -182,12 +184,14 @@ class Tuner:
                  out: Path | None, seed: int, trials_per_structure: int | None = None,
                  on_progress: Callable[[TuneProgress], None] | None = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
-                 saved: CaviarModel | None = None, shared: SharedStudy | None = None):
+                 saved: CaviarModel | None = None, shared: SharedStudy | None = None,
+                 metric: Metric | None = None):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``shared`` links it to the database study (None: in memory only), ``archive``
         writes each finished trial there (both or neither);
         ``ensemble``: how many networks the model averages at most; ``saved``: a resumed
-        run's model, whose networks are kept again."""
+        run's model, whose networks are kept again; ``metric``: the validation metric the
+        study optimizes (None: the default loss), weighted by ``data.w_val`` when given."""
         self.study, self.space, self.data, self.pre = study, space, data, data.preprocessor
         self.archive, self.shared = archive, shared
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
@@ -197,8 +201,11 @@ class Tuner:
         self.n_classes = data.n_classes
         self.groups: list[_Group] = []
         self.free_asks = isinstance(study.sampler, AskTellGridSampler)
+        self.metric = metric or get_metric(None, self.task)
+        self.scorer = ValidationScorer(self.metric, data.y_val, self.task, data.target_std,
+                                       data.target_mean, data.w_val)
         self.best_value = _best_value(study)
-        self.kept = KeptNetworks(data.X_val, data.y_val, self.task, ensemble)
+        self.kept = KeptNetworks(data.X_val, data.y_val, self.task, ensemble, self.scorer)
         if saved is not None:
             info = saved.info
             members = info.get("members") or [{"trial": info["trial"], "value": info["value"],
@@ -343,13 +350,34 @@ class Tuner:
     def score(self, record: dict[str, Any]) -> float:
         return validation_score(record, self.task, self.data.target_std)
 
+    def epoch_scores(self, pop: Population, records: Sequence[dict | None]) -> list[float]:
+        """Each member's validation score this epoch, in the metric's own units (NaN for
+        members that did not train). The default loss is read from the records; another
+        metric (or weighted validation rows) needs the predictions, one more forward pass,
+        and is added to the records (so the curves and the report show it)."""
+        if self.scorer.default:
+            return [self.score(r) if r is not None else math.nan for r in records]
+        values = self.scorer.members(pop.predict(self.data.X_val))
+        key = self.metric_key
+        for record, value in zip(records, values):
+            if record is not None:
+                record[key] = value
+        return [v if r is not None else math.nan for r, v in zip(records, values)]
+
+    @property
+    def metric_key(self) -> str:
+        """The history key of the score: "val_log_loss", "val_auc", "val_weighted_rmse"."""
+        weighted = "weighted_" if self.scorer.weight is not None else ""
+        return f"val_{weighted}{self.metric.name}"
+
     def run_epoch(self, group: _Group) -> None:
         """One epoch of the group's population; report, prune, complete. Slots whose trial
         ended are left free (None) for ``fill``."""
         d, pop = self.data, group.population
-        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val)
-        scores = [self.score(r) if r is not None else math.nan for r in records]
-        pop.remember_best(torch.tensor(scores))
+        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val, **self._weight)
+        scores = self.epoch_scores(pop, records)
+        # members remember their best epoch by a loss (lower is better): −AUC for AUC
+        pop.remember_best(torch.tensor([self.metric.loss(v) for v in scores]))
         for slot, record in enumerate(records):
             trial = group.trials[slot]
             if record is None:  # reached its epochs earlier; should not stay
@@ -365,7 +393,7 @@ class Tuner:
                 if epoch >= pop.hyperparameters[slot]["epochs"]:
                     # the value of the network kept: the trial's best epoch
                     self._finish(group, slot, TrialState.COMPLETE,
-                                 value=float(pop.best_score[slot]))
+                                 value=self.metric.natural(float(pop.best_score[slot])))
                 elif trial.should_prune():
                     self._finish(group, slot, TrialState.PRUNED)
 
@@ -396,7 +424,7 @@ class Tuner:
         if state != TrialState.FAIL and not pop.diverged[slot]:
             # its best epoch's network (a pruned trial's too: judged by the same score),
             # exported only if it is among the best; it goes to the study as an artifact
-            best = float(pop.best_score[slot])
+            best = self.metric.natural(float(pop.best_score[slot]))
             if self.kept.wants(best):
                 network = pop.export_member(slot, at_best=True)
                 trial.set_user_attr(keys.NETWORK, {"value": best,
@@ -430,7 +458,8 @@ class Tuner:
         """Offer a trained network (trial ``number``, validation score ``value``) to the kept
         model's candidates."""
         self.kept.add(network, number, value, stopped)
-        if self.best_value is None or value < self.best_value:
+        if self.best_value is None or (self.metric.loss(value)
+                                       < self.metric.loss(self.best_value)):
             self.best_value = value
 
     def model(self) -> CaviarModel:
@@ -468,7 +497,7 @@ class Tuner:
             done=counts[TrialState.COMPLETE], running=self.running,
             pruned=counts[TrialState.PRUNED], failed=counts[TrialState.FAIL],
             best_value=self.best_value, metric=self.study.user_attrs.get(keys.METRIC, ""),
-            direction="minimize", elapsed=self.budget.elapsed,
+            direction=self.metric.direction, elapsed=self.budget.elapsed,
             time_budget=self.budget.time_budget, trials_budget=self.budget.trials,
             populations=len(self.groups))
 
@@ -494,6 +523,11 @@ class Tuner:
         elif backlog < WRITER_BACKLOG // 4 and self._yielded:
             torch.set_num_threads(self._threads)
             self._yielded = False
+
+    @property
+    def _weight(self) -> dict[str, Any]:
+        """The training rows' weights for ``fit_epoch``, when the study has them."""
+        return {} if self.data.w_train is None else {"weight": self.data.w_train}
 
     def run(self) -> None:
         self._threads, self._yielded = torch.get_num_threads(), False
@@ -548,5 +582,6 @@ class Tuner:
 
 def _best_value(study: optuna.Study) -> float | None:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min(t.value for t in done) if done else None
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(t.value for t in done) if done else None
 

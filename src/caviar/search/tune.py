@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from ..data import PreparedTable, check_target, prepare, read_table
+from ..data import PreparedTable, check_target, infer_task, prepare, read_table
 from ..files import jsonable, replace_file
-from ..metrics import validation_metric
+from ..metrics import Metric, ValidationScorer, get_metric
 from ..model import CaviarModel
 from ..training import train_network
 from ..workers.spec import WorkerSpec
@@ -38,6 +38,7 @@ from .study.artifacts import add_study_networks
 from .study.shared import SharedStudy
 from .study.store import (
     check_data,
+    check_metric,
     dead_here,
     elapsed,
     fingerprint,
@@ -80,7 +81,11 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          trials_per_structure: int | None = None, ensemble: int = 5,
          on_progress: Callable[[TuneProgress], None] | None = None, workers: int = 1,
          dask: str | None = None, artifacts: str | Path | None = None,
-         scheduler: str = "asha", pbt_interval: int | None = None) -> TuneResult:
+         scheduler: str = "asha", pbt_interval: int | None = None,
+         metric: str | None = None, validation: pd.DataFrame | str | Path | None = None,
+         test: pd.DataFrame | str | Path | None = None, split: str | None = None,
+         group: str | None = None, weight: str | None = None,
+         class_weight: str | Mapping | None = None, verbose: bool = False) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
     Args:
@@ -112,6 +117,20 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             population-based training (``caviar.search.pbt``; members start from random
             draws of the space, so ``sampler`` and ``pruner`` are not used; one process).
         pbt_interval: PBT's epochs between exploit and explore steps (default 4).
+        metric: what the search optimizes, the pruner sees and the kept networks are ranked
+            and chosen by: a short name ("auc", "accuracy", "f1", "log_loss", "rmse", "mae",
+            "r2", ...) or a scikit-learn scorer name ("roc_auc", "neg_log_loss", ...); None:
+            log-loss for classifiers, RMSE for regression. The loss is still what trains.
+        validation, test: tables (or files) used as the validation and test rows instead of
+            rows carved from ``data``.
+        split: "time:COL" trains on the earliest rows by COL and validates and tests on the
+            later ones (no shuffling); group: a column none of whose values is in two parts
+            (and which is not a feature).
+        weight: a column of row weights (not a feature): they weight the training loss and
+            the validation metric. class_weight: "balanced" (n / (k · n_class)) or
+            ``{label: weight}``, on the training loss only.
+        verbose: show the live progress display (a terminal or a notebook), as the command
+            line does, when ``on_progress`` is not given.
 
     Returns a ``TuneResult`` with the study, the model and its held-out test scores.
 
@@ -159,18 +178,28 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         trials=trials, time_budget=time_budget, trials_per_structure=trials_per_structure,
         ensemble=ensemble, task=task, categorical=list(categorical), drop=list(drop),
         threads=None if single else max(1, _cores() // workers), scheduler=scheduler,
-        pbt_interval=pbt_interval)
+        pbt_interval=pbt_interval, metric=metric, validation=_path(validation, single),
+        test=_path(test, single), split=split, group=group, weight=weight,
+        class_weight=class_weight)
 
     check_target(frame, target)
-    prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed)
+    if metric is not None:  # an unknown name fails before the work
+        get_metric(metric, task or infer_task(frame[target].dropna()))
+    prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed,
+                       validation=None if validation is None else read_table(validation),
+                       test=None if test is None else read_table(test), split=split,
+                       group=group, weight=weight, class_weight=class_weight)
     pre, test = prepared.preprocessor, prepared.test
+    metric_obj = get_metric(metric, pre.task_)
+    key = ("val_" + ("weighted_" if prepared.w_val is not None else "") + metric_obj.name)
 
     with _optuna_warnings_only():
         store = open_storage(storage)
-        study = open_study(store, study_name)
+        study = open_study(store, study_name, metric_obj.direction)
+        check_metric(study, metric_obj.direction, key)
         check_data(study, seed, fingerprint(frame))
-        record_run(study, task=pre.task_, metric=validation_metric(pre.task_), sampler=sampler,
-                   pruner=pruner, space=space_obj.to_dict(), data={
+        record_run(study, task=pre.task_, metric=key, direction=metric_obj.direction,
+                   sampler=sampler, pruner=pruner, space=space_obj.to_dict(), data={
                        "source": source, "rows": int(len(frame)),
                        "columns": int(frame.shape[1]), "target": target, "task": pre.task_,
                        "roles": pre.roles_.by_column(), "split": prepared.split})
@@ -180,11 +209,14 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "target": target, "seed": seed, "sampler": sampler, "pruner": pruner,
             "population": population, "time_budget": time_budget, "trials": trials,
             "ensemble": ensemble, "workers": workers, "dask": dask,
-            "artifacts": spec.artifacts, "scheduler": scheduler}, indent=1))
+            "artifacts": spec.artifacts, "scheduler": scheduler, "metric": metric_obj.name,
+            "direction": metric_obj.direction} | _usage(split, group, weight, class_weight,
+                                                        validation, test), indent=1))
         extra: dict[str, Any] = {}
         if single:
-            tuner, extra = work(spec, 0, prepared=prepared, store=store, study=study,
-                                on_progress=on_progress, single=True)
+            with _progress(on_progress, verbose) as progress:
+                tuner, extra = work(spec, 0, prepared=prepared, store=store, study=study,
+                                    on_progress=progress, single=True)
             model = _final_model(study, store, tuner, seed, spec.artifacts)
         else:
             recover_journals(spec)  # a killed coordinator's workers
@@ -197,10 +229,15 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
 
                 extra["workers"] = run_local(spec, workers)
             extra["recovered_trials"] = recover_journals(spec)
-            model = _model_from_study(study, store, prepared, spec)
+            model = _model_from_study(study, store, prepared, spec, metric_obj)
             model.save(out / "model")
 
         test_scores = model.scores(test) if len(test) else {}
+        if len(test) and metric_obj.name not in test_scores:  # the chosen metric's, too
+            pre_y = pre.encode_target(test[target])
+            test_scores[metric_obj.name] = ValidationScorer(
+                metric_obj, pre_y, pre.task_, prepared.target_std, prepared.target_mean
+            )(model._outputs(test))
         study.set_user_attr(keys.BEST, jsonable(_best_record(study, model, test_scores, test)))
         board = leaderboard(study)
     replace_file(out / "leaderboard.csv", board.to_csv(index=False))
@@ -225,8 +262,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         if prepared is None:
             frame = read_table(spec.data)
             check_target(frame, spec.target)
-            prepared = prepare(frame, spec.target, task=spec.task, categorical=spec.categorical,
-                               drop=spec.drop, seed=spec.seed)
+            prepared = prepare(frame, spec.target, **spec.prepare_options())
             store = open_storage(spec.storage)
             study = open_study(store, spec.study_name)
             check_data(study, spec.seed, fingerprint(frame))
@@ -246,17 +282,19 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         saved = (saved_model(out, spec.study_name, prepared.X_train.shape[1]) if single
                  else None)  # a resumed run's
         budget = Budget(spec.trials, spec.time_budget, elapsed(study))
+        metric = get_metric(spec.metric, prepared.task)
         if spec.scheduler == "pbt":
             tuner: Tuner = PopulationBasedTraining(
                 working, space, prepared, budget, spec.population, out if single else None,
                 spec.seed + 1000 * index, interval=spec.pbt_interval, on_progress=on_progress,
-                archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared)
+                archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared,
+                metric=metric)
         else:
             tuner = Tuner(working, space, prepared, budget, spec.population,
                           out if single else None, spec.seed + 1000 * index,
                           trials_per_structure=spec.trials_per_structure,
                           on_progress=on_progress, archive=archive, ensemble=spec.ensemble,
-                          saved=saved, shared=shared)
+                          saved=saved, shared=shared, metric=metric)
         tuner.refresh(force=True)  # every worker's finished trials, a killed run's too
         try:
             tuner.run()
@@ -287,6 +325,47 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def _usage(split: str | None, group: str | None, weight: str | None,
+           class_weight: str | Mapping | None, validation: Any, test: Any) -> dict[str, Any]:
+    """The split and weight options run.json records (those given)."""
+    given = {"split": split, "group": group, "weight": weight,
+             "class_weight": class_weight if isinstance(class_weight, str) else (
+                 None if class_weight is None else {str(k): v for k, v in class_weight.items()}),
+             "validation": None if validation is None else (
+                 "DataFrame" if isinstance(validation, pd.DataFrame) else str(validation)),
+             "test": None if test is None else (
+                 "DataFrame" if isinstance(test, pd.DataFrame) else str(test))}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@contextlib.contextmanager
+def _progress(on_progress: Callable[[TuneProgress], None] | None,
+              verbose: bool) -> Iterator[Callable[[TuneProgress], None] | None]:
+    """What follows the progress: the caller's ``on_progress``, or with ``verbose`` the
+    command line's live display (Rich: a terminal redraws in place, a notebook shows a live
+    cell output, a log gets a line every 10 s)."""
+    if on_progress is not None or not verbose:
+        yield on_progress
+        return
+    from ..cli.display import TuneDisplay, console
+
+    with TuneDisplay(console()) as display:
+        yield display.update
+
+
+def _path(table: pd.DataFrame | str | Path | None, single: bool) -> str | None:
+    """A validation or test table as the workers' spec names it: its file's path (other
+    processes read it); a DataFrame only in one process."""
+    if table is None:
+        return None
+    if isinstance(table, pd.DataFrame):
+        if not single:
+            raise ValueError("with several workers, pass validation and test rows as files "
+                             "(--valid FILE, --test FILE) that every worker can read")
+        return "DataFrame"
+    return str(Path(table).resolve())
 
 
 @contextlib.contextmanager
@@ -336,10 +415,11 @@ def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner:
     if Path(artifacts).is_dir() and add_study_networks(tuner.kept, study, store, artifacts):
         tuner.save_model()
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = min(done, key=lambda t: t.value) if done else None
+    loss = tuner.metric.loss
+    best = min(done, key=lambda t: loss(t.value)) if done else None
     kept = tuner.kept.networks
     if best is None or any(k.trial == best.number for k in kept) or (
-            kept and best.value >= kept[0].value):
+            kept and loss(best.value) >= loss(kept[0].value)):
         if not kept:
             raise RuntimeError("no trial completed within the budget: give it more time "
                                "(--time-budget) or more trials (--trials)")
@@ -348,7 +428,8 @@ def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner:
     params = best.user_attrs[keys.HYPERPARAMETERS]
     network = train_network(data.X_train, data.y_train, pre.task_,
                             params, n_classes=tuner.n_classes, X_val=data.X_val,
-                            y_val=data.y_val, seed=seed,
+                            y_val=data.y_val, seed=seed, weight=data.w_train,
+                            scorer=tuner.scorer,
                             patience=int(params["epochs"]))  # all epochs, best one kept
     tuner.keep(network, best.number, best.value)
     model = tuner.model()
@@ -358,10 +439,12 @@ def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner:
 
 
 def _model_from_study(study: optuna.Study, store: optuna.storages.BaseStorage,
-                      prepared: PreparedTable, spec: WorkerSpec) -> CaviarModel:
+                      prepared: PreparedTable, spec: WorkerSpec, metric: Metric) -> CaviarModel:
     """The model of every worker's networks, read from the study's artifacts: the same
-    ensemble selection on the validation rows as one process makes."""
-    kept = KeptNetworks(prepared.X_val, prepared.y_val, prepared.task, spec.ensemble)
+    ensemble selection on the validation rows (by the study's metric) as one process makes."""
+    scorer = ValidationScorer(metric, prepared.y_val, prepared.task, prepared.target_std,
+                              prepared.target_mean, prepared.w_val)
+    kept = KeptNetworks(prepared.X_val, prepared.y_val, prepared.task, spec.ensemble, scorer)
     if not Path(spec.artifacts).is_dir() or not add_study_networks(kept, study, store,
                                                                    spec.artifacts):
         raise RuntimeError("no trial completed within the budget: give it more time "

@@ -37,6 +37,24 @@ class WorkerSpec:
     threads: int | None = None  # torch threads per worker (None: torch's default)
     scheduler: str = "asha"  # or "pbt" (one process: search/pbt.py)
     pbt_interval: int | None = None
+    metric: str | None = None  # None: the default loss (caviar.metrics)
+    validation: str | None = None  # a table of validation rows (a path every worker reads)
+    test: str | None = None
+    split: str | None = None  # "time:COL"
+    group: str | None = None
+    weight: str | None = None
+    class_weight: str | dict[str, float] | None = None
+
+    def prepare_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``caviar.data.prepare`` this spec fixes (every worker
+        splits and weights the rows alike)."""
+        from ..data import read_table
+
+        return {"task": self.task, "categorical": self.categorical, "drop": self.drop,
+                "seed": self.seed, "split": self.split, "group": self.group,
+                "weight": self.weight, "class_weight": self.class_weight,
+                "validation": None if self.validation is None else read_table(self.validation),
+                "test": None if self.test is None else read_table(self.test)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,8 +16,8 @@ from typing import Any
 # -- the study's user attributes ------------------------------------------------------------
 
 TASK = "task"  # "binary", "multiclass" or "regression"
-METRIC = "metric"  # the validation score's history key: "val_log_loss" or "val_rmse"
-DIRECTION = "direction"  # "minimize": the score is a loss
+METRIC = "metric"  # the validation score's history key: "val_log_loss", "val_rmse", "val_auc"
+DIRECTION = "direction"  # "minimize" (a loss) or "maximize" (AUC, accuracy, R²)
 SAMPLER = "sampler"  # the sampler's name, as given to tune()
 PRUNER = "pruner"  # "asha", "median" or "none"
 SPACE = "space"  # the search space, Space.to_dict(); read it back with Space.from_dict

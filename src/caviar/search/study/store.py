@@ -32,12 +32,13 @@ __all__ = ["StudyMismatch", "open_storage", "open_study", "mark_interrupted", "c
 INTERRUPTED = "interrupted: the tuning process stopped during this trial"
 
 
-def open_study(storage: str | optuna.storages.BaseStorage, study_name: str) -> optuna.Study:
+def open_study(storage: str | optuna.storages.BaseStorage, study_name: str,
+               direction: str = "minimize") -> optuna.Study:
     """The study ``study_name`` at ``storage`` (a URL or a storage), created if it does not
-    exist (safely when several processes start at once)."""
+    exist (to ``direction`` its values; safely when several processes start at once)."""
     store = open_storage(storage) if isinstance(storage, str) else storage
     return retrying(lambda: optuna.create_study(storage=store, study_name=study_name,
-                                                direction="minimize", load_if_exists=True),
+                                                direction=direction, load_if_exists=True),
                     what=f"open the study {study_name!r}")
 
 
@@ -60,6 +61,17 @@ def dead_here(worker: Any) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def check_metric(study: optuna.Study, direction: str, metric: str | None) -> None:
+    """ValueError if ``study`` was tuned for another metric (``metric``: the history key,
+    e.g. "val_auc") or direction, whose values this run's would not compare with."""
+    had = study.user_attrs.get(keys.METRIC)
+    same_direction = study.direction.name.lower() == direction
+    if (metric is not None and had is not None and had != metric) or not same_direction:
+        raise ValueError(f"study {study.study_name!r} was tuned for {had or 'another metric'}, "
+                         f"not {metric}; continue it with that metric, or start another study "
+                         "(--study NAME or another --out)")
 
 
 def mark_interrupted(storage: optuna.storages.BaseStorage, study: optuna.Study) -> int:
@@ -104,9 +116,10 @@ def check_data(study: optuna.Study, seed: int, data_fingerprint: str) -> None:
 
 
 def record_run(study: optuna.Study, *, task: str, metric: str, sampler: str, pruner: str,
-               space: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+               space: Mapping[str, Any], data: Mapping[str, Any],
+               direction: str = "minimize") -> None:
     """What this run is, in the study's user attributes (the report reads them)."""
-    for key, value in ((keys.TASK, task), (keys.METRIC, metric), (keys.DIRECTION, "minimize"),
+    for key, value in ((keys.TASK, task), (keys.METRIC, metric), (keys.DIRECTION, direction),
                        (keys.SAMPLER, sampler), (keys.PRUNER, pruner),
                        (keys.SPACE, dict(space)), (keys.DATA, dict(data))):
         study.set_user_attr(key, value)
@@ -121,7 +134,7 @@ def working_copy(study: optuna.Study, sampler: optuna.samplers.BaseSampler,
                  pruner: optuna.pruners.BasePruner) -> optuna.Study:
     """An in-memory study for ``sampler`` and ``pruner``, with ``study``'s user attributes
     (its trials are added once the archive has recovered those a killed run journaled)."""
-    working = optuna.create_study(study_name=study.study_name, direction="minimize",
+    working = optuna.create_study(study_name=study.study_name, direction=study.direction,
                                   sampler=sampler, pruner=pruner)
     for key, value in study.user_attrs.items():
         working.set_user_attr(key, value)
@@ -129,7 +142,8 @@ def working_copy(study: optuna.Study, sampler: optuna.samplers.BaseSampler,
 
 
 def leaderboard(study: optuna.Study) -> pd.DataFrame:
-    """One row per finished trial, best first: completed by value, then pruned, then failed."""
+    """One row per finished trial, best first (in the study's direction): completed by value,
+    then pruned, then failed. ``attrs``: the metric (history key) and direction."""
     rows = []
     order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
     for t in study.get_trials(deepcopy=False, states=tuple(order)):
@@ -143,8 +157,13 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    frame = frame.sort_values(["_order", "value", "trial"], na_position="last")
-    return frame.drop(columns="_order").reset_index(drop=True)
+    ascending = study.direction != optuna.study.StudyDirection.MAXIMIZE
+    frame = frame.sort_values(["_order", "value", "trial"], ascending=[True, ascending, True],
+                              na_position="last")
+    frame = frame.drop(columns="_order").reset_index(drop=True)
+    frame.attrs.update(metric=study.user_attrs.get(keys.METRIC),
+                       direction=study.direction.name.lower())
+    return frame
 
 
 def saved_model(out: Path, study_name: str, n_inputs: int) -> CaviarModel | None:

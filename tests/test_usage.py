@@ -1,0 +1,333 @@
+"""What tabular users expect: a chosen metric, given and structured splits, row and class
+weights, date features, progress from Python. Real tables, small budgets."""
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_breast_cancer
+from sklearn.metrics import recall_score, roc_auc_score
+
+from caviar import CaviarClassifier, CaviarRegressor
+from caviar.data import DataError, prepare
+from caviar.datasets import load_dataset
+from caviar.engine import Population, losses
+from caviar.metrics import ValidationScorer, get_metric, metric_names
+from caviar.search.ensemble import KeptNetwork, select_ensemble
+from caviar.search.tune import tune
+
+SPACE = {
+    "learning_rate": {"kind": "log_uniform", "low": 3e-3, "high": 3e-2},
+    "optimizer": {"value": "adam"},
+    "width": {"kind": "choice", "values": [8, 16]},
+    "depth": {"value": 1},
+    "batch_size": {"value": 64},
+    "epochs": {"kind": "int", "low": 2, "high": 4},
+}
+SMALL = dict(trials=6, population=3, sampler="random", space=SPACE, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cancer() -> pd.DataFrame:
+    data = load_breast_cancer(as_frame=True)
+    frame = data.frame.iloc[:, [0, 1, 2, 3, 20, 21, 22, 23, 30]].copy()
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    frame["target"] = frame["target"].map({0: "malignant", 1: "benign"})
+    return frame
+
+
+# ------------------------------------------------------------------------------ metric
+
+
+def test_metric_names_resolve_to_one_metric_with_a_direction():
+    assert get_metric("roc_auc", "binary") is get_metric("auc", "binary")
+    assert get_metric("neg_log_loss", "multiclass").name == "log_loss"
+    assert get_metric("neg_root_mean_squared_error", "regression").name == "rmse"
+    assert get_metric("neg_mean_absolute_error", "regression").direction == "minimize"
+    assert get_metric("r2", "regression").direction == "maximize"
+    assert get_metric(None, "binary").name == "log_loss"
+    assert get_metric(None, "regression").name == "rmse"
+    assert "auc" in metric_names("binary") and "auc" not in metric_names("regression")
+
+
+@pytest.mark.parametrize("name, task, words", [
+    ("roc_auc", "regression", "does not fit a regression target"),
+    ("f1", "multiclass", "does not fit a multiclass target"),
+    ("gini", "binary", "unknown metric 'gini'"),
+])
+def test_a_metric_that_does_not_fit_is_one_line_listing_the_valid_ones(name, task, words):
+    with pytest.raises(ValueError, match=words) as info:
+        get_metric(name, task)
+    message = str(info.value)
+    assert "\n" not in message
+    assert all(n in message for n in metric_names(task))
+
+
+def test_scorer_matches_sklearn_in_the_targets_units():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p1 = np.clip(y * 0.3 + rng.uniform(0, 0.7, 200), 0, 1)
+    proba = torch.tensor(np.stack([1 - p1, p1], axis=1))
+    w = rng.uniform(0.5, 2, 200)
+    auc = ValidationScorer(get_metric("auc", "binary"), y, "binary", weight=w)
+    assert auc(proba) == pytest.approx(roc_auc_score(y, p1, sample_weight=w))
+    # regression: standardized outputs in, the target's units out
+    values = rng.normal(size=100)
+    mae = ValidationScorer(get_metric("mae", "regression"), values, "regression",
+                           target_std=10.0, target_mean=5.0)
+    assert mae(torch.tensor(values + 0.5)) == pytest.approx(5.0)
+
+
+def test_tune_with_roc_auc_maximizes_and_ranks_by_auc(cancer, tmp_path):
+    result = tune(cancer, "target", metric="roc_auc", out=tmp_path / "run", **SMALL)
+    assert result.study.direction == optuna.study.StudyDirection.MAXIMIZE
+    board = result.leaderboard
+    done = board[board["state"] == "complete"]["value"].tolist()
+    assert done == sorted(done, reverse=True) and all(0.5 < v <= 1 for v in done)
+    assert board.attrs["metric"] == "val_auc" and board.attrs["direction"] == "maximize"
+    assert result.study.user_attrs["metric"] == "val_auc"
+    # the kept model's best network is the best trial by AUC, its value an AUC
+    assert result.model.info["value"] == pytest.approx(max(done))
+    assert 0.5 < result.model.info["ensemble_value"] <= 1
+    assert "auc" in result.test_scores
+    # the curves hold the AUC of every epoch (the report plots it)
+    curve = result.study.trials[0].user_attrs["curve"]
+    assert all("val_auc" in r for r in curve)
+    # continuing the study with another metric is refused
+    with pytest.raises(ValueError, match="was tuned for val_auc"):
+        tune(cancer, "target", out=tmp_path / "run", **SMALL)
+
+
+def test_a_non_decomposable_metric_chooses_the_ensemble_by_the_metric_of_the_average():
+    y = np.array([0, 1] * 50)
+    scorer = ValidationScorer(get_metric("auc", "binary"), y, "binary")
+    good = torch.tensor(np.stack([1 - (0.2 + 0.6 * y), 0.2 + 0.6 * y], 1))
+    noise = torch.tensor(np.random.default_rng(0).uniform(0, 1, 100))
+    bad = torch.stack([1 - noise, noise], 1)
+    kept = [KeptNetwork(scorer(o), i, None, o) for i, o in enumerate([good, bad])]
+    chosen, value = select_ensemble(kept, torch.tensor(y), "binary", 5, scorer)
+    assert [k.trial for k in chosen] == [0] and value == 1.0
+
+
+# ------------------------------------------------------------------------------ splits
+
+
+def test_valid_file_uses_exactly_that_files_rows(cancer, tmp_path):
+    valid = cancer.iloc[:100]
+    path = tmp_path / "valid.csv"
+    valid.to_csv(path, index=False)
+    result = tune(cancer.iloc[100:], "target", validation=path, out=tmp_path / "run", **SMALL)
+    data = result.study.user_attrs["data"]["split"]
+    assert data["val_rows"] == 100
+    prepared = prepare(cancer.iloc[100:], "target", validation=pd.read_csv(path))
+    assert len(prepared.validation) == 100 and len(prepared.X_val) == 100
+    assert prepared.validation["mean_radius"].tolist() == valid["mean_radius"].tolist()
+
+
+def test_a_time_split_never_validates_on_the_past():
+    df = load_dataset("txhousing").dropna(subset=["sales"])
+    prepared = prepare(df, "sales", drop=["volume"], split="time:date")
+    last_train = prepared.train["date"].max()
+    assert prepared.validation["date"].min() >= last_train
+    assert prepared.test["date"].min() >= prepared.validation["date"].max()
+    assert prepared.split["how"] == "time:date"
+
+
+def test_a_group_split_shares_no_group_between_parts():
+    df = load_dataset("snmesp")
+    prepared = prepare(df, "y", group="firm", seed=3)
+    firms = [set(part["firm"]) for part in (prepared.train, prepared.validation, prepared.test)]
+    assert all(firms) and not (firms[0] & firms[1] or firms[0] & firms[2] or firms[1] & firms[2])
+    assert "firm" not in prepared.preprocessor.roles_.features
+    assert prepared.preprocessor.roles_.ignored["firm"].startswith("the group column")
+
+
+def test_bad_split_options_are_one_line_errors(cancer):
+    with pytest.raises(DataError, match="unknown split 'weekly'"):
+        prepare(cancer, "target", split="weekly")
+    with pytest.raises(DataError, match="unknown column 'when'"):
+        prepare(cancer, "target", split="time:when")
+    with pytest.raises(DataError, match="not both"):
+        prepare(cancer, "target", split="time:mean_radius", group="mean_texture")
+
+
+# ------------------------------------------------------------------------------ weights
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary", "regression"])
+def test_the_weighted_loss_gradient_matches_autograd_and_finite_differences(task):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(12, 4, generator=g, dtype=torch.float64)
+    y = (torch.randint(0, 3, (12,), generator=g) if task == "multiclass"
+         else torch.randint(0, 2, (12,), generator=g).double() if task == "binary"
+         else torch.randn(12, generator=g, dtype=torch.float64))
+    w = torch.rand(12, generator=g, dtype=torch.float64) * 3
+    w[2] = 0.0  # a row of weight 0 counts for nothing
+    pop = Population(task, n_inputs=4, members=[{"hidden_layer_sizes": (5,), "l2": 0.5}] * 2,
+                     n_classes=3, seed=1, dtype=torch.float64)
+    analytic = pop.gradients(X, y, 30, weight=w)
+    # dz against autograd of the weighted cost (1/B)·Σ wᵢLᵢ (torch's own losses)
+    z = torch.randn(2, 12, 3 if task == "multiclass" else 1, generator=g, dtype=torch.float64,
+                    requires_grad=True)
+    if task == "multiclass":
+        per_row = torch.nn.functional.cross_entropy(z.transpose(1, 2), y.expand(2, 12),
+                                                    reduction="none")
+    elif task == "binary":
+        per_row = torch.nn.functional.binary_cross_entropy_with_logits(
+            z.squeeze(2), y.expand(2, 12), reduction="none")
+    else:
+        per_row = 0.5 * (z.squeeze(2) - y) ** 2
+    (per_row * w).mean(dim=1).sum().backward()
+    torch.testing.assert_close(losses.output_gradient(z.detach(), y, task, w), z.grad)
+    # central finite differences on one weight of the output layer
+    name = f"W{pop.structure.n_layers - 1}"
+    flat = pop.params[name].view(-1)
+    old, eps = float(flat[0]), 1e-6
+    flat[0] = old + eps
+    up = float(pop.cost(X, y, 30, weight=w).sum())
+    flat[0] = old - eps
+    down = float(pop.cost(X, y, 30, weight=w).sum())
+    flat[0] = old
+    assert analytic[name].view(-1)[0].item() == pytest.approx((up - down) / (2 * eps),
+                                                              rel=1e-5)
+    # all weights 1 is the unweighted gradient
+    ones = pop.gradients(X, y, 30, weight=torch.ones(12, dtype=torch.float64))
+    plain = pop.gradients(X, y, 30)
+    for k in plain:
+        torch.testing.assert_close(ones[k], plain[k])
+
+
+def test_balanced_class_weight_raises_the_recall_of_the_rare_class(tmp_path):
+    df = load_dataset("default")  # 3% of the rows default
+    hp = {"hidden_layer_sizes": [8], "epochs": 4, "batch_size": 128, "learning_rate": 0.01}
+    recalls = []
+    for class_weight in (None, "balanced"):
+        prepared = prepare(df, "default", seed=0, class_weight=class_weight)
+        if class_weight:  # n / (k · n_class), normalized to mean 1: the rare class weighs more
+            y = prepared.y_train.long()
+            assert float(prepared.w_train.mean()) == pytest.approx(1.0)
+            ratio = float(prepared.w_train[y == 1][0] / prepared.w_train[y == 0][0])
+            assert ratio == pytest.approx(float((y == 0).sum() / (y == 1).sum()), rel=1e-4)
+        from caviar.training import train_network
+
+        net = train_network(prepared.X_train, prepared.y_train, "binary", hp, seed=0,
+                            weight=prepared.w_train)
+        X_test = torch.from_numpy(prepared.preprocessor.transform(prepared.test))
+        y_test = prepared.preprocessor.encode_target(prepared.test["default"])
+        predicted = net.predict(X_test)[0].argmax(1).numpy()
+        recalls.append(recall_score(y_test, predicted))
+    assert recalls[1] > recalls[0] + 0.3
+
+
+def test_the_weight_column_is_not_a_feature_and_weights_the_validation_metric(tmp_path):
+    df = load_dataset("default")
+    df["w"] = np.where(df["default"] == "Yes", 5.0, 1.0)
+    result = tune(df, "default", weight="w", out=tmp_path / "run", **SMALL)
+    roles = result.study.user_attrs["data"]["roles"]
+    assert roles["w"]["role"] == "ignored" and "weight column" in roles["w"]["reason"]
+    assert result.study.user_attrs["metric"] == "val_weighted_log_loss"
+    curve = result.study.trials[0].user_attrs["curve"]
+    assert all(r["val_weighted_log_loss"] != r["val_log_loss"] for r in curve)
+    with pytest.raises(DataError, match="must hold numbers >= 0"):
+        prepare(df.assign(w=-1.0), "default", weight="w")
+
+
+def test_estimators_take_sample_weight_and_verbose(capsys):
+    df = load_dataset("default")
+    X, y = df[["balance", "income", "student"]], df["default"]
+    weights = np.where(y == "Yes", 30.0, 1.0)
+    common = dict(hidden_layer_sizes=[8], epochs=4, batch_size=128, random_state=0)
+    plain = CaviarClassifier(**common).fit(X, y)
+    weighted = CaviarClassifier(**common, verbose=True).fit(X, y, sample_weight=weights)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == weighted.n_iter_ and lines[0].startswith("epoch 1/4")
+    assert "val_weighted_log_loss" in lines[0]
+    yes = (y == "Yes").to_numpy()
+    assert (weighted.predict(X)[yes] == "Yes").mean() > (plain.predict(X)[yes] == "Yes").mean()
+    reg = CaviarRegressor(hidden_layer_sizes=[4], epochs=2, random_state=0)
+    reg.fit(X[["balance", "income"]], df["balance"] * 2, sample_weight=np.ones(len(df)))
+    with pytest.raises(ValueError, match="sample_weight has 3 values"):
+        reg.fit(X[["balance", "income"]], df["balance"], sample_weight=[1, 2, 3])
+
+
+# ------------------------------------------------------------------------------ dates
+
+
+def test_a_date_column_becomes_calendar_and_time_features(tmp_path):
+    from caviar.data import TablePreprocessor
+    from caviar.model import fit_model, load_model
+
+    df = load_dataset("txhousing").dropna(subset=["sales"]).iloc[:600]
+    df["when"] = pd.to_datetime({"year": df["year"], "month": df["month"], "day": 1}
+                                ).dt.strftime("%Y-%m-%d")
+    df = df.drop(columns=["year", "month", "date", "rownames"])
+    pre = TablePreprocessor("sales").fit(df)
+    assert pre.roles_.datetime == ["when"] and pre.roles_.role("when") == "datetime"
+    names = pre.feature_names_out_
+    for part in ("year", "month", "dayofweek", "days"):
+        assert f"num__when.{part}" in names
+    assert "num__when.hour" not in names  # plain dates: every time is midnight
+    X = pre.transform(df)
+    year = X[:, names.index("num__when.year")]
+    assert np.corrcoef(year, pd.to_datetime(df["when"]).dt.year)[0, 1] > 0.999
+    # saved and loaded, the model expands the dates the same way
+    model = fit_model(df, "sales", {"epochs": 1, "hidden_layer_sizes": [4]})
+    model.save(tmp_path / "model")
+    again = load_model(tmp_path / "model")
+    assert np.allclose(again.predict(df.head(20)), model.predict(df.head(20)))
+    # a datetime column with times gets the hour too; times are days since the first
+    stamps = pd.DataFrame({"t": pd.to_datetime(["2024-01-01 06:00", "2024-01-03 18:00"] * 5),
+                           "x": range(10), "y": [0.0, 1.0] * 5})
+    pre = TablePreprocessor("y").fit(stamps)
+    assert "num__t.hour" in pre.feature_names_out_
+    days = pre._inputs(stamps)["t.days"].tolist()
+    assert days[:2] == [0.0, 2.5]
+
+
+def test_models_saved_before_dates_still_load(tmp_path):
+    from caviar.data import TablePreprocessor
+
+    df = load_dataset("default")
+    meta, arrays = TablePreprocessor("default").fit(df).to_state()
+    meta["roles"].pop("datetime", None)
+    meta.pop("dates", None)
+    assert TablePreprocessor.from_state(meta, arrays).transform(df.head()).shape == (5, 4)
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+def test_tune_verbose_prints_progress(cancer, tmp_path, capsys):
+    tune(cancer, "target", verbose=True, out=tmp_path / "run", **SMALL)
+    out = capsys.readouterr().out
+    assert "trials" in out and "best val_log_loss" in out
+    tune(cancer, "target", out=tmp_path / "quiet", **SMALL)
+    assert capsys.readouterr().out == ""
+
+
+def test_cli_tune_with_metric_class_weight_and_a_time_split(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from caviar.cli import app
+
+    df = load_dataset("default").reset_index(names="day")
+    path = tmp_path / "default.csv"
+    df.to_csv(path, index=False)
+    space = tmp_path / "space.toml"
+    space.write_text('learning_rate = { kind = "log_uniform", low = 0.003, high = 0.03 }\n'
+                     'width = { value = 8 }\ndepth = { value = 1 }\n'
+                     'batch_size = { value = 256 }\nepochs = { value = 2 }\n')
+    result = CliRunner().invoke(app, [
+        "tune", str(path), "--target", "default", "--metric", "roc_auc", "--trials", "4",
+        "--population", "2", "--space", str(space), "--class-weight", "balanced",
+        "--split", "time:day", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "value = auc, higher is better" in " ".join(result.output.split())
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["metric"] == "auc" and run["split"] == "time:day"
+    bad = CliRunner().invoke(app, ["tune", str(path), "--target", "default", "--metric",
+                                   "r2", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 1 and "does not fit a binary target" in bad.output
