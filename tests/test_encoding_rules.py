@@ -196,3 +196,37 @@ def test_bad_numeric_and_newer_state_are_one_line_errors():
 
     with pytest.raises(DataError, match=r"saved by a newer caviar \(state version 99\)"):
         roundtrip(TablePreprocessor("y").fit(heavy()), from_the_future)
+
+
+def test_max_onehot_on_the_command_line_reaches_the_saved_models(tmp_path):
+    """`--max-onehot` sets the limit for tune and train; the models they save encode the
+    24-level hour column as the user asked, and a resumed run keeps it."""
+    from typer.testing import CliRunner
+
+    from caviar.cli import app
+    from caviar.model import load_model
+
+    data = tmp_path / "hours.csv"
+    hours(n_days=20).to_csv(data, index=False)
+
+    def roles(model_dir):
+        pre = load_model(model_dir).preprocessor
+        return pre.roles_.onehot, pre.roles_.target_encoded
+
+    run = CliRunner().invoke(app, ["train", str(data), "--target", "demand", "--max-onehot", "5",
+                                   "--epochs", "2", "--out", str(tmp_path / "panda")])
+    assert run.exit_code == 0, run.output
+    assert roles(tmp_path / "panda" / "model") == ([], ["hour"])
+    run = CliRunner().invoke(app, ["resume", str(tmp_path / "panda"), "--epochs", "1"])
+    assert run.exit_code == 0, run.output
+    assert roles(tmp_path / "panda" / "model") == ([], ["hour"])
+
+    space = tmp_path / "space.toml"
+    space.write_text('[width]\nvalue = 8\n[depth]\nvalue = 1\n[epochs]\nvalue = 2\n')
+    for limit, expected in (("5", ([], ["hour"])), ("24", (["hour"], []))):
+        out = tmp_path / f"tune-{limit}"
+        run = CliRunner().invoke(app, ["tune", str(data), "--target", "demand", "--trials", "2",
+                                       "--population", "2", "--space", str(space),
+                                       "--max-onehot", limit, "--out", str(out)])
+        assert run.exit_code == 0, run.output
+        assert roles(out / "model") == expected

@@ -204,8 +204,8 @@ def _prepare(df: pd.DataFrame, target: str, task: str | None, categorical: list[
              drop: list[str], seed: int, usage: Mapping[str, Any] | None = None
              ) -> PreparedTable:
     """The run's split and tensors (the same inputs give the same ones: resuming is exact);
-    ``usage``: the split and weight options (``split``, ``group``, ``weight``,
-    ``class_weight``), as run.json keeps them."""
+    ``usage``: the split, weight and encoding options (``split``, ``group``, ``weight``,
+    ``class_weight``, ``max_onehot``), as run.json keeps them."""
     prepared = prepare(df, target, task=task, categorical=categorical, drop=drop, seed=seed,
                        val_size=VAL_SIZE, test_size=TEST_SIZE, **dict(usage or {}))
     if len(prepared.validation) == 0 or len(prepared.test) == 0:
@@ -375,7 +375,8 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
               on_epoch: Callable[[EpochUpdate], None] | None = None,
               on_start: Callable[[EpochUpdate], None] | None = None,
               overwrite: bool = False, split: str | None = None, group: str | None = None,
-              weight: str | None = None, class_weight: str | None = None) -> Path:
+              weight: str | None = None, class_weight: str | None = None,
+              max_onehot: int | None = None) -> Path:
     """Train one network on ``data`` epoch by epoch, checkpointing into the run directory
     ``out`` after every epoch; returns ``out``.
 
@@ -391,7 +392,8 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     :class:`RunDiverged`, keeping the checkpoint of the last good epoch. ``out`` may not hold
     a run already unless ``overwrite``. ``split``, ``group``, ``weight`` and
     ``class_weight`` are ``caviar.data.prepare``'s (a time or group split, row and class
-    weights; ``weight`` weights the validation score too).
+    weights; ``weight`` weights the validation score too), and so is ``max_onehot`` (the
+    one-hot limit of categoricals).
     """
     hp = dict(hyperparameters or {})
     if epochs is not None:
@@ -415,7 +417,8 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
         file = Path(data).resolve()
         data_path, sha, source = str(file), _sha256(file), str(data)
     usage = {k: v for k, v in {"split": split, "group": group, "weight": weight,
-                               "class_weight": class_weight}.items() if v is not None}
+                               "class_weight": class_weight,
+                               "max_onehot": max_onehot}.items() if v is not None}
     prepared = _prepare(df, target, task, categorical, drop, seed, usage)
     pre = prepared.preprocessor
     network = Population(pre.task_, prepared.X_train.shape[1], [resolved],

@@ -23,6 +23,7 @@ from caviar.cli.options import (
     DataArgument,
     DropOption,
     GroupOption,
+    MaxOnehotOption,
     PrunerName,
     SamplerName,
     SchedulerName,
@@ -113,6 +114,7 @@ def train(
     group: GroupOption = None,
     weight: WeightOption = None,
     class_weight: ClassWeightOption = None,
+    max_onehot: MaxOnehotOption = None,
 ) -> None:
     """Train ONE network (the panda approach), showing every epoch.
 
@@ -130,7 +132,8 @@ def train(
         _train_session(console(), lambda **cb: panda.train_run(
             data, target, hp, run_dir, epochs=epochs, task=task.value if task else None,
             categorical=columns(categorical), drop=columns(drop), seed=seed, split=split,
-            group=group, weight=weight, class_weight=class_weight, **cb))
+            group=group, weight=weight, class_weight=class_weight, max_onehot=max_onehot,
+            **cb))
 
 
 @app.command(no_args_is_help=True)
@@ -299,6 +302,7 @@ def tune(
     group: GroupOption = None,
     weight: WeightOption = None,
     class_weight: ClassWeightOption = None,
+    max_onehot: MaxOnehotOption = None,
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 
@@ -322,7 +326,7 @@ def tune(
                 ensemble=ensemble, on_progress=display.update, workers=workers, dask=dask,
                 artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval,
                 metric=metric, validation=valid, test=test, split=split, group=group,
-                weight=weight, class_weight=class_weight)
+                weight=weight, class_weight=class_weight, max_onehot=max_onehot)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

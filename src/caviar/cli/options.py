@@ -74,6 +74,10 @@ WeightOption = Annotated[str, typer.Option(
     "--weight", metavar="COL", show_default=False,
     help="Row weights (not a feature): they weight the training loss and the validation "
          "score.")]
+MaxOnehotOption = Annotated[int, typer.Option(
+    "--max-onehot", metavar="N", min=1, show_default=False,
+    help="One-hot categoricals with at most N levels, target-encode those with more (default: "
+         "max(10, min(training rows / 4, 1000)): one-hot while levels have 4 rows each).")]
 ClassWeightOption = Annotated[str, typer.Option(
     "--class-weight", metavar="balanced", show_default=False,
     help="balanced: weigh each class n / (k * n_class) in the training loss (classifiers).")]

@@ -94,7 +94,8 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
             validation: pd.DataFrame | None = None,
             test: pd.DataFrame | None = None, split: str | None = None,
             group: str | None = None, weight: str | None = None,
-            class_weight: str | Mapping | None = None) -> PreparedTable:
+            class_weight: str | Mapping | None = None,
+            max_onehot: int | None = None) -> PreparedTable:
     """Split ``table`` (shares of all rows, stratified for classifiers), fit the preprocessor
     on the training rows only, and make the tensors.
 
@@ -107,7 +108,9 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     ``weight=COL``: the rows' weights (not a feature); they weight the training loss and the
     validation score. ``class_weight="balanced"`` (or ``{label: weight}``) multiplies the
     training weights by n / (k · n_class), as scikit-learn does; it does not weight the
-    validation score (choose a metric for that, such as balanced_accuracy)."""
+    validation score (choose a metric for that, such as balanced_accuracy).
+    ``max_onehot``: categoricals with more levels are target-encoded (None: the measured
+    rule, ``caviar.data.table.onehot_limit``)."""
     table = drop_missing_target(table, target)
     task = infer_task(table[target], task)
     time_column = _time_column(split)
@@ -141,7 +144,7 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
 
     pre = TablePreprocessor(target=target, task=task, categorical=categorical,
                             drop=[*drop, *(c for c in not_features if c not in drop)],
-                            random_state=seed)
+                            max_onehot=max_onehot, random_state=seed)
     X_train, y_train = as_tensors(pre.fit_transform(train), pre.encode_target(train[target]),
                                   pre.task_)
     for col, why in ((group, "the group column (group=...)"),

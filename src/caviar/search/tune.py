@@ -85,7 +85,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          metric: str | None = None, validation: pd.DataFrame | str | Path | None = None,
          test: pd.DataFrame | str | Path | None = None, split: str | None = None,
          group: str | None = None, weight: str | None = None,
-         class_weight: str | Mapping | None = None, verbose: bool = False) -> TuneResult:
+         class_weight: str | Mapping | None = None, max_onehot: int | None = None,
+         verbose: bool = False) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
     Args:
@@ -129,6 +130,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         weight: a column of row weights (not a feature): they weight the training loss and
             the validation metric. class_weight: "balanced" (n / (k · n_class)) or
             ``{label: weight}``, on the training loss only.
+        max_onehot: categoricals with more levels are target-encoded (None: the measured
+            rule, max(10, min(training rows // 4, 1000))).
         verbose: show the live progress display (a terminal or a notebook), as the command
             line does, when ``on_progress`` is not given.
 
@@ -180,7 +183,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         threads=None if single else max(1, _cores() // workers), scheduler=scheduler,
         pbt_interval=pbt_interval, metric=metric, validation=_path(validation, single),
         test=_path(test, single), split=split, group=group, weight=weight,
-        class_weight=class_weight)
+        class_weight=class_weight, max_onehot=max_onehot)
 
     check_target(frame, target)
     if metric is not None:  # an unknown name fails before the work
@@ -188,7 +191,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed,
                        validation=None if validation is None else read_table(validation),
                        test=None if test is None else read_table(test), split=split,
-                       group=group, weight=weight, class_weight=class_weight)
+                       group=group, weight=weight, class_weight=class_weight,
+                       max_onehot=max_onehot)
     pre, test = prepared.preprocessor, prepared.test
     metric_obj = get_metric(metric, pre.task_)
     key = ("val_" + ("weighted_" if prepared.w_val is not None else "") + metric_obj.name)

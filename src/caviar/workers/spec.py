@@ -44,6 +44,7 @@ class WorkerSpec:
     group: str | None = None
     weight: str | None = None
     class_weight: str | dict[str, float] | None = None
+    max_onehot: int | None = None
 
     def prepare_options(self) -> dict[str, Any]:
         """The keyword arguments of ``caviar.data.prepare`` this spec fixes (every worker
@@ -53,6 +54,7 @@ class WorkerSpec:
         return {"task": self.task, "categorical": self.categorical, "drop": self.drop,
                 "seed": self.seed, "split": self.split, "group": self.group,
                 "weight": self.weight, "class_weight": self.class_weight,
+                "max_onehot": self.max_onehot,
                 "validation": None if self.validation is None else read_table(self.validation),
                 "test": None if self.test is None else read_table(self.test)}
 
