@@ -257,7 +257,7 @@ def test_self_contained(real_html):
     assert not re.search(r"<script[^>]*\bsrc=", page)
     assert not re.search(r"<link[^>]*\bhref=[\"']?https?:", page)
     assert not re.search(r"<(img|iframe)[^>]*\bsrc=[\"']?https?:", page)
-    assert page.count('class="plotly-graph-div"') == 7
+    assert page.count('class="plotly-graph-div"') == 8  # the seven figures and feature importance
 
 
 def test_sections_and_header(real_tune, real_html):
@@ -266,10 +266,10 @@ def test_sections_and_header(real_tune, real_html):
     for title in ("Learning curves", "Trials", "Hyperparameters vs. score",
                   "Coarse-to-fine rounds", "Parallel coordinates", "Hyperparameter importances",
                   "Best configuration", "Held-out test scores", "Confusion matrix", "Data",
-                  "Column roles"):
+                  "Column roles", "Feature importance"):
         assert f">{title}" in page, title
     for div in ("fig-curves", "fig-params", "fig-c2f-rounds", "fig-c2f-boxes", "fig-parallel",
-                "fig-importance", "fig-confusion"):
+                "fig-importance", "fig-confusion", "fig-features"):
         assert f'id="{div}"' in page, div
     assert "caviar report — wine-cultivar" in page
     assert "coarse-to-fine" in page
@@ -362,6 +362,22 @@ def test_top_curves_and_c2f(tune_run):
     assert widths == sorted(widths, reverse=True)  # the box shrinks
     rounds = F.rounds_score_figure(run)
     assert {t.marker.color for t in rounds.data} == {F.round_color(r) for r in (1, 2, 3)}
+
+
+def test_the_report_shows_the_models_feature_importance(real_tune, real_html):
+    # the permutation importance tune stored with the model, on its test rows: one bar per
+    # original column, the most important one of wine's 13 (by what tune measured) named
+    _, result = real_tune
+    _, page = real_html
+    stored = result.study.user_attrs[keys.BEST][keys.FEATURE_IMPORTANCE]
+    columns = stored["columns"]
+    test_rows = result.study.user_attrs[keys.DATA]["split"]["test_rows"]
+    assert stored["metric"] == "log_loss" and stored["rows"] == test_rows
+    assert sorted(c["column"] for c in columns) == sorted(
+        c for c in load_wine(as_frame=True).frame.columns if c != "target")
+    top = max(columns, key=lambda c: c["importance_mean"])
+    assert top["importance_mean"] > 0  # shuffling the most useful column hurts the model
+    assert f"on {stored['rows']} test rows" in page and top["column"] in page
 
 
 def test_importances_and_parallel(real_tune):

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from caviar.report.source import RunData, TrialData
+from caviar.search.study import keys
 
 # A small template keeps each figure's JSON short (plotly's own templates are large).
 TEMPLATE = go.layout.Template(
@@ -698,3 +699,23 @@ def pbt_schedule_figure(run: RunData) -> go.Figure | None:
     fig.update_layout(title={"text": f"trial {winner.number}'s schedule (a marker per copy "
                                      "and perturbation)", "font": {"size": 13}})
     return fig
+
+
+def feature_importance_figure(run: RunData) -> tuple[go.Figure | None, str | None]:
+    """The permutation importance of the model's columns on the test rows (stored with the
+    run's best model) as horizontal bars with their spread, or a note why there is none."""
+    stored = run.best.get(keys.FEATURE_IMPORTANCE)
+    columns = (stored or {}).get("columns") if isinstance(stored, dict) else None
+    if not columns:
+        return None, "No feature importance stored (it needs held-out test rows)."
+    items = sorted(columns, key=lambda c: c["importance_mean"])
+    metric = stored.get("metric", "score")
+    fig = go.Figure(go.Bar(
+        x=[c["importance_mean"] for c in items], y=[str(c["column"]) for c in items],
+        error_x={"type": "data", "array": [c["importance_std"] for c in items]},
+        orientation="h", marker={"color": "#2ca02c"},
+        hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+    ))
+    fig.update_layout(template=TEMPLATE, height=max(220, 30 * len(items) + 100),
+                      xaxis_title=f"increase of the test {metric} when the column is shuffled")
+    return fig, None

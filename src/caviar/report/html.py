@@ -270,6 +270,17 @@ def _importance_section(page: Page, run: RunData) -> None:
                  page.figure(fig, "fig-importance", why or ""))
 
 
+def _feature_importance_section(page: Page, run: RunData) -> None:
+    fig, why = F.feature_importance_figure(run)
+    stored = run.best.get(keys.FEATURE_IMPORTANCE) or {}
+    hint = (f'<p class="hint">Permutation importance of the model on {stored.get("rows")} '
+            f"test rows, by original column (a categorical counts once), over "
+            f"{stored.get('repeats')} shuffles (scikit-learn); caviar explain MODEL DATA "
+            "computes it for any rows.</p>" if fig is not None else "")
+    page.section("features", "Feature importance", hint,
+                 page.figure(fig, "fig-features", why or ""))
+
+
 def _best_section(page: Page, run: RunData) -> None:
     best = run.best
     trial = run.best_trial() if run.kind == "tune" else None
@@ -339,6 +350,7 @@ def render_report(run: RunData) -> str:
         _pbt_section(page, run)
         _parallel_section(page, run)
         _importance_section(page, run)
+        _feature_importance_section(page, run)
     _best_section(page, run)
     _data_section(page, run)
     return page.render(f"caviar report: {run.name}", header(run))

@@ -406,7 +406,23 @@ def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str,
         record[keys.BEST_NETWORK_TEST_SCORES] = alone.scores(test)
     if model.preprocessor.task_ != "regression" and len(test):
         record[keys.CONFUSION_MATRIX] = model.confusion_matrix(test)
+    if len(test):
+        record[keys.FEATURE_IMPORTANCE] = _feature_importance(model, test)
     return record
+
+
+IMPORTANCE_ROWS, IMPORTANCE_REPEATS = 2000, 3  # enough to rank columns, quick on big tables
+
+
+def _feature_importance(model: CaviarModel, test: pd.DataFrame) -> dict[str, Any]:
+    """Permutation importance of the model's original columns on (up to 2,000 of) the test
+    rows, for the report (``caviar explain`` computes it for any rows)."""
+    from ..explain import permutation_importance
+
+    rows = test.sample(IMPORTANCE_ROWS, random_state=0) if len(test) > IMPORTANCE_ROWS else test
+    frame = permutation_importance(model, rows, n_repeats=IMPORTANCE_REPEATS)
+    return {**frame.attrs, "repeats": IMPORTANCE_REPEATS,
+            "columns": frame.to_dict(orient="records")}
 
 
 def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner: Tuner,

@@ -39,6 +39,9 @@ MEMBERS = "members"  # the networks the model averages: [{"trial", "value", "epo
 TEST_SCORES = "test_scores"  # the model's scores on the held-out test rows
 BEST_NETWORK_TEST_SCORES = "best_network_test_scores"  # the best network's alone
 CONFUSION_MATRIX = "confusion_matrix"  # classifiers: {"labels": [...], "matrix": [[...]]}
+# permutation importance of the model's columns on the test rows: {"metric", "baseline",
+# "rows", "repeats", "columns": [{"column", "importance_mean", "importance_std"}, ...]}
+FEATURE_IMPORTANCE = "feature_importance"
 
 # -- a trial's user attributes ----------------------------------------------------------------
 
