@@ -56,7 +56,7 @@ class _CaviarEstimator(BaseEstimator):
                  epochs: int = DEFAULTS["epochs"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
-                 random_state: int | None = None):
+                 random_state: int | None = None, device: str = "cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.batch_norm = batch_norm
@@ -81,6 +81,7 @@ class _CaviarEstimator(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.categorical = categorical
         self.random_state = random_state
+        self.device = device
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -122,7 +123,8 @@ class _CaviarEstimator(BaseEstimator):
         network = train_network(prepared.X_train, prepared.y_train, prepared.task,
                                 hyperparameters, n_classes=prepared.n_classes,
                                 X_val=prepared.X_val, y_val=prepared.y_val, seed=seed,
-                                patience=self.n_iter_no_change if early_stopping else None)
+                                patience=self.n_iter_no_change if early_stopping else None,
+                                device=self.device)
         self.model_ = CaviarModel(prepared.preprocessor, network)
         self.history_ = network.history[0]
         self.n_iter_ = len(self.history_)
@@ -141,7 +143,8 @@ class _CaviarEstimator(BaseEstimator):
 
 class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     """A neural network classifier (softmax output, or sigmoid for two classes) trained by
-    caviar's engine. Hyperparameters use caviar's vocabulary (see DESIGN.md).
+    caviar's engine. Hyperparameters use caviar's vocabulary (see DESIGN.md); ``device`` is
+    where it trains and predicts: "cpu", "cuda" or "auto" (CUDA when available).
 
     Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
     per epoch), ``n_iter_``, ``n_features_in_``.

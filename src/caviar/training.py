@@ -17,15 +17,18 @@ def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
                   hyperparameters: Mapping[str, Any], n_classes: int | None = None,
                   X_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
                   seed: int = 0, patience: int | None = None,
-                  on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Population:
-    """Train one network for ``hyperparameters["epochs"]`` epochs.
+                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                  device: str | torch.device = "cpu") -> Population:
+    """Train one network for ``hyperparameters["epochs"]`` epochs on ``device`` ("cpu",
+    "cuda" or "auto"; the data is moved there once).
 
     With validation data and ``patience``, training stops when the validation score has not
     improved for ``patience`` epochs and the network of the best epoch is returned (its
     history still holds every epoch run).
     """
     network = Population(task, X.shape[1], [dict(hyperparameters)], n_classes=n_classes,
-                         seed=seed)
+                         seed=seed, device=device)
+    X, y, X_val, y_val = network.to_device(X, y, X_val, y_val)
     best, best_score, since_best = None, float("inf"), 0
     while bool(network.trainable.any()):
         record = network.fit_epoch(X, y, X_val, y_val)[0]

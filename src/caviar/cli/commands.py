@@ -20,6 +20,8 @@ from caviar.cli.options import (
     SET_HELP,
     CategoricalOption,
     DataArgument,
+    Device,
+    DeviceOption,
     DropOption,
     PrunerName,
     SamplerName,
@@ -104,6 +106,7 @@ def train(
     task: TaskOption = None,
     categorical: CategoricalOption = None,
     drop: DropOption = None,
+    device: DeviceOption = Device.cpu,
 ) -> None:
     """Train ONE network (the panda approach), showing every epoch.
 
@@ -120,7 +123,8 @@ def train(
         run_dir = out if out is not None else free_dir(Path("runs/panda"))
         _train_session(console(), lambda **cb: panda.train_run(
             data, target, hp, run_dir, epochs=epochs, task=task.value if task else None,
-            categorical=columns(categorical), drop=columns(drop), seed=seed, **cb))
+            categorical=columns(categorical), drop=columns(drop), seed=seed,
+            device=device.value, **cb))
 
 
 @app.command(no_args_is_help=True)

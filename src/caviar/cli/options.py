@@ -34,6 +34,12 @@ class PrunerName(str, Enum):
     none = "none"
 
 
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
 # The help texts are rendered as Markdown (the app's rich_markup_mode): no <...>, which
 # Markdown takes for HTML and drops, and no Rich [tags], which it prints as they are.
 SET_HELP = ("A hyperparameter, KEY=VALUE; repeat for more. Values are JSON when they parse "
@@ -55,6 +61,9 @@ CategoricalOption = Annotated[list[str], typer.Option("--categorical", metavar="
                                                       show_default=False, help=CATEGORICAL_HELP)]
 DropOption = Annotated[list[str], typer.Option("--drop", metavar="COLS", show_default=False,
                                                help=DROP_HELP)]
+DeviceOption = Annotated[Device, typer.Option(
+    "--device", help="Where the networks train: cpu, cuda (a GPU) or auto (CUDA when "
+                     "available). The preprocessing stays on the CPU; models load on either.")]
 
 
 def columns(values: Sequence[str] | None) -> list[str]:

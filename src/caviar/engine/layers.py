@@ -44,7 +44,8 @@ def init_dense(n_in: int, n_out: int, activation: str, generator: torch.Generato
         std = math.sqrt(2.0 / n_in)
     else:
         std = math.sqrt(2.0 / (n_in + n_out))
-    return torch.randn(n_in, n_out, generator=generator, dtype=dtype) * std
+    return torch.randn(n_in, n_out, generator=generator, dtype=dtype,
+                       device=generator.device) * std
 
 
 # ------------------------------------------------------------------------- dense

@@ -54,9 +54,10 @@ class Structure:
 
 def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """One member's fresh parameters and batch-norm buffers (no member axis)."""
+    """One member's fresh parameters and batch-norm buffers (no member axis), on the
+    generator's device."""
     params, buffers = {}, {}
-    sizes = s.layer_sizes
+    sizes, device = s.layer_sizes, generator.device
     for layer in range(s.n_layers):
         n_in, n_out = sizes[layer], sizes[layer + 1]
         is_output = layer == s.n_layers - 1
@@ -64,12 +65,12 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype
             n_in, n_out, "output" if is_output else s.activation, generator, dtype)
         if s.batch_norm and not is_output:
             # the dense layer feeding batch norm has no bias: β takes its place
-            params[f"gamma{layer}"] = torch.ones(1, n_out, dtype=dtype)
-            params[f"beta{layer}"] = torch.zeros(1, n_out, dtype=dtype)
-            buffers[f"running_mean{layer}"] = torch.zeros(1, n_out, dtype=dtype)
-            buffers[f"running_var{layer}"] = torch.ones(1, n_out, dtype=dtype)
+            params[f"gamma{layer}"] = torch.ones(1, n_out, dtype=dtype, device=device)
+            params[f"beta{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
+            buffers[f"running_mean{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
+            buffers[f"running_var{layer}"] = torch.ones(1, n_out, dtype=dtype, device=device)
         else:
-            params[f"b{layer}"] = torch.zeros(1, n_out, dtype=dtype)
+            params[f"b{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
     return params, buffers
 
 
