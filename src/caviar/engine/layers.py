@@ -17,8 +17,9 @@ A hidden layer is a product and an elementwise part:
 
 Beside the products, the elementwise part is what a step costs: each of its operations is a
 pass over a ``(P, B, n)`` tensor. So it overwrites tensors it owns (z, the activation) where
-the backward pass does not need them, and ``hidden_forward``/``hidden_backward`` are pure
-functions of tensors, which ``kernels.py`` can hand to torch.compile to fuse into one loop.
+the backward pass does not need them, and ``hidden_forward``/``hidden_backward`` are
+functions of tensors alone (no module state), which ``kernels.py`` can hand to torch.compile
+to fuse each into a few loops.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def batch_norm_backward(dz_tilde: torch.Tensor, cache: tuple, gamma: torch.Tenso
     dz = (γ/√(σ²+ε))·(dz̃ − mean(dz̃) − z_norm·mean(dz̃·z_norm)),
     where mean(dz̃) = dβ/B and mean(dz̃·z_norm) = dγ/B. With z_norm = (z − μ)·inv_std this is
     dz = A·dz̃ + C·(z − μ) + D, per feature A = γ·inv_std, C = −A·inv_std·dγ/B, D = −A·dβ/B:
-    two passes."""
+    two passes after the sums."""
     centred, inv_std = cache
     B = dz_tilde.shape[1]
     dgamma = torch.linalg.vecdot(dz_tilde, centred, dim=1).unsqueeze(1) * inv_std

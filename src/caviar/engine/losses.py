@@ -88,7 +88,9 @@ def predictions(z: torch.Tensor, task: str) -> torch.Tensor:
     """ŷ from z: class probabilities ``(P, N, C)`` for classifiers (C = 2 for binary, the
     columns P(class 0), P(class 1)), values ``(P, N)`` for regression."""
     if task == "multiclass":
-        return _transposed(torch.softmax(_transposed(z), dim=1))
+        # row by row, not class-major: a vectorized loop over rows computes its tail rows
+        # otherwise, so a row's probabilities would depend on its position (by an ulp)
+        return torch.softmax(z, dim=2)
     if task == "binary":
         p1 = torch.sigmoid(z)
         return torch.cat([1.0 - p1, p1], dim=2)
