@@ -108,14 +108,14 @@ def run_products(population, hidden, epochs, seed, data, device) -> None:
     """The batched products of ``run_caviar``'s steps and evaluations, in the same order and
     shapes (as ``caviar.engine.layers.dense_forward``/``dense_backward`` call them), with
     random tensors and no elementwise work in between."""
-    from caviar.engine.population import EVAL_CHUNK_ELEMENTS
+    from caviar.engine.population import eval_chunk_rows
 
     X, _, X_val, _ = (t.to(device) for t in data)
     g = torch.Generator(device=device).manual_seed(seed)
     sizes = (X.shape[1], hidden, hidden, N_CLASSES)
     W = [torch.randn(population, n_in, n_out, generator=g, device=device)
          for n_in, n_out in zip(sizes, sizes[1:])]
-    chunk = max(1, EVAL_CHUNK_ELEMENTS // (population * max(sizes)))
+    chunk = eval_chunk_rows(population, max(sizes), device)
 
     def forward(x: torch.Tensor) -> list[torch.Tensor]:
         a = [torch.matmul(x, W[0])]  # the shared input times every member's weights
