@@ -4,11 +4,16 @@ Beside its batched products, a step is elementwise work: batch norm, the activat
 dropout of each hidden layer (``layers.hidden_forward`` and ``hidden_backward``), the loss at
 the output (``losses.loss_and_gradient``) and the optimizer's update (``optim.update``).
 Eagerly, each operation in them is a pass over memory; torch.compile with the inductor
-backend (C++ kernels built with the system's compiler) fuses each function into a few loops.
+backend (C++ kernels built with the system's compiler) fuses the layer functions and the
+update into a few loops each (the loss stays eager: compiled, it measured slower).
 
-Compiling costs seconds for each function and variant (activation, batch norm and dropout on
-or off, float32 or float64), paid again by every new process unless inductor's on-disk cache
-has it, so it is off unless asked for: ``CAVIAR_COMPILE=1`` or ``Population(compile=True)``.
+Measured on this project's 2-core CPU (P = 64, digits, two hidden layers): compiled, a run
+takes 2.2× the time of its matrix products alone at width 128 (eager: 2.7-3.0×) and 4.1-4.4× at
+width 32 (eager: 5.2-5.4×). But compiling costs 40-50 s in a fresh environment and 7-10 s in
+every new process once inductor's on-disk cache holds the kernels, and again for each new
+variant (activation, batch norm or dropout on or off, float64): a 60 s tune of wage finished
+83 trials compiled against 1,202 eager. So it is off unless asked for: ``CAVIAR_COMPILE=1``
+or ``Population(compile=True)``.
 Where compiling fails (no C++ compiler, an unsupported platform) the failure is reported once,
 as a warning, and everything runs eagerly from then on.
 """
