@@ -82,7 +82,8 @@ class _CaviarEstimator(BaseEstimator):
                  epochs: int = DEFAULTS["epochs"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
-                 random_state: int | None = None, verbose: bool | int = False):
+                 random_state: int | None = None, verbose: bool | int = False,
+                 device: str = "cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.batch_norm = batch_norm
@@ -108,6 +109,7 @@ class _CaviarEstimator(BaseEstimator):
         self.categorical = categorical
         self.random_state = random_state
         self.verbose = verbose
+        self.device = device
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -163,7 +165,7 @@ class _CaviarEstimator(BaseEstimator):
                                 patience=self.n_iter_no_change if early_stopping else None,
                                 weight=prepared.w_train, scorer=scorer,
                                 on_epoch=_EpochLine(int(self.epochs), prepared.target_std)
-                                if self.verbose else None)
+                                if self.verbose else None, device=self.device)
         self.model_ = CaviarModel(prepared.preprocessor, network)
         self.history_ = network.history[0]
         self.n_iter_ = len(self.history_)
@@ -182,7 +184,8 @@ class _CaviarEstimator(BaseEstimator):
 
 class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     """A neural network classifier (softmax output, or sigmoid for two classes) trained by
-    caviar's engine. Hyperparameters use caviar's vocabulary (see DESIGN.md).
+    caviar's engine. Hyperparameters use caviar's vocabulary (see DESIGN.md); ``device`` is
+    where it trains and predicts: "cpu", "cuda" or "auto" (CUDA when available).
 
     Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
     per epoch), ``n_iter_``, ``n_features_in_``.

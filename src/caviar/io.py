@@ -29,7 +29,7 @@ import safetensors.torch
 
 from . import __version__
 from .data import TablePreprocessor
-from .engine import Population
+from .engine import Population, resolve_device
 from .files import jsonable, write_directory_atomically
 
 FORMAT = "caviar-model"
@@ -84,10 +84,12 @@ def _save_tensors(save: Any, tensors: dict, file: Path) -> None:
         raise OSError(number, os.strerror(number), str(file)) from None
 
 
-def load_model_files(path: str | Path
+def load_model_files(path: str | Path, device: Any = "cpu"
                      ) -> tuple[TablePreprocessor, list[Population], dict[str, Any] | None]:
-    """Read a model directory written by ``save_model``: its preprocessor, networks and info
+    """Read a model directory written by ``save_model``: its preprocessor, networks (on
+    ``device``: the tensors are read to the CPU, then moved) and info
     (``caviar.model.load_model`` makes the model of them)."""
+    device = resolve_device(device)  # a bad device is the caller's error, not the file's
     path = Path(path)
     if not path.is_dir():
         raise ModelFileError(f"{path} is not a caviar model directory: it does not exist or "
@@ -118,7 +120,7 @@ def load_model_files(path: str | Path
     arrays = _read_safetensors(path / "preprocessor.safetensors", safetensors.numpy.load_file)
     try:
         networks = [Population.from_state(m, _read_safetensors(
-                        path / _network_file(i), safetensors.torch.load_file))
+                        path / _network_file(i), safetensors.torch.load_file), device)
                     for i, m in enumerate(metas)]
         preprocessor = TablePreprocessor.from_state(meta["preprocessor"], arrays)
         _check_fits(preprocessor, networks[0])

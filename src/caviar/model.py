@@ -72,10 +72,10 @@ class CaviarModel:
 
     def _outputs(self, data: pd.DataFrame | str | Path) -> np.ndarray:
         X = self.preprocessor.transform(read_table(data))
-        Xt, _ = as_tensors(X)
+        Xt, _ = as_tensors(X)  # on the CPU: each network moves it to its own device
         with torch.no_grad():
             # the mean of the networks' probabilities (or standardized values)
-            return torch.stack([n.predict(Xt)[0] for n in self.networks]).mean(0).numpy()
+            return torch.stack([n.predict(Xt)[0].cpu() for n in self.networks]).mean(0).numpy()
 
     def predict_proba(self, data: pd.DataFrame | str | Path) -> np.ndarray:
         """Class probabilities ``(rows, classes)``, columns in the order of ``classes``."""
@@ -136,13 +136,14 @@ class CaviarModel:
         return io.save_model(self, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> CaviarModel:
-        return load_model(path)
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> CaviarModel:
+        return load_model(path, device)
 
 
-def load_model(path: str | Path) -> CaviarModel:
-    """Load a model directory written by ``CaviarModel.save`` (or ``caviar tune``)."""
-    preprocessor, networks, info = io.load_model_files(path)
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> CaviarModel:
+    """Load a model directory written by ``CaviarModel.save`` (or ``caviar tune``), its
+    networks on ``device`` ("cpu", "cuda" or "auto"), wherever it was saved from."""
+    preprocessor, networks, info = io.load_model_files(path, device)
     return CaviarModel(preprocessor, networks, info)
 
 
@@ -151,14 +152,15 @@ def fit_model(train: pd.DataFrame | str | Path, target: str,
               validation: pd.DataFrame | None = None, task: str | None = None,
               categorical: Sequence[str] = (), drop: Sequence[str] = (), seed: int = 0,
               patience: int | None = None,
-              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> CaviarModel:
-    """Fit the preprocessor on ``train`` only, then train one network (early stopping on
-    ``validation`` when it is given with ``patience``)."""
+              on_epoch: Callable[[dict[str, Any]], None] | None = None,
+              device: str | torch.device = "cpu") -> CaviarModel:
+    """Fit the preprocessor on ``train`` only, then train one network on ``device`` (early
+    stopping on ``validation`` when it is given with ``patience``)."""
     prepared = prepare(read_table(train), target, task=task, categorical=categorical,
                        drop=drop, seed=seed, val_size=0, test_size=0, validation=validation)
     network = train_network(prepared.X_train, prepared.y_train, prepared.task,
                             hyperparameters or {}, n_classes=prepared.n_classes,
                             X_val=prepared.X_val, y_val=prepared.y_val, seed=seed,
-                            patience=patience, on_epoch=on_epoch)
+                            patience=patience, on_epoch=on_epoch, device=device)
     return CaviarModel(prepared.preprocessor, network,
                        {"target": target, "rows": len(prepared.train)})

@@ -48,7 +48,7 @@ import pandas as pd
 
 from . import __version__
 from .data import DataError, PreparedTable, TablePreprocessor, prepare, read_table
-from .engine import Population
+from .engine import Population, resolve_device
 from .files import jsonable, write_json_atomically
 from .hyperparams import STRUCTURAL, resolve
 from .io import ModelFileError, save_model
@@ -314,16 +314,17 @@ class _Session:
             on_start: Callable[[EpochUpdate], None] | None) -> Path:
         d, network = self.data, self.network
         started = time.perf_counter()
+        data = network.to_device(d.X_train, d.y_train, d.X_val, d.y_val)  # once, not per epoch
         try:
             if on_start is not None:
                 on_start(self.update())
             while bool(network.trainable.any()):
-                network.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val, weight=d.w_train)
+                network.fit_epoch(*data, weight=d.w_train)
                 if d.w_val is not None:  # --weight weights the validation score too
                     scorer = ValidationScorer(get_metric(None, d.task), d.y_val, d.task,
                                               d.target_std, d.target_mean, d.w_val)
                     network.history[0][-1][self.info["metric"]] = scorer(
-                        network.predict(d.X_val)[0])
+                        network.predict(data[2])[0].cpu())
                 if bool(network.diverged[0]):
                     self._diverged(started)
                 self.checkpoint()
@@ -376,7 +377,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
               on_start: Callable[[EpochUpdate], None] | None = None,
               overwrite: bool = False, split: str | None = None, group: str | None = None,
               weight: str | None = None, class_weight: str | None = None,
-              max_onehot: int | None = None) -> Path:
+              max_onehot: int | None = None, device: str = "cpu") -> Path:
     """Train one network on ``data`` epoch by epoch, checkpointing into the run directory
     ``out`` after every epoch; returns ``out``.
 
@@ -393,8 +394,10 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     a run already unless ``overwrite``. ``split``, ``group``, ``weight`` and
     ``class_weight`` are ``caviar.data.prepare``'s (a time or group split, row and class
     weights; ``weight`` weights the validation score too), and so is ``max_onehot`` (the
-    one-hot limit of categoricals).
+    one-hot limit of categoricals). ``device``: where the network trains, "cpu", "cuda" or
+    "auto" (the checkpoints load anywhere).
     """
+    device = resolve_device(device)  # before any work: a machine without CUDA fails here
     hp = dict(hyperparameters or {})
     if epochs is not None:
         hp["epochs"] = epochs
@@ -422,7 +425,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     prepared = _prepare(df, target, task, categorical, drop, seed, usage)
     pre = prepared.preprocessor
     network = Population(pre.task_, prepared.X_train.shape[1], [resolved],
-                         n_classes=prepared.n_classes, seed=seed)
+                         n_classes=prepared.n_classes, seed=seed, device=device)
 
     if overwrite:
         for stale in (RUN_FILE, MODEL_DIR):
@@ -450,6 +453,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
         "split": {**prepared.split, "test_size": TEST_SIZE, "val_size": VAL_SIZE},
         "units": ({"loss": "half the squared error of the standardized target",
                    "rmse": "target units"} if regression else {"loss": "log loss"}),
+        "device": device.type,
         "hyperparameters": _clean(resolved), "current_hyperparameters": _clean(resolved),
         "epochs": int(resolved["epochs"]), "epochs_done": 0,
         "history": [], "changes": [], "resumes": [], "train_seconds": 0.0,
@@ -463,8 +467,9 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
 def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
                epochs: int | None = None,
                on_epoch: Callable[[EpochUpdate], None] | None = None,
-               on_start: Callable[[EpochUpdate], None] | None = None) -> Path:
-    """Continue a run from its last checkpoint; returns ``run_dir``.
+               on_start: Callable[[EpochUpdate], None] | None = None,
+               device: str = "cpu") -> Path:
+    """Continue a run from its last checkpoint on ``device``; returns ``run_dir``.
 
     ``changes`` are hyperparameters to change first (``{"learning_rate": 3e-4}``); structural
     ones (hidden_layer_sizes, activation, batch_norm, batch_size) fix the network's shape and
@@ -473,8 +478,10 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
     ``epochs``. Without it, an interrupted run trains on to its planned ``epochs`` (or to
     ``changes["epochs"]``); a finished run needs it. Every hyperparameter that changes is
     recorded in ``run.json``'s ``changes`` as ``{"epoch": <epochs done>, "changes":
-    {name: [old, new]}}``. Without changes, the result is exactly that of a run never stopped.
+    {name: [old, new]}}``. Without changes, the result is exactly that of a run never stopped
+    (on the same kind of device: a CPU and a GPU draw other minibatch orders and masks).
     """
+    device = resolve_device(device)
     run_dir = Path(run_dir)
     info = read_run(run_dir)
     changes = dict(changes or {})
@@ -490,7 +497,7 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
         raise ValueError("pass either epochs (how many more) or an epochs change (the total), "
                          "not both")
     checkpoint = find_model_dir(run_dir)
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, device)
     network = model.network
     if bool(network.diverged[0]):
         raise ValueError(f"the checkpoint in {checkpoint} holds a diverged network; start a new "
@@ -525,7 +532,7 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
     if diffs:
         network.set_hyperparameters(0, **{k: new[k] for k in diffs})
         info["changes"].append({"epoch": done, "changes": _clean(diffs)})
-    info.setdefault("resumes", []).append({"epoch": done, "at": _now()})
+    info.setdefault("resumes", []).append({"epoch": done, "at": _now(), "device": device.type})
     info["status"] = "running"
     session = _Session(run_dir, info, prepared, network)
     session.checkpoint()  # the changes live in the checkpoint from now on

@@ -19,8 +19,10 @@ def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
                   seed: int = 0, patience: int | None = None,
                   on_epoch: Callable[[dict[str, Any]], None] | None = None,
                   weight: torch.Tensor | None = None,
-                  scorer: ValidationScorer | None = None) -> Population:
-    """Train one network for ``hyperparameters["epochs"]`` epochs.
+                  scorer: ValidationScorer | None = None,
+                  device: str | torch.device = "cpu") -> Population:
+    """Train one network for ``hyperparameters["epochs"]`` epochs on ``device`` ("cpu",
+    "cuda" or "auto"; the data is moved there once).
 
     With validation data and ``patience``, training stops when the validation score has not
     improved for ``patience`` epochs and the network of the best epoch is returned (its
@@ -28,7 +30,8 @@ def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
     1); ``scorer``: the validation score (None: the validation loss), e.g. a weighted one.
     """
     network = Population(task, X.shape[1], [dict(hyperparameters)], n_classes=n_classes,
-                         seed=seed)
+                         seed=seed, device=device)
+    X, y, X_val, y_val = network.to_device(X, y, X_val, y_val)
     best, best_score, since_best = None, float("inf"), 0
     while bool(network.trainable.any()):
         record = network.fit_epoch(X, y, X_val, y_val, weight=weight)[0]

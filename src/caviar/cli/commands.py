@@ -21,6 +21,8 @@ from caviar.cli.options import (
     CategoricalOption,
     ClassWeightOption,
     DataArgument,
+    Device,
+    DeviceOption,
     DropOption,
     GroupOption,
     MaxOnehotOption,
@@ -115,6 +117,7 @@ def train(
     weight: WeightOption = None,
     class_weight: ClassWeightOption = None,
     max_onehot: MaxOnehotOption = None,
+    device: DeviceOption = Device.cpu,
 ) -> None:
     """Train ONE network (the panda approach), showing every epoch.
 
@@ -133,7 +136,7 @@ def train(
             data, target, hp, run_dir, epochs=epochs, task=task.value if task else None,
             categorical=columns(categorical), drop=columns(drop), seed=seed, split=split,
             group=group, weight=weight, class_weight=class_weight, max_onehot=max_onehot,
-            **cb))
+            device=device.value, **cb))
 
 
 @app.command(no_args_is_help=True)

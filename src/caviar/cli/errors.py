@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +69,9 @@ _OS_HINTS = {  # what to do about the OSErrors a user's paths and disks cause
 }
 
 
+_DISK_FULL = re.compile(r"disk I/O error|database or disk is full")
+
+
 def _message(exc: BaseException) -> str:
     """One line for an exception: caviar's own messages as they are, others with their type."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -76,6 +80,9 @@ def _message(exc: BaseException) -> str:
     text = one_line(exc)
     if isinstance(exc, ValueError) and text:  # DataError, ModelFileError, SpaceError, ...
         return text
+    if _DISK_FULL.search(text):  # SQLite hides the errno of a failed write
+        return (f"the study's database could not be written ({_DISK_FULL.search(text)[0]}); "
+                "free some disk space or choose another output path")
     hint = f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
     return f"{type(exc).__name__}: {text}{hint}" if text else f"{type(exc).__name__}{hint}"
 

@@ -39,6 +39,12 @@ class SchedulerName(str, Enum):
     pbt = "pbt"
 
 
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
 # The help texts are rendered as Markdown (the app's rich_markup_mode): no <...>, which
 # Markdown takes for HTML and drops, and no Rich [tags], which it prints as they are.
 SET_HELP = ("A hyperparameter, KEY=VALUE; repeat for more. Values are JSON when they parse "
@@ -60,6 +66,9 @@ CategoricalOption = Annotated[list[str], typer.Option("--categorical", metavar="
                                                       show_default=False, help=CATEGORICAL_HELP)]
 DropOption = Annotated[list[str], typer.Option("--drop", metavar="COLS", show_default=False,
                                                help=DROP_HELP)]
+DeviceOption = Annotated[Device, typer.Option(
+    "--device", help="Where the networks train: cpu, cuda (a GPU) or auto (CUDA when "
+                     "available). The preprocessing stays on the CPU; models load on either.")]
 
 # how rows are split and weighted (`train` and `tune`)
 SplitOption = Annotated[str, typer.Option(

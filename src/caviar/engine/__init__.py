@@ -5,6 +5,6 @@ holds the members and drives training. The hyperparameter vocabulary is ``caviar
 """
 
 from .network import Structure
-from .population import Population
+from .population import Population, resolve_device
 
-__all__ = ["Population", "Structure"]
+__all__ = ["Population", "Structure", "resolve_device"]

@@ -8,6 +8,18 @@ reaches another.
 The backward passes are written out (as in micrograd or cs231n) rather than left to autograd:
 autograd keeps more intermediates and makes more passes over memory, which is what a step of
 a population costs. tests/test_gradients.py checks each against finite differences.
+
+A hidden layer is a product and an elementwise part:
+
+    z = a·W + b                                          dense_forward (a batched product)
+    z̃ = γ·(z − μ)/√(σ² + ε) + β,  a = g(z̃),  a = a·mask   hidden_forward (batch norm,
+                                                         activation, dropout)
+
+Beside the products, the elementwise part is what a step costs: each of its operations is a
+pass over a ``(P, B, n)`` tensor. So it overwrites tensors it owns (z, the activation) where
+the backward pass does not need them, and ``hidden_forward``/``hidden_backward`` are
+functions of tensors alone (no module state), which ``kernels.py`` can hand to torch.compile
+to fuse each into a few loops.
 """
 
 from __future__ import annotations
@@ -33,7 +45,8 @@ def init_dense(n_in: int, n_out: int, activation: str, generator: torch.Generato
         std = math.sqrt(2.0 / n_in)
     else:
         std = math.sqrt(2.0 / (n_in + n_out))
-    return torch.randn(n_in, n_out, generator=generator, dtype=dtype) * std
+    return torch.randn(n_in, n_out, generator=generator, dtype=dtype,
+                       device=generator.device) * std
 
 
 # ------------------------------------------------------------------------- dense
@@ -60,34 +73,40 @@ def batch_norm_forward(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                        ) -> tuple[torch.Tensor, tuple, torch.Tensor, torch.Tensor]:
     """Batch norm of z over the minibatch, as the seed writes it:
     μ = mean(z), σ² = mean((z − μ)²), z_norm = (z − μ)/√(σ² + ε), z̃ = γ·z_norm + β.
-    Returns z̃, the cache for backward, and the minibatch μ and σ² (for running averages)."""
+    Returns z̃, the cache for backward (z − μ and 1/√(σ² + ε): z_norm is their product, never
+    stored), and the minibatch μ and σ² (for running averages). Overwrites z."""
     B = z.shape[1]
     mu = z.mean(dim=1, keepdim=True)
-    z_norm = z.sub_(mu)  # z is not needed again: centre it in place
-    var = torch.linalg.vecdot(z_norm, z_norm, dim=1).unsqueeze(1) / B
+    centred = z.sub_(mu)  # z is not needed again
+    var = torch.linalg.vecdot(centred, centred, dim=1).unsqueeze(1) / B
     inv_std = torch.rsqrt(var + eps)
-    z_norm.mul_(inv_std)
-    return torch.addcmul(beta, z_norm, gamma), (z_norm, inv_std), mu, var
+    # z̃ = γ·z_norm + β = (γ/√(σ² + ε))·(z − μ) + β: one pass
+    return torch.addcmul(beta, centred, gamma * inv_std), (centred, inv_std), mu, var
 
 
 def batch_norm_backward(dz_tilde: torch.Tensor, cache: tuple, gamma: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dγ = Σ dz̃·z_norm, dβ = Σ dz̃, and through the minibatch statistics
     dz = (γ/√(σ²+ε))·(dz̃ − mean(dz̃) − z_norm·mean(dz̃·z_norm)),
-    where mean(dz̃) = dβ/B and mean(dz̃·z_norm) = dγ/B."""
-    z_norm, inv_std = cache
+    where mean(dz̃) = dβ/B and mean(dz̃·z_norm) = dγ/B. With z_norm = (z − μ)·inv_std this is
+    dz = A·dz̃ + C·(z − μ) + D, per feature A = γ·inv_std, C = −A·inv_std·dγ/B, D = −A·dβ/B:
+    two passes after the sums."""
+    centred, inv_std = cache
     B = dz_tilde.shape[1]
-    dgamma = torch.linalg.vecdot(dz_tilde, z_norm, dim=1).unsqueeze(1)
+    dgamma = torch.linalg.vecdot(dz_tilde, centred, dim=1).unsqueeze(1) * inv_std
     dbeta = dz_tilde.sum(dim=1, keepdim=True)
-    dz = torch.addcmul(dz_tilde - dbeta / B, z_norm, dgamma / -B)
-    return dz.mul_(gamma * inv_std), dgamma, dbeta
+    scale = gamma * inv_std  # A
+    dz = torch.addcmul(scale * dbeta / -B, centred, scale * inv_std * dgamma / -B)
+    return dz.addcmul_(dz_tilde, scale), dgamma, dbeta
 
 
 def batch_norm_eval(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                     running_mean: torch.Tensor, running_var: torch.Tensor, eps: float
                     ) -> torch.Tensor:
-    """Batch norm at test time: the running estimates replace the minibatch statistics."""
-    return torch.addcmul(beta, (z - running_mean) * torch.rsqrt(running_var + eps), gamma)
+    """Batch norm at test time: the running estimates replace the minibatch statistics,
+    z̃ = γ·(z − μ_run)/√(σ²_run + ε) + β, as one pass z·scale + shift."""
+    scale = gamma * torch.rsqrt(running_var + eps)
+    return torch.addcmul(beta - running_mean * scale, z, scale)
 
 
 def update_running(running: torch.Tensor, batch_value: torch.Tensor, m: torch.Tensor) -> None:
@@ -99,26 +118,28 @@ def update_running(running: torch.Tensor, batch_value: torch.Tensor, m: torch.Te
 # ------------------------------------------------------------------------- activations
 
 def activation_forward(z: torch.Tensor, name: str) -> torch.Tensor:
+    """a = g(z). Overwrites z, except for gelu, whose derivative needs z."""
     if name == "relu":
-        return torch.relu(z)
+        return z.relu_()
     if name == "leaky_relu":
-        return F.leaky_relu(z, LEAKY_SLOPE)
+        return F.leaky_relu_(z, LEAKY_SLOPE)
     if name == "tanh":
-        return torch.tanh(z)
+        return z.tanh_()
     if name == "sigmoid":
-        return torch.sigmoid(z)
+        return z.sigmoid_()
     if name == "gelu":
         return F.gelu(z)
     raise ValueError(f"unknown activation {name!r}")
 
 
-def activation_backward(da: torch.Tensor, z: torch.Tensor, a: torch.Tensor, name: str
+def activation_backward(da: torch.Tensor, z: torch.Tensor | None, a: torch.Tensor, name: str
                         ) -> torch.Tensor:
-    """dz = da·g'(z), with g' from the output where that is cheaper."""
+    """dz = da·g'(z), with g' from the output a where that is cheaper (z is only read for
+    gelu). For relu only a > 0 matters, so a may be scaled by a dropout mask (≥ 0) first."""
     if name == "relu":
         return torch.ops.aten.threshold_backward(da, a, 0.0)  # da where a > 0, else 0
     if name == "leaky_relu":
-        return torch.where(z > 0, da, da * LEAKY_SLOPE)
+        return torch.where(a > 0, da, da * LEAKY_SLOPE)
     if name == "tanh":
         return da.mul_(1.0 - a * a)  # tanh' = 1 − a²
     if name == "sigmoid":
@@ -128,21 +149,79 @@ def activation_backward(da: torch.Tensor, z: torch.Tensor, a: torch.Tensor, name
 
 # ------------------------------------------------------------------------- dropout
 
-def dropout_mask(shape: tuple[int, ...], keep_prob: torch.Tensor, generator: torch.Generator,
-                 dtype: torch.dtype) -> torch.Tensor:
+def random_bytes(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Uniform random bytes of ``shape``, on the generator's device: eight per 64-bit draw
+    (the generator, not the arithmetic, is what dropout costs)."""
+    numel = math.prod(shape)
+    draws = torch.empty((numel + 7) // 8, dtype=torch.int64, device=generator.device)
+    draws.random_(-(2**63), None, generator=generator)  # all 64 bits uniform
+    return draws.view(torch.uint8)[:numel].view(shape)
+
+
+def keep_count(keep_prob: torch.Tensor) -> torch.Tensor:
+    """``(P,)`` keep_prob in 256ths, rounded (at least 1): a unit is kept when its random byte
+    is below this count."""
+    return (keep_prob * 256).round().clamp(1, 256)
+
+
+def mask_from_bytes(random_bytes: torch.Tensor, keep_count: torch.Tensor,
+                    dtype: torch.dtype) -> torch.Tensor:
     """Inverted dropout: mask ~ Bernoulli(keep_prob)/keep_prob, so the expected activation is
     unchanged and nothing needs scaling at test time.
 
-    Each random byte decides one unit (eight units per 64-bit draw: the generator, not the
-    arithmetic, is what dropout costs), so keep_prob is rounded to a multiple of 1/256 and the
-    mask is divided by that rounded value: the expectation stays exact.
+    A unit is kept when its byte is below ``keep_count`` (keep_prob rounded to a multiple of
+    1/256) and then scaled by 1/that rounded keep_prob: the expectation stays exact. The
+    comparison writes 1.0 or 0.0 in place into a float copy of the bytes: comparing bytes, or
+    converting booleans, are slow elementwise kernels on the CPU.
     """
-    numel = math.prod(shape)
-    draws = torch.empty((numel + 7) // 8, dtype=torch.int64)
-    draws.random_(-(2**63), None, generator=generator)  # all 64 bits uniform
-    random_bytes = draws.view(torch.uint8)[:numel].view(shape)
-    keep_count = (keep_prob * 256).round().clamp(1, 256)  # keep when byte < keep_count
-    threshold = per_member((keep_count - 1).to(torch.uint8))
-    scale = per_member(256.0 / keep_count).to(dtype)
-    keep = random_bytes <= threshold
-    return keep.to(dtype).mul_(scale)  # scale or 0 (3× faster than torch.where broadcasting)
+    count = per_member(keep_count).to(dtype)
+    return random_bytes.to(dtype).lt_(count).mul_(256.0 / count)
+
+
+def dropout_mask(shape: tuple[int, ...], keep_prob: torch.Tensor, generator: torch.Generator,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """A mask of ``shape`` ``(P, ...)`` for the ``(P,)`` keep_prob, drawn from ``generator``:
+    0 for a dropped unit, 1/keep_prob (rounded as in :func:`mask_from_bytes`) for a kept one."""
+    return mask_from_bytes(random_bytes(shape, generator), keep_count(keep_prob), dtype)
+
+
+# ------------------------------------------------------------------------- a hidden layer
+
+def hidden_forward(z: torch.Tensor, activation: str, gamma: torch.Tensor | None = None,
+                   beta: torch.Tensor | None = None, random_bytes: torch.Tensor | None = None,
+                   keep_count: torch.Tensor | None = None, eps: float = 1e-5
+                   ) -> tuple[torch.Tensor, tuple, torch.Tensor | None, torch.Tensor | None]:
+    """The elementwise part of a hidden layer in training: batch norm (with ``gamma`` and
+    ``beta``), the activation, and dropout (with ``random_bytes`` and ``keep_count``).
+    Returns a, the cache for :func:`hidden_backward`, and the minibatch μ and σ² of batch norm
+    (None without it). Overwrites z."""
+    mu = var = bn_cache = None
+    if gamma is not None:
+        z, bn_cache, mu, var = batch_norm_forward(z, gamma, beta, eps)
+    a = activation_forward(z, activation)
+    z_tilde = z if activation == "gelu" else None  # the others overwrote it: g' comes from a
+    if random_bytes is None:
+        return a, (bn_cache, z_tilde, a, None, None), mu, var
+    mask = mask_from_bytes(random_bytes, keep_count, a.dtype)
+    if activation == "relu":
+        # relu' reads only a > 0, which a·mask keeps (dropped units get 0 either way): mask in
+        # place, and keep for the backward pass only the per-member scale 1/keep_prob
+        a = a.mul_(mask)
+        return a, (bn_cache, None, a, None, per_member(256.0 / keep_count).to(a.dtype)), mu, var
+    return a * mask, (bn_cache, z_tilde, a, mask, None), mu, var
+
+
+def hidden_backward(da: torch.Tensor, cache: tuple, activation: str,
+                    gamma: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """dz, dγ and dβ (None without batch norm) from da, the gradient of the layer's output.
+    Overwrites da."""
+    bn_cache, z_tilde, a, mask, scale = cache
+    if mask is not None:
+        da = da.mul_(mask)  # dropout: the same mask (and 1/keep_prob) on the way back
+    dz = activation_backward(da, z_tilde, a, activation)  # dz̃ = da·g'(z̃)
+    if scale is not None:
+        dz = dz.mul_(scale)  # dropout after relu: dropped units are 0 already, 1/keep_prob
+    if bn_cache is None:
+        return dz, None, None
+    return batch_norm_backward(dz, bn_cache, gamma)  # through z̃ = γ·z_norm + β and μ, σ²

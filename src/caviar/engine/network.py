@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import layers, losses
+from . import layers
+from .kernels import EAGER, Kernels
 
 BN_EPSILON = 1e-5
 
@@ -53,9 +54,10 @@ class Structure:
 
 def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """One member's fresh parameters and batch-norm buffers (no member axis)."""
+    """One member's fresh parameters and batch-norm buffers (no member axis), on the
+    generator's device."""
     params, buffers = {}, {}
-    sizes = s.layer_sizes
+    sizes, device = s.layer_sizes, generator.device
     for layer in range(s.n_layers):
         n_in, n_out = sizes[layer], sizes[layer + 1]
         is_output = layer == s.n_layers - 1
@@ -63,20 +65,20 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype
             n_in, n_out, "output" if is_output else s.activation, generator, dtype)
         if s.batch_norm and not is_output:
             # the dense layer feeding batch norm has no bias: β takes its place
-            params[f"gamma{layer}"] = torch.ones(1, n_out, dtype=dtype)
-            params[f"beta{layer}"] = torch.zeros(1, n_out, dtype=dtype)
-            buffers[f"running_mean{layer}"] = torch.zeros(1, n_out, dtype=dtype)
-            buffers[f"running_var{layer}"] = torch.ones(1, n_out, dtype=dtype)
+            params[f"gamma{layer}"] = torch.ones(1, n_out, dtype=dtype, device=device)
+            params[f"beta{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
+            buffers[f"running_mean{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
+            buffers[f"running_var{layer}"] = torch.ones(1, n_out, dtype=dtype, device=device)
         else:
-            params[f"b{layer}"] = torch.zeros(1, n_out, dtype=dtype)
+            params[f"b{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
     return params, buffers
 
 
 def forward(s: Structure, params: Mapping[str, torch.Tensor],
             buffers: Mapping[str, torch.Tensor], X: torch.Tensor, *, training: bool,
             bn_momentum: torch.Tensor | None = None, keep_prob: torch.Tensor | None = None,
-            generator: torch.Generator | None = None, tape: list | None = None
-            ) -> torch.Tensor:
+            generator: torch.Generator | None = None, tape: list | None = None,
+            kernels: Kernels = EAGER) -> torch.Tensor:
     """Output pre-activations z ``(P, B, C)`` of every member for the shared input X ``(B, d)``.
 
     ``training``: batch norm normalizes with the minibatch's μ and σ², and, with
@@ -84,40 +86,38 @@ def forward(s: Structure, params: Mapping[str, torch.Tensor],
     the running estimates in place; otherwise it uses the running estimates.
     ``keep_prob`` ``(P,)``: inverted dropout after each hidden activation, masks drawn from
     ``generator`` (training only). ``tape``: when a list, what :func:`backward` needs is
-    appended to it, layer by layer.
+    appended to it, layer by layer. ``kernels``: the elementwise functions, eager or compiled.
     """
     a = X
+    counts = layers.keep_count(keep_prob) if training and keep_prob is not None else None
     for layer in range(s.n_layers - 1):
         z = layers.dense_forward(a, params[f"W{layer}"], params.get(f"b{layer}"))  # z = a·W + b
-        bn_cache = None
-        if s.batch_norm:
-            gamma, beta = params[f"gamma{layer}"], params[f"beta{layer}"]
-            mean, var = buffers[f"running_mean{layer}"], buffers[f"running_var{layer}"]
-            if training:
-                z, bn_cache, mu, sigma2 = layers.batch_norm_forward(z, gamma, beta, BN_EPSILON)
-                if bn_momentum is not None:  # μ_run ← m·μ_run + (1 − m)·μ, the same for σ²
-                    m = layers.per_member(bn_momentum)
-                    layers.update_running(mean, mu, m)
-                    layers.update_running(var, sigma2, m)
-            else:
-                z = layers.batch_norm_eval(z, gamma, beta, mean, var, BN_EPSILON)
+        gamma, beta = params.get(f"gamma{layer}"), params.get(f"beta{layer}")
         a_in = a
-        a = layers.activation_forward(z, s.activation)  # a = g(z)
-        mask = None
-        if training and keep_prob is not None:  # mask ~ Bernoulli(keep_prob)/keep_prob
-            mask = layers.dropout_mask(a.shape, keep_prob, generator, a.dtype)
+        if not training:
+            if s.batch_norm:
+                z = layers.batch_norm_eval(z, gamma, beta, buffers[f"running_mean{layer}"],
+                                           buffers[f"running_var{layer}"], BN_EPSILON)
+            a = layers.activation_forward(z, s.activation)
+            continue
+        random_bytes = None if counts is None else layers.random_bytes(z.shape, generator)
+        # z̃ = BN(z), a = g(z̃), a = a·mask ~ Bernoulli(keep_prob)/keep_prob
+        a, cache, mu, var = kernels.hidden_forward(z, s.activation, gamma, beta, random_bytes,
+                                                   counts, BN_EPSILON)
+        if s.batch_norm and bn_momentum is not None:  # μ_run ← m·μ_run + (1 − m)·μ, same σ²
+            m = layers.per_member(bn_momentum)
+            layers.update_running(buffers[f"running_mean{layer}"], mu, m)
+            layers.update_running(buffers[f"running_var{layer}"], var, m)
         if tape is not None:
-            tape.append((a_in, z, a, bn_cache, mask))
-        if mask is not None:
-            a = a * mask
+            tape.append((a_in, cache))
     last = s.n_layers - 1
     if tape is not None:
         tape.append(a)
     return layers.dense_forward(a, params[f"W{last}"], params[f"b{last}"])
 
 
-def backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor, tape: list
-             ) -> dict[str, torch.Tensor]:
+def backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor, tape: list,
+             kernels: Kernels = EAGER) -> dict[str, torch.Tensor]:
     """Gradients of Σ_p J_p for every parameter, from dz = dJ/dz at the output and the tape
     of a training-mode :func:`forward`; member p's gradient is its own dJ_p/dθ_p."""
     grads = {}
@@ -126,13 +126,12 @@ def backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor,
     grads[f"W{last}"], grads[f"b{last}"], da = layers.dense_backward(
         dz, tape[-1], params[f"W{last}"], need_da=last > 0)
     for layer in range(last - 1, -1, -1):
-        a_in, z, a, bn_cache, mask = tape[layer]
-        if mask is not None:
-            da = da.mul_(mask)  # dropout: the same mask (and 1/keep_prob) on the way back
-        dz = layers.activation_backward(da, z, a, s.activation)  # dz = da·g'(z)
-        if bn_cache is not None:  # through z̃ = γ·z_norm + β and the batch's μ, σ²
-            dz, grads[f"gamma{layer}"], grads[f"beta{layer}"] = layers.batch_norm_backward(
-                dz, bn_cache, params[f"gamma{layer}"])
+        a_in, cache = tape[layer]
+        # back through dropout, g and batch norm: dz from da
+        dz, dgamma, dbeta = kernels.hidden_backward(da, cache, s.activation,
+                                                    params.get(f"gamma{layer}"))
+        if dgamma is not None:
+            grads[f"gamma{layer}"], grads[f"beta{layer}"] = dgamma, dbeta
         dW, db, da = layers.dense_backward(dz, a_in, params[f"W{layer}"], need_da=layer > 0)
         grads[f"W{layer}"] = dW
         if f"b{layer}" in params:
@@ -144,14 +143,14 @@ def forward_backward(s: Structure, params: Mapping[str, torch.Tensor],
                      buffers: Mapping[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor, *,
                      bn_momentum: torch.Tensor | None = None,
                      keep_prob: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None,
+                     generator: torch.Generator | None = None, kernels: Kernels = EAGER,
                      weight: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One training-mode pass over a minibatch: the output z ``(P, B, C)`` and each member's
-    gradient of its data cost J = (1/B)·Σ w·L (``weight`` ``(B,)``, None: all 1; see
-    :func:`forward` for the options)."""
+                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """One training-mode pass over a minibatch: the output z ``(P, B, C)``, each member's
+    per-example losses ``(P, B)`` (unweighted) and its gradient of its data cost
+    J = (1/B)·Σ w·L (``weight`` ``(B,)``, None: all 1; see :func:`forward` for the options)."""
     tape: list = []
     z = forward(s, params, buffers, X, training=True, bn_momentum=bn_momentum,
-                keep_prob=keep_prob, generator=generator, tape=tape)
-    dz = losses.output_gradient(z, y, s.task, weight)  # dz = w·(ŷ − y)/B
-    return z, backward(s, params, dz, tape)
+                keep_prob=keep_prob, generator=generator, tape=tape, kernels=kernels)
+    example_losses, dz = kernels.loss_and_gradient(z, y, s.task, weight)  # w·(ŷ − y)/B
+    return z, example_losses, backward(s, params, dz, tape, kernels)

@@ -15,7 +15,7 @@ W ← W − α·wd·W before the step (as torch.optim.AdamW does).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +41,10 @@ class Coefficients:
     weight_decay: torch.Tensor
 
     @classmethod
-    def from_hyperparameters(cls, members: Sequence[Mapping[str, Any]], dtype: torch.dtype
-                             ) -> Coefficients:
+    def from_hyperparameters(cls, members: Sequence[Mapping[str, Any]], dtype: torch.dtype,
+                             device: torch.device | str = "cpu") -> Coefficients:
         def column(fn) -> torch.Tensor:
-            return torch.tensor([float(fn(h)) for h in members], dtype=dtype)
+            return torch.tensor([float(fn(h)) for h in members], dtype=dtype, device=device)
 
         def beta1(h: Mapping[str, Any]) -> float:
             return {"momentum": h["momentum"], "adam": h["beta1"], "adamw": h["beta1"]}.get(
@@ -81,6 +81,38 @@ def add_penalty_gradient(dW: torch.Tensor, W: torch.Tensor, l2: torch.Tensor,
     return dW
 
 
+def update(params: list[torch.Tensor], grads: list[torch.Tensor], vs: list[torch.Tensor],
+           ss: list[torch.Tensor], decays: list[torch.Tensor | None], rate_v: torch.Tensor,
+           rate_s: torch.Tensor, neg_step: torch.Tensor, denom_scale: torch.Tensor,
+           denom_shift: torch.Tensor, second_moment: bool) -> None:
+    """One step of every parameter for every member, in place on ``params``, ``vs`` and ``ss``
+    (the ``grads`` are used up as scratch space). The coefficients are ``(P, 1, 1)``:
+
+        v ← β₁·v + (1 − β₁)·dW                  rate_v = 1 − β₁
+        s ← β₂·s + (1 − β₂)·dW²                 rate_s = 1 − β₂ (when ``second_moment``)
+        W ← decay·W                             decay = 1 − α·wd, decoupled weight decay
+                                                (None for tensors it leaves alone)
+        W ← W − (α/c₁)·v / (√s/√c₂ + ε)          neg_step = −α/c₁, the denominator as
+                                                denom_scale·√s + denom_shift (0·√s + 1 for a
+                                                member without s)
+
+    A loop over the tensors with one operation per line, as torch.optim's
+    ``_single_tensor_adam``: torch.compile fuses each tensor's step into one loop
+    (``kernels.py``); eagerly each line is one pass, in place where it can be.
+    """
+    for param, grad, v, s, decay in zip(params, grads, vs, ss, decays):
+        v.lerp_(grad, rate_v)
+        if decay is not None:
+            param.mul_(decay)
+        if not second_moment:
+            param.addcmul_(v, neg_step)
+            continue
+        s.lerp_(grad.mul_(grad), rate_s)
+        # separate passes: one op with two (P, 1, 1) operands (addcmul) is 3× slower on a CPU
+        denominator = s.sqrt().mul_(denom_scale).add_(denom_shift)
+        param.addcdiv_(v * neg_step, denominator)
+
+
 class PopulationOptimizer:
     """Holds the moment estimates v, s and the step count t of every member."""
 
@@ -89,39 +121,35 @@ class PopulationOptimizer:
         self.v = {name: torch.zeros_like(p) for name, p in params.items()}
         self.s = {name: torch.zeros_like(p) for name, p in params.items()}
         first = next(iter(params.values()))
-        self.t = torch.zeros(first.shape[0], dtype=first.dtype)
+        self.t = torch.zeros(first.shape[0], dtype=first.dtype, device=first.device)
 
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
              coef: Coefficients, lr: torch.Tensor, active: torch.Tensor,
-             flags: dict[str, bool]) -> None:
+             flags: dict[str, bool], update_fn: Callable[..., None] = update) -> None:
         """One update of every parameter from its gradient (the penalties already added, see
         ``add_penalty_gradient``); the gradients are used up as scratch space. ``lr`` and
         ``active`` (1.0 or 0.0) are ``(P,)``; a member with active 0 keeps its weights and
         moments. ``flags`` says which optional terms any member uses, so unused terms cost
-        nothing."""
+        nothing. ``update_fn``: :func:`update` or its compiled version (``kernels.py``)."""
         self.t += active
         c1 = torch.where(coef.bias_corrected > 0, 1.0 - coef.beta1.pow(self.t), 1.0)
         c2 = torch.where(coef.bias_corrected > 0, 1.0 - coef.beta2.pow(self.t), 1.0)
         rate_v = per_member((1.0 - coef.beta1) * active)
         rate_s = per_member((1.0 - coef.beta2) * active)
-        neg_step_size = per_member(-lr * active / c1)
+        neg_step = per_member(-lr * active / c1)
         # the denominator √(s/c₂) + ε as one fused a·√s + b, with a = 0, b = 1 for members
         # without a second moment
         uses_s = coef.uses_second_moment
         denom_scale = per_member(uses_s / c2.sqrt())
         denom_shift = per_member(uses_s * coef.epsilon + (1.0 - uses_s))
-        for name, p in params.items():
-            grad = grads[name]
-            v = self.v[name].lerp_(grad, rate_v)  # β₁v + (1 − β₁)dW
-            if flags["second_moment"]:
-                s = self.s[name].lerp_(grad.mul_(grad), rate_s)  # β₂s + (1 − β₂)dW²
-                update = v / torch.addcmul(denom_shift, s.sqrt(), denom_scale)
-            else:
-                update = v
-            if name in self.weight_names and flags["weight_decay"]:
-                p.mul_(1.0 - per_member(lr * coef.weight_decay * active))
-            p.addcmul_(update, neg_step_size)
+        decay = (per_member(1.0 - lr * coef.weight_decay * active)
+                 if flags["weight_decay"] else None)
+        names = list(params)
+        update_fn([params[k] for k in names], [grads[k] for k in names],
+                  [self.v[k] for k in names], [self.s[k] for k in names],
+                  [decay if k in self.weight_names else None for k in names],
+                  rate_v, rate_s, neg_step, denom_scale, denom_shift, flags["second_moment"])
 
     def copy_member(self, source: int, target: int) -> None:
         for state in (self.v, self.s):

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -32,12 +33,37 @@ from typing import Any
 import torch
 
 from ..hyperparams import STRUCTURAL, TASKS, Config, effective_decay_rate, resolve, structure_key
-from . import losses, network, optim
+from . import kernels, losses, network, optim
 from .network import Structure
 from .optim import Coefficients, PopulationOptimizer
 from .schedules import DECAY_CODES, learning_rate_at
 
-EVAL_CHUNK_ELEMENTS = 1 << 23  # rows per evaluation chunk × P × width stays under this
+# rows per evaluation chunk × P × width stays under this: on a CPU, tensors of 4 MiB reuse
+# freed memory (larger ones are returned to the system and fault in again: twice the time at
+# width 32); on a GPU, larger chunks mean fewer kernel launches
+EVAL_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def eval_chunk_rows(size: int, width: int, device: torch.device) -> int:
+    """Rows per chunk when evaluating ``size`` members whose widest layer is ``width``."""
+    return max(1, EVAL_CHUNK_ELEMENTS[device.type] // (size * width))
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``"cpu"``, ``"cuda"`` (or ``"cuda:1"``) or ``"auto"`` (CUDA when available) as a
+    torch.device; a clear error for CUDA on a machine without it."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device.strip().lower() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available on this machine; use --device cpu or auto")
+    return resolved
 
 
 class Population:
@@ -51,13 +77,20 @@ class Population:
             ``caviar.hyperparams.Config`` is used as it is (it was validated when made).
         n_classes: number of classes (multiclass only).
         seed: seeds every member's initial weights (member k from ``(seed, k)``, so a member's
-            start does not depend on P) and the minibatch order and dropout masks.
+            start does not depend on P) and the minibatch order and dropout masks, with
+            generators on the device (a seed gives other draws on a GPU than on a CPU).
         dtype: torch.float32, or torch.float64 for gradient checks.
+        device: where the tensors live and the arithmetic runs: "cpu", "cuda" or "auto"
+            (CUDA when available); see :func:`resolve_device`. Inputs may come from any
+            device: move them once with :meth:`to_device` rather than every epoch.
+        compile: fuse the elementwise work with torch.compile (see ``kernels.py``); None
+            reads the ``CAVIAR_COMPILE`` environment variable (off unless it is 1).
     """
 
     def __init__(self, task: str, n_inputs: int, members: Sequence[Mapping[str, Any]],
                  n_classes: int | None = None, seed: int = 0,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 compile: bool | None = None):
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         if task == "multiclass" and (n_classes is None or n_classes < 2):
@@ -74,19 +107,22 @@ class Population:
         self.n_classes = n_classes if task == "multiclass" else (2 if task == "binary" else None)
         self.seed = seed
         self.dtype = dtype
-        self.generator = torch.Generator().manual_seed(seed)  # minibatch order, dropout masks
+        self.device = resolve_device(device)
+        self.kernels = kernels.select(compile)
+        # the minibatch order and the dropout masks, drawn where they are used
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.hyperparameters: list[Config] = []
         self.member_ids: list[int] = []
         self.history: list[list[dict[str, Any]]] = []
         self.failure: list[str | None] = []
         self.params: dict[str, torch.Tensor] = {}
         self.buffers: dict[str, torch.Tensor] = {}
-        self.epoch = torch.zeros(0, dtype=torch.long)
-        self.diverged = torch.zeros(0, dtype=torch.bool)
+        self.epoch = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.diverged = torch.zeros(0, dtype=torch.bool, device=self.device)
         # early stopping's "restore best weights": each member's lowest score so far, its
         # epoch, and a copy of its weights and batch-norm statistics then (see remember_best)
-        self.best_score = torch.zeros(0, dtype=dtype)
-        self.best_epoch = torch.zeros(0, dtype=torch.long)
+        self.best_score = torch.zeros(0, dtype=dtype, device=self.device)
+        self.best_epoch = torch.zeros(0, dtype=torch.long, device=self.device)
         self._best: dict[str, torch.Tensor] | None = None
         self._next_id = 0
         self._append(resolved)
@@ -109,8 +145,10 @@ class Population:
         return ~self.diverged & (self.epoch < self._hp["epochs"].long())
 
     def _new_member(self, member_id: int) -> tuple[dict, dict]:
-        """Fresh parameters and buffers for one member (no member axis), seeded by its id."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + member_id)
+        """Fresh parameters and buffers for one member (no member axis), seeded by its id,
+        drawn on the population's device (on a GPU, 4,096 members of width 1,024 take a
+        moment there and half a minute on a CPU)."""
+        gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + member_id)
         return network.init_member(self.structure, gen, self.dtype)
 
     def _check_structure(self, resolved: list[Config]) -> None:
@@ -138,11 +176,12 @@ class Population:
         self._next_id += len(resolved)
         self.history += [[] for _ in resolved]
         self.failure += [None for _ in resolved]
-        self.epoch = torch.cat([self.epoch, torch.zeros(len(resolved), dtype=torch.long)])
-        self.diverged = torch.cat([self.diverged, torch.zeros(len(resolved), dtype=torch.bool)])
-        self.best_score = torch.cat([self.best_score,
-                                     torch.full((len(resolved),), math.inf, dtype=self.dtype)])
-        self.best_epoch = torch.cat([self.best_epoch, torch.zeros(len(resolved), dtype=torch.long)])
+        count, device = len(resolved), self.device
+        self.epoch = torch.cat([self.epoch, self.epoch.new_zeros(count)])
+        self.diverged = torch.cat([self.diverged, self.diverged.new_zeros(count)])
+        self.best_score = torch.cat([self.best_score, torch.full((count,), math.inf,
+                                                                 dtype=self.dtype, device=device)])
+        self.best_epoch = torch.cat([self.best_epoch, self.best_epoch.new_zeros(count)])
         if self._best is not None:
             weights = self._weights()
             self._best = {k: torch.cat([t, weights[k][start:]]) for k, t in self._best.items()}
@@ -161,7 +200,7 @@ class Population:
         keep = [i for i in range(self.size) if i not in drop]
         if not keep:
             raise ValueError("cannot remove every member of a population")
-        index = torch.tensor(keep, dtype=torch.long)
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.params = {k: p[index].clone() for k, p in self.params.items()}
         self.buffers = {k: b[index].clone() for k, b in self.buffers.items()}
         self.optimizer.select(index)
@@ -238,21 +277,22 @@ class Population:
 
     def _refresh(self) -> None:
         """Rebuild the per-member ``(P,)`` hyperparameter tensors after any change."""
-        hp, dt = self.hyperparameters, self.dtype
+        hp, dt, device = self.hyperparameters, self.dtype, self.device
 
         def column(key: str, fn: Callable = float) -> torch.Tensor:
-            return torch.tensor([fn(h[key]) for h in hp], dtype=dt)
+            return torch.tensor([fn(h[key]) for h in hp], dtype=dt, device=device)
 
         self._hp = {
             "learning_rate": column("learning_rate"),
-            "lr_decay": torch.tensor([DECAY_CODES[h["lr_decay"]] for h in hp]),
-            "decay_rate": torch.tensor([effective_decay_rate(h) for h in hp], dtype=dt),
+            "lr_decay": torch.tensor([DECAY_CODES[h["lr_decay"]] for h in hp], device=device),
+            "decay_rate": torch.tensor([effective_decay_rate(h) for h in hp], dtype=dt,
+                                       device=device),
             "decay_steps": column("decay_steps"),
             "epochs": column("epochs"),
             "keep_prob": 1.0 - column("dropout"),
             "bn_momentum": column("bn_momentum"),
         }
-        self._coef = Coefficients.from_hyperparameters(hp, dt)
+        self._coef = Coefficients.from_hyperparameters(hp, dt, device)
         self._flags = {
             "l2": any(h["l2"] > 0 for h in hp),
             "l1": any(h["l1"] > 0 for h in hp),
@@ -268,36 +308,45 @@ class Population:
         it and the running batch-norm statistics left alone."""
         keep_prob = self._hp["keep_prob"] if training and self._flags["dropout"] else None
         return network.forward(self.structure, self.params, self.buffers, X,
-                               training=training, keep_prob=keep_prob, generator=self.generator)
+                               training=training, keep_prob=keep_prob, generator=self.generator,
+                               kernels=self.kernels)
 
     def _gradients(self, X: torch.Tensor, y: torch.Tensor, n_train: int,
                    active: torch.Tensor | None = None, weight: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One training-mode forward and backward pass: the output z and every member's
-        dJ/dθ, the data cost of this batch plus the L2 and L1 penalties with m = ``n_train``.
+                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """One training-mode forward and backward pass: the output z, the per-example losses
+        and every member's dJ/dθ, the data cost of this batch (rows weighted by ``weight``)
+        plus the L2 and L1 penalties with m = ``n_train``.
         The ``(P,)`` bool ``active`` members update their running batch-norm statistics.
         This is what ``train_epoch`` hands the optimizer and what ``gradients`` returns."""
         bn_momentum = None
         if active is not None and self.structure.batch_norm:
             bn_momentum = torch.where(active, self._hp["bn_momentum"], 1.0)  # frozen: m = 1
         keep_prob = self._hp["keep_prob"] if self._flags["dropout"] else None
-        z, grads = network.forward_backward(
+        z, example_losses, grads = network.forward_backward(
             self.structure, self.params, self.buffers, X, y, bn_momentum=bn_momentum,
-            keep_prob=keep_prob, generator=self.generator, weight=weight)
+            keep_prob=keep_prob, generator=self.generator, kernels=self.kernels,
+            weight=weight)
         for name in self.weight_names:
             optim.add_penalty_gradient(grads[name], self.params[name], self._coef.l2,
                                        self._coef.l1, n_train, self._flags["l2"],
                                        self._flags["l1"])
-        return z, grads
+        return z, example_losses, grads
+
+    def to_device(self, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        """The tensors on this population's device (as they are if already there): move a
+        data set once before training rather than every epoch."""
+        return tuple(None if t is None else torch.as_tensor(t, device=self.device)
+                     for t in tensors)
 
     def _check_data(self, X: torch.Tensor, y: torch.Tensor | None = None) -> tuple:
-        X = torch.as_tensor(X, dtype=self.dtype)
+        X = torch.as_tensor(X, dtype=self.dtype, device=self.device)
         if X.dim() != 2 or X.shape[1] != self.structure.n_inputs:
             raise ValueError(f"X must have shape (rows, {self.structure.n_inputs}), "
                              f"got {tuple(X.shape)}")
         if y is None:
             return X, None
-        y = torch.as_tensor(y)
+        y = torch.as_tensor(y, device=self.device)
         y = y.long() if self.structure.task == "multiclass" else y.to(self.dtype)
         if y.shape != (X.shape[0],):
             raise ValueError(f"y must have shape ({X.shape[0]},), got {tuple(y.shape)}")
@@ -307,8 +356,7 @@ class Population:
     def decision_function(self, X: torch.Tensor) -> torch.Tensor:
         """Output pre-activations z ``(P, N, C)`` in evaluation mode, computed in chunks."""
         X, _ = self._check_data(X)
-        width = max(self.structure.layer_sizes)
-        chunk = max(1, EVAL_CHUNK_ELEMENTS // (self.size * width))
+        chunk = eval_chunk_rows(self.size, max(self.structure.layer_sizes), self.device)
         return torch.cat([self._forward(X[i:i + chunk], training=False)
                           for i in range(0, max(len(X), 1), chunk)], dim=1)
 
@@ -327,7 +375,7 @@ class Population:
     def penalty(self) -> torch.Tensor:
         """``(P,)`` (λ₂/2)·Σ‖W‖²_F + (λ₁/2)·Σ|w| over dense weights: the cost's L2 and L1
         terms times m (divide by the number of training rows m)."""
-        total = torch.zeros(self.size, dtype=self.dtype)
+        total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         for name in self.weight_names:
             total = total + optim.penalty(self.params[name], self._coef.l2, self._coef.l1)
         return total
@@ -348,7 +396,7 @@ class Population:
         hand-written backward and penalty gradients as a step of ``train_epoch`` (running
         batch-norm statistics left alone). For gradient checks against ``cost``."""
         X, y = self._check_data(X, y)
-        return self._gradients(X, y, n_train or len(X), weight=weight)[1]
+        return self._gradients(X, y, n_train or len(X), weight=weight)[2]
 
     @torch.no_grad()
     def train_epoch(self, X: torch.Tensor, y: torch.Tensor,
@@ -361,27 +409,30 @@ class Population:
         weights so that they cost nothing but arithmetic; the others are untouched by them.
         """
         X, y = self._check_data(X, y)
+        if weight is not None:
+            weight = torch.as_tensor(weight, dtype=self.dtype, device=self.device)
         s, task = self.structure, self.structure.task
         n = len(X)
         active_mask = self.trainable
         active = active_mask.to(self.dtype)
         lr = self.learning_rates()
-        loss_sum = torch.zeros(self.size, dtype=self.dtype)
-        correct = torch.zeros(self.size, dtype=self.dtype)
+        loss_sum = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        correct = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         rows = 0
         y_seen = []
-        order = torch.randperm(n, generator=self.generator)
+        order = torch.randperm(n, generator=self.generator, device=self.device)
         for start in range(0, n, s.batch_size):
             index = order[start:start + s.batch_size]
             if s.batch_norm and len(index) < 2:
                 continue  # batch statistics of a single row are meaningless
             xb, yb = X[index], y[index]
             wb = weight[index] if weight is not None else None
-            z, grads = self._gradients(xb, yb, n, active_mask, wb)
-            loss_sum += losses.member_losses(z, yb, task).sum(dim=1)
+            z, example_losses, grads = self._gradients(xb, yb, n, active_mask, wb)
+            loss_sum += example_losses.sum(dim=1)
             if task != "regression":
-                correct += _correct(z, yb, task)
-            self.optimizer.step(self.params, grads, self._coef, lr, active, self._flags)
+                correct += losses.correct(z, yb, task)
+            self.optimizer.step(self.params, grads, self._coef, lr, active, self._flags,
+                                self.kernels.update)
             rows += len(index)
             y_seen.append(yb)
         self.epoch += active_mask.long()
@@ -408,7 +459,7 @@ class Population:
             metrics.update(_regression_metrics(2 * per_example.sum(dim=1), y))
         else:
             metrics.update({"log_loss": metrics["loss"],
-                            "accuracy": _correct(z, y, task) / len(y)})
+                            "accuracy": losses.correct(z, y, task) / len(y)})
         return metrics
 
     @torch.no_grad()
@@ -458,6 +509,9 @@ class Population:
             y_val: torch.Tensor | None = None,
             on_epoch: Callable[[Population, list], None] | None = None) -> Population:
         """Train until every member has run its own ``epochs`` (or diverged)."""
+        X, y = self._check_data(X, y)  # converted and moved to the device once
+        if X_val is not None:
+            X_val, y_val = self._check_data(X_val, y_val)
         while bool(self.trainable.any()):
             records = self.fit_epoch(X, y, X_val, y_val)
             if on_epoch is not None:
@@ -476,7 +530,7 @@ class Population:
         member's best so far, keep a copy of its weights and batch-norm statistics and the
         epoch. ``export_member(i, at_best=True)`` returns that network. Returns the ``(P,)``
         bool mask of members that improved."""
-        scores = torch.as_tensor(scores, dtype=self.dtype)
+        scores = torch.as_tensor(scores, dtype=self.dtype, device=self.device)
         if scores.shape != (self.size,):
             raise ValueError(f"scores must have shape ({self.size},), got {tuple(scores.shape)}")
         improved = torch.isfinite(scores) & (scores < self.best_score)
@@ -495,7 +549,12 @@ class Population:
     # ----------------------------------------------------------------- state
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor of the population, flat and contiguous (for safetensors)."""
+        """Every tensor of the population, flat and contiguous, on the CPU (for safetensors:
+        a model saved from a GPU loads anywhere)."""
+        return {k: t.cpu() for k, t in self._state_tensors().items()}
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the population, on its device (the generator's state: the CPU)."""
         out = {f"param.{k}": p.contiguous() for k, p in self.params.items()}
         out.update({f"buffer.{k}": b.contiguous() for k, b in self.buffers.items()})
         out.update({f"optim.v.{k}": t.contiguous() for k, t in self.optimizer.v.items()})
@@ -511,6 +570,7 @@ class Population:
         return {
             "structure": asdict(self.structure), "n_classes": self.n_classes, "seed": self.seed,
             "dtype": str(self.dtype).removeprefix("torch."),
+            "generator_device": self.device.type,  # the kind of the saved generator state
             "hyperparameters": [{**h, "hidden_layer_sizes": list(h["hidden_layer_sizes"])}
                                 for h in self.hyperparameters],
             "member_ids": self.member_ids, "next_id": self._next_id,
@@ -518,13 +578,18 @@ class Population:
         }
 
     @classmethod
-    def from_state(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+    def from_state(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
+                   device: str | torch.device = "cpu", compile: bool | None = None
                    ) -> Population:
-        """Rebuild a population saved with ``state_meta`` and ``state_tensors``."""
+        """Rebuild a population saved with ``state_meta`` and ``state_tensors`` (from any
+        device) on ``device``. The random generator goes on where it stopped on the same
+        kind of device; moved between a CPU and a GPU (whose generators differ) it is
+        seeded from the saved state instead, so training goes on reproducibly but with
+        other minibatch orders and masks than it would have had."""
         s = meta["structure"]
         pop = cls(s["task"], s["n_inputs"], meta["hyperparameters"],
                   n_classes=meta["n_classes"], seed=meta["seed"],
-                  dtype=getattr(torch, meta["dtype"]))
+                  dtype=getattr(torch, meta["dtype"]), device=device, compile=compile)
         with torch.no_grad():
             for k, p in pop.params.items():
                 p.copy_(tensors[f"param.{k}"])
@@ -533,10 +598,15 @@ class Population:
             for k in pop.optimizer.v:
                 pop.optimizer.v[k].copy_(tensors[f"optim.v.{k}"])
                 pop.optimizer.s[k].copy_(tensors[f"optim.s.{k}"])
-        pop.optimizer.t = tensors["optim.t"].clone().to(pop.dtype)
-        pop.epoch = tensors["epoch"].clone().long()
-        pop.diverged = tensors["diverged"].bool().clone()
-        pop.generator.set_state(tensors["generator"].clone())
+        pop.optimizer.t = tensors["optim.t"].to(pop.device, pop.dtype, copy=True)
+        pop.epoch = tensors["epoch"].to(pop.device, torch.long, copy=True)
+        pop.diverged = tensors["diverged"].to(pop.device, torch.bool, copy=True)
+        state = tensors["generator"].cpu()
+        if meta.get("generator_device", "cpu") == pop.device.type:
+            pop.generator.set_state(state.clone())
+        else:
+            digest = hashlib.blake2b(state.numpy().tobytes(), digest_size=8).digest()
+            pop.generator.manual_seed(int.from_bytes(digest, "little") >> 1)
         pop.member_ids = list(meta["member_ids"])
         pop._next_id = meta["next_id"]
         pop.history = [list(h) for h in meta["history"]]
@@ -550,7 +620,7 @@ class Population:
         (weights and batch-norm statistics; epoch count set to that epoch, optimizer moments
         zero, history complete), for predicting; without a remembered epoch, the current one."""
         tensors = {k: (v[index:index + 1] if k not in ("generator",) else v)
-                   for k, v in self.state_tensors().items()}
+                   for k, v in self._state_tensors().items()}
         if at_best and self._best is not None and math.isfinite(self.best_score[index]):
             tensors.update({k: t[index:index + 1] for k, t in self._best.items()})
             tensors.update({k: torch.zeros_like(t) for k, t in tensors.items()
@@ -560,16 +630,8 @@ class Population:
         for key in ("member_ids", "history", "failure"):
             meta[key] = [meta[key][index]]
         meta["hyperparameters"] = [self.hyperparameters[index]]  # a Config: not checked again
-        return Population.from_state(meta, tensors)
-
-
-def _correct(z: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """``(P,)`` count of correctly classified rows."""
-    if task == "binary":
-        guess = (z.squeeze(2) > 0).to(y.dtype)
-    else:
-        guess = z.argmax(dim=2)
-    return (guess == y).sum(dim=1).to(z.dtype)
+        return Population.from_state(meta, tensors, self.device,
+                                     compile=self.kernels is kernels.COMPILED)
 
 
 def _regression_metrics(sse: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
