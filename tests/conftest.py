@@ -1,12 +1,15 @@
-"""Shared fixtures: a real PostgreSQL database per test (the server `.ci/run` starts)."""
+"""Shared fixtures: the wine table as a CSV file, and a real PostgreSQL database per test
+(the server `.ci/run` starts)."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from wine import wine_frame
 
 DEFAULT_SERVER = "postgresql+psycopg://root@/postgres?host=/var/run/postgresql"
 
@@ -36,3 +39,11 @@ def postgres_url() -> Iterator[str]:
     yield f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
     with _admin_connection(server) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def wine_csv(tmp_path_factory) -> Path:
+    """wine (``cultivar`` names as the target) written as a CSV file."""
+    path = tmp_path_factory.mktemp("data") / "wine.csv"
+    wine_frame().to_csv(path, index=False)
+    return path

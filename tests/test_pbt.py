@@ -9,7 +9,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from sklearn.datasets import load_wine
+from wine import WINE_SPACE, wine_frame
 
 from caviar.data import prepare
 from caviar.search import Space, ema_beta, log_uniform, uniform
@@ -18,23 +18,12 @@ from caviar.search.scheduler import Budget
 from caviar.search.study import keys
 from caviar.search.tune import tune
 
-SPACE = {
-    "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
-    "optimizer": {"kind": "choice", "values": ["adam", "momentum"]},
-    "momentum": {"kind": "ema_beta", "low": 0.8, "high": 0.99, "when": {"optimizer": ["momentum"]}},
-    "dropout": {"kind": "uniform", "low": 0.0, "high": 0.3},
-    "width": {"kind": "choice", "values": [8, 16]},
-    "depth": {"value": 1},
-    "batch_size": {"value": 32},
-    "epochs": {"value": 6},
-}
+SPACE = {**WINE_SPACE, "epochs": {"value": 6}}
 
 
 @pytest.fixture(scope="module")
 def wine() -> pd.DataFrame:
-    frame = load_wine(as_frame=True).frame.rename(columns={"target": "cultivar"})
-    frame["cultivar"] = frame["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
-    return frame
+    return wine_frame()
 
 
 def _pbt(frame: pd.DataFrame, tmp_path, population: int = 4) -> PopulationBasedTraining:

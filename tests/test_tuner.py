@@ -7,12 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-from sklearn.datasets import load_wine
+from wine import WINE_SPACE
 
 from caviar import CaviarModel, load_model
 from caviar.data import split_frame
@@ -21,26 +20,9 @@ from caviar.search.scheduler import Tuner, epoch_cost
 from caviar.search.study import keys
 from caviar.search.tune import tune
 
-SPACE = {
-    "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
-    "optimizer": {"kind": "choice", "values": ["adam", "momentum"]},
-    "momentum": {"kind": "ema_beta", "low": 0.8, "high": 0.99, "when": {"optimizer": ["momentum"]}},
-    "dropout": {"kind": "uniform", "low": 0.0, "high": 0.3},
-    "width": {"kind": "choice", "values": [8, 16]},
-    "depth": {"value": 1},
-    "batch_size": {"value": 32},
-    "epochs": {"kind": "int", "low": 3, "high": 6},
-}
+SPACE = WINE_SPACE
 
 
-@pytest.fixture(scope="module")
-def wine_csv(tmp_path_factory) -> Path:
-    wine = load_wine(as_frame=True)
-    frame = wine.frame.rename(columns={"target": "cultivar"})
-    frame["cultivar"] = frame["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
-    path = tmp_path_factory.mktemp("data") / "wine.csv"
-    frame.to_csv(path, index=False)
-    return path
 
 
 def test_tune_trains_trials_in_full_populations(wine_csv, tmp_path):

@@ -13,35 +13,18 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sklearn.datasets import load_wine
 from typer.testing import CliRunner
+from wine import WINE_SPACE
 
 from caviar.cli import app
 from caviar.search.study import keys
 from caviar.search.study.storage import StudyMismatch
 from caviar.search.tune import tune
 
-SPACE = {
-    "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
-    "optimizer": {"kind": "choice", "values": ["adam", "momentum"]},
-    "momentum": {"kind": "ema_beta", "low": 0.8, "high": 0.99, "when": {"optimizer": ["momentum"]}},
-    "dropout": {"kind": "uniform", "low": 0.0, "high": 0.3},
-    "width": {"kind": "choice", "values": [8, 16]},
-    "depth": {"value": 1},
-    "batch_size": {"value": 32},
-    "epochs": {"kind": "int", "low": 2, "high": 4},
-}
+SPACE = {**WINE_SPACE, "epochs": {"kind": "int", "low": 2, "high": 4}}
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-@pytest.fixture(scope="module")
-def wine_csv(tmp_path_factory) -> Path:
-    wine = load_wine(as_frame=True)
-    frame = wine.frame.rename(columns={"target": "cultivar"})
-    frame["cultivar"] = frame["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
-    path = tmp_path_factory.mktemp("data") / "wine.csv"
-    frame.to_csv(path, index=False)
-    return path
 
 
 def _env(**extra: str) -> dict[str, str]:
