@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
+from commandline import assert_one_error_line, invoke
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -44,19 +45,6 @@ def run(table, tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.output
     assert "epoch 2/2" in result.stdout and "test scores" in result.stdout
     return out
-
-
-def invoke(*args: str) -> object:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_error_line(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # ----------------------------------------------------------------------------- help

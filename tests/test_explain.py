@@ -7,9 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from commandline import assert_one_error_line, invoke
 
-from caviar.cli import app
 from caviar.data import DataError
 from caviar.explain import permutation_importance
 from caviar.model import fit_model
@@ -101,10 +100,6 @@ def test_errors(models, table):
 # ----------------------------------------------------------------------------- command line
 
 
-def invoke(*args) -> object:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
 def files(models, table, tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
@@ -128,14 +123,6 @@ def test_cli_prints_the_table_and_writes_a_csv(files, tmp_path):
     written = pd.read_csv(out)
     assert list(written.columns) == ["column", "importance_mean", "importance_std"]
     assert written["column"].iloc[0] == "signal"
-
-
-def assert_one_error_line(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_cli_errors(files, tmp_path):

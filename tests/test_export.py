@@ -17,9 +17,8 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from commandline import assert_one_error_line, invoke
 
-from caviar.cli import app
 from caviar.engine import Population
 from caviar.export import (
     BN_EPSILON,
@@ -240,18 +239,6 @@ def test_missing_onnx_package(table, tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def invoke(*args) -> object:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_error_line(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import safetensors.numpy
-import torch
 from typer.testing import CliRunner, Result
 
 import caviar
@@ -57,12 +56,7 @@ value = 2
 SRC = str(Path(caviar.__file__).resolve().parents[1])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: extra threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invoke(*args: object) -> Result:

@@ -22,12 +22,7 @@ FILES = {"model.json", "network.safetensors", "preprocessor.safetensors"}
 QUICK = {"epochs": 3, "hidden_layer_sizes": [16], "learning_rate": 1e-2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: extra threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

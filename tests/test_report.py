@@ -21,6 +21,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from sklearn.datasets import load_wine
+from wine import WINE_SPACE
 
 from caviar.report import figures as F
 from caviar.report import load_run, render_report, write_report
@@ -174,17 +175,9 @@ def tune_html(tune_run, tmp_path_factory) -> tuple[Path, str]:
 
 # a tiny real tune: coarse to fine with a coarse round of 8 trials (2 × trials_per_structure),
 # so that 24 trials make two rounds
-REAL_SPACE = {
-    "learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 3e-2},
-    "optimizer": {"kind": "choice", "values": ["adam", "momentum"]},
-    "momentum": {"kind": "ema_beta", "low": 0.8, "high": 0.99, "when": {"optimizer": ["momentum"]}},
-    "beta2": {"kind": "ema_beta", "low": 0.99, "high": 0.9999, "when": {"optimizer": ["adam"]}},
-    "dropout": {"kind": "uniform", "low": 0.0, "high": 0.3},
-    "width": {"kind": "choice", "values": [8, 16]},
-    "depth": {"value": 1},
-    "batch_size": {"value": 32},
-    "epochs": {"kind": "int", "low": 3, "high": 6},
-}
+REAL_SPACE = {**WINE_SPACE,
+              "beta2": {"kind": "ema_beta", "low": 0.99, "high": 0.9999,
+                        "when": {"optimizer": ["adam"]}}}
 
 
 @pytest.fixture(scope="module")
