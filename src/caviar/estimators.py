@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from .data import prepare
 from .hyperparams import DEFAULTS
-from .metrics import ValidationScorer, get_metric, in_target_units
+from .metrics import in_target_units
 from .model import CaviarModel
 from .training import train_network
 
@@ -154,11 +154,8 @@ class _CaviarEstimator(BaseEstimator):
         prepared = prepare(frame, _TARGET, task=task, categorical=self.categorical, seed=seed,
                            val_size=self.validation_fraction if early_stopping else 0.0,
                            test_size=0.0, weight=_WEIGHT if sample_weight is not None else None)
-        scorer = None
-        if prepared.w_val is not None:  # early stopping on the weighted validation loss
-            scorer = ValidationScorer(get_metric(None, prepared.task), prepared.y_val,
-                                      prepared.task, prepared.target_std,
-                                      prepared.target_mean, prepared.w_val)
+        # early stopping on the weighted validation loss when the rows are weighted
+        scorer = prepared.validation_scorer() if prepared.w_val is not None else None
         network = train_network(prepared.X_train, prepared.y_train, prepared.task,
                                 hyperparameters, n_classes=prepared.n_classes,
                                 X_val=prepared.X_val, y_val=prepared.y_val, seed=seed,

@@ -52,7 +52,7 @@ from .engine import Population, resolve_device
 from .files import jsonable, write_json_atomically
 from .hyperparams import STRUCTURAL, resolve
 from .io import ModelFileError, save_model
-from .metrics import ValidationScorer, get_metric, in_target_units, validation_metric
+from .metrics import in_target_units, validation_metric
 from .model import CaviarModel, load_model
 
 __all__ = ["EpochUpdate", "RunDiverged", "RunInterrupted", "find_model_dir", "read_run",
@@ -318,11 +318,11 @@ class _Session:
         try:
             if on_start is not None:
                 on_start(self.update())
+            # --weight weights the validation score too
+            scorer = d.validation_scorer() if d.w_val is not None else None
             while bool(network.trainable.any()):
                 network.fit_epoch(*data, weight=d.w_train)
-                if d.w_val is not None:  # --weight weights the validation score too
-                    scorer = ValidationScorer(get_metric(None, d.task), d.y_val, d.task,
-                                              d.target_std, d.target_mean, d.w_val)
+                if scorer is not None:
                     network.history[0][-1][self.info["metric"]] = scorer(
                         network.predict(data[2])[0].cpu())
                 if bool(network.diverged[0]):

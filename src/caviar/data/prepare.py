@@ -28,6 +28,8 @@ from caviar.data.table import (
 if TYPE_CHECKING:
     import torch
 
+    from caviar.metrics import Metric, ValidationScorer
+
 
 @dataclass(frozen=True)
 class PreparedTable:
@@ -68,6 +70,14 @@ class PreparedTable:
     def target_mean(self) -> float:
         """The regression target's mean (0 for classifiers)."""
         return self.preprocessor.target_mean_ if self.task == "regression" else 0.0
+
+    def validation_scorer(self, metric: Metric | None = None) -> ValidationScorer:
+        """The scorer of predictions for the validation rows by ``metric`` (None: the default
+        loss), in the target's units and weighted when the rows are."""
+        from caviar.metrics import ValidationScorer, get_metric
+
+        return ValidationScorer(metric or get_metric(None, self.task), self.y_val, self.task,
+                                self.target_std, self.target_mean, self.w_val)
 
     @property
     def split(self) -> dict[str, int | str]:

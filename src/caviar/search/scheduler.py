@@ -59,7 +59,7 @@ from ..data import PreparedTable
 from ..engine import Population
 from ..files import jsonable
 from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
-from ..metrics import Metric, ValidationScorer, get_metric, in_target_units, validation_score
+from ..metrics import Metric, get_metric, in_target_units, validation_score
 from ..model import CaviarModel
 from .ensemble import KeptNetworks
 from .samplers import AskTellGridSampler
@@ -202,8 +202,7 @@ class Tuner:
         self.groups: list[_Group] = []
         self.free_asks = isinstance(study.sampler, AskTellGridSampler)
         self.metric = metric or get_metric(None, self.task)
-        self.scorer = ValidationScorer(self.metric, data.y_val, self.task, data.target_std,
-                                       data.target_mean, data.w_val)
+        self.scorer = data.validation_scorer(self.metric)
         self.best_value = _best_value(study)
         self.kept = KeptNetworks(data.X_val, data.y_val, self.task, ensemble, self.scorer)
         if saved is not None:

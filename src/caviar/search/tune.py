@@ -462,9 +462,8 @@ def _model_from_study(study: optuna.Study, store: optuna.storages.BaseStorage,
                       prepared: PreparedTable, spec: WorkerSpec, metric: Metric) -> CaviarModel:
     """The model of every worker's networks, read from the study's artifacts: the same
     ensemble selection on the validation rows (by the study's metric) as one process makes."""
-    scorer = ValidationScorer(metric, prepared.y_val, prepared.task, prepared.target_std,
-                              prepared.target_mean, prepared.w_val)
-    kept = KeptNetworks(prepared.X_val, prepared.y_val, prepared.task, spec.ensemble, scorer)
+    kept = KeptNetworks(prepared.X_val, prepared.y_val, prepared.task, spec.ensemble,
+                        prepared.validation_scorer(metric))
     if not Path(spec.artifacts).is_dir() or not add_study_networks(kept, study, store,
                                                                    spec.artifacts):
         raise RuntimeError("no trial completed within the budget: give it more time "
