@@ -384,6 +384,17 @@ def test_importances_and_parallel(real_tune):
     assert len(fig.data) >= run.count("COMPLETE") >= 2  # one line per completed trial
 
 
+def test_importances_leave_out_conditional_parameters(real_tune, real_html):
+    run = load_run(real_tune[0])
+    left_out = F.conditional_parameters(run)
+    assert "1-momentum" in left_out  # only under the momentum optimizer
+    fig, _ = F.importance_figure(run)
+    assert "learning_rate" in fig.data[0].y
+    assert not any("momentum" in label for label in fig.data[0].y)
+    assert ("left out because some trials do not have them: " + ", ".join(left_out)
+            in real_html[1])
+
+
 def test_storage_url_and_study_name(real_tune, tmp_path):
     run_dir, result = real_tune
     study = result.study_name

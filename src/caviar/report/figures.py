@@ -542,22 +542,30 @@ def parallel_figure(run: RunData) -> tuple[go.Figure | None, str | None]:
     return fig, None
 
 
+def conditional_parameters(run: RunData) -> list[str]:
+    """Parameters absent from some completed trials (e.g. momentum's 1 − β under Adam)."""
+    done = [t for t in run.trials if t.state == "COMPLETE" and t.score is not None]
+    return [n for n in param_names(run) if any(n not in t.params for t in done)]
+
+
 def importance_figure(run: RunData) -> tuple[go.Figure | None, str | None]:
-    """fANOVA hyperparameter importances as horizontal bars, or a note why there are none."""
+    """fANOVA hyperparameter importances as horizontal bars, or a note why there are none.
+    Conditional parameters (absent from some completed trials) are left out; the page names
+    them."""
     if run.study is None:
         return None, "No Optuna study."
     done = [t for t in run.trials if t.state == "COMPLETE" and t.score is not None]
     if len(done) < 2:
         return None, "Importances need at least two completed trials."
-    varying = [n for n in param_names(run)
-               if len({repr(t.params.get(n)) for t in done if n in t.params}) > 1]
+    everywhere = [n for n in param_names(run) if n not in conditional_parameters(run)]
+    varying = [n for n in everywhere if len({repr(t.params[n]) for t in done}) > 1]
     if not varying:
         return None, "No hyperparameter varies across the completed trials."
     try:
         imp = optuna.importance.get_param_importances(
             run.study, params=varying,
             evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    except Exception as exc:  # e.g. params absent from some trials
+    except Exception as exc:  # fANOVA's own limits: say so on the page, keep the report
         return None, f"Could not compute importances: {exc}"
     if not imp:
         return None, "No importances were computed."

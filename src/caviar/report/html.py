@@ -266,7 +266,10 @@ def _parallel_section(page: Page, run: RunData) -> None:
 
 def _importance_section(page: Page, run: RunData) -> None:
     fig, why = F.importance_figure(run)
-    page.section("importance", "Hyperparameter importances",
+    left_out = F.conditional_parameters(run)
+    hint = (f'<p class="hint">Over the completed trials; left out because some trials do not '
+            f'have them: {html.escape(", ".join(left_out))}.</p>' if fig and left_out else "")
+    page.section("importance", "Hyperparameter importances", hint,
                  page.figure(fig, "fig-importance", why or ""))
 
 
