@@ -220,3 +220,108 @@ def test_members_tables_are_their_own():
     for name in ("E0", "E1", "W0"):
         torch.testing.assert_close(crowd.params[name][0], alone.params[name][0],
                                    rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the data
+
+def id_table(n: int = 600, levels: int = 40, seed: int = 0) -> pd.DataFrame:
+    """A table where the identity of ``shop`` carries the signal (its own effect, not a
+    trend in its code), ``size`` 3 levels, ``flag`` 2 levels, and a numeric column."""
+    rng = np.random.default_rng(seed)
+    shop = rng.integers(0, levels, n)
+    effect = rng.normal(0, 2, levels)
+    x = rng.normal(size=n)
+    return pd.DataFrame({"shop": [f"s{i:02d}" for i in shop],
+                         "size": rng.choice(["S", "M", "L"], n),
+                         "flag": rng.choice(["y", "n"], n), "x": x,
+                         "y": effect[shop] + 0.5 * x + rng.normal(0, 0.3, n)})
+
+
+def test_preprocessor_codes_and_layout():
+    from caviar.data import TablePreprocessor
+
+    df = id_table()
+    pre = TablePreprocessor("y", categorical=["shop"], codes=True, max_onehot=10).fit(df)
+    X = pre.transform(df)
+    names = pre.feature_names_out_
+    assert names[-2:] == ["code__size", "code__shop"] or names[-2:] == ["code__shop",
+                                                                       "code__size"]
+    layout = {c["name"]: c for c in pre.input_layout()}
+    assert set(layout) == {"size", "shop"}  # flag has 2 levels: no codes
+    for name, c in layout.items():
+        assert names[c["code_column"]] == f"code__{name}"
+        levels = sorted(df[name].unique())
+        assert c["levels"] == len(levels)
+        codes = X[:, c["code_column"]]
+        np.testing.assert_array_equal(codes, [levels.index(v) + 1 for v in df[name]])
+    assert [names[j] for j in layout["size"]["dense_columns"]] == [
+        "onehot__size_L", "onehot__size_M", "onehot__size_S"]
+    assert [names[j] for j in layout["shop"]["dense_columns"]] == ["te__shop"]  # 40 > 10
+    unseen = pre.transform(df.head(3).assign(shop="new", size=None))
+    assert (unseen[:, layout["shop"]["code_column"]] == 0).all()
+    assert (unseen[:, layout["size"]["code_column"]] == 0).all()  # missing: unseen in training
+    # saved and rebuilt (no codes of its own to save: they come from the encoders)
+    meta, arrays = pre.to_state()
+    again = TablePreprocessor.from_state(meta, arrays)
+    np.testing.assert_array_equal(again.transform(df), X)
+    assert again.input_layout() == pre.input_layout()
+    plain = TablePreprocessor("y", categorical=["shop"], max_onehot=10).fit(df)
+    np.testing.assert_array_equal(plain.transform(df), X[:, :-2])
+
+
+def test_multiclass_target_encoding_layout():
+    from caviar.data import TablePreprocessor
+
+    df = id_table().assign(y=lambda d: pd.cut(d["y"], 3, labels=["lo", "mid", "hi"]))
+    pre = TablePreprocessor("y", categorical=["shop"], codes=True, max_onehot=10).fit(df)
+    (shop,) = [c for c in pre.input_layout() if c["name"] == "shop"]
+    assert [pre.feature_names_out_[j] for j in shop["dense_columns"]] == [
+        "te__shop_0", "te__shop_1", "te__shop_2"]  # one per class
+
+
+def test_embedding_model_learns_ids_saves_loads_and_exports(tmp_path):
+    """A model that embeds: it learns what the IDs carry, saves as safetensors (no pickle),
+    loads to the same predictions from a raw table, and exports to ONNX alike."""
+    import onnxruntime as ort
+    import safetensors.torch
+
+    from caviar import export_onnx, load_model
+    from caviar.model import fit_model
+
+    torch.manual_seed(0)
+    df = id_table(n=1500)
+    train, test = df.iloc[:1200], df.iloc[1200:]
+    hp = {"hidden_layer_sizes": [32], "epochs": 40, "learning_rate": 0.01, "batch_size": 64}
+    model = fit_model(train, "y", {**hp, "encoding": "embedding"}, categorical=["shop"])
+    network = model.network
+    assert sorted(k for _, _, k in network.structure.embeddings) == [3, embedding_width(40)]
+    rmse = float(np.sqrt(np.mean((model.predict(test) - test["y"]) ** 2)))
+    assert rmse < 0.6 * float(test["y"].std()), rmse
+
+    model.save(tmp_path / "model")
+    tensors = safetensors.torch.load_file(str(tmp_path / "model" / "network.safetensors"))
+    torch.testing.assert_close(tensors["param.E1"], network.params["E1"])
+    again = load_model(tmp_path / "model")
+    assert again.network.structure == network.structure
+    np.testing.assert_allclose(again.predict(test), model.predict(test), rtol=1e-6)
+    new_shop = test.assign(shop="never seen")  # code 0: row 0 of the table, zeros
+    assert np.isfinite(again.predict(new_shop)).all()
+
+    path = export_onnx(again, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_values,) = session.run(None, {"features": again.preprocessor.transform(test)})
+    np.testing.assert_allclose(onnx_values, again.predict(test), rtol=1e-4, atol=1e-4)
+
+
+def test_estimator_takes_encoding():
+    from caviar import CaviarRegressor
+
+    df = id_table(n=300)
+    est = CaviarRegressor(encoding="embedding", embedding_dim=4, hidden_layer_sizes=[8],
+                          epochs=3, categorical=["shop"], random_state=0)
+    est.fit(df.drop(columns="y"), df["y"])
+    assert est.get_params()["encoding"] == "embedding"
+    assert [k for _, _, k in est.model_.network.structure.embeddings] == [4, 4]
+    assert est.predict(df.drop(columns="y")).shape == (300,)
+    with pytest.raises(ValueError, match="encoding must be one of onehot, embedding"):
+        CaviarRegressor(encoding="ordinal", epochs=1).fit(df.drop(columns="y"), df["y"])

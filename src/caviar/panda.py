@@ -424,7 +424,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
                                "max_onehot": max_onehot}.items() if v is not None}
     prepared = _prepare(df, target, task, categorical, drop, seed, usage)
     pre = prepared.preprocessor
-    network = Population(pre.task_, prepared.X_train.shape[1], [resolved],
+    network = Population(pre.task_, prepared.inputs, [resolved],
                          n_classes=prepared.n_classes, seed=seed, device=device)
 
     if overwrite:

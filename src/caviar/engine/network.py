@@ -88,6 +88,13 @@ class InputLayout:
             for c in d.get("categoricals", ())))
 
 
+def inputs_from(preprocessor: Any) -> InputLayout:
+    """The layout of a fitted ``TablePreprocessor``'s matrix (its ``input_layout()``)."""
+    return InputLayout(preprocessor.n_features_out_, tuple(
+        Categorical(c["name"], c["code_column"], c["levels"], tuple(c["dense_columns"]))
+        for c in preprocessor.input_layout()))
+
+
 @dataclass(frozen=True)
 class Structure:
     """What every member of a population shares. ``n_inputs`` is the width of X;
