@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     import torch
 
     from caviar.engine.network import InputLayout
-
     from caviar.metrics import Metric, ValidationScorer
 
 

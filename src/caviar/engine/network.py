@@ -293,6 +293,7 @@ def backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor,
     of a training-mode :func:`forward`; member p's gradient is its own dJ_p/dθ_p."""
     grads: dict[str, torch.Tensor] = {}
     last = s.n_layers - 1
+    da = None  # the gradient of the layer's output, from the layer above
     for layer in range(last, -1, -1):
         if layer < last:
             a_in, cache = tape[layer]

@@ -34,7 +34,7 @@ import torch
 
 from ..hyperparams import STRUCTURAL, TASKS, Config, effective_decay_rate, resolve, structure_key
 from . import kernels, losses, network, optim
-from .network import InputLayout, Structure
+from .network import InputLayout
 from .optim import Coefficients, PopulationOptimizer
 from .schedules import DECAY_CODES, learning_rate_at
 
