@@ -325,3 +325,22 @@ def test_estimator_takes_encoding():
     assert est.predict(df.drop(columns="y")).shape == (300,)
     with pytest.raises(ValueError, match="encoding must be one of onehot, embedding"):
         CaviarRegressor(encoding="ordinal", epochs=1).fit(df.drop(columns="y"), df["y"])
+
+
+def test_tune_searches_the_encoding(tmp_path):
+    """``encoding`` in a space is structural: each group trains one encoding on the shared
+    prepared tensors, and the kept model predicts from a raw table."""
+    from caviar import load_model
+    from caviar.search.tune import tune
+
+    df = id_table(n=500)
+    space = {"encoding": {"kind": "choice", "values": ["onehot", "embedding"]},
+             "learning_rate": {"value": 0.01}, "width": {"value": 8}, "depth": {"value": 1},
+             "batch_size": {"value": 64}, "epochs": {"value": 3}}
+    result = tune(df, "y", trials=8, population=2, sampler="grid", space=space,
+                  categorical=["shop"], out=tmp_path / "run", seed=0, pruner="none",
+                  trials_per_structure=2, ensemble=3)
+    encodings = {t.params["encoding"] for t in result.study.trials}
+    assert encodings == {"onehot", "embedding"}
+    model = load_model(tmp_path / "run" / "model")
+    assert model.predict(df.drop(columns="y").head(5)).shape == (5,)
