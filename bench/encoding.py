@@ -15,12 +15,14 @@ Variants are the product of ``--onehot`` and ``--numeric`` (or the ``--variants`
 - ``le10``: one-hot up to 10 levels, target encoding beyond (the rule before this study);
   ``rowsK``: one-hot while levels have K training rows each on average
   (``max(10, train rows // K)`` levels); ``all``: one-hot whatever the level count;
-  ``default``: ``TablePreprocessor``'s own rule (``max_onehot=None``);
+  ``default``: ``TablePreprocessor``'s own rule (``max_onehot=None``); ``embedding``: the
+  same rule, but the network embeds every categorical of more than two levels
+  (``encoding="embedding"``: a learned table per column, k = min(16, round(1.6·levels^0.56)));
 - ``standard`` | ``robust`` | ``quantile``: ``TablePreprocessor(numeric=...)``.
 
 Scores: RMSE in the target's units (regression) or log-loss (classification), plus accuracy;
 the summary gives each variant's mean over seeds, and its ratio to ``le10/standard`` (the old
-default), with the geometric mean of the ratios over the tables.
+default; ``--baseline`` names another), with the geometric mean of the ratios over the tables.
 
 Run:  PYTHONPATH=src .venv/bin/python bench/encoding.py --tables wage txhousing --seeds 0 1
       [--onehot le10 rows5 all] [--numeric standard robust quantile] [--members 3]
@@ -44,6 +46,7 @@ from tables import TABLES, load_table
 
 from caviar.data import TablePreprocessor, as_tensors, split_frame
 from caviar.engine import Population
+from caviar.engine.network import inputs_from
 from caviar.metrics import validation_metric
 
 # A reasonable network for any table, the same for every variant: two ReLU layers of 256 with
@@ -55,7 +58,7 @@ BASELINE = "le10/standard"
 
 
 def onehot_limit(rule: str, n_train: int) -> int | None:
-    if rule == "default":  # the library's rule (max_onehot=None)
+    if rule in ("default", "embedding"):  # the library's rule (max_onehot=None)
         return None
     if rule == "all":
         return 10**9
@@ -78,14 +81,17 @@ def scores(task: str, pre: TablePreprocessor, y: np.ndarray, out: np.ndarray) ->
 
 
 def train_and_score(task: str, pre: TablePreprocessor, X: dict, y: dict, members: int,
-                    seed: int) -> dict:
+                    seed: int, embed: bool = False) -> dict:
     """``members`` networks of ``NETWORK`` (different initializations), each at its best
-    validation epoch; their test scores averaged."""
+    validation epoch; their test scores averaged. ``embed``: the network embeds the
+    categoricals that have codes (``pre`` made them)."""
     n_classes = len(pre.classes_) if task != "regression" else None
     Xt, yt = as_tensors(X["train"], y["train"], task)
     Xv, yv = as_tensors(X["val"], y["val"], task)
     Xs, _ = as_tensors(X["test"], None, task)
-    pop = Population(task, Xt.shape[1], [NETWORK] * members, n_classes=n_classes, seed=seed)
+    network = {**NETWORK, "encoding": "embedding"} if embed else NETWORK
+    pop = Population(task, inputs_from(pre), [network] * members, n_classes=n_classes,
+                     seed=seed)
     key = validation_metric(task)
     while bool(pop.trainable.any()):
         records = pop.fit_epoch(Xt, yt, Xv, yv)
@@ -108,25 +114,28 @@ def hgb(task: str, pre: TablePreprocessor, X: dict, y: dict) -> dict:
     return scores(task, pre, y["test"], model.predict_proba(X["test"]))
 
 
-def bench_table(name: str, seed: int, variants: list[tuple[str, str]], members: int) -> dict:
+def bench_table(name: str, seed: int, variants: list[tuple[str, str]], members: int,
+                baseline: str = BASELINE) -> dict:
     spec = TABLES[name]
     df = load_table(name)
     parts = dict(zip(("train", "val", "test"),
                      split_frame(df, spec.target, spec.task, 0.2, 0.2, seed=seed), strict=True))
     result: dict = {"task": spec.task, "rows": {k: len(v) for k, v in parts.items()}}
     done: dict = {}  # (roles, numeric) -> the variant already trained with them
-    for onehot, numeric in [("le10", "standard"), *variants]:
+    for onehot, numeric in [tuple(baseline.split("/")), *variants]:
         variant = f"{onehot}/{numeric}"
         if variant in result:
             continue
         pre = TablePreprocessor(spec.target, task=spec.task, categorical=spec.categorical,
                                 drop=spec.drop, random_state=seed, numeric=numeric,
-                                max_onehot=onehot_limit(onehot, len(parts["train"])))
+                                max_onehot=onehot_limit(onehot, len(parts["train"])),
+                                codes=onehot == "embedding")
         X = {"train": pre.fit_transform(parts["train"])}
         X.update({k: pre.transform(parts[k]) for k in ("val", "test")})
         y = {k: pre.encode_target(v[spec.target]) for k, v in parts.items()}
-        same = (tuple(pre.roles_.onehot), tuple(pre.roles_.target_encoded), numeric)
-        if variant == BASELINE:
+        same = (tuple(pre.roles_.onehot), tuple(pre.roles_.target_encoded), numeric,
+                onehot == "embedding" and bool(pre.input_layout()))
+        if variant == baseline:
             start = time.perf_counter()
             result["hgb"] = {**hgb(spec.task, pre, X, y),
                              "seconds": round(time.perf_counter() - start, 1)}
@@ -134,10 +143,12 @@ def bench_table(name: str, seed: int, variants: list[tuple[str, str]], members: 
             result[variant] = {**result[done[same]], "same_as": done[same]}
         else:
             start = time.perf_counter()
-            result[variant] = {**train_and_score(spec.task, pre, X, y, members, seed),
+            result[variant] = {**train_and_score(spec.task, pre, X, y, members, seed,
+                                                 embed=same[-1]),
                                "features": X["train"].shape[1],
                                "onehot": pre.roles_.onehot,
                                "target_encoded": pre.roles_.target_encoded,
+                               "embedded": [c["name"] for c in pre.input_layout()],
                                "seconds": round(time.perf_counter() - start, 1)}
             done[same] = variant
         r = result[variant]
@@ -152,7 +163,7 @@ def main_key(task: str) -> str:
     return "rmse" if task == "regression" else "log_loss"
 
 
-def summarize(runs: dict, variants: list[str]) -> dict:
+def summarize(runs: dict, variants: list[str], baseline: str = BASELINE) -> dict:
     """Per table: each variant's mean score over seeds, and its ratio to the old default."""
     summary: dict = {}
     tables = next(iter(runs.values()))
@@ -163,7 +174,7 @@ def summarize(runs: dict, variants: list[str]) -> dict:
         for v in ["hgb", *variants]:
             values = [r[v][key] for r in per_seed]
             entry[v] = {"mean": float(np.mean(values)), "per_seed": values}
-        base = entry[BASELINE]["mean"]
+        base = entry[baseline]["mean"]
         for v in ["hgb", *variants]:
             entry[v]["ratio"] = entry[v]["mean"] / base
         summary[name] = entry
@@ -204,17 +215,20 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=3,
                         help="networks (initializations) per variant, averaged")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--baseline", default=BASELINE, metavar="ONEHOT/NUMERIC",
+                        help="the variant the ratios divide by (and HGB's encoding)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)  # dropped rows, ignored columns
     pairs = ([tuple(v.split("/")) for v in args.variants] if args.variants
              else [(o, n) for o in args.onehot for n in args.numeric])
-    variants = [BASELINE] + [f"{o}/{n}" for o, n in pairs if f"{o}/{n}" != BASELINE]
+    variants = [args.baseline] + [f"{o}/{n}" for o, n in pairs if f"{o}/{n}" != args.baseline]
     report: dict = {"network": NETWORK, "members": args.members, "runs": {}}
     for seed in args.seeds:
-        report["runs"][seed] = {name: bench_table(name, seed, pairs, args.members)
+        report["runs"][seed] = {name: bench_table(name, seed, pairs, args.members,
+                                                  args.baseline)
                                 for name in args.tables}
-    report["summary"] = summarize(report["runs"], variants)
+    report["summary"] = summarize(report["runs"], variants, args.baseline)
     print(table(report["summary"], variants), file=sys.stderr)
     print(json.dumps(report, indent=1, default=str))
 

@@ -296,7 +296,8 @@ TAMPERED: dict[str, tuple[Callable[[Path, Path], object], str]] = {
                           "model.json is corrupted or truncated"),
     "a class added": (
         lambda d, w: _edit_json(d, lambda m: m["preprocessor"]["classes"].append("maybe")),
-        "the network (binary, 4 inputs, 2 classes) does not fit the preprocessor (binary, 4 "
+        # 5: four features and the codes of the 3-level categorical
+        "the network (binary, 5 inputs, 2 classes) does not fit the preprocessor (binary, 5 "
         "features, 3 classes)"),
     "task changed": (
         lambda d, w: _edit_json(d, lambda m: m["preprocessor"].update(task="regression")),

@@ -80,6 +80,8 @@ class _CaviarEstimator(BaseEstimator):
                  bn_momentum: float = DEFAULTS["bn_momentum"],
                  batch_size: int = DEFAULTS["batch_size"],
                  epochs: int = DEFAULTS["epochs"],
+                 encoding: str = DEFAULTS["encoding"],
+                 embedding_dim: int | None = DEFAULTS["embedding_dim"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
                  random_state: int | None = None, verbose: bool | int = False,
@@ -103,6 +105,8 @@ class _CaviarEstimator(BaseEstimator):
         self.bn_momentum = bn_momentum
         self.batch_size = batch_size
         self.epochs = epochs
+        self.encoding = encoding
+        self.embedding_dim = embedding_dim
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -162,7 +166,8 @@ class _CaviarEstimator(BaseEstimator):
                                 patience=self.n_iter_no_change if early_stopping else None,
                                 weight=prepared.w_train, scorer=scorer,
                                 on_epoch=_EpochLine(int(self.epochs), prepared.target_std)
-                                if self.verbose else None, device=self.device)
+                                if self.verbose else None, device=self.device,
+                                inputs=prepared.inputs)
         self.model_ = CaviarModel(prepared.preprocessor, network)
         self.history_ = network.history[0]
         self.n_iter_ = len(self.history_)

@@ -51,6 +51,8 @@ from .engine.layers import LEAKY_SLOPE
 from .engine.network import BN_EPSILON
 from .files import jsonable, write_json_atomically
 
+INT64 = 7  # onnx.TensorProto.INT64 (onnx is imported only when exporting)
+
 if TYPE_CHECKING:
     from .engine import Population
     from .model import CaviarModel
@@ -239,7 +241,7 @@ def _network(g: _Graph, network: Population, prefix: str) -> str:
             z = g.op("Add", z, constant(f"b{layer}", tensors[f"param.b{layer}"]))
         return z
 
-    a = INPUT
+    a = _inputs(g, s, tensors, prefix)
     for layer in range(s.n_layers - 1):
         z = dense(a, layer)
         if s.batch_norm:
@@ -253,6 +255,24 @@ def _network(g: _Graph, network: Population, prefix: str) -> str:
             z = g.op("Add", z, constant(f"beta{layer}", tensors[f"param.beta{layer}"]))
         a = _activation(g, z, s.activation)
     return _output(g, dense(a, s.n_layers - 1), s.task)
+
+
+def _inputs(g: _Graph, s: Any, tensors: dict[str, torch.Tensor], prefix: str) -> str:
+    """The first layer's input from the preprocessed matrix: its dense columns, then each
+    embedded categorical's table rows for its codes (a Gather), side by side."""
+    if s.dense_columns is None and not s.embeddings:
+        return INPUT
+    parts = []
+    if s.n_dense:
+        columns = range(s.n_inputs) if s.dense_columns is None else s.dense_columns
+        index = g.constant(f"{prefix}_dense_columns", np.array(list(columns), dtype=np.int64))
+        parts.append(g.op("Gather", INPUT, index, axis=1))
+    for j, (column, _, _) in enumerate(s.embeddings):
+        index = g.constant(f"{prefix}_code_column{j}", np.array(column, dtype=np.int64))
+        codes = g.op("Cast", g.op("Gather", INPUT, index, axis=1), to=INT64)  # (rows,)
+        table = g.constant(f"{prefix}_E{j}", tensors[f"param.E{j}"].to(torch.float32).numpy())
+        parts.append(g.op("Gather", table, codes, axis=0))  # (rows, k)
+    return parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=1)
 
 
 def _activation(g: _Graph, z: str, name: str) -> str:

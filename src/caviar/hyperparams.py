@@ -4,7 +4,8 @@
 Each row gives a name's kind, default, valid values, a one-line help, and whether it is
 
 - *structural*: it fixes tensor shapes or the computation graph (layer sizes, activation,
-  batch norm on/off, batch size), so the members of one population share it;
+  batch norm on/off, batch size, the categoricals' encoding), so the members of one
+  population share it;
 - *per member*: each member holds its own value in a ``(P,)`` tensor, so members with
   different values still train in one vectorized computation.
 
@@ -32,6 +33,7 @@ TASKS = ("binary", "multiclass", "regression")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 LR_DECAYS = ("none", "inverse_time", "exponential", "step", "cosine")
+ENCODINGS = ("onehot", "embedding")
 KINDS = ("int", "float", "choice", "bool", "sizes")
 
 
@@ -144,6 +146,11 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "batch_norm": H("bool", True, "batch norm on z before each hidden activation",
                     structural=True),
     "batch_size": H("int", 128, "rows per minibatch", low=1, structural=True),
+    "encoding": H("choice", "onehot", "categoricals of more than 2 levels: onehot (one-hot up "
+                  "to the table's limit, target-encoded beyond) or embedding (a learned table "
+                  "of k numbers per level)", choices=ENCODINGS, structural=True),
+    "embedding_dim": H("int", None, "k of the embeddings (null: round(1.6·levels^0.56), at "
+                       "most 16)", low=1, structural=True, optional=True),
     "learning_rate": H("float", 1e-3, "α, the step size", low=0, closed="neither"),
     "optimizer": H("choice", "adam", "the update rule", choices=OPTIMIZERS),
     "momentum": H("float", 0.9, "β of momentum: v ← βv + (1 − β)dW", low=0, high=1),

@@ -30,6 +30,7 @@ import safetensors.torch
 from . import __version__
 from .data import TablePreprocessor
 from .engine import Population, resolve_device
+from .engine.network import inputs_from
 from .files import jsonable, write_directory_atomically
 
 FORMAT = "caviar-model"
@@ -138,11 +139,13 @@ def _check_fits(preprocessor: TablePreprocessor, network: Population) -> None:
     task's classes (a model.json edited by hand may disagree with the weights)."""
     n_classes = None if preprocessor.task_ == "regression" else len(preprocessor.classes_)
     if (network.structure.task, network.structure.n_inputs, network.n_classes) != (
-            preprocessor.task_, preprocessor.n_features_out_, n_classes):
+            preprocessor.task_, preprocessor.n_features_out_, n_classes) or (
+            network.inputs != inputs_from(preprocessor)):
         raise ValueError(f"the network ({network.structure.task}, "
                          f"{network.structure.n_inputs} inputs, {network.n_classes} classes) "
                          f"does not fit the preprocessor ({preprocessor.task_}, "
-                         f"{preprocessor.n_features_out_} features, {n_classes} classes)")
+                         f"{preprocessor.n_features_out_} features, {n_classes} classes) or "
+                         "its categorical code columns")
 
 
 def _network_file(index: int) -> str:

@@ -161,6 +161,7 @@ def fit_model(train: pd.DataFrame | str | Path, target: str,
     network = train_network(prepared.X_train, prepared.y_train, prepared.task,
                             hyperparameters or {}, n_classes=prepared.n_classes,
                             X_val=prepared.X_val, y_val=prepared.y_val, seed=seed,
-                            patience=patience, on_epoch=on_epoch, device=device)
+                            patience=patience, on_epoch=on_epoch, device=device,
+                            inputs=prepared.inputs)
     return CaviarModel(prepared.preprocessor, network,
                        {"target": target, "rows": len(prepared.train)})

@@ -424,7 +424,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
                                "max_onehot": max_onehot}.items() if v is not None}
     prepared = _prepare(df, target, task, categorical, drop, seed, usage)
     pre = prepared.preprocessor
-    network = Population(pre.task_, prepared.X_train.shape[1], [resolved],
+    network = Population(pre.task_, prepared.inputs, [resolved],
                          n_classes=prepared.n_classes, seed=seed, device=device)
 
     if overwrite:
@@ -518,8 +518,10 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
         raise ValueError(f"epochs={new['epochs']} is not more than the {done} epochs already "
                          "trained; pass the new total, or --epochs N for N more")
     df = _read_run_data(run_dir, info)
+    # codes as the checkpoint's preprocessor made them (none before embeddings existed)
+    usage = {**(info.get("usage") or {}), "codes": model.preprocessor.codes}
     prepared = _prepare(df, info["target"], info["task"], list(info.get("categorical", [])),
-                        list(info.get("drop", [])), int(info["seed"]), info.get("usage"))
+                        list(info.get("drop", [])), int(info["seed"]), usage)
     if prepared.preprocessor.feature_names_out_ != model.preprocessor.feature_names_out_:
         raise DataError("the run's data no longer gives the features the checkpoint was "
                         "trained on; start a new run with `caviar train`")

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .engine import Population
+from .engine import InputLayout, Population
 from .metrics import ValidationScorer, validation_score
 
 
@@ -20,7 +20,8 @@ def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
                   on_epoch: Callable[[dict[str, Any]], None] | None = None,
                   weight: torch.Tensor | None = None,
                   scorer: ValidationScorer | None = None,
-                  device: str | torch.device = "cpu") -> Population:
+                  device: str | torch.device = "cpu",
+                  inputs: InputLayout | None = None) -> Population:
     """Train one network for ``hyperparameters["epochs"]`` epochs on ``device`` ("cpu",
     "cuda" or "auto"; the data is moved there once).
 
@@ -28,9 +29,10 @@ def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
     improved for ``patience`` epochs and the network of the best epoch is returned (its
     history still holds every epoch run). ``weight``: the training rows' loss weights (mean
     1); ``scorer``: the validation score (None: the validation loss), e.g. a weighted one.
+    ``inputs``: what X's columns are (``PreparedTable.inputs``; None: all dense features).
     """
-    network = Population(task, X.shape[1], [dict(hyperparameters)], n_classes=n_classes,
-                         seed=seed, device=device)
+    network = Population(task, inputs or X.shape[1], [dict(hyperparameters)],
+                         n_classes=n_classes, seed=seed, device=device)
     X, y, X_val, y_val = network.to_device(X, y, X_val, y_val)
     best, best_score, since_best = None, float("inf"), 0
     while bool(network.trainable.any()):

@@ -17,6 +17,13 @@
   mean, out-of-fold on the training rows, one column per class for several classes) then
   ``StandardScaler``.
 
+With ``codes=True`` (what ``prepare`` asks for), each categorical of more than two levels
+also gets a last column ``code__COL`` of integer codes, 1..levels in the order of its known
+levels and 0 for a level unseen in training, for networks that embed it
+(``encoding="embedding"``); :meth:`TablePreprocessor.input_layout` says which columns those
+are and which one-hot or target-encoded columns stand for the same categorical. The codes
+come from the encoders' own categories, so they need no state of their own.
+
 Date and time columns (the ``datetime`` role) become numeric columns before all this:
 year, month, day of week, hour (when the training times are not all midnight) and the time in
 days since the earliest training date (``expand_dates``); they are then imputed and
@@ -65,7 +72,9 @@ from caviar.data.table import (
 __all__ = ["TablePreprocessor", "SmoothClipScaler", "make_target_encoder", "NUMERIC"]
 
 STATE_FORMAT = "caviar.TablePreprocessor"
-STATE_VERSION = 2  # 2: the numeric transform (``numeric``); version 1 states load as "standard"
+# 2: the numeric transform (``numeric``); version 1 states load as "standard"; 3: ``codes``
+STATE_VERSION = 3
+CODE_MIN_LEVELS = 3  # categoricals with this many levels or more get codes (codes=True)
 
 NUMERIC = ("robust", "quantile", "standard")  # the numeric transforms, the default first
 MAX_QUANTILES = 1000  # QuantileTransformer's default number of quantiles
@@ -261,6 +270,8 @@ class TablePreprocessor(BaseEstimator):
     numeric : how numeric columns are scaled: ``"robust"`` (median and IQR, then smooth
         clipping to ±3; :class:`SmoothClipScaler`), ``"quantile"`` (to a normal distribution
         by the training rows' quantiles), or ``"standard"`` (mean and standard deviation).
+    codes : also emit, as the last columns, the integer codes of each categorical with at
+        least ``CODE_MIN_LEVELS`` levels (for embeddings; see :meth:`input_layout`).
 
     Examples
     --------
@@ -285,6 +296,7 @@ class TablePreprocessor(BaseEstimator):
         max_onehot: int | None = None,
         cv: int = 5,
         numeric: str = NUMERIC[0],
+        codes: bool = False,
     ) -> None:
         self.target = target
         self.task = task
@@ -295,6 +307,7 @@ class TablePreprocessor(BaseEstimator):
         self.max_onehot = max_onehot
         self.cv = cv
         self.numeric = numeric
+        self.codes = codes
 
     # ---------------------------------------------------------------------------------- fit
 
@@ -342,12 +355,62 @@ class TablePreprocessor(BaseEstimator):
             warnings.filterwarnings("ignore", message="The least populated class")
             out = self.column_transformer_.fit_transform(inputs, y_encoder)
         self._set_feature_names()
-        return self._finite(out, inputs)
+        return self._with_codes(self._finite(out, inputs), inputs)
 
     def _set_feature_names(self) -> None:
         self.feature_names_out_ = [str(n) for n in
                                    self.column_transformer_.get_feature_names_out()]
+        self.feature_names_out_ += [f"code__{col}" for col in self._code_levels()]
         self.n_features_out_ = len(self.feature_names_out_)
+
+    def _code_levels(self) -> dict[str, np.ndarray]:
+        """The known levels of each categorical that gets codes (none unless ``codes``):
+        the fitted one-hot or target encoder's categories, so nothing more is saved."""
+        if not getattr(self, "codes", False):
+            return {}
+        named = self.column_transformer_.named_transformers_
+        levels = {}
+        if "onehot" in named:
+            levels.update(zip(self.roles_.onehot, named["onehot"].categories_))
+        if "te" in named:
+            levels.update(zip(self.roles_.target_encoded,
+                              named["te"].named_steps["encode"].categories_))
+        return {col: cats for col, cats in levels.items() if len(cats) >= CODE_MIN_LEVELS}
+
+    def _with_codes(self, matrix: np.ndarray, inputs: pd.DataFrame) -> np.ndarray:
+        """``matrix`` with the code columns appended: level i of the known levels is i + 1,
+        an unseen one 0 (the index's -1 for "not found", plus one)."""
+        levels = self._code_levels()
+        if not levels:
+            return matrix
+        codes = [pd.Index(cats).get_indexer(inputs[col]).astype(np.float32) + 1
+                 for col, cats in levels.items()]
+        return np.column_stack([matrix, *codes])
+
+    def input_layout(self) -> list[dict[str, Any]]:
+        """The categoricals that have codes, as plain data: for each its ``name``, the
+        ``code_column``, its number of known ``levels``, and the ``dense_columns`` (its
+        one-hot columns, or its target-encoded ones: one, or one per class) that stand for
+        it otherwise; what ``caviar.engine.InputLayout`` is made from."""
+        check_is_fitted(self, "column_transformer_")
+        levels = self._code_levels()
+        named = self.column_transformer_.named_transformers_
+        slices = self.column_transformer_.output_indices_
+        dense: dict[str, list[int]] = {}
+        if "onehot" in named:
+            start = slices["onehot"].start
+            for col, cats in zip(self.roles_.onehot, named["onehot"].categories_):
+                dense[col] = list(range(start, start + len(cats)))
+                start += len(cats)
+        if "te" in named:  # scikit-learn's TargetEncoder: one column per class, by feature
+            width = len(self.classes_) if self.task_ == "multiclass" else 1
+            start = slices["te"].start
+            for col in self.roles_.target_encoded:
+                dense[col] = list(range(start, start + width))
+                start += width
+        first = self.n_features_out_ - len(levels)
+        return [{"name": col, "code_column": first + i, "levels": len(cats),
+                 "dense_columns": dense[col]} for i, (col, cats) in enumerate(levels.items())]
 
     # ------------------------------------------------------------------------- transform
 
@@ -373,7 +436,7 @@ class TablePreprocessor(BaseEstimator):
         inputs = self._inputs(df)
         with np.errstate(over="ignore", invalid="ignore"):
             out = self.column_transformer_.transform(inputs)
-        return self._finite(out, inputs)
+        return self._with_codes(self._finite(out, inputs), inputs)
 
     def _finite(self, out: np.ndarray, inputs: pd.DataFrame) -> np.ndarray:
         """``out`` as float32; DataError naming the column whose numbers are too large for it
@@ -581,6 +644,7 @@ class TablePreprocessor(BaseEstimator):
         # roles are saved, so the rule only shows in get_params)
         params.setdefault("numeric", "standard")
         params.setdefault("max_onehot", 10)
+        params.setdefault("codes", False)
         for name in ("categorical", "drop"):  # lists in JSON, tuples in the constructor
             if isinstance(params.get(name), list):
                 params[name] = tuple(params[name])

@@ -67,6 +67,34 @@ def dense_backward(dz: torch.Tensor, a: torch.Tensor, W: torch.Tensor, need_da: 
     return dW, db, da
 
 
+# ------------------------------------------------------------------------- embeddings
+
+def init_embedding(levels: int, k: int, generator: torch.Generator,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """One member's table ``(levels + 1, k)`` for a categorical with ``levels`` known levels:
+    rows 1..levels ~ N(0, 1) (torch.nn.Embedding's initialization, the scale of a
+    standardized input), row 0, the code of a level unseen in training, zeros: like an
+    all-zero one-hot row, an unknown level adds nothing to the first layer."""
+    table = torch.randn(levels + 1, k, generator=generator, dtype=dtype,
+                        device=generator.device)
+    table[0] = 0.0
+    return table
+
+
+def embedding_forward(codes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """e = E[codes]: each member's rows of its table ``(P, levels + 1, k)`` for the rows'
+    integer codes ``(B,)`` → ``(P, B, k)``. A gather: the product of the one-hot rows with E,
+    without the zeros."""
+    return table.index_select(1, codes)
+
+
+def embedding_backward(de: torch.Tensor, codes: torch.Tensor, rows: int) -> torch.Tensor:
+    """dE ``(P, rows, k)`` from de ``(P, B, k)``: the transpose of the gather, a scatter-add.
+    Row r of dE sums de over the minibatch rows whose code is r (``index_add_``); rows no
+    code names get 0."""
+    return de.new_zeros(de.shape[0], rows, de.shape[2]).index_add_(1, codes, de)
+
+
 # ------------------------------------------------------------------------- batch norm
 
 def batch_norm_forward(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float

@@ -11,12 +11,26 @@ Pure functions over a :class:`Structure` and dicts of tensors with a leading mem
 
 and the output layer is z = a·W + b, followed by the loss (softmax, sigmoid or squared error)
 whose gradient at the output is dz = ŷ − y. Backward runs the same steps in reverse.
+
+Categorical columns may enter as learned embeddings (``encoding="embedding"``): X then holds
+each such column's integer codes (1..levels, 0 for a level unseen in training), member p
+looks them up in its own table ``E (P, levels + 1, k)``, and the first layer reads the dense
+columns of X and the looked-up rows side by side, as one input [x, e₁, e₂, ...]:
+
+    z = x·W_x + Σ_j e_j·W_j + b,   e_j = E_j[codes_j]          (a gather)
+    dE_j[r] = Σ over the rows whose code is r of dz·W_jᵀ       (a scatter-add)
+
+:class:`InputLayout` says which columns of X are codes and which dense columns stand for the
+same categorical otherwise (its one-hot or target-encoded columns); :func:`make_structure`
+picks, for a member's ``encoding``, the columns the network reads.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -26,9 +40,67 @@ from .kernels import EAGER, Kernels
 BN_EPSILON = 1e-5
 
 
+# categoricals with more levels than this may be embedded; with two a one-hot column is
+# already the best code (one number), and the preprocessor gives them no codes
+EMBED_MIN_LEVELS = 3
+MAX_EMBEDDING_DIM = 16
+
+
+def embedding_width(levels: int, embedding_dim: int | None = None) -> int:
+    """k for a categorical of ``levels`` levels: ``embedding_dim`` when set, else fast.ai's
+    rule round(1.6·levels^0.56), at most ``MAX_EMBEDDING_DIM`` (3 levels: 3, 10: 6,
+    50: 14, 100 and more: 16)."""
+    if embedding_dim is not None:
+        return int(embedding_dim)
+    return max(1, min(MAX_EMBEDDING_DIM, round(1.6 * levels ** 0.56)))
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """A categorical column as X holds it: its integer codes in ``code_column`` (1..levels
+    for the levels known in training, 0 for any other), and the ``dense_columns`` (its
+    one-hot or target-encoded columns) that stand for it when it is not embedded."""
+
+    name: str
+    code_column: int
+    levels: int
+    dense_columns: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """What the ``n_columns`` columns of X are: the categoricals that have codes; every other
+    column is a dense feature. (A plain width, ``InputLayout(d)``, is all dense.)"""
+
+    n_columns: int
+    categoricals: tuple[Categorical, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_columns": self.n_columns, "categoricals": [
+            {"name": c.name, "code_column": c.code_column, "levels": c.levels,
+             "dense_columns": list(c.dense_columns)} for c in self.categoricals]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InputLayout:
+        return cls(int(d["n_columns"]), tuple(
+            Categorical(c["name"], int(c["code_column"]), int(c["levels"]),
+                        tuple(int(j) for j in c["dense_columns"]))
+            for c in d.get("categoricals", ())))
+
+
+def inputs_from(preprocessor: Any) -> InputLayout:
+    """The layout of a fitted ``TablePreprocessor``'s matrix (its ``input_layout()``)."""
+    return InputLayout(preprocessor.n_features_out_, tuple(
+        Categorical(c["name"], c["code_column"], c["levels"], tuple(c["dense_columns"]))
+        for c in preprocessor.input_layout()))
+
+
 @dataclass(frozen=True)
 class Structure:
-    """What every member of a population shares."""
+    """What every member of a population shares. ``n_inputs`` is the width of X;
+    ``dense_columns`` the columns the first layer reads as they are (None: all of them),
+    ``embeddings`` one (column of codes, table rows = levels + 1, k) per embedded
+    categorical, whose looked-up rows follow the dense columns in the first layer's input."""
 
     task: str
     n_inputs: int
@@ -37,10 +109,21 @@ class Structure:
     activation: str
     batch_norm: bool
     batch_size: int
+    dense_columns: tuple[int, ...] | None = None
+    embeddings: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def n_dense(self) -> int:
+        return self.n_inputs if self.dense_columns is None else len(self.dense_columns)
+
+    @property
+    def n_features(self) -> int:
+        """The width of the first layer's input: dense columns and embedding widths."""
+        return self.n_dense + sum(k for _, _, k in self.embeddings)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
-        return (self.n_inputs, *self.hidden_layer_sizes, self.n_outputs)
+        return (self.n_features, *self.hidden_layer_sizes, self.n_outputs)
 
     @property
     def n_layers(self) -> int:
@@ -48,8 +131,49 @@ class Structure:
 
     @property
     def weight_names(self) -> set[str]:
-        """Dense weights: the only tensors L1, L2 and weight decay act on."""
-        return {f"W{layer}" for layer in range(self.n_layers)}
+        """Dense weights and embedding tables: the tensors L1, L2 and weight decay act on
+        (an embedding is the first layer's weights for a one-hot column, looked up)."""
+        return ({f"W{layer}" for layer in range(self.n_layers)}
+                | {f"E{j}" for j in range(len(self.embeddings))})
+
+    @functools.cached_property
+    def _dense_selector(self) -> slice | tuple[int, ...]:
+        """The dense columns as a slice when they are the first columns of X (a view)."""
+        if self.dense_columns is None or self.dense_columns == tuple(range(self.n_dense)):
+            return slice(0, self.n_dense)
+        return self.dense_columns
+
+    def dense_inputs(self, X: torch.Tensor) -> torch.Tensor:
+        """The columns of X ``(B, n_inputs)`` the first layer reads as they are."""
+        selector = self._dense_selector
+        if isinstance(selector, slice):
+            return X if selector.stop == X.shape[1] else X[:, selector]
+        return X.index_select(1, torch.tensor(selector, device=X.device))
+
+    def codes(self, X: torch.Tensor) -> list[torch.Tensor]:
+        """Each embedded categorical's integer codes ``(B,)`` from its column of X."""
+        return [X[:, column].long() for column, _, _ in self.embeddings]
+
+
+def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
+                   config: Mapping[str, Any]) -> Structure:
+    """The structure of members with ``config`` on inputs laid out as ``inputs``: code
+    columns are never read as numbers; with ``encoding="embedding"`` every categorical with
+    codes (more than two levels) is embedded instead of read through its dense columns."""
+    layout = inputs if isinstance(inputs, InputLayout) else InputLayout(int(inputs))
+    embedded = [c for c in layout.categoricals
+                if config["encoding"] == "embedding" and c.levels >= EMBED_MIN_LEVELS]
+    skip = {c.code_column for c in layout.categoricals}
+    skip |= {j for c in embedded for j in c.dense_columns}
+    dense = tuple(j for j in range(layout.n_columns) if j not in skip)
+    return Structure(
+        task=task, n_inputs=layout.n_columns, n_outputs=n_outputs,
+        hidden_layer_sizes=config["hidden_layer_sizes"], activation=config["activation"],
+        batch_norm=config["batch_norm"], batch_size=int(config["batch_size"]),
+        dense_columns=None if len(dense) == layout.n_columns else dense,
+        embeddings=tuple((c.code_column, c.levels + 1,
+                          embedding_width(c.levels, config["embedding_dim"]))
+                         for c in embedded))
 
 
 def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype
@@ -71,7 +195,49 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype
             buffers[f"running_var{layer}"] = torch.ones(1, n_out, dtype=dtype, device=device)
         else:
             params[f"b{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
+    for j, (_, rows, k) in enumerate(s.embeddings):
+        params[f"E{j}"] = layers.init_embedding(rows - 1, k, generator, dtype)
     return params, buffers
+
+
+def input_forward(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Tensor,
+                  W: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+    """The first dense layer on X ``(B, n_inputs)``: z = x·W_x + Σ_j e_j·W_j + b, x the dense
+    columns (one broadcast product for every member), e_j = E_j[codes_j] the embedded ones
+    (W's rows after the dense ones). Returns z and what :func:`input_backward` needs."""
+    x = s.dense_inputs(X)
+    if not s.embeddings:
+        return layers.dense_forward(x, W, b), x
+    codes = s.codes(X)
+    looked_up = [layers.embedding_forward(c, params[f"E{j}"]) for j, c in enumerate(codes)]
+    e = looked_up[0] if len(looked_up) == 1 else torch.cat(looked_up, dim=2)
+    d = s.n_dense
+    if d:
+        z = torch.matmul(x, W[:, :d]).baddbmm_(e, W[:, d:])  # x·W_x + e·W_e, in place
+    else:
+        z = torch.bmm(e, W)
+    return (z if b is None else z.add_(b)), (x, e, codes)
+
+
+def input_backward(s: Structure, dz: torch.Tensor, a_in: Any, W: torch.Tensor
+                   ) -> dict[str, torch.Tensor]:
+    """dW, db and each table's dE of the first layer (keys without the layer number):
+    dW = [x, e]ᵀ·dz, de = dz·W_eᵀ, then dE_j the scatter-add of de_j by the codes."""
+    if not s.embeddings:
+        dW, db, _ = layers.dense_backward(dz, a_in, W, need_da=False)
+        return {"W": dW, "b": db}
+    x, e, codes = a_in
+    d = s.n_dense
+    dW = torch.bmm(e.transpose(1, 2), dz)
+    if d:
+        dW = torch.cat([torch.matmul(x.t(), dz), dW], dim=1)
+    grads = {"W": dW, "b": dz.sum(dim=1, keepdim=True)}
+    de = torch.bmm(dz, W[:, d:].transpose(1, 2))  # (P, B, Σk)
+    offset = 0
+    for j, (_, rows, k) in enumerate(s.embeddings):
+        grads[f"E{j}"] = layers.embedding_backward(de[:, :, offset:offset + k], codes[j], rows)
+        offset += k
+    return grads
 
 
 def forward(s: Structure, params: Mapping[str, torch.Tensor],
@@ -90,10 +256,18 @@ def forward(s: Structure, params: Mapping[str, torch.Tensor],
     """
     a = X
     counts = layers.keep_count(keep_prob) if training and keep_prob is not None else None
-    for layer in range(s.n_layers - 1):
-        z = layers.dense_forward(a, params[f"W{layer}"], params.get(f"b{layer}"))  # z = a·W + b
+    last = s.n_layers - 1
+    for layer in range(s.n_layers):
+        W, b = params[f"W{layer}"], params.get(f"b{layer}")
+        if layer == 0:  # z = x·W + Σ e·W_e + b
+            z, a_in = input_forward(s, params, X, W, b)
+        else:  # z = a·W + b
+            z, a_in = layers.dense_forward(a, W, b), a
+        if layer == last:
+            if tape is not None:
+                tape.append(a_in)
+            return z
         gamma, beta = params.get(f"gamma{layer}"), params.get(f"beta{layer}")
-        a_in = a
         if not training:
             if s.batch_norm:
                 z = layers.batch_norm_eval(z, gamma, beta, buffers[f"running_mean{layer}"],
@@ -110,30 +284,34 @@ def forward(s: Structure, params: Mapping[str, torch.Tensor],
             layers.update_running(buffers[f"running_var{layer}"], var, m)
         if tape is not None:
             tape.append((a_in, cache))
-    last = s.n_layers - 1
-    if tape is not None:
-        tape.append(a)
-    return layers.dense_forward(a, params[f"W{last}"], params[f"b{last}"])
+    raise AssertionError("unreachable: the output layer returns")
 
 
 def backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor, tape: list,
              kernels: Kernels = EAGER) -> dict[str, torch.Tensor]:
     """Gradients of Σ_p J_p for every parameter, from dz = dJ/dz at the output and the tape
     of a training-mode :func:`forward`; member p's gradient is its own dJ_p/dθ_p."""
-    grads = {}
+    grads: dict[str, torch.Tensor] = {}
     last = s.n_layers - 1
-    # output layer: dW = aᵀ·dz, db = Σ dz, da = dz·Wᵀ
-    grads[f"W{last}"], grads[f"b{last}"], da = layers.dense_backward(
-        dz, tape[-1], params[f"W{last}"], need_da=last > 0)
-    for layer in range(last - 1, -1, -1):
-        a_in, cache = tape[layer]
-        # back through dropout, g and batch norm: dz from da
-        dz, dgamma, dbeta = kernels.hidden_backward(da, cache, s.activation,
-                                                    params.get(f"gamma{layer}"))
-        if dgamma is not None:
-            grads[f"gamma{layer}"], grads[f"beta{layer}"] = dgamma, dbeta
-        dW, db, da = layers.dense_backward(dz, a_in, params[f"W{layer}"], need_da=layer > 0)
-        grads[f"W{layer}"] = dW
+    da = None  # the gradient of the layer's output, from the layer above
+    for layer in range(last, -1, -1):
+        if layer < last:
+            a_in, cache = tape[layer]
+            # back through dropout, g and batch norm: dz from da
+            dz, dgamma, dbeta = kernels.hidden_backward(da, cache, s.activation,
+                                                        params.get(f"gamma{layer}"))
+            if dgamma is not None:
+                grads[f"gamma{layer}"], grads[f"beta{layer}"] = dgamma, dbeta
+        else:
+            a_in = tape[-1]
+        W = params[f"W{layer}"]
+        if layer == 0:  # dW, db and the tables' dE
+            first = input_backward(s, dz, a_in, W)
+            grads["W0"] = first.pop("W")
+            db = first.pop("b")
+            grads.update(first)
+        else:  # dW = aᵀ·dz, db = Σ dz, da = dz·Wᵀ
+            grads[f"W{layer}"], db, da = layers.dense_backward(dz, a_in, W, need_da=True)
         if f"b{layer}" in params:
             grads[f"b{layer}"] = db
     return grads

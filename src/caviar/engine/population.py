@@ -34,7 +34,7 @@ import torch
 
 from ..hyperparams import STRUCTURAL, TASKS, Config, effective_decay_rate, resolve, structure_key
 from . import kernels, losses, network, optim
-from .network import Structure
+from .network import InputLayout
 from .optim import Coefficients, PopulationOptimizer
 from .schedules import DECAY_CODES, learning_rate_at
 
@@ -71,7 +71,10 @@ class Population:
 
     Args:
         task: "binary", "multiclass" or "regression".
-        n_inputs: number of input features.
+        n_inputs: the number of columns of X, all dense features; or the table's
+            :class:`~caviar.engine.network.InputLayout` (``PreparedTable.inputs``), which says
+            which columns hold categorical codes: never read as numbers, and embedded by
+            members with ``encoding="embedding"``.
         members: one hyperparameter mapping per member (missing names take the defaults of
             ``caviar.hyperparams.DEFAULTS``); all must share the structural ones. A
             ``caviar.hyperparams.Config`` is used as it is (it was validated when made).
@@ -87,7 +90,8 @@ class Population:
             reads the ``CAVIAR_COMPILE`` environment variable (off unless it is 1).
     """
 
-    def __init__(self, task: str, n_inputs: int, members: Sequence[Mapping[str, Any]],
+    def __init__(self, task: str, n_inputs: int | InputLayout,
+                 members: Sequence[Mapping[str, Any]],
                  n_classes: int | None = None, seed: int = 0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                  compile: bool | None = None):
@@ -99,11 +103,10 @@ class Population:
             raise ValueError("a population needs at least one member")
         resolved = [resolve(m) for m in members]
         first = resolved[0]
-        self.structure = Structure(
-            task=task, n_inputs=int(n_inputs),
-            n_outputs=losses.output_size(task, n_classes or 2),
-            hidden_layer_sizes=first["hidden_layer_sizes"], activation=first["activation"],
-            batch_norm=first["batch_norm"], batch_size=int(first["batch_size"]))
+        self.inputs = (n_inputs if isinstance(n_inputs, InputLayout)
+                       else InputLayout(int(n_inputs)))
+        self.structure = network.make_structure(
+            task, self.inputs, losses.output_size(task, n_classes or 2), first)
         self.n_classes = n_classes if task == "multiclass" else (2 if task == "binary" else None)
         self.seed = seed
         self.dtype = dtype
@@ -136,7 +139,7 @@ class Population:
 
     @property
     def weight_names(self) -> set[str]:
-        """Dense weights: the only tensors L1, L2 and weight decay act on."""
+        """Dense weights and embedding tables: the tensors L1, L2 and weight decay act on."""
         return self.structure.weight_names
 
     @property
@@ -373,7 +376,8 @@ class Population:
                                 hp["decay_rate"], hp["decay_steps"], hp["epochs"])
 
     def penalty(self) -> torch.Tensor:
-        """``(P,)`` (λ₂/2)·Σ‖W‖²_F + (λ₁/2)·Σ|w| over dense weights: the cost's L2 and L1
+        """``(P,)`` (λ₂/2)·Σ‖W‖²_F + (λ₁/2)·Σ|w| over dense weights and embedding tables: the
+        cost's L2 and L1
         terms times m (divide by the number of training rows m)."""
         total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         for name in self.weight_names:
@@ -569,6 +573,7 @@ class Population:
         """Everything else, JSON-serializable."""
         return {
             "structure": asdict(self.structure), "n_classes": self.n_classes, "seed": self.seed,
+            "inputs": self.inputs.to_dict(),
             "dtype": str(self.dtype).removeprefix("torch."),
             "generator_device": self.device.type,  # the kind of the saved generator state
             "hyperparameters": [{**h, "hidden_layer_sizes": list(h["hidden_layer_sizes"])}
@@ -587,7 +592,10 @@ class Population:
         seeded from the saved state instead, so training goes on reproducibly but with
         other minibatch orders and masks than it would have had."""
         s = meta["structure"]
-        pop = cls(s["task"], s["n_inputs"], meta["hyperparameters"],
+        # saved before input layouts: every column dense
+        inputs = (InputLayout.from_dict(meta["inputs"]) if "inputs" in meta
+                  else InputLayout(int(s["n_inputs"])))
+        pop = cls(s["task"], inputs, meta["hyperparameters"],
                   n_classes=meta["n_classes"], seed=meta["seed"],
                   dtype=getattr(torch, meta["dtype"]), device=device, compile=compile)
         with torch.no_grad():

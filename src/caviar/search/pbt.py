@@ -209,7 +209,7 @@ class PopulationBasedTraining(Tuner):
                 first = {"epoch": 0, "member": mid, "copied_from": None,
                          "hyperparameters": self._values(params)}
                 members.append(_Member(mid, params, [first]))
-            population = Population(self.task, self.data.X_train.shape[1],
+            population = Population(self.task, self.data.inputs,
                                     [c for _, c in drawn], n_classes=self.n_classes,
                                     seed=self.seed + self._groups_made)
             self._groups_made += 1
@@ -384,7 +384,7 @@ def replay(schedule: Mapping[str, Any], data: pd.DataFrame | str | Path, target:
     prepared = prepare(read_table(data), target, task=task, categorical=categorical, drop=drop,
                        seed=seed)
     d = prepared
-    network = Population(d.task, d.X_train.shape[1], [config], n_classes=d.n_classes, seed=seed)
+    network = Population(d.task, d.inputs, [config], n_classes=d.n_classes, seed=seed)
     changes = {s["epoch"]: s["hyperparameters"] for s in segments[1:]}
     for epoch in range(int(config["epochs"])):
         if epoch in changes:

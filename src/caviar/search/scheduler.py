@@ -326,7 +326,7 @@ class Tuner:
         params = [p for _, p in joining]
         if group.population is None:
             group.population = Population(
-                self.task, self.data.X_train.shape[1], params, n_classes=self.n_classes,
+                self.task, self.data.inputs, params, n_classes=self.n_classes,
                 seed=self.seed + self._groups_made)
             self._groups_made += 1
             group.trials = [t for t, _ in joining]

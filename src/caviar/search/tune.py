@@ -449,7 +449,7 @@ def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner:
     network = train_network(data.X_train, data.y_train, pre.task_,
                             params, n_classes=tuner.n_classes, X_val=data.X_val,
                             y_val=data.y_val, seed=seed, weight=data.w_train,
-                            scorer=tuner.scorer,
+                            scorer=tuner.scorer, inputs=data.inputs,
                             patience=int(params["epochs"]))  # all epochs, best one kept
     tuner.keep(network, best.number, best.value)
     model = tuner.model()
