@@ -306,6 +306,7 @@ def tune(
     weight: WeightOption = None,
     class_weight: ClassWeightOption = None,
     max_onehot: MaxOnehotOption = None,
+    device: DeviceOption = Device.cpu,
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 
@@ -329,7 +330,8 @@ def tune(
                 ensemble=ensemble, on_progress=display.update, workers=workers, dask=dask,
                 artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval,
                 metric=metric, validation=valid, test=test, split=split, group=group,
-                weight=weight, class_weight=class_weight, max_onehot=max_onehot)
+                weight=weight, class_weight=class_weight, max_onehot=max_onehot,
+                device=device.value)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

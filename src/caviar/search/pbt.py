@@ -139,10 +139,10 @@ class PopulationBasedTraining(Tuner):
                  structures: int = STRUCTURES, on_progress: Any = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
-                 metric: Metric | None = None):
+                 metric: Metric | None = None, device: str | torch.device = "cpu"):
         super().__init__(study, space, data, budget, population, out, seed,
                          on_progress=on_progress, archive=archive, ensemble=ensemble,
-                         saved=saved, shared=shared, metric=metric)
+                         saved=saved, shared=shared, metric=metric, device=device)
         if interval is not None and interval < 1:
             raise ValueError(f"the PBT interval must be at least 1 epoch, got {interval}")
         self.interval = interval or INTERVAL
@@ -211,7 +211,7 @@ class PopulationBasedTraining(Tuner):
                 members.append(_Member(mid, params, [first]))
             population = Population(self.task, self.data.X_train.shape[1],
                                     [c for _, c in drawn], n_classes=self.n_classes,
-                                    seed=self.seed + self._groups_made)
+                                    seed=self.seed + self._groups_made, device=self.device)
             self._groups_made += 1
             pops.append(_PBTPopulation(pid, structure, population, members, time.monotonic()))
         self.round += 1
