@@ -185,29 +185,35 @@ def test_a_resumed_run_goes_on_with_its_schedule(wine, tmp_path):
         train_run(wine, "cultivar", hp, tmp_path / "other", schedule={2: {"batch_size": 64}})
 
 
-def _decay_table(rows: int = 1000) -> pd.DataFrame:
-    """Least squares with two nearly equal groups of features: the signal along their
-    difference is learned only with large steps, and minibatch noise is averaged away only
-    with small ones, so a learning rate that decays beats every constant one."""
+def _decay_table(rows: int = 1000, pairs: int = 8, gap: float = 0.1) -> pd.DataFrame:
+    """Least squares on pairs of nearly equal features, with noisy targets: the signal along
+    each pair's difference (a direction of little variance) is learned only with large
+    steps, and the noise of small minibatches is averaged away only with small ones. On
+    it, SGD at 1.0 decayed by 0.85 an epoch reaches 0.43 validation RMSE (standardized),
+    the best constant rate 0.47 (0.3; 0.03: 0.79, 0.6: 0.46-0.53, two seeds each)."""
     rng = np.random.default_rng(0)
-    z = rng.normal(size=(rows, 4))
-    X = np.concatenate([z + 0.1 * rng.normal(size=(rows, 4)),
-                        z + 0.1 * rng.normal(size=(rows, 4))], axis=1)
-    y = 3 * (X[:, :4] - X[:, 4:]).sum(axis=1) + z.sum(axis=1) + 0.5 * rng.normal(size=rows)
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)])
+    z = rng.normal(size=(rows, pairs))
+    a = z + gap * rng.normal(size=(rows, pairs))
+    b = z + gap * rng.normal(size=(rows, pairs))
+    y = (a - b).sum(axis=1) / gap + z.sum(axis=1) + 2.0 * rng.normal(size=rows)
+    frame = pd.DataFrame(np.concatenate([a, b], axis=1),
+                         columns=[f"x{i}" for i in range(2 * pairs)])
     frame["y"] = y
     return frame
 
 
-def test_pbt_finds_a_decaying_learning_rate(tmp_path):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pbt_finds_a_decaying_learning_rate(tmp_path, seed):
+    """Whatever the seed: the schedule of the kept network was changed by PBT, and its
+    learning rate ends lower than it started (8 of 8 seeds measured)."""
     space = {"learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 1.0},
              "optimizer": "sgd", "hidden_layer_sizes": {"value": []}, "batch_norm": False,
-             "batch_size": 16, "epochs": 24}
-    result = tune(_decay_table(), "y", trials=8, population=8, space=space, out=tmp_path,
-                  seed=0, scheduler="pbt", pbt_interval=3)
+             "batch_size": 8, "epochs": 24}
+    result = tune(_decay_table(), "y", trials=16, population=16, space=space, out=tmp_path,
+                  seed=seed, scheduler="pbt", pbt_interval=3)
     schedule = result.model.info["pbt"]["schedule"]
     rates = [s["hyperparameters"]["learning_rate"] for s in schedule]
-    assert len(rates) > 1 and rates[-1] < rates[0]
+    assert len(rates) > 1 and rates[-1] < rates[0], rates
 
 
 def test_cli_tune_with_pbt_writes_a_model_and_a_report_with_the_lineage(wine, tmp_path):
