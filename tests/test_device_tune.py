@@ -114,3 +114,21 @@ def test_cli_tune_device_cuda_without_cuda_is_one_error_line(monkeypatch, tmp_pa
     assert_one_error_line(result, "CUDA is not available on this machine",
                           "--device cpu or auto")
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("device", [*DEVICES, "auto"])
+def test_a_worker_trains_on_the_device_the_study_names(wine_csv, tmp_path, device):
+    """``--workers``/``--dask``/``caviar worker``: each worker reads the device from the
+    study's spec and resolves it on its own machine."""
+    from caviar.search.tune import work
+    from caviar.workers.spec import WorkerSpec
+
+    result = tune(wine_csv, "cultivar", trials=4, population=4, space=SPACE, seed=0,
+                  out=tmp_path / "run", device=device)
+    spec = WorkerSpec.from_dict(result.study.user_attrs[keys.SPEC])
+    assert spec.device == device
+    tuner, summary = work(spec.replace(trials=8), 1)  # a second worker, 4 more trials
+    assert tuner.device == resolve_device(device)
+    assert tuner.data.X_train.device.type == resolve_device(device).type
+    assert summary["trials"] == 4
+    assert all(k.network.device.type == "cpu" for k in tuner.kept.networks)
