@@ -11,9 +11,13 @@ process-based PBT.
    runs it: one process per member-interval (a ``multiprocessing`` pool, one worker per core,
    one torch thread each), each loading its member's checkpoint (model and optimizer,
    ``torch.save``) from disk, training, saving it; exploit copies a checkpoint file. (Ray Tune
-   itself was not installed for this bench.)
+   itself was not installed for this bench.) Each side gets the machine's cores: caviar one
+   process with that many torch threads, the process-based PBT that many processes of one.
+3. The interval (``--intervals 2 4 8``): the PBT model's test score on both tables for each
+   ``pbt_interval`` at the budget, which chose the default (``caviar.search.pbt.INTERVAL``).
 
 Run:  .venv/bin/python bench/pbt.py [--budget 20] [--seeds 0 1] [--members 16]
+      .venv/bin/python bench/pbt.py --skip-quality --intervals 2 4 8 --budget 20
 Prints one JSON object to stdout and a summary to stderr.
 """
 
@@ -31,12 +35,16 @@ import sys
 import tempfile
 import time
 
-import torch
+# caviar sets this when it is imported before torch; here torch comes first (see
+# caviar/__init__.py: spinning OpenMP threads on a busy machine)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from caviar.data import prepare
-from caviar.datasets import load_dataset
-from caviar.engine import Population
-from caviar.search.tune import tune
+import torch  # noqa: E402
+
+from caviar.data import prepare  # noqa: E402
+from caviar.datasets import load_dataset  # noqa: E402
+from caviar.engine import Population  # noqa: E402
+from caviar.search.tune import tune  # noqa: E402
 
 TABLES = {"wage": ("wage", ("logwage",), "rmse"), "default": ("default", (), "log_loss")}
 NET = {"hidden_layer_sizes": (64, 64), "batch_size": 128, "optimizer": "adam",
@@ -45,6 +53,28 @@ INTERVAL = 2
 
 
 # ----------------------------------------------------------------------------- quality
+
+
+def intervals(budget: float, seeds: list[int], values: list[int]) -> dict:
+    """The PBT model's test score for each interval, per table and seed; and epochs trained."""
+    out: dict = {}
+    for name, (target, drop, metric) in TABLES.items():
+        frame = load_dataset(name)
+        for interval in values:
+            scores, epochs = [], []
+            for seed in seeds:
+                with tempfile.TemporaryDirectory() as tmp:
+                    result = tune(frame, target, time_budget=budget, population=32, out=tmp,
+                                  seed=seed, drop=drop, scheduler="pbt", pbt_interval=interval)
+                scores.append(result.test_scores[metric])
+                epochs.append(max(len(t.user_attrs.get("curve", []))
+                                  for t in result.study.trials))
+                print(f"{name} interval {interval} seed {seed}: test {metric} "
+                      f"{scores[-1]:.4f} ({epochs[-1]} epochs)", file=sys.stderr)
+            out.setdefault(name, {})[interval] = {"metric": metric, "scores": scores,
+                                                  "mean": statistics.mean(scores),
+                                                  "epochs": epochs}
+    return out
 
 
 def quality(budget: float, seeds: list[int]) -> dict:
@@ -129,6 +159,11 @@ def _train_interval(args: tuple) -> float:
     return val
 
 
+def _warm(_: int) -> int:
+    torch.set_num_threads(1)
+    return torch.ones(1).numel()
+
+
 def process_pbt(members: int, epochs: int, workers: int) -> float:
     """Member-epochs per second of a process-based PBT (checkpoints on disk)."""
     rng = random.Random(0)
@@ -137,8 +172,11 @@ def process_pbt(members: int, epochs: int, workers: int) -> float:
         data_path = os.path.join(tmp, "data.pt")
         torch.save(_tensors(), data_path)
         paths = [os.path.join(tmp, f"member-{i}.pt") for i in range(members)]
-        start = time.perf_counter()
         with mp.get_context("spawn").Pool(workers) as pool:
+            # started and warm (torch imported in each worker) before the clock starts: what
+            # is timed is the per-interval work, checkpoints and copies, not the start-up
+            pool.map(_warm, range(workers))
+            start = time.perf_counter()
             for _ in range(epochs // INTERVAL):
                 scores = pool.map(_train_interval, [(p, lr, INTERVAL, data_path)
                                                     for p, lr in zip(paths, lrs)])
@@ -148,7 +186,8 @@ def process_pbt(members: int, epochs: int, workers: int) -> float:
                     source = rng.choice(order[:q])
                     shutil.copyfile(paths[source], paths[target])  # exploit: the checkpoint
                     lrs[target] = lrs[source] * rng.choice((0.8, 1.25))
-        return members * epochs / (time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+        return members * epochs / elapsed
 
 
 def main() -> None:
@@ -158,16 +197,27 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--intervals", type=int, nargs="*", default=[])
     args = parser.parse_args()
     workers = os.cpu_count() or 1
+    torch.set_num_threads(workers)
     speed = {"members": args.members, "epochs": args.epochs, "workers": workers,
+             "torch_threads": torch.get_num_threads(),
+             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+             "load_before": os.getloadavg()[0],
              "caviar_member_epochs_per_s": caviar_pbt(args.members, args.epochs),
              "process_member_epochs_per_s": process_pbt(args.members, args.epochs, workers)}
     speed["speedup"] = speed["caviar_member_epochs_per_s"] / speed["process_member_epochs_per_s"]
     print(f"speed: caviar {speed['caviar_member_epochs_per_s']:.1f} member-epochs/s, "
           f"process-based {speed['process_member_epochs_per_s']:.1f} "
           f"({speed['speedup']:.1f}x)", file=sys.stderr)
+    speed["load_after"] = os.getloadavg()[0]
     result = {"speed": speed, "budget_s": args.budget, "seeds": args.seeds}
+    if args.intervals:
+        result["intervals"] = intervals(args.budget, args.seeds, args.intervals)
+        for name, by in result["intervals"].items():
+            print(f"{name}: " + ", ".join(f"interval {i} {v['metric']} {v['mean']:.4f}"
+                                          for i, v in by.items()), file=sys.stderr)
     if not args.skip_quality:
         result["quality"] = quality(args.budget, args.seeds)
         for name, by in result["quality"].items():

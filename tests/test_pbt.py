@@ -1,6 +1,7 @@
 """Population-based training: exploit is a row copy, explore stays in the space on its scale,
 a seeded run repeats, a decaying learning rate is found, the lineage reaches the study."""
 
+import json
 import math
 import random
 
@@ -9,6 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+from commandline import assert_one_error_line, invoke
 from wine import WINE_SPACE, wine_frame
 
 from caviar.data import prepare
@@ -92,9 +94,15 @@ def _lineage(result):
             result.study.user_attrs[keys.PBT])
 
 
-def test_a_seeded_pbt_run_repeats_and_records_its_lineage(wine, tmp_path):
-    runs = [tune(wine, "cultivar", trials=8, population=8, space=SPACE, out=tmp_path / str(i),
-                 seed=3, scheduler="pbt", pbt_interval=2) for i in range(2)]
+@pytest.fixture(scope="module")
+def runs(wine, tmp_path_factory):
+    """Two PBT runs with the same seed."""
+    return [tune(wine, "cultivar", trials=8, population=8, space=SPACE, seed=3,
+                 out=tmp_path_factory.mktemp(f"pbt{i}"), scheduler="pbt", pbt_interval=2)
+            for i in range(2)]
+
+
+def test_a_seeded_pbt_run_repeats_and_records_its_lineage(wine, runs):
     assert _lineage(runs[0]) == _lineage(runs[1])
     study = runs[0].study
     lineage = study.user_attrs[keys.PBT]
@@ -114,29 +122,98 @@ def test_a_seeded_pbt_run_repeats_and_records_its_lineage(wine, tmp_path):
     assert math.isfinite(again.info["value"]) and again.info["value"] < 1.0
 
 
-def _decay_table(rows: int = 1000) -> pd.DataFrame:
-    """Least squares with two nearly equal groups of features: the signal along their
-    difference is learned only with large steps, and minibatch noise is averaged away only
-    with small ones, so a learning rate that decays beats every constant one."""
+def _replayed_rates(run_dir) -> list[float]:
+    return [r["learning_rate"] for r in json.loads((run_dir / "run.json").read_text())["history"]]
+
+
+def test_caviar_train_schedule_replays_the_rates_pbt_applied(runs, wine_csv, tmp_path):
+    """The kept model's schedule, and any member's from its trial, replayed as a panda run:
+    the learning rate of every epoch is the one the PBT member trained with (its curve, the
+    copied ancestors' epochs included), and each change is in run.json at its epoch."""
+    study, info = runs[0].study, runs[0].model.info
+    winner = study.trials[info["trial"]]
+    result = invoke("train", wine_csv, "--target", "cultivar", "--seed", 3, "--schedule",
+                    runs[0].out / "model", "--out", tmp_path / "best")
+    assert result.exit_code == 0, result.output
+    assert _replayed_rates(tmp_path / "best") == pytest.approx(
+        [r["learning_rate"] for r in winner.user_attrs[keys.CURVE]], rel=1e-6)
+
+    member = max(study.trials, key=lambda t: len(t.user_attrs[keys.PBT_SCHEDULE]))
+    schedule = member.user_attrs[keys.PBT_SCHEDULE]
+    assert len(schedule) >= 3  # copied at epochs 2 and 4
+    file = tmp_path / "schedule.json"
+    file.write_text(json.dumps({"hyperparameters": member.user_attrs[keys.HYPERPARAMETERS],
+                                "schedule": schedule}))
+    result = invoke("train", wine_csv, "--target", "cultivar", "--schedule", file,
+                    "--out", tmp_path / "member")
+    assert result.exit_code == 0, result.output
+    rates = _replayed_rates(tmp_path / "member")
+    assert rates == pytest.approx([r["learning_rate"] for r in member.user_attrs[keys.CURVE]],
+                                  rel=1e-6)
+    assert len(set(rates)) > 1  # the schedule changed it
+    run = json.loads((tmp_path / "member" / "run.json").read_text())
+    assert [c["epoch"] for c in run["changes"]] == [s["epoch"] for s in schedule[1:]]
+    assert all(c["scheduled"] for c in run["changes"])
+    for change, segment in zip(run["changes"], schedule[1:]):
+        for name, value in segment["hyperparameters"].items():
+            if name in change["changes"]:
+                assert change["changes"][name][1] == pytest.approx(value)
+
+
+def test_caviar_train_schedule_refuses_a_model_without_one(tmp_path, wine_csv):
+    from caviar.model import fit_model
+
+    fit_model(wine_csv, "cultivar", {"epochs": 1}).save(tmp_path / "model")
+    assert_one_error_line(invoke("train", wine_csv, "--target", "cultivar", "--schedule",
+                                 tmp_path / "model", "--out", tmp_path / "run"),
+                          "not trained by population-based training")
+    (tmp_path / "bad.json").write_text('{"schedule": 3}')
+    assert_one_error_line(invoke("train", wine_csv, "--target", "cultivar", "--schedule",
+                                 tmp_path / "bad.json", "--out", tmp_path / "run"),
+                          "a PBT schedule is")
+
+
+def test_a_resumed_run_goes_on_with_its_schedule(wine, tmp_path):
+    from caviar.panda import resume_run, train_run
+
+    hp = {"hidden_layer_sizes": [8], "learning_rate": 0.01}
+    plan = {1: {"learning_rate": 0.005}, 3: {"learning_rate": 0.002}}
+    run = train_run(wine, "cultivar", hp, tmp_path / "run", epochs=2, schedule=plan)
+    resume_run(run, epochs=2)
+    assert _replayed_rates(run) == pytest.approx([0.01, 0.005, 0.005, 0.002])
+    with pytest.raises(ValueError, match="batch_size at epoch 2, which fixes the network's"):
+        train_run(wine, "cultivar", hp, tmp_path / "other", schedule={2: {"batch_size": 64}})
+
+
+def _decay_table(rows: int = 1000, pairs: int = 8, gap: float = 0.1) -> pd.DataFrame:
+    """Least squares on pairs of nearly equal features, with noisy targets: the signal along
+    each pair's difference (a direction of little variance) is learned only with large
+    steps, and the noise of small minibatches is averaged away only with small ones. On
+    it, SGD at 1.0 decayed by 0.85 an epoch reaches 0.43 validation RMSE (standardized),
+    the best constant rate 0.47 (0.3; 0.03: 0.79, 0.6: 0.46-0.53, two seeds each)."""
     rng = np.random.default_rng(0)
-    z = rng.normal(size=(rows, 4))
-    X = np.concatenate([z + 0.1 * rng.normal(size=(rows, 4)),
-                        z + 0.1 * rng.normal(size=(rows, 4))], axis=1)
-    y = 3 * (X[:, :4] - X[:, 4:]).sum(axis=1) + z.sum(axis=1) + 0.5 * rng.normal(size=rows)
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)])
+    z = rng.normal(size=(rows, pairs))
+    a = z + gap * rng.normal(size=(rows, pairs))
+    b = z + gap * rng.normal(size=(rows, pairs))
+    y = (a - b).sum(axis=1) / gap + z.sum(axis=1) + 2.0 * rng.normal(size=rows)
+    frame = pd.DataFrame(np.concatenate([a, b], axis=1),
+                         columns=[f"x{i}" for i in range(2 * pairs)])
     frame["y"] = y
     return frame
 
 
-def test_pbt_finds_a_decaying_learning_rate(tmp_path):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pbt_finds_a_decaying_learning_rate(tmp_path, seed):
+    """Whatever the seed: the schedule of the kept network was changed by PBT, and its
+    learning rate ends lower than it started (8 of 8 seeds measured)."""
     space = {"learning_rate": {"kind": "log_uniform", "low": 1e-3, "high": 1.0},
              "optimizer": "sgd", "hidden_layer_sizes": {"value": []}, "batch_norm": False,
-             "batch_size": 16, "epochs": 24}
-    result = tune(_decay_table(), "y", trials=8, population=8, space=space, out=tmp_path,
-                  seed=0, scheduler="pbt", pbt_interval=3)
+             "batch_size": 8, "epochs": 24}
+    result = tune(_decay_table(), "y", trials=16, population=16, space=space, out=tmp_path,
+                  seed=seed, scheduler="pbt", pbt_interval=3)
     schedule = result.model.info["pbt"]["schedule"]
     rates = [s["hyperparameters"]["learning_rate"] for s in schedule]
-    assert len(rates) > 1 and rates[-1] < rates[0]
+    assert len(rates) > 1 and rates[-1] < rates[0], rates
 
 
 def test_cli_tune_with_pbt_writes_a_model_and_a_report_with_the_lineage(wine, tmp_path):

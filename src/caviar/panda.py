@@ -321,6 +321,7 @@ class _Session:
             # --weight weights the validation score too
             scorer = d.validation_scorer() if d.w_val is not None else None
             while bool(network.trainable.any()):
+                self._scheduled_changes()
                 network.fit_epoch(*data, weight=d.w_train)
                 if scorer is not None:
                     network.history[0][-1][self.info["metric"]] = scorer(
@@ -339,6 +340,23 @@ class _Session:
         self._add_time(started)
         self._finish()
         return self.run_dir
+
+    def _scheduled_changes(self) -> None:
+        """Make the changes ``train_run(schedule=...)`` planned for this epoch, once (a
+        resume after a kill during the epoch makes them again: the checkpoint is older)."""
+        done = self.done
+        for step in self.info.get("schedule") or ():
+            made = any(c.get("epoch") == done and c.get("scheduled")
+                       for c in self.info["changes"])
+            if step["epoch"] != done or made:
+                continue
+            old = self.network.hyperparameters[0]
+            new = old.replace(**step["hyperparameters"])
+            diffs = {k: [old[k], new[k]] for k in new if new[k] != old[k]}
+            if diffs:
+                self.network.set_hyperparameters(0, **{k: new[k] for k in diffs})
+                self.info["changes"].append({"epoch": done, "changes": _clean(diffs),
+                                             "scheduled": True})
 
     def _add_time(self, started: float) -> None:
         self.info["train_seconds"] = round(
@@ -377,7 +395,8 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
               on_start: Callable[[EpochUpdate], None] | None = None,
               overwrite: bool = False, split: str | None = None, group: str | None = None,
               weight: str | None = None, class_weight: str | None = None,
-              max_onehot: int | None = None, device: str = "cpu") -> Path:
+              max_onehot: int | None = None, device: str = "cpu",
+              schedule: Mapping[int, Mapping[str, Any]] | None = None) -> Path:
     """Train one network on ``data`` epoch by epoch, checkpointing into the run directory
     ``out`` after every epoch; returns ``out``.
 
@@ -395,13 +414,18 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     ``class_weight`` are ``caviar.data.prepare``'s (a time or group split, row and class
     weights; ``weight`` weights the validation score too), and so is ``max_onehot`` (the
     one-hot limit of categoricals). ``device``: where the network trains, "cpu", "cuda" or
-    "auto" (the checkpoints load anywhere).
+    "auto" (the checkpoints load anywhere). ``schedule``: changes planned by epoch,
+    ``{12: {"learning_rate": 3e-3}}`` made after 12 epochs (how a PBT member's schedule is
+    replayed: ``caviar.search.pbt.read_schedule``); each is recorded in ``run.json``'s
+    ``changes`` like a resume's, with ``"scheduled": true``, and a resumed run goes on with
+    the schedule.
     """
     device = resolve_device(device)  # before any work: a machine without CUDA fails here
     hp = dict(hyperparameters or {})
     if epochs is not None:
         hp["epochs"] = epochs
     resolved = resolve(hp)
+    planned = _check_schedule(resolved, schedule)
     run_dir = Path(out)
     if (run_dir / RUN_FILE).exists() and not overwrite:
         raise ValueError(f"{str(run_dir)!r} already holds a run; continue it with "
@@ -457,11 +481,31 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
         "hyperparameters": _clean(resolved), "current_hyperparameters": _clean(resolved),
         "epochs": int(resolved["epochs"]), "epochs_done": 0,
         "history": [], "changes": [], "resumes": [], "train_seconds": 0.0,
+        **({"schedule": planned} if planned else {}),
         "model": MODEL_DIR, "created": _now(), "updated": _now(),
     }
     session = _Session(run_dir, info, prepared, network)
     session.checkpoint()  # epoch 0: a run killed in its first epoch can still be resumed
     return session.run(on_epoch, on_start)
+
+
+def _check_schedule(start: Any, schedule: Mapping[int, Mapping[str, Any]] | None
+                    ) -> list[dict[str, Any]]:
+    """The schedule as run.json stores it, sorted by epoch; a ValueError for a change the
+    network cannot make (a structural name, a bad value)."""
+    steps = []
+    for epoch, changes in sorted((schedule or {}).items()):
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"a scheduled change's epoch must be a whole number >= 0, got "
+                             f"{epoch!r}")
+        structural = [k for k in changes if k in STRUCTURAL]
+        if structural:
+            raise ValueError(f"the schedule changes {', '.join(structural)} at epoch {epoch}, "
+                             "which fixes the network's shape; only per-member "
+                             "hyperparameters can change while it trains")
+        start.replace(**changes)  # the one check of the values
+        steps.append({"epoch": epoch, "hyperparameters": _clean(dict(changes))})
+    return steps
 
 
 def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,

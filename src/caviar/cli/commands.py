@@ -118,6 +118,14 @@ def train(
     class_weight: ClassWeightOption = None,
     max_onehot: MaxOnehotOption = None,
     device: DeviceOption = Device.cpu,
+    schedule: Path = typer.Option(
+        None, "--schedule", metavar="FILE", show_default=False,
+        help="Replay a population-based training schedule: the model directory of a **caviar "
+             "tune --scheduler pbt** run (its best network's schedule) or a JSON file "
+             '`{"hyperparameters": ..., "schedule": ...}` (a PBT trial\'s '
+             "hyperparameters and pbt_schedule). The network starts from the schedule's "
+             "hyperparameters (--set overrides them) and changes them at each segment's "
+             "epoch, as the PBT member did; run.json records each change."),
 ) -> None:
     """Train ONE network (the panda approach), showing every epoch.
 
@@ -129,6 +137,12 @@ def train(
     """
     with handle_errors():
         hp = parse_sets(set_)
+        plan = None
+        if schedule is not None:
+            from caviar.search.pbt import read_schedule
+
+            start, plan = read_schedule(schedule)
+            hp = {**start, **hp}
         from caviar import panda
 
         run_dir = out if out is not None else free_dir(Path("runs/panda"))
@@ -136,7 +150,7 @@ def train(
             data, target, hp, run_dir, epochs=epochs, task=task.value if task else None,
             categorical=columns(categorical), drop=columns(drop), seed=seed, split=split,
             group=group, weight=weight, class_weight=class_weight, max_onehot=max_onehot,
-            device=device.value, **cb))
+            device=device.value, schedule=plan, **cb))
 
 
 @app.command(no_args_is_help=True)
@@ -306,6 +320,7 @@ def tune(
     weight: WeightOption = None,
     class_weight: ClassWeightOption = None,
     max_onehot: MaxOnehotOption = None,
+    device: DeviceOption = Device.cpu,
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 
@@ -329,7 +344,8 @@ def tune(
                 ensemble=ensemble, on_progress=display.update, workers=workers, dask=dask,
                 artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval,
                 metric=metric, validation=valid, test=test, split=split, group=group,
-                weight=weight, class_weight=class_weight, max_onehot=max_onehot)
+                weight=weight, class_weight=class_weight, max_onehot=max_onehot,
+                device=device.value)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

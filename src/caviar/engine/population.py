@@ -621,6 +621,24 @@ class Population:
         pop.failure = list(meta["failure"])
         return pop
 
+    def to(self, device: str | torch.device, copy: bool = False) -> Population:
+        """This population on ``device``: itself if it is there already (unless ``copy``),
+        else a copy (weights, statistics, optimizer state, history and the remembered best
+        epochs), as ``torch.Tensor.to`` does. The tuner trains on its device and keeps its
+        networks on the CPU, where the ensemble, the model files and the study's artifacts
+        are made."""
+        device = resolve_device(device)
+        if device == self.device and not copy:
+            return self
+        pop = Population.from_state({**self.state_meta(), "hyperparameters":
+                                     self.hyperparameters}, self._state_tensors(), device,
+                                    compile=self.kernels is kernels.COMPILED)
+        pop.best_score = self.best_score.to(device, copy=True)
+        pop.best_epoch = self.best_epoch.to(device, copy=True)
+        if self._best is not None:
+            pop._best = {k: t.to(device, copy=True) for k, t in self._best.items()}
+        return pop
+
     def export_member(self, index: int, at_best: bool = False) -> Population:
         """A standalone one-member population holding a copy of member ``index``'s state.
 

@@ -37,6 +37,7 @@ How a run goes:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import time
@@ -62,9 +63,12 @@ from .study import keys
 from .study.archive import TrialArchive
 from .study.shared import SharedStudy
 
-__all__ = ["PopulationBasedTraining", "explore", "explorable", "replay"]
+__all__ = ["PopulationBasedTraining", "explore", "explorable", "read_schedule", "replay",
+           "schedule_plan"]
 
-INTERVAL = 4  # epochs between exploit/explore steps (bench/pbt.py measures 2, 4 and 8)
+# epochs between exploit/explore steps: 2, 4 and 8 scored within 0.2% of each other at 20 s
+# on wage and default (bench/README.md); 8 makes no step when a budget stops a round early
+INTERVAL = 4
 TRUNCATION = 0.25  # the bottom quarter copies the top quarter
 FACTORS = (0.8, 1.25)  # perturbation factors, in sampling space
 RESAMPLE = 0.25  # probability of drawing a hyperparameter afresh instead
@@ -139,10 +143,10 @@ class PopulationBasedTraining(Tuner):
                  structures: int = STRUCTURES, on_progress: Any = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
-                 metric: Metric | None = None):
+                 metric: Metric | None = None, device: str | torch.device = "cpu"):
         super().__init__(study, space, data, budget, population, out, seed,
                          on_progress=on_progress, archive=archive, ensemble=ensemble,
-                         saved=saved, shared=shared, metric=metric)
+                         saved=saved, shared=shared, metric=metric, device=device)
         if interval is not None and interval < 1:
             raise ValueError(f"the PBT interval must be at least 1 epoch, got {interval}")
         self.interval = interval or INTERVAL
@@ -211,7 +215,7 @@ class PopulationBasedTraining(Tuner):
                 members.append(_Member(mid, params, [first]))
             population = Population(self.task, self.data.inputs,
                                     [c for _, c in drawn], n_classes=self.n_classes,
-                                    seed=self.seed + self._groups_made)
+                                    seed=self.seed + self._groups_made, device=self.device)
             self._groups_made += 1
             pops.append(_PBTPopulation(pid, structure, population, members, time.monotonic()))
         self.round += 1
@@ -363,41 +367,92 @@ class PopulationBasedTraining(Tuner):
         return model
 
 
+def schedule_plan(schedule: Mapping[str, Any]) -> tuple[dict[str, Any], dict[int, dict]]:
+    """A PBT schedule as the hyperparameters a network starts from and the changes made
+    before each later segment's epoch: ``({...}, {epoch: {name: value}})``.
+
+    ``schedule`` is ``model.info["pbt"]`` of a PBT run's model, or ``{"hyperparameters":
+    trial.user_attrs["hyperparameters"], "schedule": trial.user_attrs["pbt_schedule"]}`` of
+    any member's trial. The structure and the choices are the final configuration's (a
+    member inherits them when it copies); the explored values are each segment's.
+
+    Example:
+        >>> start, changes = schedule_plan({"hyperparameters": {"epochs": 8}, "schedule": [
+        ...     {"epoch": 0, "hyperparameters": {"learning_rate": 0.1}},
+        ...     {"epoch": 4, "hyperparameters": {"learning_rate": 0.08}}]})
+        >>> start, changes
+        ({'epochs': 8, 'learning_rate': 0.1}, {4: {'learning_rate': 0.08}})
+    """
+    segments = schedule.get("schedule") if isinstance(schedule, Mapping) else None
+    final = schedule.get("hyperparameters") if isinstance(schedule, Mapping) else None
+    if (not isinstance(final, Mapping) or not isinstance(segments, list) or not segments
+            or not all(isinstance(s, Mapping) and isinstance(s.get("epoch"), int)
+                       and isinstance(s.get("hyperparameters"), Mapping) for s in segments)):
+        raise ValueError('a PBT schedule is {"hyperparameters": {...}, "schedule": [{"epoch": '
+                         'N, "hyperparameters": {...}}, ...]}, as a PBT model\'s info["pbt"] '
+                         "holds it")
+    segments = sorted(segments, key=lambda s: s["epoch"])
+    start = {**final, **segments[0]["hyperparameters"]}
+    return start, {int(s["epoch"]): dict(s["hyperparameters"]) for s in segments[1:]}
+
+
+def read_schedule(path: str | Path) -> tuple[dict[str, Any], dict[int, dict]]:
+    """``schedule_plan`` of the schedule in ``path``: a PBT run's model directory (or the run
+    directory holding it in ``model/``: its best network's schedule), or a JSON file with
+    ``{"hyperparameters": ..., "schedule": [...]}``. What ``caviar train --schedule`` reads."""
+    path = Path(path)
+    for file in (path / "model.json", path / "model" / "model.json", path):
+        if file.is_file():
+            break
+    else:
+        raise ValueError(f"{path} is neither a model directory nor a JSON schedule file")
+    try:
+        content = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{file} is not a JSON schedule: {e}") from None
+    if isinstance(content, Mapping) and "schedule" not in content and "info" in content:
+        content = (content.get("info") or {}).get("pbt")  # a model.json
+        if content is None:
+            raise ValueError(f"{file.parent}'s model was not trained by population-based "
+                             "training (no schedule in its info); pass the model of a "
+                             "`caviar tune --scheduler pbt` run or a JSON schedule file")
+    return schedule_plan(content)
+
+
 def replay(schedule: Mapping[str, Any], data: pd.DataFrame | str | Path, target: str, *,
            seed: int = 0, task: str | None = None, categorical: Sequence[str] = (),
-           drop: Sequence[str] = ()) -> CaviarModel:
-    """Train one network again along a PBT schedule: ``model.info["pbt"]`` of a PBT run's
-    model, or ``{"hyperparameters": trial.user_attrs["hyperparameters"], "schedule":
-    trial.user_attrs["pbt_schedule"]}`` of any member's trial.
+           drop: Sequence[str] = (), device: str | torch.device = "cpu") -> CaviarModel:
+    """Train one network again along a PBT schedule (see ``schedule_plan``) on ``device``.
 
     The network starts from the final configuration's structure and choices and changes its
     explored hyperparameters at each segment's epoch, as the member's lineage did. It is a
     new network (its own initial weights and minibatch order), not the same one; the best
-    epoch's network is kept, as in tuning.
+    epoch's network is kept, as in tuning. (``caviar train --schedule`` does the same as a
+    panda run, with its checkpoints and report.)
 
     Example:
         >>> model = replay(tuned.model.info["pbt"], "wage.csv", "wage",
         ...                drop=["logwage"])  # doctest: +SKIP
     """
-    segments = sorted(schedule["schedule"], key=lambda s: s["epoch"])
-    config = resolve({**schedule["hyperparameters"], **segments[0]["hyperparameters"]})
-    prepared = prepare(read_table(data), target, task=task, categorical=categorical, drop=drop,
-                       seed=seed)
-    d = prepared
-    network = Population(d.task, d.inputs, [config], n_classes=d.n_classes, seed=seed)
-    changes = {s["epoch"]: s["hyperparameters"] for s in segments[1:]}
+    start, changes = schedule_plan(schedule)
+    config = resolve(start)
+    d = prepare(read_table(data), target, task=task, categorical=categorical, drop=drop,
+                seed=seed)
+    network = Population(d.task, d.inputs, [config], n_classes=d.n_classes, seed=seed,
+                         device=device)
+    X, y, X_val, y_val = network.to_device(d.X_train, d.y_train, d.X_val, d.y_val)
     for epoch in range(int(config["epochs"])):
         if epoch in changes:
             network.set_hyperparameters(0, **changes[epoch])
-        record = network.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val)[0]
+        record = network.fit_epoch(X, y, X_val, y_val)[0]
         if record is None or network.diverged[0]:
             break
-        if d.X_val is not None:
+        if X_val is not None:
             network.remember_best(torch.tensor([validation_score(record, d.task,
                                                                  d.target_std)]))
     info = {"pbt": dict(schedule), "replayed": True,
             "value": _finite(float(network.best_score[0]))}
-    return CaviarModel(d.preprocessor, network.export_member(0, at_best=True), info)
+    return CaviarModel(d.preprocessor, network.export_member(0, at_best=True).to("cpu"), info)
 
 
 def _horizon(space: Space) -> int:

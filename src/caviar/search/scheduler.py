@@ -44,6 +44,7 @@ The measurements behind these choices are in bench/README.md, "Figures behind de
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +57,7 @@ import torch
 from optuna.trial import TrialState
 
 from ..data import PreparedTable
-from ..engine import Population
+from ..engine import Population, resolve_device
 from ..files import jsonable
 from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
 from ..metrics import Metric, get_metric, in_target_units, validation_score
@@ -185,14 +186,18 @@ class Tuner:
                  on_progress: Callable[[TuneProgress], None] | None = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
-                 metric: Metric | None = None):
+                 metric: Metric | None = None, device: str | torch.device = "cpu"):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``shared`` links it to the database study (None: in memory only), ``archive``
         writes each finished trial there (both or neither);
         ``ensemble``: how many networks the model averages at most; ``saved``: a resumed
         run's model, whose networks are kept again; ``metric``: the validation metric the
-        study optimizes (None: the default loss), weighted by ``data.w_val`` when given."""
-        self.study, self.space, self.data, self.pre = study, space, data, data.preprocessor
+        study optimizes (None: the default loss), weighted by ``data.w_val`` when given;
+        ``device``: where the populations train ("cpu", "cuda", "auto"). The tensors move
+        there once; the kept networks come back to the CPU."""
+        self.device = resolve_device(device)
+        self.study, self.space, self.pre = study, space, data.preprocessor
+        self.data = on_device(data, self.device)
         self.archive, self.shared = archive, shared
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
@@ -327,7 +332,7 @@ class Tuner:
         if group.population is None:
             group.population = Population(
                 self.task, self.data.inputs, params, n_classes=self.n_classes,
-                seed=self.seed + self._groups_made)
+                seed=self.seed + self._groups_made, device=self.device)
             self._groups_made += 1
             group.trials = [t for t, _ in joining]
             group.started = [now] * len(joining)
@@ -455,8 +460,9 @@ class Tuner:
     def keep(self, network: Population, number: int, value: float,
              stopped: str | None = None) -> None:
         """Offer a trained network (trial ``number``, validation score ``value``) to the kept
-        model's candidates."""
-        self.kept.add(network, number, value, stopped)
+        model's candidates, on the CPU (the model files, the artifacts and the ensemble's
+        validation predictions are made there)."""
+        self.kept.add(network.to("cpu"), number, value, stopped)
         if self.best_value is None or (self.metric.loss(value)
                                        < self.metric.loss(self.best_value)):
             self.best_value = value
@@ -577,6 +583,16 @@ class Tuner:
             return False
         self.shared.refresh()
         return self.shared.others > 0 or bool(self.shared.retries)
+
+
+def on_device(data: PreparedTable, device: torch.device) -> PreparedTable:
+    """``data`` with its tensors on ``device`` (the same tensors where they are there
+    already): moved once, not every epoch. The raw rows and the preprocessor stay as they
+    are."""
+    moved = {name: getattr(data, name).to(device)
+             for name in ("X_train", "y_train", "X_val", "y_val", "w_train", "w_val")
+             if getattr(data, name) is not None}
+    return dataclasses.replace(data, **moved)
 
 
 def _best_value(study: optuna.Study) -> float | None:

@@ -22,6 +22,7 @@ import torch
 from optuna.trial import TrialState
 
 from ..data import PreparedTable, check_target, infer_task, prepare, read_table
+from ..engine import resolve_device
 from ..files import jsonable, replace_file
 from ..metrics import Metric, ValidationScorer, get_metric
 from ..model import CaviarModel
@@ -86,7 +87,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          test: pd.DataFrame | str | Path | None = None, split: str | None = None,
          group: str | None = None, weight: str | None = None,
          class_weight: str | Mapping | None = None, max_onehot: int | None = None,
-         verbose: bool = False) -> TuneResult:
+         device: str = "cpu", verbose: bool = False) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
     Args:
@@ -132,6 +133,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             ``{label: weight}``, on the training loss only.
         max_onehot: categoricals with more levels are target-encoded (None: the measured
             rule, max(10, min(training rows // 4, 1000))).
+        device: where the populations train: "cpu", "cuda" (a GPU) or "auto" (CUDA when
+            available); each worker resolves it on its own machine. The preprocessing, the
+            kept networks and the model files stay on the CPU (the model loads anywhere).
         verbose: show the live progress display (a terminal or a notebook), as the command
             line does, when ``on_progress`` is not given.
 
@@ -159,6 +163,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                          "each other's rows); drop --workers/--dask or use --scheduler asha")
     if trials is None and time_budget is None:
         trials = 64
+    resolved_device = resolve_device(device)  # a machine without CUDA fails before any work
     make_pruner(pruner)  # an unknown name fails before anything is written
     space_obj = _load_space(space)
     out = Path(out)
@@ -183,7 +188,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         threads=None if single else max(1, _cores() // workers), scheduler=scheduler,
         pbt_interval=pbt_interval, metric=metric, validation=_path(validation, single),
         test=_path(test, single), split=split, group=group, weight=weight,
-        class_weight=class_weight, max_onehot=max_onehot)
+        class_weight=class_weight, max_onehot=max_onehot, device=str(device))
 
     check_target(frame, target)
     if metric is not None:  # an unknown name fails before the work
@@ -214,7 +219,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "population": population, "time_budget": time_budget, "trials": trials,
             "ensemble": ensemble, "workers": workers, "dask": dask,
             "artifacts": spec.artifacts, "scheduler": scheduler, "metric": metric_obj.name,
-            "direction": metric_obj.direction} | _usage(split, group, weight, class_weight,
+            "direction": metric_obj.direction,
+            "device": resolved_device.type} | _usage(split, group, weight, class_weight,
                                                         validation, test), indent=1))
         extra: dict[str, Any] = {}
         if single:
@@ -292,13 +298,13 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                 working, space, prepared, budget, spec.population, out if single else None,
                 spec.seed + 1000 * index, interval=spec.pbt_interval, on_progress=on_progress,
                 archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared,
-                metric=metric)
+                metric=metric, device=spec.device)
         else:
             tuner = Tuner(working, space, prepared, budget, spec.population,
                           out if single else None, spec.seed + 1000 * index,
                           trials_per_structure=spec.trials_per_structure,
                           on_progress=on_progress, archive=archive, ensemble=spec.ensemble,
-                          saved=saved, shared=shared, metric=metric)
+                          saved=saved, shared=shared, metric=metric, device=spec.device)
         tuner.refresh(force=True)  # every worker's finished trials, a killed run's too
         try:
             tuner.run()
@@ -449,7 +455,7 @@ def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner:
     network = train_network(data.X_train, data.y_train, pre.task_,
                             params, n_classes=tuner.n_classes, X_val=data.X_val,
                             y_val=data.y_val, seed=seed, weight=data.w_train,
-                            scorer=tuner.scorer, inputs=data.inputs,
+                            scorer=tuner.scorer, inputs=data.inputs, device=tuner.device,
                             patience=int(params["epochs"]))  # all epochs, best one kept
     tuner.keep(network, best.number, best.value)
     model = tuner.model()

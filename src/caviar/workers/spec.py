@@ -45,6 +45,7 @@ class WorkerSpec:
     weight: str | None = None
     class_weight: str | dict[str, float] | None = None
     max_onehot: int | None = None
+    device: str = "cpu"  # "cpu", "cuda" or "auto", resolved by each worker on its machine
 
     def prepare_options(self) -> dict[str, Any]:
         """The keyword arguments of ``caviar.data.prepare`` this spec fixes (every worker
