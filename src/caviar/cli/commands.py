@@ -28,6 +28,7 @@ from caviar.cli.options import (
     MaxOnehotOption,
     PrunerName,
     SamplerName,
+    RefitName,
     SchedulerName,
     SplitOption,
     TargetOption,
@@ -306,6 +307,13 @@ def tune(
     weight: WeightOption = None,
     class_weight: ClassWeightOption = None,
     max_onehot: MaxOnehotOption = None,
+    refit: RefitName = typer.Option(
+        RefitName.train_valid, "--refit",
+        help="What the model's networks train on once chosen (each configuration for the "
+             "epochs of its best validation score): train+valid, the training and "
+             "validation rows (the test score is still of unseen rows); all, every row, "
+             "after the test score is taken (the score is then of the train+valid fit); "
+             "none, the searched networks as they are (training rows only)."),
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 
@@ -329,7 +337,8 @@ def tune(
                 ensemble=ensemble, on_progress=display.update, workers=workers, dask=dask,
                 artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval,
                 metric=metric, validation=valid, test=test, split=split, group=group,
-                weight=weight, class_weight=class_weight, max_onehot=max_onehot)
+                weight=weight, class_weight=class_weight, max_onehot=max_onehot,
+                refit=refit.value)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

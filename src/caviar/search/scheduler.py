@@ -132,15 +132,37 @@ def structure_quota(population: int, trials_per_structure: int | None) -> int:
 STEP_S, MAC_S, UNIT_S, PARAM_S = 1e-3, 2e-11, 1.7e-8, 3e-9
 
 
-def epoch_cost(population: Population, rows: int) -> float:
-    """Estimated seconds of one epoch of ``population`` over ``rows`` rows."""
+def epoch_cost(population: Population, rows: int, members: int | None = None) -> float:
+    """Estimated seconds of one epoch of ``population`` (or of ``members`` members of its
+    structure) over ``rows`` rows."""
     s = population.structure
     sizes = s.layer_sizes
     macs = sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:]))  # ≈ parameters
     units = sum(sizes[1:])
     steps = math.ceil(rows / s.batch_size)
     per_member = rows * (macs * MAC_S + units * UNIT_S) + steps * macs * PARAM_S
-    return steps * STEP_S + population.size * per_member
+    return steps * STEP_S + (population.size if members is None else members) * per_member
+
+
+def refit_cost(networks: Sequence[Population], rows: int) -> float:
+    """Estimated seconds to train the configurations of ``networks`` (one member each)
+    afresh on ``rows`` rows for the epochs each ran, those of one structure as one
+    population (``training.refit_networks``)."""
+    groups: dict[tuple, list[Population]] = {}
+    for n in networks:
+        groups.setdefault(structure_key(n.hyperparameters[0]), []).append(n)
+    total = 0.0
+    for members in groups.values():
+        epochs = [max(1, int(n.epoch[0])) for n in members]
+        fixed = epoch_cost(members[0], rows, members=0)  # the per-step overhead
+        total += max(epochs) * fixed + sum(epochs) * (epoch_cost(members[0], rows, 1) - fixed)
+    return total
+
+
+# What the end of a run costs beside the refit, in estimated seconds of this CPU (scaled by
+# the run's measured/estimated time like the refit): the test scores, permutation importance,
+# the report (~2 s on wage); and the archive writer's rate, for the backlog it must write.
+END_S, WRITER_TRIALS_PER_S = 2.0, 30.0
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -158,16 +180,21 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 class Budget:
     """The trials and seconds a study may spend; ``spent``: seconds earlier runs spent."""
 
-    def __init__(self, trials: int | None, time_budget: float | None, spent: float):
+    def __init__(self, trials: int | None, time_budget: float | None, spent: float,
+                 start: float | None = None):
+        """``start``: when this run began (``time.monotonic()``; default now), so that
+        preparing the data counts; ``reserve``: seconds held back for the end of the run
+        (the final model and the report), which the tuner keeps up to date."""
         self.trials, self.time_budget, self.spent = trials, time_budget, spent
-        self.start = time.monotonic()
+        self.start = time.monotonic() if start is None else start
+        self.reserve = 0.0
 
     @property
     def elapsed(self) -> float:
         return self.spent + time.monotonic() - self.start
 
     def out_of_time(self) -> bool:
-        return self.time_budget is not None and self.elapsed >= self.time_budget
+        return self.time_budget is not None and self.elapsed + self.reserve >= self.time_budget
 
     def may_ask(self, started: int) -> bool:
         """``started``: trials of this study that are finished or running."""
@@ -185,17 +212,24 @@ class Tuner:
                  on_progress: Callable[[TuneProgress], None] | None = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
-                 metric: Metric | None = None):
+                 metric: Metric | None = None, refit_rows: int = 0):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``shared`` links it to the database study (None: in memory only), ``archive``
         writes each finished trial there (both or neither);
         ``ensemble``: how many networks the model averages at most; ``saved``: a resumed
         run's model, whose networks are kept again; ``metric``: the validation metric the
-        study optimizes (None: the default loss), weighted by ``data.w_val`` when given."""
+        study optimizes (None: the default loss), weighted by ``data.w_val`` when given;
+        ``refit_rows``: the rows the kept networks train on again after the search (0: none),
+        whose estimated time the budget holds back."""
         self.study, self.space, self.data, self.pre = study, space, data, data.preprocessor
         self.archive, self.shared = archive, shared
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
+        self.refit_rows = refit_rows
+        self.ensemble = ensemble
+        # seconds measured / seconds estimated (epoch_cost) over the epochs run: the speed of
+        # this machine now, which scales the time held back for the end
+        self._measured, self._estimated = 0.0, 0.0
         self.on_progress = on_progress
         self.task = data.task
         self.n_classes = data.n_classes
@@ -551,12 +585,21 @@ class Tuner:
             # least (estimated) time, so a structure 5× as costly per epoch gets the same
             # seconds, not 5× as many, and cheap structures are not held back by a slow one
             group = min(self.groups, key=lambda g: g.cost)
-            group.cost += epoch_cost(group.population, self._cost_rows)
-            self.run_epoch(group)
-            if self.budget.out_of_time():
-                self.stop_running("time budget")
+            cost = epoch_cost(group.population, self._cost_rows)
+            if self._estimated:  # the end of the run, and this epoch, at the measured speed
+                self.budget.reserve = self.end_reserve() + cost * self.speed
+            if self._estimated and self.budget.out_of_time():
+                self.stop_running("time budget")  # the epoch would end past the budget
             else:
-                self.fill()
+                group.cost += cost
+                started = time.monotonic()
+                self.run_epoch(group)
+                self._measured += time.monotonic() - started
+                self._estimated += cost
+                if self.budget.out_of_time():
+                    self.stop_running("time budget")
+                else:
+                    self.fill()
             if time.monotonic() - last_saved > 2.0 or not self.groups:
                 self.save_study_state()
                 self.save_model()
@@ -565,6 +608,23 @@ class Tuner:
             self._beat()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
+
+    @property
+    def speed(self) -> float:
+        """Measured seconds per estimated second of training so far (1 before any)."""
+        if not self._estimated:
+            return 1.0
+        return min(max(self._measured / self._estimated, 0.1), 100.0)
+
+    def end_reserve(self) -> float:
+        """Estimated seconds from the end of the search to the end of the run: the kept
+        networks' refit, the rest of the end (``END_S``) at this machine's measured speed,
+        and the archive writer's backlog."""
+        refit = (refit_cost([k.network for k in self.kept.networks[:self.ensemble]],
+                            self.refit_rows)
+                 if self.refit_rows and self.kept.networks else 0.0)
+        backlog = self.archive.backlog if self.archive is not None else 0
+        return (refit + END_S) * self.speed + backlog / WRITER_TRIALS_PER_S
 
     def _beat(self) -> None:
         if self.shared is not None:
