@@ -1,7 +1,8 @@
 """What the kept networks should train on at the end of ``tune``: the searched networks
 (training rows only), or their configurations trained again on the training and validation
 rows, for the epochs of their best validation score or for that many scaled down by the row
-ratio (the same number of optimizer steps).
+ratio (the same number of optimizer steps); or both the searched networks and their refits,
+averaged.
 
 One search per table and seed (``tune(..., refit="none")``), then every variant is built
 from its kept model and scored on the same internal test rows, which no variant trains on.
@@ -39,6 +40,9 @@ def variants(model: CaviarModel, prepared, seed: int) -> dict[str, CaviarModel]:
         networks = refit_networks(model.networks, X, y, counts, seed=seed, weight=w)
         out[name] = CaviarModel(model.preprocessor, networks, {"seconds": round(
             time.perf_counter() - started, 2)})
+    # the searched networks and their refits averaged together (twice the members)
+    out["searched_and_refit"] = CaviarModel(
+        model.preprocessor, model.networks + out["refit_same_epochs"].networks)
     return out
 
 
@@ -46,7 +50,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tables", nargs="+", default=["wage", "default", "baseball"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--budget", type=float, default=20)
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds per search (on a loaded machine, few epochs)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="trials per search instead: the same search at any load")
     parser.add_argument("--out")
     args = parser.parse_args()
     for name in args.tables:
@@ -56,6 +63,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 result = tune(frame, table.target, drop=table.drop,
                               categorical=table.categorical, time_budget=args.budget,
+                              trials=args.trials,
                               seed=seed, out=Path(tmp) / "run", refit="none")
                 from caviar.data import prepare
 
@@ -63,6 +71,7 @@ def main() -> None:
                                    categorical=table.categorical, seed=seed)
                 models = variants(result.model, prepared, seed)
                 row = {"table": name, "seed": seed, "budget": args.budget,
+                       "trials": args.trials,
                        "members": len(result.model.networks),
                        "epochs": [int(n.epoch[0]) for n in result.model.networks],
                        "train_rows": len(prepared.X_train), "val_rows": len(prepared.X_val)}

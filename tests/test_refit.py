@@ -2,6 +2,7 @@
 each for its own epochs), the budget that holds time back for that end, and the first
 trials of a study, which start from known-good configurations."""
 
+import json
 import math
 
 import numpy as np
@@ -14,6 +15,10 @@ from wine import WINE_SPACE
 from caviar import load_model
 from caviar.data import prepare
 from caviar.engine import Population
+from caviar.hyperparams import DEFAULTS, REALMLP_LIKE
+from caviar.search import Space, choice, default_space, log_uniform
+from caviar.search import fixed as fixed_value
+from caviar.search.samplers import warm_start
 from caviar.search.scheduler import Budget, epoch_cost, refit_cost
 from caviar.search.tune import tune
 from caviar.training import refit_networks
@@ -111,9 +116,10 @@ def test_refit_all_trains_on_every_row_after_the_test_score(wine_csv, tmp_path):
 
 def test_a_resumed_run_does_not_take_refit_networks_as_searched_ones(wine_csv, tmp_path):
     out = tmp_path / "run"
-    tune(wine_csv, "cultivar", trials=6, population=3, space=WINE_SPACE, out=out, seed=2)
+    tune(wine_csv, "cultivar", trials=6, population=3, space=WINE_SPACE, out=out, seed=2,
+         refit="train+valid")
     again = tune(wine_csv, "cultivar", trials=9, population=3, space=WINE_SPACE, out=out,
-                 seed=2)
+                 seed=2, refit="train+valid")
     assert len(again.study.trials) == 9
     assert again.model.info["trained_on"] == "train+valid"
     values = [m["value"] for m in again.model.info["members"]]
@@ -137,3 +143,38 @@ def test_an_unknown_refit_is_one_clear_error(wine_csv, tmp_path):
     with pytest.raises(ValueError, match="unknown refit 'full'; choose one of none"):
         tune(wine_csv, "cultivar", trials=2, out=tmp_path / "x", refit="full")
 
+
+
+def test_a_new_study_starts_from_the_defaults_and_a_realmlp_like_network(wine_csv, tmp_path):
+    space = default_space()
+    result = tune(wine_csv, "cultivar", trials=4, population=4, space=space,
+                  out=tmp_path / "warm", seed=0, refit="none")
+    first = sorted(result.study.trials, key=lambda t: t.number)[:2]
+    assert [t.params for t in first] == warm_start(space)
+    made = [t.user_attrs["hyperparameters"] for t in first]
+    for config, hyperparameters in zip((DEFAULTS, REALMLP_LIKE), made):
+        for name in ("hidden_layer_sizes", "optimizer", "learning_rate", "dropout",
+                     "lr_decay", "batch_size", "batch_norm", "epochs"):
+            assert _plain(hyperparameters[name]) == _plain(config[name]), name
+    # the two leaders share the first population: the others are split between them
+    sizes = [json.dumps(t.user_attrs["hyperparameters"]["hidden_layer_sizes"])
+             for t in result.study.trials]
+    assert sorted(sizes.count(s) for s in set(sizes)) == [2, 2]
+    # a resumed study does not start over from them
+    again = tune(wine_csv, "cultivar", trials=6, population=2, space=space,
+                 out=tmp_path / "warm", seed=0, refit="none")
+    assert [t.params for t in again.study.trials[4:]] != warm_start(space)
+
+
+def test_warm_start_keeps_only_configurations_inside_the_space():
+    assert warm_start(Space.from_dict(WINE_SPACE)) == []  # epochs 3..6, widths 8 and 16
+    wide = default_space().replace({"width": choice([32, 64]), "l2": log_uniform(1e-5, 1.0)})
+    (only,) = warm_start(wide)  # the defaults' 64 wide layers; not RealMLP's 256
+    assert only["width"] == 64 and only["l2"] == 1e-5  # l2 = 0 is the log axis's floor
+    fixed = default_space().replace({"optimizer": fixed_value("adamw")})
+    (realmlp,) = warm_start(fixed)
+    assert realmlp["width"] == 256 and "optimizer" not in realmlp
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value

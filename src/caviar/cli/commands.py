@@ -27,8 +27,8 @@ from caviar.cli.options import (
     GroupOption,
     MaxOnehotOption,
     PrunerName,
-    SamplerName,
     RefitName,
+    SamplerName,
     SchedulerName,
     SplitOption,
     TargetOption,
@@ -308,12 +308,12 @@ def tune(
     class_weight: ClassWeightOption = None,
     max_onehot: MaxOnehotOption = None,
     refit: RefitName = typer.Option(
-        RefitName.train_valid, "--refit",
-        help="What the model's networks train on once chosen (each configuration for the "
-             "epochs of its best validation score): train+valid, the training and "
-             "validation rows (the test score is still of unseen rows); all, every row, "
-             "after the test score is taken (the score is then of the train+valid fit); "
-             "none, the searched networks as they are (training rows only)."),
+        RefitName.none, "--refit",
+        help="What the model's networks train on once chosen: none, the searched networks "
+             "(the training rows); train+valid, each configuration again on the training "
+             "and validation rows for the epochs of its best validation score (the test "
+             "score is still of unseen rows); all, then once more on every row, after the "
+             "test score is taken (the score is then of the train+valid fit)."),
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 
@@ -322,6 +322,7 @@ def tune(
     model, leaderboard.csv and report.html to --out. Without --time-budget or --trials, the
     tuner's own default budget applies.
     """
+    started = time.monotonic()  # the budget counts the imports below too
     with handle_errors():
         budget = parse_duration(time_budget)
         from caviar.report import write_report
@@ -338,7 +339,7 @@ def tune(
                 artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval,
                 metric=metric, validation=valid, test=test, split=split, group=group,
                 weight=weight, class_weight=class_weight, max_onehot=max_onehot,
-                refit=refit.value)
+                refit=refit.value, started=started)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

@@ -212,7 +212,8 @@ class Tuner:
                  on_progress: Callable[[TuneProgress], None] | None = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
-                 metric: Metric | None = None, refit_rows: int = 0):
+                 metric: Metric | None = None, refit_rows: int = 0,
+                 warm: Sequence[dict[str, Any]] = ()):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``shared`` links it to the database study (None: in memory only), ``archive``
         writes each finished trial there (both or neither);
@@ -220,12 +221,14 @@ class Tuner:
         run's model, whose networks are kept again; ``metric``: the validation metric the
         study optimizes (None: the default loss), weighted by ``data.w_val`` when given;
         ``refit_rows``: the rows the kept networks train on again after the search (0: none),
-        whose estimated time the budget holds back."""
+        whose estimated time the budget holds back; ``warm``: Optuna parameters of the
+        first trials (``samplers.warm_start``), each the leader of its own group."""
         self.study, self.space, self.data, self.pre = study, space, data, data.preprocessor
         self.archive, self.shared = archive, shared
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
         self.refit_rows = refit_rows
+        self.warm = list(warm)
         self.ensemble = ensemble
         # seconds measured / seconds estimated (epoch_cost) over the epochs run: the speed of
         # this machine now, which scales the time held back for the end
@@ -319,12 +322,13 @@ class Tuner:
 
     def _target(self) -> _Group | None:
         """The group the next trial should join: one with a free slot to refill in place,
-        else the newest still taking trials; None: start a new group."""
+        else the one still taking trials with the fewest (several only when the first trials
+        were warm-start leaders, which then share the population); None: start a new group."""
         open_groups = [g for g in self.groups if not g.retired]
         waiting = [g for g in open_groups if len(g.free_slots) > len(g.joining)]
         if waiting:
             return waiting[0]
-        return open_groups[-1] if open_groups else None
+        return min(open_groups, key=lambda g: g.running) if open_groups else None
 
     def fill(self) -> None:
         """Refill free slots from the sampler (or re-queued trials of dead workers), at an
@@ -334,8 +338,9 @@ class Tuner:
             retry = self.shared.next_retry() if self.shared else None
             if retry is None and not self.budget.may_ask(self._started()):
                 break
-            group = None if self.free_asks or retry else self._target()
-            asked = self._ask(group.structure if group else None, fixed=retry)
+            warm = self.warm.pop(0) if retry is None and self.warm else None
+            group = None if self.free_asks or retry or warm else self._target()
+            asked = self._ask(group.structure if group else None, fixed=retry or warm)
             if asked is None:
                 continue
             trial, params = asked

@@ -29,7 +29,7 @@ from ..training import train_network
 from ..workers.spec import WorkerSpec
 from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
-from .samplers import make_sampler, sampler_key
+from .samplers import make_sampler, sampler_key, warm_start
 from .scheduler import Budget, TuneProgress, Tuner, make_pruner, structure_quota
 from .space import Space, default_space
 from .study import keys
@@ -58,6 +58,7 @@ SCHEDULERS = ("asha", "pbt")
 # What the kept networks train on at the end (bench/README.md, "Refit"): "none" keeps the
 # searched networks (the training rows), "train+valid" trains their configurations again on
 # the training and validation rows, "all" on every row after the test score is taken.
+# "none" is the default: it measured better (a refit is a new draw of each chosen network).
 REFITS = ("none", "train+valid", "all")
 
 
@@ -90,7 +91,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          test: pd.DataFrame | str | Path | None = None, split: str | None = None,
          group: str | None = None, weight: str | None = None,
          class_weight: str | Mapping | None = None, max_onehot: int | None = None,
-         refit: str = "train+valid", verbose: bool = False) -> TuneResult:
+         refit: str = "none", verbose: bool = False,
+         started: float | None = None) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
     Args:
@@ -136,15 +138,23 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             ``{label: weight}``, on the training loss only.
         max_onehot: categoricals with more levels are target-encoded (None: the measured
             rule, max(10, min(training rows // 4, 1000))).
-        refit: what the model's networks train on once the search has chosen them (each
-            configuration for the epochs its searched network ran to its best validation
-            score): "train+valid", the training and validation rows (the test score is still
-            of rows no network saw); "all", every row, after the test scores are taken
-            (AutoGluon's ``refit_full``: the scores are then of the train+valid refit, the
-            model you get also learned the test rows); "none", the searched networks as they
-            are (trained on the training rows only).
+        refit: what the model's networks train on once the search has chosen them: "none"
+            (the default), the searched networks as they are, trained on the training rows;
+            "train+valid", each configuration trained again on the training and validation
+            rows for the epochs its searched network ran to its best validation score (the
+            test score is still of rows no network saw); "all", then once more on every
+            row, after the test scores are taken (AutoGluon's ``refit_full``: the scores
+            are those of the train+valid refit; the model you get also learned the test
+            rows). Measured, the refit did not beat the searched networks (bench/README.md,
+            "Refit"): they were chosen among many on the validation rows, a refit is a new
+            draw of each.
         verbose: show the live progress display (a terminal or a notebook), as the command
             line does, when ``on_progress`` is not given.
+        started: when the run began (``time.monotonic()``; default: this call), from which
+            ``time_budget`` counts; the command line passes its own start, before its
+            imports. The search stops early enough for the end of the run (the refit, the
+            test scores, the archive writer; estimated at this machine's measured speed) to
+            fit in the budget too.
 
     Returns a ``TuneResult`` with the study, the model and its held-out test scores.
 
@@ -152,7 +162,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         >>> result = tune("wage.csv", "wage", drop=["logwage"], time_budget=60)  # doctest: +SKIP
         >>> result.test_scores  # doctest: +SKIP
     """
-    started = time.monotonic()  # the budget counts the data's preparation and the end too
+    # the budget counts the data's preparation and the end (the final model) too
+    started = time.monotonic() if started is None else started
     if population < 1:
         raise ValueError(f"population must be at least 1, got {population}")
     if trials is not None and trials < 1:
@@ -329,6 +340,9 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                           on_progress=on_progress, archive=archive, ensemble=spec.ensemble,
                           saved=saved, shared=shared, metric=metric, refit_rows=refit_rows)
         tuner.refresh(force=True)  # every worker's finished trials, a killed run's too
+        if (spec.scheduler != "pbt" and index == 0 and not tuner.free_asks
+                and not study.get_trials(deepcopy=False)):
+            tuner.warm = warm_start(space)  # a new study starts from known-good networks
         try:
             tuner.run()
         finally:
