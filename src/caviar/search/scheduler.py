@@ -230,9 +230,10 @@ class Tuner:
         self.refit_rows = refit_rows
         self.warm = list(warm)
         self.ensemble = ensemble
-        # seconds measured / seconds estimated (epoch_cost) over the epochs run: the speed of
-        # this machine now, which scales the time held back for the end
-        self._measured, self._estimated = 0.0, 0.0
+        # seconds measured / seconds estimated (epoch_cost) over the epochs run after the
+        # first (which pays for warming up): the speed of this machine now, which scales the
+        # time held back for the end
+        self._measured, self._estimated, self._warm = 0.0, 0.0, False
         self.on_progress = on_progress
         self.task = data.task
         self.n_classes = data.n_classes
@@ -599,8 +600,10 @@ class Tuner:
                 group.cost += cost
                 started = time.monotonic()
                 self.run_epoch(group)
-                self._measured += time.monotonic() - started
-                self._estimated += cost
+                if self._warm:
+                    self._measured += time.monotonic() - started
+                    self._estimated += cost
+                self._warm = True
                 if self.budget.out_of_time():
                     self.stop_running("time budget")
                 else:
@@ -619,7 +622,7 @@ class Tuner:
         """Measured seconds per estimated second of training so far (1 before any)."""
         if not self._estimated:
             return 1.0
-        return min(max(self._measured / self._estimated, 0.1), 100.0)
+        return min(max(self._measured / self._estimated, 0.1), 20.0)
 
     def end_reserve(self) -> float:
         """Estimated seconds from the end of the search to the end of the run: the kept
