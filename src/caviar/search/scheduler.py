@@ -159,10 +159,12 @@ def refit_cost(networks: Sequence[Population], rows: int) -> float:
     return total
 
 
-# What the end of a run costs beside the refit, in estimated seconds of this CPU (scaled by
-# the run's measured/estimated time like the refit): the test scores, permutation importance,
-# the report (~2 s on wage); and the archive writer's rate, for the backlog it must write.
-END_S, WRITER_TRIALS_PER_S = 2.0, 30.0
+# What the end of a run costs, in estimated seconds of this CPU (scaled by the run's measured
+# / estimated time): beside the refit, the test scores, permutation importance and the report
+# (END_S); the refit measured twice its refit_cost (populations built, networks exported:
+# 4.4 s for 1.8 s on wage); and the archive writer's rate, for the backlog it must write.
+# Measured on wage at load 3-5 (bench/README.md, "Budget").
+END_S, REFIT_FACTOR, WRITER_TRIALS_PER_S = 1.0, 2.0, 30.0
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -632,7 +634,7 @@ class Tuner:
                             self.refit_rows)
                  if self.refit_rows and self.kept.networks else 0.0)
         backlog = self.archive.backlog if self.archive is not None else 0
-        return (refit + END_S) * self.speed + backlog / WRITER_TRIALS_PER_S
+        return (REFIT_FACTOR * refit + END_S) * self.speed + backlog / WRITER_TRIALS_PER_S
 
     def _beat(self) -> None:
         if self.shared is not None:
