@@ -425,6 +425,8 @@ def _params_in(space: Space, config: Any) -> dict[str, Any] | None:
         if p.kind == "choice":
             if not any(_same(v, value) for v in p.values):
                 return None
+        elif value is None:
+            return None  # "the schedule's own rate" has no value on the axis
         elif value == 0 and p.kind == "log_uniform" and p.low <= 1e-3:
             value = p.low  # the axis's floor stands for zero
         elif not p.low <= value <= p.high:
