@@ -20,7 +20,7 @@ from caviar.search import Space, choice, default_space, log_uniform
 from caviar.search import fixed as fixed_value
 from caviar.search.samplers import warm_start
 from caviar.search.scheduler import Budget, epoch_cost, refit_cost
-from caviar.search.tune import tune
+from caviar.search.tune import _rows, tune
 from caviar.training import refit_networks
 
 
@@ -178,3 +178,15 @@ def test_warm_start_keeps_only_configurations_inside_the_space():
 
 def _plain(value):
     return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def test_a_weighted_refit_weights_every_row(wine_csv, tmp_path):
+    frame = pd.read_csv(wine_csv)
+    frame["w"] = 1.0 + (np.arange(len(frame)) % 3)
+    result = tune(frame, "cultivar", trials=4, population=4, space=WINE_SPACE, weight="w",
+                  out=tmp_path / "weighted", seed=0, refit="train+valid")
+    prepared = prepare(frame, "cultivar", weight="w", seed=0)
+    X, y, w = _rows(prepared, False, "w", None)
+    assert len(X) == len(y) == len(w) == result.model.info["refit_rows"]
+    raw = pd.concat([prepared.train, prepared.validation])["w"].to_numpy()
+    np.testing.assert_allclose(w.numpy(), raw / raw.mean(), rtol=1e-6)  # mean 1 over all
