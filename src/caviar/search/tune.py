@@ -335,15 +335,16 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                 archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared,
                 metric=metric)
         else:
+            # a new study starts from known-good networks (the first worker's first trials)
+            new = index == 0 and not study.get_trials(deepcopy=False)
+            warm = warm_start(space) if new and sampler_key(spec.sampler) != "grid" else []
             tuner = Tuner(working, space, prepared, budget, spec.population,
                           out if single else None, spec.seed + 1000 * index,
                           trials_per_structure=spec.trials_per_structure,
                           on_progress=on_progress, archive=archive, ensemble=spec.ensemble,
-                          saved=saved, shared=shared, metric=metric, refit_rows=refit_rows)
+                          saved=saved, shared=shared, metric=metric, refit_rows=refit_rows,
+                          warm=warm)
         tuner.refresh(force=True)  # every worker's finished trials, a killed run's too
-        if (spec.scheduler != "pbt" and index == 0 and not tuner.free_asks
-                and not study.get_trials(deepcopy=False)):
-            tuner.warm = warm_start(space)  # a new study starts from known-good networks
         try:
             tuner.run()
         finally:
