@@ -189,8 +189,10 @@ def test_time_budget_stops_running_trials_and_keeps_the_best(wine_csv, tmp_path)
     assert time.monotonic() - started < 60
     stopped = [t for t in result.study.trials if t.user_attrs.get("stopped") == "time budget"]
     assert all(t.state == optuna.trial.TrialState.PRUNED for t in stopped)
+    assert stopped  # 400 epochs: the budget ended them
     assert (tmp_path / "short" / "model" / "model.json").exists()
-    assert result.study.user_attrs["elapsed_s"] >= 3
+    # the search stopped early enough for the end of the run to fit in the budget too
+    assert 0 < result.study.user_attrs["elapsed_s"] < 3.5  # (ending the stopped trials)
 
 
 def test_the_coarse_round_compares_structures(wine_csv, tmp_path):

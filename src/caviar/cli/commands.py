@@ -27,6 +27,7 @@ from caviar.cli.options import (
     GroupOption,
     MaxOnehotOption,
     PrunerName,
+    RefitName,
     SamplerName,
     SchedulerName,
     SplitOption,
@@ -321,6 +322,13 @@ def tune(
     class_weight: ClassWeightOption = None,
     max_onehot: MaxOnehotOption = None,
     device: DeviceOption = Device.cpu,
+    refit: RefitName = typer.Option(
+        RefitName.none, "--refit",
+        help="What the model's networks train on once chosen: none, the searched networks "
+             "(the training rows); train+valid, each configuration again on the training "
+             "and validation rows for the epochs of its best validation score (the test "
+             "score is still of unseen rows); all, then once more on every row, after the "
+             "test score is taken (the score is then of the train+valid fit)."),
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.
 
@@ -329,6 +337,7 @@ def tune(
     model, leaderboard.csv and report.html to --out. Without --time-budget or --trials, the
     tuner's own default budget applies.
     """
+    started = time.monotonic()  # the budget counts the imports below too
     with handle_errors():
         budget = parse_duration(time_budget)
         from caviar.report import write_report
@@ -345,7 +354,7 @@ def tune(
                 artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval,
                 metric=metric, validation=valid, test=test, split=split, group=group,
                 weight=weight, class_weight=class_weight, max_onehot=max_onehot,
-                device=device.value)
+                device=device.value, refit=refit.value, started=started)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

@@ -39,6 +39,12 @@ class SchedulerName(str, Enum):
     pbt = "pbt"
 
 
+class RefitName(str, Enum):
+    none = "none"
+    train_valid = "train+valid"
+    all = "all"
+
+
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"

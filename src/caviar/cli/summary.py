@@ -84,7 +84,12 @@ def print_tune_summary(console: Console, result: Any, report_path: Path) -> None
     if scores:
         what = (f"of the model ({len(result.model.networks)} networks averaged)"
                 if len(result.model.networks) > 1 else "of the model (the best network)")
-        console.print(f"[bold]test scores[/bold] {what}: "
+        info = result.model.info
+        rows = {"train+valid": ", refit on the training and validation rows",
+                "all": ", refit on the training and validation rows (the model you get was "
+                       "then refit on every row, test rows included)"}.get(
+            info.get("trained_on"), "")
+        console.print(f"[bold]test scores[/bold] {what}{rows}: "
                       + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items()))
     console.print(f"[dim]model[/dim]        {result.model_dir}")
     if len(board):

@@ -3,10 +3,14 @@
 Every finished trial's network at its best epoch is a candidate (completed trials, and pruned
 or budget-stopped ones: trained networks judged by the same validation score). The tuner keeps
 the ``4 × ensemble`` best (``KeptNetworks``); the model averages the predictions of up to
-``ensemble`` of them, chosen by forward selection in rank order (``select_ensemble``). None is
-refit. Why average: the single best of a thousand trials, picked on a few hundred validation
-rows, is a lucky one; averaging costs nothing more to train (bench/README.md, "Figures behind
-design choices").
+``ensemble`` of them, chosen by forward selection in rank order (``select_ensemble``). Why
+average: the single best of a thousand trials, picked on a few hundred validation rows, is a
+lucky one; averaging costs nothing more to train (bench/README.md, "Figures behind design
+choices").
+
+Once chosen, the members' configurations can be trained again on more rows (``refit_model``:
+the training and validation rows, or every row), each for its best epoch count: the search
+needed the validation rows to choose, the final networks need not leave them out.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..engine import Population
 from ..engine.losses import prediction_losses
 from ..metrics import ValidationScorer
 from ..model import CaviarModel
+from ..training import refit_networks
 
 
 @dataclass
@@ -170,3 +175,21 @@ class KeptNetworks:
                                          self.scorer)
         chosen = self.scorer is not None and not self.scorer.default
         return model_from_kept(pre, members, study_name, value, in_units=chosen)
+
+
+def refit_model(model: CaviarModel, X: torch.Tensor, y: torch.Tensor, trained_on: str,
+                seed: int = 0, weight: torch.Tensor | None = None) -> CaviarModel:
+    """The model of ``model``'s configurations trained afresh on ``X`` and ``y`` (the rows
+    named by ``trained_on``, e.g. "train+valid"), each member for the epochs its searched
+    network ran to its best validation score, all members of one structure as one population
+    (``training.refit_networks``). A member whose refit diverges keeps its searched network.
+    ``info`` keeps the searched members' trials and validation scores, and says which rows
+    the networks trained on and for how many epochs."""
+    epochs = [int(n.epoch[0]) for n in model.networks]
+    refit = refit_networks(model.networks, X, y, epochs, seed=seed, weight=weight)
+    networks = [old if bool(new.diverged[0]) else new
+                for old, new in zip(model.networks, refit)]
+    info = {**model.info, "trained_on": trained_on, "refit_rows": int(len(X)),
+            "refit_epochs": epochs,
+            "refit_diverged": sum(n is old for n, old in zip(networks, model.networks))}
+    return CaviarModel(model.preprocessor, networks, info)

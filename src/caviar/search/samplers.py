@@ -25,7 +25,7 @@ from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ..hyperparams import close_names
+from ..hyperparams import DEFAULTS, REALMLP_LIKE, close_names, resolve
 from .space import Space, SpaceError
 from .study import keys
 
@@ -382,3 +382,59 @@ def _sample_int(rng: np.random.Generator, lo: float, hi: float, dist: IntDistrib
 def _same(a: Any, b: Any) -> bool:
     """Equal and both bool or both not (JSON keeps True apart from 1, Python does not)."""
     return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+# The configurations a new study tries first: the estimators' defaults and a RealMLP-like
+# network, so that a short search is never worse than what it would start from untuned.
+WARM_START = (DEFAULTS, REALMLP_LIKE)
+
+
+def warm_start(space: Space, configs: Sequence[Any] = WARM_START) -> list[dict[str, Any]]:
+    """Optuna parameters (for ``study.enqueue_trial``) of each of ``configs`` (caviar's
+    vocabulary) that ``space`` can draw; configurations outside it are left out.
+
+    Every axis the configuration activates must hold its value: a choice among its values,
+    a fixed axis equal to it, a number within the bounds (a zero on a log axis whose floor
+    stands for "off", such as l2, takes the floor). ``depth`` and ``width`` come from equal
+    hidden layers."""
+    out = []
+    for config in configs:
+        params = _params_in(space, resolve(config))
+        if params is not None and params not in out:
+            out.append(params)
+    return out
+
+
+def _params_in(space: Space, config: Any) -> dict[str, Any] | None:
+    sizes = tuple(config["hidden_layer_sizes"])
+    values = dict(config)
+    if sizes and len(set(sizes)) == 1:
+        values.update(depth=len(sizes), width=sizes[0])
+    params: dict[str, Any] = {}
+    for name in space:
+        p = space[name]
+        if not all(_value(values, k) in allowed for k, allowed in p.when.items()):
+            continue  # inactive for this configuration
+        if name not in values:
+            return None  # depth and width of unequal layers
+        value = values[name]
+        if p.kind == "fixed":
+            if not _same(p.value, value):
+                return None
+            continue
+        if p.kind == "choice":
+            if not any(_same(v, value) for v in p.values):
+                return None
+        elif value is None:
+            return None  # "the schedule's own rate" has no value on the axis
+        elif value == 0 and p.kind == "log_uniform" and p.low <= 1e-3:
+            value = p.low  # the axis's floor stands for zero
+        elif not p.low <= value <= p.high:
+            return None
+        params[p.optuna_name] = p.encode(value)
+    return params
+
+
+def _value(values: dict[str, Any], name: str) -> Any:
+    value = values.get(name)
+    return tuple(value) if isinstance(value, list) else value

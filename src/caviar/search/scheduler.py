@@ -133,15 +133,39 @@ def structure_quota(population: int, trials_per_structure: int | None) -> int:
 STEP_S, MAC_S, UNIT_S, PARAM_S = 1e-3, 2e-11, 1.7e-8, 3e-9
 
 
-def epoch_cost(population: Population, rows: int) -> float:
-    """Estimated seconds of one epoch of ``population`` over ``rows`` rows."""
+def epoch_cost(population: Population, rows: int, members: int | None = None) -> float:
+    """Estimated seconds of one epoch of ``population`` (or of ``members`` members of its
+    structure) over ``rows`` rows."""
     s = population.structure
     sizes = s.layer_sizes
     macs = sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:]))  # ≈ parameters
     units = sum(sizes[1:])
     steps = math.ceil(rows / s.batch_size)
     per_member = rows * (macs * MAC_S + units * UNIT_S) + steps * macs * PARAM_S
-    return steps * STEP_S + population.size * per_member
+    return steps * STEP_S + (population.size if members is None else members) * per_member
+
+
+def refit_cost(networks: Sequence[Population], rows: int) -> float:
+    """Estimated seconds to train the configurations of ``networks`` (one member each)
+    afresh on ``rows`` rows for the epochs each ran, those of one structure as one
+    population (``training.refit_networks``)."""
+    groups: dict[tuple, list[Population]] = {}
+    for n in networks:
+        groups.setdefault(structure_key(n.hyperparameters[0]), []).append(n)
+    total = 0.0
+    for members in groups.values():
+        epochs = [max(1, int(n.epoch[0])) for n in members]
+        fixed = epoch_cost(members[0], rows, members=0)  # the per-step overhead
+        total += max(epochs) * fixed + sum(epochs) * (epoch_cost(members[0], rows, 1) - fixed)
+    return total
+
+
+# What the end of a run costs, in estimated seconds of this CPU (scaled by the run's measured
+# / estimated time): beside the refit, the test scores, permutation importance and the report
+# (END_S); the refit measured twice its refit_cost (populations built, networks exported:
+# 4.4 s for 1.8 s on wage); and the archive writer's rate, for the backlog it must write.
+# Measured on wage at load 3-5 (bench/README.md, "Budget").
+END_S, REFIT_FACTOR, WRITER_TRIALS_PER_S = 1.0, 2.0, 30.0
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -159,16 +183,21 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 class Budget:
     """The trials and seconds a study may spend; ``spent``: seconds earlier runs spent."""
 
-    def __init__(self, trials: int | None, time_budget: float | None, spent: float):
+    def __init__(self, trials: int | None, time_budget: float | None, spent: float,
+                 start: float | None = None):
+        """``start``: when this run began (``time.monotonic()``; default now), so that
+        preparing the data counts; ``reserve``: seconds held back for the end of the run
+        (the final model and the report), which the tuner keeps up to date."""
         self.trials, self.time_budget, self.spent = trials, time_budget, spent
-        self.start = time.monotonic()
+        self.start = time.monotonic() if start is None else start
+        self.reserve = 0.0
 
     @property
     def elapsed(self) -> float:
         return self.spent + time.monotonic() - self.start
 
     def out_of_time(self) -> bool:
-        return self.time_budget is not None and self.elapsed >= self.time_budget
+        return self.time_budget is not None and self.elapsed + self.reserve >= self.time_budget
 
     def may_ask(self, started: int) -> bool:
         """``started``: trials of this study that are finished or running."""
@@ -186,7 +215,8 @@ class Tuner:
                  on_progress: Callable[[TuneProgress], None] | None = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
-                 metric: Metric | None = None, device: str | torch.device = "cpu"):
+                 metric: Metric | None = None, device: str | torch.device = "cpu",
+                 refit_rows: int = 0, warm: Sequence[dict[str, Any]] = ()):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``shared`` links it to the database study (None: in memory only), ``archive``
         writes each finished trial there (both or neither);
@@ -194,13 +224,23 @@ class Tuner:
         run's model, whose networks are kept again; ``metric``: the validation metric the
         study optimizes (None: the default loss), weighted by ``data.w_val`` when given;
         ``device``: where the populations train ("cpu", "cuda", "auto"). The tensors move
-        there once; the kept networks come back to the CPU."""
+        there once; the kept networks come back to the CPU;
+        ``refit_rows``: the rows the kept networks train on again after the search (0: none),
+        whose estimated time the budget holds back; ``warm``: Optuna parameters of the
+        first trials (``samplers.warm_start``), each the leader of its own group."""
         self.device = resolve_device(device)
         self.study, self.space, self.pre = study, space, data.preprocessor
         self.data = on_device(data, self.device)
         self.archive, self.shared = archive, shared
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
+        self.refit_rows = refit_rows
+        self.warm = list(warm)
+        self.ensemble = ensemble
+        # seconds measured / seconds estimated (epoch_cost) over the epochs run after the
+        # first (which pays for warming up): the speed of this machine now, which scales the
+        # time held back for the end
+        self._measured, self._estimated, self._warm = 0.0, 0.0, False
         self.on_progress = on_progress
         self.task = data.task
         self.n_classes = data.n_classes
@@ -290,12 +330,13 @@ class Tuner:
 
     def _target(self) -> _Group | None:
         """The group the next trial should join: one with a free slot to refill in place,
-        else the newest still taking trials; None: start a new group."""
+        else the one still taking trials with the fewest (several only when the first trials
+        were warm-start leaders, which then share the population); None: start a new group."""
         open_groups = [g for g in self.groups if not g.retired]
         waiting = [g for g in open_groups if len(g.free_slots) > len(g.joining)]
         if waiting:
             return waiting[0]
-        return open_groups[-1] if open_groups else None
+        return min(open_groups, key=lambda g: g.running) if open_groups else None
 
     def fill(self) -> None:
         """Refill free slots from the sampler (or re-queued trials of dead workers), at an
@@ -305,8 +346,9 @@ class Tuner:
             retry = self.shared.next_retry() if self.shared else None
             if retry is None and not self.budget.may_ask(self._started()):
                 break
-            group = None if self.free_asks or retry else self._target()
-            asked = self._ask(group.structure if group else None, fixed=retry)
+            warm = self.warm.pop(0) if retry is None and self.warm else None
+            group = None if self.free_asks or retry or warm else self._target()
+            asked = self._ask(group.structure if group else None, fixed=retry or warm)
             if asked is None:
                 continue
             trial, params = asked
@@ -557,12 +599,23 @@ class Tuner:
             # least (estimated) time, so a structure 5× as costly per epoch gets the same
             # seconds, not 5× as many, and cheap structures are not held back by a slow one
             group = min(self.groups, key=lambda g: g.cost)
-            group.cost += epoch_cost(group.population, self._cost_rows)
-            self.run_epoch(group)
-            if self.budget.out_of_time():
-                self.stop_running("time budget")
+            cost = epoch_cost(group.population, self._cost_rows)
+            if self._estimated:  # the end of the run, and this epoch, at the measured speed
+                self.budget.reserve = self.end_reserve() + cost * self.speed
+            if self._estimated and self.budget.out_of_time():
+                self.stop_running("time budget")  # the epoch would end past the budget
             else:
-                self.fill()
+                group.cost += cost
+                started = time.monotonic()
+                self.run_epoch(group)
+                if self._warm:
+                    self._measured += time.monotonic() - started
+                    self._estimated += cost
+                self._warm = True
+                if self.budget.out_of_time():
+                    self.stop_running("time budget")
+                else:
+                    self.fill()
             if time.monotonic() - last_saved > 2.0 or not self.groups:
                 self.save_study_state()
                 self.save_model()
@@ -571,6 +624,23 @@ class Tuner:
             self._beat()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
+
+    @property
+    def speed(self) -> float:
+        """Measured seconds per estimated second of training so far (1 before any)."""
+        if not self._estimated:
+            return 1.0
+        return min(max(self._measured / self._estimated, 0.1), 20.0)
+
+    def end_reserve(self) -> float:
+        """Estimated seconds from the end of the search to the end of the run: the kept
+        networks' refit, the rest of the end (``END_S``) at this machine's measured speed,
+        and the archive writer's backlog."""
+        refit = (refit_cost([k.network for k in self.kept.networks[:self.ensemble]],
+                            self.refit_rows)
+                 if self.refit_rows and self.kept.networks else 0.0)
+        backlog = self.archive.backlog if self.archive is not None else 0
+        return (REFIT_FACTOR * refit + END_S) * self.speed + backlog / WRITER_TRIALS_PER_S
 
     def _beat(self) -> None:
         if self.shared is not None:

@@ -1,0 +1,116 @@
+"""Which network ``CaviarClassifier``/``CaviarRegressor`` should fit by default: the
+vocabulary's old defaults (two layers of 64, batch norm, Adam 1e-3) or the RealMLP-like one
+(``caviar.hyperparams.REALMLP_LIKE``), each with the estimators' early stopping.
+
+Every table of bench/tables.py (subsampled to ``--rows`` rows, to keep this short on a
+shared CPU), an 80/20 split per seed; held-out RMSE (regression) or log-loss (classifiers),
+and HistGradientBoosting's as a reference.
+
+Run: OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/defaults.py --seeds 0 1
+It prints one JSON line per table and seed (``--out FILE`` appends them there too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.model_selection import train_test_split
+
+from caviar import CaviarClassifier, CaviarRegressor
+from caviar.hyperparams import REALMLP_LIKE
+
+OLD_DEFAULTS = {"hidden_layer_sizes": (64, 64), "activation": "relu", "batch_norm": True,
+                "batch_size": 128, "dropout": 0.0, "optimizer": "adam",
+                "learning_rate": 1e-3, "weight_decay": 0.0, "lr_decay": "none", "epochs": 50}
+# realmlp_full: its whole cosine schedule, the best epoch kept (early stopping's patience as
+# long as the schedule: stopping at a plateau cuts the decay while the rate is still high)
+CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
+           "realmlp_full": {**REALMLP_LIKE, "n_iter_no_change": REALMLP_LIKE["epochs"]},
+           "old_full": {**OLD_DEFAULTS, "n_iter_no_change": OLD_DEFAULTS["epochs"]},
+           # RealMLP's width with batch norm and a gentler rate; the old network with
+           # RealMLP's optimizer, schedule and dropout
+           "realmlp_bn": {**REALMLP_LIKE, "batch_norm": True, "learning_rate": 1e-3},
+           "old_cosine": {**OLD_DEFAULTS, "optimizer": "adamw", "weight_decay": 1e-2,
+                          "lr_decay": "cosine", "dropout": 0.1}}
+
+
+def score(model, X, y, task: str) -> float:
+    if task == "regression":
+        return float(np.sqrt(metrics.mean_squared_error(y, model.predict(X))))
+    return float(metrics.log_loss(y, model.predict_proba(X), labels=model.classes_))
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tables import TABLES, load_table
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tables", nargs="+", default=list(TABLES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--no-hgb", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    for name in args.tables:
+        table = TABLES[name]
+        frame = load_table(name).drop(columns=list(table.drop))
+        for seed in args.seeds:
+            sample = frame.sample(min(args.rows, len(frame)), random_state=seed)
+            X, y = sample.drop(columns=[table.target]), sample[table.target]
+            for col in table.categorical:
+                X[col] = X[col].astype(str)
+            regression = table.task == "regression"
+            X_train, X_test, y_train, y_test = train_test_split(
+                X, y, test_size=0.2, random_state=seed, stratify=None if regression else y)
+            row = {"table": name, "seed": seed, "rows": len(sample),
+                   "metric": "rmse" if regression else "log_loss"}
+            for key in args.configs:
+                config = CONFIGS[key]
+                cls = CaviarRegressor if regression else CaviarClassifier
+                model = cls(**config, random_state=seed)
+                started = time.perf_counter()
+                model.fit(X_train, y_train)
+                row[key] = round(score(model, X_test, y_test, table.task), 5)
+                row[key + "_s"] = round(time.perf_counter() - started, 1)
+                row[key + "_epochs"] = model.n_iter_
+            if args.no_hgb:
+                print(json.dumps(row), flush=True)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                continue
+            hgb = (HistGradientBoostingRegressor if regression
+                   else HistGradientBoostingClassifier)(random_state=seed)
+            strings = [c for c in X_train.columns
+                       if not pd.api.types.is_numeric_dtype(X_train[c])]
+            Xh_train, Xh_test = X_train.copy(), X_test.copy()
+            for c in strings:
+                levels = sorted(X_train[c].dropna().unique())
+                Xh_train[c] = X_train[c].astype("category").cat.set_categories(levels)
+                Xh_test[c] = X_test[c].astype("category").cat.set_categories(levels)
+                if len(levels) > 255:  # past HGB's categorical limit: ordinal codes
+                    Xh_train[c] = Xh_train[c].cat.codes.replace(-1, np.nan)
+                    Xh_test[c] = Xh_test[c].cat.codes.replace(-1, np.nan)
+            hgb.set_params(categorical_features="from_dtype")
+            hgb.fit(Xh_train, y_train)
+            row["hgb"] = round(score(hgb, Xh_test, y_test, table.task), 5)
+            line = json.dumps(row)
+            print(line, flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

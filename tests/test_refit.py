@@ -1,0 +1,192 @@
+"""The end of a tuning run: the kept configurations trained again on more rows (vectorized,
+each for its own epochs), the budget that holds time back for that end, and the first
+trials of a study, which start from known-good configurations."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from commandline import invoke
+from wine import WINE_SPACE
+
+from caviar import load_model
+from caviar.data import prepare
+from caviar.engine import Population
+from caviar.hyperparams import DEFAULTS, REALMLP_LIKE
+from caviar.search import Space, choice, default_space, log_uniform
+from caviar.search import fixed as fixed_value
+from caviar.search.samplers import warm_start
+from caviar.search.scheduler import Budget, epoch_cost, refit_cost
+from caviar.search.tune import _rows, tune
+from caviar.training import refit_networks
+
+
+def _member(seed: int, **hyperparameters) -> Population:
+    return Population("binary", 5, [hyperparameters], seed=seed).export_member(0)
+
+
+@pytest.fixture
+def rows():
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 5, generator=gen)
+    return X, (X[:, 0] - X[:, 1] > 0).float()
+
+
+def test_refit_trains_one_population_per_structure_as_each_would_alone(rows):
+    X, y = rows
+    a = _member(1, hidden_layer_sizes=[8], epochs=9, lr_decay="cosine", learning_rate=0.01)
+    b = _member(2, hidden_layer_sizes=[8], epochs=6, learning_rate=0.003, dropout=0.0)
+    c = _member(3, hidden_layer_sizes=[4], epochs=5)
+    together = refit_networks([a, b, c], X, y, [4, 6, 2], seed=3)
+    alone = refit_networks([a], X, y, [4], seed=3)
+    assert [int(n.epoch[0]) for n in together] == [4, 6, 2]  # each its own epochs
+    assert [n.hyperparameters[0]["epochs"] for n in together] == [4, 6, 2]
+    assert [n.structure.hidden_layer_sizes for n in together] == [(8,), (8,), (4,)]
+    for name, weights in alone[0].params.items():  # a and b shared one population
+        torch.testing.assert_close(together[0].params[name], weights)
+    # the cosine decay is the searched one (over 9 epochs), cut at epoch 4
+    rates = [r["learning_rate"] for r in together[0].history[0]]
+    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * e / 9)) for e in range(4)]
+    assert rates == pytest.approx(expected, rel=1e-6)
+
+
+def test_refit_cost_counts_each_structure_once_per_epoch(rows):
+    a = _member(1, hidden_layer_sizes=[8], epochs=9)
+    a.epoch[0] = 3
+    b = _member(2, hidden_layer_sizes=[8], epochs=9)
+    b.epoch[0] = 5
+    fixed = epoch_cost(a, 1000, members=0)
+    member = epoch_cost(a, 1000, members=1) - fixed
+    assert refit_cost([a, b], 1000) == pytest.approx(5 * fixed + 8 * member)
+    assert epoch_cost(a, 1000, members=2) == pytest.approx(fixed + 2 * member)
+
+
+def test_the_budget_holds_back_its_reserve():
+    budget = Budget(None, 10.0, spent=0.0)
+    assert not budget.out_of_time()
+    budget.reserve = 10.0
+    assert budget.out_of_time() and not budget.may_ask(0)
+    assert Budget(None, 10.0, spent=0.0, start=budget.start - 11).out_of_time()
+
+
+def test_tune_refits_the_kept_networks_on_training_and_validation_rows(wine_csv, tmp_path):
+    frame = pd.read_csv(wine_csv)
+    searched = tune(wine_csv, "cultivar", trials=12, population=6, space=WINE_SPACE,
+                    out=tmp_path / "none", seed=0, refit="none")
+    result = tune(wine_csv, "cultivar", trials=12, population=6, space=WINE_SPACE,
+                  out=tmp_path / "tv", seed=0, refit="train+valid")
+    prepared = prepare(frame, "cultivar", seed=0)
+    info = result.model.info
+    assert "trained_on" not in searched.model.info
+    assert info["trained_on"] == "train+valid"
+    assert info["refit_rows"] == len(prepared.train) + len(prepared.validation)
+    # the same configurations (same trials), each for its searched network's best epochs
+    assert [m["trial"] for m in info["members"]] == [
+        m["trial"] for m in searched.model.info["members"]]
+    assert info["refit_epochs"] == [int(n.epoch[0]) for n in searched.model.networks]
+    assert [dict(n.hyperparameters[0], epochs=0) for n in result.model.networks] == [
+        dict(n.hyperparameters[0], epochs=0) for n in searched.model.networks]
+    # the honest test score is the returned (and saved) model's, on rows it never saw
+    saved = load_model(tmp_path / "tv" / "model")
+    np.testing.assert_allclose(saved.predict_proba(prepared.test),
+                               result.model.predict_proba(prepared.test), rtol=1e-6)
+    assert result.test_scores["log_loss"] == pytest.approx(
+        saved.scores(prepared.test)["log_loss"])
+    assert result.study.user_attrs["best"]["test_scores"] == result.test_scores
+
+
+def test_refit_all_trains_on_every_row_after_the_test_score(wine_csv, tmp_path):
+    frame = pd.read_csv(wine_csv)
+    runs = {refit: tune(wine_csv, "cultivar", trials=8, population=4, space=WINE_SPACE,
+                        out=tmp_path / refit.replace("+", "_"), seed=1, refit=refit)
+            for refit in ("train+valid", "all")}
+    info = runs["all"].model.info
+    assert info["trained_on"] == "all" and info["refit_rows"] == len(frame)
+    assert info["test_scores_of"] == "train+valid"
+    assert load_model(tmp_path / "all" / "model").info["trained_on"] == "all"
+    # the scores reported are the train+valid refit's (the same run with refit="train+valid")
+    assert runs["all"].test_scores == pytest.approx(runs["train+valid"].test_scores)
+    prepared = prepare(frame, "cultivar", seed=1)
+    assert not np.allclose(runs["all"].model.predict_proba(prepared.test),
+                           runs["train+valid"].model.predict_proba(prepared.test))
+
+
+def test_a_resumed_run_does_not_take_refit_networks_as_searched_ones(wine_csv, tmp_path):
+    out = tmp_path / "run"
+    tune(wine_csv, "cultivar", trials=6, population=3, space=WINE_SPACE, out=out, seed=2,
+         refit="train+valid")
+    again = tune(wine_csv, "cultivar", trials=9, population=3, space=WINE_SPACE, out=out,
+                 seed=2, refit="train+valid")
+    assert len(again.study.trials) == 9
+    assert again.model.info["trained_on"] == "train+valid"
+    values = [m["value"] for m in again.model.info["members"]]
+    trials = {t.number: t for t in again.study.trials}
+    for m in again.model.info["members"]:  # validation scores of the searched networks
+        assert m["value"] == pytest.approx(trials[m["trial"]].user_attrs["network"]["value"])
+    assert values == sorted(values)
+
+
+def test_the_command_line_takes_refit(wine_csv, tmp_path):
+    out = tmp_path / "cli"
+    result = invoke("tune", wine_csv, "--target", "cultivar", "--trials", 4, "--population",
+                    4, "--refit", "none", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "trained_on" not in load_model(out / "model").info
+    bad = invoke("tune", wine_csv, "--target", "cultivar", "--refit", "everything")
+    assert bad.exit_code != 0 and "everything" in bad.output
+
+
+def test_an_unknown_refit_is_one_clear_error(wine_csv, tmp_path):
+    with pytest.raises(ValueError, match="unknown refit 'full'; choose one of none"):
+        tune(wine_csv, "cultivar", trials=2, out=tmp_path / "x", refit="full")
+
+
+
+def test_a_new_study_starts_from_the_defaults_and_a_realmlp_like_network(wine_csv, tmp_path):
+    space = default_space()
+    result = tune(wine_csv, "cultivar", trials=4, population=4, space=space,
+                  out=tmp_path / "warm", seed=0, refit="none")
+    first = sorted(result.study.trials, key=lambda t: t.number)[:2]
+    assert [t.params for t in first] == warm_start(space)
+    made = [t.user_attrs["hyperparameters"] for t in first]
+    for config, hyperparameters in zip((DEFAULTS, REALMLP_LIKE), made):
+        for name in ("hidden_layer_sizes", "optimizer", "learning_rate", "dropout",
+                     "lr_decay", "batch_size", "batch_norm", "epochs"):
+            assert _plain(hyperparameters[name]) == _plain(config[name]), name
+    # the two leaders share the first population: the others are split between them
+    sizes = [json.dumps(t.user_attrs["hyperparameters"]["hidden_layer_sizes"])
+             for t in result.study.trials]
+    assert sorted(sizes.count(s) for s in set(sizes)) == [2, 2]
+    # a resumed study does not start over from them
+    again = tune(wine_csv, "cultivar", trials=6, population=2, space=space,
+                 out=tmp_path / "warm", seed=0, refit="none")
+    assert [t.params for t in again.study.trials[4:]] != warm_start(space)
+
+
+def test_warm_start_keeps_only_configurations_inside_the_space():
+    assert warm_start(Space.from_dict(WINE_SPACE)) == []  # epochs 3..6, widths 8 and 16
+    wide = default_space().replace({"width": choice([32, 64]), "l2": log_uniform(1e-5, 1.0)})
+    (only,) = warm_start(wide)  # the defaults' 64 wide layers; not RealMLP's 256
+    assert only["width"] == 64 and only["l2"] == 1e-5  # l2 = 0 is the log axis's floor
+    fixed = default_space().replace({"optimizer": fixed_value("adamw")})
+    (realmlp,) = warm_start(fixed)
+    assert realmlp["width"] == 256 and "optimizer" not in realmlp
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def test_a_weighted_refit_weights_every_row(wine_csv, tmp_path):
+    frame = pd.read_csv(wine_csv)
+    frame["w"] = 1.0 + (np.arange(len(frame)) % 3)
+    result = tune(frame, "cultivar", trials=4, population=4, space=WINE_SPACE, weight="w",
+                  out=tmp_path / "weighted", seed=0, refit="train+valid")
+    prepared = prepare(frame, "cultivar", weight="w", seed=0)
+    X, y, w = _rows(prepared, False, "w", None)
+    assert len(X) == len(y) == len(w) == result.model.info["refit_rows"]
+    raw = pd.concat([prepared.train, prepared.validation])["w"].to_numpy()
+    np.testing.assert_allclose(w.numpy(), raw / raw.mean(), rtol=1e-6)  # mean 1 over all
