@@ -53,6 +53,24 @@ def test_refit_trains_one_population_per_structure_as_each_would_alone(rows):
     assert rates == pytest.approx(expected, rel=1e-6)
 
 
+def test_refit_keeps_the_networks_input_layout():
+    # column 2 holds a categorical's codes (levels 1..3); an embedding network must read it
+    # as codes again when refit, not as a number
+    from caviar.engine.network import Categorical, InputLayout
+
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randint(1, 4, (200,), generator=gen).float()
+    X = torch.cat([torch.randn(200, 2, generator=gen), codes[:, None]], dim=1)
+    y = (codes == 2).float()
+    layout = InputLayout(3, (Categorical("c", 2, 3, ()),))
+    searched = Population("binary", layout, [{"encoding": "embedding", "epochs": 30,
+                                              "learning_rate": 0.05}], seed=0).export_member(0)
+    (refit,) = refit_networks([searched], X, y, [30], seed=1)
+    assert refit.inputs == layout and refit.structure.embeddings
+    accuracy = (refit.predict(X)[0].argmax(-1).float() == y).float().mean()  # (B, 2) probabilities
+    assert accuracy == 1.0  # the label is the code: only an embedding of it learns it
+
+
 def test_refit_cost_counts_each_structure_once_per_epoch(rows):
     a = _member(1, hidden_layer_sizes=[8], epochs=9)
     a.epoch[0] = 3
