@@ -76,9 +76,6 @@ def test_a_dask_cluster_tunes_one_study_on_postgres(wine_csv, tmp_path, postgres
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="fails: after the SIGKILL (the victim is a zombie, /proc shows it), "
-                         "trials keep being recorded under its name and none ends FAIL; "
-                         "open in issue 14, not yet understood")
 def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postgres_url):
     space = dict(SPACE, epochs={"kind": "int", "low": 20, "high": 40})  # trials that last
     space_file = tmp_path / "space.json"

@@ -47,7 +47,11 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
+from .rdb import batched, finish_trials
+from .storage import patiently
+
 POLL_S = 0.05  # how often the writer looks for new journal lines
+BATCH = 64  # journal records written in one transaction at most
 
 
 def _to_line(frozen: FrozenTrial, trial_id: int, number: int, study_name: str,
@@ -75,26 +79,6 @@ def _attrs_line(attrs: dict[str, Any], study_name: str) -> str:
     return json.dumps({"study": study_name, "study_attrs": attrs}) + "\n"
 
 
-UNREACHABLE_S = 600.0  # how long the writer retries a storage it cannot reach, then gives up
-
-
-def _patiently(call: Any) -> Any:
-    """``call()``, retried with backoff while the storage cannot be reached (the journal keeps
-    the trial meanwhile), up to ``UNREACHABLE_S``."""
-    import sqlalchemy.exc  # the writer's storage is an RDB one
-
-    deadline, pause = time.monotonic() + UNREACHABLE_S, 0.1
-    while True:
-        try:
-            return call()
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                optuna.exceptions.StorageInternalError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(2 * pause, 10.0)
-
-
 class _Writer:
     """Applies journal records to the trials of a database study, skipping those finished."""
 
@@ -108,13 +92,49 @@ class _Writer:
 
     def apply(self, record: dict[str, Any]) -> bool:
         """Write one journal record; returns whether it finished a trial."""
-        if record.get("study") != self.study_name:
-            return False
+        return self.apply_many([record]) > 0
+
+    def apply_many(self, records: list[dict[str, Any]]) -> int:
+        """Write journal records, the trials among them in one transaction; returns how many
+        trials they finished."""
+        records = [r for r in records if r.get("study") == self.study_name]
+        trials = [r for r in records if "study_attrs" not in r]
         started = time.perf_counter()
         try:
-            return _patiently(lambda: self._apply(record))
+            attrs = [r for r in records if "study_attrs" in r]
+            if attrs:  # the last carries every attribute the tuner had
+                patiently(lambda: self._apply(attrs[-1]))
+            if not batched(self.storage):
+                return sum(patiently(lambda r=r: self._apply(r)) for r in trials)
+            left = patiently(lambda: finish_trials(self.storage, trials, self._artifact))
+            done = len(trials) - len(left)
+            for record in trials:
+                if record not in left and record.get("network"):
+                    with contextlib.suppress(OSError):
+                        os.remove(record["network"])
+            # not RUNNING: written already (a recovered journal) or failed meanwhile
+            return done + sum(patiently(lambda r=r: self._apply(r)) for r in left)
         finally:
             self.seconds += time.perf_counter() - started
+
+    def _artifact(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Upload the record's network to the artifact store; returns the system attribute
+        that links it to the trial (written in the trial's transaction)."""
+        network = record.get("network")
+        if not (network and self.artifacts and os.path.exists(network)):
+            return {}
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+        os.makedirs(self.artifacts, exist_ok=True)
+        link = _Attrs()
+        trial = FrozenTrial(number=record["number"], state=TrialState.RUNNING, value=None,
+                            values=None, datetime_start=None, datetime_complete=None,
+                            params={}, distributions={}, user_attrs={}, system_attrs={},
+                            intermediate_values={}, trial_id=record["trial_id"])
+        upload_artifact(artifact_store=FileSystemArtifactStore(self.artifacts),
+                        file_path=network, study_or_trial=trial, storage=link,  # type: ignore[arg-type]
+                        mimetype="application/x-safetensors")
+        return link.attrs
 
     def _apply(self, record: dict[str, Any]) -> bool:
         if "study_attrs" in record:
@@ -165,6 +185,17 @@ class _Writer:
         return True
 
 
+class _Attrs:
+    """Stands for the storage in ``upload_artifact``: keeps the artifact's system attribute
+    for the batch's transaction instead of writing it in one of its own."""
+
+    def __init__(self) -> None:
+        self.attrs: dict[str, Any] = {}
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.attrs[key] = value
+
+
 def _lock(path: Path) -> int:
     """Open ``path`` and wait for an exclusive lock on it; returns the descriptor."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -196,14 +227,16 @@ def follow(storage: str, study_name: str, journal: str, parent: int,
                     time.sleep(POLL_S)
                     continue
                 *lines, pending = (pending + chunk).split("\n")
-                for line in lines:
-                    record = json.loads(line)
-                    if record.get("done"):
-                        return
-                    writer.apply(record)
-                    written += 1
+                records = [json.loads(line) for line in lines]
+                done = any(r.get("done") for r in records)
+                records = [r for r in records if not r.get("done")]
+                for start in range(0, len(records), BATCH):
+                    writer.apply_many(records[start:start + BATCH])
+                    written += len(records[start:start + BATCH])
                     # for TrialArchive.backlog and .writer_seconds
                     os.pwrite(lock, struct.pack("<qd", written, writer.seconds), 0)
+                if done:
+                    return
     finally:
         os.close(lock)
 
@@ -337,7 +370,7 @@ def recover(journal: Path, storage: str, study_name: str, artifacts: str | None)
         except ValueError:  # a line cut short by the kill: that trial was not finished
             continue
         if not record.get("done"):
-            added += writer.apply(record)
+            added += writer.apply_many([record])
     return added
 
 

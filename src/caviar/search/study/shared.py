@@ -39,18 +39,19 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import keys
-from .storage import HEARTBEAT_S, quiet
+from . import keys, rdb
+from .storage import HEARTBEAT_S, STORAGE_ERRORS, patiently, quiet
 
 REFRESH_S = 0.25  # the least time between two reads of other workers' trials
 LOCK_MARGIN = 256  # trials before the budget's end from which creation counts under a lock
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+RETRIED = "failed_trial"  # the system attribute of a re-queued trial (Optuna's callback)
 
 
 class SharedStudy:
     """The storage side of a worker's working copy (see the module's docstring)."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage, study: optuna.Study,
+    def __init__(self, storage: optuna.storages.RDBStorage, study: optuna.Study,
                  working: optuna.Study, worker: str, lock: Path | None = None):
         """``storage``: the storage object of ``study`` (the database study); ``working``:
         the in-memory copy; ``worker``: this process's name (host:pid); ``lock``: a file
@@ -58,20 +59,26 @@ class SharedStudy:
         self.storage, self.study, self.working, self.worker = storage, study, working, worker
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self.lock = lock
-        self.beats = storage.get_heartbeat_interval() is not None  # RDB storages
+        self.beats = storage.get_heartbeat_interval() is not None
         self.seen: set[int] = set()  # storage numbers the working copy holds or runs
         self.running: dict[int, tuple[int, int]] = {}  # working number -> (trial id, number)
         self.retries: list[tuple[int, int, dict[str, Any]]] = []  # claimed: id, number, params
         self._serving: tuple[int, int] | None = None  # the claimed trial being asked now
+        # asked trials not created in the storage yet: created together at ``flush``
+        self.pending: list[tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
+        self._eager = False  # near a budget's end: create each trial as it is asked
         self.count = 0  # trials in the study when last seen (every worker's, any state)
+        self.requeued = 0  # of them, re-queued copies of lost trials (they replace those)
         self.others = 0  # other workers' trials running or waiting when last seen
+        self.low = 0  # trial ids below this are finished and in the working copy, or ours
         self.seconds = 0.0  # time spent in storage calls
         self.created = 0  # trials this worker ran
         # finished trials the archive has not written yet: (journal line, trial id); they
         # are still RUNNING in the storage, so their heartbeats go on
         self.unwritten: list[tuple[int, int]] = []
-        self._refreshed = -math.inf
+        self._refreshed = self._stale_checked = -math.inf
         self._beaten = time.monotonic()
+        self._failed: set[int] = set()  # failed trials seen: a new one may be re-queued
 
     @contextlib.contextmanager
     def _timed(self) -> Iterator[None]:
@@ -81,38 +88,64 @@ class SharedStudy:
         finally:
             self.seconds += time.perf_counter() - started
 
+    @property
+    def started(self) -> int:
+        """Trials the study's budget counts: every worker's, any state, but a lost trial
+        that was re-queued counts once (its copy)."""
+        return self.count - self.requeued
+
     # -------------------------------------------------------------- sharing
 
     def refresh(self, force: bool = False) -> list[FrozenTrial]:
         """Add the finished trials of other workers to the working copy, fail the trials of
-        dead workers, claim re-queued ones; returns the trials added."""
+        dead workers, claim re-queued ones; returns the trials added. Skipped while the
+        storage cannot be reached (the next refill tries again)."""
         now = time.monotonic()
         if not force and now - self._refreshed < REFRESH_S:
             return []
         self._refreshed = now
-        with self._timed(), quiet():
-            optuna.storages.fail_stale_trials(self.study)  # a no-op without heartbeats
-            trials = self.study.get_trials(deepcopy=False)
-        self.count = len(trials)
-        new = [t for t in trials if t.state in FINISHED and t.number not in self.seen]
+        try:
+            with self._timed(), quiet():
+                if self.beats and now - self._stale_checked >= HEARTBEAT_S:
+                    self._stale_checked = now
+                    optuna.storages.fail_stale_trials(self.study)
+                rows = self._look()
+                new_ids = [i for i, n, s in rows if s in FINISHED and n not in self.seen]
+                new = rdb.get_trials(self.storage, self.study_id, new_ids)
+        except STORAGE_ERRORS:
+            return []
+        new = [t for t in new if t.state in FINISHED]
         self.working.add_trials([_copy(t) for t in new])
         self.seen.update(t.number for t in new)
-        self.others = sum(t.state in (TrialState.RUNNING, TrialState.WAITING)
-                          and t.number not in self.seen for t in trials)
-        for t in trials:
-            if t.state == TrialState.WAITING and t.params and t.number not in self.seen:
-                self._claim(t)
+        waiting = [(i, n) for i, n, s in rows if s == TrialState.WAITING and n not in self.seen]
+        for trial_id, number in waiting:
+            self._claim(trial_id, number)
+        unseen = [i for i, n, s in rows if n not in self.seen]
+        self.others = len(unseen)
+        self.low = min(unseen, default=max((i for i, _, _ in rows), default=self.low - 1) + 1)
         return new
 
-    def _claim(self, trial: FrozenTrial) -> None:
+    def _look(self) -> list[tuple[int, int, TrialState]]:
+        """The study's trials from ``low`` on (id, number, state); counts them."""
+        rows = rdb.states(self.storage, self.study_id, self.low)
+        if rows:
+            self.count = max(self.count, max(n for _, n, _ in rows) + 1)
+        failed = {n for _, n, s in rows if s == TrialState.FAIL}
+        if not failed <= self._failed or any(s == TrialState.WAITING for _, _, s in rows):
+            self.requeued = rdb.count_with_system_attr(self.storage, self.study_id, RETRIED)
+        self._failed |= failed
+        return rows
+
+    def _claim(self, trial_id: int, number: int) -> None:
         """Take a re-queued trial, unless another worker was first."""
         with self._timed():
-            trial_id = self.storage.get_trial_id_from_study_id_trial_number(
-                self.study_id, trial.number)
             if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
                 return
-        self.seen.add(trial.number)
-        self.retries.append((trial_id, trial.number, dict(trial.params)))
+            if self.beats:  # from now on a trial of this worker's: found stale if it dies
+                self.storage.record_heartbeat(trial_id)
+            params = self.storage.get_trial(trial_id).params
+        self.seen.add(number)
+        self.retries.append((trial_id, number, params))
 
     def next_retry(self) -> dict[str, Any] | None:
         """The parameters of a claimed re-queued trial; the next ``create`` is that trial."""
@@ -130,51 +163,66 @@ class SharedStudy:
         None: none) allows one more; near its end, under the machine's lock until the trial
         is created, so two workers never both take the last one."""
         if self._serving is not None or budget is None or self.count < budget - LOCK_MARGIN:
-            yield budget is None or self.count < budget or self._serving is not None
+            yield budget is None or self.started < budget or self._serving is not None
             return
+        self.flush()
         fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644) if self.lock else None
         try:
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            with self._timed():  # the cached storage reads only new or running trials
-                self.count = len(self.study.get_trials(deepcopy=False))
-            yield self.count < budget
+            with self._timed():
+                patiently(self._look)
+            self._eager = True  # created before the lock is released
+            yield self.started < budget
         finally:
+            self._eager = False
             if fd is not None:
                 os.close(fd)  # releases the lock
 
-    def create(self, trial: optuna.Trial, attrs: dict[str, Any]) -> int:
+    def create(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         """Create the storage trial of the working copy's ``trial`` (asked, its parameters
-        drawn), RUNNING, with ``attrs`` and this worker's name; returns its storage number.
-        A claimed re-queued trial is taken over instead."""
+        drawn), RUNNING, with ``attrs`` and this worker's name: at the next ``flush``,
+        together with the others asked meanwhile. A claimed re-queued trial is taken over
+        instead, at once."""
         attrs = {**attrs, keys.WORKER: self.worker}
-        with self._timed():
-            if self._serving is not None:
-                trial_id, number = self._serving
-                self._serving = None
-                for key, value in attrs.items():
-                    self.storage.set_trial_user_attr(trial_id, key, value)
-            else:
-                template = optuna.trial.FrozenTrial(
-                    number=-1, state=TrialState.RUNNING, value=None, values=None,
-                    datetime_start=None, datetime_complete=None, params=trial.params,
-                    distributions=trial.distributions, user_attrs=attrs, system_attrs={},
-                    intermediate_values={}, trial_id=-1)
-                trial_id = self.storage.create_new_trial(self.study_id, template)
-                number = self.storage.get_trial_number_from_id(trial_id)
-            if self.beats:  # a trial never beaten is never found stale
-                self.storage.record_heartbeat(trial_id)
-        self.count = max(self.count, number + 1)
         self.created += 1
-        self.seen.add(number)
+        if self._serving is None:
+            self.pending.append((trial.number, dict(trial.params), dict(trial.distributions),
+                                 attrs))
+            self.count += 1
+            if self._eager:
+                self.flush()
+            return
+        trial_id, number = self._serving
+        self._serving = None
+        with self._timed():
+            for key, value in attrs.items():
+                patiently(lambda k=key, v=value: self.storage.set_trial_user_attr(
+                    trial_id, k, v))
         self.running[trial.number] = (trial_id, number)
-        return number
+
+    def flush(self) -> None:
+        """Create the asked trials in the storage, in one transaction (the storage numbers
+        them); waits, retrying, while the storage cannot be reached."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        with self._timed():
+            created = patiently(lambda: rdb.create_trials(
+                self.storage, self.study_id, [(p, d, a) for _, p, d, a in pending],
+                heartbeat=self.beats))
+        for (working_number, *_), (trial_id, number) in zip(pending, created):
+            self.running[working_number] = (trial_id, number)
+            self.seen.add(number)
+            self.count = max(self.count, number + 1)
 
     def finish(self, trial: optuna.Trial) -> tuple[int, int]:
         """The storage trial id and number of the working copy's ``trial``, which finished."""
+        self.flush()
         return self.running.pop(trial.number)
 
     def number(self, trial: optuna.Trial) -> int:
+        self.flush()
         return self.running[trial.number][1]
 
     def journaled(self, line: int, trial_id: int) -> None:
@@ -183,17 +231,18 @@ class SharedStudy:
 
     def heartbeat(self, written: int = 0) -> None:
         """A heartbeat for each running trial and each finished one the writer has not
-        written (``written``: journal lines it has), every ``HEARTBEAT_S / 2`` (call it
-        every epoch)."""
+        written (``written``: journal lines it has), every ``HEARTBEAT_S / 2``, all in one
+        transaction (call it every epoch). Skipped while the storage cannot be reached."""
         now = time.monotonic()
         if not self.beats or now - self._beaten < HEARTBEAT_S / 2:
             return
         self._beaten = now
         self.unwritten = [(line, i) for line, i in self.unwritten if line >= written]
-        with self._timed():
-            for trial_id in [i for i, _ in self.running.values()] + [
-                    i for _, i in self.unwritten]:
-                self.storage.record_heartbeat(trial_id)
+        ids = [i for i, _ in self.running.values()] + [i for _, i in self.unwritten]
+        if not ids:
+            return
+        with self._timed(), contextlib.suppress(*STORAGE_ERRORS):
+            rdb.beat(self.storage, ids)
 
 
 def _copy(trial: FrozenTrial) -> FrozenTrial:
