@@ -1,6 +1,7 @@
 """Many workers on one study: numbers from the storage, every worker's trials shared, the
 model built from every worker's networks, dead workers' trials re-queued, data checked."""
 
+import contextlib
 import json
 import os
 import signal
@@ -77,51 +78,70 @@ def test_a_dask_cluster_tunes_one_study_on_postgres(wine_csv, tmp_path, postgres
 
 @pytest.mark.slow
 def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postgres_url):
+    trials_budget, population = 40, 4
     space = dict(SPACE, epochs={"kind": "int", "low": 20, "high": 40})  # trials that last
     space_file = tmp_path / "space.json"
     space_file.write_text(json.dumps(space))
+    out = tmp_path / "run"
     code = ("import json; from caviar.search.tune import tune; "
-            f"tune({str(wine_csv)!r}, 'cultivar', trials=40, population=4, workers=2, "
-            f"sampler='random', pruner='none', storage={postgres_url!r}, "
-            f"out={str(tmp_path / 'run')!r}, space=json.load(open({str(space_file)!r})))")
+            f"tune({str(wine_csv)!r}, 'cultivar', trials={trials_budget}, "
+            f"population={population}, workers=2, sampler='random', pruner='none', "
+            f"storage={postgres_url!r}, out={str(out)!r}, "
+            f"space=json.load(open({str(space_file)!r})))")
     coordinator = subprocess.Popen([sys.executable, "-c", code],
                                    env=_env(CAVIAR_HEARTBEAT_S="1"))
-    victim, done_by_victim = None, set()
+    victim = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and victim is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
         try:
             trials = optuna.load_study(study_name="wine-cultivar", storage=postgres_url).trials
         except Exception:  # not created yet
             continue
+        if len(trials) > trials_budget - 2 * population:
+            continue  # too late: a worker near the end may have no trial training
         by_worker = Counter(t.user_attrs.get(keys.WORKER) for t in trials
                             if t.state.is_finished())
-        running = [t for t in trials if t.state == TrialState.RUNNING]
         for name, count in by_worker.items():
-            if count >= 2 and any(t.user_attrs.get(keys.WORKER) == name for t in running):
+            if count >= 2:  # mid-run, it has a population training: kill it
                 victim = name
                 os.kill(int(name.rpartition(":")[2]), signal.SIGKILL)
                 break
     assert victim is not None, "no worker finished trials in time"
-    time.sleep(0.3)  # its writer, orphaned, writes what it journaled
-    done_by_victim = {t.number for t in optuna.load_study(
-        study_name="wine-cultivar", storage=postgres_url).trials
-        if t.user_attrs.get(keys.WORKER) == victim and t.state != TrialState.RUNNING}
+    # what it had finished: its journal (its orphaned writer writes them to the study)
+    journal = out / "workers" / victim.replace(":", "-") / "pending-trials.jsonl"
+    finished = {}
+    for line in journal.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line the kill cut short: not finished
+            record = json.loads(line)
+            if "trial_id" in record:
+                finished[record["number"]] = record
+    assert len(finished) >= 2
     assert coordinator.wait(timeout=300) == 0
+
     study = optuna.load_study(study_name="wine-cultivar", storage=postgres_url)
     trials = study.trials
     assert all(t.state.is_finished() for t in trials)
-    # what it had finished is in the study (its orphaned writer may write some late); what
-    # it had running failed, by the survivors' heartbeat checks
-    lost = [t for t in trials if t.user_attrs.get(keys.WORKER) == victim
-            and t.state == TrialState.FAIL]
-    assert lost and not {t.number for t in lost} & done_by_victim
-    retried = {t.system_attrs.get("failed_trial") for t in trials}
-    assert {t.number for t in lost} <= retried  # each re-queued, and trained by a survivor
-    assert all(t.state != TrialState.FAIL for t in trials
-               if t.system_attrs.get("failed_trial") is not None)
-    assert all(study.trials[n].state.is_finished() for n in done_by_victim)
-    assert (tmp_path / "run" / "model" / "model.json").exists()
+    by_victim = [t for t in trials if t.user_attrs.get(keys.WORKER) == victim]
+    # every trial it finished is in the study, as it finished it
+    for number, record in finished.items():
+        trial = study.trials[number]
+        assert trial.state == TrialState[record["state"]] and trial.value == record["value"]
+        assert trial.user_attrs[keys.WORKER] == victim
+    # the ones it was training failed through the survivors' heartbeat checks ...
+    lost = [t for t in by_victim if t.number not in finished]
+    assert lost and all(t.state == TrialState.FAIL for t in lost)
+    # ... and each was re-queued once and trained by a survivor
+    retries = {t.system_attrs.get("failed_trial"): t for t in trials}
+    for t in lost:
+        retry = retries[t.number]
+        assert retry.params == t.params and retry.state != TrialState.FAIL
+        assert retry.user_attrs[keys.WORKER] not in (victim, None)
+    # the study completes: the budget's trials finished, a re-queued copy counting for the
+    # trial it replaces
+    assert len([t for t in trials if t.state != TrialState.FAIL]) == trials_budget
+    assert len(trials) == trials_budget + len(lost)
+    assert (out / "model" / "model.json").exists()
 
 
 def test_two_tuners_started_at_once_on_a_fresh_sqlite_file(wine_csv, tmp_path):

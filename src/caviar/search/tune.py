@@ -303,6 +303,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         try:
             tuner.run()
         finally:
+            shared.close()
             tuner.save_study_state()
             tuner.save_model()
             writer_s = archive.close()

@@ -106,7 +106,11 @@ class _Writer:
                 patiently(lambda: self._apply(attrs[-1]))
             if not batched(self.storage):
                 return sum(patiently(lambda r=r: self._apply(r)) for r in trials)
-            left = patiently(lambda: finish_trials(self.storage, trials, self._artifact))
+            # the networks' files first, outside the transaction (which holds SQLite's
+            # write lock that the workers wait for); their links are written with the trials
+            links = {r["trial_id"]: self._artifact(r) for r in trials}
+            left = patiently(lambda: finish_trials(self.storage, trials,
+                                                   lambda r: links[r["trial_id"]]))
             done = len(trials) - len(left)
             for record in trials:
                 if record not in left and record.get("network"):

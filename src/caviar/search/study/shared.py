@@ -33,6 +33,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,13 @@ class SharedStudy:
         self.requeued = 0  # of them, re-queued copies of lost trials (they replace those)
         self.others = 0  # other workers' trials running or waiting when last seen
         self.low = 0  # trial ids below this are finished and in the working copy, or ours
-        self.seconds = 0.0  # time spent in storage calls
+        self.seconds = 0.0  # time the training waited for storage calls
+        self.background_seconds = 0.0  # time the storage thread spent in them
+        # creations and heartbeats run in a thread of their own: SQLite's lock waits and
+        # the database's round trips release the interpreter, so training goes on
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caviar-storage")
+        self._creating: list[tuple[list[Any], Future]] = []
+        self._beating: Future | None = None
         self.created = 0  # trials this worker ran
         # finished trials the archive has not written yet: (journal line, trial id); they
         # are still RUNNING in the storage, so their heartbeats go on
@@ -104,6 +111,8 @@ class SharedStudy:
         if not force and now - self._refreshed < REFRESH_S:
             return []
         self._refreshed = now
+        if all(future.done() for _, future in self._creating):
+            self._created()  # this worker's new trials, seen as its own
         try:
             with self._timed(), quiet():
                 if self.beats and now - self._stale_checked >= HEARTBEAT_S:
@@ -165,7 +174,7 @@ class SharedStudy:
         if self._serving is not None or budget is None or self.count < budget - LOCK_MARGIN:
             yield budget is None or self.started < budget or self._serving is not None
             return
-        self.flush()
+        self.flush(wait=True)
         fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644) if self.lock else None
         try:
             if fd is not None:
@@ -191,7 +200,7 @@ class SharedStudy:
                                  attrs))
             self.count += 1
             if self._eager:
-                self.flush()
+                self.flush(wait=True)
             return
         trial_id, number = self._serving
         self._serving = None
@@ -201,28 +210,55 @@ class SharedStudy:
                     trial_id, k, v))
         self.running[trial.number] = (trial_id, number)
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
         """Create the asked trials in the storage, in one transaction (the storage numbers
-        them); waits, retrying, while the storage cannot be reached."""
-        if not self.pending:
-            return
-        pending, self.pending = self.pending, []
-        with self._timed():
-            created = patiently(lambda: rdb.create_trials(
-                self.storage, self.study_id, [(p, d, a) for _, p, d, a in pending],
-                heartbeat=self.beats))
-        for (working_number, *_), (trial_id, number) in zip(pending, created):
-            self.running[working_number] = (trial_id, number)
-            self.seen.add(number)
-            self.count = max(self.count, number + 1)
+        them), in the background thread: training goes on meanwhile, and the numbers are
+        waited for when a trial finishes (``wait``: now). The thread waits, retrying,
+        while the storage cannot be reached."""
+        if self.pending:
+            pending, self.pending = self.pending, []
+            future = self._thread.submit(
+                self._background, patiently, lambda: rdb.create_trials(
+                    self.storage, self.study_id, [(p, d, a) for _, p, d, a in pending],
+                    heartbeat=self.beats))
+            self._creating.append((pending, future))
+        if wait:
+            self._created()
+
+    def _created(self) -> None:
+        """Wait for the trials being created; record their ids and numbers."""
+        creating, self._creating = self._creating, []
+        for pending, future in creating:
+            with self._timed():
+                created = future.result()
+            for (working_number, *_), (trial_id, number) in zip(pending, created):
+                self.running[working_number] = (trial_id, number)
+                self.seen.add(number)
+                self.count = max(self.count, number + 1)
+
+    def _background(self, call: Any, *args: Any) -> Any:
+        """``call(*args)`` in the storage thread, its time counted apart from the time the
+        training waited."""
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            self.background_seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        """Create what was asked and stop the storage thread."""
+        self.flush(wait=True)
+        self._thread.shutdown(wait=True)
 
     def finish(self, trial: optuna.Trial) -> tuple[int, int]:
         """The storage trial id and number of the working copy's ``trial``, which finished."""
-        self.flush()
+        if trial.number not in self.running:
+            self.flush(wait=True)
         return self.running.pop(trial.number)
 
     def number(self, trial: optuna.Trial) -> int:
-        self.flush()
+        if trial.number not in self.running:
+            self.flush(wait=True)
         return self.running[trial.number][1]
 
     def journaled(self, line: int, trial_id: int) -> None:
@@ -239,9 +275,11 @@ class SharedStudy:
         self._beaten = now
         self.unwritten = [(line, i) for line, i in self.unwritten if line >= written]
         ids = [i for i, _ in self.running.values()] + [i for _, i in self.unwritten]
-        if not ids:
-            return
-        with self._timed(), contextlib.suppress(*STORAGE_ERRORS):
+        if ids and (self._beating is None or self._beating.done()):
+            self._beating = self._thread.submit(self._background, self._beat, ids)
+
+    def _beat(self, ids: list[int]) -> None:
+        with contextlib.suppress(*STORAGE_ERRORS):  # missed beats: the next one may reach
             rdb.beat(self.storage, ids)
 
 
