@@ -76,6 +76,20 @@ def test_a_dask_cluster_tunes_one_study_on_postgres(wine_csv, tmp_path, postgres
     _check_shared_study(result, 64, workers=2)
 
 
+def _journaled(out: Path, worker: str) -> dict[int, dict]:
+    """The trials ``worker`` finished: its journal's complete lines, by trial number (its
+    writer writes them to the study behind it)."""
+    journal = out / "workers" / worker.replace(":", "-") / "pending-trials.jsonl"
+    records = {}
+    with contextlib.suppress(OSError):
+        for line in journal.read_text().splitlines():
+            with contextlib.suppress(ValueError):  # a line being written: not finished
+                record = json.loads(line)
+                if "trial_id" in record:
+                    records[record["number"]] = record
+    return records
+
+
 @pytest.mark.slow
 def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postgres_url):
     trials_budget, population = 40, 4
@@ -90,32 +104,22 @@ def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postg
             f"space=json.load(open({str(space_file)!r})))")
     coordinator = subprocess.Popen([sys.executable, "-c", code],
                                    env=_env(CAVIAR_HEARTBEAT_S="1"))
-    victim = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and victim is None:
-        time.sleep(0.2)
+    victim, finished = None, {}
+    deadline = time.monotonic() + 300  # a loaded machine is slow
+    while time.monotonic() < deadline and victim is None and coordinator.poll() is None:
+        time.sleep(0.1)
         try:
             trials = optuna.load_study(study_name="wine-cultivar", storage=postgres_url).trials
         except Exception:  # not created yet
             continue
         if len(trials) > trials_budget - 2 * population:
-            continue  # too late: a worker near the end may have no trial training
-        by_worker = Counter(t.user_attrs.get(keys.WORKER) for t in trials
-                            if t.state.is_finished())
-        for name, count in by_worker.items():
-            if count >= 2:  # mid-run, it has a population training: kill it
-                victim = name
+            break  # too late: a worker near the end may have no trial training
+        for name in {t.user_attrs.get(keys.WORKER) for t in trials}:
+            if len(_journaled(out, name)) >= 2:  # mid-run, with a population training
                 os.kill(int(name.rpartition(":")[2]), signal.SIGKILL)
+                victim, finished = name, _journaled(out, name)  # what it had finished
                 break
     assert victim is not None, "no worker finished trials in time"
-    # what it had finished: its journal (its orphaned writer writes them to the study)
-    journal = out / "workers" / victim.replace(":", "-") / "pending-trials.jsonl"
-    finished = {}
-    for line in journal.read_text().splitlines():
-        with contextlib.suppress(ValueError):  # a line the kill cut short: not finished
-            record = json.loads(line)
-            if "trial_id" in record:
-                finished[record["number"]] = record
     assert len(finished) >= 2
     assert coordinator.wait(timeout=300) == 0
 
@@ -123,14 +127,18 @@ def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postg
     trials = study.trials
     assert all(t.state.is_finished() for t in trials)
     by_victim = [t for t in trials if t.user_attrs.get(keys.WORKER) == victim]
-    # every trial it finished is in the study, as it finished it
+    # every trial it finished is in the study, as it finished it: its own, or, when its
+    # orphaned writer came after the survivors had failed it, as a trial of its own
+    results, late = set(), 0
     for number, record in finished.items():
-        trial = study.trials[number]
-        assert trial.state == TrialState[record["state"]] and trial.value == record["value"]
-        assert trial.user_attrs[keys.WORKER] == victim
+        same = [t.number for t in by_victim if t.params == record["params"]
+                and t.state == TrialState[record["state"]] and t.value == record["value"]]
+        assert len(same) == 1
+        results.add(same[0])
+        late += same[0] != number
     # the ones it was training failed through the survivors' heartbeat checks ...
-    lost = [t for t in by_victim if t.number not in finished]
-    assert lost and all(t.state == TrialState.FAIL for t in lost)
+    lost = [t for t in by_victim if t.number not in results]
+    assert len(lost) >= 1 + late and all(t.state == TrialState.FAIL for t in lost)
     # ... and each was re-queued once and trained by a survivor
     retries = {t.system_attrs.get("failed_trial"): t for t in trials}
     for t in lost:
@@ -138,9 +146,10 @@ def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postg
         assert retry.params == t.params and retry.state != TrialState.FAIL
         assert retry.user_attrs[keys.WORKER] not in (victim, None)
     # the study completes: the budget's trials finished, a re-queued copy counting for the
-    # trial it replaces
-    assert len([t for t in trials if t.state != TrialState.FAIL]) == trials_budget
-    assert len(trials) == trials_budget + len(lost)
+    # trial it replaces (a late one counts once it is in, maybe after the budget was spent)
+    done = len([t for t in trials if t.state != TrialState.FAIL])
+    assert trials_budget <= done <= trials_budget + late
+    assert len(trials) == done + len(lost)
     assert (out / "model" / "model.json").exists()
 
 

@@ -47,11 +47,12 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
-from .rdb import batched, finish_trials
+from .rdb import batched, finish_trials, has_system_attr
 from .storage import patiently
 
 POLL_S = 0.05  # how often the writer looks for new journal lines
 BATCH = 64  # journal records written in one transaction at most
+LATE = "caviar:result_of"  # system attribute: the failed trial whose result this trial is
 
 
 def _to_line(frozen: FrozenTrial, trial_id: int, number: int, study_name: str,
@@ -159,8 +160,15 @@ class _Writer:
 
     def _add(self, record: dict[str, Any]) -> bool:
         """A trial another worker failed, having missed its heartbeats (its worker could not
-        reach the storage): it still finished, so it is kept as a trial of its own."""
-        self.study.add_trial(_from_line(record))
+        reach the storage, or died before its writer wrote it): it still finished, so it is
+        kept as a trial of its own, once (``LATE`` names the trial it is the result of, so a
+        journal recovered again adds nothing)."""
+        if batched(self.storage) and has_system_attr(
+                self.storage, self.study._study_id, LATE, record["trial_id"]):
+            return False
+        trial = _from_line(record)
+        trial.system_attrs = {**trial.system_attrs, LATE: record["trial_id"]}
+        self.study.add_trial(trial)
         return True
 
     def _update(self, record: dict[str, Any], current: FrozenTrial) -> bool:

@@ -198,3 +198,15 @@ def get_trials(storage: RDBStorage, study_id: int, trial_ids: Sequence[int]
     if not trial_ids:
         return []
     return storage._get_trials(study_id, None, set(trial_ids), max(trial_ids))
+
+
+def has_system_attr(storage: RDBStorage, study_id: int, key: str, value: Any) -> bool:
+    """Whether one of the study's trials has the system attribute ``key`` = ``value``."""
+    trials = models.TrialModel.__table__
+    attrs = models.TrialSystemAttributeModel.__table__
+    with _create_scoped_session(storage.scoped_session) as session:
+        return session.execute(
+            sqlalchemy.select(attrs.c.trial_id).select_from(
+                attrs.join(trials, attrs.c.trial_id == trials.c.trial_id))
+            .where(trials.c.study_id == study_id, attrs.c.key == key,
+                   attrs.c.value_json == json.dumps(value)).limit(1)).first() is not None

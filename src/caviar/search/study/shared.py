@@ -194,6 +194,7 @@ class SharedStudy:
         together with the others asked meanwhile. A claimed re-queued trial is taken over
         instead, at once."""
         attrs = {**attrs, keys.WORKER: self.worker}
+        trial.set_user_attr(keys.WORKER, self.worker)  # journaled with it, too
         self.created += 1
         if self._serving is None:
             self.pending.append((trial.number, dict(trial.params), dict(trial.distributions),
