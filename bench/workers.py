@@ -3,15 +3,18 @@ of wall time, for 1, 2 and 4 local workers of one torch thread each on one study
 
     PYTHONPATH=src python bench/workers.py [--budget 60] [--workers 1 2 4] [--storage sqlite]
 
-Storage share: seconds the workers spent in storage calls (creating trials, reading others'
-trials, heartbeats) over their wall time; the archive writers' seconds (updating finished
-trials, in processes of their own) are shown beside it.
+Storage share: seconds the workers' training waited for storage calls (reading others'
+trials, waiting for trial numbers) over their wall time; beside it, the seconds of each
+worker's storage thread (creating trials, heartbeats: training goes on meanwhile) and of the
+archive writers (updating finished trials, in processes of their own), over the same. The
+machine's load average is recorded with each run: on a shared machine it moves the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +28,7 @@ from caviar.search.tune import tune
 
 def run(workers: int, budget: float, storage: str | None, root: Path) -> dict:
     out = root / f"w{workers}"
+    load = round(os.getloadavg()[0], 2)  # 1-minute load average: other work on the machine
     started = time.perf_counter()
     result = tune(dataset_path("wage"), "wage", drop=["logwage"], time_budget=budget,
                   population=16, out=out, seed=0, workers=workers,
@@ -38,9 +42,12 @@ def run(workers: int, budget: float, storage: str | None, root: Path) -> dict:
             "best_val": min((t.value for t in trials if t.value is not None), default=None),
             "storage_share": round(sum(s.get("storage_s", 0) for s in summaries)
                                    / worker_wall, 4),
+            "thread_share": round(sum(s.get("storage_thread_s", 0) for s in summaries)
+                                  / worker_wall, 4),
             "writer_share": round(sum(s.get("writer_storage_s", 0) for s in summaries)
                                   / worker_wall, 4),
-            "wall_s": round(wall, 1)}
+            "wall_s": round(wall, 1), "load_before": load,
+            "load_after": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ def test_batched_writes_match_optunas_own_calls(url, state, value):
 def test_a_locked_storage_delays_the_run_but_loses_no_trial(wine_csv, tmp_path):
     db = tmp_path / "run" / "study.db"
     code = ("from caviar.search.tune import tune; "
-            f"tune({str(wine_csv)!r}, 'cultivar', trials=48, population=4, sampler='random', "
+            f"tune({str(wine_csv)!r}, 'cultivar', trials=96, population=4, sampler='random', "
             f"space={dict(WINE_SPACE, epochs={'kind': 'int', 'low': 4, 'high': 8})!r}, "
             f"out={str(tmp_path / 'run')!r})")
     env = {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
@@ -98,11 +98,12 @@ def test_a_locked_storage_delays_the_run_but_loses_no_trial(wine_csv, tmp_path):
         holder.execute("BEGIN EXCLUSIVE")
         locked_at = len(holder.execute("SELECT trial_id FROM trials").fetchall())
         time.sleep(3)
+        running = run.poll() is None
         holder.rollback()
     _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err.decode()[-2000:]
     trials = optuna.load_study(study_name="wine-cultivar", storage=f"sqlite:///{db}").trials
-    assert locked_at < 48  # the lock came mid-run
-    assert len(trials) == 48 and all(t.state.is_finished() for t in trials)
-    assert sorted(t.number for t in trials) == list(range(48))
+    assert locked_at < 96 and running  # the lock came mid-run
+    assert len(trials) == 96 and all(t.state.is_finished() for t in trials)
+    assert sorted(t.number for t in trials) == list(range(96))
     assert not (tmp_path / "run" / "pending-trials.jsonl").exists()  # all written, dropped

@@ -142,6 +142,9 @@ def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postg
     # ... and each was re-queued once and trained by a survivor
     retries = {t.system_attrs.get("failed_trial"): t for t in trials}
     for t in lost:
+        assert t.number in retries, [(u.number, u.state.name, u.user_attrs.get(keys.WORKER),
+                                      u.user_attrs.get(keys.FAILURE), u.system_attrs)
+                                     for u in trials if u.number == t.number or u.number < 12]
         retry = retries[t.number]
         assert retry.params == t.params and retry.state != TrialState.FAIL
         assert retry.user_attrs[keys.WORKER] not in (victim, None)

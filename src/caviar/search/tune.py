@@ -36,6 +36,7 @@ from .study import keys
 from .study.archive import TrialArchive, recover_journal
 from .study.artifacts import add_study_networks
 from .study.shared import SharedStudy
+from .study.storage import patiently
 from .study.store import (
     check_data,
     check_metric,
@@ -242,7 +243,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             test_scores[metric_obj.name] = ValidationScorer(
                 metric_obj, pre_y, pre.task_, prepared.target_std, prepared.target_mean
             )(model._outputs(test))
-        study.set_user_attr(keys.BEST, jsonable(_best_record(study, model, test_scores, test)))
+        best = jsonable(_best_record(study, model, test_scores, test))
+        patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
         board = leaderboard(study)
     replace_file(out / "leaderboard.csv", board.to_csv(index=False))
     return TuneResult(study=study, model=model, out=out, model_dir=out / "model",
@@ -310,7 +312,9 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
     return tuner, {"worker": worker_name(), "index": index,
                    "trials": shared.created,
                    "wall_s": round(time.perf_counter() - started, 3),
-                   "storage_s": round(shared.seconds, 3), "writer_storage_s": round(writer_s, 3),
+                   "storage_s": round(shared.seconds, 3),
+                   "storage_thread_s": round(shared.background_seconds, 3),
+                   "writer_storage_s": round(writer_s, 3),
                    "interrupted_trials": interrupted, "recovered_trials": archive.recovered}
 
 
