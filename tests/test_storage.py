@@ -65,6 +65,12 @@ def test_batched_writes_match_optunas_own_calls(url, state, value):
     storage.set_trial_state_values(theirs, state, None if value is None else [value])
     assert _comparable(storage.get_trial(ours[0][0])) == _comparable(storage.get_trial(theirs))
     assert storage.get_trial(ours[1][0]).state == TrialState.RUNNING
+    for trial_id in (ours[0][0], ours[1][0], theirs):  # read back as Optuna reads them
+        [read] = rdb.get_trials(storage, [trial_id])
+        assert _comparable(read)[:-1] == _comparable(storage.get_trial(trial_id))[:-1]
+        assert read.number == storage.get_trial(trial_id).number
+    [read] = rdb.get_trials(storage, [ours[0][0]], skip_user_attrs=["curve"])
+    assert read.user_attrs == {"hp": {"width": 16}, "worker": "h:1"}
     assert rdb.finish_trials(storage, [record]) == [record]  # finished already: the caller's
     rdb.beat(storage, [ours[1][0]])
     stale = optuna.storages.RDBStorage(storage.url, heartbeat_interval=1, grace_period=1)

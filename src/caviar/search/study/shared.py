@@ -120,7 +120,8 @@ class SharedStudy:
                     optuna.storages.fail_stale_trials(self.study)
                 rows = self._look()
                 new_ids = [i for i, n, s in rows if s in FINISHED and n not in self.seen]
-                new = rdb.get_trials(self.storage, self.study_id, new_ids)
+                # their curves are for the report; the sampler and pruner do without
+                new = rdb.get_trials(self.storage, new_ids, skip_user_attrs=(keys.CURVE,))
         except STORAGE_ERRORS:
             return []
         new = [t for t in new if t.state in FINISHED]
