@@ -4,10 +4,12 @@ of wall time, for 1, 2 and 4 local workers of one torch thread each on one study
     PYTHONPATH=src python bench/workers.py [--budget 60] [--workers 1 2 4] [--storage sqlite]
 
 Storage share: seconds the workers' training waited for storage calls (reading others'
-trials, waiting for trial numbers) over their wall time; beside it, the seconds of each
+trials, waiting for trial numbers) over their wall time; beside it, the CPU seconds of each
 worker's storage thread (creating trials, heartbeats: training goes on meanwhile) and of the
 archive writers (updating finished trials, in processes of their own), over the same. The
-machine's load average is recorded with each run: on a shared machine it moves the figures.
+machine's load average is recorded with each run: on a shared machine it moves the figures,
+so trials per CPU second (the workers' and their writers' CPU time) are given too: equal for
+1 and N workers means the storage costs nothing that more cores would not pay for.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def run(workers: int, budget: float, storage: str | None, root: Path) -> dict:
                                   / worker_wall, 4),
             "writer_share": round(sum(s.get("writer_storage_s", 0) for s in summaries)
                                   / worker_wall, 4),
+            # trials per CPU second the workers and their writers got: what the storage
+            # costs, apart from how much of a loaded machine the workers were given
+            "trials_per_cpu_s": round(len(trials) / sum(
+                s.get("cpu_s", 0) + s.get("writer_storage_s", 0) for s in summaries), 2),
             "wall_s": round(wall, 1), "load_before": load,
             "load_after": round(os.getloadavg()[0], 2)}
 

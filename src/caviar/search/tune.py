@@ -261,7 +261,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
     (seed + index), so workers draw different parameters. ``single``: the only worker of
     a ``tune`` in this process (its journal and model in ``spec.out``, as before workers).
     Returns the tuner and what the worker did (trials, seconds in the storage)."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if spec.threads:
         torch.set_num_threads(spec.threads)
     with _optuna_warnings_only():
@@ -312,6 +312,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
     return tuner, {"worker": worker_name(), "index": index,
                    "trials": shared.created,
                    "wall_s": round(time.perf_counter() - started, 3),
+                   "cpu_s": round(time.process_time() - cpu_started, 3),
                    "storage_s": round(shared.seconds, 3),
                    "storage_thread_s": round(shared.background_seconds, 3),
                    "writer_storage_s": round(writer_s, 3),

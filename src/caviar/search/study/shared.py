@@ -73,7 +73,7 @@ class SharedStudy:
         self.others = 0  # other workers' trials running or waiting when last seen
         self.low = 0  # trial ids below this are finished and in the working copy, or ours
         self.seconds = 0.0  # time the training waited for storage calls
-        self.background_seconds = 0.0  # time the storage thread spent in them
+        self.background_seconds = 0.0  # CPU time the storage thread spent on them
         # creations and heartbeats run in a thread of their own: SQLite's lock waits and
         # the database's round trips release the interpreter, so training goes on
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caviar-storage")
@@ -239,13 +239,13 @@ class SharedStudy:
                 self.count = max(self.count, number + 1)
 
     def _background(self, call: Any, *args: Any) -> Any:
-        """``call(*args)`` in the storage thread, its time counted apart from the time the
-        training waited."""
-        started = time.perf_counter()
+        """``call(*args)`` in the storage thread, its CPU time counted apart from the time
+        the training waited."""
+        started = time.thread_time()
         try:
             return call(*args)
         finally:
-            self.background_seconds += time.perf_counter() - started
+            self.background_seconds += time.thread_time() - started
 
     def close(self) -> None:
         """Create what was asked and stop the storage thread."""
