@@ -156,6 +156,34 @@ def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postg
     assert (out / "model" / "model.json").exists()
 
 
+@pytest.mark.slow
+def test_a_killed_coordinator_resumes_with_the_same_command(wine_csv, tmp_path, postgres_url):
+    out = tmp_path / "run"
+    space = dict(SPACE, epochs={"kind": "int", "low": 8, "high": 16})
+    code = ("from caviar.search.tune import tune; "
+            f"tune({str(wine_csv)!r}, 'cultivar', trials=32, population=4, workers=2, "
+            f"sampler='random', space={space!r}, "
+            f"storage={postgres_url!r}, out={str(out)!r})")
+    first = subprocess.Popen([sys.executable, "-c", code], env=_env())
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+        with contextlib.suppress(Exception):  # not created yet
+            study = optuna.load_study(study_name="wine-cultivar", storage=postgres_url)
+            if sum(t.state.is_finished() for t in study.trials) >= 4:
+                break
+    first.kill()  # the coordinator only: its workers go on with the study
+    assert first.wait() == -signal.SIGKILL
+    again = subprocess.run([sys.executable, "-c", code], env=_env(), timeout=300,
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = optuna.load_study(study_name="wine-cultivar", storage=postgres_url).trials
+    assert all(t.state.is_finished() and t.state != TrialState.FAIL for t in trials)
+    assert sorted(t.number for t in trials) == list(range(32))  # the budget, once
+    model = json.loads((out / "model" / "model.json").read_text())
+    assert model["info"]["study"] == "wine-cultivar"
+
+
 def test_two_tuners_started_at_once_on_a_fresh_sqlite_file(wine_csv, tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     code = ("import sys; from caviar.search.tune import tune; "
