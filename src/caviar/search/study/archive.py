@@ -6,24 +6,28 @@ Every trial is created in the storage when a worker asks it (RUNNING: the storag
 1. appends it as one JSON line to a journal file next to the run (microseconds; the line is
    in the kernel's hands once ``write`` returns, so it survives a SIGKILL of the process),
    with its network, when it is a candidate for the model, in a file beside the journal; and
-2. has a separate writer *process* read the journal and *update that storage trial*: its
-   intermediate values, attributes, the network as an Optuna artifact, then its state and
-   value (and the study's user attributes, such as the seconds spent, which the tuner
-   journals every few seconds). Updating a trial through Optuna's RDB storage costs a few
-   milliseconds of Python per field, more than a population spends training a pruned trial,
-   and a thread would hold the interpreter lock (bench/README.md); the writer runs at a lower
-   priority than training; what it has not written yet is safe in the journal, and ``close``
-   waits for it.
+2. has a separate writer *process* read the journal and *finish that storage trial*: its
+   intermediate values, attributes, the network as an Optuna artifact, its state and value
+   (and the study's user attributes, such as the seconds spent, which the tuner journals
+   every few seconds). It writes up to ``BATCH`` journal lines in one transaction
+   (``rdb.finish_trials``; Optuna's RDB storage would run one per field, a few
+   milliseconds of Python each), networks uploaded before it, so SQLite's write lock, which
+   the workers wait for, is held briefly. A thread would hold the interpreter lock
+   (bench/README.md); the writer runs at a lower priority than training; what it has not
+   written yet is safe in the journal, and ``close`` waits for it.
 
 Trials are identified by their storage trial id, so many workers' archives write to one
 study side by side. A run that dies before its writer caught up leaves lines whose trials
 are still RUNNING in the storage; the next ``TrialArchive`` on that journal writes them first
 (``recover``; a trial already finished is skipped, so recovering twice is harmless). When
-the storage cannot be reached, the writer retries with backoff; the journal keeps every
-finished trial meanwhile. The writer holds a lock on the journal while it runs and stops when
-the tuner's process is gone, so recovery never races a writer left behind by a killed run;
-the lock file also holds how many journal lines it has written and the CPU seconds it spent
-writing, so the tuner can see when it falls behind (``backlog``).
+the storage cannot be reached (or is locked), the writer retries its batch with backoff for
+up to ``storage.UNREACHABLE_S``; the journal keeps every finished trial meanwhile. A trial
+another worker failed meanwhile, having missed its heartbeats, is added as a trial of its
+own (once: ``LATE`` names the trial it is the result of). The writer holds a lock on the
+journal while it runs and stops when the tuner's process is gone, so recovery never races a
+writer left behind by a killed run; the lock file also holds how many journal lines it has
+written and the CPU seconds it spent writing, so the tuner can see when it falls behind
+(``backlog``).
 
 This module imports only Optuna (``caviar.search`` loads its names lazily), so the writer
 process starts in a fraction of a second.

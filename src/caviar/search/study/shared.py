@@ -2,27 +2,33 @@
 
 The sampler and the pruner work on the working copy (a storage round trip for every report,
 prune check and suggestion would cost more than the training). What makes it one study
-across workers:
+across workers, with the storage traffic batched (``rdb.py``: one transaction per batch):
 
 - *numbers*: every trial is created in the storage when it is asked, RUNNING, with its
-  parameters and the worker that runs it, in one transaction; the storage numbers it, under
-  its lock on the study row, so numbers are unique whoever asks. The trial's storage id
-  follows it to the archive, which later updates that trial (``archive.py``);
-- *sharing*: at every slot refill (at most every ``REFRESH_S``) the finished trials of other
-  workers that the working copy lacks are added to it, with their intermediate values and
-  the pruner's rung attributes, so the sampler draws knowing them and the pruner compares
-  against them. Optuna's cached RDB storage reads only the trials new or unfinished since
-  the last read;
-- *faults*: one heartbeat per running trial every ``HEARTBEAT_S`` (batched at an epoch
-  boundary); at a refill, ``fail_stale_trials`` fails the trials of a worker that stopped
-  beating and re-queues them (``RetryFailedTrialCallback``) as WAITING trials, which a live
-  worker claims (``set_trial_state_values(..., RUNNING)`` is atomic: False when another
-  worker took it) and trains with their parameters;
-- *budget*: a trials budget counts the study's trials, all workers' (running ones too);
-  near the end, the count and the creation happen under a file lock, so workers on one
-  machine never overshoot it.
+  parameters, the worker that runs it and a heartbeat; the trials asked at one slot refill
+  are created together, in one transaction, by this worker's storage thread while training
+  goes on. The storage numbers them under its lock on the study row, so numbers are unique
+  whoever asks; a trial's number is waited for only when it finishes. Its storage id follows
+  it to the archive, which later finishes that trial (``archive.py``);
+- *sharing*: at every slot refill (at most every ``REFRESH_S``) one light query reads the
+  states of the study's trials from the oldest one not yet finished elsewhere, and the
+  finished trials of other workers that the working copy lacks are read (without their
+  curves) and added to it, with their intermediate values and the pruner's rung
+  attributes, so the sampler draws knowing them and the pruner compares against them;
+- *faults*: a heartbeat for all this worker's running trials (and finished ones its writer
+  has not written) in one transaction every ``HEARTBEAT_S / 2``, from the storage thread;
+  once per ``HEARTBEAT_S``, ``fail_stale_trials`` fails the trials of a worker that stopped
+  beating and re-queues them (``RetryHeartbeatStaleTrialCallback``) as WAITING trials,
+  which a live worker claims (``set_trial_state_values(..., RUNNING)`` is atomic: False
+  when another worker took it) and trains with their parameters. While the storage cannot
+  be reached, reads and heartbeats are skipped and creation waits, retrying with backoff
+  (``storage.patiently``);
+- *budget*: a trials budget counts the study's trials, all workers' (running ones too), a
+  re-queued copy counting for the lost trial it replaces; near the end, the count and the
+  creation happen under a file lock, so workers on one machine never overshoot it.
 
-``seconds`` is the time spent in storage calls, for bench/workers.py.
+``seconds`` is the time the training waited for the storage, ``background_seconds`` the
+storage thread's CPU time, for bench/workers.py.
 """
 
 from __future__ import annotations
