@@ -56,14 +56,78 @@ def run(workers: int, budget: float, storage: str | None, root: Path) -> dict:
             "load_after": round(os.getloadavg()[0], 2)}
 
 
+def compare_storages(root: Path, n: int = 200) -> list[dict]:
+    """Milliseconds per trial to create one (parameters, two attributes) and finish it (20
+    intermediate values, 4 attributes, a value) in one process: Optuna's calls on SQLite in
+    WAL mode, caviar's batched writes on the same file (batches of 8), and Optuna's calls on
+    its JournalFileBackend."""
+    from optuna.distributions import FloatDistribution
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from caviar.search.study import rdb
+    from caviar.search.study.storage import open_storage
+
+    dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "dropout": FloatDistribution(0, 1)}
+    attrs = {"hyperparameters": {"width": 64, "depth": 2}, "worker": "host:1"}
+    finished = {"curve": [{"epoch": e, "val_rmse": 1.0 / e} for e in range(1, 21)],
+                "duration_s": 1.5, "network": {"value": 0.5}, "stopped": None}
+    template = optuna.trial.FrozenTrial(
+        number=-1, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
+        datetime_start=None, datetime_complete=None, params={"lr": 0.01, "dropout": 0.1},
+        distributions=dists, user_attrs=attrs, system_attrs={}, intermediate_values={},
+        trial_id=-1)
+
+    def optuna_calls(storage: optuna.storages.BaseStorage) -> float:
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s")
+        started = time.perf_counter()
+        for _ in range(n):
+            trial_id = storage.create_new_trial(study_id, template)
+            for step in range(1, 21):
+                storage.set_trial_intermediate_value(trial_id, step, 1.0 / step)
+            for key, value in finished.items():
+                storage.set_trial_user_attr(trial_id, key, value)
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [0.5])
+        return 1000 * (time.perf_counter() - started) / n
+
+    def batched(storage: optuna.storages.RDBStorage) -> float:
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s")
+        started = time.perf_counter()
+        for _ in range(n // 8):
+            made = rdb.create_trials(storage, study_id, [(template.params, dists, attrs)] * 8,
+                                     heartbeat=True)
+            rdb.finish_trials(storage, [
+                {"trial_id": i, "state": "COMPLETE", "value": 0.5, "user_attrs": finished,
+                 "system_attrs": {}, "intermediate_values": {s: 1.0 / s for s in range(1, 21)}}
+                for i, _ in made])
+        return 1000 * (time.perf_counter() - started) / (8 * (n // 8))
+
+    return [
+        {"storage": "sqlite-wal, optuna calls",
+         "ms_per_trial": round(optuna_calls(open_storage(f"sqlite:///{root / 'a.db'}",
+                                                         heartbeat=False)), 2)},
+        {"storage": "sqlite-wal, caviar batches of 8",
+         "ms_per_trial": round(batched(open_storage(f"sqlite:///{root / 'b.db'}",
+                                                    heartbeat=False)), 2)},
+        {"storage": "journal file, optuna calls",
+         "ms_per_trial": round(optuna_calls(JournalStorage(JournalFileBackend(
+             str(root / "journal.log")))), 2)}]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=60)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--storage", default=None,
                         help="a storage URL with NAME for the run (default: SQLite in OUT)")
+    parser.add_argument("--compare-storages", action="store_true",
+                        help="only time creating and finishing trials in each storage")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.compare_storages:
+        with tempfile.TemporaryDirectory() as tmp:
+            for row in compare_storages(Path(tmp)):
+                print(json.dumps(row), flush=True)
+        return
     torch.set_num_threads(1)  # one worker in this process: one thread, like each of N
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.workers:
