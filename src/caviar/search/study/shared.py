@@ -135,7 +135,8 @@ class SharedStudy:
         self.seen.update(t.number for t in new)
         waiting = [(i, n) for i, n, s in rows if s == TrialState.WAITING and n not in self.seen]
         for trial_id, number in waiting:
-            self._claim(trial_id, number)
+            with contextlib.suppress(*STORAGE_ERRORS):  # unclaimed: the next refresh tries
+                self._claim(trial_id, number)
         unseen = [i for i, n, s in rows if n not in self.seen]
         self.others = len(unseen)
         self.low = min(unseen, default=max((i for i, _, _ in rows), default=self.low - 1) + 1)
@@ -155,13 +156,14 @@ class SharedStudy:
     def _claim(self, trial_id: int, number: int) -> None:
         """Take a re-queued trial, unless another worker was first."""
         with self._timed():
+            params = self.storage.get_trial(trial_id).params
             if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
                 return
-            if self.beats:  # from now on a trial of this worker's: found stale if it dies
-                self.storage.record_heartbeat(trial_id)
-            params = self.storage.get_trial(trial_id).params
         self.seen.add(number)
         self.retries.append((trial_id, number, params))
+        if self.beats:  # from now on a trial of this worker's: found stale if it dies
+            with self._timed(), contextlib.suppress(*STORAGE_ERRORS):
+                self.storage.record_heartbeat(trial_id)  # (again when it is trained)
 
     def next_retry(self) -> dict[str, Any] | None:
         """The parameters of a claimed re-queued trial; the next ``create`` is that trial."""
@@ -216,6 +218,8 @@ class SharedStudy:
             for key, value in attrs.items():
                 patiently(lambda k=key, v=value: self.storage.set_trial_user_attr(
                     trial_id, k, v))
+            if self.beats:
+                patiently(lambda: self.storage.record_heartbeat(trial_id))
         self.running[trial.number] = (trial_id, number)
 
     def flush(self, wait: bool = False) -> None:
@@ -254,8 +258,8 @@ class SharedStudy:
             self.background_seconds += time.thread_time() - started
 
     def close(self) -> None:
-        """Create what was asked and stop the storage thread."""
-        self.flush(wait=True)
+        """Stop the storage thread once its work is done (every finished trial has its
+        number already; a trial asked but never trained is not created)."""
         self._thread.shutdown(wait=True)
 
     def finish(self, trial: optuna.Trial) -> tuple[int, int]:

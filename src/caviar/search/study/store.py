@@ -83,16 +83,20 @@ def mark_interrupted(storage: optuna.storages.BaseStorage, study: optuna.Study) 
     stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
              if dead_here(t.user_attrs.get(keys.WORKER))]
     study_id = storage.get_study_id_from_name(study.study_name)
+    requeue = (storage.get_heartbeat_stale_trial_callback()
+               if isinstance(storage, optuna.storages.RDBStorage) else None)
+    failed = 0
     for t in stale:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(trial_id, keys.FAILURE, INTERRUPTED)
-        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            continue
-        requeue = (storage.get_heartbeat_stale_trial_callback()
-                   if isinstance(storage, optuna.storages.RDBStorage) else None)
+        try:
+            storage.set_trial_user_attr(trial_id, keys.FAILURE, INTERRUPTED)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker starting at the same time was first
+        failed += 1
         if requeue is not None:
             requeue(study, storage.get_trial(trial_id))
-    return len(stale)
+    return failed
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
