@@ -273,8 +273,8 @@ class Tuner:
 
     def _started(self) -> int:
         """Trials of the study finished or running (every worker's, as last seen)."""
-        local = sum(self.finished.values()) + self.running
-        return max(local, self.shared.count) if self.shared else local
+        return (self.shared.started if self.shared
+                else sum(self.finished.values()) + self.running)
 
     def _ask(self, structure: dict[str, Any] | None, fixed: dict[str, Any] | None = None
              ) -> tuple[optuna.Trial, dict] | None:
@@ -362,6 +362,8 @@ class Tuner:
                 self._join(group, trial, params)
             else:  # a new structure (or the space changed it, e.g. a conditional)
                 self._new_group(trial, params)
+        if self.shared is not None:
+            self.shared.flush()  # the trials asked here, created in one transaction
         for group in list(self.groups):
             self._settle(group)
 

@@ -37,6 +37,7 @@ from .study import keys
 from .study.archive import TrialArchive, recover_journal
 from .study.artifacts import add_study_networks
 from .study.shared import SharedStudy
+from .study.storage import patiently
 from .study.store import (
     check_data,
     check_metric,
@@ -279,7 +280,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             test_scores[metric_obj.name] = ValidationScorer(
                 metric_obj, pre_y, pre.task_, prepared.target_std, prepared.target_mean
             )(model._outputs(test))
-        study.set_user_attr(keys.BEST, jsonable(_best_record(study, model, test_scores, test)))
+        best = jsonable(_best_record(study, model, test_scores, test))
+        patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
         if refit == "all" and len(test):  # the scores above stay those of the train+valid fit
             X, y, w = _rows(prepared, True, weight, class_weight)
             model = refit_model(model, X, y, "all", seed=seed, weight=w)
@@ -304,7 +306,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
     ``started``: when its budget's clock started (default now); ``refit_rows``: the rows the
     kept networks train on after the search, whose time the budget holds back.
     Returns the tuner and what the worker did (trials, seconds in the storage)."""
-    began = time.perf_counter()
+    began, cpu_started = time.perf_counter(), time.process_time()
     if spec.threads:
         torch.set_num_threads(spec.threads)
     with _optuna_warnings_only():
@@ -354,13 +356,17 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         try:
             tuner.run()
         finally:
+            shared.close()
             tuner.save_study_state()
             tuner.save_model()
             writer_s = archive.close()
     return tuner, {"worker": worker_name(), "index": index,
                    "trials": shared.created,
                    "wall_s": round(time.perf_counter() - began, 3),
-                   "storage_s": round(shared.seconds, 3), "writer_storage_s": round(writer_s, 3),
+                   "cpu_s": round(time.process_time() - cpu_started, 3),
+                   "storage_s": round(shared.seconds, 3),
+                   "storage_thread_s": round(shared.background_seconds, 3),
+                   "writer_storage_s": round(writer_s, 3),
                    "interrupted_trials": interrupted, "recovered_trials": archive.recovered}
 
 

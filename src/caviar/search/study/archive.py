@@ -6,24 +6,28 @@ Every trial is created in the storage when a worker asks it (RUNNING: the storag
 1. appends it as one JSON line to a journal file next to the run (microseconds; the line is
    in the kernel's hands once ``write`` returns, so it survives a SIGKILL of the process),
    with its network, when it is a candidate for the model, in a file beside the journal; and
-2. has a separate writer *process* read the journal and *update that storage trial*: its
-   intermediate values, attributes, the network as an Optuna artifact, then its state and
-   value (and the study's user attributes, such as the seconds spent, which the tuner
-   journals every few seconds). Updating a trial through Optuna's RDB storage costs a few
-   milliseconds of Python per field, more than a population spends training a pruned trial,
-   and a thread would hold the interpreter lock (bench/README.md); the writer runs at a lower
-   priority than training; what it has not written yet is safe in the journal, and ``close``
-   waits for it.
+2. has a separate writer *process* read the journal and *finish that storage trial*: its
+   intermediate values, attributes, the network as an Optuna artifact, its state and value
+   (and the study's user attributes, such as the seconds spent, which the tuner journals
+   every few seconds). It writes up to ``BATCH`` journal lines in one transaction
+   (``rdb.finish_trials``; Optuna's RDB storage would run one per field, a few
+   milliseconds of Python each), networks uploaded before it, so SQLite's write lock, which
+   the workers wait for, is held briefly. A thread would hold the interpreter lock
+   (bench/README.md); the writer runs at a lower priority than training; what it has not
+   written yet is safe in the journal, and ``close`` waits for it.
 
 Trials are identified by their storage trial id, so many workers' archives write to one
 study side by side. A run that dies before its writer caught up leaves lines whose trials
 are still RUNNING in the storage; the next ``TrialArchive`` on that journal writes them first
 (``recover``; a trial already finished is skipped, so recovering twice is harmless). When
-the storage cannot be reached, the writer retries with backoff; the journal keeps every
-finished trial meanwhile. The writer holds a lock on the journal while it runs and stops when
-the tuner's process is gone, so recovery never races a writer left behind by a killed run;
-the lock file also holds how many journal lines it has written and the seconds it spent in
-the storage, so the tuner can see when it falls behind (``backlog``).
+the storage cannot be reached (or is locked), the writer retries its batch with backoff for
+up to ``storage.UNREACHABLE_S``; the journal keeps every finished trial meanwhile. A trial
+another worker failed meanwhile, having missed its heartbeats, is added as a trial of its
+own (once: ``LATE`` names the trial it is the result of). The writer holds a lock on the
+journal while it runs and stops when the tuner's process is gone, so recovery never races a
+writer left behind by a killed run; the lock file also holds how many journal lines it has
+written and the CPU seconds it spent writing, so the tuner can see when it falls behind
+(``backlog``).
 
 This module imports only Optuna (``caviar.search`` loads its names lazily), so the writer
 process starts in a fraction of a second.
@@ -47,7 +51,12 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
+from .rdb import batched, finish_trials, has_system_attr
+from .storage import patiently
+
 POLL_S = 0.05  # how often the writer looks for new journal lines
+BATCH = 64  # journal records written in one transaction at most
+LATE = "caviar:result_of"  # system attribute: the failed trial whose result this trial is
 
 
 def _to_line(frozen: FrozenTrial, trial_id: int, number: int, study_name: str,
@@ -75,26 +84,6 @@ def _attrs_line(attrs: dict[str, Any], study_name: str) -> str:
     return json.dumps({"study": study_name, "study_attrs": attrs}) + "\n"
 
 
-UNREACHABLE_S = 600.0  # how long the writer retries a storage it cannot reach, then gives up
-
-
-def _patiently(call: Any) -> Any:
-    """``call()``, retried with backoff while the storage cannot be reached (the journal keeps
-    the trial meanwhile), up to ``UNREACHABLE_S``."""
-    import sqlalchemy.exc  # the writer's storage is an RDB one
-
-    deadline, pause = time.monotonic() + UNREACHABLE_S, 0.1
-    while True:
-        try:
-            return call()
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                optuna.exceptions.StorageInternalError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(2 * pause, 10.0)
-
-
 class _Writer:
     """Applies journal records to the trials of a database study, skipping those finished."""
 
@@ -104,17 +93,57 @@ class _Writer:
         self.study = optuna.load_study(study_name=study_name, storage=storage)
         self.attrs = dict(self.study.user_attrs)
         self.artifacts = artifacts
-        self.seconds = 0.0  # spent in storage calls
+        self.seconds = 0.0  # CPU seconds spent writing (its wall time, niced, says little)
 
     def apply(self, record: dict[str, Any]) -> bool:
         """Write one journal record; returns whether it finished a trial."""
-        if record.get("study") != self.study_name:
-            return False
-        started = time.perf_counter()
+        return self.apply_many([record]) > 0
+
+    def apply_many(self, records: list[dict[str, Any]]) -> int:
+        """Write journal records, the trials among them in one transaction; returns how many
+        trials they finished."""
+        records = [r for r in records if r.get("study") == self.study_name]
+        trials = [r for r in records if "study_attrs" not in r]
+        started = time.process_time()
         try:
-            return _patiently(lambda: self._apply(record))
+            attrs = [r for r in records if "study_attrs" in r]
+            if attrs:  # the last carries every attribute the tuner had
+                patiently(lambda: self._apply(attrs[-1]))
+            if not batched(self.storage):
+                return sum(patiently(lambda r=r: self._apply(r)) for r in trials)
+            # the networks' files first, outside the transaction (which holds SQLite's
+            # write lock that the workers wait for); their links are written with the trials
+            links = {r["trial_id"]: self._artifact(r) for r in trials}
+            left = patiently(lambda: finish_trials(self.storage, trials,
+                                                   lambda r: links[r["trial_id"]]))
+            done = len(trials) - len(left)
+            for record in trials:
+                if record not in left and record.get("network"):
+                    with contextlib.suppress(OSError):
+                        os.remove(record["network"])
+            # not RUNNING: written already (a recovered journal) or failed meanwhile
+            return done + sum(patiently(lambda r=r: self._apply(r)) for r in left)
         finally:
-            self.seconds += time.perf_counter() - started
+            self.seconds += time.process_time() - started
+
+    def _artifact(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Upload the record's network to the artifact store; returns the system attribute
+        that links it to the trial (written in the trial's transaction)."""
+        network = record.get("network")
+        if not (network and self.artifacts and os.path.exists(network)):
+            return {}
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+        os.makedirs(self.artifacts, exist_ok=True)
+        link = _Attrs()
+        trial = FrozenTrial(number=record["number"], state=TrialState.RUNNING, value=None,
+                            values=None, datetime_start=None, datetime_complete=None,
+                            params={}, distributions={}, user_attrs={}, system_attrs={},
+                            intermediate_values={}, trial_id=record["trial_id"])
+        upload_artifact(artifact_store=FileSystemArtifactStore(self.artifacts),
+                        file_path=network, study_or_trial=trial, storage=link,  # type: ignore[arg-type]
+                        mimetype="application/x-safetensors")
+        return link.attrs
 
     def _apply(self, record: dict[str, Any]) -> bool:
         if "study_attrs" in record:
@@ -135,8 +164,15 @@ class _Writer:
 
     def _add(self, record: dict[str, Any]) -> bool:
         """A trial another worker failed, having missed its heartbeats (its worker could not
-        reach the storage): it still finished, so it is kept as a trial of its own."""
-        self.study.add_trial(_from_line(record))
+        reach the storage, or died before its writer wrote it): it still finished, so it is
+        kept as a trial of its own, once (``LATE`` names the trial it is the result of, so a
+        journal recovered again adds nothing)."""
+        if batched(self.storage) and has_system_attr(
+                self.storage, self.study._study_id, LATE, record["trial_id"]):
+            return False
+        trial = _from_line(record)
+        trial.system_attrs = {**trial.system_attrs, LATE: record["trial_id"]}
+        self.study.add_trial(trial)
         return True
 
     def _update(self, record: dict[str, Any], current: FrozenTrial) -> bool:
@@ -163,6 +199,17 @@ class _Writer:
         if network and os.path.exists(network):
             os.remove(network)
         return True
+
+
+class _Attrs:
+    """Stands for the storage in ``upload_artifact``: keeps the artifact's system attribute
+    for the batch's transaction instead of writing it in one of its own."""
+
+    def __init__(self) -> None:
+        self.attrs: dict[str, Any] = {}
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.attrs[key] = value
 
 
 def _lock(path: Path) -> int:
@@ -196,14 +243,16 @@ def follow(storage: str, study_name: str, journal: str, parent: int,
                     time.sleep(POLL_S)
                     continue
                 *lines, pending = (pending + chunk).split("\n")
-                for line in lines:
-                    record = json.loads(line)
-                    if record.get("done"):
-                        return
-                    writer.apply(record)
-                    written += 1
+                records = [json.loads(line) for line in lines]
+                done = any(r.get("done") for r in records)
+                records = [r for r in records if not r.get("done")]
+                for start in range(0, len(records), BATCH):
+                    writer.apply_many(records[start:start + BATCH])
+                    written += len(records[start:start + BATCH])
                     # for TrialArchive.backlog and .writer_seconds
                     os.pwrite(lock, struct.pack("<qd", written, writer.seconds), 0)
+                if done:
+                    return
     finally:
         os.close(lock)
 
@@ -337,7 +386,7 @@ def recover(journal: Path, storage: str, study_name: str, artifacts: str | None)
         except ValueError:  # a line cut short by the kill: that trial was not finished
             continue
         if not record.get("done"):
-            added += writer.apply(record)
+            added += writer.apply_many([record])
     return added
 
 

@@ -28,7 +28,13 @@ class StudyMismatch(ValueError):
 HEARTBEAT_S = int(os.environ.get("CAVIAR_HEARTBEAT_S", "5"))
 GRACE_S = 4 * HEARTBEAT_S
 MAX_RETRY = 1
-SQLITE_TIMEOUT_S = 60  # how long an SQLite writer waits for another's lock
+# how long an SQLite writer waits for another's lock before the call fails (and is retried)
+SQLITE_TIMEOUT_S = float(os.environ.get("CAVIAR_SQLITE_TIMEOUT_S", "60"))
+# how long a worker and its writer retry a storage they cannot reach, then give up
+UNREACHABLE_S = float(os.environ.get("CAVIAR_UNREACHABLE_S", "600"))
+# what a storage that cannot be reached (or is locked) raises: retried, never fatal at once
+STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                  optuna.exceptions.StorageInternalError, sqlite3.OperationalError)
 
 
 def storage_url(url: str) -> str:
@@ -74,7 +80,11 @@ def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorag
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                               max_retry=MAX_RETRY))
     with quiet():
-        return retrying(lambda: RDBStorage(url, **kwargs), what="open the storage")
+        storage = retrying(lambda: RDBStorage(url, **kwargs), what="open the storage")
+    from .rdb import sqlite_no_sync
+
+    sqlite_no_sync(storage)
+    return storage
 
 
 @contextlib.contextmanager
@@ -84,6 +94,21 @@ def quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
+
+
+def patiently(call: Any, give_up_s: float | None = None) -> Any:
+    """``call()``, retried with backoff (0.1 s doubling to 10 s) while the storage cannot be
+    reached or is locked, for ``give_up_s`` (default ``UNREACHABLE_S``); then the error."""
+    deadline = time.monotonic() + (UNREACHABLE_S if give_up_s is None else give_up_s)
+    pause = 0.1
+    while True:
+        try:
+            return call()
+        except STORAGE_ERRORS:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause * (1 + random.random()) / 2)
+            pause = min(2 * pause, 10.0)
 
 
 def retrying(call: Any, what: str, attempts: int = 8) -> Any:

@@ -76,16 +76,27 @@ def check_metric(study: optuna.Study, direction: str, metric: str | None) -> Non
 
 def mark_interrupted(storage: optuna.storages.BaseStorage, study: optuna.Study) -> int:
     """Trials of ``study`` (in ``storage``) left RUNNING by a process of this host that died
-    (or by a caviar that recorded no worker): failed now, with the reason, not re-queued.
-    Returns how many. Other machines' trials are left to their heartbeats."""
+    (or by a caviar that recorded no worker): failed now, with the reason, and re-queued as
+    a heartbeat would (the storage's stale-trial callback, when it has one), so a killed
+    worker whose trials a late starter finds loses nothing either. Returns how many. Other
+    machines' trials are left to their heartbeats."""
     stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
              if dead_here(t.user_attrs.get(keys.WORKER))]
     study_id = storage.get_study_id_from_name(study.study_name)
+    requeue = (storage.get_heartbeat_stale_trial_callback()
+               if isinstance(storage, optuna.storages.RDBStorage) else None)
+    failed = 0
     for t in stale:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(trial_id, keys.FAILURE, INTERRUPTED)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    return len(stale)
+        try:
+            storage.set_trial_user_attr(trial_id, keys.FAILURE, INTERRUPTED)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker starting at the same time was first
+        failed += 1
+        if requeue is not None:
+            requeue(study, storage.get_trial(trial_id))
+    return failed
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
