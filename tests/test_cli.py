@@ -429,5 +429,10 @@ def test_tune_errors_are_one_line(table, tmp_path):
     assert usage.exit_code == 2 and "not a duration" in usage.output
     assert_one_error_line(invoke("tune", table, "--target", "cultivr", "--trials", 2,
                                  "--out", tmp_path / "c"), "did you mean cultivar")
+    assert_one_error_line(invoke("tune", table, "--target", "cultivar", "--trials", 2,
+                                 "--split", "time:nope", "--out", tmp_path / "d"), "nope")
+    # a run refused for its input leaves no run folder behind
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    assert not (tmp_path / "d").exists()
     result = invoke("tune", table, "--target", "cultivar", "--sampler", "bayes")
     assert result.exit_code == 2 and "bayes" in result.output

@@ -195,14 +195,24 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     space_obj = _load_space(space)
     out = Path(out)
     _check_not_another_run(out)
-    out.mkdir(parents=True, exist_ok=True)
     single = workers == 1 and dask is None
     source = str(data) if not isinstance(data, pd.DataFrame) else "DataFrame"
     name = (Path(source).name.split(".")[0] if source != "DataFrame" else "data")
+    frame = read_table(data)
+    check_target(frame, target)
+    if metric is not None:  # an unknown name fails before the work
+        get_metric(metric, task or infer_task(frame[target].dropna()))
+    prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed,
+                       validation=None if validation is None else read_table(validation),
+                       test=None if test is None else read_table(test), split=split,
+                       group=group, weight=weight, class_weight=class_weight,
+                       max_onehot=max_onehot)
+    # the run folder is made once the data and the options are known to be good: a run
+    # refused for its input leaves nothing behind
+    out.mkdir(parents=True, exist_ok=True)
     if isinstance(data, pd.DataFrame) and not single:  # other processes read it from a file
         data.to_csv(out / "data.csv", index=False)
         data = out / "data.csv"
-    frame = read_table(data)
     study_name = study_name or f"{name}-{target}"
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     spec = WorkerSpec(
@@ -217,14 +227,6 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         test=_path(test, single), split=split, group=group, weight=weight,
         class_weight=class_weight, max_onehot=max_onehot, device=str(device))
 
-    check_target(frame, target)
-    if metric is not None:  # an unknown name fails before the work
-        get_metric(metric, task or infer_task(frame[target].dropna()))
-    prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed,
-                       validation=None if validation is None else read_table(validation),
-                       test=None if test is None else read_table(test), split=split,
-                       group=group, weight=weight, class_weight=class_weight,
-                       max_onehot=max_onehot)
     pre, test = prepared.preprocessor, prepared.test
     metric_obj = get_metric(metric, pre.task_)
     key = ("val_" + ("weighted_" if prepared.w_val is not None else "") + metric_obj.name)
