@@ -71,8 +71,8 @@ def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorag
     Two processes creating a fresh database at once both succeed (retried)."""
     url = storage_url(url)
     kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        _sqlite_wal(url)
+    if url.startswith("sqlite"):  # another process may be creating the file's tables
+        retrying(lambda: _sqlite_wal(url), what="put the SQLite storage in WAL mode")
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     if heartbeat:
         with quiet():
