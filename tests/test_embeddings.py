@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gradcheck import assert_gradients_match_finite_differences
 from torch import nn
 
 from caviar.engine import Population
@@ -73,28 +74,7 @@ def test_gradients_with_embeddings_match_finite_differences(task, config):
         for p in pop.params.values():
             p.add_(0.1 * torch.randn(p.shape, dtype=p.dtype))
     n_train = 40
-    rng_state = pop.generator.get_state()  # the same dropout masks for every evaluation
-
-    def cost() -> float:
-        pop.generator.set_state(rng_state)
-        return float(pop.cost(X, y, n_train).sum())
-
-    pop.generator.set_state(rng_state)
-    analytic = pop.gradients(X, y, n_train)
-    eps = 1e-6
-    for name, p in pop.params.items():
-        numeric = torch.zeros_like(p)
-        flat, flat_numeric = p.view(-1), numeric.view(-1)
-        for i in range(flat.numel()):
-            old = float(flat[i])
-            flat[i] = old + eps
-            up = cost()
-            flat[i] = old - eps
-            down = cost()
-            flat[i] = old
-            flat_numeric[i] = (up - down) / (2 * eps)
-        torch.testing.assert_close(analytic[name], numeric, rtol=1e-5, atol=1e-7,
-                                   msg=f"gradient of {name} ({task}, {config})")
+    assert_gradients_match_finite_differences(pop, X, y, n_train, f"{task}, {config}")
 
 
 MEMBERS = [
