@@ -217,19 +217,3 @@ def test_compiled_kernels_equal_the_eager_ones(data):
         torch.testing.assert_close(compiled.params[name], p, rtol=1e-4, atol=1e-5, msg=name)
     for a, b in zip(eager.history, compiled.history):
         assert a[-1]["val_log_loss"] == pytest.approx(b[-1]["val_log_loss"], rel=1e-4)
-
-
-def test_openmp_threads_wait_passively_unless_the_user_chose():
-    """Spinning OpenMP threads take a busy machine's cores from the work (bench/README.md);
-    importing caviar before torch makes them wait passively, and a user's choice stands."""
-    import os
-    import subprocess
-    import sys
-
-    code = "import caviar, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
-        run_env = env if given is None else {**env, "OMP_WAIT_POLICY": given}
-        out = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True,
-                             text=True, check=True)
-        assert out.stdout.strip() == expected

@@ -11,17 +11,9 @@ pay for importing torch and Optuna.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-
-# PyTorch's OpenMP threads spin while they wait for the next operation; when other processes
-# keep the cores busy, the spinning takes the time the work needs. Measured on the shared
-# 2-core machine at load ~9.5 (bench/README.md): a 10 s wage tune trained 46 member-epochs
-# spinning and 225 passive (PBT: 56 and 496). Set before torch loads (it reads it once);
-# a user's own OMP_WAIT_POLICY wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # public name -> module that defines it
 _EXPORTS = {
