@@ -557,7 +557,8 @@ def importance_figure(run: RunData) -> tuple[go.Figure | None, str | None]:
     done = [t for t in run.trials if t.state == "COMPLETE" and t.score is not None]
     if len(done) < 2:
         return None, "Importances need at least two completed trials."
-    everywhere = [n for n in param_names(run) if n not in conditional_parameters(run)]
+    left_out = set(conditional_parameters(run))
+    everywhere = [n for n in param_names(run) if n not in left_out]
     varying = [n for n in everywhere if len({repr(t.params[n]) for t in done}) > 1]
     if not varying:
         return None, "No hyperparameter varies across the completed trials."
