@@ -10,9 +10,11 @@ process-based PBT.
    is ``copy_member``) against a minimal process-based PBT written here, the way Ray Tune
    runs it: one process per member-interval (a ``multiprocessing`` pool, one worker per core,
    one torch thread each), each loading its member's checkpoint (model and optimizer,
-   ``torch.save``) from disk, training, saving it; exploit copies a checkpoint file. (Ray Tune
-   itself was not installed for this bench.) Each side gets the machine's cores: caviar one
-   process with that many torch threads, the process-based PBT that many processes of one.
+   ``torch.save``) from disk, training, saving it; exploit copies a checkpoint file; and
+   Ray Tune's own ``PopulationBasedTraining`` (``pip install 'ray[tune]'``; skipped when it is
+   not installed or with ``--skip-ray``) on the same members, one CPU per trial. Each side
+   gets the machine's cores: caviar one process with that many torch threads, the others
+   that many processes of one.
 3. The interval (``--intervals 2 4 8``): the PBT model's test score on both tables for each
    ``pbt_interval`` at the budget, which chose the default (``caviar.search.pbt.INTERVAL``).
 
@@ -35,8 +37,8 @@ import sys
 import tempfile
 import time
 
-# caviar sets this when it is imported before torch; here torch comes first (see
-# caviar/__init__.py: spinning OpenMP threads on a busy machine)
+# set before torch starts OpenMP: spinning OpenMP threads are slow on a busy machine (the
+# README says when to set it; caviar leaves it to the environment)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
@@ -146,17 +148,25 @@ def _train_interval(args: tuple) -> float:
         for group in opt.param_groups:
             group["lr"] = lr
     for _ in range(epochs):
-        order = torch.randperm(len(X))
-        for i in range(0, len(X), NET["batch_size"]):
-            idx = order[i:i + NET["batch_size"]]
-            opt.zero_grad()
-            loss = 0.5 * ((net(X[idx]).squeeze(1) - y[idx]) ** 2).mean()
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        val = float(((net(Xv).squeeze(1) - yv) ** 2).mean().sqrt())
+        _epoch(net, opt, X, y)
     torch.save({"model": net.state_dict(), "optimizer": opt.state_dict()}, path)
-    return val
+    return _val_rmse(net, Xv, yv)
+
+
+def _epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, X: torch.Tensor,
+           y: torch.Tensor) -> None:
+    order = torch.randperm(len(X))
+    for i in range(0, len(X), NET["batch_size"]):
+        idx = order[i:i + NET["batch_size"]]
+        opt.zero_grad()
+        loss = 0.5 * ((net(X[idx]).squeeze(1) - y[idx]) ** 2).mean()
+        loss.backward()
+        opt.step()
+
+
+def _val_rmse(net: torch.nn.Module, Xv: torch.Tensor, yv: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(((net(Xv).squeeze(1) - yv) ** 2).mean().sqrt())
 
 
 def _warm(_: int) -> int:
@@ -190,6 +200,74 @@ def process_pbt(members: int, epochs: int, workers: int) -> float:
         return members * epochs / elapsed
 
 
+def _ray_member(config: dict) -> None:
+    """One Ray Tune trial: restore its checkpoint (a copied one after an exploit), train
+    epoch by epoch, report the validation RMSE with a checkpoint each epoch."""
+    from ray import tune as ray_tune
+
+    torch.set_num_threads(1)
+    X, y, Xv, yv = torch.load(config["data"])
+    net = _net(X.shape[1])
+    opt = torch.optim.Adam(net.parameters(), lr=config["lr"])
+    start = 0
+    checkpoint = ray_tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(os.path.join(folder, "state.pt"))
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        for group in opt.param_groups:  # the explored rate, not the copied one
+            group["lr"] = config["lr"]
+        start = state["epoch"]
+    for epoch in range(start, config["epochs"]):
+        _epoch(net, opt, X, y)
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(),
+                        "epoch": epoch + 1}, os.path.join(folder, "state.pt"))
+            ray_tune.report({"val_rmse": _val_rmse(net, Xv, yv)},
+                            checkpoint=ray_tune.Checkpoint.from_directory(folder))
+
+
+def ray_pbt(members: int, epochs: int, workers: int) -> float | None:
+    """Member-epochs per second of Ray Tune's PopulationBasedTraining on the same members
+    (one CPU per trial, a checkpoint each epoch, exploit every INTERVAL epochs, the rate
+    perturbed ×0.8/×1.25); None when Ray Tune is not installed. ``ray.init`` is not timed;
+    ``Tuner.fit`` is, whole (its trial processes, checkpoints and bookkeeping: what a user
+    of it waits for)."""
+    try:
+        import ray
+        from ray import tune as ray_tune
+        from ray.tune.schedulers import PopulationBasedTraining
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = os.path.join(tmp, "data.pt")
+        torch.save(_tensors(), data_path)
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        try:
+            scheduler = PopulationBasedTraining(
+                time_attr="training_iteration", perturbation_interval=INTERVAL,
+                quantile_fraction=0.25, resample_probability=0.0,
+                hyperparam_mutations={"lr": ray_tune.loguniform(1e-4, 1e-2)})
+            tuner = ray_tune.Tuner(
+                ray_tune.with_resources(_ray_member, {"cpu": 1}),
+                param_space={"lr": ray_tune.loguniform(1e-4, 1e-2), "data": data_path,
+                             "epochs": epochs},
+                tune_config=ray_tune.TuneConfig(scheduler=scheduler, metric="val_rmse",
+                                                mode="min", num_samples=members),
+                run_config=ray_tune.RunConfig(storage_path=os.path.join(tmp, "ray"),
+                                              verbose=0))
+            start = time.perf_counter()
+            results = tuner.fit()
+            elapsed = time.perf_counter() - start
+            if results.errors:
+                raise RuntimeError(f"Ray Tune trials failed: {results.errors[0]}")
+        finally:
+            ray.shutdown()
+    return members * epochs / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=20.0)
@@ -197,6 +275,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-ray", action="store_true", help="not Ray Tune's PBT")
     parser.add_argument("--intervals", type=int, nargs="*", default=[])
     args = parser.parse_args()
     workers = os.cpu_count() or 1
@@ -211,6 +290,15 @@ def main() -> None:
     print(f"speed: caviar {speed['caviar_member_epochs_per_s']:.1f} member-epochs/s, "
           f"process-based {speed['process_member_epochs_per_s']:.1f} "
           f"({speed['speedup']:.1f}x)", file=sys.stderr)
+    if not args.skip_ray:
+        ray_speed = ray_pbt(args.members, args.epochs, workers)
+        speed["ray_tune_member_epochs_per_s"] = ray_speed
+        if ray_speed is None:
+            print("Ray Tune is not installed: pip install 'ray[tune]'", file=sys.stderr)
+        else:
+            speed["speedup_vs_ray_tune"] = speed["caviar_member_epochs_per_s"] / ray_speed
+            print(f"       Ray Tune PBT {ray_speed:.1f} member-epochs/s "
+                  f"({speed['speedup_vs_ray_tune']:.1f}x)", file=sys.stderr)
     speed["load_after"] = os.getloadavg()[0]
     result = {"speed": speed, "budget_s": args.budget, "seeds": args.seeds}
     if args.intervals:

@@ -13,6 +13,8 @@ targets standardized by it. Each budgeted method gets ``--budget`` seconds per d
   pruner="asha")``; its model (up to 5 of the best networks averaged, ``ensemble=5``) is
   scored on the test rows, and so is its best network alone (``test_best_network``, the
   "(caviar best network)" line), for a like-with-like look at the single-network peers.
+- caviar_pbt: the same ``tune`` with ``scheduler="pbt"`` (population-based training: 2
+  populations of 16 per round, exploit/explore every 4 epochs; the sampler and pruner unused).
 - optuna_torch: an Optuna TPE study with ``MedianPruner``, one ``torch.nn.Sequential`` per trial
   (Linear -> BatchNorm1d -> ReLU -> Dropout blocks, AdamW, shuffled minibatches, validation
   loss reported every epoch) over lr, weight_decay, dropout, depth 1-3, width {32..256}, batch
@@ -81,8 +83,8 @@ from caviar import tune
 from caviar.data import TablePreprocessor, split_frame
 from caviar.data.table import category_strings
 
-METHODS = ("caviar", "optuna_torch", "sklearn_mlp", "hist_gradient_boosting", "realmlp_td",
-           "tabm_d")
+METHODS = ("caviar", "caviar_pbt", "optuna_torch", "sklearn_mlp", "hist_gradient_boosting",
+           "realmlp_td", "tabm_d")
 NETWORKS = ("optuna_torch", "sklearn_mlp")  # the budgeted single-network peers
 PEERS = {"realmlp_td": "RealMLP_TD", "tabm_d": "TabM_D"}  # pytabkit's untuned defaults
 
@@ -121,14 +123,14 @@ def counts(trials: list) -> dict:
             "epochs": sum(len(t.intermediate_values) for t in trials)}
 
 
-def run_caviar(df, spec, test, enc, budget, seed) -> dict:
+def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha") -> dict:
     target, task = spec.target, spec.task
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         try:
             result = tune(df, target, time_budget=budget, population=32, pruner="asha",
                           sampler="coarse-to-fine", out=out, seed=seed, drop=spec.drop,
-                          categorical=spec.categorical, task=task)
+                          categorical=spec.categorical, task=task, scheduler=scheduler)
         except RuntimeError as e:  # no trial completed within the budget
             study = optuna.load_study(study_name=f"data-{target}",
                                       storage=f"sqlite:///{out}/study.db")
@@ -362,6 +364,9 @@ def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads:
     runs = {"caviar": lambda: run_caviar(df, spec, test,
                                          lambda part: pre.encode_target(part[target]),
                                          budget, seed),
+            "caviar_pbt": lambda: run_caviar(df, spec, test,
+                                             lambda part: pre.encode_target(part[target]),
+                                             budget, seed, scheduler="pbt"),
             "optuna_torch": lambda: run_optuna_torch(data, task, n_out, target_std, budget,
                                                      seed),
             "sklearn_mlp": lambda: run_sklearn_mlp(data, task, target_std, budget, seed),

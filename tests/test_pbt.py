@@ -91,7 +91,7 @@ def test_explore_moves_on_the_sampling_scale_and_stays_in_bounds():
 def _lineage(result):
     trials = sorted(result.study.trials, key=lambda t: t.user_attrs[keys.PBT_MEMBER])
     return ([(t.user_attrs[keys.PBT_MEMBER], t.value, t.params) for t in trials],
-            result.study.user_attrs[keys.PBT])
+            keys.pbt_lineage(result.study.user_attrs))
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,9 @@ def runs(wine, tmp_path_factory):
 def test_a_seeded_pbt_run_repeats_and_records_its_lineage(wine, runs):
     assert _lineage(runs[0]) == _lineage(runs[1])
     study = runs[0].study
-    lineage = study.user_attrs[keys.PBT]
+    lineage = keys.pbt_lineage(study.user_attrs)
     assert lineage["interval"] == 2 and study.user_attrs[keys.SCHEDULER] == "pbt"
+    assert [p["id"] for p in lineage["populations"]] == ["0.0", "0.1"]
     assert [len(p["members"]) for p in lineage["populations"]] == [4, 4]
     # two exploit steps (epochs 2 and 4), one copy each per population of 4
     assert sorted(e["epoch"] for p in lineage["populations"] for e in p["events"]) == [2, 2, 4, 4]
@@ -236,3 +237,34 @@ def test_cli_tune_with_pbt_writes_a_model_and_a_report_with_the_lineage(wine, tm
     assert model.info["pbt"]["schedule"][0]["epoch"] == 0
     html = (out / "report.html").read_text()
     assert 'id="pbt"' in html and "fig-pbt-lineage" in html and "fig-pbt-schedule" in html
+
+
+@pytest.mark.slow
+def test_two_workers_run_pbt_on_one_study(wine_csv, tmp_path, monkeypatch):
+    """Each worker trains its own populations (exploit stays inside one); their member ids
+    and lineages do not collide, the budget counts both, and the coordinator's model keeps
+    the best member's schedule."""
+    from test_workers import _env
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    result = tune(wine_csv, "cultivar", trials=16, population=8, space=SPACE, seed=0,
+                  out=tmp_path / "run", scheduler="pbt", pbt_interval=2, workers=2)
+    study = result.study
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 16 and all(t.state.name == "COMPLETE" for t in trials)
+    members = [t.user_attrs[keys.PBT_MEMBER] for t in trials]
+    assert len(set(members)) == 16
+    assert {m.split("-")[0] for m in members} == {"w0", "w1"}
+    assert {t.user_attrs[keys.WORKER] for t in trials} == set(
+        s["worker"] for s in result.extra["workers"])
+    lineage = keys.pbt_lineage(study.user_attrs)
+    pops = lineage["populations"]
+    assert sorted(p["id"] for p in pops) == ["w0-0.0", "w0-0.1", "w1-0.0", "w1-0.1"]
+    assert sorted(m for p in pops for m in p["members"]) == sorted(members)
+    for p in pops:  # a copy stays inside its population
+        assert all(e["copied_from"] in p["members"] and e["member"] in p["members"]
+                   for e in p["events"])
+        assert {e["epoch"] for e in p["events"]} == {2, 4}
+    best = study.trials[result.model.info["trial"]]
+    assert result.model.info["pbt"]["schedule"] == best.user_attrs[keys.PBT_SCHEDULE]
+    assert result.test_scores["accuracy"] > 0.8

@@ -25,10 +25,12 @@ How a run goes:
   hyperparameters (Optuna params are fixed per trial), its value the best validation score
   its network reached since its last copy, and its user attributes hold its schedule
   (``keys.PBT_SCHEDULE``: the segments its network trained, the copied ancestors' included)
-  and its id. The study's ``keys.PBT`` attribute holds the lineage (who copied whom, when)
-  for the report. One trial per member keeps the leaderboard, the dashboard and the kept
-  model as they are for the default tuner; a trial per segment would make most trials
-  fragments of one network.
+  and its id. Each population's lineage (who copied whom, when) is a study attribute of its
+  own (``keys.PBT_POPULATION`` + its id), written once, for the report. One trial per
+  member keeps the leaderboard, the dashboard and the kept model as they are for the
+  default tuner; a trial per segment would make most trials fragments of one network.
+- With several workers each trains its own populations (ids prefixed ``w<index>-``);
+  exploiting stays inside a population, so inside a process.
 - The kept model is chosen as the default tuner's (``ensemble.KeptNetworks``) from every
   member's best network; ``model.info["pbt"]`` holds the best network's schedule, which
   ``replay`` trains again.
@@ -143,7 +145,10 @@ class PopulationBasedTraining(Tuner):
                  structures: int = STRUCTURES, on_progress: Any = None,
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
-                 metric: Metric | None = None, device: str | torch.device = "cpu"):
+                 metric: Metric | None = None, device: str | torch.device = "cpu",
+                 prefix: str = ""):
+        """``prefix``: what this worker's population and member ids start with ("w1-" for
+        worker 1 of several; "" alone), so that workers' ids never collide."""
         super().__init__(study, space, data, budget, population, out, seed,
                          on_progress=on_progress, archive=archive, ensemble=ensemble,
                          saved=saved, shared=shared, metric=metric, device=device)
@@ -158,12 +163,14 @@ class PopulationBasedTraining(Tuner):
         self.draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
         self.live: list[_PBTPopulation] = []
         self.schedules: dict[int, dict[str, Any]] = {}  # trial number: what replay needs
-        self.best_structure: tuple[float, dict[str, Any]] | None = None
-        lineage = study.user_attrs.get(keys.PBT) or {}
-        self.lineage = {"interval": self.interval, "epochs": self.epochs,
-                        "truncation": TRUNCATION,
-                        "populations": list(lineage.get("populations", []))}
-        self.round = len({p["id"].split(".")[0] for p in self.lineage["populations"]})
+        self.prefix = prefix
+        # a resumed worker goes on numbering its rounds where it stopped
+        self.round = len({p["id"].split(".")[0]
+                          for p in keys.pbt_lineage(study.user_attrs).get("populations", [])
+                          if _own(p["id"], prefix)})
+        settings = {"interval": self.interval, "epochs": self.epochs, "truncation": TRUNCATION}
+        legacy = (study.user_attrs.get(keys.PBT) or {}).get("populations")
+        study.set_user_attr(keys.PBT, settings | ({"populations": legacy} if legacy else {}))
         study.set_user_attr(keys.SCHEDULER, "pbt")
 
     # ---------------------------------------------------------------- members
@@ -189,24 +196,39 @@ class PopulationBasedTraining(Tuner):
             return params, config
         raise ValueError("the space gave no valid hyperparameters in 100 draws")
 
+    def _best_structure(self) -> dict[str, Any]:
+        """The structural params of the study's best trial (every worker's, as last seen;
+        earlier runs' too), or {} before any completed."""
+        complete = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.value is not None and math.isfinite(t.value)]
+        if not complete:
+            return {}
+        best = min(complete, key=lambda t: (self.metric.loss(t.value), t.number))
+        return {k: v for k, v in best.params.items() if k in SPACE_STRUCTURAL}
+
     def _start_round(self) -> list[_PBTPopulation]:
+        # other workers' finished members count in a trials budget and may hold the best
+        # structure; members other workers are training now are not seen (they become trials
+        # at the end of their round), so with several workers a trials budget may be passed
+        # by up to one round of each other worker
+        self.refresh(force=True)
         left = (self.capacity if self.budget.trials is None
                 else min(self.capacity, self.budget.trials - self._started()))
         if left < 1:
             return []
         n = max(1, min(self.structures, left // MIN_MEMBERS))
         sizes = [left // n + (i < left % n) for i in range(n)]
+        best = self._best_structure()
         pops = []
         for i, size in enumerate(sizes):
-            structure = (dict(self.best_structure[1])
-                         if i == 0 and self.best_structure is not None else {})
+            structure = dict(best) if i == 0 else {}
             drawn = []
             for _ in range(size):
                 params, config = self._draw(structure)
                 structure = structure or {k: v for k, v in params.items()
                                           if k in SPACE_STRUCTURAL}
                 drawn.append((params, config))
-            pid = f"{self.round}.{i}"
+            pid = f"{self.prefix}{self.round}.{i}"
             members = []
             for slot, (params, _) in enumerate(drawn):
                 mid = f"{pid}.{slot}"
@@ -280,6 +302,7 @@ class PopulationBasedTraining(Tuner):
                 self.save_study_state()
                 last_saved = time.monotonic()
             self.pace_writer()
+            self._beat()  # finished members the writer has not written yet stay alive
             if self.on_progress is not None:
                 self.on_progress(self.progress())
         return None
@@ -293,14 +316,9 @@ class PopulationBasedTraining(Tuner):
                 number, value = self._tell_member(p, slot, stopped)
                 if value is not None and self.kept.wants(value):
                     self.keep(pop.export_member(slot, at_best=True), number, value, stopped)
-                loss = None if value is None else self.metric.loss(value)
-                if loss is not None and (self.best_structure is None
-                                         or loss < self.best_structure[0]):
-                    self.best_structure = (loss, p.structure)
-            self.lineage["populations"].append({
-                "id": p.id, "structure": jsonable(p.structure),
-                "members": [m.id for m in p.members], "events": p.events})
-        self.study.set_user_attr(keys.PBT, jsonable(self.lineage))
+            self.study.set_user_attr(keys.PBT_POPULATION + p.id, jsonable({
+                "id": p.id, "structure": p.structure,
+                "members": [m.id for m in p.members], "events": p.events}))
         self.live = []
 
     def _tell_member(self, p: _PBTPopulation, slot: int,
@@ -465,6 +483,12 @@ def _horizon(space: Space) -> int:
     if p.kind == "choice":
         return int(max(p.values))
     return int(p.high)
+
+
+def _own(population_id: str, prefix: str) -> bool:
+    """Whether a population id is of the worker whose ids start with ``prefix``."""
+    rest = population_id[len(prefix):] if population_id.startswith(prefix) else "-"
+    return rest.replace(".", "").isdigit()
 
 
 def _encoded(space: Space, name: str, value: Any) -> Any:

@@ -185,9 +185,6 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     if scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}; choose one of "
                          f"{', '.join(SCHEDULERS)}")
-    if scheduler == "pbt" and (workers > 1 or dask is not None):
-        raise ValueError("population-based training runs in one process (its members copy "
-                         "each other's rows); drop --workers/--dask or use --scheduler asha")
     if trials is None and time_budget is None:
         trials = 64
     resolved_device = resolve_device(device)  # a machine without CUDA fails before any work
@@ -343,7 +340,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                 working, space, prepared, budget, spec.population, out if single else None,
                 spec.seed + 1000 * index, interval=spec.pbt_interval, on_progress=on_progress,
                 archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared,
-                metric=metric, device=spec.device)
+                metric=metric, device=spec.device, prefix="" if single else f"w{index}-")
         else:
             # a new study starts from known-good networks (the first worker's first trials)
             new = index == 0 and not study.get_trials(deepcopy=False)
@@ -560,7 +557,12 @@ def _model_from_study(study: optuna.Study, store: optuna.storages.BaseStorage,
                                                                    spec.artifacts):
         raise RuntimeError("no trial completed within the budget: give it more time "
                            "(--time-budget) or more trials (--trials)")
-    return kept.model(prepared.preprocessor, study.study_name)
+    model = kept.model(prepared.preprocessor, study.study_name)
+    best = study.trials[model.info["trial"]].user_attrs
+    if keys.PBT_SCHEDULE in best:  # population-based training: what ``replay`` trains again
+        model.info["pbt"] = {"hyperparameters": best[keys.HYPERPARAMETERS],
+                             "schedule": best[keys.PBT_SCHEDULE]}
+    return model
 
 
 def _check_not_another_run(out: Path) -> None:

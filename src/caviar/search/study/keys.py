@@ -29,7 +29,11 @@ SPLIT_SEED = "split_seed"  # the seed that split the rows (a resumed or joined r
 FINGERPRINT = "data_sha256"  # sha256 of the table as read (store.fingerprint)
 SPEC = "worker_spec"  # what a worker needs to join: data path, target, space, seed, ...
 SCHEDULER = "scheduler"  # "pbt" for population-based training (absent: the default tuner)
-PBT = "pbt"  # PBT's lineage: interval, epochs, and per population its members and copies
+PBT = "pbt"  # PBT's settings: interval, epochs, truncation (studies before workers: populations)
+# PBT: one attribute per population, its id after the prefix ("pbt_population:w1-3.0"):
+# {"id", "structure", "members", "events": the copies}. Each is written once, by the worker
+# that trained it, so workers never overwrite each other's lineage.
+PBT_POPULATION = "pbt_population:"
 
 # the fields of BEST
 BEST_TRIAL = "trial"  # the trial of the model's best network
@@ -54,7 +58,8 @@ ROUND = "c2f_round"  # the coarse-to-fine round it was drawn in (0 is the coarse
 WORKER = "worker"  # the process that ran it: "host:pid"
 NETWORK = "network"  # its best-epoch network, a candidate for the model: {"value", "epoch",
 # "stopped"}; the network itself is the trial's Optuna artifact (study.artifacts)
-PBT_MEMBER = "pbt_member"  # PBT: the member's id ("round.population.slot")
+# PBT: the member's id, "round.population.slot" ("w1-round.population.slot" from worker 1)
+PBT_MEMBER = "pbt_member"
 # PBT: the segments its network trained, [{"epoch", "member", "copied_from",
 # "hyperparameters"}, ...], inherited ones included; the trial's params are the final values
 PBT_SCHEDULE = "pbt_schedule"
@@ -69,3 +74,28 @@ def trial_round(trial: Any) -> int | None:
     if value is None:
         value = trial.system_attrs.get(ROUND)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def pbt_lineage(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A PBT study's lineage from its user attributes ``attrs``: the settings and every
+    population (every worker's, in order of worker and round); empty if not PBT.
+
+    Example:
+        >>> pbt_lineage({"pbt": {"interval": 4}, "pbt_population:w1-0.0": {"id": "w1-0.0"},
+        ...              "pbt_population:1.0": {"id": "1.0"}, "pbt_population:0.1": {"id": "0.1"}})
+        {'interval': 4, 'populations': [{'id': '0.1'}, {'id': '1.0'}, {'id': 'w1-0.0'}]}
+    """
+    settings = attrs.get(PBT)
+    if not isinstance(settings, dict):
+        return {}
+    populations = [p for p in settings.get("populations", []) if isinstance(p, dict)]
+    populations += [v for k, v in attrs.items()
+                    if k.startswith(PBT_POPULATION) and isinstance(v, dict)]
+    return {**settings, "populations": sorted(populations, key=_population_order)}
+
+
+def _population_order(population: dict[str, Any]) -> tuple[str, int, int]:
+    """("w1", 3, 0) for "w1-3.0": by worker, then round, then population."""
+    prefix, _, rest = str(population.get("id", "")).rpartition("-")
+    numbers = [int(n) if n.isdigit() else 0 for n in rest.split(".")] + [0, 0]
+    return prefix, numbers[0], numbers[1]
