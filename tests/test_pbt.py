@@ -242,29 +242,31 @@ def test_cli_tune_with_pbt_writes_a_model_and_a_report_with_the_lineage(wine, tm
 @pytest.mark.slow
 def test_two_workers_run_pbt_on_one_study(wine_csv, tmp_path, monkeypatch):
     """Each worker trains its own populations (exploit stays inside one); their member ids
-    and lineages do not collide, the budget counts both, and the coordinator's model keeps
-    the best member's schedule."""
+    and lineages do not collide, and the coordinator's model keeps the best member's
+    schedule. (A time budget: each worker trains rounds for its whole budget, where with a
+    trials budget the first worker up may take every round of these tiny ones.)"""
     from test_workers import _env
 
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
-    result = tune(wine_csv, "cultivar", trials=16, population=8, space=SPACE, seed=0,
+    result = tune(wine_csv, "cultivar", time_budget=6, population=8, space=SPACE, seed=0,
                   out=tmp_path / "run", scheduler="pbt", pbt_interval=2, workers=2)
     study = result.study
     trials = study.get_trials(deepcopy=False)
-    assert len(trials) == 16 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len(trials) >= 16 and all(t.state.is_finished() for t in trials)
     members = [t.user_attrs[keys.PBT_MEMBER] for t in trials]
-    assert len(set(members)) == 16
+    assert len(set(members)) == len(members)
     assert {m.split("-")[0] for m in members} == {"w0", "w1"}
-    assert {t.user_attrs[keys.WORKER] for t in trials} == set(
-        s["worker"] for s in result.extra["workers"])
-    lineage = keys.pbt_lineage(study.user_attrs)
-    pops = lineage["populations"]
-    assert sorted(p["id"] for p in pops) == ["w0-0.0", "w0-0.1", "w1-0.0", "w1-0.1"]
+    for t in trials:  # a worker's ids are its own
+        assert t.user_attrs[keys.PBT_MEMBER].startswith(
+            {s["worker"]: f"w{s['index']}-" for s in result.extra["workers"]}[
+                t.user_attrs[keys.WORKER]])
+    pops = keys.pbt_lineage(study.user_attrs)["populations"]
     assert sorted(m for p in pops for m in p["members"]) == sorted(members)
-    for p in pops:  # a copy stays inside its population
+    assert {"w0-0.0", "w0-0.1", "w1-0.0", "w1-0.1"} <= {p["id"] for p in pops}
+    for p in pops:  # a copy stays inside its population, at an exploit epoch
         assert all(e["copied_from"] in p["members"] and e["member"] in p["members"]
-                   for e in p["events"])
-        assert {e["epoch"] for e in p["events"]} == {2, 4}
+                   and e["epoch"] in (2, 4) for e in p["events"])
+    assert any(p["events"] for p in pops)
     best = study.trials[result.model.info["trial"]]
     assert result.model.info["pbt"]["schedule"] == best.user_attrs[keys.PBT_SCHEDULE]
     assert result.test_scores["accuracy"] > 0.8

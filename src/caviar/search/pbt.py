@@ -313,16 +313,19 @@ class PopulationBasedTraining(Tuner):
         for p in pops:
             pop = p.population
             for slot in range(pop.size):
-                number, value = self._tell_member(p, slot, stopped)
-                if value is not None and self.kept.wants(value):
-                    self.keep(pop.export_member(slot, at_best=True), number, value, stopped)
+                number, value, network = self._tell_member(p, slot, stopped)
+                if network is not None:
+                    self.keep(network, number, value, stopped)
             self.study.set_user_attr(keys.PBT_POPULATION + p.id, jsonable({
                 "id": p.id, "structure": p.structure,
                 "members": [m.id for m in p.members], "events": p.events}))
         self.live = []
 
-    def _tell_member(self, p: _PBTPopulation, slot: int,
-                     stopped: str | None) -> tuple[int, float | None]:
+    def _tell_member(self, p: _PBTPopulation, slot: int, stopped: str | None
+                     ) -> tuple[int, float | None, Population | None]:
+        """The member's trial, told; returns its number, its value (None: failed) and its
+        best network when the kept model wants it (it goes to the study as an artifact, from
+        which a coordinator of several workers builds the model)."""
         pop, member = p.population, p.members[slot]
         self.study.enqueue_trial(member.params, skip_if_exists=False)
         trial = self.study.ask()
@@ -343,13 +346,18 @@ class PopulationBasedTraining(Tuner):
         failed = pop.diverged[slot] or not math.isfinite(value)
         if failed:
             trial.set_user_attr(keys.FAILURE, pop.failure[slot] or "no finite validation score")
+        network = None
+        if not failed and self.kept.wants(value):
+            network = pop.export_member(slot, at_best=True)
+            trial.set_user_attr(keys.NETWORK, {"value": value, "epoch": int(network.epoch[0]),
+                                               "stopped": stopped})
         self._create(trial)  # in the storage, which numbers it
         if failed:
-            return self._tell(trial, None, TrialState.FAIL), None
-        number = self._tell(trial, value, TrialState.COMPLETE)
+            return self._tell(trial, None, TrialState.FAIL), None, None
+        number = self._tell(trial, value, TrialState.COMPLETE, network)
         self.schedules[number] = {"hyperparameters": jsonable(config),
                                   "schedule": jsonable(member.schedule)}
-        return number, value
+        return number, value, network
 
     # ---------------------------------------------------------------- the run
 
