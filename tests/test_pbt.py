@@ -270,3 +270,25 @@ def test_two_workers_run_pbt_on_one_study(wine_csv, tmp_path, monkeypatch):
     best = study.trials[result.model.info["trial"]]
     assert result.model.info["pbt"]["schedule"] == best.user_attrs[keys.PBT_SCHEDULE]
     assert result.test_scores["accuracy"] > 0.8
+
+
+def test_the_first_round_starts_from_the_known_good_networks(wine, tmp_path):
+    """A new study's first population takes a warm start's structure, with that network as
+    its first member; the others draw their own per-member values."""
+    from caviar.search.samplers import warm_start
+
+    space = Space.from_dict(SPACE)
+    known = {"hidden_layer_sizes": [16], "learning_rate": 0.01, "optimizer": "adam",
+             "dropout": 0.1, "batch_size": 32, "epochs": 6}
+    warm = warm_start(space, [known])
+    assert warm  # the configuration is in the space
+    data = prepare(wine, "cultivar", seed=0)
+    pbt = PopulationBasedTraining(optuna.create_study(), space, data, Budget(8, None, 0.0), 8,
+                                  tmp_path, seed=0, structures=1, warm=warm)
+    (population,) = pbt._start_round()
+    first = population.population.hyperparameters[0]
+    assert first["hidden_layer_sizes"] == (16,) and first["learning_rate"] == 0.01
+    assert first["dropout"] == pytest.approx(0.1)
+    assert all(h["hidden_layer_sizes"] == (16,) for h in population.population.hyperparameters)
+    assert len({h["learning_rate"] for h in population.population.hyperparameters}) == 8
+    assert pbt._start_round()[0].members[0].params != warm[0]  # used once

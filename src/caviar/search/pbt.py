@@ -59,7 +59,7 @@ from ..files import jsonable
 from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve
 from ..metrics import Metric, in_target_units, validation_score
 from ..model import CaviarModel
-from .scheduler import Budget, TuneProgress, Tuner
+from .scheduler import Budget, TuneProgress, Tuner, epoch_cost
 from .space import Space
 from .study import keys
 from .study.archive import TrialArchive
@@ -146,12 +146,14 @@ class PopulationBasedTraining(Tuner):
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
-                 prefix: str = ""):
+                 prefix: str = "", warm: Sequence[dict[str, Any]] = ()):
         """``prefix``: what this worker's population and member ids start with ("w1-" for
-        worker 1 of several; "" alone), so that workers' ids never collide."""
+        worker 1 of several; "" alone), so that workers' ids never collide; ``warm``: Optuna
+        parameters of known-good networks (``samplers.warm_start``): the first round's
+        populations take their structures, each with that network as its first member."""
         super().__init__(study, space, data, budget, population, out, seed,
                          on_progress=on_progress, archive=archive, ensemble=ensemble,
-                         saved=saved, shared=shared, metric=metric, device=device)
+                         saved=saved, shared=shared, metric=metric, device=device, warm=warm)
         if interval is not None and interval < 1:
             raise ValueError(f"the PBT interval must be at least 1 epoch, got {interval}")
         self.interval = interval or INTERVAL
@@ -179,11 +181,13 @@ class PopulationBasedTraining(Tuner):
     def running(self) -> int:
         return sum(p.population.size for p in self.live)
 
-    def _draw(self, structure: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        """Optuna params and the resolved configuration of a new member."""
+    def _draw(self, structure: dict[str, Any], fixed: dict[str, Any] | None = None
+              ) -> tuple[dict[str, Any], Any]:
+        """Optuna params and the resolved configuration of a new member (``fixed``: all its
+        params, a warm start's)."""
         for _ in range(100):
-            if structure:
-                self.draws.enqueue_trial(structure, skip_if_exists=False)
+            if fixed or structure:
+                self.draws.enqueue_trial(fixed or structure, skip_if_exists=False)
             trial = self.draws.ask()
             values = self.space.suggest(trial)
             try:
@@ -219,12 +223,18 @@ class PopulationBasedTraining(Tuner):
         n = max(1, min(self.structures, left // MIN_MEMBERS))
         sizes = [left // n + (i < left % n) for i in range(n)]
         best = self._best_structure()
+        # a new study's first round starts from the known-good networks (one population
+        # each, that network its first member); later rounds from the best structure
+        warm, self.warm = ([] if best else self.warm[:n]), []
         pops = []
         for i, size in enumerate(sizes):
-            structure = dict(best) if i == 0 else {}
+            fixed = warm[i] if i < len(warm) else None
+            structure = (dict(best) if i == 0 else {}) if fixed is None else {
+                k: v for k, v in fixed.items() if k in SPACE_STRUCTURAL}
             drawn = []
             for _ in range(size):
-                params, config = self._draw(structure)
+                params, config = self._draw(structure, fixed)
+                fixed = None
                 structure = structure or {k: v for k, v in params.items()
                                           if k in SPACE_STRUCTURAL}
                 drawn.append((params, config))
@@ -288,11 +298,23 @@ class PopulationBasedTraining(Tuner):
 
     def _train(self, pops: list[_PBTPopulation]) -> str | None:
         """Train the round's populations in step to ``epochs``; returns why it stopped early
-        ("time budget") or None."""
+        ("time budget") or None. An epoch is not started when, at the speed measured so far,
+        it would end past the time budget (with the end of the run held back), as the
+        default tuner does."""
         last_saved = time.monotonic()
         for epoch in range(1, self.epochs + 1):
             for p in pops:
+                cost = epoch_cost(p.population, self._cost_rows)
+                if self._estimated:
+                    self.budget.reserve = self.end_reserve() + cost * self.speed
+                if self.budget.out_of_time():
+                    return "time budget"
+                started = time.monotonic()
                 self._epoch(p)
+                if self._warm:  # the first epoch pays for warming up
+                    self._measured += time.monotonic() - started
+                    self._estimated += cost
+                self._warm = True
                 if self.budget.out_of_time():
                     return "time budget"
             if epoch % self.interval == 0 and epoch < self.epochs:
@@ -376,6 +398,7 @@ class PopulationBasedTraining(Tuner):
 
     def run(self) -> None:
         self._threads, self._yielded = torch.get_num_threads(), False
+        self._cost_rows = len(self.data.X_train) + len(self.data.X_val) // 3
         try:
             self._run()
         finally:

@@ -335,16 +335,17 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
             saved = None  # refit on the validation rows: the artifacts hold the searched ones
         budget = Budget(spec.trials, spec.time_budget, elapsed(study), start=started)
         metric = get_metric(spec.metric, prepared.task)
+        # a new study starts from known-good networks (the first worker's first trials)
+        new = index == 0 and not study.get_trials(deepcopy=False)
+        warm = warm_start(space) if new and sampler_key(spec.sampler) != "grid" else []
         if spec.scheduler == "pbt":
             tuner: Tuner = PopulationBasedTraining(
                 working, space, prepared, budget, spec.population, out if single else None,
                 spec.seed + 1000 * index, interval=spec.pbt_interval, on_progress=on_progress,
                 archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared,
-                metric=metric, device=spec.device, prefix="" if single else f"w{index}-")
+                metric=metric, device=spec.device, prefix="" if single else f"w{index}-",
+                warm=warm)
         else:
-            # a new study starts from known-good networks (the first worker's first trials)
-            new = index == 0 and not study.get_trials(deepcopy=False)
-            warm = warm_start(space) if new and sampler_key(spec.sampler) != "grid" else []
             tuner = Tuner(working, space, prepared, budget, spec.population,
                           out if single else None, spec.seed + 1000 * index,
                           trials_per_structure=spec.trials_per_structure,
