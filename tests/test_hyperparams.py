@@ -28,7 +28,8 @@ def test_every_default_is_valid_and_structural_names_come_from_the_table():
         assert row.kind in hyperparams.KINDS, name
         assert row.check(name, row.default) == row.default, name
     assert STRUCTURAL == ("hidden_layer_sizes", "activation", "batch_norm", "batch_size",
-                          "encoding", "embedding_dim")
+                          "encoding", "embedding_dim", "numeric_embedding", "plr_frequencies",
+                          "plr_dim")
     assert set(SPACE_STRUCTURAL) == {"depth", "width", *STRUCTURAL}
     assert dict(DEFAULTS) == {name: row.default for name, row in HYPERPARAMETERS.items()}
 
