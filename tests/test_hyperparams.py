@@ -41,7 +41,8 @@ def test_resolve_fills_defaults_and_normalizes():
     assert type(config["batch_size"]) is int
     assert config["optimizer"] == DEFAULTS["optimizer"]
     assert resolve({"hidden_layer_sizes": []})["hidden_layer_sizes"] == ()
-    assert structure_key(config) == ((32, 16), "relu", True, 64, "onehot", None)
+    assert structure_key(config) == ((32, 16), "relu", True, 64, "onehot", None, "none", 16,
+                                     16)
 
 
 @pytest.mark.parametrize("overrides, words", [

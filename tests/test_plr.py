@@ -330,3 +330,27 @@ def test_plr_model_learns_a_wave_saves_loads_exports_and_refits(tmp_path):
         std = float(net.params["plr_C"].std())  # a fresh draw of its own σ, barely trained
         assert 0.7 * sigma < std < 1.3 * sigma, (sigma, std)
         assert not torch.equal(net.params["plr_C"], searched[0].params["plr_C"])
+
+
+def test_tune_searches_the_numeric_embedding(tmp_path):
+    """``numeric_embedding`` in a space is structural (each group trains one kind on the
+    shared prepared tensors), ``plr_sigma`` is drawn per member only where PLR is on, and
+    the kept model predicts from a raw table."""
+    from caviar import load_model
+    from caviar.search.tune import tune
+
+    df = wave_table(n=500)
+    space = {"numeric_embedding": {"kind": "choice", "values": ["none", "plr"]},
+             "plr_sigma": {"kind": "log_uniform", "low": 0.01, "high": 10.0,
+                           "when": {"numeric_embedding": ["plr"]}},
+             "learning_rate": {"value": 0.01}, "width": {"value": 8}, "depth": {"value": 1},
+             "batch_size": {"value": 64}, "epochs": {"value": 3}}
+    result = tune(df, "y", trials=8, population=2, sampler="grid", space=space,
+                  out=tmp_path / "run", seed=0, pruner="none", trials_per_structure=2,
+                  ensemble=3)
+    trials = result.study.trials
+    assert {t.params["numeric_embedding"] for t in trials} == {"none", "plr"}
+    assert all(("plr_sigma" in t.params) == (t.params["numeric_embedding"] == "plr")
+               for t in trials)
+    model = load_model(tmp_path / "run" / "model")
+    assert model.predict(df.drop(columns="y").head(5)).shape == (5,)
