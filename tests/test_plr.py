@@ -354,3 +354,16 @@ def test_tune_searches_the_numeric_embedding(tmp_path):
                for t in trials)
     model = load_model(tmp_path / "run" / "model")
     assert model.predict(df.drop(columns="y").head(5)).shape == (5,)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_plr_population_lives_on_its_device(device):
+    X, y = make_data("multiclass", n=64, dtype=torch.float32)
+    pop = Population("multiclass", LAYOUT, [{**PLR, "hidden_layer_sizes": (8,), "epochs": 2,
+                                             "batch_size": 16, "plr_sigma": s}
+                                            for s in (0.1, 1.0)],
+                     n_classes=3, seed=0, device=device)
+    pop.fit(X[:48], y[:48], X[48:], y[48:])
+    assert all(p.device.type == device for p in pop.params.values())
+    assert all(np.isfinite(h[-1]["val_log_loss"]) for h in pop.history)
+    assert pop.predict(X).device.type == device

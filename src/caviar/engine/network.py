@@ -147,6 +147,12 @@ class Structure:
         return (self.n_features, *self.hidden_layer_sizes, self.n_outputs)
 
     @property
+    def widest(self) -> int:
+        """The most numbers a member holds per row at once: the widest layer, or PLR's
+        sin and cos of every numeric column (n·2k)."""
+        return max(*self.layer_sizes, len(self.plr_columns) * 2 * self.plr_frequencies)
+
+    @property
     def n_layers(self) -> int:
         return len(self.hidden_layer_sizes) + 1
 

@@ -360,7 +360,7 @@ class Population:
     def decision_function(self, X: torch.Tensor) -> torch.Tensor:
         """Output pre-activations z ``(P, N, C)`` in evaluation mode, computed in chunks."""
         X, _ = self._check_data(X)
-        chunk = eval_chunk_rows(self.size, max(self.structure.layer_sizes), self.device)
+        chunk = eval_chunk_rows(self.size, self.structure.widest, self.device)
         return torch.cat([self._forward(X[i:i + chunk], training=False)
                           for i in range(0, max(len(X), 1), chunk)], dim=1)
 
