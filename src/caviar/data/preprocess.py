@@ -358,8 +358,7 @@ class TablePreprocessor(BaseEstimator):
         out = self._finite(out, inputs)
         # a column of two values is already as expressive as any embedding of it: any
         # function of it is linear in it
-        self.numeric_columns_ = [j for j in self._numeric_values()
-                                 if len(np.unique(out[:, j])) > 2]
+        self.numeric_columns_ = [j for j in self._numeric_values() if _more_than_two(out[:, j])]
         return self._with_codes(out, inputs)
 
     def _numeric_values(self) -> list[int]:
@@ -715,6 +714,13 @@ class TablePreprocessor(BaseEstimator):
             pre.numeric_columns_ = [int(j) for j in meta["numeric_columns"]]
         check_is_fitted(ct)
         return pre
+
+
+def _more_than_two(values: np.ndarray) -> bool:
+    """Whether ``values`` hold more than two distinct numbers (in linear time, unlike
+    np.unique's sort)."""
+    others = values[values != values[0]] if len(values) else values
+    return len(others) > 0 and bool((others != others[0]).any())
 
 
 def _scaler_arrays(prefix: str, scaler: StandardScaler) -> dict[str, np.ndarray]:
