@@ -32,6 +32,7 @@ default; ``--baseline`` names another), with the geometric mean of the ratios ov
 Run:  PYTHONPATH=src .venv/bin/python bench/encoding.py --tables wage txhousing --seeds 0 1
       [--onehot le10 rows5 all] [--numeric standard robust quantile] [--members 3]
       [--numeric-embedding none plr] [--plr-sigma 0.1 1] [--max-rows 12000]
+      --merge A.json B.json   (one report of runs split over processes: their tables joined)
 Prints one JSON object to stdout and a table to stderr.
 """
 
@@ -43,6 +44,7 @@ import math
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -231,6 +233,20 @@ def table(summary: dict, variants: list[str]) -> str:
     return "\n".join(lines)
 
 
+def merge(files: list[str], baseline: str = BASELINE) -> dict:
+    """One report from reports of the same variants on other tables (or seeds)."""
+    reports = [json.loads(Path(f).read_text()) for f in files]
+    merged = {k: v for k, v in reports[0].items() if k not in ("runs", "summary")}
+    merged["runs"] = {}
+    for report in reports:
+        for seed, tables in report["runs"].items():
+            merged["runs"].setdefault(seed, {}).update(tables)
+    variants = list(reports[0]["summary"]["geometric_mean_ratio"])[1:]  # less "hgb"
+    merged["summary"] = summarize(merged["runs"], variants, baseline)
+    print(table(merged["summary"], variants), file=sys.stderr)
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tables", nargs="+", choices=list(TABLES),
@@ -254,7 +270,12 @@ def main() -> None:
     parser.add_argument("--plr-frequencies", type=int, default=16, help="k of PLR")
     parser.add_argument("--plr-dim", type=int, default=16, help="m of PLR")
     parser.add_argument("--max-rows", type=int, help="keep this many rows of larger tables")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="join these reports' runs (same variants, other tables) into one")
     args = parser.parse_args()
+    if args.merge:
+        print(json.dumps(merge(args.merge, args.baseline), indent=1, default=str))
+        return
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)  # dropped rows, ignored columns
     pairs = ([tuple(v.split("/")) for v in args.variants] if args.variants
