@@ -20,12 +20,19 @@ Variants are the product of ``--onehot`` and ``--numeric`` (or the ``--variants`
   (``encoding="embedding"``: a learned table per column, k = min(16, round(1.6·levels^0.56)));
 - ``standard`` | ``robust`` | ``quantile``: ``TablePreprocessor(numeric=...)``.
 
+``--numeric-embedding none plr`` trains each variant also with periodic embeddings of the
+numeric columns (``numeric_embedding="plr"``, one variant ``ONEHOT/NUMERIC+plrσ`` per
+``--plr-sigma`` value, k = ``--plr-frequencies``, m = ``--plr-dim``); ``--max-rows N`` keeps
+a random N rows of a larger table (seeded by the seed) before splitting.
+
 Scores: RMSE in the target's units (regression) or log-loss (classification), plus accuracy;
 the summary gives each variant's mean over seeds, and its ratio to ``le10/standard`` (the old
 default; ``--baseline`` names another), with the geometric mean of the ratios over the tables.
 
 Run:  PYTHONPATH=src .venv/bin/python bench/encoding.py --tables wage txhousing --seeds 0 1
       [--onehot le10 rows5 all] [--numeric standard robust quantile] [--members 3]
+      [--numeric-embedding none plr] [--plr-sigma 0.1 1] [--max-rows 12000]
+      --merge A.json B.json   (one report of runs split over processes: their tables joined)
 Prints one JSON object to stdout and a table to stderr.
 """
 
@@ -37,6 +44,7 @@ import math
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -81,15 +89,17 @@ def scores(task: str, pre: TablePreprocessor, y: np.ndarray, out: np.ndarray) ->
 
 
 def train_and_score(task: str, pre: TablePreprocessor, X: dict, y: dict, members: int,
-                    seed: int, embed: bool = False) -> dict:
+                    seed: int, embed: bool = False, extra: dict | None = None) -> dict:
     """``members`` networks of ``NETWORK`` (different initializations), each at its best
     validation epoch; their test scores averaged. ``embed``: the network embeds the
-    categoricals that have codes (``pre`` made them)."""
+    categoricals that have codes (``pre`` made them); ``extra``: more hyperparameters (the
+    numeric embedding)."""
     n_classes = len(pre.classes_) if task != "regression" else None
     Xt, yt = as_tensors(X["train"], y["train"], task)
     Xv, yv = as_tensors(X["val"], y["val"], task)
     Xs, _ = as_tensors(X["test"], None, task)
-    network = {**NETWORK, "encoding": "embedding"} if embed else NETWORK
+    network = {**NETWORK, "encoding": "embedding"} if embed else dict(NETWORK)
+    network.update(extra or {})
     pop = Population(task, inputs_from(pre), [network] * members, n_classes=n_classes,
                      seed=seed)
     key = validation_metric(task)
@@ -114,16 +124,34 @@ def hgb(task: str, pre: TablePreprocessor, X: dict, y: dict) -> dict:
     return scores(task, pre, y["test"], model.predict_proba(X["test"]))
 
 
+def plr_variants(modes: list[str], sigmas: list[float], k: int, m: int) -> dict[str, dict]:
+    """Variant suffix -> the numeric embedding's hyperparameters ("" for none)."""
+    out: dict[str, dict] = {"": {}} if "none" in modes else {}
+    if "plr" in modes:
+        for sigma in sigmas:
+            out[f"+plr{sigma:g}"] = {"numeric_embedding": "plr", "plr_sigma": sigma,
+                                     "plr_frequencies": k, "plr_dim": m}
+    return out
+
+
 def bench_table(name: str, seed: int, variants: list[tuple[str, str]], members: int,
-                baseline: str = BASELINE) -> dict:
+                baseline: str = BASELINE, embeddings: dict[str, dict] | None = None,
+                max_rows: int | None = None) -> dict:
     spec = TABLES[name]
     df = load_table(name)
+    if max_rows is not None and len(df) > max_rows:
+        df = df.sample(max_rows, random_state=seed).reset_index(drop=True)
     parts = dict(zip(("train", "val", "test"),
                      split_frame(df, spec.target, spec.task, 0.2, 0.2, seed=seed), strict=True))
     result: dict = {"task": spec.task, "rows": {k: len(v) for k, v in parts.items()}}
     done: dict = {}  # (roles, numeric) -> the variant already trained with them
-    for onehot, numeric in [tuple(baseline.split("/")), *variants]:
-        variant = f"{onehot}/{numeric}"
+    embeddings = embeddings or {"": {}}
+    base_pair, _, base_suffix = baseline.partition("+")
+    base_suffix = f"+{base_suffix}" if base_suffix else ""
+    runs = [(*base_pair.split("/"), base_suffix),
+            *((o, n, suffix) for o, n in variants for suffix in embeddings)]
+    for onehot, numeric, suffix in runs:
+        variant = f"{onehot}/{numeric}{suffix}"
         if variant in result:
             continue
         pre = TablePreprocessor(spec.target, task=spec.task, categorical=spec.categorical,
@@ -134,7 +162,7 @@ def bench_table(name: str, seed: int, variants: list[tuple[str, str]], members: 
         X.update({k: pre.transform(parts[k]) for k in ("val", "test")})
         y = {k: pre.encode_target(v[spec.target]) for k, v in parts.items()}
         same = (tuple(pre.roles_.onehot), tuple(pre.roles_.target_encoded), numeric,
-                onehot == "embedding" and bool(pre.input_layout()))
+                onehot == "embedding" and bool(pre.input_layout()), suffix)
         if variant == baseline:
             start = time.perf_counter()
             result["hgb"] = {**hgb(spec.task, pre, X, y),
@@ -144,11 +172,15 @@ def bench_table(name: str, seed: int, variants: list[tuple[str, str]], members: 
         else:
             start = time.perf_counter()
             result[variant] = {**train_and_score(spec.task, pre, X, y, members, seed,
-                                                 embed=same[-1]),
+                                                 embed=same[-2],
+                                                 extra=embeddings.get(suffix, {})),
                                "features": X["train"].shape[1],
                                "onehot": pre.roles_.onehot,
                                "target_encoded": pre.roles_.target_encoded,
                                "embedded": [c["name"] for c in pre.input_layout()],
+                               "plr_columns": ([pre.feature_names_out_[j]
+                                                for j in pre.numeric_columns()]
+                                               if suffix else []),
                                "seconds": round(time.perf_counter() - start, 1)}
             done[same] = variant
         r = result[variant]
@@ -201,6 +233,20 @@ def table(summary: dict, variants: list[str]) -> str:
     return "\n".join(lines)
 
 
+def merge(files: list[str], baseline: str = BASELINE) -> dict:
+    """One report from reports of the same variants on other tables (or seeds)."""
+    reports = [json.loads(Path(f).read_text()) for f in files]
+    merged = {k: v for k, v in reports[0].items() if k not in ("runs", "summary")}
+    merged["runs"] = {}
+    for report in reports:
+        for seed, tables in report["runs"].items():
+            merged["runs"].setdefault(seed, {}).update(tables)
+    variants = list(reports[0]["summary"]["geometric_mean_ratio"])[1:]  # less "hgb"
+    merged["summary"] = summarize(merged["runs"], variants, baseline)
+    print(table(merged["summary"], variants), file=sys.stderr)
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tables", nargs="+", choices=list(TABLES),
@@ -217,16 +263,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--baseline", default=BASELINE, metavar="ONEHOT/NUMERIC",
                         help="the variant the ratios divide by (and HGB's encoding)")
+    parser.add_argument("--numeric-embedding", nargs="+", default=["none"],
+                        choices=["none", "plr"], help="train each variant with these")
+    parser.add_argument("--plr-sigma", type=float, nargs="+", default=[0.1],
+                        help="σ of PLR's initial frequencies: one variant per value")
+    parser.add_argument("--plr-frequencies", type=int, default=16, help="k of PLR")
+    parser.add_argument("--plr-dim", type=int, default=16, help="m of PLR")
+    parser.add_argument("--max-rows", type=int, help="keep this many rows of larger tables")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="join these reports' runs (same variants, other tables) into one")
     args = parser.parse_args()
+    if args.merge:
+        print(json.dumps(merge(args.merge, args.baseline), indent=1, default=str))
+        return
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)  # dropped rows, ignored columns
     pairs = ([tuple(v.split("/")) for v in args.variants] if args.variants
              else [(o, n) for o in args.onehot for n in args.numeric])
-    variants = [args.baseline] + [f"{o}/{n}" for o, n in pairs if f"{o}/{n}" != args.baseline]
-    report: dict = {"network": NETWORK, "members": args.members, "runs": {}}
+    embeddings = plr_variants(args.numeric_embedding, args.plr_sigma, args.plr_frequencies,
+                              args.plr_dim)
+    variants = [args.baseline] + [f"{o}/{n}{suffix}" for o, n in pairs for suffix in embeddings
+                                  if f"{o}/{n}{suffix}" != args.baseline]
+    report: dict = {"network": NETWORK, "members": args.members, "max_rows": args.max_rows,
+                    "numeric_embeddings": embeddings, "runs": {}}
     for seed in args.seeds:
         report["runs"][seed] = {name: bench_table(name, seed, pairs, args.members,
-                                                  args.baseline)
+                                                  args.baseline, embeddings, args.max_rows)
                                 for name in args.tables}
     report["summary"] = summarize(report["runs"], variants, args.baseline)
     print(table(report["summary"], variants), file=sys.stderr)

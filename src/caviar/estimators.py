@@ -82,6 +82,10 @@ class _CaviarEstimator(BaseEstimator):
                  epochs: int = DEFAULTS["epochs"],
                  encoding: str = DEFAULTS["encoding"],
                  embedding_dim: int | None = DEFAULTS["embedding_dim"],
+                 numeric_embedding: str = DEFAULTS["numeric_embedding"],
+                 plr_frequencies: int = DEFAULTS["plr_frequencies"],
+                 plr_dim: int = DEFAULTS["plr_dim"],
+                 plr_sigma: float = DEFAULTS["plr_sigma"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
                  random_state: int | None = None, verbose: bool | int = False,
@@ -107,6 +111,10 @@ class _CaviarEstimator(BaseEstimator):
         self.epochs = epochs
         self.encoding = encoding
         self.embedding_dim = embedding_dim
+        self.numeric_embedding = numeric_embedding
+        self.plr_frequencies = plr_frequencies
+        self.plr_dim = plr_dim
+        self.plr_sigma = plr_sigma
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change

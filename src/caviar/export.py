@@ -259,8 +259,9 @@ def _network(g: _Graph, network: Population, prefix: str) -> str:
 
 def _inputs(g: _Graph, s: Any, tensors: dict[str, torch.Tensor], prefix: str) -> str:
     """The first layer's input from the preprocessed matrix: its dense columns, then each
-    embedded categorical's table rows for its codes (a Gather), side by side."""
-    if s.dense_columns is None and not s.embeddings:
+    embedded categorical's table rows for its codes (a Gather), then the numeric columns'
+    periodic embeddings, side by side."""
+    if s.dense_columns is None and not s.embeddings and not s.plr_columns:
         return INPUT
     parts = []
     if s.n_dense:
@@ -272,7 +273,31 @@ def _inputs(g: _Graph, s: Any, tensors: dict[str, torch.Tensor], prefix: str) ->
         codes = g.op("Cast", g.op("Gather", INPUT, index, axis=1), to=INT64)  # (rows,)
         table = g.constant(f"{prefix}_E{j}", tensors[f"param.E{j}"].to(torch.float32).numpy())
         parts.append(g.op("Gather", table, codes, axis=0))  # (rows, k)
+    if s.plr_columns:
+        parts.append(_plr(g, s, tensors, prefix))
     return parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=1)
+
+
+def _plr(g: _Graph, s: Any, tensors: dict[str, torch.Tensor], prefix: str) -> str:
+    """h = ReLU([sin θ, cos θ]·W_j + b_j) with θ = 2π·c_j·x_j for each numeric column j, as
+    ``engine.layers.plr_forward``: ``(rows, n·m)``, column j's m values together."""
+    n, k, m = len(s.plr_columns), s.plr_frequencies, s.plr_dim
+
+    def constant(name: str, value: torch.Tensor | np.ndarray) -> str:
+        array = value.to(torch.float32).numpy() if isinstance(value, torch.Tensor) else value
+        return g.constant(f"{prefix}_plr_{name}", array)
+
+    columns = constant("columns", np.array(s.plr_columns, dtype=np.int64))
+    x = g.op("Gather", INPUT, columns, axis=1)  # (rows, n)
+    x = g.op("Unsqueeze", x, constant("axis", np.array([2], dtype=np.int64)))  # (rows, n, 1)
+    theta = g.op("Mul", g.op("Mul", x, g.scalar(2 * float(np.pi))),
+                 constant("C", tensors["param.plr_C"]))  # (rows, n, k)
+    v = g.op("Concat", g.op("Sin", theta), g.op("Cos", theta), axis=2)  # (rows, n, 2k)
+    u = g.op("MatMul", g.op("Transpose", v, perm=[1, 0, 2]),
+             constant("W", tensors["param.plr_W"].reshape(n, 2 * k, m)))  # (n, rows, m)
+    h = g.op("Relu", g.op("Add", u, constant("b", tensors["param.plr_b"].unsqueeze(1))))
+    return g.op("Reshape", g.op("Transpose", h, perm=[1, 0, 2]),
+                constant("shape", np.array([0, n * m], dtype=np.int64)))
 
 
 def _activation(g: _Graph, z: str, name: str) -> str:

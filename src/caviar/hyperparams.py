@@ -4,8 +4,8 @@
 Each row gives a name's kind, default, valid values, a one-line help, and whether it is
 
 - *structural*: it fixes tensor shapes or the computation graph (layer sizes, activation,
-  batch norm on/off, batch size, the categoricals' encoding), so the members of one
-  population share it;
+  batch norm on/off, batch size, the categoricals' encoding, the numeric embedding), so the
+  members of one population share it;
 - *per member*: each member holds its own value in a ``(P,)`` tensor, so members with
   different values still train in one vectorized computation.
 
@@ -34,6 +34,7 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 LR_DECAYS = ("none", "inverse_time", "exponential", "step", "cosine")
 ENCODINGS = ("onehot", "embedding")
+NUMERIC_EMBEDDINGS = ("none", "plr")
 KINDS = ("int", "float", "choice", "bool", "sizes")
 
 
@@ -151,6 +152,14 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                   "of k numbers per level)", choices=ENCODINGS, structural=True),
     "embedding_dim": H("int", None, "k of the embeddings (null: round(1.6·levels^0.56), at "
                        "most 16)", low=1, structural=True, optional=True),
+    "numeric_embedding": H("choice", "none", "numeric columns of more than two values: none "
+                           "(read as they are) or plr (periodic: sin and cos of k learned "
+                           "frequencies, a linear layer to plr_dim and ReLU, per column)",
+                           choices=NUMERIC_EMBEDDINGS, structural=True),
+    "plr_frequencies": H("int", 16, "k, the learned frequencies per numeric column of plr",
+                         low=1, structural=True),
+    "plr_dim": H("int", 16, "the width of each numeric column's plr embedding", low=1,
+                 structural=True),
     "learning_rate": H("float", 1e-3, "α, the step size", low=0, closed="neither"),
     "optimizer": H("choice", "adam", "the update rule", choices=OPTIMIZERS),
     "momentum": H("float", 0.9, "β of momentum: v ← βv + (1 − β)dW", low=0, high=1),
@@ -168,6 +177,8 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "bn_momentum": H("float", 0.9, "m of μ_run ← m·μ_run + (1 − m)·μ (PyTorch's momentum is "
                      "1 − m)", low=0, high=1),
     "epochs": H("int", 50, "epochs to train", low=1),
+    "plr_sigma": H("float", 0.1, "σ of plr's initial frequencies c ~ N(0, σ²) (inputs are "
+                   "scaled to about ±3)", low=0, closed="neither"),
 }
 
 # Names only a search space uses: hidden_layer_sizes = (width,) * depth.

@@ -17,6 +17,7 @@ a half-written model, even if the writer is killed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -138,14 +139,17 @@ def _check_fits(preprocessor: TablePreprocessor, network: Population) -> None:
     """ValueError unless the network takes the preprocessor's features and predicts its
     task's classes (a model.json edited by hand may disagree with the weights)."""
     n_classes = None if preprocessor.task_ == "regression" else len(preprocessor.classes_)
+    expected = inputs_from(preprocessor)
+    if not network.inputs.numeric:  # saved before numeric embeddings, or none to embed
+        expected = dataclasses.replace(expected, numeric=())
     if (network.structure.task, network.structure.n_inputs, network.n_classes) != (
             preprocessor.task_, preprocessor.n_features_out_, n_classes) or (
-            network.inputs != inputs_from(preprocessor)):
+            network.inputs != expected):
         raise ValueError(f"the network ({network.structure.task}, "
                          f"{network.structure.n_inputs} inputs, {network.n_classes} classes) "
                          f"does not fit the preprocessor ({preprocessor.task_}, "
                          f"{preprocessor.n_features_out_} features, {n_classes} classes) or "
-                         "its categorical code columns")
+                         "its categorical code and numeric columns")
 
 
 def _network_file(index: int) -> str:

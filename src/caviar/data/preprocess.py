@@ -355,7 +355,28 @@ class TablePreprocessor(BaseEstimator):
             warnings.filterwarnings("ignore", message="The least populated class")
             out = self.column_transformer_.fit_transform(inputs, y_encoder)
         self._set_feature_names()
-        return self._with_codes(self._finite(out, inputs), inputs)
+        out = self._finite(out, inputs)
+        # a column of two values is already as expressive as any embedding of it: any
+        # function of it is linear in it
+        self.numeric_columns_ = [j for j in self._numeric_values() if _more_than_two(out[:, j])]
+        return self._with_codes(out, inputs)
+
+    def _numeric_values(self) -> list[int]:
+        """The output columns of numeric values (dates' parts included; not the missing-value
+        indicators)."""
+        names = self.column_transformer_.output_indices_.get("num", slice(0, 0))
+        return [j for j in range(names.start, names.stop)
+                if not self.feature_names_out_[j].startswith("num__missingindicator_")]
+
+    def numeric_columns(self) -> list[int]:
+        """The output columns a periodic embedding may take (``numeric_embedding="plr"``):
+        numeric values with more than two distinct values in the training rows. Not the
+        missing-value indicators, binary numbers or one-hot columns: a column of two values
+        gains nothing from an embedding (the first layer's weight on it is already any
+        function of it), and would cost 2k·m weights."""
+        check_is_fitted(self, "column_transformer_")
+        kept = getattr(self, "numeric_columns_", None)
+        return list(self._numeric_values() if kept is None else kept)
 
     def _set_feature_names(self) -> None:
         self.feature_names_out_ = [str(n) for n in
@@ -594,6 +615,7 @@ class TablePreprocessor(BaseEstimator):
             "roles": self.roles_.to_dict(),
             "columns": dict(self.columns_),
             "feature_names_out": list(self.feature_names_out_),
+            "numeric_columns": self.numeric_columns(),
         } | ({"dates": dict(self.dates_)} if getattr(self, "dates_", None) else {})
         arrays: dict[str, np.ndarray] = {}
         if self.task_ == "regression":
@@ -687,8 +709,18 @@ class TablePreprocessor(BaseEstimator):
             _set_scaler(steps["te_scale"], "te.scale", arrays)
         pre._set_feature_names()
         _same("output features", pre.feature_names_out_, meta["feature_names_out"])
+        # saved before PLR: every numeric value column (the counts of values are not saved)
+        if "numeric_columns" in meta:
+            pre.numeric_columns_ = [int(j) for j in meta["numeric_columns"]]
         check_is_fitted(ct)
         return pre
+
+
+def _more_than_two(values: np.ndarray) -> bool:
+    """Whether ``values`` hold more than two distinct numbers (in linear time, unlike
+    np.unique's sort)."""
+    others = values[values != values[0]] if len(values) else values
+    return len(others) > 0 and bool((others != others[0]).any())
 
 
 def _scaler_arrays(prefix: str, scaler: StandardScaler) -> dict[str, np.ndarray]:

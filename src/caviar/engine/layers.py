@@ -95,6 +95,64 @@ def embedding_backward(de: torch.Tensor, codes: torch.Tensor, rows: int) -> torc
     return de.new_zeros(de.shape[0], rows, de.shape[2]).index_add_(1, codes, de)
 
 
+# ------------------------------------------------------------------------- periodic (PLR)
+
+def init_plr(n: int, k: int, m: int, sigma: float, generator: torch.Generator,
+             dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """One member's PLR parameters for ``n`` numeric columns: frequencies ``C (n, k)`` ~
+    N(0, σ²) (Gorishniy et al. 2022: σ is the one hyperparameter of the initialization), and
+    per column a linear layer 2k → m, ``W (n·2k, m)`` and ``b (n, m)``, drawn as
+    torch.nn.Linear draws its own: U(−1/√(2k), 1/√(2k)). W is stored flat (three axes with
+    the member's) so the optimizers' ``(P, 1, 1)`` coefficients broadcast over it."""
+    device, bound = generator.device, 1.0 / math.sqrt(2 * k)
+    C = torch.randn(n, k, generator=generator, dtype=dtype, device=device) * sigma
+    W = torch.rand(n * 2 * k, m, generator=generator, dtype=dtype, device=device)
+    b = torch.rand(n, m, generator=generator, dtype=dtype, device=device)
+    return {"C": C, "W": W.mul_(2 * bound).sub_(bound), "b": b.mul_(2 * bound).sub_(bound)}
+
+
+def plr_forward(x: torch.Tensor, C: torch.Tensor, W: torch.Tensor, b: torch.Tensor
+                ) -> tuple[torch.Tensor, tuple]:
+    """Periodic embeddings of the numeric columns ``x (B, n)``, each member with its own
+    frequencies ``C (P, n, k)``, linear layers ``W (P, n·2k, m)`` and ``b (P, n, m)``:
+
+        θ_j = 2π·c_j·x_j,   v_j = [sin θ_j, cos θ_j],   h_j = ReLU(v_j·W_j + b_j)
+
+    Returns h ``(P, B, n·m)`` (column j's m values together, as the first layer reads them)
+    and the cache for :func:`plr_backward`. Column-major inside: ``(P, n, B, ·)``, so each
+    column's linear layer is one slice of a batched product over P·n."""
+    P, n, k = C.shape
+    m, B = W.shape[2], x.shape[0]
+    x2pi = (2 * math.pi) * x.t()  # (n, B)
+    theta = C.unsqueeze(2) * x2pi.unsqueeze(2)  # (P, n, B, k)
+    v = torch.cat([theta.sin(), theta.cos_()], dim=3)  # (P, n, B, 2k)
+    u = torch.bmm(v.view(P * n, B, 2 * k), W.view(P * n, 2 * k, m))
+    h = u.view(P, n, B, m).add_(b.unsqueeze(2)).relu_()
+    return h.permute(0, 2, 1, 3).reshape(P, B, n * m), (x2pi, v, h)
+
+
+def plr_backward(dh: torch.Tensor, cache: tuple, W: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dC, dW and db from dh ``(P, B, n·m)``, the gradient of :func:`plr_forward`'s output:
+
+        du = dh·[h > 0],  db_j = Σ_batch du_j,  dW_j = v_jᵀ·du_j,  dv_j = du_j·W_jᵀ
+        dθ = dsin·cos θ − dcos·sin θ,  dc_j = Σ_batch dθ_j·2π·x_j
+    """
+    x2pi, v, h = cache
+    P, n, B, m = h.shape
+    k = v.shape[3] // 2
+    du = torch.ops.aten.threshold_backward(
+        dh.view(P, B, n, m).permute(0, 2, 1, 3), h, 0.0)  # (P, n, B, m)
+    db = du.sum(dim=2)
+    du = du.reshape(P * n, B, m)
+    dW = torch.bmm(v.view(P * n, B, 2 * k).transpose(1, 2), du).view(P, n * 2 * k, m)
+    dv = torch.bmm(du, W.view(P * n, 2 * k, m).transpose(1, 2)).view(P, n, B, 2 * k)
+    sin, cos = v[..., :k], v[..., k:]
+    dtheta = dv[..., :k] * cos - dv[..., k:] * sin  # (P, n, B, k)
+    dC = torch.matmul(dtheta.transpose(2, 3), x2pi.unsqueeze(2)).squeeze(3)  # (P, n, k)
+    return dC, dW, db
+
+
 # ------------------------------------------------------------------------- batch norm
 
 def batch_norm_forward(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float

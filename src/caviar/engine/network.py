@@ -23,6 +23,15 @@ columns of X and the looked-up rows side by side, as one input [x, e₁, e₂, .
 :class:`InputLayout` says which columns of X are codes and which dense columns stand for the
 same categorical otherwise (its one-hot or target-encoded columns); :func:`make_structure`
 picks, for a member's ``encoding``, the columns the network reads.
+
+Numeric columns may enter as periodic embeddings (``numeric_embedding="plr"``, Gorishniy et
+al. 2022, "On Embeddings for Numerical Features in Tabular Deep Learning"): each numeric
+column x_j of more than two values (``InputLayout.numeric``) becomes
+
+    h_j = ReLU([sin(2π·c_j·x_j), cos(2π·c_j·x_j)]·W_j + b_j)      (c_j: k learned frequencies)
+
+m numbers that replace x_j in the first layer's input, after the categoricals' rows:
+[x, e₁, ..., h₁, ..., h_n] (``layers.plr_forward``/``plr_backward``).
 """
 
 from __future__ import annotations
@@ -69,30 +78,36 @@ class Categorical:
 
 @dataclass(frozen=True)
 class InputLayout:
-    """What the ``n_columns`` columns of X are: the categoricals that have codes; every other
-    column is a dense feature. (A plain width, ``InputLayout(d)``, is all dense.)"""
+    """What the ``n_columns`` columns of X are: the categoricals that have codes, and the
+    ``numeric`` columns a periodic embedding may take (numeric values with more than two
+    distinct values in training); every other column is a dense feature. (A plain width,
+    ``InputLayout(d)``, is all dense and embeds no numeric column.)"""
 
     n_columns: int
     categoricals: tuple[Categorical, ...] = ()
+    numeric: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_columns": self.n_columns, "categoricals": [
             {"name": c.name, "code_column": c.code_column, "levels": c.levels,
-             "dense_columns": list(c.dense_columns)} for c in self.categoricals]}
+             "dense_columns": list(c.dense_columns)} for c in self.categoricals],
+            "numeric": list(self.numeric)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputLayout:
         return cls(int(d["n_columns"]), tuple(
             Categorical(c["name"], int(c["code_column"]), int(c["levels"]),
                         tuple(int(j) for j in c["dense_columns"]))
-            for c in d.get("categoricals", ())))
+            for c in d.get("categoricals", ())),
+            tuple(int(j) for j in d.get("numeric", ())))  # none saved before PLR
 
 
 def inputs_from(preprocessor: Any) -> InputLayout:
-    """The layout of a fitted ``TablePreprocessor``'s matrix (its ``input_layout()``)."""
+    """The layout of a fitted ``TablePreprocessor``'s matrix (its ``input_layout()`` and
+    ``numeric_columns()``)."""
     return InputLayout(preprocessor.n_features_out_, tuple(
         Categorical(c["name"], c["code_column"], c["levels"], tuple(c["dense_columns"]))
-        for c in preprocessor.input_layout()))
+        for c in preprocessor.input_layout()), tuple(preprocessor.numeric_columns()))
 
 
 @dataclass(frozen=True)
@@ -100,7 +115,9 @@ class Structure:
     """What every member of a population shares. ``n_inputs`` is the width of X;
     ``dense_columns`` the columns the first layer reads as they are (None: all of them),
     ``embeddings`` one (column of codes, table rows = levels + 1, k) per embedded
-    categorical, whose looked-up rows follow the dense columns in the first layer's input."""
+    categorical, whose looked-up rows follow the dense columns in the first layer's input;
+    ``plr_columns`` the numeric columns embedded periodically (k = ``plr_frequencies``
+    frequencies, m = ``plr_dim`` outputs each), whose embeddings come last."""
 
     task: str
     n_inputs: int
@@ -111,6 +128,9 @@ class Structure:
     batch_size: int
     dense_columns: tuple[int, ...] | None = None
     embeddings: tuple[tuple[int, int, int], ...] = ()
+    plr_columns: tuple[int, ...] = ()
+    plr_frequencies: int = 0
+    plr_dim: int = 0
 
     @property
     def n_dense(self) -> int:
@@ -119,11 +139,18 @@ class Structure:
     @property
     def n_features(self) -> int:
         """The width of the first layer's input: dense columns and embedding widths."""
-        return self.n_dense + sum(k for _, _, k in self.embeddings)
+        return (self.n_dense + sum(k for _, _, k in self.embeddings)
+                + len(self.plr_columns) * self.plr_dim)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
         return (self.n_features, *self.hidden_layer_sizes, self.n_outputs)
+
+    @property
+    def widest(self) -> int:
+        """The most numbers a member holds per row at once: the widest layer, or PLR's
+        sin and cos of every numeric column (n·2k)."""
+        return max(*self.layer_sizes, len(self.plr_columns) * 2 * self.plr_frequencies)
 
     @property
     def n_layers(self) -> int:
@@ -131,10 +158,13 @@ class Structure:
 
     @property
     def weight_names(self) -> set[str]:
-        """Dense weights and embedding tables: the tensors L1, L2 and weight decay act on
-        (an embedding is the first layer's weights for a one-hot column, looked up)."""
+        """Dense weights, embedding tables and PLR's linear weights: the tensors L1, L2 and
+        weight decay act on (an embedding is the first layer's weights for a one-hot column,
+        looked up). Not PLR's frequencies: shrinking them would pull every column toward the
+        constant sin 0, cos 0; σ of their initialization is their prior instead."""
         return ({f"W{layer}" for layer in range(self.n_layers)}
-                | {f"E{j}" for j in range(len(self.embeddings))})
+                | {f"E{j}" for j in range(len(self.embeddings))}
+                | ({"plr_W"} if self.plr_columns else set()))
 
     @functools.cached_property
     def _dense_selector(self) -> slice | tuple[int, ...]:
@@ -154,17 +184,23 @@ class Structure:
         """Each embedded categorical's integer codes ``(B,)`` from its column of X."""
         return [X[:, column].long() for column, _, _ in self.embeddings]
 
+    def numeric_inputs(self, X: torch.Tensor) -> torch.Tensor:
+        """The columns of X the periodic embeddings read, ``(B, n)``."""
+        return X.index_select(1, torch.tensor(self.plr_columns, device=X.device))
+
 
 def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
                    config: Mapping[str, Any]) -> Structure:
     """The structure of members with ``config`` on inputs laid out as ``inputs``: code
     columns are never read as numbers; with ``encoding="embedding"`` every categorical with
-    codes (more than two levels) is embedded instead of read through its dense columns."""
+    codes (more than two levels) is embedded instead of read through its dense columns; with
+    ``numeric_embedding="plr"`` the layout's numeric columns are embedded periodically."""
     layout = inputs if isinstance(inputs, InputLayout) else InputLayout(int(inputs))
     embedded = [c for c in layout.categoricals
                 if config["encoding"] == "embedding" and c.levels >= EMBED_MIN_LEVELS]
+    plr = layout.numeric if config["numeric_embedding"] == "plr" else ()
     skip = {c.code_column for c in layout.categoricals}
-    skip |= {j for c in embedded for j in c.dense_columns}
+    skip |= {j for c in embedded for j in c.dense_columns} | set(plr)
     dense = tuple(j for j in range(layout.n_columns) if j not in skip)
     return Structure(
         task=task, n_inputs=layout.n_columns, n_outputs=n_outputs,
@@ -173,13 +209,16 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
         dense_columns=None if len(dense) == layout.n_columns else dense,
         embeddings=tuple((c.code_column, c.levels + 1,
                           embedding_width(c.levels, config["embedding_dim"]))
-                         for c in embedded))
+                         for c in embedded),
+        plr_columns=tuple(plr), plr_frequencies=int(config["plr_frequencies"]) if plr else 0,
+        plr_dim=int(config["plr_dim"]) if plr else 0)
 
 
-def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype
+def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
+                plr_sigma: float = 0.1
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One member's fresh parameters and batch-norm buffers (no member axis), on the
-    generator's device."""
+    generator's device; ``plr_sigma``: the member's σ of its initial PLR frequencies."""
     params, buffers = {}, {}
     sizes, device = s.layer_sizes, generator.device
     for layer in range(s.n_layers):
@@ -197,6 +236,10 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype
             params[f"b{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
     for j, (_, rows, k) in enumerate(s.embeddings):
         params[f"E{j}"] = layers.init_embedding(rows - 1, k, generator, dtype)
+    if s.plr_columns:  # drawn last: members without PLR draw what they drew before it
+        plr = layers.init_plr(len(s.plr_columns), s.plr_frequencies, s.plr_dim, plr_sigma,
+                              generator, dtype)
+        params.update({f"plr_{name}": t for name, t in plr.items()})
     return params, buffers
 
 
@@ -204,29 +247,36 @@ def input_forward(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Ten
                   W: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
     """The first dense layer on X ``(B, n_inputs)``: z = x·W_x + Σ_j e_j·W_j + b, x the dense
     columns (one broadcast product for every member), e_j = E_j[codes_j] the embedded ones
-    (W's rows after the dense ones). Returns z and what :func:`input_backward` needs."""
+    and then the numeric columns' periodic embeddings h (W's rows after the dense ones).
+    Returns z and what :func:`input_backward` needs."""
     x = s.dense_inputs(X)
-    if not s.embeddings:
+    if not s.embeddings and not s.plr_columns:
         return layers.dense_forward(x, W, b), x
     codes = s.codes(X)
     looked_up = [layers.embedding_forward(c, params[f"E{j}"]) for j, c in enumerate(codes)]
+    plr_cache = None
+    if s.plr_columns:
+        h, plr_cache = layers.plr_forward(s.numeric_inputs(X), params["plr_C"],
+                                          params["plr_W"], params["plr_b"])
+        looked_up.append(h)
     e = looked_up[0] if len(looked_up) == 1 else torch.cat(looked_up, dim=2)
     d = s.n_dense
     if d:
         z = torch.matmul(x, W[:, :d]).baddbmm_(e, W[:, d:])  # x·W_x + e·W_e, in place
     else:
         z = torch.bmm(e, W)
-    return (z if b is None else z.add_(b)), (x, e, codes)
+    return (z if b is None else z.add_(b)), (x, e, codes, plr_cache)
 
 
-def input_backward(s: Structure, dz: torch.Tensor, a_in: Any, W: torch.Tensor
-                   ) -> dict[str, torch.Tensor]:
-    """dW, db and each table's dE of the first layer (keys without the layer number):
-    dW = [x, e]ᵀ·dz, de = dz·W_eᵀ, then dE_j the scatter-add of de_j by the codes."""
-    if not s.embeddings:
+def input_backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor,
+                   a_in: Any, W: torch.Tensor) -> dict[str, torch.Tensor]:
+    """dW, db, each table's dE and PLR's gradients of the first layer (keys without the layer
+    number): dW = [x, e, h]ᵀ·dz, [de, dh] = dz·W_ehᵀ, then dE_j the scatter-add of de_j by the
+    codes, and PLR's from dh (``layers.plr_backward``)."""
+    if not s.embeddings and not s.plr_columns:
         dW, db, _ = layers.dense_backward(dz, a_in, W, need_da=False)
         return {"W": dW, "b": db}
-    x, e, codes = a_in
+    x, e, codes, plr_cache = a_in
     d = s.n_dense
     dW = torch.bmm(e.transpose(1, 2), dz)
     if d:
@@ -237,6 +287,9 @@ def input_backward(s: Structure, dz: torch.Tensor, a_in: Any, W: torch.Tensor
     for j, (_, rows, k) in enumerate(s.embeddings):
         grads[f"E{j}"] = layers.embedding_backward(de[:, :, offset:offset + k], codes[j], rows)
         offset += k
+    if plr_cache is not None:
+        grads["plr_C"], grads["plr_W"], grads["plr_b"] = layers.plr_backward(
+            de[:, :, offset:], plr_cache, params["plr_W"])
     return grads
 
 
@@ -306,7 +359,7 @@ def backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor,
             a_in = tape[-1]
         W = params[f"W{layer}"]
         if layer == 0:  # dW, db and the tables' dE
-            first = input_backward(s, dz, a_in, W)
+            first = input_backward(s, params, dz, a_in, W)
             grads["W0"] = first.pop("W")
             db = first.pop("b")
             grads.update(first)

@@ -139,7 +139,8 @@ class Population:
 
     @property
     def weight_names(self) -> set[str]:
-        """Dense weights and embedding tables: the tensors L1, L2 and weight decay act on."""
+        """Dense weights, embedding tables and PLR's linear weights: the tensors L1, L2 and
+        weight decay act on."""
         return self.structure.weight_names
 
     @property
@@ -147,12 +148,12 @@ class Population:
         """``(P,)`` bool: not diverged and not past its own number of epochs."""
         return ~self.diverged & (self.epoch < self._hp["epochs"].long())
 
-    def _new_member(self, member_id: int) -> tuple[dict, dict]:
+    def _new_member(self, member_id: int, config: Config) -> tuple[dict, dict]:
         """Fresh parameters and buffers for one member (no member axis), seeded by its id,
         drawn on the population's device (on a GPU, 4,096 members of width 1,024 take a
-        moment there and half a minute on a CPU)."""
+        moment there and half a minute on a CPU); ``config`` gives its PLR σ."""
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + member_id)
-        return network.init_member(self.structure, gen, self.dtype)
+        return network.init_member(self.structure, gen, self.dtype, config["plr_sigma"])
 
     def _check_structure(self, resolved: list[Config]) -> None:
         key = structure_key(self.hyperparameters[0] if self.hyperparameters else resolved[0])
@@ -165,7 +166,7 @@ class Population:
     def _append(self, resolved: list[Config]) -> list[int]:
         self._check_structure(resolved)
         start = self.size
-        new = [self._new_member(self._next_id + i) for i in range(len(resolved))]
+        new = [self._new_member(self._next_id + i, h) for i, h in enumerate(resolved)]
         for name in new[0][0]:
             stacked = torch.stack([p[name] for p, _ in new])
             old = self.params.get(name)
@@ -231,7 +232,7 @@ class Population:
         resolved = [resolve(m) for m in members]
         self._check_structure(resolved)
         for index, h in zip(indices, resolved):
-            params, buffers = self._new_member(self._next_id)
+            params, buffers = self._new_member(self._next_id, h)
             for name, t in params.items():
                 self.params[name][index] = t
             for name, t in buffers.items():
@@ -359,7 +360,7 @@ class Population:
     def decision_function(self, X: torch.Tensor) -> torch.Tensor:
         """Output pre-activations z ``(P, N, C)`` in evaluation mode, computed in chunks."""
         X, _ = self._check_data(X)
-        chunk = eval_chunk_rows(self.size, max(self.structure.layer_sizes), self.device)
+        chunk = eval_chunk_rows(self.size, self.structure.widest, self.device)
         return torch.cat([self._forward(X[i:i + chunk], training=False)
                           for i in range(0, max(len(X), 1), chunk)], dim=1)
 

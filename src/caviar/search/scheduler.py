@@ -140,6 +140,10 @@ def epoch_cost(population: Population, rows: int, members: int | None = None) ->
     sizes = s.layer_sizes
     macs = sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:]))  # ≈ parameters
     units = sum(sizes[1:])
+    if s.plr_columns:  # per numeric column: θ, sin, cos over k, and a 2k → m layer
+        n, k, m = len(s.plr_columns), s.plr_frequencies, s.plr_dim
+        macs += n * 2 * k * m
+        units += n * (3 * k + m)
     steps = math.ceil(rows / s.batch_size)
     per_member = rows * (macs * MAC_S + units * UNIT_S) + steps * macs * PARAM_S
     return steps * STEP_S + (population.size if members is None else members) * per_member
