@@ -292,3 +292,16 @@ def test_the_first_round_starts_from_the_known_good_networks(wine, tmp_path):
     assert all(h["hidden_layer_sizes"] == (16,) for h in population.population.hyperparameters)
     assert len({h["learning_rate"] for h in population.population.hyperparameters}) == 8
     assert pbt._start_round()[0].members[0].params != warm[0]  # used once
+
+
+def test_explore_leaves_alone_what_only_shapes_the_initial_weights():
+    from caviar.search.pbt import explorable
+
+    space = Space.from_dict({"numeric_embedding": {"kind": "choice", "values": ["none", "plr"]},
+                             "plr_sigma": {"kind": "log_uniform", "low": 0.01, "high": 1.0,
+                                           "when": {"numeric_embedding": ["plr"]}},
+                             "learning_rate": {"kind": "log_uniform", "low": 1e-4,
+                                               "high": 1e-1}})
+    params = {space[n].optuna_name: v for n, v in
+              {"numeric_embedding": "plr", "plr_sigma": 0.1, "learning_rate": 0.01}.items()}
+    assert explorable(space, params) == ["learning_rate"]

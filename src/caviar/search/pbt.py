@@ -78,12 +78,18 @@ STRUCTURES = 2  # populations (structures) a round trains
 MIN_MEMBERS = 4  # a population smaller than this has no quartiles to select from
 
 
+# per-member names that only shape a network's initial weights (PLR's frequencies are drawn
+# with this σ): changing them after a copy would change nothing
+INITIAL_ONLY = frozenset({"plr_sigma"})
+
+
 def explorable(space: Space, params: Mapping[str, Any]) -> list[str]:
     """The names ``explore`` may change for a member whose Optuna params are ``params``: the
-    space's numeric axes that are per member and active for it (``epochs`` is the run's)."""
+    space's numeric axes that are per member, act during training and are active for it
+    (``epochs`` is the run's)."""
     return [name for name in space.names
             if space[name].is_numeric and space[name].optuna_name in params
-            and name not in SPACE_STRUCTURAL and name != "epochs"]
+            and name not in SPACE_STRUCTURAL and name != "epochs" and name not in INITIAL_ONLY]
 
 
 def explore(values: Mapping[str, Any], space: Space, rng: random.Random,
