@@ -26,6 +26,7 @@ Prints one JSON object to stdout and a summary to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -255,11 +256,13 @@ def ray_pbt(members: int, epochs: int, workers: int) -> float | None:
                 param_space={"lr": ray_tune.loguniform(1e-4, 1e-2), "data": data_path,
                              "epochs": epochs},
                 tune_config=ray_tune.TuneConfig(scheduler=scheduler, metric="val_rmse",
-                                                mode="min", num_samples=members),
+                                                mode="min", num_samples=members,
+                                                reuse_actors=True),
                 run_config=ray_tune.RunConfig(storage_path=os.path.join(tmp, "ray"),
                                               verbose=0))
             start = time.perf_counter()
-            results = tuner.fit()
+            with contextlib.redirect_stdout(sys.stderr):  # Ray's tables; stdout is the JSON
+                results = tuner.fit()
             elapsed = time.perf_counter() - start
             if results.errors:
                 raise RuntimeError(f"Ray Tune trials failed: {results.errors[0]}")

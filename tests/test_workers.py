@@ -93,7 +93,7 @@ def _journaled(out: Path, worker: str) -> dict[int, dict]:
 @pytest.mark.slow
 def test_a_killed_worker_loses_only_its_running_trials(wine_csv, tmp_path, postgres_url):
     trials_budget, population = 40, 4
-    space = dict(SPACE, epochs={"kind": "int", "low": 20, "high": 40})  # trials that last
+    space = dict(SPACE, epochs={"kind": "int", "low": 60, "high": 100})  # trials that last
     space_file = tmp_path / "space.json"
     space_file.write_text(json.dumps(space))
     out = tmp_path / "run"
