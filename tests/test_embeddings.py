@@ -8,6 +8,7 @@ import pytest
 import torch
 from gradcheck import assert_gradients_match_finite_differences
 from torch import nn
+from torch_reference import torch_optimizer
 
 from caviar.engine import Population
 from caviar.engine.network import Categorical, InputLayout, embedding_width
@@ -116,21 +117,7 @@ class TorchNet(nn.Module):
         # the penalties and weight decay act on the dense weights and the tables alike
         weights = [self.hidden.weight, self.out.weight, *(t.weight for t in self.tables)]
         biases = [self.hidden.bias, self.out.bias]
-        lr, l2 = h["learning_rate"], h["l2"] / n_train
-        if h["optimizer"] == "adamw":
-            return torch.optim.AdamW([{"params": weights}, {"params": biases,
-                                                            "weight_decay": 0.0}],
-                                     lr=lr, betas=(h["beta1"], h["beta2"]), eps=h["epsilon"],
-                                     weight_decay=h["weight_decay"])
-        groups = [{"params": weights, "weight_decay": l2}, {"params": biases}]
-        if h["optimizer"] == "sgd":
-            return torch.optim.SGD(groups, lr=lr)
-        if h["optimizer"] == "momentum":  # caviar's v has the factor (1 − β): lr = α(1 − β)
-            return torch.optim.SGD(groups, lr=lr * (1 - h["momentum"]), momentum=h["momentum"])
-        if h["optimizer"] == "rmsprop":
-            return torch.optim.RMSprop(groups, lr=lr, alpha=h["beta2"], eps=h["epsilon"])
-        return torch.optim.Adam(groups, lr=lr, betas=(h["beta1"], h["beta2"]),
-                                eps=h["epsilon"])
+        return torch_optimizer(h, n_train, weights, biases)
 
 
 def test_embeddings_train_like_torch_nn_embedding():

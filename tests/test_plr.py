@@ -11,6 +11,7 @@ import pytest
 import torch
 from gradcheck import assert_gradients_match_finite_differences
 from torch import nn
+from torch_reference import torch_optimizer
 
 from caviar.engine import Population
 from caviar.engine.network import Categorical, InputLayout
@@ -139,21 +140,7 @@ class TorchPLRNet(nn.Module):
         weights = [self.hidden.weight, self.out.weight, *(li.weight for li in self.linears)]
         others = [self.hidden.bias, self.out.bias, self.frequencies,
                   *(li.bias for li in self.linears)]
-        lr, l2 = h["learning_rate"], h["l2"] / n_train
-        if h["optimizer"] == "adamw":
-            return torch.optim.AdamW([{"params": weights}, {"params": others,
-                                                            "weight_decay": 0.0}],
-                                     lr=lr, betas=(h["beta1"], h["beta2"]), eps=h["epsilon"],
-                                     weight_decay=h["weight_decay"])
-        groups = [{"params": weights, "weight_decay": l2}, {"params": others}]
-        if h["optimizer"] == "sgd":
-            return torch.optim.SGD(groups, lr=lr)
-        if h["optimizer"] == "momentum":  # caviar's v has the factor (1 − β): lr = α(1 − β)
-            return torch.optim.SGD(groups, lr=lr * (1 - h["momentum"]), momentum=h["momentum"])
-        if h["optimizer"] == "rmsprop":
-            return torch.optim.RMSprop(groups, lr=lr, alpha=h["beta2"], eps=h["epsilon"])
-        return torch.optim.Adam(groups, lr=lr, betas=(h["beta1"], h["beta2"]),
-                                eps=h["epsilon"])
+        return torch_optimizer(h, n_train, weights, others)
 
     def add_l1(self, h: dict, n_train: int) -> None:
         for w in [self.hidden.weight, self.out.weight, *(li.weight for li in self.linears)]:
