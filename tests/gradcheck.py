@@ -32,3 +32,14 @@ def assert_gradients_match_finite_differences(pop: Population, X: torch.Tensor,
             flat_numeric[i] = (up - down) / (2 * eps)
         torch.testing.assert_close(analytic[name], numeric, rtol=1e-5, atol=1e-7,
                                    msg=f"gradient of {name} ({label})")
+
+
+def random_targets(task: str, n: int, generator: torch.Generator,
+                   dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``n`` targets of ``task`` drawn from ``generator``: 3 class indices, 0/1 labels, or
+    standard normal values."""
+    if task == "multiclass":
+        return torch.randint(0, 3, (n,), generator=generator)
+    if task == "binary":
+        return torch.randint(0, 2, (n,), generator=generator).to(dtype)
+    return torch.randn(n, generator=generator, dtype=dtype)

@@ -4,7 +4,7 @@ trains, penalties included)."""
 
 import pytest
 import torch
-from gradcheck import assert_gradients_match_finite_differences
+from gradcheck import assert_gradients_match_finite_differences, random_targets
 
 from caviar.engine import Population
 
@@ -20,13 +20,7 @@ CONFIGS = [
 def make_data(task: str, n: int = 9, d: int = 5, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=g, dtype=torch.float64)
-    if task == "multiclass":
-        y = torch.randint(0, 3, (n,), generator=g)
-    elif task == "binary":
-        y = torch.randint(0, 2, (n,), generator=g).double()
-    else:
-        y = torch.randn(n, generator=g, dtype=torch.float64)
-    return X, y
+    return X, random_targets(task, n, g)
 
 
 @pytest.mark.parametrize("task,config", CONFIGS)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from gradcheck import assert_gradients_match_finite_differences
+from gradcheck import assert_gradients_match_finite_differences, random_targets
 from torch import nn
 from torch_reference import torch_optimizer
 
@@ -28,13 +28,7 @@ def make_data(task: str, n: int = 12, seed: int = 0, dtype=torch.float64):
     X = torch.cat([torch.randn(n, 3, generator=g, dtype=dtype),
                    torch.randint(0, 2, (n, 1), generator=g).to(dtype),
                    nn.functional.one_hot(c, 5)[:, 1:].to(dtype), c[:, None].to(dtype)], dim=1)
-    if task == "multiclass":
-        y = torch.randint(0, 3, (n,), generator=g)
-    elif task == "binary":
-        y = torch.randint(0, 2, (n,), generator=g).to(dtype)
-    else:
-        y = torch.randn(n, generator=g, dtype=dtype)
-    return X, y
+    return X, random_targets(task, n, g, dtype)
 
 
 def test_structure_embeds_the_layouts_numeric_columns_only_with_plr():
