@@ -59,7 +59,7 @@ from ..files import jsonable
 from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve
 from ..metrics import Metric, in_target_units, validation_score
 from ..model import CaviarModel
-from .scheduler import Budget, TuneProgress, Tuner, epoch_cost
+from .scheduler import Budget, TuneProgress, Tuner
 from .space import Space
 from .study import keys
 from .study.archive import TrialArchive
@@ -310,18 +310,8 @@ class PopulationBasedTraining(Tuner):
         last_saved = time.monotonic()
         for epoch in range(1, self.epochs + 1):
             for p in pops:
-                cost = epoch_cost(p.population, self._cost_rows)
-                if self._estimated:
-                    self.budget.reserve = self.end_reserve() + cost * self.speed
-                if self.budget.out_of_time():
-                    return "time budget"
-                started = time.monotonic()
-                self._epoch(p)
-                if self._warm:  # the first epoch pays for warming up
-                    self._measured += time.monotonic() - started
-                    self._estimated += cost
-                self._warm = True
-                if self.budget.out_of_time():
+                if (self.paced_epoch(p.population, lambda p=p: self._epoch(p)) is None
+                        or self.budget.out_of_time()):
                     return "time budget"
             if epoch % self.interval == 0 and epoch < self.epochs:
                 for p in pops:
@@ -374,11 +364,7 @@ class PopulationBasedTraining(Tuner):
         failed = pop.diverged[slot] or not math.isfinite(value)
         if failed:
             trial.set_user_attr(keys.FAILURE, pop.failure[slot] or "no finite validation score")
-        network = None
-        if not failed and self.kept.wants(value):
-            network = pop.export_member(slot, at_best=True)
-            trial.set_user_attr(keys.NETWORK, {"value": value, "epoch": int(network.epoch[0]),
-                                               "stopped": stopped})
+        network = None if failed else self.candidate(trial, pop, slot, value, stopped)
         self._create(trial)  # in the storage, which numbers it
         if failed:
             return self._tell(trial, None, TrialState.FAIL), None, None
@@ -401,14 +387,6 @@ class PopulationBasedTraining(Tuner):
             self.save_model()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
-
-    def run(self) -> None:
-        self._threads, self._yielded = torch.get_num_threads(), False
-        self._cost_rows = len(self.data.X_train) + len(self.data.X_val) // 3
-        try:
-            self._run()
-        finally:
-            torch.set_num_threads(self._threads)
 
     def progress(self) -> TuneProgress:
         return dataclasses.replace(super().progress(), populations=len(self.live))

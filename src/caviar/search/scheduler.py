@@ -474,20 +474,27 @@ class Tuner:
             trial.set_user_attr(keys.STOPPED, stopped)
         network, best = None, math.nan
         if state != TrialState.FAIL and not pop.diverged[slot]:
-            # its best epoch's network (a pruned trial's too: judged by the same score),
-            # exported only if it is among the best; it goes to the study as an artifact
+            # its best epoch's network (a pruned trial's too: judged by the same score)
             best = self.metric.natural(float(pop.best_score[slot]))
-            if self.kept.wants(best):
-                network = pop.export_member(slot, at_best=True)
-                trial.set_user_attr(keys.NETWORK, {"value": best,
-                                                   "epoch": int(network.epoch[0]),
-                                                   "stopped": stopped})
+            network = self.candidate(trial, pop, slot, best, stopped)
         number = self._tell(trial, value if state == TrialState.COMPLETE else None, state,
                             network)
         group.trials[slot] = None
         if network is not None:
             self.keep(network, number, best, stopped)
         return number
+
+    def candidate(self, trial: optuna.Trial, pop: Population, slot: int, value: float,
+                  stopped: str | None) -> Population | None:
+        """The best-epoch network of ``slot`` (validation score ``value``), exported only if
+        the kept model wants it, its value recorded in ``trial``'s ``network`` attribute
+        (with ``_tell`` it goes to the study as the trial's artifact); else None."""
+        if not self.kept.wants(value):
+            return None
+        network = pop.export_member(slot, at_best=True)
+        trial.set_user_attr(keys.NETWORK, {"value": value, "epoch": int(network.epoch[0]),
+                                           "stopped": stopped})
+        return network
 
     def _tell(self, trial: optuna.Trial, value: float | None, state: TrialState,
               network: Population | None = None) -> int:
@@ -605,19 +612,11 @@ class Tuner:
             # least (estimated) time, so a structure 5× as costly per epoch gets the same
             # seconds, not 5× as many, and cheap structures are not held back by a slow one
             group = min(self.groups, key=lambda g: g.cost)
-            cost = epoch_cost(group.population, self._cost_rows)
-            if self._estimated:  # the end of the run, and this epoch, at the measured speed
-                self.budget.reserve = self.end_reserve() + cost * self.speed
-            if self._estimated and self.budget.out_of_time():
+            cost = self.paced_epoch(group.population, lambda g=group: self.run_epoch(g))
+            if cost is None:
                 self.stop_running("time budget")  # the epoch would end past the budget
             else:
                 group.cost += cost
-                started = time.monotonic()
-                self.run_epoch(group)
-                if self._warm:
-                    self._measured += time.monotonic() - started
-                    self._estimated += cost
-                self._warm = True
                 if self.budget.out_of_time():
                     self.stop_running("time budget")
                 else:
@@ -630,6 +629,23 @@ class Tuner:
             self._beat()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
+
+    def paced_epoch(self, population: Population, train: Callable[[], None]) -> float | None:
+        """Run ``train`` (one epoch of ``population``) unless, at the speed measured so far,
+        it would end past the time budget with the end of the run held back; returns the
+        epoch's estimated cost (``epoch_cost``), or None when it was not run."""
+        cost = epoch_cost(population, self._cost_rows)
+        if self._estimated:  # the end of the run, and this epoch, at the measured speed
+            self.budget.reserve = self.end_reserve() + cost * self.speed
+            if self.budget.out_of_time():
+                return None
+        started = time.monotonic()
+        train()
+        if self._warm:  # the first epoch pays for warming up
+            self._measured += time.monotonic() - started
+            self._estimated += cost
+        self._warm = True
+        return cost
 
     @property
     def speed(self) -> float:
