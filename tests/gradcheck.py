@@ -43,3 +43,36 @@ def random_targets(task: str, n: int, generator: torch.Generator,
     if task == "binary":
         return torch.randint(0, 2, (n,), generator=generator).to(dtype)
     return torch.randn(n, generator=generator, dtype=dtype)
+
+
+def assert_members_apart(layout, member: dict, neighbour: dict, X: torch.Tensor,
+                         y: torch.Tensor, names: tuple[str, ...]) -> None:
+    """Members of a regression population are independent in ``names`` (parameters): moving
+    member 1's parameters changes no other member's gradient, and ``member`` trains (two
+    epochs, float64) to the same parameters, first layer included, alone or beside
+    ``neighbour``."""
+    assert_gradients_apart(Population("regression", layout, [member] * 3, seed=2,
+                                      dtype=torch.float64), X, y, names)
+    alone = Population("regression", layout, [member], seed=2, dtype=torch.float64)
+    crowd = Population("regression", layout, [member, neighbour], seed=2, dtype=torch.float64)
+    for p in (alone, crowd):
+        for _ in range(2):
+            p.train_epoch(X, y)
+    for name in (*names, "W0"):
+        torch.testing.assert_close(crowd.params[name][0], alone.params[name][0],
+                                   rtol=1e-12, atol=1e-12)
+
+
+def assert_gradients_apart(pop: Population, X: torch.Tensor, y: torch.Tensor,
+                           names: tuple[str, ...] | None = None) -> None:
+    """Moving member 1's parameters (of a population of 3) changes its gradients in
+    ``names`` (None: all) and leaves members 0 and 2's bitwise as they were."""
+    before = pop.gradients(X, y)
+    with torch.no_grad():
+        for p in pop.params.values():
+            p[1] = p[1] * 3.0 + 1.0
+    after = pop.gradients(X, y)
+    for name in names or tuple(before):
+        assert torch.equal(before[name][0], after[name][0])
+        assert torch.equal(before[name][2], after[name][2])
+        assert not torch.equal(before[name][1], after[name][1])

@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from gradcheck import assert_gradients_match_finite_differences, random_targets
+from gradcheck import (
+    assert_gradients_match_finite_differences,
+    assert_members_apart,
+    random_targets,
+)
 from torch import nn
 from torch_reference import torch_optimizer
 
@@ -201,27 +205,8 @@ def test_members_plr_parameters_are_their_own():
     X, y = make_data("regression", n=32)
     member = {**PLR, "hidden_layer_sizes": (4,), "batch_size": 8, "optimizer": "adam",
               "learning_rate": 0.05, "l2": 1.0, "epochs": 2}
-    pop = Population("regression", LAYOUT, [member] * 3, seed=2, dtype=torch.float64)
-    before = pop.gradients(X, y)
-    with torch.no_grad():
-        for p in pop.params.values():
-            p[1] = p[1] * 3.0 + 1.0
-    after = pop.gradients(X, y)
-    for name in ("plr_C", "plr_W", "plr_b"):
-        assert torch.equal(before[name][0], after[name][0])
-        assert torch.equal(before[name][2], after[name][2])
-        assert not torch.equal(before[name][1], after[name][1])
-
-    alone = Population("regression", LAYOUT, [member], seed=2, dtype=torch.float64)
-    crowd = Population("regression", LAYOUT, [member, {**member, "learning_rate": 10.0,
-                                                       "plr_sigma": 5.0}],
-                       seed=2, dtype=torch.float64)
-    for p in (alone, crowd):
-        for _ in range(2):
-            p.train_epoch(X, y)
-    for name in ("plr_C", "plr_W", "plr_b", "W0"):
-        torch.testing.assert_close(crowd.params[name][0], alone.params[name][0],
-                                   rtol=1e-12, atol=1e-12)
+    assert_members_apart(LAYOUT, member, {**member, "learning_rate": 10.0, "plr_sigma": 5.0},
+                         X, y, ("plr_C", "plr_W", "plr_b"))
 
 
 # ----------------------------------------------------------------------------- the data
