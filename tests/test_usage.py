@@ -1,15 +1,19 @@
 """What tabular users expect: a chosen metric, given and structured splits, row and class
 weights, date features, progress from Python. Real tables, small budgets."""
 
+import json
+
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 import torch
+from commandline import invoke
+from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import recall_score, roc_auc_score
 
-from caviar import CaviarClassifier, CaviarRegressor
+from caviar import CaviarClassifier, CaviarRegressor, load_model
 from caviar.data import DataError, prepare
 from caviar.datasets import load_dataset
 from caviar.engine import Population, losses
@@ -331,3 +335,48 @@ def test_cli_tune_with_metric_class_weight_and_a_time_split(tmp_path):
     bad = CliRunner().invoke(app, ["tune", str(path), "--target", "default", "--metric",
                                    "r2", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 1 and "does not fit a binary target" in bad.output
+
+
+# ------------------------------------------------------------------------ numeric scaling
+
+
+def test_the_numeric_scaling_a_user_asks_for_is_what_every_model_applies(cancer, tmp_path):
+    path = tmp_path / "cancer.csv"
+    cancer.to_csv(path, index=False)
+    space = tmp_path / "space.toml"
+    space.write_text('width = { value = 8 }\ndepth = { value = 1 }\n'
+                     'batch_size = { value = 64 }\nepochs = { value = 2 }\n')
+    tuned = invoke("tune", path, "--target", "target", "--trials", 2, "--population", 2,
+                   "--space", space, "--numeric", "quantile", "--out", tmp_path / "tune")
+    assert tuned.exit_code == 0, tuned.output
+    model = load_model(tmp_path / "tune" / "model")
+    assert model.preprocessor.numeric == "quantile"
+    assert json.loads((tmp_path / "tune" / "run.json").read_text())["numeric"] == "quantile"
+    # the model's inputs are the quantile transform's: a column's training values map to a
+    # normal's quantiles, so the smallest area maps far below the robust scaling's -3
+    X = model.preprocessor.transform(cancer)
+    area = model.preprocessor.feature_names_out_.index("num__mean_area")
+    assert X[:, area].min() < -4 and abs(np.median(X[:, area])) < 0.2
+
+    trained = invoke("train", path, "--target", "target", "--epochs", 2, "--numeric",
+                     "standard", "--out", tmp_path / "panda")
+    assert trained.exit_code == 0, trained.output
+    resumed = invoke("resume", tmp_path / "panda", "--epochs", 3)
+    assert resumed.exit_code == 0, resumed.output  # the same features: the same scaling
+    assert load_model(tmp_path / "panda" / "model").preprocessor.numeric == "standard"
+
+    bad = invoke("tune", path, "--target", "target", "--numeric", "log")
+    assert bad.exit_code == 2 and "robust" in bad.output and "quantile" in bad.output
+
+
+@pytest.mark.parametrize("cls", [CaviarClassifier, CaviarRegressor])
+def test_estimators_take_the_numeric_scaling(cancer, cls):
+    X = cancer.drop(columns="target")
+    y = (cancer["target"] if cls is CaviarClassifier else cancer["mean_radius"] * 2)
+    if cls is CaviarRegressor:
+        X = X.drop(columns="mean_radius")
+    model = cls(numeric="quantile", epochs=2, random_state=0).fit(X, y)
+    assert model.model_.preprocessor.numeric == "quantile"
+    assert clone(model).get_params()["numeric"] == "quantile"
+    with pytest.raises(ValueError, match="numeric must be one of robust, quantile, standard"):
+        cls(numeric="log", epochs=2).fit(X, y)

@@ -56,9 +56,13 @@ def test_two_local_workers_tune_one_study_on_postgres(wine_csv, tmp_path, postgr
                                                       monkeypatch):
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
     result = tune(wine_csv, "cultivar", trials=64, population=4, sampler="random",
-                  space=SPACE, storage=postgres_url, out=tmp_path / "run", seed=0, workers=2)
+                  space=SPACE, storage=postgres_url, out=tmp_path / "run", seed=0, workers=2,
+                  numeric="quantile")
     _check_shared_study(result, 64, workers=2)
     assert len(result.extra["workers"]) == 2
+    # every worker prepares the table from the study's spec: with the numeric scaling asked
+    assert result.study.user_attrs[keys.SPEC]["numeric"] == "quantile"
+    assert result.model.preprocessor.numeric == "quantile"
 
 
 @pytest.mark.slow

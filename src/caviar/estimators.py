@@ -88,8 +88,8 @@ class _CaviarEstimator(BaseEstimator):
                  plr_sigma: float = DEFAULTS["plr_sigma"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
-                 random_state: int | None = None, verbose: bool | int = False,
-                 device: str = "cpu"):
+                 numeric: str = "robust", random_state: int | None = None,
+                 verbose: bool | int = False, device: str = "cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.batch_norm = batch_norm
@@ -119,6 +119,7 @@ class _CaviarEstimator(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.categorical = categorical
+        self.numeric = numeric
         self.random_state = random_state
         self.verbose = verbose
         self.device = device
@@ -165,7 +166,8 @@ class _CaviarEstimator(BaseEstimator):
         early_stopping = self.early_stopping and len(frame) >= 20
         prepared = prepare(frame, _TARGET, task=task, categorical=self.categorical, seed=seed,
                            val_size=self.validation_fraction if early_stopping else 0.0,
-                           test_size=0.0, weight=_WEIGHT if sample_weight is not None else None)
+                           test_size=0.0, weight=_WEIGHT if sample_weight is not None else None,
+                           numeric=self.numeric)
         # early stopping on the weighted validation loss when the rows are weighted
         scorer = prepared.validation_scorer() if prepared.w_val is not None else None
         network = train_network(prepared.X_train, prepared.y_train, prepared.task,
@@ -195,7 +197,9 @@ class _CaviarEstimator(BaseEstimator):
 class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     """A neural network classifier (softmax output, or sigmoid for two classes) trained by
     caviar's engine. Hyperparameters use caviar's vocabulary (see DESIGN.md); ``device`` is
-    where it trains and predicts: "cpu", "cuda" or "auto" (CUDA when available).
+    where it trains and predicts: "cpu", "cuda" or "auto" (CUDA when available);
+    ``numeric`` how numeric columns are scaled: "robust" (median and IQR, smoothly clipped to
+    ±3), "quantile" (to a normal) or "standard".
 
     Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
     per epoch), ``n_iter_``, ``n_features_in_``.

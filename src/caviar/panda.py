@@ -205,7 +205,7 @@ def _prepare(df: pd.DataFrame, target: str, task: str | None, categorical: list[
              ) -> PreparedTable:
     """The run's split and tensors (the same inputs give the same ones: resuming is exact);
     ``usage``: the split, weight and encoding options (``split``, ``group``, ``weight``,
-    ``class_weight``, ``max_onehot``), as run.json keeps them."""
+    ``class_weight``, ``max_onehot``, ``numeric``), as run.json keeps them."""
     prepared = prepare(df, target, task=task, categorical=categorical, drop=drop, seed=seed,
                        val_size=VAL_SIZE, test_size=TEST_SIZE, **dict(usage or {}))
     if len(prepared.validation) == 0 or len(prepared.test) == 0:
@@ -395,7 +395,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
               on_start: Callable[[EpochUpdate], None] | None = None,
               overwrite: bool = False, split: str | None = None, group: str | None = None,
               weight: str | None = None, class_weight: str | None = None,
-              max_onehot: int | None = None, device: str = "cpu",
+              max_onehot: int | None = None, numeric: str = "robust", device: str = "cpu",
               schedule: Mapping[int, Mapping[str, Any]] | None = None) -> Path:
     """Train one network on ``data`` epoch by epoch, checkpointing into the run directory
     ``out`` after every epoch; returns ``out``.
@@ -412,9 +412,10 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     :class:`RunDiverged`, keeping the checkpoint of the last good epoch. ``out`` may not hold
     a run already unless ``overwrite``. ``split``, ``group``, ``weight`` and
     ``class_weight`` are ``caviar.data.prepare``'s (a time or group split, row and class
-    weights; ``weight`` weights the validation score too), and so is ``max_onehot`` (the
-    one-hot limit of categoricals). ``device``: where the network trains, "cpu", "cuda" or
-    "auto" (the checkpoints load anywhere). ``schedule``: changes planned by epoch,
+    weights; ``weight`` weights the validation score too), and so are ``max_onehot`` (the
+    one-hot limit of categoricals) and ``numeric`` (the numeric columns' scaling).
+    ``device``: where the network trains, "cpu", "cuda" or "auto" (the checkpoints load
+    anywhere). ``schedule``: changes planned by epoch,
     ``{12: {"learning_rate": 3e-3}}`` made after 12 epochs (how a PBT member's schedule is
     replayed: ``caviar.search.pbt.read_schedule``); each is recorded in ``run.json``'s
     ``changes`` like a resume's, with ``"scheduled": true``, and a resumed run goes on with
@@ -445,7 +446,8 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
         data_path, sha, source = str(file), _sha256(file), str(data)
     usage = {k: v for k, v in {"split": split, "group": group, "weight": weight,
                                "class_weight": class_weight,
-                               "max_onehot": max_onehot}.items() if v is not None}
+                               "max_onehot": max_onehot, "numeric": numeric}.items()
+             if v is not None}
     prepared = _prepare(df, target, task, categorical, drop, seed, usage)
     pre = prepared.preprocessor
     network = Population(pre.task_, prepared.inputs, [resolved],
@@ -562,8 +564,10 @@ def resume_run(run_dir: str | Path, changes: Mapping[str, Any] | None = None,
         raise ValueError(f"epochs={new['epochs']} is not more than the {done} epochs already "
                          "trained; pass the new total, or --epochs N for N more")
     df = _read_run_data(run_dir, info)
-    # codes as the checkpoint's preprocessor made them (none before embeddings existed)
-    usage = {**(info.get("usage") or {}), "codes": model.preprocessor.codes}
+    # codes and the numeric scaling as the checkpoint's preprocessor made them (no codes
+    # before embeddings existed; standard scaling before the numeric option did)
+    usage = {**(info.get("usage") or {}), "codes": model.preprocessor.codes,
+             "numeric": model.preprocessor.numeric}
     prepared = _prepare(df, info["target"], info["task"], list(info.get("categorical", [])),
                         list(info.get("drop", [])), int(info["seed"]), usage)
     if prepared.preprocessor.feature_names_out_ != model.preprocessor.feature_names_out_:

@@ -45,6 +45,12 @@ class RefitName(str, Enum):
     all = "all"
 
 
+class Numeric(str, Enum):
+    robust = "robust"
+    quantile = "quantile"
+    standard = "standard"
+
+
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -93,6 +99,11 @@ MaxOnehotOption = Annotated[int, typer.Option(
     "--max-onehot", metavar="N", min=1, show_default=False,
     help="One-hot categoricals with at most N levels, target-encode those with more (default: "
          "max(10, min(training rows / 4, 1000)): one-hot while levels have 4 rows each).")]
+NumericOption = Annotated[Numeric, typer.Option(
+    "--numeric",
+    help="How numeric columns are scaled: robust (median and IQR, smoothly clipped to +-3: "
+         "heavy tails stay bounded), quantile (to a normal by the training rows' quantiles: "
+         "may suit skewed counts) or standard (mean and standard deviation).")]
 ClassWeightOption = Annotated[str, typer.Option(
     "--class-weight", metavar="balanced", show_default=False,
     help="balanced: weigh each class n / (k * n_class) in the training loss (classifiers).")]

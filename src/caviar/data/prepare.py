@@ -115,7 +115,8 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
             test: pd.DataFrame | None = None, split: str | None = None,
             group: str | None = None, weight: str | None = None,
             class_weight: str | Mapping | None = None,
-            max_onehot: int | None = None, codes: bool = True) -> PreparedTable:
+            max_onehot: int | None = None, numeric: str = "robust",
+            codes: bool = True) -> PreparedTable:
     """Split ``table`` (shares of all rows, stratified for classifiers), fit the preprocessor
     on the training rows only, and make the tensors.
 
@@ -130,9 +131,11 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     training weights by n / (k · n_class), as scikit-learn does; it does not weight the
     validation score (choose a metric for that, such as balanced_accuracy).
     ``max_onehot``: categoricals with more levels are target-encoded (None: the measured
-    rule, ``caviar.data.table.onehot_limit``). ``codes``: the categoricals of more than two
-    levels also get a column of integer codes, for networks that embed them (``inputs`` says
-    which columns those are)."""
+    rule, ``caviar.data.table.onehot_limit``). ``numeric``: how numeric columns are scaled,
+    ``"robust"`` (median and IQR, smoothly clipped to ±3), ``"quantile"`` (to a normal) or
+    ``"standard"`` (``TablePreprocessor``'s ``numeric``). ``codes``: the categoricals of more
+    than two levels also get a column of integer codes, for networks that embed them
+    (``inputs`` says which columns those are)."""
     table = drop_missing_target(table, target)
     task = infer_task(table[target], task)
     time_column = _time_column(split)
@@ -166,7 +169,8 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
 
     pre = TablePreprocessor(target=target, task=task, categorical=categorical,
                             drop=[*drop, *(c for c in not_features if c not in drop)],
-                            max_onehot=max_onehot, random_state=seed, codes=codes)
+                            max_onehot=max_onehot, numeric=numeric, random_state=seed,
+                            codes=codes)
     X_train, y_train = as_tensors(pre.fit_transform(train), pre.encode_target(train[target]),
                                   pre.task_)
     for col, why in ((group, "the group column (group=...)"),

@@ -93,7 +93,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          test: pd.DataFrame | str | Path | None = None, split: str | None = None,
          group: str | None = None, weight: str | None = None,
          class_weight: str | Mapping | None = None, max_onehot: int | None = None,
-         device: str = "cpu", refit: str = "none", verbose: bool = False,
+         numeric: str = "robust", device: str = "cpu", refit: str = "none",
+         verbose: bool = False,
          started: float | None = None) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
@@ -140,6 +141,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             ``{label: weight}``, on the training loss only.
         max_onehot: categoricals with more levels are target-encoded (None: the measured
             rule, max(10, min(training rows // 4, 1000))).
+        numeric: how numeric columns are scaled: "robust" (median and IQR, smoothly clipped
+            to ±3), "quantile" (to a normal) or "standard" (mean and standard deviation).
         device: where the populations train: "cpu", "cuda" (a GPU) or "auto" (CUDA when
             available); each worker resolves it on its own machine. The preprocessing, the
             kept networks and the model files stay on the CPU (the model loads anywhere).
@@ -203,7 +206,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                        validation=None if validation is None else read_table(validation),
                        test=None if test is None else read_table(test), split=split,
                        group=group, weight=weight, class_weight=class_weight,
-                       max_onehot=max_onehot)
+                       max_onehot=max_onehot, numeric=numeric)
     # the run folder is made once the data and the options are known to be good: a run
     # refused for its input leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +225,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         threads=None if single else max(1, _cores() // workers), scheduler=scheduler,
         pbt_interval=pbt_interval, metric=metric, validation=_path(validation, single),
         test=_path(test, single), split=split, group=group, weight=weight,
-        class_weight=class_weight, max_onehot=max_onehot, device=str(device))
+        class_weight=class_weight, max_onehot=max_onehot, numeric=numeric,
+        device=str(device))
 
     pre, test = prepared.preprocessor, prepared.test
     metric_obj = get_metric(metric, pre.task_)
@@ -245,6 +249,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "population": population, "time_budget": time_budget, "trials": trials,
             "ensemble": ensemble, "workers": workers, "dask": dask,
             "artifacts": spec.artifacts, "scheduler": scheduler, "metric": metric_obj.name,
+            "numeric": numeric,
             "direction": metric_obj.direction,
             "device": resolved_device.type} | _usage(split, group, weight, class_weight,
                                                         validation, test), indent=1))

@@ -45,6 +45,7 @@ class WorkerSpec:
     weight: str | None = None
     class_weight: str | dict[str, float] | None = None
     max_onehot: int | None = None
+    numeric: str = "robust"  # caviar.data.prepare's numeric transform
     device: str = "cpu"  # "cpu", "cuda" or "auto", resolved by each worker on its machine
 
     def prepare_options(self) -> dict[str, Any]:
@@ -55,7 +56,7 @@ class WorkerSpec:
         return {"task": self.task, "categorical": self.categorical, "drop": self.drop,
                 "seed": self.seed, "split": self.split, "group": self.group,
                 "weight": self.weight, "class_weight": self.class_weight,
-                "max_onehot": self.max_onehot,
+                "max_onehot": self.max_onehot, "numeric": self.numeric,
                 "validation": None if self.validation is None else read_table(self.validation),
                 "test": None if self.test is None else read_table(self.test)}
 
