@@ -49,6 +49,7 @@ summary averages the test scores (single runs differ by more than the methods do
 
 Run:  .venv/bin/python bench/search.py [--budget 60] [--seeds 0 1 2] [--quick]
       [--datasets default wage] [--methods caviar realmlp_td ...] [--peer-timeout 600]
+      [--numeric robust|quantile|standard]  (caviar's numeric scaling)
 (all ten tables at 60 s take about two hours a seed.)
 """
 
@@ -123,14 +124,16 @@ def counts(trials: list) -> dict:
             "epochs": sum(len(t.intermediate_values) for t in trials)}
 
 
-def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha") -> dict:
+def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
+               numeric: str = "robust") -> dict:
     target, task = spec.target, spec.task
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         try:
             result = tune(df, target, time_budget=budget, population=32, pruner="asha",
                           sampler="coarse-to-fine", out=out, seed=seed, drop=spec.drop,
-                          categorical=spec.categorical, task=task, scheduler=scheduler)
+                          categorical=spec.categorical, task=task, scheduler=scheduler,
+                          numeric=numeric)
         except RuntimeError as e:  # no trial completed within the budget
             study = optuna.load_study(study_name=f"data-{target}",
                                       storage=f"sqlite:///{out}/study.db")
@@ -336,7 +339,7 @@ def run_peer(method: str, task: str, pre: TablePreprocessor, frames: dict,
 
 
 def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads: int = 1,
-                  peer_timeout: float = 600.0) -> dict:
+                  peer_timeout: float = 600.0, numeric: str = "robust") -> dict:
     spec = TABLES[name]
     target, task = spec.target, spec.task
     df = load_table(name)
@@ -363,10 +366,10 @@ def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads:
 
     runs = {"caviar": lambda: run_caviar(df, spec, test,
                                          lambda part: pre.encode_target(part[target]),
-                                         budget, seed),
+                                         budget, seed, numeric=numeric),
             "caviar_pbt": lambda: run_caviar(df, spec, test,
                                              lambda part: pre.encode_target(part[target]),
-                                             budget, seed, scheduler="pbt"),
+                                             budget, seed, scheduler="pbt", numeric=numeric),
             "optuna_torch": lambda: run_optuna_torch(data, task, n_out, target_std, budget,
                                                      seed),
             "sklearn_mlp": lambda: run_sklearn_mlp(data, task, target_std, budget, seed),
@@ -471,6 +474,8 @@ def main() -> None:
                              "cores, the machine each method would have to itself)")
     parser.add_argument("--peer-timeout", type=float, default=600.0,
                         help="stop a pytabkit fit after this many seconds (recorded as skipped)")
+    parser.add_argument("--numeric", choices=["robust", "quantile", "standard"],
+                        default="robust", help="caviar's numeric scaling (tune's numeric=)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
@@ -479,7 +484,8 @@ def main() -> None:
     report = {"budget_s": budget, "seeds": args.seeds, "runs": {}}
     for seed in args.seeds:
         report["runs"][seed] = {name: bench_dataset(name, budget, seed, args.methods,
-                                                    args.threads, args.peer_timeout)
+                                                    args.threads, args.peer_timeout,
+                                                    args.numeric)
                                 for name in args.datasets}
     report["summary"] = summarize(report["runs"], args.methods)
     print(table(report["summary"]), file=sys.stderr)

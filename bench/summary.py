@@ -9,7 +9,8 @@ caviar on how many tables it has the best score of the neural methods.
 
 Run:  python bench/summary.py bench/results-search-10tables-seed0.json \\
           bench/results-search-seed1.json bench/results-search-seed2.json \\
-          bench/results-realmlp-td-seed0-a.json bench/results-realmlp-td-seed0-b.json
+          bench/results-realmlp-td-seed0-a.json bench/results-realmlp-td-seed0-b.json \\
+          bench/results-realmlp-td-seed0-diamonds.json bench/results-tabm-d-seed0.json
 """
 
 from __future__ import annotations
