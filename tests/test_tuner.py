@@ -8,15 +8,18 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 from wine import WINE_SPACE
 
 from caviar import CaviarModel, load_model
-from caviar.data import split_frame
+from caviar.data import prepare, split_frame
 from caviar.engine import Population
-from caviar.search.scheduler import Tuner, epoch_cost
+from caviar.search.samplers import warm_start
+from caviar.search.scheduler import Budget, Tuner, epoch_cost
+from caviar.search.space import Space
 from caviar.search.study import keys
 from caviar.search.tune import tune
 
@@ -195,6 +198,37 @@ def test_time_budget_stops_running_trials_and_keeps_the_best(wine_csv, tmp_path)
     assert (tmp_path / "short" / "model" / "model.json").exists()
     # the search stopped early enough for the end of the run to fit in the budget too
     assert 0 < result.study.user_attrs["elapsed_s"] < 3.5  # (ending the stopped trials)
+
+
+def test_near_the_budget_s_end_a_cheaper_group_trains_when_the_fair_one_would_not_fit():
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(5000, 8)), columns=[f"x{j}" for j in range(8)])
+    table["y"] = table.sum(axis=1) + rng.normal(size=5000)
+    space = Space.from_dict({"width": {"kind": "choice", "values": [8, 1024]},
+                             "depth": {"kind": "choice", "values": [1, 3]},
+                             "batch_size": {"value": 256}, "epochs": {"value": 50},
+                             "learning_rate": {"kind": "log_uniform", "low": 1e-3,
+                                               "high": 1e-2}})
+    cheap, costly = ({"hidden_layer_sizes": (8,), "batch_size": 256, "epochs": 50},
+                     {"hidden_layer_sizes": (1024,) * 3, "batch_size": 256, "epochs": 50})
+    budget = Budget(None, 1000.0, 0.0)
+    tuner = Tuner(optuna.create_study(), space, prepare(table, "y", seed=0), budget, 2, None,
+                  seed=0, warm=warm_start(space, [cheap, costly]))
+    tuner.fill()
+    small, large = sorted(tuner.groups, key=lambda g: g.population.structure.layer_sizes[1])
+    small.cost, large.cost = 1.0, 0.0  # the costly group's turn: it has used less time
+    tuner._measured, tuner._estimated, tuner._warm = 1.0, 1.0, True  # speed 1 from now
+    rows = tuner._cost_rows = len(tuner.data.X_train) + len(tuner.data.X_val) // 3
+    small_s, large_s = epoch_cost(small.population, rows), epoch_cost(large.population, rows)
+    assert large_s > 10 * small_s
+    # time left: the end's reserve and the costly epoch's half
+    budget.start = time.monotonic() - 1000.0 + tuner.end_reserve() + large_s / 2
+    assert tuner.train_next_epoch() is small
+    assert small.population.epoch.tolist() == [1] and large.population.epoch.tolist() == [0]
+    assert small.cost == 1.0 + small_s and large.cost == 0.0
+    budget.start -= large_s  # now not even the cheap epoch fits: nothing trains
+    assert tuner.train_next_epoch() is None
+    assert small.population.epoch.tolist() == [1] and large.population.epoch.tolist() == [0]
 
 
 def test_the_coarse_round_compares_structures(wine_csv, tmp_path):

@@ -608,19 +608,11 @@ class Tuner:
                 self._beat()
                 self.fill()
                 continue
-            # fair time, not fair epochs: the next epoch goes to the group that has used the
-            # least (estimated) time, so a structure 5× as costly per epoch gets the same
-            # seconds, not 5× as many, and cheap structures are not held back by a slow one
-            group = min(self.groups, key=lambda g: g.cost)
-            cost = self.paced_epoch(group.population, lambda g=group: self.run_epoch(g))
-            if cost is None:
-                self.stop_running("time budget")  # the epoch would end past the budget
+            # None: no group's epoch would end within the budget
+            if self.train_next_epoch() is None or self.budget.out_of_time():
+                self.stop_running("time budget")
             else:
-                group.cost += cost
-                if self.budget.out_of_time():
-                    self.stop_running("time budget")
-                else:
-                    self.fill()
+                self.fill()
             if time.monotonic() - last_saved > 2.0 or not self.groups:
                 self.save_study_state()
                 self.save_model()
@@ -629,6 +621,22 @@ class Tuner:
             self._beat()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
+
+    def train_next_epoch(self) -> _Group | None:
+        """Train one epoch of the group whose turn it is, and return it; None when no
+        group's epoch would end within the time budget (nothing trained).
+
+        Fair time, not fair epochs: the turn goes to the group that has used the least
+        (estimated) time, so a structure 5× as costly per epoch gets the same seconds, not 5×
+        as many, and cheap structures are not held back by a slow one. Near the budget's
+        end, when that group's epoch would end past it, the next group in that order whose
+        epoch still fits trains instead, so the last seconds are not left unused."""
+        for group in sorted(self.groups, key=lambda g: g.cost):
+            cost = self.paced_epoch(group.population, lambda g=group: self.run_epoch(g))
+            if cost is not None:
+                group.cost += cost
+                return group
+        return None
 
     def paced_epoch(self, population: Population, train: Callable[[], None]) -> float | None:
         """Run ``train`` (one epoch of ``population``) unless, at the speed measured so far,
