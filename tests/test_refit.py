@@ -172,8 +172,9 @@ def test_a_new_study_starts_from_the_defaults_and_a_realmlp_like_network(wine_cs
     made = [t.user_attrs["hyperparameters"] for t in first]
     for config, hyperparameters in zip((DEFAULTS, REALMLP_LIKE), made):
         for name in ("hidden_layer_sizes", "optimizer", "learning_rate", "dropout",
-                     "lr_decay", "batch_size", "batch_norm", "epochs"):
+                     "lr_decay", "batch_size", "batch_norm", "epochs", "numeric_embedding"):
             assert _plain(hyperparameters[name]) == _plain(config[name]), name
+    assert made[1]["plr_sigma"] == pytest.approx(REALMLP_LIKE["plr_sigma"])
     # the two leaders share the first population: the others are split between them
     sizes = [json.dumps(t.user_attrs["hyperparameters"]["hidden_layer_sizes"])
              for t in result.study.trials]
