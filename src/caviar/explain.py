@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from .model import CaviarModel
 
 
+# what ``caviar tune`` computes for its report: enough to rank columns, quick on big tables
+IMPORTANCE_ROWS, IMPORTANCE_REPEATS = 2000, 3
+
+
 class _Classifier(ClassifierMixin, BaseEstimator):
     """A fitted CaviarModel as scikit-learn sees a classifier: ``predict_proba`` takes the
     raw table; classes are the indices 0..C-1 (the target is encoded once, up front)."""

@@ -58,6 +58,7 @@ from optuna.trial import TrialState
 
 from ..data import PreparedTable
 from ..engine import Population, resolve_device
+from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS
 from ..files import jsonable
 from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
 from ..metrics import Metric, get_metric, in_target_units, validation_score
@@ -164,12 +165,17 @@ def refit_cost(networks: Sequence[Population], rows: int) -> float:
     return total
 
 
-# What the end of a run costs, in estimated seconds of this CPU (scaled by the run's measured
-# / estimated time): beside the refit, the test scores, permutation importance and the report
-# (END_S); the refit measured twice its refit_cost (populations built, networks exported:
-# 4.4 s for 1.8 s on wage); and the archive writer's rate, for the backlog it must write.
-# Measured on wage at load 3-5 (bench/README.md, "Budget").
-END_S, REFIT_FACTOR, WRITER_TRIALS_PER_S = 1.0, 2.0, 30.0
+# What the end of a run costs, in seconds of this project's 2-core CPU, slower when the run
+# measures a slower machine (its speed, if above 1): the final model, the test scores and the
+# report's fixed part (END_S); the report per trial (END_TRIAL_S); and the permutation
+# importance, a prediction per feature and shuffle, each about twice the preprocessing of its
+# rows (PREDICT_FACTOR; the preprocessing is timed once). Fitted on wage (8 features, 170
+# trials: 3.0 s of end) and digits (59 features, 620 trials: 8.1 s) on an idle machine. The
+# refit measured twice its refit_cost (populations built, networks exported: 4.4 s for 1.8 s
+# on wage); and the archive writer's rate, for the backlog it must write (bench/README.md,
+# "Budget").
+END_S, END_TRIAL_S, PREDICT_FACTOR = 2.0, 0.0042, 2.0
+REFIT_FACTOR, WRITER_TRIALS_PER_S = 2.0, 30.0
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -245,6 +251,7 @@ class Tuner:
         # first (which pays for warming up): the speed of this machine now, which scales the
         # time held back for the end
         self._measured, self._estimated, self._warm = 0.0, 0.0, False
+        self._importance_s: float | None = None  # the end's permutation importance
         self.on_progress = on_progress
         self.task = data.task
         self.n_classes = data.n_classes
@@ -664,13 +671,30 @@ class Tuner:
 
     def end_reserve(self) -> float:
         """Estimated seconds from the end of the search to the end of the run: the kept
-        networks' refit, the rest of the end (``END_S``) at this machine's measured speed,
-        and the archive writer's backlog."""
+        networks' refit at this machine's measured speed; the rest of the end (the model, the
+        test scores, each feature's permutation importance, the report of every trial),
+        slower if the machine is; and the archive writer's backlog."""
         refit = (refit_cost([k.network for k in self.kept.networks[:self.ensemble]],
                             self.refit_rows)
                  if self.refit_rows and self.kept.networks else 0.0)
+        trials = sum(self.finished.values()) + self.running
+        end = END_S + END_TRIAL_S * trials + self._importance_seconds()
         backlog = self.archive.backlog if self.archive is not None else 0
-        return (REFIT_FACTOR * refit + END_S) * self.speed + backlog / WRITER_TRIALS_PER_S
+        return (REFIT_FACTOR * refit * self.speed + end * max(self.speed, 1.0)
+                + backlog / WRITER_TRIALS_PER_S)
+
+    def _importance_seconds(self) -> float:
+        """The report's permutation importance, estimated: a prediction of its rows per
+        feature and shuffle, each ``PREDICT_FACTOR`` times their preprocessing, which is
+        timed here once (text columns and target encoders make it vary 5-fold by table)."""
+        if self._importance_s is None:
+            rows = self.data.test.iloc[:IMPORTANCE_ROWS]
+            started = time.monotonic()
+            if len(rows):
+                self.pre.transform(rows)
+            self._importance_s = ((time.monotonic() - started) * PREDICT_FACTOR
+                                  * IMPORTANCE_REPEATS * len(self.pre.roles_.features))
+        return self._importance_s
 
     def _beat(self) -> None:
         if self.shared is not None:

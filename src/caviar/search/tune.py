@@ -506,13 +506,10 @@ def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str,
     return record
 
 
-IMPORTANCE_ROWS, IMPORTANCE_REPEATS = 2000, 3  # enough to rank columns, quick on big tables
-
-
 def _feature_importance(model: CaviarModel, test: pd.DataFrame) -> dict[str, Any]:
     """Permutation importance of the model's original columns on (up to 2,000 of) the test
     rows, for the report (``caviar explain`` computes it for any rows)."""
-    from ..explain import permutation_importance
+    from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, permutation_importance
 
     rows = test.sample(IMPORTANCE_ROWS, random_state=0) if len(test) > IMPORTANCE_ROWS else test
     frame = permutation_importance(model, rows, n_repeats=IMPORTANCE_REPEATS)
