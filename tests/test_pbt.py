@@ -248,7 +248,7 @@ def test_two_workers_run_pbt_on_one_study(wine_csv, tmp_path, monkeypatch):
     from test_workers import _env
 
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
-    result = tune(wine_csv, "cultivar", time_budget=6, population=8, space=SPACE, seed=0,
+    result = tune(wine_csv, "cultivar", time_budget=8, population=8, space=SPACE, seed=0,
                   out=tmp_path / "run", scheduler="pbt", pbt_interval=2, workers=2)
     study = result.study
     trials = study.get_trials(deepcopy=False)

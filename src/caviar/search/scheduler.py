@@ -165,8 +165,9 @@ def refit_cost(networks: Sequence[Population], rows: int) -> float:
     return total
 
 
-# What the end of a run costs, in seconds of this project's 2-core CPU, slower when the run
-# measures a slower machine (its speed, if above 1): the final model, the test scores and the
+# What the end of a run costs, in seconds of this project's 2-core CPU (not scaled by the
+# run's training speed, which on tiny tables measures the epoch model's error, not the
+# machine: wine's epochs ran 13× their estimate): the final model, the test scores and the
 # report's fixed part (END_S); the report per trial (END_TRIAL_S); and the permutation
 # importance, a prediction per feature and shuffle, each about twice the preprocessing of its
 # rows (PREDICT_FACTOR; the preprocessing is timed once). Fitted on wage (8 features, 170
@@ -672,16 +673,15 @@ class Tuner:
     def end_reserve(self) -> float:
         """Estimated seconds from the end of the search to the end of the run: the kept
         networks' refit at this machine's measured speed; the rest of the end (the model, the
-        test scores, each feature's permutation importance, the report of every trial),
-        slower if the machine is; and the archive writer's backlog."""
+        test scores, each feature's permutation importance, the report of every trial); and
+        the archive writer's backlog."""
         refit = (refit_cost([k.network for k in self.kept.networks[:self.ensemble]],
                             self.refit_rows)
                  if self.refit_rows and self.kept.networks else 0.0)
         trials = sum(self.finished.values()) + self.running
         end = END_S + END_TRIAL_S * trials + self._importance_seconds()
         backlog = self.archive.backlog if self.archive is not None else 0
-        return (REFIT_FACTOR * refit * self.speed + end * max(self.speed, 1.0)
-                + backlog / WRITER_TRIALS_PER_S)
+        return REFIT_FACTOR * refit * self.speed + end + backlog / WRITER_TRIALS_PER_S
 
     def _importance_seconds(self) -> float:
         """The report's permutation importance, estimated: a prediction of its rows per
