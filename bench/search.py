@@ -81,7 +81,7 @@ from tables import TABLES, load_table
 from threadpoolctl import threadpool_limits
 
 from caviar import tune
-from caviar.data import TablePreprocessor, split_frame
+from caviar.data import NUMERIC, TablePreprocessor, split_frame
 from caviar.data.table import category_strings
 
 METHODS = ("caviar", "caviar_pbt", "optuna_torch", "sklearn_mlp", "hist_gradient_boosting",
@@ -125,7 +125,7 @@ def counts(trials: list) -> dict:
 
 
 def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
-               numeric: str = "robust") -> dict:
+               numeric: str = NUMERIC[0]) -> dict:
     target, task = spec.target, spec.task
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
@@ -339,7 +339,7 @@ def run_peer(method: str, task: str, pre: TablePreprocessor, frames: dict,
 
 
 def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads: int = 1,
-                  peer_timeout: float = 600.0, numeric: str = "robust") -> dict:
+                  peer_timeout: float = 600.0, numeric: str = NUMERIC[0]) -> dict:
     spec = TABLES[name]
     target, task = spec.target, spec.task
     df = load_table(name)
@@ -474,8 +474,8 @@ def main() -> None:
                              "cores, the machine each method would have to itself)")
     parser.add_argument("--peer-timeout", type=float, default=600.0,
                         help="stop a pytabkit fit after this many seconds (recorded as skipped)")
-    parser.add_argument("--numeric", choices=["robust", "quantile", "standard"],
-                        default="robust", help="caviar's numeric scaling (tune's numeric=)")
+    parser.add_argument("--numeric", choices=NUMERIC, default=NUMERIC[0],
+                        help="caviar's numeric scaling (tune's numeric=)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)

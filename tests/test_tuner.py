@@ -218,7 +218,7 @@ def test_near_the_budget_s_end_a_cheaper_group_trains_when_the_fair_one_would_no
     small, large = sorted(tuner.groups, key=lambda g: g.population.structure.layer_sizes[1])
     small.cost, large.cost = 1.0, 0.0  # the costly group's turn: it has used less time
     tuner._measured, tuner._estimated, tuner._warm = 1.0, 1.0, True  # speed 1 from now
-    rows = tuner._cost_rows = len(tuner.data.X_train) + len(tuner.data.X_val) // 3
+    rows = tuner._cost_rows
     small_s, large_s = epoch_cost(small.population, rows), epoch_cost(large.population, rows)
     assert large_s > 10 * small_s
     # time left: the end's reserve and the costly epoch's half

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_regr
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .data import prepare
+from .data import NUMERIC, prepare
 from .hyperparams import DEFAULTS
 from .metrics import in_target_units
 from .model import CaviarModel
@@ -88,7 +88,7 @@ class _CaviarEstimator(BaseEstimator):
                  plr_sigma: float = DEFAULTS["plr_sigma"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
-                 numeric: str = "robust", random_state: int | None = None,
+                 numeric: str = NUMERIC[0], random_state: int | None = None,
                  verbose: bool | int = False, device: str = "cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation

@@ -47,7 +47,7 @@ from typing import Any
 import pandas as pd
 
 from . import __version__
-from .data import DataError, PreparedTable, TablePreprocessor, prepare, read_table
+from .data import NUMERIC, DataError, PreparedTable, TablePreprocessor, prepare, read_table
 from .engine import Population, resolve_device
 from .files import jsonable, write_json_atomically
 from .hyperparams import STRUCTURAL, resolve
@@ -395,7 +395,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
               on_start: Callable[[EpochUpdate], None] | None = None,
               overwrite: bool = False, split: str | None = None, group: str | None = None,
               weight: str | None = None, class_weight: str | None = None,
-              max_onehot: int | None = None, numeric: str = "robust", device: str = "cpu",
+              max_onehot: int | None = None, numeric: str = NUMERIC[0], device: str = "cpu",
               schedule: Mapping[int, Mapping[str, Any]] | None = None) -> Path:
     """Train one network on ``data`` epoch by epoch, checkpointing into the run directory
     ``out`` after every epoch; returns ``out``.

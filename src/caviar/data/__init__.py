@@ -5,7 +5,7 @@ and ``prepare``, the one path from a table to training tensors.
 """
 
 from caviar.data.prepare import PreparedTable, as_tensors, prepare
-from caviar.data.preprocess import TablePreprocessor, make_target_encoder
+from caviar.data.preprocess import NUMERIC, TablePreprocessor, make_target_encoder
 from caviar.data.table import (
     MAX_ONEHOT_LEVELS,
     MISSING_LEVEL,
@@ -23,6 +23,7 @@ __all__ = [
     "DataError",
     "MAX_ONEHOT_LEVELS",
     "MISSING_LEVEL",
+    "NUMERIC",
     "PreparedTable",
     "Roles",
     "TablePreprocessor",

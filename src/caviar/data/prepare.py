@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from caviar.data.preprocess import TablePreprocessor
+from caviar.data.preprocess import NUMERIC, TablePreprocessor
 from caviar.data.table import (
     DataError,
     _check_names,
@@ -115,7 +115,7 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
             test: pd.DataFrame | None = None, split: str | None = None,
             group: str | None = None, weight: str | None = None,
             class_weight: str | Mapping | None = None,
-            max_onehot: int | None = None, numeric: str = "robust",
+            max_onehot: int | None = None, numeric: str = NUMERIC[0],
             codes: bool = True) -> PreparedTable:
     """Split ``table`` (shares of all rows, stratified for classifiers), fit the preprocessor
     on the training rows only, and make the tensors.

@@ -253,6 +253,9 @@ class Tuner:
         # time held back for the end
         self._measured, self._estimated, self._warm = 0.0, 0.0, False
         self._importance_s: float | None = None  # the end's permutation importance
+        # an epoch trains on the training rows and predicts the validation rows (a forward
+        # pass: about a third of a training step's arithmetic)
+        self._cost_rows = len(self.data.X_train) + len(self.data.X_val) // 3
         self.on_progress = on_progress
         self.task = data.task
         self.n_classes = data.n_classes
@@ -599,9 +602,6 @@ class Tuner:
 
     def run(self) -> None:
         self._threads, self._yielded = torch.get_num_threads(), False
-        # an epoch trains on the training rows and predicts the validation rows (a forward
-        # pass: about a third of a training step's arithmetic)
-        self._cost_rows = len(self.data.X_train) + len(self.data.X_val) // 3
         try:
             self._run()
         finally:

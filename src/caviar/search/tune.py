@@ -21,7 +21,15 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from ..data import PreparedTable, as_tensors, check_target, infer_task, prepare, read_table
+from ..data import (
+    NUMERIC,
+    PreparedTable,
+    as_tensors,
+    check_target,
+    infer_task,
+    prepare,
+    read_table,
+)
 from ..engine import resolve_device
 from ..files import jsonable, replace_file
 from ..metrics import Metric, ValidationScorer, get_metric
@@ -93,7 +101,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          test: pd.DataFrame | str | Path | None = None, split: str | None = None,
          group: str | None = None, weight: str | None = None,
          class_weight: str | Mapping | None = None, max_onehot: int | None = None,
-         numeric: str = "robust", device: str = "cpu", refit: str = "none",
+         numeric: str = NUMERIC[0], device: str = "cpu", refit: str = "none",
          verbose: bool = False,
          started: float | None = None) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
