@@ -49,7 +49,7 @@ summary averages the test scores (single runs differ by more than the methods do
 
 Run:  .venv/bin/python bench/search.py [--budget 60] [--seeds 0 1 2] [--quick]
       [--datasets default wage] [--methods caviar realmlp_td ...] [--peer-timeout 600]
-      [--numeric robust|quantile|standard]  (caviar's numeric scaling)
+      [--numeric robust|quantile|standard]  (caviar's numeric scaling; default: searched)
 (all ten tables at 60 s take about two hours a seed.)
 """
 
@@ -125,7 +125,7 @@ def counts(trials: list) -> dict:
 
 
 def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
-               numeric: str = NUMERIC[0]) -> dict:
+               numeric: str | None = None) -> dict:
     target, task = spec.target, spec.task
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
@@ -339,7 +339,7 @@ def run_peer(method: str, task: str, pre: TablePreprocessor, frames: dict,
 
 
 def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads: int = 1,
-                  peer_timeout: float = 600.0, numeric: str = NUMERIC[0]) -> dict:
+                  peer_timeout: float = 600.0, numeric: str | None = None) -> dict:
     spec = TABLES[name]
     target, task = spec.target, spec.task
     df = load_table(name)
@@ -474,8 +474,9 @@ def main() -> None:
                              "cores, the machine each method would have to itself)")
     parser.add_argument("--peer-timeout", type=float, default=600.0,
                         help="stop a pytabkit fit after this many seconds (recorded as skipped)")
-    parser.add_argument("--numeric", choices=NUMERIC, default=NUMERIC[0],
-                        help="caviar's numeric scaling (tune's numeric=)")
+    parser.add_argument("--numeric", choices=NUMERIC, default=None,
+                        help="caviar's numeric scaling for every network (tune's numeric=; "
+                             "default: searched per population)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)

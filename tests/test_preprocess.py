@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import r2_score
+from sklearn.preprocessing import QuantileTransformer
 from sklearn.tree import DecisionTreeRegressor
 from sklearn.utils.validation import check_is_fitted
 
@@ -384,3 +385,41 @@ def test_from_state_rejects_foreign_state():
     with pytest.raises(DataError, match=r"not a saved TablePreprocessor") as e:
         TablePreprocessor.from_state({"format": "something else"}, {})
     one_line(e)
+
+
+def test_alternative_scalings_are_scikit_learns_and_survive_saving():
+    """``numeric_alternatives``: the numeric values scaled another way, in a last block (before
+    the codes), each the scikit-learn transform of the median-imputed training values; the
+    first block, the categoricals and the codes are those of the table without it."""
+    df = load_dataset("hpc_data").drop(columns="rownames")
+    df.loc[::7, "compounds"] = np.nan  # the imputed median is scaled too
+    train, test = df.iloc[:3000], df.iloc[3000:]
+    both = TablePreprocessor("class", numeric_alternatives=("quantile",), codes=True)
+    X = both.fit_transform(train)
+    plain = TablePreprocessor("class", codes=True)
+    X_plain = plain.fit_transform(train)
+    block = both.numeric_alternative_columns()["quantile"]
+    numeric = list(plain.roles_.numeric)
+    assert [both.feature_names_out_[j] for j in block["columns"]] == [
+        f"num_quantile__{c}" for c in numeric]
+    values = train[numeric].fillna(train[numeric].median()).to_numpy(dtype=float)
+    reference = QuantileTransformer(output_distribution="normal", subsample=None,
+                                    n_quantiles=1000).fit(values)
+    for Xp, rows in ((X, train), (both.transform(test), test)):
+        expected = reference.transform(
+            rows[numeric].fillna(train[numeric].median()).to_numpy(dtype=float))
+        np.testing.assert_allclose(Xp[:, block["columns"]], expected, atol=1e-5)
+    # numeric_columns (more than two values) map into the block in their order
+    names = [plain.feature_names_out_[j].removeprefix("num__") for j in plain.numeric_columns()]
+    assert [both.feature_names_out_[j] for j in block["numeric"]] == [
+        f"num_quantile__{c}" for c in names]
+    others = [j for j in range(X.shape[1]) if j not in block["columns"]]
+    np.testing.assert_array_equal(X[:, others], X_plain)
+    again = roundtrip(both)
+    np.testing.assert_array_equal(again.transform(test), both.transform(test))
+    assert again.numeric_alternative_columns() == both.numeric_alternative_columns()
+    with pytest.raises(DataError, match="numeric scalings must differ"):
+        TablePreprocessor("class", numeric_alternatives=("robust",)).fit(train)
+    with pytest.raises(DataError, match="numeric must be one of robust, quantile, standard, "
+                                        "got 'log'"):
+        TablePreprocessor("class", numeric_alternatives=("log",)).fit(train)

@@ -18,8 +18,10 @@ from caviar.data import DataError, prepare
 from caviar.datasets import load_dataset
 from caviar.engine import Population, losses
 from caviar.metrics import ValidationScorer, get_metric, metric_names
+from caviar.search import default_space
 from caviar.search.ensemble import KeptNetwork, select_ensemble
 from caviar.search.tune import tune
+from caviar.training import train_network
 
 SPACE = {
     "learning_rate": {"kind": "log_uniform", "low": 3e-3, "high": 3e-2},
@@ -351,7 +353,8 @@ def test_the_numeric_scaling_a_user_asks_for_is_what_every_model_applies(cancer,
     assert tuned.exit_code == 0, tuned.output
     model = load_model(tmp_path / "tune" / "model")
     assert model.preprocessor.numeric == "quantile"
-    assert json.loads((tmp_path / "tune" / "run.json").read_text())["numeric"] == "quantile"
+    assert json.loads((tmp_path / "tune" / "run.json").read_text())["numeric"] == ["quantile"]
+    assert {n.hyperparameters[0]["numeric"] for n in model.networks} == {"quantile"}
     # the model's inputs are the quantile transform's: a column's training values map to a
     # normal's quantiles, so the smallest area maps far below the robust scaling's -3
     X = model.preprocessor.transform(cancer)
@@ -367,6 +370,61 @@ def test_the_numeric_scaling_a_user_asks_for_is_what_every_model_applies(cancer,
 
     bad = invoke("tune", path, "--target", "target", "--numeric", "log")
     assert bad.exit_code == 2 and "robust" in bad.output and "quantile" in bad.output
+
+
+def test_a_tune_searches_the_scaling_and_each_network_reads_its_own(cancer, tmp_path):
+    space = default_space().replace({"width": 8, "depth": 1, "batch_size": 64, "epochs": 2,
+                                     "numeric_embedding": "none", "batch_norm": False})
+    result = tune(cancer, "target", trials=12, population=4, space=space, seed=0,
+                  out=tmp_path / "tune")
+    board = result.leaderboard
+    assert set(board["numeric"]) == {"robust", "quantile"}  # the default space's two
+    run = json.loads((tmp_path / "tune" / "run.json").read_text())
+    assert run["numeric"] == ["robust", "quantile"]
+    pre = load_model(tmp_path / "tune" / "model").preprocessor
+    assert (pre.numeric, tuple(pre.numeric_alternatives)) == ("robust", ("quantile",))
+    # the saved model predicts what the tuned one did, whichever scaling its networks read
+    loaded = load_model(tmp_path / "tune" / "model")
+    np.testing.assert_allclose(loaded.predict_proba(cancer), result.model.predict_proba(cancer),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("embedding", ["none", "plr"])
+def test_a_network_of_a_scaling_trains_as_on_a_table_scaled_only_that_way(cancer, embedding):
+    """The oracle: on a table that holds both scalings, a network asking for quantile reads
+    exactly the columns a table scaled only by quantiles gives it (cancer: 30 numeric columns,
+    in the same order in both), so the same seed trains the same network."""
+    both = prepare(cancer, "target", numeric=["robust", "quantile"], seed=0)
+    alone = prepare(cancer, "target", numeric="quantile", seed=0)
+    assert both.X_train.shape[1] == 2 * alone.X_train.shape[1]
+    config = {"hidden_layer_sizes": (8,), "epochs": 3, "numeric": "quantile",
+              "numeric_embedding": embedding, "dropout": 0.1}
+    nets = [train_network(p.X_train, p.y_train, p.task, config, n_classes=p.n_classes,
+                          seed=0, inputs=p.inputs) for p in (both, alone)]
+    with torch.no_grad():
+        out = [n.predict(p.X_val)[0] for n, p in zip(nets, (both, alone))]
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
+    robust = train_network(both.X_train, both.y_train, both.task, {**config, "numeric": "robust"},
+                           n_classes=both.n_classes, seed=0, inputs=both.inputs)
+    with torch.no_grad():  # reading the other block is another network
+        assert not torch.allclose(robust.predict(both.X_val)[0], out[0])
+    with pytest.raises(ValueError, match="numeric=standard is not a scaling these inputs hold "
+                                         r"\(robust, quantile\)"):
+        train_network(both.X_train, both.y_train, both.task, {**config, "numeric": "standard"},
+                      n_classes=both.n_classes, inputs=both.inputs)
+
+
+def test_train_takes_the_scaling_from_the_configuration(cancer, tmp_path):
+    path = tmp_path / "cancer.csv"
+    cancer.to_csv(path, index=False)
+    trained = invoke("train", path, "--target", "target", "--epochs", 1, "--set",
+                     "numeric=quantile", "--out", tmp_path / "q")
+    assert trained.exit_code == 0, trained.output
+    assert load_model(tmp_path / "q" / "model").preprocessor.numeric == "quantile"
+    clash = invoke("train", path, "--target", "target", "--epochs", 1, "--set",
+                   "numeric=quantile", "--numeric", "robust", "--out", tmp_path / "clash")
+    assert clash.exit_code == 1
+    assert "numeric=robust and the hyperparameter numeric=quantile disagree" in clash.output
 
 
 @pytest.mark.parametrize("cls", [CaviarClassifier, CaviarRegressor])

@@ -61,7 +61,7 @@ def test_two_local_workers_tune_one_study_on_postgres(wine_csv, tmp_path, postgr
     _check_shared_study(result, 64, workers=2)
     assert len(result.extra["workers"]) == 2
     # every worker prepares the table from the study's spec: with the numeric scaling asked
-    assert result.study.user_attrs[keys.SPEC]["numeric"] == "quantile"
+    assert result.study.user_attrs[keys.SPEC]["numeric"] == ["quantile"]
     assert result.model.preprocessor.numeric == "quantile"
 
 

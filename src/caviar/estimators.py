@@ -88,7 +88,7 @@ class _CaviarEstimator(BaseEstimator):
                  plr_sigma: float = DEFAULTS["plr_sigma"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
-                 numeric: str = NUMERIC[0], random_state: int | None = None,
+                 numeric: str | None = DEFAULTS["numeric"], random_state: int | None = None,
                  verbose: bool | int = False, device: str = "cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -162,12 +162,13 @@ class _CaviarEstimator(BaseEstimator):
         seed = (self.random_state if self.random_state is not None
                 else int(np.random.randint(0, 2**31 - 1)))
         hyperparameters = {k: getattr(self, k) for k in DEFAULTS}
+        hyperparameters["numeric"] = numeric = self.numeric or NUMERIC[0]
         hyperparameters["batch_size"] = min(int(self.batch_size), len(frame))
         early_stopping = self.early_stopping and len(frame) >= 20
         prepared = prepare(frame, _TARGET, task=task, categorical=self.categorical, seed=seed,
                            val_size=self.validation_fraction if early_stopping else 0.0,
                            test_size=0.0, weight=_WEIGHT if sample_weight is not None else None,
-                           numeric=self.numeric)
+                           numeric=numeric)
         # early stopping on the weighted validation loss when the rows are weighted
         scorer = prepared.validation_scorer() if prepared.w_val is not None else None
         network = train_network(prepared.X_train, prepared.y_train, prepared.task,
@@ -199,7 +200,7 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     caviar's engine. Hyperparameters use caviar's vocabulary (see DESIGN.md); ``device`` is
     where it trains and predicts: "cpu", "cuda" or "auto" (CUDA when available);
     ``numeric`` how numeric columns are scaled: "robust" (median and IQR, smoothly clipped to
-    ±3), "quantile" (to a normal) or "standard".
+    ±3; None, the default, means it), "quantile" (to a normal) or "standard".
 
     Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
     per epoch), ``n_iter_``, ``n_features_in_``.

@@ -4,8 +4,8 @@
 Each row gives a name's kind, default, valid values, a one-line help, and whether it is
 
 - *structural*: it fixes tensor shapes or the computation graph (layer sizes, activation,
-  batch norm on/off, batch size, the categoricals' encoding, the numeric embedding), so the
-  members of one population share it;
+  batch norm on/off, batch size, the categoricals' encoding, the numeric columns' scaling and
+  embedding), so the members of one population share it;
 - *per member*: each member holds its own value in a ``(P,)`` tensor, so members with
   different values still train in one vectorized computation.
 
@@ -35,6 +35,8 @@ OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 LR_DECAYS = ("none", "inverse_time", "exponential", "step", "cosine")
 ENCODINGS = ("onehot", "embedding")
 NUMERIC_EMBEDDINGS = ("none", "plr")
+# how numeric columns are scaled (caviar.data.preprocess), the default first
+NUMERIC = ("robust", "quantile", "standard")
 KINDS = ("int", "float", "choice", "bool", "sizes")
 
 
@@ -71,7 +73,8 @@ class Hyperparameter:
     def rule(self) -> str:
         """What a valid value is, in words: the end of "NAME must be ..." messages."""
         if self.kind == "choice":
-            return f"one of {', '.join(self.choices)}"
+            rule = f"one of {', '.join(self.choices)}"
+            return f"{rule} or null" if self.optional else rule
         if self.kind == "bool":
             return "true or false"
         if self.kind == "sizes":
@@ -91,6 +94,8 @@ class Hyperparameter:
     def check(self, name: str, value: Any) -> Any:
         """``value`` if valid (integers as int, layer sizes as a tuple of int), else a
         ValueError with a one-line message naming ``name`` and the rule."""
+        if value is None and self.optional:
+            return None
         if self.kind == "choice":
             if isinstance(value, str) and value in self.choices:
                 return value
@@ -105,8 +110,6 @@ class Hyperparameter:
             if sizes is None:
                 raise ValueError(f"{name} must be {self.rule}, got {value!r}")
             return sizes
-        if value is None and self.optional:
-            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 self._in_range(value) and (self.kind == "float" or value == int(value))):
             raise ValueError(f"{name} must be {self.rule}, got {value!r}")
@@ -152,6 +155,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                   "of k numbers per level)", choices=ENCODINGS, structural=True),
     "embedding_dim": H("int", None, "k of the embeddings (null: round(1.6·levels^0.56), at "
                        "most 16)", low=1, structural=True, optional=True),
+    "numeric": H("choice", None, "how numeric columns of more than two values are scaled: "
+                 "robust (median and IQR, smoothly clipped), quantile (to a normal) or "
+                 "standard (null: the table's own, --numeric); a tune searches robust and "
+                 "quantile", choices=NUMERIC, structural=True, optional=True),
     "numeric_embedding": H("choice", "none", "numeric columns of more than two values: none "
                            "(read as they are) or plr (periodic: sin and cos of k learned "
                            "frequencies, a linear layer to plr_dim and ReLU, per column)",

@@ -142,6 +142,8 @@ def _check_fits(preprocessor: TablePreprocessor, network: Population) -> None:
     expected = inputs_from(preprocessor)
     if not network.inputs.numeric:  # saved before numeric embeddings, or none to embed
         expected = dataclasses.replace(expected, numeric=())
+    if network.inputs.scaling is None:  # saved before the numeric scaling was searched
+        expected = dataclasses.replace(expected, scaling=None)
     if (network.structure.task, network.structure.n_inputs, network.n_classes) != (
             preprocessor.task_, preprocessor.n_features_out_, n_classes) or (
             network.inputs != expected):

@@ -395,7 +395,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
               on_start: Callable[[EpochUpdate], None] | None = None,
               overwrite: bool = False, split: str | None = None, group: str | None = None,
               weight: str | None = None, class_weight: str | None = None,
-              max_onehot: int | None = None, numeric: str = NUMERIC[0], device: str = "cpu",
+              max_onehot: int | None = None, numeric: str | None = None, device: str = "cpu",
               schedule: Mapping[int, Mapping[str, Any]] | None = None) -> Path:
     """Train one network on ``data`` epoch by epoch, checkpointing into the run directory
     ``out`` after every epoch; returns ``out``.
@@ -413,7 +413,8 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     a run already unless ``overwrite``. ``split``, ``group``, ``weight`` and
     ``class_weight`` are ``caviar.data.prepare``'s (a time or group split, row and class
     weights; ``weight`` weights the validation score too), and so are ``max_onehot`` (the
-    one-hot limit of categoricals) and ``numeric`` (the numeric columns' scaling).
+    one-hot limit of categoricals) and ``numeric`` (the numeric columns' scaling; None: the
+    configuration's ``numeric``, else robust).
     ``device``: where the network trains, "cpu", "cuda" or "auto" (the checkpoints load
     anywhere). ``schedule``: changes planned by epoch,
     ``{12: {"learning_rate": 3e-3}}`` made after 12 epochs (how a PBT member's schedule is
@@ -426,6 +427,11 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     if epochs is not None:
         hp["epochs"] = epochs
     resolved = resolve(hp)
+    if numeric is not None and resolved["numeric"] not in (None, numeric):
+        raise ValueError(f"numeric={numeric} and the hyperparameter numeric="
+                         f"{resolved['numeric']} disagree; give one of them")
+    numeric = numeric or resolved["numeric"] or NUMERIC[0]
+    resolved = resolved.replace(numeric=numeric)  # the network says how its inputs are scaled
     planned = _check_schedule(resolved, schedule)
     run_dir = Path(out)
     if (run_dir / RUN_FILE).exists() and not overwrite:

@@ -26,7 +26,6 @@ from caviar.cli.options import (
     DropOption,
     GroupOption,
     MaxOnehotOption,
-    Numeric,
     NumericOption,
     PrunerName,
     RefitName,
@@ -120,7 +119,7 @@ def train(
     weight: WeightOption = None,
     class_weight: ClassWeightOption = None,
     max_onehot: MaxOnehotOption = None,
-    numeric: NumericOption = Numeric.robust,
+    numeric: NumericOption = None,
     device: DeviceOption = Device.cpu,
     schedule: Path = typer.Option(
         None, "--schedule", metavar="FILE", show_default=False,
@@ -154,7 +153,7 @@ def train(
             data, target, hp, run_dir, epochs=epochs, task=task.value if task else None,
             categorical=columns(categorical), drop=columns(drop), seed=seed, split=split,
             group=group, weight=weight, class_weight=class_weight, max_onehot=max_onehot,
-            numeric=numeric.value, device=device.value, schedule=plan, **cb))
+            numeric=numeric and numeric.value, device=device.value, schedule=plan, **cb))
 
 
 @app.command(no_args_is_help=True)
@@ -324,7 +323,7 @@ def tune(
     weight: WeightOption = None,
     class_weight: ClassWeightOption = None,
     max_onehot: MaxOnehotOption = None,
-    numeric: NumericOption = Numeric.robust,
+    numeric: NumericOption = None,
     device: DeviceOption = Device.cpu,
     refit: RefitName = typer.Option(
         RefitName.none, "--refit",
@@ -358,7 +357,8 @@ def tune(
                 artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval,
                 metric=metric, validation=valid, test=test, split=split, group=group,
                 weight=weight, class_weight=class_weight, max_onehot=max_onehot,
-                numeric=numeric.value, device=device.value, refit=refit.value, started=started)
+                numeric=numeric and numeric.value, device=device.value, refit=refit.value,
+                started=started)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

@@ -100,10 +100,12 @@ MaxOnehotOption = Annotated[int, typer.Option(
     help="One-hot categoricals with at most N levels, target-encode those with more (default: "
          "max(10, min(training rows / 4, 1000)): one-hot while levels have 4 rows each).")]
 NumericOption = Annotated[Numeric, typer.Option(
-    "--numeric",
+    "--numeric", show_default=False,
     help="How numeric columns are scaled: robust (median and IQR, smoothly clipped to +-3: "
          "heavy tails stay bounded), quantile (to a normal by the training rows' quantiles: "
-         "may suit skewed counts) or standard (mean and standard deviation).")]
+         "may suit skewed counts) or standard (mean and standard deviation). Default: tune "
+         "searches robust and quantile, one per population; train takes --set numeric=..., "
+         "else robust.")]
 ClassWeightOption = Annotated[str, typer.Option(
     "--class-weight", metavar="balanced", show_default=False,
     help="balanced: weigh each class n / (k * n_class) in the training loss (classifiers).")]

@@ -115,7 +115,7 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
             test: pd.DataFrame | None = None, split: str | None = None,
             group: str | None = None, weight: str | None = None,
             class_weight: str | Mapping | None = None,
-            max_onehot: int | None = None, numeric: str = NUMERIC[0],
+            max_onehot: int | None = None, numeric: str | Sequence[str] = NUMERIC[0],
             codes: bool = True) -> PreparedTable:
     """Split ``table`` (shares of all rows, stratified for classifiers), fit the preprocessor
     on the training rows only, and make the tensors.
@@ -133,9 +133,14 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     ``max_onehot``: categoricals with more levels are target-encoded (None: the measured
     rule, ``caviar.data.table.onehot_limit``). ``numeric``: how numeric columns are scaled,
     ``"robust"`` (median and IQR, smoothly clipped to ±3), ``"quantile"`` (to a normal) or
-    ``"standard"`` (``TablePreprocessor``'s ``numeric``). ``codes``: the categoricals of more
+    ``"standard"`` (``TablePreprocessor``'s ``numeric``); several (a tune searching the
+    scaling): the first scales the table, and the others are added as alternative blocks
+    (``numeric_alternatives``) for networks that ask for them. ``codes``: the categoricals of more
     than two levels also get a column of integer codes, for networks that embed them
     (``inputs`` says which columns those are)."""
+    scalings = [numeric] if isinstance(numeric, str) else list(numeric)
+    if not scalings:
+        raise DataError(f"numeric names no scaling; choose one of {', '.join(NUMERIC)}")
     table = drop_missing_target(table, target)
     task = infer_task(table[target], task)
     time_column = _time_column(split)
@@ -169,7 +174,8 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
 
     pre = TablePreprocessor(target=target, task=task, categorical=categorical,
                             drop=[*drop, *(c for c in not_features if c not in drop)],
-                            max_onehot=max_onehot, numeric=numeric, random_state=seed,
+                            max_onehot=max_onehot, numeric=scalings[0],
+                            numeric_alternatives=tuple(scalings[1:]), random_state=seed,
                             codes=codes)
     X_train, y_train = as_tensors(pre.fit_transform(train), pre.encode_target(train[target]),
                                   pre.task_)

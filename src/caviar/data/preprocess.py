@@ -9,7 +9,10 @@
   Measured with one fixed network on ten tables (bench/encoding.py), robust and standard
   tested alike on average (robust ahead on digits and diamonds, behind on baseball), so the
   default is the one that bounds heavy tails; quantile won on skewed counts (hpc_data) but
-  lost 10-74% on snmesp, baseball, diamonds and digits;
+  lost 10-74% on snmesp, baseball, diamonds and digits, so a tune searches the scaling per
+  network: with ``numeric_alternatives`` the matrix also holds the numeric values scaled the
+  other ways, as last blocks before the codes
+  (:meth:`TablePreprocessor.numeric_alternative_columns`);
 - categoricals with at most ``onehot_limit(rows, max_onehot)`` levels (see
   :func:`caviar.data.table.onehot_limit`: by default while levels have 4 training rows each
   on average, up to 1,000 levels): ``OneHotEncoder(handle_unknown="ignore")``, left as 0/1;
@@ -68,15 +71,16 @@ from caviar.data.table import (
     infer_task,
     read_table,
 )
+from caviar.hyperparams import NUMERIC
 
 __all__ = ["TablePreprocessor", "SmoothClipScaler", "make_target_encoder", "NUMERIC"]
 
 STATE_FORMAT = "caviar.TablePreprocessor"
-# 2: the numeric transform (``numeric``); version 1 states load as "standard"; 3: ``codes``
-STATE_VERSION = 3
+# 2: the numeric transform (``numeric``); version 1 states load as "standard"; 3: ``codes``;
+# 4: ``numeric_alternatives``
+STATE_VERSION = 4
 CODE_MIN_LEVELS = 3  # categoricals with this many levels or more get codes (codes=True)
 
-NUMERIC = ("robust", "quantile", "standard")  # the numeric transforms, the default first
 MAX_QUANTILES = 1000  # QuantileTransformer's default number of quantiles
 
 _TARGET_TYPE = {"binary": "binary", "multiclass": "multiclass", "regression": "continuous"}
@@ -154,8 +158,10 @@ def _numeric_scaler(numeric: str, n_rows: int, random_state: int) -> BaseEstimat
 
 def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
                         random_state: int, numeric: str, n_rows: int,
-                        dates: Iterable[str] = ()) -> ColumnTransformer:
-    """``dates``: the numeric columns the date columns expand into (``expand_dates``)."""
+                        dates: Iterable[str] = (),
+                        alternatives: Iterable[str] = ()) -> ColumnTransformer:
+    """``dates``: the numeric columns the date columns expand into (``expand_dates``);
+    ``alternatives``: other scalings of the numeric values, as last blocks ``num_NAME``."""
     parts = []
     numeric_columns = [*roles.numeric, *dates]
     if numeric_columns:
@@ -176,6 +182,11 @@ def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
             ("scale", StandardScaler()),
         ])
         parts.append(("te", encoded, list(roles.target_encoded)))
+    for name in alternatives if numeric_columns else ():
+        # the same imputed values, scaled another way (no indicators: the first block has them)
+        scaled = Pipeline([("impute", SimpleImputer(strategy="median")),
+                           ("scale", _numeric_scaler(name, n_rows, random_state))])
+        parts.append((f"num_{name}", scaled, numeric_columns))
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0,
                              verbose_feature_names_out=True)
 
@@ -270,6 +281,10 @@ class TablePreprocessor(BaseEstimator):
     numeric : how numeric columns are scaled: ``"robust"`` (median and IQR, then smooth
         clipping to ±3; :class:`SmoothClipScaler`), ``"quantile"`` (to a normal distribution
         by the training rows' quantiles), or ``"standard"`` (mean and standard deviation).
+    numeric_alternatives : other scalings (of ``NUMERIC``) to emit too: after the encoded
+        categoricals, one block per scaling holding every numeric value column scaled that
+        way, so networks with another ``numeric`` hyperparameter read the same table (see
+        :meth:`numeric_alternative_columns`; a tune searching the scaling asks for these).
     codes : also emit, as the last columns, the integer codes of each categorical with at
         least ``CODE_MIN_LEVELS`` levels (for embeddings; see :meth:`input_layout`).
 
@@ -296,6 +311,7 @@ class TablePreprocessor(BaseEstimator):
         max_onehot: int | None = None,
         cv: int = 5,
         numeric: str = NUMERIC[0],
+        numeric_alternatives: Iterable[str] = (),
         codes: bool = False,
     ) -> None:
         self.target = target
@@ -307,6 +323,7 @@ class TablePreprocessor(BaseEstimator):
         self.max_onehot = max_onehot
         self.cv = cv
         self.numeric = numeric
+        self.numeric_alternatives = numeric_alternatives
         self.codes = codes
 
     # ---------------------------------------------------------------------------------- fit
@@ -327,9 +344,12 @@ class TablePreprocessor(BaseEstimator):
     def _fit(self, df: pd.DataFrame) -> np.ndarray:
         df = read_table(df)
         check_target(df, self.target)
-        if self.numeric not in NUMERIC:
-            raise DataError(f"numeric must be one of {', '.join(NUMERIC)}, got "
-                            f"{self.numeric!r}")
+        scalings = [self.numeric, *self.numeric_alternatives]
+        wrong = [name for name in scalings if name not in NUMERIC]
+        if wrong:
+            raise DataError(f"numeric must be one of {', '.join(NUMERIC)}, got {wrong[0]!r}")
+        if len(set(scalings)) < len(scalings):
+            raise DataError(f"numeric scalings must differ, got {', '.join(scalings)}")
         df = drop_missing_target(df, self.target)
         self.task_ = infer_task(df[self.target], self.task)
         self.roles_ = infer_roles(df, self.target, self.categorical, self.drop, self.task_,
@@ -348,7 +368,8 @@ class TablePreprocessor(BaseEstimator):
         folds = _n_folds(self.task_, y_encoder, self.cv)
         self.column_transformer_ = _column_transformer(self.roles_, self.task_, self.smooth,
                                                        folds, self.random_state, self.numeric,
-                                                       len(df), self._date_columns())
+                                                       len(df), self._date_columns(),
+                                                       self.numeric_alternatives)
         inputs = self._inputs(df)
         with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
             # a class with fewer rows than folds is fine for the target encoder
@@ -377,6 +398,21 @@ class TablePreprocessor(BaseEstimator):
         check_is_fitted(self, "column_transformer_")
         kept = getattr(self, "numeric_columns_", None)
         return list(self._numeric_values() if kept is None else kept)
+
+    def numeric_alternative_columns(self) -> dict[str, dict[str, list[int]]]:
+        """For each of ``numeric_alternatives``: its block's output ``columns``, and its
+        ``numeric`` ones, the columns standing for :meth:`numeric_columns` (in their order).
+        A network scaled that way reads those instead and skips the rest of the block."""
+        check_is_fitted(self, "column_transformer_")
+        values = self._numeric_values()
+        slices = self.column_transformer_.output_indices_
+        out = {}
+        for name in getattr(self, "numeric_alternatives", ()):
+            block = slices.get(f"num_{name}", slice(0, 0))
+            out[name] = {"columns": list(range(block.start, block.stop)),
+                         "numeric": [block.start + values.index(j)
+                                     for j in self.numeric_columns()]}
+        return out
 
     def _set_feature_names(self) -> None:
         self.feature_names_out_ = [str(n) for n in
@@ -589,6 +625,10 @@ class TablePreprocessor(BaseEstimator):
         if "te" in named:
             steps["encode"] = named["te"].named_steps["encode"]
             steps["te_scale"] = named["te"].named_steps["scale"]
+        for name in getattr(self, "numeric_alternatives", ()):
+            if f"num_{name}" in named:
+                steps[f"num_{name}_impute"] = named[f"num_{name}"].named_steps["impute"]
+                steps[f"num_{name}"] = named[f"num_{name}"].named_steps["scale"]
         return steps
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -630,6 +670,9 @@ class TablePreprocessor(BaseEstimator):
                 int(i) for i in indicator.features_]
             arrays["num.median"] = np.asarray(steps["impute"].statistics_, dtype=np.float64)
             arrays.update(_numeric_arrays(steps["num_scale"]))
+        for name in self.numeric_alternatives:  # their medians are the first block's
+            if f"num_{name}" in steps:
+                arrays.update(_numeric_arrays(steps[f"num_{name}"], f"num_{name}"))
         if "onehot" in steps:
             meta["onehot_categories"] = [_jsonable(c) for c in steps["onehot"].categories_]
         if "encode" in steps:
@@ -667,7 +710,8 @@ class TablePreprocessor(BaseEstimator):
         params.setdefault("numeric", "standard")
         params.setdefault("max_onehot", 10)
         params.setdefault("codes", False)
-        for name in ("categorical", "drop"):  # lists in JSON, tuples in the constructor
+        # lists in JSON, tuples in the constructor
+        for name in ("categorical", "drop", "numeric_alternatives"):
             if isinstance(params.get(name), list):
                 params[name] = tuple(params[name])
         pre = cls(**params)
@@ -682,7 +726,8 @@ class TablePreprocessor(BaseEstimator):
             pre.classes_ = _label_array(meta["classes"])
         template, y = _template(pre, meta)
         ct = _column_transformer(pre.roles_, pre.task_, pre.smooth, 2, pre.random_state,
-                                 pre.numeric, len(template), pre._date_columns())
+                                 pre.numeric, len(template), pre._date_columns(),
+                                 pre.numeric_alternatives)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ct.fit(template, y)
@@ -694,6 +739,9 @@ class TablePreprocessor(BaseEstimator):
             _same("missing indicators", features, meta["indicator_features"])
             steps["impute"].statistics_ = np.array(arrays["num.median"], dtype=np.float64)
             _set_numeric(steps["num_scale"], arrays)
+            for name in pre.numeric_alternatives:
+                steps[f"num_{name}_impute"].statistics_ = steps["impute"].statistics_.copy()
+                _set_numeric(steps[f"num_{name}"], arrays, f"num_{name}")
         if "onehot" in steps:
             _same("one-hot categories", [c.tolist() for c in steps["onehot"].categories_],
                   meta["onehot_categories"])
@@ -746,30 +794,33 @@ def _set_array(step: BaseEstimator, attribute: str, key: str,
     setattr(step, f"{attribute}_", value)
 
 
-# The numeric transform's learned numbers, by kind (keys of the saved arrays)
-def _numeric_arrays(step: BaseEstimator) -> dict[str, np.ndarray]:
+# The numeric transform's learned numbers, by kind (keys of the saved arrays, under
+# ``prefix``: "num" for the first block, "num_NAME" for an alternative one)
+def _numeric_arrays(step: BaseEstimator, prefix: str = "num") -> dict[str, np.ndarray]:
     if isinstance(step, SmoothClipScaler):
-        return {"num.robust.median": np.asarray(step.median_, dtype=np.float64),
-                "num.robust.factor": np.asarray(step.factor_, dtype=np.float64)}
+        return {f"{prefix}.robust.median": np.asarray(step.median_, dtype=np.float64),
+                f"{prefix}.robust.factor": np.asarray(step.factor_, dtype=np.float64)}
     if isinstance(step, QuantileTransformer):
-        return {"num.quantile.quantiles": np.asarray(step.quantiles_, dtype=np.float64),
-                "num.quantile.references": np.asarray(step.references_, dtype=np.float64)}
-    return _scaler_arrays("num.scale", step)
+        return {f"{prefix}.quantile.quantiles": np.asarray(step.quantiles_, dtype=np.float64),
+                f"{prefix}.quantile.references": np.asarray(step.references_,
+                                                            dtype=np.float64)}
+    return _scaler_arrays(f"{prefix}.scale", step)
 
 
-def _set_numeric(step: BaseEstimator, arrays: dict[str, np.ndarray]) -> None:
+def _set_numeric(step: BaseEstimator, arrays: dict[str, np.ndarray],
+                 prefix: str = "num") -> None:
     if isinstance(step, SmoothClipScaler):
-        _set_array(step, "median", "num.robust.median", arrays)
-        _set_array(step, "factor", "num.robust.factor", arrays)
+        _set_array(step, "median", f"{prefix}.robust.median", arrays)
+        _set_array(step, "factor", f"{prefix}.robust.factor", arrays)
     elif isinstance(step, QuantileTransformer):
         # the template had fewer rows, hence fewer quantiles: take the saved number of them
-        n = len(np.asarray(arrays.get("num.quantile.references", ())))
-        _set_array(step, "references", "num.quantile.references", arrays, (n,))
-        _set_array(step, "quantiles", "num.quantile.quantiles", arrays,
+        n = len(np.asarray(arrays.get(f"{prefix}.quantile.references", ())))
+        _set_array(step, "references", f"{prefix}.quantile.references", arrays, (n,))
+        _set_array(step, "quantiles", f"{prefix}.quantile.quantiles", arrays,
                    (n, step.n_features_in_))
         step.n_quantiles_ = n
     else:
-        _set_scaler(step, "num.scale", arrays)
+        _set_scaler(step, f"{prefix}.scale", arrays)
 
 
 def _same(what: str, rebuilt: Any, saved: Any) -> None:

@@ -4,7 +4,7 @@
 holds the members and drives training. The hyperparameter vocabulary is ``caviar.hyperparams``.
 """
 
-from .network import Categorical, InputLayout, Structure
+from .network import Categorical, InputLayout, Scaled, Structure
 from .population import Population, resolve_device
 
-__all__ = ["Categorical", "InputLayout", "Population", "Structure", "resolve_device"]
+__all__ = ["Categorical", "InputLayout", "Population", "Scaled", "Structure", "resolve_device"]

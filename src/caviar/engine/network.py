@@ -77,21 +77,53 @@ class Categorical:
 
 
 @dataclass(frozen=True)
+class Scaled:
+    """The numeric values scaled another way (``name``, one of caviar's ``NUMERIC``): the
+    block's ``columns`` of X, and its ``numeric`` ones, standing for ``InputLayout.numeric``
+    in their order."""
+
+    name: str
+    columns: tuple[int, ...]
+    numeric: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class InputLayout:
     """What the ``n_columns`` columns of X are: the categoricals that have codes, and the
     ``numeric`` columns a periodic embedding may take (numeric values with more than two
-    distinct values in training); every other column is a dense feature. (A plain width,
-    ``InputLayout(d)``, is all dense and embeds no numeric column.)"""
+    distinct values in training), scaled as ``scaling`` says, and the ``alternatives``: the
+    same values scaled other ways, for networks whose ``numeric`` hyperparameter asks for
+    one; every other column is a dense feature. (A plain width, ``InputLayout(d)``, is all
+    dense and embeds no numeric column.)"""
 
     n_columns: int
     categoricals: tuple[Categorical, ...] = ()
     numeric: tuple[int, ...] = ()
+    scaling: str | None = None  # None: not said (a plain width, or saved before it was)
+    alternatives: tuple[Scaled, ...] = ()
+
+    def scaled(self, scaling: str | None) -> tuple[tuple[int, ...], set[int]]:
+        """The numeric columns a network of ``numeric=scaling`` reads (in place of
+        ``numeric``), and the columns it leaves unread: every other scaling's. None, or a
+        layout that does not say its scaling, reads the first block."""
+        unread = {j for alternative in self.alternatives for j in alternative.columns}
+        if scaling is None or self.scaling is None or scaling == self.scaling:
+            return self.numeric, unread
+        for alternative in self.alternatives:
+            if alternative.name == scaling:
+                return alternative.numeric, (unread | set(self.numeric)) - set(
+                    alternative.numeric)
+        held = ", ".join([self.scaling, *(a.name for a in self.alternatives)])
+        raise ValueError(f"numeric={scaling} is not a scaling these inputs hold ({held}); "
+                         f"choose one of them, or prepare the table with numeric={scaling}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_columns": self.n_columns, "categoricals": [
             {"name": c.name, "code_column": c.code_column, "levels": c.levels,
              "dense_columns": list(c.dense_columns)} for c in self.categoricals],
-            "numeric": list(self.numeric)}
+            "numeric": list(self.numeric), "scaling": self.scaling, "alternatives": [
+            {"name": a.name, "columns": list(a.columns), "numeric": list(a.numeric)}
+            for a in self.alternatives]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputLayout:
@@ -99,15 +131,22 @@ class InputLayout:
             Categorical(c["name"], int(c["code_column"]), int(c["levels"]),
                         tuple(int(j) for j in c["dense_columns"]))
             for c in d.get("categoricals", ())),
-            tuple(int(j) for j in d.get("numeric", ())))  # none saved before PLR
+            tuple(int(j) for j in d.get("numeric", ())),  # none saved before PLR
+            d.get("scaling"), tuple(  # neither saved before the scaling was searched
+                Scaled(a["name"], tuple(int(j) for j in a["columns"]),
+                       tuple(int(j) for j in a["numeric"]))
+                for a in d.get("alternatives", ())))
 
 
 def inputs_from(preprocessor: Any) -> InputLayout:
-    """The layout of a fitted ``TablePreprocessor``'s matrix (its ``input_layout()`` and
-    ``numeric_columns()``)."""
+    """The layout of a fitted ``TablePreprocessor``'s matrix (its ``input_layout()``,
+    ``numeric_columns()``, scaling and ``numeric_alternative_columns()``)."""
     return InputLayout(preprocessor.n_features_out_, tuple(
         Categorical(c["name"], c["code_column"], c["levels"], tuple(c["dense_columns"]))
-        for c in preprocessor.input_layout()), tuple(preprocessor.numeric_columns()))
+        for c in preprocessor.input_layout()), tuple(preprocessor.numeric_columns()),
+        preprocessor.numeric, tuple(
+            Scaled(name, tuple(block["columns"]), tuple(block["numeric"]))
+            for name, block in preprocessor.numeric_alternative_columns().items()))
 
 
 @dataclass(frozen=True)
@@ -193,13 +232,15 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
                    config: Mapping[str, Any]) -> Structure:
     """The structure of members with ``config`` on inputs laid out as ``inputs``: code
     columns are never read as numbers; with ``encoding="embedding"`` every categorical with
-    codes (more than two levels) is embedded instead of read through its dense columns; with
-    ``numeric_embedding="plr"`` the layout's numeric columns are embedded periodically."""
+    codes (more than two levels) is embedded instead of read through its dense columns; the
+    numeric columns are those of the member's ``numeric`` scaling (``InputLayout.scaled``),
+    and with ``numeric_embedding="plr"`` they are embedded periodically."""
     layout = inputs if isinstance(inputs, InputLayout) else InputLayout(int(inputs))
     embedded = [c for c in layout.categoricals
                 if config["encoding"] == "embedding" and c.levels >= EMBED_MIN_LEVELS]
-    plr = layout.numeric if config["numeric_embedding"] == "plr" else ()
-    skip = {c.code_column for c in layout.categoricals}
+    numeric, skip = layout.scaled(config["numeric"])
+    plr = numeric if config["numeric_embedding"] == "plr" else ()
+    skip |= {c.code_column for c in layout.categoricals}
     skip |= {j for c in embedded for j in c.dense_columns} | set(plr)
     dense = tuple(j for j in range(layout.n_columns) if j not in skip)
     return Structure(

@@ -396,12 +396,17 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START) -> list[dict[s
     Every axis the configuration activates must hold its value: a choice among its values,
     a fixed axis equal to it, a number within the bounds (a zero on a log axis whose floor
     stands for "off", such as l2, takes the floor). ``depth`` and ``width`` come from equal
-    hidden layers."""
+    hidden layers. A configuration that leaves the numeric scaling to the table (None) is
+    tried with each scaling the space searches."""
     out = []
     for config in configs:
-        params = _params_in(space, resolve(config))
-        if params is not None and params not in out:
-            out.append(params)
+        config = resolve(config)
+        # "the table's own scaling" (None): the configuration under each one the space holds
+        scalings = space.scalings() if config["numeric"] is None else (config["numeric"],)
+        for scaling in scalings:
+            params = _params_in(space, config.replace(numeric=scaling))
+            if params is not None and params not in out:
+                out.append(params)
     return out
 
 

@@ -101,7 +101,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          test: pd.DataFrame | str | Path | None = None, split: str | None = None,
          group: str | None = None, weight: str | None = None,
          class_weight: str | Mapping | None = None, max_onehot: int | None = None,
-         numeric: str = NUMERIC[0], device: str = "cpu", refit: str = "none",
+         numeric: str | None = None, device: str = "cpu", refit: str = "none",
          verbose: bool = False,
          started: float | None = None) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
@@ -150,7 +150,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         max_onehot: categoricals with more levels are target-encoded (None: the measured
             rule, max(10, min(training rows // 4, 1000))).
         numeric: how numeric columns are scaled: "robust" (median and IQR, smoothly clipped
-            to ±3), "quantile" (to a normal) or "standard" (mean and standard deviation).
+            to ±3), "quantile" (to a normal) or "standard" (mean and standard deviation), for
+            every network; None (the default): as the space's ``numeric`` axis says (the
+            default space searches robust and quantile, each population reading its own).
         device: where the populations train: "cpu", "cuda" (a GPU) or "auto" (CUDA when
             available); each worker resolves it on its own machine. The preprocessing, the
             kept networks and the model files stay on the CPU (the model loads anywhere).
@@ -201,6 +203,12 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     resolved_device = resolve_device(device)  # a machine without CUDA fails before any work
     make_pruner(pruner)  # an unknown name fails before anything is written
     space_obj = _load_space(space)
+    if numeric is not None:  # one scaling for every network
+        if numeric not in NUMERIC:
+            raise ValueError(f"unknown numeric scaling {numeric!r}; choose one of "
+                             f"{', '.join(NUMERIC)}")
+        space_obj = space_obj.replace({"numeric": numeric})
+    scalings = list(space_obj.scalings())  # the first scales the table, the others are added
     out = Path(out)
     _check_not_another_run(out)
     single = workers == 1 and dask is None
@@ -214,7 +222,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                        validation=None if validation is None else read_table(validation),
                        test=None if test is None else read_table(test), split=split,
                        group=group, weight=weight, class_weight=class_weight,
-                       max_onehot=max_onehot, numeric=numeric)
+                       max_onehot=max_onehot, numeric=scalings)
     # the run folder is made once the data and the options are known to be good: a run
     # refused for its input leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +241,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         threads=None if single else max(1, _cores() // workers), scheduler=scheduler,
         pbt_interval=pbt_interval, metric=metric, validation=_path(validation, single),
         test=_path(test, single), split=split, group=group, weight=weight,
-        class_weight=class_weight, max_onehot=max_onehot, numeric=numeric,
+        class_weight=class_weight, max_onehot=max_onehot, numeric=scalings,
         device=str(device))
 
     pre, test = prepared.preprocessor, prepared.test
@@ -257,7 +265,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "population": population, "time_budget": time_budget, "trials": trials,
             "ensemble": ensemble, "workers": workers, "dask": dask,
             "artifacts": spec.artifacts, "scheduler": scheduler, "metric": metric_obj.name,
-            "numeric": numeric,
+            "numeric": scalings,
             "direction": metric_obj.direction,
             "device": resolved_device.type} | _usage(split, group, weight, class_weight,
                                                         validation, test), indent=1))

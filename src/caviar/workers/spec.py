@@ -45,7 +45,9 @@ class WorkerSpec:
     weight: str | None = None
     class_weight: str | dict[str, float] | None = None
     max_onehot: int | None = None
-    numeric: str = "robust"  # caviar.data.NUMERIC[0], written out: this module imports no data code
+    # the numeric scalings the networks may read, the table's own first (``Space.scalings``;
+    # caviar.data.NUMERIC[0] written out: this module imports no data code)
+    numeric: list[str] = field(default_factory=lambda: ["robust"])
     device: str = "cpu"  # "cpu", "cuda" or "auto", resolved by each worker on its machine
 
     def prepare_options(self) -> dict[str, Any]:
