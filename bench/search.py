@@ -49,7 +49,7 @@ summary averages the test scores (single runs differ by more than the methods do
 
 Run:  .venv/bin/python bench/search.py [--budget 60] [--seeds 0 1 2] [--quick]
       [--datasets default wage] [--methods caviar realmlp_td ...] [--peer-timeout 600]
-      [--numeric robust|quantile|standard]  (caviar's numeric scaling; default: searched)
+      [--numeric robust|quantile|standard|search]  (caviar's numeric scaling)
 (all ten tables at 60 s take about two hours a seed.)
 """
 
@@ -474,9 +474,9 @@ def main() -> None:
                              "cores, the machine each method would have to itself)")
     parser.add_argument("--peer-timeout", type=float, default=600.0,
                         help="stop a pytabkit fit after this many seconds (recorded as skipped)")
-    parser.add_argument("--numeric", choices=NUMERIC, default=None,
-                        help="caviar's numeric scaling for every network (tune's numeric=; "
-                             "default: searched per population)")
+    parser.add_argument("--numeric", choices=(*NUMERIC, "search"), default=None,
+                        help="caviar's numeric scaling (tune's numeric=; default: the "
+                             "default space's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)

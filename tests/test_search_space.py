@@ -62,21 +62,19 @@ def test_conditions_leave_inactive_parameters_out():
     adam = space.suggest(FixedTrial({
         "learning_rate": 1e-3, "optimizer": "adam", "1-beta1": 0.1, "1-beta2": 0.001,
         "lr_decay": "none", "l2": 0.1, "dropout": 0.2, "batch_norm": False, "depth": 2,
-        "width": 64, "batch_size": 128, "epochs": 20, "numeric_embedding": "none",
-        "numeric": "quantile"}))
+        "width": 64, "batch_size": 128, "epochs": 20, "numeric_embedding": "none"}))
     assert "momentum" not in adam and "decay_rate" not in adam and "bn_momentum" not in adam
     assert "weight_decay" not in adam and "plr_sigma" not in adam
     assert adam["beta1"] == pytest.approx(0.9) and adam["beta2"] == pytest.approx(0.999)
     assert adam["hidden_layer_sizes"] == (64, 64) and "depth" not in adam
-    assert adam["l1"] == 0.0  # fixed values are included
-    assert adam["numeric"] == "quantile"
+    assert adam["l1"] == 0.0 and adam["numeric"] == "robust"  # fixed values are included
     resolve(adam)
 
     momentum = space.suggest(FixedTrial({
         "learning_rate": 1e-2, "optimizer": "momentum", "1-momentum": 0.05,
         "lr_decay": "inverse_time", "decay_rate": 0.1, "l2": 1.0, "dropout": 0.0,
         "batch_norm": True, "1-bn_momentum": 0.01, "depth": 1, "width": 32, "batch_size": 64,
-        "epochs": 10, "numeric_embedding": "plr", "plr_sigma": 0.2, "numeric": "robust"}))
+        "epochs": 10, "numeric_embedding": "plr", "plr_sigma": 0.2}))
     assert momentum["numeric_embedding"] == "plr" and momentum["plr_sigma"] == 0.2
     assert momentum["momentum"] == pytest.approx(0.95)
     assert momentum["bn_momentum"] == pytest.approx(0.99)

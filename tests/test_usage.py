@@ -376,9 +376,9 @@ def test_a_tune_searches_the_scaling_and_each_network_reads_its_own(cancer, tmp_
     space = default_space().replace({"width": 8, "depth": 1, "batch_size": 64, "epochs": 2,
                                      "numeric_embedding": "none", "batch_norm": False})
     result = tune(cancer, "target", trials=12, population=4, space=space, seed=0,
-                  out=tmp_path / "tune")
+                  out=tmp_path / "tune", numeric="search")
     board = result.leaderboard
-    assert set(board["numeric"]) == {"robust", "quantile"}  # the default space's two
+    assert set(board["numeric"]) == {"robust", "quantile"}
     run = json.loads((tmp_path / "tune" / "run.json").read_text())
     assert run["numeric"] == ["robust", "quantile"]
     pre = load_model(tmp_path / "tune" / "model").preprocessor
@@ -425,6 +425,9 @@ def test_train_takes_the_scaling_from_the_configuration(cancer, tmp_path):
                    "numeric=quantile", "--numeric", "robust", "--out", tmp_path / "clash")
     assert clash.exit_code == 1
     assert "numeric=robust and the hyperparameter numeric=quantile disagree" in clash.output
+    searched = invoke("train", path, "--target", "target", "--numeric", "search", "--out",
+                      tmp_path / "search")
+    assert searched.exit_code == 1 and "numeric=search is tune's" in searched.output
 
 
 @pytest.mark.parametrize("cls", [CaviarClassifier, CaviarRegressor])

@@ -49,6 +49,7 @@ class Numeric(str, Enum):
     robust = "robust"
     quantile = "quantile"
     standard = "standard"
+    search = "search"  # tune only
 
 
 class Device(str, Enum):
@@ -103,9 +104,9 @@ NumericOption = Annotated[Numeric, typer.Option(
     "--numeric", show_default=False,
     help="How numeric columns are scaled: robust (median and IQR, smoothly clipped to +-3: "
          "heavy tails stay bounded), quantile (to a normal by the training rows' quantiles: "
-         "may suit skewed counts) or standard (mean and standard deviation). Default: tune "
-         "searches robust and quantile, one per population; train takes --set numeric=..., "
-         "else robust.")]
+         "may suit skewed counts), standard (mean and standard deviation) or, for tune, "
+         "search (robust and quantile, one per population). Default: robust (train: "
+         "--set numeric=..., else robust).")]
 ClassWeightOption = Annotated[str, typer.Option(
     "--class-weight", metavar="balanced", show_default=False,
     help="balanced: weigh each class n / (k * n_class) in the training loss (classifiers).")]

@@ -40,7 +40,7 @@ from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
 from .scheduler import Budget, TuneProgress, Tuner, make_pruner, structure_quota
-from .space import Space, default_space
+from .space import SEARCHED_SCALINGS, Space, choice, default_space
 from .study import keys
 from .study.archive import TrialArchive, recover_journal
 from .study.artifacts import add_study_networks
@@ -151,8 +151,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             rule, max(10, min(training rows // 4, 1000))).
         numeric: how numeric columns are scaled: "robust" (median and IQR, smoothly clipped
             to ±3), "quantile" (to a normal) or "standard" (mean and standard deviation), for
-            every network; None (the default): as the space's ``numeric`` axis says (the
-            default space searches robust and quantile, each population reading its own).
+            every network; "search": robust and quantile, each population reading its own
+            (the table holds both; the validation rows choose); None (the default): as the
+            space's ``numeric`` axis says (the default space's: robust).
         device: where the populations train: "cpu", "cuda" (a GPU) or "auto" (CUDA when
             available); each worker resolves it on its own machine. The preprocessing, the
             kept networks and the model files stay on the CPU (the model loads anywhere).
@@ -203,11 +204,12 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     resolved_device = resolve_device(device)  # a machine without CUDA fails before any work
     make_pruner(pruner)  # an unknown name fails before anything is written
     space_obj = _load_space(space)
-    if numeric is not None:  # one scaling for every network
-        if numeric not in NUMERIC:
+    if numeric is not None:  # one scaling for every network, or the searched ones
+        if numeric not in (*NUMERIC, "search"):
             raise ValueError(f"unknown numeric scaling {numeric!r}; choose one of "
-                             f"{', '.join(NUMERIC)}")
-        space_obj = space_obj.replace({"numeric": numeric})
+                             f"{', '.join(NUMERIC)} or search")
+        space_obj = space_obj.replace({"numeric": numeric if numeric != "search"
+                                       else choice(list(SEARCHED_SCALINGS))})
     scalings = list(space_obj.scalings())  # the first scales the table, the others are added
     out = Path(out)
     _check_not_another_run(out)

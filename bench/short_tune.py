@@ -1,0 +1,82 @@
+"""Is a short tune ever worse than the estimators' defaults? (issue 13, item 3)
+
+Every table of bench/tables.py, one 80/20 split per seed (``split_frame``, stratified for
+classifiers). On the same 80% of the rows: ``tune(..., time_budget=B, test=the 20%)`` (its
+validation rows carved from the 80%; its first trials are the defaults and the RealMLP-like
+network) and ``CaviarClassifier``/``CaviarRegressor`` at their defaults (early stopping on
+10% of the rows). Both are scored on the 20%: RMSE in the target's units, or log-loss. The
+tune's seconds are the wall time of the whole call.
+
+Run: OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/short_tune.py --budget 10 \
+         --seeds 0 [--tables wage digits] [--threads 1]
+It prints one JSON line per table and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn import metrics
+from tables import TABLES, load_table
+
+from caviar import CaviarClassifier, CaviarRegressor, tune
+from caviar.data import split_frame
+
+
+def score(task: str, y, out) -> float:
+    if task == "regression":
+        return float(np.sqrt(metrics.mean_squared_error(y, out)))
+    return float(metrics.log_loss(y, out[0], labels=out[1]))
+
+
+def run(name: str, seed: int, budget: float) -> dict:
+    spec = TABLES[name]
+    df = load_table(name)
+    fit, _, test = split_frame(df, spec.target, spec.task, test_size=0.2, val_size=0.0,
+                               seed=seed)
+    y_test = test[spec.target]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        result = tune(fit, spec.target, time_budget=budget, test=test, out=out, seed=seed,
+                      drop=spec.drop, categorical=spec.categorical, task=spec.task)
+        seconds = time.perf_counter() - started
+        model = result.model
+        tuned = (model.predict(test) if spec.task == "regression"
+                 else (model.predict_proba(test), model.classes))
+    X = fit.drop(columns=[spec.target, *spec.drop])
+    estimator = (CaviarRegressor if spec.task == "regression" else CaviarClassifier)(
+        categorical=list(spec.categorical), random_state=seed)
+    started = time.perf_counter()
+    estimator.fit(X, fit[spec.target])
+    default_seconds = time.perf_counter() - started
+    X_test = test.drop(columns=[spec.target, *spec.drop])
+    default = (estimator.predict(X_test) if spec.task == "regression"
+               else (estimator.predict_proba(X_test), list(estimator.classes_)))
+    s_tuned, s_default = score(spec.task, y_test, tuned), score(spec.task, y_test, default)
+    return {"table": name, "seed": seed, "budget": budget, "tune": s_tuned,
+            "defaults": s_default, "ratio": s_tuned / s_default, "tune_seconds": seconds,
+            "defaults_seconds": default_seconds, "trials": len(result.leaderboard)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=10.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--tables", nargs="+", default=list(TABLES))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    for seed in args.seeds:
+        for name in args.tables:
+            print(json.dumps(run(name, seed, args.budget)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
