@@ -231,6 +231,29 @@ def test_near_the_budget_s_end_a_cheaper_group_trains_when_the_fair_one_would_no
     assert small.population.epoch.tolist() == [1] and large.population.epoch.tolist() == [0]
 
 
+def test_a_warm_start_network_trains_alone_and_the_search_fills_the_other_slots():
+    """A known-good network is not a leader others join: with 15 random draws beside it, a
+    short budget gave it a sixteenth of its epochs. Alone, it gets its group's turns."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
+    table["y"] = table.sum(axis=1) + rng.normal(size=300)
+    space = Space.from_dict({"width": {"kind": "choice", "values": [8, 16]},
+                             "depth": {"value": 1}, "batch_size": {"value": 64},
+                             "epochs": {"value": 5}})
+    known = {"hidden_layer_sizes": (8,), "batch_size": 64, "epochs": 5}
+    tuner = Tuner(optuna.create_study(), space, prepare(table, "y", seed=0),
+                  Budget(None, 1000.0, 0.0), 8, None, seed=0, warm=warm_start(space, [known]))
+    tuner.fill()
+    solo = [g for g in tuner.groups if g.solo]
+    assert [g.population.size for g in solo] == [1]
+    assert solo[0].trials[0].number == 0  # the warm start's trial, the study's first
+    assert sum(g.population.size for g in tuner.groups if not g.solo) == 7
+    while solo[0] in tuner.groups:  # when it ends, its slot goes to the search, not to it
+        tuner.train_next_epoch()
+        tuner.fill()
+    assert all(not g.solo for g in tuner.groups) and tuner.running == 8
+
+
 def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
     # one structure per population: a coarse round the size of one population would see a
     # single structure, and coarse-to-fine would then narrow every structural choice to it

@@ -18,6 +18,12 @@ How trials meet populations (slot refill):
   structures in the coarse round cost more than they found, since populations of a few
   survivors vectorize little. With the grid sampler, which must place every grid point
   itself, each trial joins whichever group matches its structure.
+- A new study's first trials are known-good networks (``samplers.warm_start``: the
+  estimators' defaults and a RealMLP-like one), each alone in a group of its own that no
+  other trial joins. Shared with 15 random draws, in a short budget each got a sixteenth of
+  the epochs the estimator gives its one network, and a 10 s tune scored worse than the
+  defaults on most tables; alone, with groups taking turns by time, it trains as fast as
+  the estimator's network (bench/README.md, "A 10-second tune").
 - Groups take turns by time, not by epochs: the next epoch goes to the group that has used
   the least estimated time (``epoch_cost``; a new group starts level with the least), so a
   structure whose epochs cost 5× as much gets the same seconds as the others, not 5× as
@@ -110,6 +116,7 @@ class _Group:
     taken: int = 0
     retired: bool = False
     cost: float = 0.0  # estimated seconds of training so far (``epoch_cost``)
+    solo: bool = False  # a warm-start network alone: no other trial joins it
 
     @property
     def running(self) -> int:
@@ -347,7 +354,7 @@ class Tuner:
         """The group the next trial should join: one with a free slot to refill in place,
         else the one still taking trials with the fewest (several only when the first trials
         were warm-start leaders, which then share the population); None: start a new group."""
-        open_groups = [g for g in self.groups if not g.retired]
+        open_groups = [g for g in self.groups if not (g.retired or g.solo)]
         waiting = [g for g in open_groups if len(g.free_slots) > len(g.joining)]
         if waiting:
             return waiting[0]
@@ -368,9 +375,12 @@ class Tuner:
                 continue
             trial, params = asked
             key = structure_key(params)
+            if warm:  # a known-good network trains alone (see the module's notes)
+                self._new_group(trial, params).solo = True
+                continue
             if group is None:  # a leader (or any grid point): join a group of its shape,
                 # reopening a draining one (its few survivors fill up again)
-                group = next((g for g in self.groups if g.key == key), None)
+                group = next((g for g in self.groups if g.key == key and not g.solo), None)
                 if group is not None and group.retired and not self.free_asks:
                     group.taken, group.retired = 0, False
             if group is not None and group.key == key:
