@@ -21,9 +21,10 @@ How trials meet populations (slot refill):
 - A new study's first trials are known-good networks (``samplers.warm_start``: the
   estimators' defaults and a RealMLP-like one), each alone in a group of its own that no
   other trial joins. Shared with 15 random draws, in a short budget each got a sixteenth of
-  the epochs the estimator gives its one network, and a 10 s tune scored worse than the
-  defaults on most tables; alone, with groups taking turns by time, it trains as fast as
-  the estimator's network (bench/README.md, "A 10-second tune").
+  the epochs the estimator gives its one network, and a 10 s tune scored 1.185x the
+  defaults; alone, with groups taking turns by time, it trains about as fast as the
+  estimator's network: 1.025x (at 60 s: 1.035x, within the noise; bench/README.md, "A
+  10-second tune").
 - Groups take turns by time, not by epochs: the next epoch goes to the group that has used
   the least estimated time (``epoch_cost``; a new group starts level with the least), so a
   structure whose epochs cost 5× as much gets the same seconds as the others, not 5× as
@@ -352,8 +353,8 @@ class Tuner:
 
     def _target(self) -> _Group | None:
         """The group the next trial should join: one with a free slot to refill in place,
-        else the one still taking trials with the fewest (several only when the first trials
-        were warm-start leaders, which then share the population); None: start a new group."""
+        else the one still taking trials with the fewest; never a warm-start network's (it
+        trains alone); None: start a new group."""
         open_groups = [g for g in self.groups if not (g.retired or g.solo)]
         waiting = [g for g in open_groups if len(g.free_slots) > len(g.joining)]
         if waiting:
