@@ -157,8 +157,9 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                        "most 16)", low=1, structural=True, optional=True),
     "numeric": H("choice", None, "how numeric columns of more than two values are scaled: "
                  "robust (median and IQR, smoothly clipped), quantile (to a normal) or "
-                 "standard (null: the table's own, --numeric); a tune searches robust and "
-                 "quantile", choices=NUMERIC, structural=True, optional=True),
+                 "standard (null: the table's own, --numeric); tune --numeric search "
+                 "searches robust and quantile", choices=NUMERIC, structural=True,
+                 optional=True),
     "numeric_embedding": H("choice", "none", "numeric columns of more than two values: none "
                            "(read as they are) or plr (periodic: sin and cos of k learned "
                            "frequencies, a linear layer to plr_dim and ReLU, per column)",

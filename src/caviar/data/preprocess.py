@@ -9,9 +9,9 @@
   Measured with one fixed network on ten tables (bench/encoding.py), robust and standard
   tested alike on average (robust ahead on digits and diamonds, behind on baseball), so the
   default is the one that bounds heavy tails; quantile won on skewed counts (hpc_data) but
-  lost 10-74% on snmesp, baseball, diamonds and digits, so a tune searches the scaling per
-  network: with ``numeric_alternatives`` the matrix also holds the numeric values scaled the
-  other ways, as last blocks before the codes
+  lost 10-74% on snmesp, baseball, diamonds and digits, so a tune can search the scaling per
+  network (``--numeric search``): with ``numeric_alternatives`` the matrix also holds the
+  numeric values scaled the other ways, as last blocks before the codes
   (:meth:`TablePreprocessor.numeric_alternative_columns`);
 - categoricals with at most ``onehot_limit(rows, max_onehot)`` levels (see
   :func:`caviar.data.table.onehot_limit`: by default while levels have 4 training rows each
