@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from commandline import assert_one_error_line, invoke
+from sklearn.metrics import log_loss
 
 from caviar.data import DataError
 from caviar.explain import permutation_importance
@@ -61,6 +62,41 @@ def test_the_determining_column_ranks_first(models, table, target):
     assert result.attrs["rows"] == len(test)
     assert result.attrs["baseline"] == pytest.approx(
         model.scores(test)[TARGETS[target]], rel=1e-6)
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_equals_scikit_learn_shuffling_the_table_itself(models, table, target):
+    """The oracle: scikit-learn's permutation importance of an estimator that preprocesses
+    the whole table again for every shuffle gives the same importances."""
+    from sklearn.base import BaseEstimator
+    from sklearn.inspection import permutation_importance as sklearn_importance
+
+    model, test = models[target], table[400:].reset_index(drop=True)
+    features = list(model.preprocessor.roles_.features)
+
+    class Raw(BaseEstimator):
+        def fit(self, X, y=None):
+            return self
+
+        def __sklearn_is_fitted__(self):
+            return True
+
+        def predict(self, X):
+            return model.predict(X)
+
+    if model.task == "regression":
+        y, scoring = test[target].to_numpy(), "neg_root_mean_squared_error"
+    else:
+        y = model.preprocessor.encode_target(test[target])
+        scoring = lambda estimator, X, y: -log_loss(  # noqa: E731
+            y, model.predict_proba(X), labels=list(range(len(model.classes))))
+    raw = sklearn_importance(Raw(), test[features], y, scoring=scoring, n_repeats=3,
+                             random_state=4)
+    ours = permutation_importance(model, test, n_repeats=3, seed=4).set_index("column")
+    np.testing.assert_allclose(ours.loc[features, "importance_mean"], raw.importances_mean,
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ours.loc[features, "importance_std"], raw.importances_std,
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_seeded_and_repeatable(models, table):

@@ -423,3 +423,39 @@ def test_alternative_scalings_are_scikit_learns_and_survive_saving():
     with pytest.raises(DataError, match="numeric must be one of robust, quantile, standard, "
                                         "got 'log'"):
         TablePreprocessor("class", numeric_alternatives=("log",)).fit(train)
+
+
+def test_each_output_column_is_made_from_one_feature_of_its_own_row():
+    """``feature_columns``: every output column belongs to one feature, and shuffling that
+    feature's rows in the table shuffles exactly its columns (what permutation importance
+    shuffles instead of preprocessing the table again): numbers with missing values (and
+    their indicator), the same in another scaling, a date's parts, one-hot, a target-encoded
+    identifier (one column per class) and codes."""
+    rng = np.random.default_rng(0)
+    n = 240
+    df = pd.DataFrame({
+        "size": np.where(rng.random(n) < 0.2, np.nan, rng.lognormal(size=n)),
+        "count": rng.integers(0, 9, n).astype(float),
+        "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 900, n), "h"),
+        "shade": rng.choice(["ash", "bone", "clay"], n),
+        "shop": rng.choice([f"s{i}" for i in range(60)], n),
+        "grade": rng.choice(["a", "b", "c"], n)})
+    pre = TablePreprocessor(target="grade", max_onehot=5, codes=True,
+                            numeric_alternatives=["quantile"])
+    pre.fit(df)
+    assert pre.roles_.target_encoded == ["shop"] and pre.roles_.datetime == ["when"]
+    made_from = pre.feature_columns()
+    assert list(made_from) == pre.roles_.features
+    assert sorted(j for cols in made_from.values() for j in cols) == list(
+        range(pre.n_features_out_))
+    names = pre.feature_names_out_
+    assert {names[j] for j in made_from["size"]} == {
+        "num__size", "num__missingindicator_size", "num_quantile__size"}
+    assert len(made_from["shop"]) == 3 + 1  # a column per class, and its code
+    encoded, order = pre.transform(df), rng.permutation(n)
+    for feature, columns in made_from.items():
+        shuffled = df.copy()
+        shuffled[feature] = df[feature].to_numpy()[order]
+        expected = encoded.copy()
+        expected[:, columns] = encoded[order][:, columns]
+        np.testing.assert_array_equal(pre.transform(shuffled), expected, err_msg=feature)

@@ -71,7 +71,12 @@ class CaviarModel:
         return dict(self.network.hyperparameters[0])
 
     def _outputs(self, data: pd.DataFrame | str | Path) -> np.ndarray:
-        X = self.preprocessor.transform(read_table(data))
+        return self.outputs(self.preprocessor.transform(read_table(data)))
+
+    def outputs(self, X: np.ndarray) -> np.ndarray:
+        """The averaged outputs for rows the preprocessor has made already (its ``transform``):
+        class probabilities, or standardized values (``preprocessor.decode_target`` gives the
+        target's units)."""
         Xt, _ = as_tensors(X)  # on the CPU: each network moves it to its own device
         with torch.no_grad():
             # the mean of the networks' probabilities (or standardized values)

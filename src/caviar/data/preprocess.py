@@ -414,6 +414,39 @@ class TablePreprocessor(BaseEstimator):
                                      for j in self.numeric_columns()]}
         return out
 
+    def feature_columns(self) -> dict[str, list[int]]:
+        """For each feature of the table (``roles_.features``), the output columns made from
+        it: its values in every numeric scaling and its missing-value indicator, its one-hot
+        or target-encoded columns and its code, or the parts of a date. Every output column
+        belongs to exactly one feature, and depends on that feature of its own row only, so
+        shuffling a feature's rows shuffles its output columns alike
+        (``explain.permutation_importance`` relies on it)."""
+        check_is_fitted(self, "column_transformer_")
+        source = {col: col for col in self.roles_.features}  # an encoder's input -> feature
+        for col, how in getattr(self, "dates_", {}).items():
+            source.update((part, col) for part in
+                          expand_dates(pd.Series([], dtype=object, name=col), **how))
+        out: dict[str, list[int]] = {col: [] for col in self.roles_.features}
+        named = self.column_transformer_.named_transformers_
+        for block, where in self.column_transformer_.output_indices_.items():
+            columns = iter(range(where.start, where.stop))
+            if block == "onehot":  # one column per known level, column by column
+                for col, cats in zip(self.roles_.onehot, named["onehot"].categories_):
+                    out[col] += [next(columns) for _ in cats]
+            elif block == "te":  # one column (per class, for several classes) per column
+                width = len(self.classes_) if self.task_ == "multiclass" else 1
+                for col in self.roles_.target_encoded:
+                    out[col] += [next(columns) for _ in range(width)]
+            else:  # numeric blocks: "num__COL", "num__missingindicator_COL", "num_NAME__COL"
+                for j in columns:
+                    name = self.feature_names_out_[j].split("__", 1)[1]
+                    name = name.removeprefix("missingindicator_") if name not in source else name
+                    out[source[name]].append(j)
+        first = self.n_features_out_ - len(self._code_levels())
+        for i, col in enumerate(self._code_levels()):
+            out[col].append(first + i)
+        return out
+
     def _set_feature_names(self) -> None:
         self.feature_names_out_ = [str(n) for n in
                                    self.column_transformer_.get_feature_names_out()]

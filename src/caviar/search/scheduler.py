@@ -65,7 +65,7 @@ from optuna.trial import TrialState
 
 from ..data import PreparedTable
 from ..engine import Population, resolve_device
-from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS
+from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, shuffle_seconds
 from ..files import jsonable
 from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
 from ..metrics import Metric, get_metric, in_target_units, validation_score
@@ -177,9 +177,10 @@ def refit_cost(networks: Sequence[Population], rows: int) -> float:
 # run's training speed, which on tiny tables measures the epoch model's error, not the
 # machine: wine's epochs ran 13× their estimate): the final model, the test scores and the
 # report's fixed part (END_S); the report per trial (END_TRIAL_S); and the permutation
-# importance, a prediction per feature and shuffle, each about twice the preprocessing of its
-# rows (PREDICT_FACTOR; the preprocessing is timed once). Fitted on wage (8 features, 170
-# trials: 3.0 s of end) and digits (59 features, 620 trials: 8.1 s) on an idle machine. The
+# importance, timed once on the model of the moment and taken PREDICT_FACTOR times (digits, a
+# 10 s tune: 2.9 s estimated, 2.1 s taken). END_S and END_TRIAL_S were fitted on wage (8
+# features, 170 trials: 3.0 s of end) and digits (59 features, 620 trials: 8.1 s) on an idle
+# machine. The
 # refit measured twice its refit_cost (populations built, networks exported: 4.4 s for 1.8 s
 # on wage); and the archive writer's rate, for the backlog it must write (bench/README.md,
 # "Budget").
@@ -695,17 +696,19 @@ class Tuner:
         return REFIT_FACTOR * refit * self.speed + end + backlog / WRITER_TRIALS_PER_S
 
     def _importance_seconds(self) -> float:
-        """The report's permutation importance, estimated: a prediction of its rows per
-        feature and shuffle, each ``PREDICT_FACTOR`` times their preprocessing, which is
-        timed here once (text columns and target encoders make it vary 5-fold by table)."""
-        if self._importance_s is None:
+        """The permutation importance at the end, estimated: its rows preprocessed once, then
+        a shuffle per feature and repeat, each a prediction of the model and its score; both
+        timed once there is a model (``explain.shuffle_seconds``: text columns, target
+        encoders and the networks' widths make them vary many-fold by table), each taken
+        ``PREDICT_FACTOR`` times (the model at the end may average costlier networks)."""
+        if not len(self.data.test):
+            return 0.0  # no test rows: no importance
+        if self._importance_s is None and self.kept.networks:
             rows = self.data.test.iloc[:IMPORTANCE_ROWS]
-            started = time.monotonic()
-            if len(rows):
-                self.pre.transform(rows)
-            self._importance_s = ((time.monotonic() - started) * PREDICT_FACTOR
-                                  * IMPORTANCE_REPEATS * len(self.pre.roles_.features))
-        return self._importance_s
+            prepared, shuffle = shuffle_seconds(self.model(), rows)
+            shuffles = IMPORTANCE_REPEATS * len(self.pre.roles_.features)
+            self._importance_s = PREDICT_FACTOR * (prepared + shuffles * shuffle)
+        return self._importance_s or 0.0
 
     def _beat(self) -> None:
         if self.shared is not None:
