@@ -41,33 +41,8 @@ if TYPE_CHECKING:
 IMPORTANCE_ROWS, IMPORTANCE_REPEATS = 2000, 3
 
 
-class _EncodedRows:
-    """The rows to explain, preprocessed once, as scikit-learn's permutation importance sees
-    them: a matrix of row numbers, one column per feature. scikit-learn shuffles a column of
-    it; the networks then see each feature's output columns (``feature_columns``) taken from
-    the rows its column names. That is exactly the matrix of the table with that feature
-    shuffled, since each output column depends on one feature of its own row, and it spares
-    preprocessing the whole table again for every feature and shuffle (3.2 s of a 10 s
-    tune on digits' 64 columns)."""
-
-    def __init__(self, model: CaviarModel, X: pd.DataFrame):
-        self.model = model
-        self.encoded = model.preprocessor.transform(X)
-        made_from = model.preprocessor.feature_columns()
-        self.columns = [np.asarray(made_from[c], dtype=np.intp) for c in X.columns]
-        self.rows = np.repeat(np.arange(len(X))[:, None], len(X.columns), axis=1)
-
-    def outputs(self, rows: np.ndarray) -> np.ndarray:
-        """The model's outputs when feature j of row i is that of row ``rows[i, j]``."""
-        matrix, unshuffled = self.encoded.copy(), np.arange(len(rows))
-        for j, columns in enumerate(self.columns):
-            if not np.array_equal(rows[:, j], unshuffled):
-                matrix[:, columns] = self.encoded[np.ix_(rows[:, j], columns)]
-        return self.model.outputs(matrix)
-
-
 class _Classifier(ClassifierMixin, BaseEstimator):
-    """A fitted CaviarModel as scikit-learn sees a classifier of ``_EncodedRows``' row
+    """A fitted CaviarModel as scikit-learn sees a classifier of ``ImportanceRows``' row
     numbers; classes are the indices 0..C-1 (the target is encoded once, up front)."""
 
     def __init__(self, rows: Any = None):
@@ -91,7 +66,7 @@ class _Classifier(ClassifierMixin, BaseEstimator):
 
 
 class _Regressor(RegressorMixin, BaseEstimator):
-    """A fitted CaviarModel as scikit-learn sees a regressor of ``_EncodedRows``' row
+    """A fitted CaviarModel as scikit-learn sees a regressor of ``ImportanceRows``' row
     numbers, answering in the target's units."""
 
     def __init__(self, rows: Any = None):
@@ -126,7 +101,7 @@ def permutation_importance(model: CaviarModel | str | Path, data: pd.DataFrame |
         model = load_model(model)
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be at least 1, got {n_repeats}")
-    scoring = _Scoring(model, data)
+    scoring = ImportanceRows(model, data)
     # sklearn's scores are −loss (greater is better), so each importance, the baseline score
     # minus the shuffled one, is how much the loss grows
     result = sklearn_importance(scoring.estimator, scoring.X, scoring.y, scoring=scoring.scorer,
@@ -140,22 +115,17 @@ def permutation_importance(model: CaviarModel | str | Path, data: pd.DataFrame |
     return out
 
 
-def shuffle_seconds(model: CaviarModel, data: pd.DataFrame) -> tuple[float, float]:
-    """What ``permutation_importance(model, data)`` costs, in seconds: preprocessing the rows
-    once, and one shuffle's prediction and score (timed warm: its second run). The tuner
-    holds back time for the importance its run ends with."""
-    started = time.monotonic()
-    scoring = _Scoring(model, data)
-    prepared = time.monotonic() - started
-    scoring.baseline()  # the first prediction warms up
-    started = time.monotonic()
-    scoring.baseline()
-    return prepared, time.monotonic() - started
+class ImportanceRows:
+    """The rows ``permutation_importance`` scores: checked, the target encoded, and the
+    features preprocessed once. scikit-learn's permutation importance sees them as a matrix
+    of row numbers, one column per feature (``X``), and shuffles a column of it; the networks
+    then see each feature's output columns (``feature_columns``) taken from the rows its
+    column names. That is exactly the matrix of the table with that feature shuffled, since
+    each output column depends on one feature of its own row, and it spares preprocessing the
+    table again for every feature and shuffle (loans: 24 s to 4 s).
 
-
-class _Scoring:
-    """The rows of ``data`` as ``permutation_importance`` scores them: checked, preprocessed
-    once (``_EncodedRows``), the target encoded, and scikit-learn's estimator and scorer."""
+    ``model`` may be replaced by another with the same preprocessor (the tuner times the
+    importance of its model of the moment on the same rows)."""
 
     def __init__(self, model: CaviarModel, data: pd.DataFrame | str | Path):
         df = read_table(data)
@@ -174,16 +144,21 @@ class _Scoring:
             raise DataError(f"the table lacks {len(lacking)} column(s) the model was trained "
                             f"on: {', '.join(map(repr, lacking[:8]))}; add them (values may "
                             "be missing)")
-        rows = _EncodedRows(model, df[self.features].reset_index(drop=True))
-        self.X = rows.rows  # what scikit-learn shuffles: row numbers, one column per feature
+        self.model = model
+        started = time.monotonic()
+        self.encoded = model.preprocessor.transform(df[self.features])
+        self.prepare_seconds = time.monotonic() - started
+        made_from = model.preprocessor.feature_columns()
+        self.columns = [np.asarray(made_from[c], dtype=np.intp) for c in self.features]
+        self.X = np.repeat(np.arange(len(df))[:, None], len(self.features), axis=1)
         if model.task == "regression":
-            self.estimator: BaseEstimator = _Regressor(rows)
+            self.estimator: BaseEstimator = _Regressor(self)
             model.preprocessor.encode_target(df[target])  # DataError for text in the target
             self.y = pd.to_numeric(df[target]).to_numpy(dtype=np.float64)
             self.scorer: Any = get_scorer("neg_root_mean_squared_error")
             self.metric = "rmse"
         else:
-            self.estimator = _Classifier(rows)
+            self.estimator = _Classifier(self)
             self.y = model.preprocessor.encode_target(df[target])  # DataError: unknown class
             # the labels fixed: rows that lack a class are still scored against all of them
             self.scorer = make_scorer(log_loss, greater_is_better=False,
@@ -191,6 +166,21 @@ class _Scoring:
                                       labels=list(range(len(model.classes))))
             self.metric = "log_loss"
 
+    def outputs(self, rows: np.ndarray) -> np.ndarray:
+        """The model's outputs when feature j of row i is that of row ``rows[i, j]``."""
+        matrix, unshuffled = self.encoded.copy(), np.arange(len(rows))
+        for j, columns in enumerate(self.columns):
+            if not np.array_equal(rows[:, j], unshuffled):
+                matrix[:, columns] = self.encoded[np.ix_(rows[:, j], columns)]
+        return self.model.outputs(matrix)
+
     def baseline(self) -> float:
         """The loss of the unshuffled rows (scikit-learn does not return its own)."""
         return -float(self.scorer(self.estimator, self.X, self.y))
+
+    def shuffle_seconds(self) -> float:
+        """Seconds of one shuffle's prediction and score, timed warm (the second run)."""
+        self.baseline()
+        started = time.monotonic()
+        self.baseline()
+        return time.monotonic() - started

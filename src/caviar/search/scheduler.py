@@ -65,7 +65,7 @@ from optuna.trial import TrialState
 
 from ..data import PreparedTable
 from ..engine import Population, resolve_device
-from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, shuffle_seconds
+from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, ImportanceRows
 from ..files import jsonable
 from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
 from ..metrics import Metric, get_metric, in_target_units, validation_score
@@ -217,7 +217,13 @@ class Budget:
         return self.spent + time.monotonic() - self.start
 
     def out_of_time(self) -> bool:
-        return self.time_budget is not None and self.elapsed + self.reserve >= self.time_budget
+        """Whether the time left is only what the end of the run needs."""
+        return not self.fits(0.0)
+
+    def fits(self, seconds: float) -> bool:
+        """Whether ``seconds`` of work started now would end before the time held back."""
+        return (self.time_budget is None
+                or self.elapsed + self.reserve + seconds < self.time_budget)
 
     def may_ask(self, started: int) -> bool:
         """``started``: trials of this study that are finished or running."""
@@ -261,7 +267,9 @@ class Tuner:
         # first (which pays for warming up): the speed of this machine now, which scales the
         # time held back for the end
         self._measured, self._estimated, self._warm = 0.0, 0.0, False
-        self._importance_s: float | None = None  # the end's permutation importance
+        # the end's permutation importance: its rows, and its estimated seconds
+        self._importance_rows: ImportanceRows | None = None
+        self._importance_s: float | None = None
         # an epoch trains on the training rows and predicts the validation rows (a forward
         # pass: about a third of a training step's arithmetic)
         self._cost_rows = len(self.data.X_train) + len(self.data.X_val) // 3
@@ -556,6 +564,7 @@ class Tuner:
             return  # a worker of many: the coordinator builds the model from the study
         self.model().save(self.out / "model")
         self.kept.changed = False
+        self._importance_s = None  # timed again on the new model
 
     def stop_running(self, reason: str) -> None:
         """End every running trial (the budget ran out): pruned at its last report. Their
@@ -664,8 +673,8 @@ class Tuner:
         epoch's estimated cost (``epoch_cost``), or None when it was not run."""
         cost = epoch_cost(population, self._cost_rows)
         if self._estimated:  # the end of the run, and this epoch, at the measured speed
-            self.budget.reserve = self.end_reserve() + cost * self.speed
-            if self.budget.out_of_time():
+            self.budget.reserve = self.end_reserve()
+            if not self.budget.fits(cost * self.speed):
                 return None
         started = time.monotonic()
         train()
@@ -697,17 +706,23 @@ class Tuner:
 
     def _importance_seconds(self) -> float:
         """The permutation importance at the end, estimated: its rows preprocessed once, then
-        a shuffle per feature and repeat, each a prediction of the model and its score; both
-        timed once there is a model (``explain.shuffle_seconds``: text columns, target
-        encoders and the networks' widths make them vary many-fold by table), each taken
-        ``PREDICT_FACTOR`` times (the model at the end may average costlier networks)."""
+        a shuffle per feature and repeat, each a prediction of the model and its score
+        (``explain.ImportanceRows``: text columns, target encoders and the networks' widths
+        make them vary many-fold by table), timed on the model of the moment, again whenever
+        it has changed and been saved, and taken ``PREDICT_FACTOR`` times (the model at the
+        end may average costlier networks)."""
         if not len(self.data.test):
             return 0.0  # no test rows: no importance
         if self._importance_s is None and self.kept.networks:
-            rows = self.data.test.iloc[:IMPORTANCE_ROWS]
-            prepared, shuffle = shuffle_seconds(self.model(), rows)
-            shuffles = IMPORTANCE_REPEATS * len(self.pre.roles_.features)
-            self._importance_s = PREDICT_FACTOR * (prepared + shuffles * shuffle)
+            if self._importance_rows is None:
+                self._importance_rows = ImportanceRows(self.model(),
+                                                       self.data.test.iloc[:IMPORTANCE_ROWS])
+            else:
+                self._importance_rows.model = self.model()
+            rows = self._importance_rows
+            shuffles = IMPORTANCE_REPEATS * len(rows.features)
+            self._importance_s = PREDICT_FACTOR * (rows.prepare_seconds
+                                                   + shuffles * rows.shuffle_seconds())
         return self._importance_s or 0.0
 
     def _beat(self) -> None:
