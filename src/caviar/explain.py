@@ -93,25 +93,28 @@ def permutation_importance(model: CaviarModel | str | Path, data: pd.DataFrame |
     ``metric`` ("log_loss" or "rmse"), ``baseline`` (the score of the unshuffled rows) and
     ``rows``.
     """
-    from sklearn.inspection import permutation_importance as sklearn_importance
-
     if isinstance(model, (str, Path)):
         from .model import load_model
 
         model = load_model(model)
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be at least 1, got {n_repeats}")
-    scoring = ImportanceRows(model, data)
+    return importance_of(ImportanceRows(model, data), n_repeats, seed)
+
+
+def importance_of(rows: ImportanceRows, n_repeats: int, seed: int = 0) -> pd.DataFrame:
+    """``permutation_importance`` of rows already checked and preprocessed."""
+    from sklearn.inspection import permutation_importance as sklearn_importance
+
     # sklearn's scores are −loss (greater is better), so each importance, the baseline score
     # minus the shuffled one, is how much the loss grows
-    result = sklearn_importance(scoring.estimator, scoring.X, scoring.y, scoring=scoring.scorer,
+    result = sklearn_importance(rows.estimator, rows.X, rows.y, scoring=rows.scorer,
                                 n_repeats=n_repeats, random_state=seed)
-    out = pd.DataFrame({"column": scoring.features, "importance_mean": result.importances_mean,
+    out = pd.DataFrame({"column": rows.features, "importance_mean": result.importances_mean,
                         "importance_std": result.importances_std})
     out = out.sort_values("importance_mean", ascending=False, kind="stable")
     out = out.reset_index(drop=True)
-    out.attrs.update({"metric": scoring.metric, "baseline": scoring.baseline(),
-                      "rows": len(scoring.X)})
+    out.attrs.update({"metric": rows.metric, "baseline": rows.baseline(), "rows": len(rows.X)})
     return out
 
 

@@ -716,6 +716,10 @@ def feature_importance_figure(run: RunData) -> tuple[go.Figure | None, str | Non
     stored = run.best.get(keys.FEATURE_IMPORTANCE)
     columns = (stored or {}).get("columns") if isinstance(stored, dict) else None
     if not columns:
+        skipped = stored.get("skipped") if isinstance(stored, dict) else None
+        if skipped:
+            return None, (f"No feature importance: {skipped}. caviar explain MODEL DATA "
+                          "computes it.")
         return None, "No feature importance stored (it needs held-out test rows)."
     items = sorted(columns, key=lambda c: c["importance_mean"])
     metric = stored.get("metric", "score")

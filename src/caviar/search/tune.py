@@ -39,7 +39,15 @@ from ..workers.spec import WorkerSpec
 from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
-from .scheduler import Budget, TuneProgress, Tuner, make_pruner, structure_quota
+from .scheduler import (
+    Budget,
+    TuneProgress,
+    Tuner,
+    end_seconds,
+    importance_repeats,
+    make_pruner,
+    structure_quota,
+)
 from .space import SEARCHED_SCALINGS, Space, choice, default_space
 from .study import keys
 from .study.archive import TrialArchive, recover_journal
@@ -272,6 +280,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "device": resolved_device.type} | _usage(split, group, weight, class_weight,
                                                         validation, test), indent=1))
         extra: dict[str, Any] = {}
+        clock = Budget(trials, time_budget, elapsed(study), start=started)  # the run's
         if single:
             with _progress(on_progress, verbose) as progress:
                 tuner, extra = work(spec, 0, prepared=prepared, store=store, study=study,
@@ -302,7 +311,10 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             test_scores[metric_obj.name] = ValidationScorer(
                 metric_obj, pre_y, pre.task_, prepared.target_std, prepared.target_mean
             )(model._outputs(test))
-        best = jsonable(_best_record(study, model, test_scores, test))
+        # what is left of the time budget for the importance, after the report's part
+        left = (None if time_budget is None else
+                time_budget - clock.elapsed - end_seconds(len(study.get_trials(deepcopy=False))))
+        best = jsonable(_best_record(study, model, test_scores, test, left))
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
         if refit == "all" and len(test):  # the scores above stay those of the train+valid fit
             X, y, w = _rows(prepared, True, weight, class_weight)
@@ -508,8 +520,9 @@ def _load_space(space: Space | str | Path | Mapping | None) -> Space:
 
 
 def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str, float],
-                 test: pd.DataFrame) -> dict[str, Any]:
-    """The study's ``best`` attribute: the model's best network, its members, test scores."""
+                 test: pd.DataFrame, seconds: float | None = None) -> dict[str, Any]:
+    """The study's ``best`` attribute: the model's best network, its members, test scores,
+    and the permutation importance of its columns (within ``seconds``; None: no limit)."""
     best = study.trials[model.info["trial"]]  # the best network's trial (maybe a stopped one)
     record = {keys.BEST_TRIAL: best.number, keys.BEST_VALUE: model.info["value"],
               keys.HYPERPARAMETERS: best.user_attrs.get(keys.HYPERPARAMETERS, {}),
@@ -520,19 +533,28 @@ def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str,
     if model.preprocessor.task_ != "regression" and len(test):
         record[keys.CONFUSION_MATRIX] = model.confusion_matrix(test)
     if len(test):
-        record[keys.FEATURE_IMPORTANCE] = _feature_importance(model, test)
+        record[keys.FEATURE_IMPORTANCE] = _feature_importance(model, test, seconds)
     return record
 
 
-def _feature_importance(model: CaviarModel, test: pd.DataFrame) -> dict[str, Any]:
+def _feature_importance(model: CaviarModel, test: pd.DataFrame,
+                        seconds: float | None) -> dict[str, Any]:
     """Permutation importance of the model's original columns on (up to 2,000 of) the test
-    rows, for the report (``caviar explain`` computes it for any rows)."""
-    from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, permutation_importance
+    rows, for the report (``caviar explain`` computes it for any rows): as many shuffles of
+    each column as end within ``seconds`` (``importance_repeats``), up to 3; none, and the
+    reason, when not one does."""
+    from ..explain import IMPORTANCE_ROWS, ImportanceRows, importance_of
 
-    rows = test.sample(IMPORTANCE_ROWS, random_state=0) if len(test) > IMPORTANCE_ROWS else test
-    frame = permutation_importance(model, rows, n_repeats=IMPORTANCE_REPEATS)
-    return {**frame.attrs, "repeats": IMPORTANCE_REPEATS,
-            "columns": frame.to_dict(orient="records")}
+    sample = test.sample(IMPORTANCE_ROWS, random_state=0) if len(test) > IMPORTANCE_ROWS else test
+    rows = ImportanceRows(model, sample)
+    per_repeat = len(rows.features) * rows.shuffle_seconds() if seconds is not None else 0.0
+    repeats = importance_repeats(None if seconds is None else seconds - rows.prepare_seconds,
+                                 per_repeat)
+    if repeats == 0:
+        return {"skipped": f"one shuffle of each column takes {per_repeat:.1f} s, more than "
+                           f"the time budget had left ({max(seconds, 0.0):.1f} s)"}
+    frame = importance_of(rows, repeats)
+    return {**frame.attrs, "repeats": repeats, "columns": frame.to_dict(orient="records")}
 
 
 def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner: Tuner,

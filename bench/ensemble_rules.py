@@ -1,0 +1,103 @@
+"""Which of the kept networks should the model average? The rule in use (``select_ensemble``:
+up to 5 of the 20 best, each joining unless it worsens the validation loss by more than one
+standard error) against others, all on the networks of one search.
+
+One ``tune(..., ensemble=10)`` per table and seed (it keeps the 40 best networks; the search
+is the same as with the default 5, which keeps the best 20 of them), then every rule picks
+from the kept networks and its model is scored on the same 20% of the rows, which no network
+trained or was chosen on: the best network alone; the rule with 10 or 20 networks from the
+40; the 5 or 10 best averaged without a rule; and Caruana et al.'s greedy selection with
+replacement (20 steps, from the 20 or the 40 best), AutoGluon's weighted ensemble.
+
+Run: OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/ensemble_rules.py --budget 60 \
+         --seeds 9 [--tables wage digits]
+It prints one JSON line per table and seed: each rule's test score and how many networks
+it averages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+
+import torch
+from tables import TABLES, load_table
+
+from caviar import tune
+from caviar.data import split_frame
+from caviar.model import CaviarModel
+from caviar.search import ensemble
+
+
+def caruana(pool: list, y: torch.Tensor, task: str, steps: int = 20) -> list:
+    """Greedy forward selection with replacement: each step adds the network (again, maybe)
+    whose joining gives the lowest validation loss of the average."""
+    chosen, total = [pool[0]], pool[0].val_outputs.clone()
+    for _ in range(steps - 1):
+        best = min(pool, key=lambda c: ensemble.averaged_score(
+            (total + c.val_outputs) / (len(chosen) + 1), y, task))
+        chosen.append(best)
+        total = total + best.val_outputs
+    return chosen
+
+
+def run(name: str, seed: int, budget: float) -> dict:
+    spec = TABLES[name]
+    fit, _, test = split_frame(load_table(name), spec.target, spec.task, test_size=0.2,
+                               val_size=0.0, seed=seed)
+    grabbed = {}
+    model_of = ensemble.KeptNetworks.model
+
+    def keep(kept, pre, study_name):  # the tuner's kept networks, as it builds its model
+        grabbed.update(kept=kept, pre=pre)
+        return model_of(kept, pre, study_name)
+
+    ensemble.KeptNetworks.model = keep
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            result = tune(fit, spec.target, time_budget=budget, test=test, out=out, seed=seed,
+                          drop=spec.drop, categorical=spec.categorical, task=spec.task,
+                          ensemble=10)
+    finally:
+        ensemble.KeptNetworks.model = model_of
+    kept, pre = grabbed["kept"], grabbed["pre"]
+    nets, y, task = kept.networks, kept.y_val, kept.task
+    metric = "rmse" if spec.task == "regression" else "log_loss"
+    rules = {
+        "best": [nets[0]],
+        "se5_top20": ensemble.select_ensemble(nets[:20], y, task, 5)[0],  # in use
+        "se10_top40": ensemble.select_ensemble(nets, y, task, 10)[0],
+        "se20_top40": ensemble.select_ensemble(nets, y, task, 20)[0],
+        "uniform5": nets[:5], "uniform10": nets[:10],
+        "caruana20_top20": caruana(nets[:20], y, task),
+        "caruana20_top40": caruana(nets, y, task),
+    }
+    row = {"table": name, "seed": seed, "wall": time.perf_counter() - started,
+           "trials": len(result.leaderboard), "kept": len(nets)}
+    for rule, members in rules.items():
+        model = CaviarModel(pre, [k.network for k in members])
+        row[rule] = model.scores(test)[metric]
+        row[rule + "_n"] = len({id(k) for k in members})
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[9])
+    parser.add_argument("--tables", nargs="+", default=list(TABLES))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    for seed in args.seeds:
+        for name in args.tables:
+            print(json.dumps(run(name, seed, args.budget)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
