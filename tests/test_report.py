@@ -373,6 +373,26 @@ def test_the_report_shows_the_models_feature_importance(real_tune, real_html):
     assert f"on {stored['rows']} test rows" in page and top["column"] in page
 
 
+def test_the_importance_makes_the_shuffles_the_time_budget_allows(real_tune):
+    """A short tune does not spend its time ranking columns: as many shuffles of each column
+    as end within the time left (up to 3), none and the reason when not one does."""
+    from types import SimpleNamespace
+
+    from caviar.search.scheduler import importance_repeats
+    from caviar.search.tune import _feature_importance
+
+    assert importance_repeats(None, 5.0) == 3  # no time budget
+    assert [importance_repeats(s, 4.0) for s in (100.0, 11.0, 8.0, 3.9, -1.0)] == [3, 2, 2, 0, 0]
+    _, result = real_tune
+    rows = load_wine(as_frame=True).frame.rename(columns={"target": "cultivar"})
+    assert _feature_importance(result.model, rows, None)["repeats"] == 3
+    skipped = _feature_importance(result.model, rows, 0.0)
+    assert "columns" not in skipped and "time budget" in skipped["skipped"]
+    fig, why = F.feature_importance_figure(
+        SimpleNamespace(best={keys.FEATURE_IMPORTANCE: skipped}))
+    assert fig is None and skipped["skipped"] in why and "caviar explain" in why
+
+
 def test_importances_and_parallel(real_tune):
     run = load_run(real_tune[0])
     fig, why = F.importance_figure(run)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import optuna
@@ -200,7 +201,8 @@ def test_time_budget_stops_running_trials_and_keeps_the_best(wine_csv, tmp_path)
     assert 0 < result.study.user_attrs["elapsed_s"] < 3.5  # (ending the stopped trials)
 
 
-def test_near_the_budget_s_end_a_cheaper_group_trains_when_the_fair_one_would_not_fit():
+def _cheap_and_costly_groups() -> tuple[Tuner, Budget, Any, Any]:
+    """A tuner (speed 1) with a group of one cheap network and one of a costly one."""
     rng = np.random.default_rng(0)
     table = pd.DataFrame(rng.normal(size=(5000, 8)), columns=[f"x{j}" for j in range(8)])
     table["y"] = table.sum(axis=1) + rng.normal(size=5000)
@@ -216,8 +218,13 @@ def test_near_the_budget_s_end_a_cheaper_group_trains_when_the_fair_one_would_no
                   seed=0, warm=warm_start(space, [cheap, costly]))
     tuner.fill()
     small, large = sorted(tuner.groups, key=lambda g: g.population.structure.layer_sizes[1])
-    small.cost, large.cost = 1.0, 0.0  # the costly group's turn: it has used less time
     tuner._measured, tuner._estimated, tuner._warm = 1.0, 1.0, True  # speed 1 from now
+    return tuner, budget, small, large
+
+
+def test_near_the_budget_s_end_a_cheaper_group_trains_when_the_fair_one_would_not_fit():
+    tuner, budget, small, large = _cheap_and_costly_groups()
+    small.cost, large.cost = 1.0, 0.0  # the costly group's turn: it has used less time
     rows = tuner._cost_rows
     small_s, large_s = epoch_cost(small.population, rows), epoch_cost(large.population, rows)
     assert large_s > 10 * small_s
@@ -229,6 +236,18 @@ def test_near_the_budget_s_end_a_cheaper_group_trains_when_the_fair_one_would_no
     budget.start -= large_s  # now not even the cheap epoch fits: nothing trains
     assert tuner.train_next_epoch() is None
     assert small.population.epoch.tolist() == [1] and large.population.epoch.tolist() == [0]
+
+
+def test_a_costly_epoch_that_no_longer_fits_does_not_end_the_search():
+    """After the costly group's epoch, another would not fit, but the cheap one's would: the
+    run is not out of time (digits at 10 s once stopped after one epoch of every network)."""
+    tuner, budget, small, large = _cheap_and_costly_groups()
+    small.cost, large.cost = 1.0, 0.0
+    assert tuner.train_next_epoch() is large
+    large_s = epoch_cost(large.population, tuner._cost_rows)
+    budget.start = time.monotonic() - 1000.0 + tuner.end_reserve() + large_s / 2
+    assert not budget.out_of_time()
+    assert tuner.train_next_epoch() is small
 
 
 def test_a_warm_start_network_trains_alone_and_the_search_fills_the_other_slots():
@@ -252,6 +271,28 @@ def test_a_warm_start_network_trains_alone_and_the_search_fills_the_other_slots(
         tuner.train_next_epoch()
         tuner.fill()
     assert all(not g.solo for g in tuner.groups) and tuner.running == 8
+
+
+def test_a_warm_start_network_is_never_pruned():
+    """The known-good network is the short tune's floor: the estimators' defaults learn
+    slowly at first (digits: log-loss 2.05 after one epoch) and were pruned at the first rung.
+    With a pruner that prunes every trial, it still runs all its epochs."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
+    table["y"] = table.sum(axis=1) + rng.normal(size=300)
+    space = Space.from_dict({"width": {"kind": "choice", "values": [8, 16]},
+                             "depth": {"value": 1}, "batch_size": {"value": 64},
+                             "epochs": {"value": 4}})
+    known = {"hidden_layer_sizes": (8,), "batch_size": 64, "epochs": 4}
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    tuner = Tuner(study, space, prepare(table, "y", seed=0), Budget(8, 1000.0, 0.0), 4, None,
+                  seed=0, warm=warm_start(space, [known]))
+    tuner.run()
+    trials = study.get_trials(deepcopy=False)
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE  # the warm start's
+    assert len(trials[0].intermediate_values) == 4
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in trials[1:])
+    assert all(len(t.intermediate_values) == 1 for t in trials[1:])
 
 
 def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
