@@ -250,18 +250,24 @@ def test_a_costly_epoch_that_no_longer_fits_does_not_end_the_search():
     assert tuner.train_next_epoch() is small
 
 
-def test_a_warm_start_network_trains_alone_and_the_search_fills_the_other_slots():
-    """A known-good network is not a leader others join: with 15 random draws beside it, a
-    short budget gave it a sixteenth of its epochs. Alone, it gets its group's turns."""
+def _one_known_network(epochs: int) -> tuple[Any, Space, list]:
+    """A small regression table, a space of two widths, and a warm start of one network."""
     rng = np.random.default_rng(0)
     table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
     table["y"] = table.sum(axis=1) + rng.normal(size=300)
     space = Space.from_dict({"width": {"kind": "choice", "values": [8, 16]},
                              "depth": {"value": 1}, "batch_size": {"value": 64},
-                             "epochs": {"value": 5}})
-    known = {"hidden_layer_sizes": (8,), "batch_size": 64, "epochs": 5}
-    tuner = Tuner(optuna.create_study(), space, prepare(table, "y", seed=0),
-                  Budget(None, 1000.0, 0.0), 8, None, seed=0, warm=warm_start(space, [known]))
+                             "epochs": {"value": epochs}})
+    known = {"hidden_layer_sizes": (8,), "batch_size": 64, "epochs": epochs}
+    return prepare(table, "y", seed=0), space, warm_start(space, [known])
+
+
+def test_a_warm_start_network_trains_alone_and_the_search_fills_the_other_slots():
+    """A known-good network is not a leader others join: with 15 random draws beside it, a
+    short budget gave it a sixteenth of its epochs. Alone, it gets its group's turns."""
+    data, space, warm = _one_known_network(epochs=5)
+    tuner = Tuner(optuna.create_study(), space, data, Budget(None, 1000.0, 0.0), 8, None,
+                  seed=0, warm=warm)
     tuner.fill()
     solo = [g for g in tuner.groups if g.solo]
     assert [g.population.size for g in solo] == [1]
@@ -277,16 +283,9 @@ def test_a_warm_start_network_is_never_pruned():
     """The known-good network is the short tune's floor: the estimators' defaults learn
     slowly at first (digits: log-loss 2.05 after one epoch) and were pruned at the first rung.
     With a pruner that prunes every trial, it still runs all its epochs."""
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
-    table["y"] = table.sum(axis=1) + rng.normal(size=300)
-    space = Space.from_dict({"width": {"kind": "choice", "values": [8, 16]},
-                             "depth": {"value": 1}, "batch_size": {"value": 64},
-                             "epochs": {"value": 4}})
-    known = {"hidden_layer_sizes": (8,), "batch_size": 64, "epochs": 4}
+    data, space, warm = _one_known_network(epochs=4)
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
-    tuner = Tuner(study, space, prepare(table, "y", seed=0), Budget(8, 1000.0, 0.0), 4, None,
-                  seed=0, warm=warm_start(space, [known]))
+    tuner = Tuner(study, space, data, Budget(8, 1000.0, 0.0), 4, None, seed=0, warm=warm)
     tuner.run()
     trials = study.get_trials(deepcopy=False)
     assert trials[0].state == optuna.trial.TrialState.COMPLETE  # the warm start's
