@@ -19,7 +19,7 @@ from caviar import CaviarModel, load_model
 from caviar.data import prepare, split_frame
 from caviar.engine import Population
 from caviar.search.samplers import warm_start
-from caviar.search.scheduler import Budget, Tuner, epoch_cost
+from caviar.search.scheduler import EPOCH_SHARE, Budget, Tuner, epoch_cost, structure_epoch_cost
 from caviar.search.space import Space
 from caviar.search.study import keys
 from caviar.search.tune import tune
@@ -248,6 +248,32 @@ def test_a_costly_epoch_that_no_longer_fits_does_not_end_the_search():
     budget.start = time.monotonic() - 1000.0 + tuner.end_reserve() + large_s / 2
     assert not budget.out_of_time()
     assert tuner.train_next_epoch() is small
+
+
+def test_a_group_s_epoch_stays_a_small_share_of_the_time_budget():
+    """Fair time takes turns by epochs: one epoch of 30 wide networks took 6-8 s of a 10 s
+    tune (snmesp). Members of a costly structure split into groups whose epoch fits
+    EPOCH_SHARE of the budget; without a time budget, one group takes them all."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(2000, 8)), columns=[f"x{j}" for j in range(8)])
+    table["y"] = table.sum(axis=1) + rng.normal(size=2000)
+    space = Space.from_dict({"width": {"value": 512}, "depth": {"value": 2},
+                             "batch_size": {"value": 256}, "epochs": {"value": 5}})
+    data = prepare(table, "y", seed=0)
+    untimed = Tuner(optuna.create_study(), space, data, Budget(8, None, 0.0), 8, None, seed=0)
+    untimed.fill()
+    assert [g.population.size for g in untimed.groups] == [8]
+    one = untimed.groups[0].population.structure
+    rows = untimed._cost_rows
+    seconds = (structure_epoch_cost(one, rows, 3) + structure_epoch_cost(one, rows, 4)) / (
+        2 * EPOCH_SHARE)  # 3 members fit, not 4
+    assert structure_epoch_cost(one, rows, 3) <= EPOCH_SHARE * seconds
+    assert structure_epoch_cost(one, rows, 4) > EPOCH_SHARE * seconds
+    timed = Tuner(optuna.create_study(), space, data, Budget(None, seconds, 0.0), 8, None,
+                  seed=0)
+    timed.fill()
+    assert sorted(g.population.size for g in timed.groups) == [2, 3, 3]
+    assert timed.running == 8
 
 
 def _one_known_network(epochs: int) -> tuple[Any, Space, list]:

@@ -65,6 +65,8 @@ from optuna.trial import TrialState
 
 from ..data import PreparedTable
 from ..engine import Population, resolve_device
+from ..engine.losses import output_size
+from ..engine.network import Structure, make_structure
 from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, ImportanceRows
 from ..files import jsonable
 from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
@@ -128,6 +130,14 @@ class _Group:
         return [i for i, t in enumerate(self.trials) if t is None]
 
 
+# A group's epoch, at the measured speed, may take at most this share of a time budget: the
+# turns of fair time are epochs, and successive halving (rungs at 1, 3, 9, 27 epochs, a third
+# going on) spends about 3 first epochs of a group to bring one member to the 27th, so at 1/20
+# the budget holds several such rounds. Without it a 10 s tune on snmesp spent 6-8 s on one
+# epoch of 30 networks, the warm-start ones waiting.
+EPOCH_SHARE = 1 / 20
+
+
 def structure_quota(population: int, trials_per_structure: int | None) -> int:
     """Trials a group takes before it drains: ``trials_per_structure``, by default
     2 × population."""
@@ -145,7 +155,13 @@ STEP_S, MAC_S, UNIT_S, PARAM_S = 1e-3, 2e-11, 1.7e-8, 3e-9
 def epoch_cost(population: Population, rows: int, members: int | None = None) -> float:
     """Estimated seconds of one epoch of ``population`` (or of ``members`` members of its
     structure) over ``rows`` rows."""
-    s = population.structure
+    return structure_epoch_cost(population.structure, rows,
+                                population.size if members is None else members)
+
+
+def structure_epoch_cost(s: Structure, rows: int, members: int) -> float:
+    """Estimated seconds of one epoch of ``members`` members of structure ``s`` over ``rows``
+    rows (``epoch_cost``)."""
     sizes = s.layer_sizes
     macs = sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:]))  # ≈ parameters
     units = sum(sizes[1:])
@@ -155,7 +171,7 @@ def epoch_cost(population: Population, rows: int, members: int | None = None) ->
         units += n * (3 * k + m)
     steps = math.ceil(rows / s.batch_size)
     per_member = rows * (macs * MAC_S + units * UNIT_S) + steps * macs * PARAM_S
-    return steps * STEP_S + (population.size if members is None else members) * per_member
+    return steps * STEP_S + members * per_member
 
 
 def refit_cost(networks: Sequence[Population], rows: int) -> float:
@@ -383,12 +399,29 @@ class Tuner:
     def _target(self) -> _Group | None:
         """The group the next trial should join: one with a free slot to refill in place,
         else the one still taking trials with the fewest; never a warm-start network's (it
-        trains alone); None: start a new group."""
-        open_groups = [g for g in self.groups if not (g.retired or g.solo)]
+        trains alone), nor one whose epoch would take too long with it (``_fits_another``);
+        None: start a new group."""
+        open_groups = [g for g in self.groups
+                       if not (g.retired or g.solo) and self._fits_another(g)]
         waiting = [g for g in open_groups if len(g.free_slots) > len(g.joining)]
         if waiting:
             return waiting[0]
         return min(open_groups, key=lambda g: g.running) if open_groups else None
+
+    def _fits_another(self, group: _Group) -> bool:
+        """Whether the group's epoch with one more member, at the speed measured so far,
+        stays within ``EPOCH_SHARE`` of the time budget (always without a time budget). A
+        structure too costly for it still trains, in groups of one."""
+        if self.budget.time_budget is None or not group.running:
+            return True
+        if group.population is not None:
+            structure = group.population.structure
+        else:  # a new group, placed at the end of the fill
+            structure = make_structure(self.task, self.data.inputs,
+                                       output_size(self.task, self.n_classes or 2),
+                                       resolve(group.joining[0][1]))
+        seconds = structure_epoch_cost(structure, self._cost_rows, group.running + 1)
+        return seconds * self.speed <= EPOCH_SHARE * self.budget.time_budget
 
     def fill(self) -> None:
         """Refill free slots from the sampler (or re-queued trials of dead workers), at an
@@ -410,7 +443,8 @@ class Tuner:
                 continue
             if group is None:  # a leader (or any grid point): join a group of its shape,
                 # reopening a draining one (its few survivors fill up again)
-                group = next((g for g in self.groups if g.key == key and not g.solo), None)
+                group = next((g for g in self.groups if g.key == key and not g.solo
+                              and self._fits_another(g)), None)
                 if group is not None and group.retired and not self.free_asks:
                     group.taken, group.retired = 0, False
             if group is not None and group.key == key:
