@@ -20,19 +20,21 @@ How trials meet populations (slot refill):
   itself, each trial joins whichever group matches its structure.
 - A new study's first trials are known-good networks (``samplers.warm_start``: the
   estimators' defaults and a RealMLP-like one), each alone in a group of its own that no
-  other trial joins. Shared with 15 random draws, in a short budget each got a sixteenth of
-  the epochs the estimator gives its one network, and a 10 s tune scored 1.185x the
-  defaults; alone, with groups taking turns by time, it trains about as fast as the
-  estimator's network: 1.025x (at 60 s: 1.035x, within the noise; bench/README.md, "A
-  10-second tune").
+  other trial joins, and never pruned. Shared with 15 random draws, in a short budget each
+  got a sixteenth of the epochs the estimator gives its one network, and a 10 s tune scored
+  1.185x the defaults; alone, with groups taking turns by time, it trains about as fast as
+  the estimator's network (bench/README.md, "A 10-second tune").
 - Groups take turns by time, not by epochs: the next epoch goes to the group that has used
   the least estimated time (``epoch_cost``; a new group starts level with the least), so a
   structure whose epochs cost 5× as much gets the same seconds as the others, not 5× as
-  many, and cheap structures are not held back by a slow one.
+  many, and cheap structures are not held back by a slow one. With a time budget a group
+  takes members only while its epoch stays within ``EPOCH_SHARE`` of it, so that the turns
+  stay small: the other trials of a costly structure form groups of their own.
 - Every epoch each running trial reports its validation score to Optuna; the pruner (ASHA or
-  median) may stop it. When a trial completes, is pruned or diverges, its slot is refilled
-  in place at the epoch boundary (``Population.replace_members``: fresh weights, no copy of
-  the other members) with a new trial from the sampler, so the vectorized batch stays full.
+  median) may stop it (not a warm-start network). When a trial completes, is pruned or
+  diverges, its slot is refilled in place at the epoch boundary
+  (``Population.replace_members``: fresh weights, no copy of the other members) with a new
+  trial from the sampler, so the vectorized batch stays full.
 - The score is the validation loss, or the metric the study was given (``caviar.metrics``:
   AUC, F1, MAE, ..., from the validation predictions, maximized or minimized). Every member
   remembers its weights at its best epoch (``Population.remember_best``); a completed trial's
