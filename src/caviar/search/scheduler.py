@@ -383,16 +383,35 @@ class Tuner:
                                                    or t.value < self.best_value):
                 self.best_value = t.value
 
+    def _siblings(self, group: _Group) -> list[_Group]:
+        """The groups of ``group``'s structure (itself included; a warm start's is alone):
+        a structure whose epoch would take too long in one group trains in several."""
+        if group.solo:
+            return [group]
+        return [g for g in self.groups if g.key == group.key and not g.solo]
+
     def _join(self, group: _Group, trial: optuna.Trial, params: dict) -> None:
+        """``group``, or a sibling whose epoch fits another member (a new one if none does),
+        takes the trial; the structure drains once its groups took ``trials_per_structure``."""
+        if not self._fits_another(group):
+            roomy = next((g for g in self._siblings(group) if self._fits_another(g)), None)
+            if roomy is None:
+                self._new_group(trial, params, sibling=True)  # which joins it
+                return
+            group = roomy
         group.joining.append((trial, params))
         group.taken += 1
-        group.retired = group.taken >= self.trials_per_structure
+        siblings = self._siblings(group)
+        retired = sum(g.taken for g in siblings) >= self.trials_per_structure
+        for g in siblings:
+            g.retired = retired
 
-    def _new_group(self, trial: optuna.Trial, params: dict) -> _Group:
+    def _new_group(self, trial: optuna.Trial, params: dict, sibling: bool = False) -> _Group:
         structure = {k: v for k, v in trial.params.items() if k in SPACE_STRUCTURAL}
         # it starts level with the group that has used the least time, so it does not take
-        # every epoch until it has caught up with groups that ran long before it
-        level = min((g.cost for g in self.groups), default=0.0)
+        # every epoch until it has caught up with groups that ran long before it (a sibling
+        # starts at none: its structure's time is its siblings' too)
+        level = 0.0 if sibling else min((g.cost for g in self.groups), default=0.0)
         group = _Group(structure_key(params), structure, cost=level)
         self.groups.append(group)
         self._join(group, trial, params)
@@ -401,10 +420,8 @@ class Tuner:
     def _target(self) -> _Group | None:
         """The group the next trial should join: one with a free slot to refill in place,
         else the one still taking trials with the fewest; never a warm-start network's (it
-        trains alone), nor one whose epoch would take too long with it (``_fits_another``);
-        None: start a new group."""
-        open_groups = [g for g in self.groups
-                       if not (g.retired or g.solo) and self._fits_another(g)]
+        trains alone); None: start a new group."""
+        open_groups = [g for g in self.groups if not (g.retired or g.solo)]
         waiting = [g for g in open_groups if len(g.free_slots) > len(g.joining)]
         if waiting:
             return waiting[0]
@@ -445,10 +462,10 @@ class Tuner:
                 continue
             if group is None:  # a leader (or any grid point): join a group of its shape,
                 # reopening a draining one (its few survivors fill up again)
-                group = next((g for g in self.groups if g.key == key and not g.solo
-                              and self._fits_another(g)), None)
+                group = next((g for g in self.groups if g.key == key and not g.solo), None)
                 if group is not None and group.retired and not self.free_asks:
-                    group.taken, group.retired = 0, False
+                    for g in self._siblings(group):
+                        g.taken, g.retired = 0, False
             if group is not None and group.key == key:
                 self._join(group, trial, params)
             else:  # a new structure (or the space changed it, e.g. a conditional)
@@ -714,12 +731,14 @@ class Tuner:
         """Train one epoch of the group whose turn it is, and return it; None when no
         group's epoch would end within the time budget (nothing trained).
 
-        Fair time, not fair epochs: the turn goes to the group that has used the least
-        (estimated) time, so a structure 5× as costly per epoch gets the same seconds, not 5×
-        as many, and cheap structures are not held back by a slow one. Near the budget's
-        end, when that group's epoch would end past it, the next group in that order whose
-        epoch still fits trains instead, so the last seconds are not left unused."""
-        for group in sorted(self.groups, key=lambda g: g.cost):
+        Fair time, not fair epochs: the turn goes to the structure that has used the least
+        (estimated) time, its groups taken together, and among them to the group that has,
+        so a structure 5× as costly per epoch gets the same seconds, not 5× as many, and
+        cheap structures are not held back by a slow one. Near the budget's end, when that
+        group's epoch would end past it, the next group in that order whose epoch still fits
+        trains instead, so the last seconds are not left unused."""
+        spent = {id(g): sum(s.cost for s in self._siblings(g)) for g in self.groups}
+        for group in sorted(self.groups, key=lambda g: (spent[id(g)], g.cost)):
             cost = self.paced_epoch(group.population, lambda g=group: self.run_epoch(g))
             if cost is not None:
                 group.cost += cost
