@@ -29,7 +29,8 @@ How trials meet populations (slot refill):
   structure whose epochs cost 5× as much gets the same seconds as the others, not 5× as
   many, and cheap structures are not held back by a slow one. With a time budget a group
   takes members only while its epoch stays within ``EPOCH_SHARE`` of it, so that the turns
-  stay small: the other trials of a costly structure form groups of their own.
+  stay small: the other trials of a costly structure train in sibling groups of the same
+  structure, whose quota and time count together.
 - Every epoch each running trial reports its validation score to Optuna; the pruner (ASHA or
   median) may stop it (not a warm-start network). When a trial completes, is pruned or
   diverges, its slot is refilled in place at the epoch boundary
