@@ -14,16 +14,12 @@ It prints one JSON line per table and seed.
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
-import warnings
 
 import numpy as np
-import torch
 from sklearn import metrics
-from tables import TABLES, load_table
+from tables import TABLES, load_table, run_each_table
 
 from caviar import CaviarClassifier, CaviarRegressor, tune
 from caviar.data import split_frame
@@ -64,19 +60,5 @@ def run(name: str, seed: int, budget: float) -> dict:
             "defaults_seconds": default_seconds, "trials": len(result.leaderboard)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=10.0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--tables", nargs="+", default=list(TABLES))
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore")
-    for seed in args.seeds:
-        for name in args.tables:
-            print(json.dumps(run(name, seed, args.budget)), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    run_each_table(__doc__, run, budget=10.0, seeds=[0])

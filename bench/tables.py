@@ -1,12 +1,17 @@
 """The benchmark tables: the nine real tables bundled with caviar plus scikit-learn's digits,
 each with its target, the columns to drop and the integer columns that are categories.
 
-One declarative dict, shared by ``search.py`` and ``encodings.py``; the reasons for each
-choice are in ``src/caviar/datasets/PROVENANCE.md`` (target leaks, R row indices, IDs).
+One declarative dict, shared by the benchmark scripts; the reasons for each choice are in
+``src/caviar/datasets/PROVENANCE.md`` (target leaks, R row indices, IDs). ``run_each_table``
+is the command line of the scripts that run one function per table and seed.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -50,3 +55,23 @@ def load_table(name: str) -> pd.DataFrame:
     else:
         df = load_dataset(name)
     return drop_missing_target(df, TABLES[name].target)
+
+
+def run_each_table(doc: str, run: Callable[[str, int, float], dict], budget: float,
+                   seeds: list[int]) -> None:
+    """The command line of a script that runs ``run(table, seed, budget)`` for every table
+    and seed (``--tables``, ``--seeds``, ``--budget``, ``--threads``, one torch thread by
+    default) and prints each result as one JSON line."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=budget)
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--tables", nargs="+", default=list(TABLES))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    for seed in args.seeds:
+        for name in args.tables:
+            print(json.dumps(run(name, seed, args.budget)), flush=True)

@@ -274,6 +274,7 @@ def test_a_group_s_epoch_stays_a_small_share_of_the_time_budget():
     timed.fill()
     assert sorted(g.population.size for g in timed.groups) == [2, 3, 3]
     assert len({g.key for g in timed.groups}) == 1  # one structure, in three groups
+    assert all(g.shape == g.population.structure for g in timed.groups)  # what is costed
     assert timed.running == 8
 
 

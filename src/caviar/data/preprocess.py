@@ -442,8 +442,9 @@ class TablePreprocessor(BaseEstimator):
                     name = self.feature_names_out_[j].split("__", 1)[1]
                     name = name.removeprefix("missingindicator_") if name not in source else name
                     out[source[name]].append(j)
-        first = self.n_features_out_ - len(self._code_levels())
-        for i, col in enumerate(self._code_levels()):
+        levels = self._code_levels()
+        first = self.n_features_out_ - len(levels)
+        for i, col in enumerate(levels):
             out[col].append(first + i)
         return out
 

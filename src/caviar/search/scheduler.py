@@ -115,6 +115,7 @@ class _Group:
 
     key: tuple
     structure: dict[str, Any]
+    shape: Structure  # the engine's structure of its members, for ``epoch_cost``
     population: Population | None = None
     trials: list[optuna.Trial | None] = field(default_factory=list)
     started: list[float] = field(default_factory=list)
@@ -413,7 +414,9 @@ class Tuner:
         # every epoch until it has caught up with groups that ran long before it (a sibling
         # starts at none: its structure's time is its siblings' too)
         level = 0.0 if sibling else min((g.cost for g in self.groups), default=0.0)
-        group = _Group(structure_key(params), structure, cost=level)
+        shape = make_structure(self.task, self.data.inputs,
+                               output_size(self.task, self.n_classes or 2), resolve(params))
+        group = _Group(structure_key(params), structure, shape, cost=level)
         self.groups.append(group)
         self._join(group, trial, params)
         return group
@@ -434,13 +437,7 @@ class Tuner:
         structure too costly for it still trains, in groups of one."""
         if self.budget.time_budget is None or not group.running:
             return True
-        if group.population is not None:
-            structure = group.population.structure
-        else:  # a new group, placed at the end of the fill
-            structure = make_structure(self.task, self.data.inputs,
-                                       output_size(self.task, self.n_classes or 2),
-                                       resolve(group.joining[0][1]))
-        seconds = structure_epoch_cost(structure, self._cost_rows, group.running + 1)
+        seconds = structure_epoch_cost(group.shape, self._cost_rows, group.running + 1)
         return seconds * self.speed <= EPOCH_SHARE * self.budget.time_budget
 
     def fill(self) -> None:
