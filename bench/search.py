@@ -13,8 +13,9 @@ targets standardized by it. Each budgeted method gets ``--budget`` seconds per d
   pruner="asha")``; its model (up to 5 of the best networks averaged, ``ensemble=5``) is
   scored on the test rows, and so is its best network alone (``test_best_network``, the
   "(caviar best network)" line), for a like-with-like look at the single-network peers.
-- caviar_pbt: the same ``tune`` with ``scheduler="pbt"`` (population-based training: 2
-  populations of 16 per round, exploit/explore every 4 epochs; the sampler and pruner unused).
+- caviar_pbt: the same ``tune`` with ``scheduler="pbt"`` (population-based training: the
+  default tuner's coarse search for half the budget, then 2 populations of 16 per round from
+  its best structures and networks, exploit/explore every 4 epochs).
 - optuna_torch: an Optuna TPE study with ``MedianPruner``, one ``torch.nn.Sequential`` per trial
   (Linear -> BatchNorm1d -> ReLU -> Dropout blocks, AdamW, shuffled minibatches, validation
   loss reported every epoch) over lr, weight_decay, dropout, depth 1-3, width {32..256}, batch

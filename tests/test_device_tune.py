@@ -63,7 +63,7 @@ def test_tune_on_a_device_keeps_a_cpu_model_that_loads_and_predicts_the_same(
 @pytest.mark.parametrize("device", DEVICES)
 def test_pbt_on_a_device_keeps_a_cpu_model_with_its_schedule(wine, tmp_path, device):
     result = tune(wine, "cultivar", trials=8, population=8, space=SPACE, seed=2,
-                  out=tmp_path, scheduler="pbt", pbt_interval=2, device=device)
+                  out=tmp_path, scheduler="pbt", pbt_interval=2, pbt_coarse=0, device=device)
     assert all(n.device.type == "cpu" for n in result.model.networks)
     assert result.model.info["pbt"]["schedule"][0]["epoch"] == 0
     loaded = load_model(tmp_path / "model", device=device)

@@ -1,9 +1,11 @@
 """Population-based training: exploit is a row copy, explore stays in the space on its scale,
-a seeded run repeats, a decaying learning rate is found, the lineage reaches the study."""
+a seeded run repeats, a decaying learning rate is found, the lineage reaches the study; after
+a coarse search, the populations start from its best structures and trials."""
 
 import json
 import math
 import random
+import time
 
 import numpy as np
 import optuna
@@ -32,7 +34,7 @@ def _pbt(frame: pd.DataFrame, tmp_path, population: int = 4) -> PopulationBasedT
     data = prepare(frame, "cultivar", seed=0)
     return PopulationBasedTraining(optuna.create_study(), Space.from_dict(SPACE), data,
                                    Budget(population, None, 0.0), population, tmp_path, seed=0,
-                                   structures=1)
+                                   structures=1, coarse=0)
 
 
 def _state(pop) -> dict[str, torch.Tensor]:
@@ -96,9 +98,10 @@ def _lineage(result):
 
 @pytest.fixture(scope="module")
 def runs(wine, tmp_path_factory):
-    """Two PBT runs with the same seed."""
+    """Two PBT runs with the same seed (PBT alone: members from random draws)."""
     return [tune(wine, "cultivar", trials=8, population=8, space=SPACE, seed=3,
-                 out=tmp_path_factory.mktemp(f"pbt{i}"), scheduler="pbt", pbt_interval=2)
+                 out=tmp_path_factory.mktemp(f"pbt{i}"), scheduler="pbt", pbt_interval=2,
+                 pbt_coarse=0)
             for i in range(2)]
 
 
@@ -211,7 +214,7 @@ def test_pbt_finds_a_decaying_learning_rate(tmp_path, seed):
              "optimizer": "sgd", "hidden_layer_sizes": {"value": []}, "batch_norm": False,
              "batch_size": 8, "epochs": 24}
     result = tune(_decay_table(), "y", trials=16, population=16, space=space, out=tmp_path,
-                  seed=seed, scheduler="pbt", pbt_interval=3)
+                  seed=seed, scheduler="pbt", pbt_interval=3, pbt_coarse=0)
     schedule = result.model.info["pbt"]["schedule"]
     rates = [s["hyperparameters"]["learning_rate"] for s in schedule]
     assert len(rates) > 1 and rates[-1] < rates[0], rates
@@ -231,7 +234,8 @@ def test_cli_tune_with_pbt_writes_a_model_and_a_report_with_the_lineage(wine, tm
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "tune", str(data), "--target", "cultivar", "--scheduler", "pbt", "--pbt-interval", "2",
-        "--trials", "8", "--population", "8", "--space", str(space), "--out", str(out)])
+        "--pbt-coarse", "0", "--trials", "8", "--population", "8", "--space", str(space),
+        "--out", str(out)])
     assert result.exit_code == 0, result.output
     model = load_model(out / "model")
     assert model.info["pbt"]["schedule"][0]["epoch"] == 0
@@ -249,7 +253,8 @@ def test_two_workers_run_pbt_on_one_study(wine_csv, tmp_path, monkeypatch):
 
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
     result = tune(wine_csv, "cultivar", time_budget=8, population=8, space=SPACE, seed=0,
-                  out=tmp_path / "run", scheduler="pbt", pbt_interval=2, workers=2)
+                  out=tmp_path / "run", scheduler="pbt", pbt_interval=2, pbt_coarse=0,
+                  workers=2)
     study = result.study
     trials = study.get_trials(deepcopy=False)
     assert len(trials) >= 16 and all(t.state.is_finished() for t in trials)
@@ -284,7 +289,7 @@ def test_the_first_round_starts_from_the_known_good_networks(wine, tmp_path):
     assert warm  # the configuration is in the space
     data = prepare(wine, "cultivar", seed=0)
     pbt = PopulationBasedTraining(optuna.create_study(), space, data, Budget(8, None, 0.0), 8,
-                                  tmp_path, seed=0, structures=1, warm=warm)
+                                  tmp_path, seed=0, structures=1, warm=warm, coarse=0)
     (population,) = pbt._start_round()
     first = population.population.hyperparameters[0]
     assert first["hidden_layer_sizes"] == (16,) and first["learning_rate"] == 0.01
@@ -305,3 +310,70 @@ def test_explore_leaves_alone_what_only_shapes_the_initial_weights():
     params = {space[n].optuna_name: v for n, v in
               {"numeric_embedding": "plr", "plr_sigma": 0.1, "learning_rate": 0.01}.items()}
     assert explorable(space, params) == ["learning_rate"]
+
+
+def _best_loss(trial) -> float:
+    return min(trial.intermediate_values.values())
+
+
+def test_after_a_coarse_search_pbt_refines_its_best_structures_from_their_best_trials(
+        wine, tmp_path):
+    """By default the first half of the trials is the default tuner's search; then each
+    population takes one of the two best structures it trained, and its members start from
+    that structure's trials, best first (explored copies of the best when there are fewer),
+    going on from their networks where the kept model holds them."""
+    space = {**WINE_SPACE, "width": {"kind": "choice", "values": [4, 8, 16]}}  # 3-6 epochs
+    result = tune(wine, "cultivar", trials=24, population=8, space=space, seed=1,
+                  out=tmp_path, scheduler="pbt", pbt_interval=6, trials_per_structure=4)
+    trials = sorted(result.study.trials, key=lambda t: t.number)  # (interval 6: no copies)
+    coarse = [t for t in trials if keys.PBT_MEMBER not in t.user_attrs]
+    members = [t for t in trials if keys.PBT_MEMBER in t.user_attrs]
+    assert len(coarse) == 12 and len(members) == 12
+    assert max(t.number for t in coarse) < min(t.number for t in members)
+    # the coarse search is ASHA's: epochs drawn per trial, some stopped early
+    assert len({len(t.intermediate_values) for t in coarse}) > 1
+    lineage = keys.pbt_lineage(result.study.user_attrs)
+    assert lineage["coarse"] == 0.5
+
+    ranked = sorted(coarse, key=lambda t: (_best_loss(t), t.number))
+    best_widths = list(dict.fromkeys(t.params["width"] for t in ranked))[:2]
+    by_id = {t.user_attrs[keys.PBT_MEMBER]: t for t in members}
+    pops = [p for p in lineage["populations"] if p["id"].startswith("0.")]  # round 0
+    assert len(best_widths) == 2 and [p["structure"]["width"] for p in pops] == best_widths
+    continued = 0
+    for p in pops:
+        starts = [t for t in ranked if t.params["width"] == p["structure"]["width"]]
+        for slot, member_id in enumerate(p["members"]):
+            first = by_id[member_id].user_attrs[keys.PBT_SCHEDULE][0]
+            assert first["member"] == member_id and first["copied_from"] is None
+            start = first["hyperparameters"]
+            if slot >= len(starts):  # the best again, explored: within the space's bounds
+                assert 1e-3 <= start["learning_rate"] <= 3e-2
+                continue
+            source = starts[slot]  # the structure's slot-th best trial, as it was
+            assert start["learning_rate"] == pytest.approx(source.params["learning_rate"])
+            assert start["dropout"] == pytest.approx(source.params["dropout"])
+            # it goes on from that trial's network (the kept model holds the best 20) at its
+            # best epoch: its curve starts with the trial's to that epoch, then trains on
+            losses = [source.intermediate_values[e] for e in sorted(source.intermediate_values)]
+            epoch = int(np.argmin(losses)) + 1
+            curve = by_id[member_id].user_attrs[keys.CURVE]
+            if epoch < 6:  # the horizon: a network at it has nothing left to train
+                assert curve[:epoch] == source.user_attrs[keys.CURVE][:epoch]
+                assert len(curve) > epoch
+                continued += 1
+    assert continued >= 2
+    assert math.isfinite(result.test_scores["log_loss"])
+
+
+def test_the_coarse_search_takes_its_share_of_what_is_left():
+    budget = Budget(40, 100.0, 20.0, start=time.monotonic() - 10.0)  # 30 s spent in all
+    first = budget.first(0.5, started=8)
+    assert first.trials == 8 + 16  # half the 32 trials left
+    assert first.time_budget == pytest.approx(30.0 + 0.5 * 70.0, abs=0.1)
+    assert first.spent == 20.0 and first.start == budget.start
+    assert Budget(None, None, 0.0).first(0.5, 0).time_budget is None
+    with pytest.raises(ValueError, match=r"share of the budget must be in \[0, 1\)"):
+        PopulationBasedTraining(optuna.create_study(), Space.from_dict(SPACE),
+                                prepare(wine_frame(), "cultivar", seed=0),
+                                Budget(8, None, 0.0), 8, None, seed=0, coarse=1.0)

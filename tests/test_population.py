@@ -77,6 +77,36 @@ def test_copy_member_copies_the_whole_state(data):
     assert torch.equal(pop.predict(Xv)[0], pop.predict(Xv)[3])
 
 
+def test_load_member_puts_a_kept_network_in_a_slot_with_fresh_optimizer_state(data):
+    """What PBT after a coarse search does: a network exported at its best epoch goes into
+    one slot (weights, batch-norm statistics, epoch, history to it) and predicts there as
+    it did alone; the slot keeps its hyperparameters; the other slots are untouched."""
+    X, y, Xv, yv = data
+    hp = members(batch_norm=True)
+    trained = Population("multiclass", 7, hp, n_classes=3, seed=3)
+    for _ in range(3):
+        trained.fit_epoch(X, y, Xv, yv)
+        trained.remember_best(trained.evaluate(Xv, yv)["loss"])
+    kept = trained.export_member(1, at_best=True)
+    pop = Population("multiclass", 7, hp, n_classes=3, seed=4)
+    pop.fit_epoch(X, y)
+    before = {k: t.clone() for k, t in {**pop.params, **pop.buffers}.items()}
+    pop.load_member(2, kept)
+    torch.testing.assert_close(pop.predict(Xv)[2], kept.predict(Xv)[0], rtol=0, atol=0)
+    for name, t in {**pop.params, **pop.buffers}.items():
+        for i in (0, 1, 3):
+            assert torch.equal(t[i], before[name][i]), name
+    epoch = int(kept.epoch[0])
+    assert int(pop.epoch[2]) == epoch and [r["epoch"] for r in pop.history[2]] == list(
+        range(1, epoch + 1))
+    assert pop.hyperparameters[2]["learning_rate"] == 1e-3  # its own, not the network's 3e-3
+    assert all(float(v[2].abs().sum()) == 0 for v in pop.optimizer.v.values())
+    assert float(pop.optimizer.t[2]) == 0
+    with pytest.raises(ValueError, match="must share"):
+        pop.load_member(0, Population("multiclass", 7, members(hidden_layer_sizes=(4,)),
+                                      n_classes=3))
+
+
 def test_remove_and_add_members_leave_the_others_unchanged(data):
     X, y, _, _ = data
     hp = members(dropout=0.0)

@@ -301,13 +301,19 @@ def tune(
     scheduler: SchedulerName = typer.Option(
         SchedulerName.asha, "--scheduler",
         help="asha: trials in refilled populations, stopped early by --pruner. pbt: "
-             "population-based training: every --pbt-interval epochs the bottom quarter "
-             "copies a top-quarter network and perturbs its hyperparameters (members start "
-             "from random draws; --sampler and --pruner are not used)."),
+             "population-based training: after a coarse search (asha) of --pbt-coarse of "
+             "the budget, populations of the best structures start from their best trials; "
+             "every --pbt-interval epochs the bottom quarter copies a top-quarter network "
+             "and perturbs its hyperparameters."),
     pbt_interval: int = typer.Option(None, "--pbt-interval", min=1, metavar="EPOCHS",
                                      show_default=False,
                                      help="Epochs between PBT's exploit/explore steps "
                                           "(default 4)."),
+    pbt_coarse: float = typer.Option(None, "--pbt-coarse", min=0.0, max=0.99, metavar="SHARE",
+                                     show_default=False,
+                                     help="Share of the budget PBT's coarse search spends "
+                                          "first (default 0.5; 0: members start from random "
+                                          "draws)."),
     metric: str = typer.Option(None, "--metric", "-m", metavar="NAME", show_default=False,
                                help="What the search optimizes and the kept networks are "
                                     "chosen by: auc, accuracy, balanced_accuracy, f1, "
@@ -355,6 +361,7 @@ def tune(
                 drop=columns(drop), task=task.value if task else None,
                 ensemble=ensemble, on_progress=display.update, workers=workers, dask=dask,
                 artifacts=artifacts, scheduler=scheduler.value, pbt_interval=pbt_interval,
+                pbt_coarse=pbt_coarse,
                 metric=metric, validation=valid, test=test, split=split, group=group,
                 weight=weight, class_weight=class_weight, max_onehot=max_onehot,
                 numeric=numeric and numeric.value, device=device.value, refit=refit.value,

@@ -269,6 +269,27 @@ class Population:
         self.failure[target] = self.failure[source]
         self._refresh()
 
+    @torch.no_grad()
+    def load_member(self, index: int, other: Population, source: int = 0) -> None:
+        """Put member ``source`` of ``other``, a network of this structure (weights,
+        batch-norm statistics, epoch count, its history to that epoch), in slot ``index``,
+        which keeps its hyperparameters and member id, with zero optimizer state: how PBT
+        after a coarse search starts from the networks it kept, exported at their best epoch
+        without their optimizer state (``export_member(at_best=True)``)."""
+        self._check_structure([other.hyperparameters[source]])
+        for mine, theirs in ((self.params, other.params), (self.buffers, other.buffers)):
+            for name, t in mine.items():
+                t[index] = theirs[name][source]
+        self.optimizer.reset_member(index)
+        epoch = int(other.epoch[source])
+        self.epoch[index] = epoch
+        self.diverged[index] = False
+        self.best_score[index] = math.inf
+        self.best_epoch[index] = 0
+        self.history[index] = [dict(r) for r in other.history[source] if r["epoch"] <= epoch]
+        self.failure[index] = None
+        self._refresh()
+
     def set_hyperparameters(self, index: int, **changes: Any) -> None:
         """Change per-member hyperparameters of one member between epochs (a lower learning
         rate, more dropout); structural ones cannot change inside a population."""

@@ -614,8 +614,12 @@ def is_pbt(run: RunData) -> bool:
 
 
 def _pbt_winner(run: RunData) -> TrialData | None:
+    """The best network PBT trained: the run's best when a PBT member is, else the best
+    ranked member (the coarse search before PBT may hold the run's best)."""
     best = run.best_trial()
-    return best if best is not None and best.pbt_schedule else None
+    if best is not None and best.pbt_schedule:
+        return best
+    return next((t for t in run.ranked() if t.pbt_schedule), None)
 
 
 def _pbt_end(run: RunData, trial: TrialData) -> int:
@@ -664,7 +668,7 @@ def pbt_lineage_figure(run: RunData) -> go.Figure | None:
             path_x += [s["epoch"], stop]
             path_y += [row[s["member"]], row[s["member"]]]
     fig.add_trace(go.Scatter(x=path_x, y=path_y, mode="lines", name=f"trial {winner.number} "
-                             "(the best network)", line={"color": PALETTE[3], "width": 3}))
+                             "(the best PBT network)", line={"color": PALETTE[3], "width": 3}))
     fig.update_layout(template=TEMPLATE, height=max(260, 18 * len(rows) + 120),
                       xaxis_title="epoch", yaxis={"tickmode": "array",
                                                   "tickvals": list(range(len(rows))),
@@ -675,7 +679,7 @@ def pbt_lineage_figure(run: RunData) -> go.Figure | None:
 
 
 def pbt_schedule_figure(run: RunData) -> go.Figure | None:
-    """The hyperparameters the best network trained with, epoch by epoch: one panel each, on
+    """The hyperparameters the best PBT network trained with, epoch by epoch: one panel each, on
     its sampling scale (log axes for log names, 1 − β for exponential-average β's)."""
     winner = _pbt_winner(run)
     if winner is None:

@@ -244,13 +244,23 @@ def _pbt_section(page: Page, run: RunData) -> None:
     if not F.is_pbt(run):
         return
     lineage = run.pbt
+    best = run.best_trial()
+    where = ("" if best is None or best.pbt_schedule else
+             f" The run's best network (trial {esc(best.number)}) came from the coarse search "
+             "before PBT; these figures follow PBT's best.")
+    coarse = lineage.get("coarse")
+    start = (f"A coarse search (the default tuner) spent the first {coarse:.0%} of the "
+             "budget; each PBT population took one of its best structures, its members "
+             "starting from that structure's best trials."
+             if isinstance(coarse, (int, float)) and coarse > 0 else
+             "The members started from random draws of the space.")
     page.section(
         "pbt", "Population-based training",
-        f'<p class="hint">Every {esc(lineage.get("interval"))} epochs the members in the '
-        "bottom quarter by validation score copied the network (weights, batch-norm "
-        "statistics, optimizer state) of a member drawn from the top quarter, then "
+        f'<p class="hint">{start} Every {esc(lineage.get("interval"))} epochs the '
+        "members in the bottom quarter by validation score copied the network (weights, "
+        "batch-norm statistics, optimizer state) of a member drawn from the top quarter, then "
         "perturbed its hyperparameters (×0.8 or ×1.25 in sampling space, or a fresh draw). "
-        "The thick line is the best network's path through the population.</p>",
+        f"The thick line is the best PBT network's path through the population.{where}</p>",
         page.figure(F.pbt_lineage_figure(run), "fig-pbt-lineage", "No lineage stored."),
         page.figure(F.pbt_schedule_figure(run), "fig-pbt-schedule",
                     "The best network stored no schedule."),

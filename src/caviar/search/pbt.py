@@ -7,11 +7,20 @@ optimizer state) and *exploring* is a change of the member's ``(P,)`` hyperparam
 
 How a run goes:
 
+- First a coarse search: the default tuner (``Tuner._run``: the study's sampler, ASHA, slot
+  refill, the warm start) spends ``coarse`` of the budget (half by default; trials or
+  seconds). PBT keeps a population's structure fixed and only perturbs its members'
+  hyperparameters, so it is a fine stage: alone, a round trained 2 random structures where
+  ASHA tried hundreds, and its model was 1.046× ASHA's at 60 s (bench/README.md).
 - A round starts ``structures`` populations (2 by default) that share the ``population``
-  members; the structure of the first is that of the best member of earlier rounds (if any),
-  the others are drawn. Members draw their per-member hyperparameters at random from the
-  space (with the population's structure fixed); everyone trains for the same ``epochs``
-  (the space's largest), since PBT's schedule replaces early stopping by the pruner.
+  members. Once the study has trained networks (the coarse search's, earlier rounds'), each
+  population takes one of its best structures (ranked by the best validation score a trial's
+  network reached, a budget-stopped trial's too) and its members start from that structure's
+  trials' hyperparameters, best first; when it has fewer trials than members, the best again
+  with their hyperparameters explored. Without a coarse search a new study's first round
+  takes the warm start's structures (that network a first member) and members draw their
+  hyperparameters at random, as in the paper. Everyone trains for the same ``epochs`` (the
+  space's largest), since PBT's schedule replaces early stopping by the pruner.
 - Every ``interval`` epochs, per population: the members in the bottom quarter by their
   latest validation score copy a member drawn from the top quarter (truncation selection),
   then perturb its numeric per-member hyperparameters (``explore``): each is multiplied by
@@ -75,6 +84,10 @@ TRUNCATION = 0.25  # the bottom quarter copies the top quarter
 FACTORS = (0.8, 1.25)  # perturbation factors, in sampling space
 RESAMPLE = 0.25  # probability of drawing a hyperparameter afresh instead
 STRUCTURES = 2  # populations (structures) a round trains
+# the share of the budget the coarse search (the default tuner: structures and
+# hyperparameters at random, ASHA stopping the poor ones) spends before PBT refines its best;
+# an even split, fixed before it was measured (bench/README.md, "PBT after a coarse search")
+COARSE_SHARE = 0.5
 MIN_MEMBERS = 4  # a population smaller than this has no quartiles to select from
 
 
@@ -152,16 +165,25 @@ class PopulationBasedTraining(Tuner):
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
-                 prefix: str = "", warm: Sequence[dict[str, Any]] = ()):
+                 prefix: str = "", warm: Sequence[dict[str, Any]] = (),
+                 coarse: float = COARSE_SHARE, trials_per_structure: int | None = None):
         """``prefix``: what this worker's population and member ids start with ("w1-" for
         worker 1 of several; "" alone), so that workers' ids never collide; ``warm``: Optuna
-        parameters of known-good networks (``samplers.warm_start``): the first round's
-        populations take their structures, each with that network as its first member."""
+        parameters of known-good networks (``samplers.warm_start``): the coarse search's
+        first trials, or without one the first round's populations take their structures,
+        each with that network as its first member; ``coarse``: the share of the budget
+        (trials or seconds) the coarse search spends first (0: none, PBT from random
+        draws); ``trials_per_structure``: its groups' quota, as the default tuner's."""
         super().__init__(study, space, data, budget, population, out, seed,
-                         on_progress=on_progress, archive=archive, ensemble=ensemble,
-                         saved=saved, shared=shared, metric=metric, device=device, warm=warm)
+                         trials_per_structure=trials_per_structure, on_progress=on_progress,
+                         archive=archive, ensemble=ensemble, saved=saved, shared=shared,
+                         metric=metric, device=device, warm=warm)
         if interval is not None and interval < 1:
             raise ValueError(f"the PBT interval must be at least 1 epoch, got {interval}")
+        if not 0 <= coarse < 1:
+            raise ValueError(f"the coarse search's share of the budget must be in [0, 1), "
+                             f"got {coarse}")
+        self.coarse = coarse
         self.interval = interval or INTERVAL
         self.structures = max(1, structures)
         self.epochs = _horizon(space)
@@ -176,7 +198,8 @@ class PopulationBasedTraining(Tuner):
         self.round = len({p["id"].split(".")[0]
                           for p in keys.pbt_lineage(study.user_attrs).get("populations", [])
                           if _own(p["id"], prefix)})
-        settings = {"interval": self.interval, "epochs": self.epochs, "truncation": TRUNCATION}
+        settings = {"interval": self.interval, "epochs": self.epochs, "truncation": TRUNCATION,
+                    "coarse": self.coarse}
         legacy = (study.user_attrs.get(keys.PBT) or {}).get("populations")
         study.set_user_attr(keys.PBT, settings | ({"populations": legacy} if legacy else {}))
         study.set_user_attr(keys.SCHEDULER, "pbt")
@@ -185,7 +208,8 @@ class PopulationBasedTraining(Tuner):
 
     @property
     def running(self) -> int:
-        return sum(p.population.size for p in self.live)
+        """Members of the round's populations, or the coarse search's running trials."""
+        return sum(p.population.size for p in self.live) + super().running
 
     def _draw(self, structure: dict[str, Any], fixed: dict[str, Any] | None = None
               ) -> tuple[dict[str, Any], Any]:
@@ -206,15 +230,57 @@ class PopulationBasedTraining(Tuner):
             return params, config
         raise ValueError("the space gave no valid hyperparameters in 100 draws")
 
-    def _best_structure(self) -> dict[str, Any]:
-        """The structural params of the study's best trial (every worker's, as last seen;
-        earlier runs' too), or {} before any completed."""
-        complete = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if t.value is not None and math.isfinite(t.value)]
-        if not complete:
-            return {}
-        best = min(complete, key=lambda t: (self.metric.loss(t.value), t.number))
-        return {k: v for k, v in best.params.items() if k in SPACE_STRUCTURAL}
+    def _ranked(self) -> list[optuna.trial.FrozenTrial]:
+        """The study's trials that trained (every worker's, as last seen; earlier runs'
+        too), best first by the best validation score their network reached: a trial the
+        coarse search's budget stopped counts as much as a completed one."""
+        def best(t: optuna.trial.FrozenTrial) -> float:
+            losses = [self.metric.loss(v) for v in t.intermediate_values.values()
+                      if math.isfinite(v)]
+            return min(losses, default=math.inf)
+
+        trained = [(best(t), t.number, t) for t in self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+        return [t for loss, _, t in sorted(trained, key=lambda x: x[:2]) if math.isfinite(loss)]
+
+    def _starts(self, n: int) -> list[list[optuna.trial.FrozenTrial]]:
+        """Up to ``n`` lists of trials, one per population: the best structures the study
+        has trained, each with its trials, best first ([] before any)."""
+        by_structure: dict[tuple, list[optuna.trial.FrozenTrial]] = {}
+        for t in self._ranked():
+            key = tuple(sorted((k, str(v)) for k, v in t.params.items()
+                               if k in SPACE_STRUCTURAL))
+            if key in by_structure or len(by_structure) < n:
+                by_structure.setdefault(key, []).append(t)
+        return list(by_structure.values())
+
+    def _from_best(self, starts: list[optuna.trial.FrozenTrial], size: int
+                   ) -> list[tuple[dict[str, Any], Any, optuna.trial.FrozenTrial, dict]]:
+        """``size`` members of one structure that start from its best trials (``starts``,
+        best first): the best ``size`` of them, and when there are fewer, the best again
+        with their hyperparameters explored (the fine stage of coarse to fine). Each is its
+        params, its configuration, the trial it starts from and the values explored."""
+        drawn = []
+        for i in range(size):
+            source = starts[i % len(starts)]
+            params, changes = dict(source.params), {}
+            if i >= len(starts):
+                changes = explore(self._values(params), self.space, self.rng)
+                params.update({self.space[k].optuna_name: _encoded(self.space, k, v)
+                               for k, v in changes.items()})
+            structure = {k: v for k, v in params.items() if k in SPACE_STRUCTURAL}
+            drawn.append((*self._draw(structure, params), source, changes))
+        return drawn
+
+    def _kept_network(self, trial: optuna.trial.FrozenTrial) -> Population | None:
+        """The network the kept model holds for ``trial`` (its best epoch), if it holds one:
+        found by the trial's configuration, since a worker's study numbers its trials apart
+        from the database."""
+        config = trial.user_attrs.get(keys.HYPERPARAMETERS)
+        for kept in self.kept.networks:
+            if jsonable(kept.network.hyperparameters[0]) == config:
+                return kept.network
+        return None
 
     def _start_round(self) -> list[_PBTPopulation]:
         # other workers' finished members count in a trials budget and may hold the best
@@ -227,37 +293,58 @@ class PopulationBasedTraining(Tuner):
         if left < 1:
             return []
         n = max(1, min(self.structures, left // MIN_MEMBERS))
+        # once the study has trained networks (the coarse search's, earlier rounds'), a
+        # round refines its best structures from their best params; a new study without a
+        # coarse search starts from the known-good networks (one population each, that
+        # network its first member) and random draws
+        starts = self._starts(n)
+        n = len(starts) or n
         sizes = [left // n + (i < left % n) for i in range(n)]
-        best = self._best_structure()
-        # a new study's first round starts from the known-good networks (one population
-        # each, that network its first member); later rounds from the best structure
-        warm, self.warm = ([] if best else self.warm[:n]), []
+        warm, self.warm = ([] if starts else self.warm[:n]), []
         pops = []
         for i, size in enumerate(sizes):
-            fixed = warm[i] if i < len(warm) else None
-            structure = (dict(best) if i == 0 else {}) if fixed is None else {
-                k: v for k, v in fixed.items() if k in SPACE_STRUCTURAL}
-            drawn = []
-            for _ in range(size):
-                params, config = self._draw(structure, fixed)
-                fixed = None
-                structure = structure or {k: v for k, v in params.items()
-                                          if k in SPACE_STRUCTURAL}
-                drawn.append((params, config))
             pid = f"{self.prefix}{self.round}.{i}"
-            members = []
-            for slot, (params, _) in enumerate(drawn):
-                mid = f"{pid}.{slot}"
-                first = {"epoch": 0, "member": mid, "copied_from": None,
-                         "hyperparameters": self._values(params)}
-                members.append(_Member(mid, params, [first]))
+            if starts:
+                drawn = self._from_best(starts[i], size)
+            else:
+                drawn = [(*d, None, {}) for d in self._draw_random(
+                    size, warm[i] if i < len(warm) else None)]
             population = Population(self.task, self.data.inputs,
-                                    [c for _, c in drawn], n_classes=self.n_classes,
+                                    [c for _, c, _, _ in drawn], n_classes=self.n_classes,
                                     seed=self.seed + self._groups_made, device=self.device)
             self._groups_made += 1
+            members = []
+            for slot, (params, _, source, changes) in enumerate(drawn):
+                mid = f"{pid}.{slot}"
+                schedule = [{"epoch": 0, "member": mid, "copied_from": None,
+                             "hyperparameters": self._values(params)}]
+                network = self._kept_network(source) if source is not None else None
+                if network is not None and int(network.epoch[0]) < self.epochs:
+                    # it goes on from that trial's best epoch
+                    population.load_member(slot, network)
+                    schedule[0]["hyperparameters"] = self._values(source.params)
+                    if changes:
+                        schedule.append({"epoch": int(network.epoch[0]), "member": mid,
+                                         "copied_from": None, "hyperparameters": changes})
+                members.append(_Member(mid, params, schedule))
+            structure = {k: v for k, v in drawn[0][0].items() if k in SPACE_STRUCTURAL}
             pops.append(_PBTPopulation(pid, structure, population, members, time.monotonic()))
         self.round += 1
         return pops
+
+    def _draw_random(self, size: int, fixed: dict[str, Any] | None
+                     ) -> list[tuple[dict[str, Any], Any]]:
+        """``size`` members of one structure drawn at random, the first ``fixed`` (a warm
+        start's params) when given, whose structure the others take."""
+        structure = {} if fixed is None else {k: v for k, v in fixed.items()
+                                              if k in SPACE_STRUCTURAL}
+        drawn = []
+        for _ in range(size):
+            params, config = self._draw(structure, fixed)
+            fixed = None
+            structure = structure or {k: v for k, v in params.items() if k in SPACE_STRUCTURAL}
+            drawn.append((params, config))
+        return drawn
 
     def _values(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The explorable hyperparameters in ``params``, in caviar's names and values."""
@@ -376,6 +463,8 @@ class PopulationBasedTraining(Tuner):
     # ---------------------------------------------------------------- the run
 
     def _run(self) -> None:
+        if self.coarse and not self.round:
+            self._coarse_search()
         while self.budget.may_ask(self._started()):
             pops = self._start_round()
             if not pops:
@@ -388,8 +477,21 @@ class PopulationBasedTraining(Tuner):
             if self.on_progress is not None:
                 self.on_progress(self.progress())
 
+    def _coarse_search(self) -> None:
+        """The default tuner (``Tuner._run``: the study's sampler, ASHA, slot refill) for
+        the first ``coarse`` share of what is left of the budget: PBT keeps a population's
+        structure fixed and only perturbs its members, so the structures and the region of
+        the space it refines come from here (coarse to fine)."""
+        whole = self.budget
+        self.budget = whole.first(self.coarse, self._started())
+        try:
+            super()._run()
+        finally:
+            self.budget = whole
+
     def progress(self) -> TuneProgress:
-        return dataclasses.replace(super().progress(), populations=len(self.live))
+        running = super().progress()
+        return dataclasses.replace(running, populations=len(self.live) or running.populations)
 
     def model(self) -> CaviarModel:
         """The kept model; ``info["pbt"]`` holds the best network's schedule (``replay``)."""

@@ -265,6 +265,15 @@ class Budget:
         return (self.time_budget is None
                 or self.elapsed + self.reserve + seconds < self.time_budget)
 
+    def first(self, share: float, started: int) -> Budget:
+        """The first ``share`` of what is left of this budget (its trials beyond the
+        ``started`` ones, its seconds from now), on the same clock."""
+        trials = (None if self.trials is None
+                  else started + max(1, math.ceil(share * (self.trials - started))))
+        seconds = (None if self.time_budget is None
+                   else self.elapsed + share * (self.time_budget - self.elapsed))
+        return Budget(trials, seconds, self.spent, start=self.start)
+
     def may_ask(self, started: int) -> bool:
         """``started``: trials of this study that are finished or running."""
         if self.out_of_time():

@@ -37,7 +37,7 @@ from ..model import CaviarModel
 from ..training import train_network
 from ..workers.spec import WorkerSpec
 from .ensemble import KeptNetworks, refit_model
-from .pbt import PopulationBasedTraining
+from .pbt import COARSE_SHARE, PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
 from .scheduler import (
     Budget,
@@ -105,6 +105,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          on_progress: Callable[[TuneProgress], None] | None = None, workers: int = 1,
          dask: str | None = None, artifacts: str | Path | None = None,
          scheduler: str = "asha", pbt_interval: int | None = None,
+         pbt_coarse: float | None = None,
          metric: str | None = None, validation: pd.DataFrame | str | Path | None = None,
          test: pd.DataFrame | str | Path | None = None, split: str | None = None,
          group: str | None = None, weight: str | None = None,
@@ -140,9 +141,12 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         artifacts: the directory of the kept networks' artifact store (default
             ``out/artifacts``; with Dask, a path every machine shares).
         scheduler: "asha", the default tuner (slot refill, with ``pruner``), or "pbt":
-            population-based training (``caviar.search.pbt``; members start from random
-            draws of the space, so ``sampler`` and ``pruner`` are not used; one process).
+            population-based training (``caviar.search.pbt``): the default tuner searches
+            the first ``pbt_coarse`` of the budget, then PBT populations refine the best
+            structures from their best trials' hyperparameters.
         pbt_interval: PBT's epochs between exploit and explore steps (default 4).
+        pbt_coarse: the share of the budget (trials or seconds) PBT's coarse search spends
+            first (default 0.5; 0: none, members start from random draws of the space).
         metric: what the search optimizes, the pruner sees and the kept networks are ranked
             and chosen by: a short name ("auc", "accuracy", "f1", "log_loss", "rmse", "mae",
             "r2", ...) or a scikit-learn scorer name ("roc_auc", "neg_log_loss", ...); None:
@@ -249,7 +253,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         trials=trials, time_budget=time_budget, trials_per_structure=trials_per_structure,
         ensemble=ensemble, task=task, categorical=list(categorical), drop=list(drop),
         threads=None if single else max(1, _cores() // workers), scheduler=scheduler,
-        pbt_interval=pbt_interval, metric=metric, validation=_path(validation, single),
+        pbt_interval=pbt_interval, pbt_coarse=pbt_coarse, metric=metric,
+        validation=_path(validation, single),
         test=_path(test, single), split=split, group=group, weight=weight,
         class_weight=class_weight, max_onehot=max_onehot, numeric=scalings,
         device=str(device))
@@ -376,7 +381,9 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         if spec.scheduler == "pbt":
             tuner: Tuner = PopulationBasedTraining(
                 working, space, prepared, budget, spec.population, out if single else None,
-                spec.seed + 1000 * index, interval=spec.pbt_interval, on_progress=on_progress,
+                spec.seed + 1000 * index, interval=spec.pbt_interval,
+                coarse=COARSE_SHARE if spec.pbt_coarse is None else spec.pbt_coarse,
+                trials_per_structure=spec.trials_per_structure, on_progress=on_progress,
                 archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared,
                 metric=metric, device=spec.device, prefix="" if single else f"w{index}-",
                 warm=warm)
