@@ -436,3 +436,6 @@ def test_tune_errors_are_one_line(table, tmp_path):
     assert not (tmp_path / "d").exists()
     result = invoke("tune", table, "--target", "cultivar", "--sampler", "bayes")
     assert result.exit_code == 2 and "bayes" in result.output
+    result = invoke("tune", table, "--target", "cultivar", "--scheduler", "pbt",
+                    "--pbt-coarse", "1")  # all of the budget would leave PBT none
+    assert result.exit_code == 2 and "--pbt-coarse" in result.output

@@ -368,12 +368,26 @@ def test_after_a_coarse_search_pbt_refines_its_best_structures_from_their_best_t
 
 def test_the_coarse_search_takes_its_share_of_what_is_left():
     budget = Budget(40, 100.0, 20.0, start=time.monotonic() - 10.0)  # 30 s spent in all
-    first = budget.first(0.5, started=8)
+    first = budget.first(0.5, started=8, reason="coarse")
     assert first.trials == 8 + 16  # half the 32 trials left
     assert first.time_budget == pytest.approx(30.0 + 0.5 * 70.0, abs=0.1)
     assert first.spent == 20.0 and first.start == budget.start
-    assert Budget(None, None, 0.0).first(0.5, 0).time_budget is None
+    assert first.reason == "coarse" and budget.reason == "time budget"
+    assert Budget(None, None, 0.0).first(0.5, 0, "coarse").time_budget is None
     with pytest.raises(ValueError, match=r"share of the budget must be in \[0, 1\)"):
         PopulationBasedTraining(optuna.create_study(), Space.from_dict(SPACE),
                                 prepare(wine_frame(), "cultivar", seed=0),
                                 Budget(8, None, 0.0), 8, None, seed=0, coarse=1.0)
+
+
+def test_with_a_time_budget_the_coarse_search_stops_its_trials_then_pbt_trains(wine, tmp_path):
+    """The trials running when the coarse search's share of the seconds ends are stopped,
+    and say why; PBT's members come after them."""
+    result = tune(wine, "cultivar", time_budget=4, population=8, space=SPACE, seed=0,
+                  out=tmp_path, scheduler="pbt", pbt_interval=2)
+    trials = result.study.get_trials(deepcopy=False)
+    coarse = [t for t in trials if keys.PBT_MEMBER not in t.user_attrs]
+    members = [t for t in trials if keys.PBT_MEMBER in t.user_attrs]
+    assert coarse and members
+    assert any(t.user_attrs.get(keys.STOPPED) == "the coarse search's share" for t in coarse)
+    assert max(t.number for t in coarse) < min(t.number for t in members)

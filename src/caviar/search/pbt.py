@@ -17,7 +17,8 @@ How a run goes:
   population takes one of its best structures (ranked by the best validation score a trial's
   network reached, a budget-stopped trial's too) and its members start from that structure's
   trials' hyperparameters, best first; when it has fewer trials than members, the best again
-  with their hyperparameters explored. Without a coarse search a new study's first round
+  with their hyperparameters explored (a population it has no trained structure for draws
+  one, and its members, at random). Without a coarse search a new study's first round
   takes the warm start's structures (that network a first member) and members draw their
   hyperparameters at random, as in the paper. Everyone trains for the same ``epochs`` (the
   space's largest), since PBT's schedule replaces early stopping by the pruner.
@@ -294,17 +295,17 @@ class PopulationBasedTraining(Tuner):
             return []
         n = max(1, min(self.structures, left // MIN_MEMBERS))
         # once the study has trained networks (the coarse search's, earlier rounds'), a
-        # round refines its best structures from their best params; a new study without a
-        # coarse search starts from the known-good networks (one population each, that
-        # network its first member) and random draws
+        # round refines its best structures from their best params, and draws a structure
+        # for each population it has no trained structure for; a new study without a coarse
+        # search starts from the known-good networks (one population each, that network its
+        # first member) and random draws
         starts = self._starts(n)
-        n = len(starts) or n
         sizes = [left // n + (i < left % n) for i in range(n)]
         warm, self.warm = ([] if starts else self.warm[:n]), []
         pops = []
         for i, size in enumerate(sizes):
             pid = f"{self.prefix}{self.round}.{i}"
-            if starts:
+            if i < len(starts):
                 drawn = self._from_best(starts[i], size)
             else:
                 drawn = [(*d, None, {}) for d in self._draw_random(
@@ -313,24 +314,31 @@ class PopulationBasedTraining(Tuner):
                                     [c for _, c, _, _ in drawn], n_classes=self.n_classes,
                                     seed=self.seed + self._groups_made, device=self.device)
             self._groups_made += 1
-            members = []
-            for slot, (params, _, source, changes) in enumerate(drawn):
-                mid = f"{pid}.{slot}"
-                schedule = [{"epoch": 0, "member": mid, "copied_from": None,
-                             "hyperparameters": self._values(params)}]
-                network = self._kept_network(source) if source is not None else None
-                if network is not None and int(network.epoch[0]) < self.epochs:
-                    # it goes on from that trial's best epoch
-                    population.load_member(slot, network)
-                    schedule[0]["hyperparameters"] = self._values(source.params)
-                    if changes:
-                        schedule.append({"epoch": int(network.epoch[0]), "member": mid,
-                                         "copied_from": None, "hyperparameters": changes})
-                members.append(_Member(mid, params, schedule))
+            members = [self._start_member(population, slot, f"{pid}.{slot}", params, source,
+                                          changes)
+                       for slot, (params, _, source, changes) in enumerate(drawn)]
             structure = {k: v for k, v in drawn[0][0].items() if k in SPACE_STRUCTURAL}
             pops.append(_PBTPopulation(pid, structure, population, members, time.monotonic()))
         self.round += 1
         return pops
+
+    def _start_member(self, population: Population, slot: int, member_id: str,
+                      params: dict[str, Any], source: optuna.trial.FrozenTrial | None,
+                      changes: dict[str, Any]) -> _Member:
+        """Slot ``slot``'s member, with its schedule's first segment. A member that starts
+        from a trial whose network the kept model holds goes on from it (at its best
+        epoch, before the space's last): its schedule starts with that trial's values and,
+        when explored, changes them at that epoch."""
+        schedule = [{"epoch": 0, "member": member_id, "copied_from": None,
+                     "hyperparameters": self._values(params)}]
+        network = self._kept_network(source) if source is not None else None
+        if network is not None and int(network.epoch[0]) < self.epochs:
+            population.load_member(slot, network)
+            schedule[0]["hyperparameters"] = self._values(source.params)
+            if changes:
+                schedule.append({"epoch": int(network.epoch[0]), "member": member_id,
+                                 "copied_from": None, "hyperparameters": changes})
+        return _Member(member_id, params, schedule)
 
     def _draw_random(self, size: int, fixed: dict[str, Any] | None
                      ) -> list[tuple[dict[str, Any], Any]]:
@@ -483,7 +491,7 @@ class PopulationBasedTraining(Tuner):
         structure fixed and only perturbs its members, so the structures and the region of
         the space it refines come from here (coarse to fine)."""
         whole = self.budget
-        self.budget = whole.first(self.coarse, self._started())
+        self.budget = whole.first(self.coarse, self._started(), "the coarse search's share")
         try:
             super()._run()
         finally:

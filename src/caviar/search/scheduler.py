@@ -244,12 +244,14 @@ class Budget:
     """The trials and seconds a study may spend; ``spent``: seconds earlier runs spent."""
 
     def __init__(self, trials: int | None, time_budget: float | None, spent: float,
-                 start: float | None = None):
+                 start: float | None = None, reason: str = "time budget"):
         """``start``: when this run began (``time.monotonic()``; default now), so that
         preparing the data counts; ``reserve``: seconds held back for the end of the run
-        (the final model and the report), which the tuner keeps up to date."""
+        (the final model and the report), which the tuner keeps up to date; ``reason``: what
+        a trial its end stops records (``keys.STOPPED``)."""
         self.trials, self.time_budget, self.spent = trials, time_budget, spent
         self.start = time.monotonic() if start is None else start
+        self.reason = reason
         self.reserve = 0.0
 
     @property
@@ -265,14 +267,15 @@ class Budget:
         return (self.time_budget is None
                 or self.elapsed + self.reserve + seconds < self.time_budget)
 
-    def first(self, share: float, started: int) -> Budget:
+    def first(self, share: float, started: int, reason: str) -> Budget:
         """The first ``share`` of what is left of this budget (its trials beyond the
-        ``started`` ones, its seconds from now), on the same clock."""
+        ``started`` ones, its seconds from now), on the same clock; ``reason``: what the
+        trials its end stops record."""
         trials = (None if self.trials is None
                   else started + max(1, math.ceil(share * (self.trials - started))))
         seconds = (None if self.time_budget is None
                    else self.elapsed + share * (self.time_budget - self.elapsed))
-        return Budget(trials, seconds, self.spent, start=self.start)
+        return Budget(trials, seconds, self.spent, start=self.start, reason=reason)
 
     def may_ask(self, started: int) -> bool:
         """``started``: trials of this study that are finished or running."""
@@ -722,7 +725,7 @@ class Tuner:
                 continue
             # None: no group's epoch would end within the budget
             if self.train_next_epoch() is None or self.budget.out_of_time():
-                self.stop_running("time budget")
+                self.stop_running(self.budget.reason)
             else:
                 self.fill()
             if time.monotonic() - last_saved > 2.0 or not self.groups:
