@@ -201,6 +201,12 @@ STRUCTURAL = tuple(name for name, h in HYPERPARAMETERS.items() if h.structural)
 # The same in a search space's terms (a trial's structure, as Optuna sees it).
 SPACE_STRUCTURAL = (*SPACE_ONLY, *STRUCTURAL)
 
+
+def structural_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The structural names of a trial's Optuna ``params``: what fixes a population's shape,
+    and what ``study.enqueue_trial`` fixes to ask a trial of that structure."""
+    return {k: v for k, v in params.items() if k in SPACE_STRUCTURAL}
+
 # decay_rate when left as None: inverse time α₀/(1 + 1·epoch) as in the lecture, exponential
 # α₀·0.95^epoch, step α₀·0.5^⌊epoch/decay_steps⌋; cosine ignores it.
 DEFAULT_DECAY_RATE = {"none": 0.0, "inverse_time": 1.0, "exponential": 0.95, "step": 0.5,

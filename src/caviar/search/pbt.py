@@ -66,7 +66,7 @@ from optuna.trial import TrialState
 from ..data import PreparedTable, prepare, read_table
 from ..engine import Population
 from ..files import jsonable
-from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve
+from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve, structural_params
 from ..metrics import Metric, in_target_units, validation_score
 from ..model import CaviarModel
 from .scheduler import Budget, TuneProgress, Tuner
@@ -249,8 +249,7 @@ class PopulationBasedTraining(Tuner):
         has trained, each with its trials, best first ([] before any)."""
         by_structure: dict[tuple, list[optuna.trial.FrozenTrial]] = {}
         for t in self._ranked():
-            key = tuple(sorted((k, str(v)) for k, v in t.params.items()
-                               if k in SPACE_STRUCTURAL))
+            key = tuple(sorted((k, str(v)) for k, v in structural_params(t.params).items()))
             if key in by_structure or len(by_structure) < n:
                 by_structure.setdefault(key, []).append(t)
         return list(by_structure.values())
@@ -269,8 +268,7 @@ class PopulationBasedTraining(Tuner):
                 changes = explore(self._values(params), self.space, self.rng)
                 params.update({self.space[k].optuna_name: _encoded(self.space, k, v)
                                for k, v in changes.items()})
-            structure = {k: v for k, v in params.items() if k in SPACE_STRUCTURAL}
-            drawn.append((*self._draw(structure, params), source, changes))
+            drawn.append((*self._draw({}, fixed=params), source, changes))
         return drawn
 
     def _kept_network(self, trial: optuna.trial.FrozenTrial) -> Population | None:
@@ -317,8 +315,8 @@ class PopulationBasedTraining(Tuner):
             members = [self._start_member(population, slot, f"{pid}.{slot}", params, source,
                                           changes)
                        for slot, (params, _, source, changes) in enumerate(drawn)]
-            structure = {k: v for k, v in drawn[0][0].items() if k in SPACE_STRUCTURAL}
-            pops.append(_PBTPopulation(pid, structure, population, members, time.monotonic()))
+            pops.append(_PBTPopulation(pid, structural_params(drawn[0][0]), population,
+                                       members, time.monotonic()))
         self.round += 1
         return pops
 
@@ -344,13 +342,12 @@ class PopulationBasedTraining(Tuner):
                      ) -> list[tuple[dict[str, Any], Any]]:
         """``size`` members of one structure drawn at random, the first ``fixed`` (a warm
         start's params) when given, whose structure the others take."""
-        structure = {} if fixed is None else {k: v for k, v in fixed.items()
-                                              if k in SPACE_STRUCTURAL}
+        structure = {} if fixed is None else structural_params(fixed)
         drawn = []
         for _ in range(size):
             params, config = self._draw(structure, fixed)
             fixed = None
-            structure = structure or {k: v for k, v in params.items() if k in SPACE_STRUCTURAL}
+            structure = structure or structural_params(params)
             drawn.append((params, config))
         return drawn
 

@@ -72,7 +72,7 @@ from ..engine.losses import output_size
 from ..engine.network import Structure, make_structure
 from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, ImportanceRows
 from ..files import jsonable
-from ..hyperparams import SPACE_STRUCTURAL, resolve, structure_key
+from ..hyperparams import resolve, structural_params, structure_key
 from ..metrics import Metric, get_metric, in_target_units, validation_score
 from ..model import CaviarModel
 from .ensemble import KeptNetworks
@@ -421,7 +421,7 @@ class Tuner:
             g.retired = retired
 
     def _new_group(self, trial: optuna.Trial, params: dict, sibling: bool = False) -> _Group:
-        structure = {k: v for k, v in trial.params.items() if k in SPACE_STRUCTURAL}
+        structure = structural_params(trial.params)
         # it starts level with the group that has used the least time, so it does not take
         # every epoch until it has caught up with groups that ran long before it (a sibling
         # starts at none: its structure's time is its siblings' too)
