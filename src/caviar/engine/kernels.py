@@ -7,9 +7,9 @@ Eagerly, each operation in them is a pass over memory; torch.compile with the in
 backend (C++ kernels built with the system's compiler) fuses the layer functions and the
 update into a few loops each (the loss stays eager: compiled, it measured slower).
 
-Measured on this project's 2-core CPU (P = 64, digits, two hidden layers): compiled, a run
-takes 2.2× the time of its matrix products alone at width 128 (eager: 2.7-3.0×) and 4.1-4.4× at
-width 32 (eager: 5.2-5.4×). But compiling costs 40-50 s in a fresh environment and 7-10 s in
+Measured on this project's 2-core CPU (P = 64, digits, two hidden layers, idle, one thread):
+compiled, a run takes 1.8-1.9× the time of its matrix products alone at width 128 (eager:
+2.0-2.1×) and 2.5-3.0× at width 32 (eager: 2.2-2.8×; bench/README.md). But compiling costs 40-50 s in a fresh environment and 7-10 s in
 every new process once inductor's on-disk cache holds the kernels, and again for each new
 variant (activation, batch norm or dropout on or off, float64): a 60 s tune of wage finished
 83 trials compiled against 1,202 eager. So it is off unless asked for: ``CAVIAR_COMPILE=1``
