@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..hyperparams import STRUCTURAL, TASKS, Config, effective_decay_rate, resolve, structure_key
-from . import kernels, losses, network, optim
+from . import allocator, kernels, losses, network, optim
 from .network import InputLayout
 from .optim import Coefficients, PopulationOptimizer
 from .schedules import DECAY_CODES, learning_rate_at
@@ -111,6 +111,8 @@ class Population:
         self.seed = seed
         self.dtype = dtype
         self.device = resolve_device(device)
+        if self.device.type == "cpu":  # reuse freed tensor memory instead of faulting it in
+            allocator.keep_freed_memory()
         self.kernels = kernels.select(compile)
         # the minibatch order and the dropout masks, drawn where they are used
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
