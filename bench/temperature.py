@@ -19,6 +19,7 @@ import tempfile
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from sklearn import metrics
 from tables import TABLES, load_table
 
 from caviar import tune
@@ -26,7 +27,7 @@ from caviar.data import split_frame
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-15, 1.0)).mean())
+    return float(metrics.log_loss(y, p, labels=list(range(p.shape[1]))))
 
 
 def with_temperature(p: np.ndarray, t: float) -> np.ndarray:
@@ -34,14 +35,6 @@ def with_temperature(p: np.ndarray, t: float) -> np.ndarray:
     logits = np.log(np.clip(p, 1e-15, 1.0)) / t
     q = np.exp(logits - logits.max(axis=1, keepdims=True))
     return q / q.sum(axis=1, keepdims=True)
-
-
-def two_columns(p: np.ndarray) -> np.ndarray:
-    """A binary model's positive-class probabilities as (1 − p, p)."""
-    if p.ndim == 2 and p.shape[1] > 1:
-        return p
-    p = p.ravel()
-    return np.column_stack([1.0 - p, p])
 
 
 def probe(name: str, seed: int, budget: float) -> dict:
@@ -52,7 +45,8 @@ def probe(name: str, seed: int, budget: float) -> dict:
                       drop=spec.drop, categorical=spec.categorical, task=spec.task)
     _, val, test = split_frame(df, spec.target, spec.task, 0.2, 0.2, seed)
     model = result.model
-    p_val, p_test = (two_columns(model.predict_proba(rows)) for rows in (val, test))
+    # float64: log-loss clips at the dtype's epsilon, which float32's would make 1e-7
+    p_val, p_test = (model.predict_proba(rows).astype(np.float64) for rows in (val, test))
     y_val, y_test = (np.asarray(model.preprocessor.encode_target(rows[spec.target]))
                      for rows in (val, test))
     t = minimize_scalar(lambda t: log_loss(with_temperature(p_val, t), y_val),
