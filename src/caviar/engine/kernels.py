@@ -10,11 +10,11 @@ update into a few loops each (the loss stays eager: compiled, it measured slower
 Measured on this project's 2-core CPU (P = 64, digits, two hidden layers, idle, one thread):
 compiled, a run takes 1.8-1.9× the time of its matrix products alone at width 128 (eager:
 2.0-2.1×, 1.7-1.9× since ``allocator.py``) and 2.5-3.0× at width 32 (eager: 2.2-2.8×;
-bench/README.md). But compiling costs
-40-50 s in a fresh environment and 7-10 s in every new process once inductor's on-disk cache
-holds the kernels, and again for each new variant (activation, batch norm or dropout on or
-off, float64): a 60 s tune of wage finished 83 trials compiled against 1,202 eager. So it is
-off unless asked for: ``CAVIAR_COMPILE=1`` or ``Population(compile=True)``.
+bench/README.md). But compiling costs 40-50 s in a fresh environment and 7-10 s in every new
+process once inductor's on-disk cache holds the kernels, and again for each new variant
+(activation, batch norm or dropout on or off, float64): a 60 s tune of wage finished 83
+trials compiled against 1,202 eager. So it is off unless asked for: ``CAVIAR_COMPILE=1`` or
+``Population(compile=True)``.
 Where compiling fails (no C++ compiler, an unsupported platform) the failure is reported once,
 as a warning, and everything runs eagerly from then on.
 """
