@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import safetensors.numpy
@@ -394,10 +395,21 @@ def test_output_without_write_permission(reference_run, tmp_path):
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under ``directory`` (the study database aside: SQLite rewrites it when
-    opened, and its WAL index, study.db-shm, is shared memory it rebuilds)."""
+    """Every file under ``directory``, the study database aside: SQLite rewrites it when
+    opened, its WAL index (study.db-shm) is shared memory it rebuilds, and an empty WAL
+    (study.db-wal) holds no frames: SQLite leaves one when a connection closes without the
+    disk room to checkpoint, and reads it as nothing. ``study_trials`` checks the study."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name not in ("study.db", "study.db-shm")}
+            if p.is_file() and p.name not in ("study.db", "study.db-shm")
+            and not (p.name == "study.db-wal" and p.stat().st_size == 0)}
+
+
+def study_trials(directory: Path) -> list[tuple]:
+    """Every trial of every study in ``directory/study.db``: number, state, value, params."""
+    url = f"sqlite:///{directory / 'study.db'}"
+    return [(name, t.number, t.state, t.values, t.params)
+            for name in optuna.get_all_study_names(url)
+            for t in optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)]
 
 
 @pytest.fixture(scope="module")
@@ -425,14 +437,14 @@ def test_a_failing_tune_leaves_the_runs_there(tuned, reference_run, space, tmp_p
     """Into a tune folder with a bad table, or into a panda run: both stay as they were."""
     out = tmp_path / "tune"
     shutil.copytree(tuned, out)
-    before = snapshot(out)
+    before, trials = snapshot(out), study_trials(out)
     for data, message in (("text_in_numeric.csv", "holds text such as '?'"),
                           ("target_inf.csv", "infinite"),
                           ("truncated.csv.gz", "truncated or damaged")):
         result = invoke("tune", BAD / data, "--target", "y", "--trials", 2, "--space", space,
                         "--out", out)
         check_cli(result, f"error: {message}")
-    assert snapshot(out) == before
+    assert snapshot(out) == before and study_trials(out) == trials
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)
     before = snapshot(run)
@@ -460,6 +472,27 @@ def run_with_a_full_disk(limit: int, *args: object) -> subprocess.CompletedProce
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+def test_a_study_write_the_disk_refused_is_named(capsys):
+    """Optuna wraps SQLite's error in its own (``raise StorageInternalError(...) from e``):
+    the line still says the disk refused the write, and what to do."""
+    import sqlite3
+
+    import typer
+    from optuna.exceptions import StorageInternalError
+
+    from caviar.cli.errors import handle_errors
+
+    with pytest.raises(typer.Exit) as stopped, handle_errors():
+        try:
+            raise sqlite3.OperationalError("disk I/O error")
+        except sqlite3.OperationalError as exc:
+            raise StorageInternalError("An exception is raised during the commit.") from exc
+    assert stopped.value.exit_code == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: the study's database could not be written (disk I/O error); free some disk "
+        "space or choose another output path")
+
+
 @pytest.mark.slow
 def test_a_full_disk_damages_nothing(reference_run, tuned, space, tmp_path):
     run, out = tmp_path / "run", tmp_path / "tune"
@@ -467,7 +500,8 @@ def test_a_full_disk_damages_nothing(reference_run, tuned, space, tmp_path):
     shutil.copytree(tuned, out)
     predictions = tmp_path / "p.csv"
     predictions.write_text("old predictions\n")
-    before = snapshot(tmp_path)
+    before, trials = snapshot(tmp_path), study_trials(out)
+    assert trials
     commands = [
         (3000, "resume", run, "--epochs", 2),  # the checkpoint's network file can't be written
         (100, "predict", run, BAD / "reference.csv", "--output", predictions),
@@ -485,6 +519,7 @@ def test_a_full_disk_damages_nothing(reference_run, tuned, space, tmp_path):
         ), done.stderr
         assert "free some disk space or choose another output path" in lines[0]
     assert snapshot(tmp_path) == before  # no file changed, none left half-written
+    assert study_trials(out) == trials  # the study lost no trial and gained none
     check_cli(invoke("predict", run, BAD / "reference.csv", "--output", tmp_path / "new.csv"),
               "works")
     assert caviar.load_model(out / "model").task == "binary"

@@ -72,6 +72,20 @@ _OS_HINTS = {  # what to do about the OSErrors a user's paths and disks cause
 _DISK_FULL = re.compile(r"disk I/O error|database or disk is full")
 
 
+def _disk_full(exc: BaseException) -> str | None:
+    """SQLite's words for a write the disk refused, in ``exc`` or the errors that caused it
+    (Optuna raises its own StorageInternalError from SQLAlchemy's, which holds SQLite's)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        found = _DISK_FULL.search(one_line(cause))
+        if found:
+            return found[0]
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _message(exc: BaseException) -> str:
     """One line for an exception: caviar's own messages as they are, others with their type."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -80,8 +94,9 @@ def _message(exc: BaseException) -> str:
     text = one_line(exc)
     if isinstance(exc, ValueError) and text:  # DataError, ModelFileError, SpaceError, ...
         return text
-    if _DISK_FULL.search(text):  # SQLite hides the errno of a failed write
-        return (f"the study's database could not be written ({_DISK_FULL.search(text)[0]}); "
+    disk_full = _disk_full(exc)
+    if disk_full:  # SQLite hides the errno of a failed write
+        return (f"the study's database could not be written ({disk_full}); "
                 "free some disk space or choose another output path")
     hint = f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
     return f"{type(exc).__name__}: {text}{hint}" if text else f"{type(exc).__name__}{hint}"
