@@ -395,13 +395,12 @@ def test_output_without_write_permission(reference_run, tmp_path):
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under ``directory``, the study database aside: SQLite rewrites it when
-    opened, its WAL index (study.db-shm) is shared memory it rebuilds, and an empty WAL
-    (study.db-wal) holds no frames: SQLite leaves one when a connection closes without the
-    disk room to checkpoint, and reads it as nothing. ``study_trials`` checks the study."""
+    """Every file under ``directory``, the study database's aside: SQLite rewrites the file
+    when opened, its WAL index (study.db-shm) is shared memory it rebuilds, and a connection
+    that closes without the disk room to checkpoint leaves its WAL (study.db-wal) for the
+    next one to read. ``study_trials`` checks the study through Optuna instead."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name not in ("study.db", "study.db-shm")
-            and not (p.name == "study.db-wal" and p.stat().st_size == 0)}
+            if p.is_file() and p.name not in ("study.db", "study.db-shm", "study.db-wal")}
 
 
 def study_trials(directory: Path) -> list[tuple]:
