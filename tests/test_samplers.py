@@ -165,6 +165,37 @@ def test_rounds_wait_for_trials_of_the_current_round():
     assert round_of_next_ask() == 1
 
 
+def test_the_coarse_round_ends_when_its_time_is_up():
+    """Under a time budget, round 0 ends once its share of the time has passed (tune: half
+    the budget), with far fewer than n_coarse trials, as soon as top_k of them rank."""
+    over = [False]
+    sampler = CoarseToFineSampler(n_coarse=100, n_per_round=4, top_k=3, seed=0,
+                                  coarse_over=lambda: over[0])
+    study = run(sampler, n_trials=10)
+    assert [r["round"] for r in rounds(study)] == [0]  # 10 of 100 coarse trials: still coarse
+    over[0] = True
+
+    def next_trial():
+        trial = study.ask()
+        study.tell(trial, toy(TOY.suggest(trial)))
+        return study.trials[trial.number]
+
+    first = next_trial()
+    assert first.user_attrs[keys.ROUND] == 1 and inside(study, first)
+    assert rounds(study)[1]["n_complete"] == 10
+    # later rounds keep their own count: the next starts after n_per_round trials of round 1
+    assert [next_trial().user_attrs[keys.ROUND] for _ in range(4)] == [1, 1, 1, 2]
+
+
+def test_a_time_budget_ends_the_coarse_round_at_half():
+    from caviar.search.scheduler import Budget
+
+    assert Budget(None, None, 0.0).share_passed(0.5) is None  # no time budget: by count
+    budget = Budget(None, 10.0, 0.0)
+    assert budget.share_passed(0.5)() is False
+    assert Budget(None, 10.0, spent=5.0).share_passed(0.5)() is True  # earlier runs count
+
+
 def test_pruned_and_failed_trials():
     sampler = CoarseToFineSampler(n_coarse=6, n_per_round=6, top_k=3, seed=0)
     study = optuna.create_study(sampler=sampler)

@@ -69,7 +69,7 @@ from ..files import jsonable
 from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve, structural_params
 from ..metrics import Metric, in_target_units, validation_score
 from ..model import CaviarModel
-from .scheduler import Budget, TuneProgress, Tuner
+from .scheduler import COARSE_SHARE, Budget, TuneProgress, Tuner
 from .space import Space
 from .study import keys
 from .study.archive import TrialArchive
@@ -85,10 +85,6 @@ TRUNCATION = 0.25  # the bottom quarter copies the top quarter
 FACTORS = (0.8, 1.25)  # perturbation factors, in sampling space
 RESAMPLE = 0.25  # probability of drawing a hyperparameter afresh instead
 STRUCTURES = 2  # populations (structures) a round trains
-# the share of the budget the coarse search (the default tuner: structures and
-# hyperparameters at random, ASHA stopping the poor ones) spends before PBT refines its best;
-# an even split, fixed before it was measured (bench/README.md, "PBT after a coarse search")
-COARSE_SHARE = 0.5
 MIN_MEMBERS = 4  # a population smaller than this has no quartiles to select from
 
 

@@ -11,7 +11,7 @@ import inspect
 import math
 import secrets
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -152,8 +152,11 @@ class CoarseToFineSampler(BaseSampler):
       uniformly over their choices).
     - Round k + 1 starts at the first ask after at least ``n_coarse`` (k = 0) or
       ``n_per_round`` (k ≥ 1) trials *of round k* have finished, completed or pruned, provided
-      at least ``top_k`` trials can be ranked (below). Trials asked meanwhile stay in round k,
-      so any number may be in flight (ask-and-tell with a population) and a round grows.
+      at least ``top_k`` trials can be ranked (below). Round 0 also ends once
+      ``coarse_over()`` says so (a tune under a time budget: when half of it has passed), so
+      that a run too short for ``n_coarse`` trials still spends its second half refining.
+      Trials asked meanwhile stay in round k, so any number may be in flight (ask-and-tell
+      with a population) and a round grows.
     - Round k + 1's box is computed once, when it starts, from the finished trials of all
       rounds, best first in the study's direction, compared like with like: by the value they
       reported at the latest step (epoch) that at least ``top_k`` completed or pruned trials
@@ -172,8 +175,9 @@ class CoarseToFineSampler(BaseSampler):
       when their condition holds.
 
     Defaults: ``n_coarse=32, n_per_round=16, top_k=5, margin=0.25, min_width=0.1,
-    explore=0.0``: with a population of 64, the first 64 asks are coarse and later rounds
-    refine around the best 5 while keeping at least a tenth of each axis.
+    explore=0.0, coarse_over=None`` (round 0 ends by its count alone): with a population of
+    64, the first 64 asks are coarse and later rounds refine around the best 5 while keeping
+    at least a tenth of each axis.
 
     Pruned trials count toward finishing a round and rank by what they reported at the common
     step. Failed trials are ignored. The draw for (trial number, parameter) comes from a
@@ -199,6 +203,7 @@ class CoarseToFineSampler(BaseSampler):
 
     def __init__(self, *, n_coarse: int = 32, n_per_round: int = 16, top_k: int = 5,
                  margin: float = 0.25, min_width: float = 0.1, explore: float = 0.0,
+                 coarse_over: Callable[[], bool] | None = None,
                  seed: int | None = None) -> None:
         for key, value in (("n_coarse", n_coarse), ("n_per_round", n_per_round),
                            ("top_k", top_k)):
@@ -210,6 +215,7 @@ class CoarseToFineSampler(BaseSampler):
                 raise ValueError(f"{key} must be in [0, {high}], got {value!r}")
         self.n_coarse, self.n_per_round, self.top_k = n_coarse, n_per_round, top_k
         self.margin, self.min_width, self.explore = margin, min_width, explore
+        self.coarse_over = coarse_over
         self._seed = seed if seed is not None else secrets.randbits(63)
         self._rounds: dict[tuple[int, int, int], dict] = {}  # (storage, study, round) → record
 
@@ -245,6 +251,8 @@ class CoarseToFineSampler(BaseSampler):
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                        and keys.trial_round(t) == current["round"] for t in trials)
         need = self.n_coarse if current["round"] == 0 else self.n_per_round
+        if current["round"] == 0 and self.coarse_over is not None and self.coarse_over():
+            need = self.top_k  # the coarse stage's time is up: refine once trials rank
         ranked = self._ranked(trials, study.direction) if finished >= need else []
         if len(ranked) >= self.top_k:
             n_complete = sum(t.state == TrialState.COMPLETE for t in trials)

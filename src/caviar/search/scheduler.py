@@ -240,6 +240,12 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
 
 
+# the share of a budget the coarse search spends: coarse-to-fine's first round under a time
+# budget, and the default tuner before PBT refines its best; an even split, fixed before it
+# was measured (bench/README.md, "PBT after a coarse search", "The coarse round's time")
+COARSE_SHARE = 0.5
+
+
 class Budget:
     """The trials and seconds a study may spend; ``spent``: seconds earlier runs spent."""
 
@@ -276,6 +282,12 @@ class Budget:
         seconds = (None if self.time_budget is None
                    else self.elapsed + share * (self.time_budget - self.elapsed))
         return Budget(trials, seconds, self.spent, start=self.start, reason=reason)
+
+    def share_passed(self, share: float) -> Callable[[], bool] | None:
+        """A test of whether ``share`` of the time budget has passed (None without one)."""
+        if self.time_budget is None:
+            return None
+        return lambda: self.elapsed >= share * self.time_budget
 
     def may_ask(self, started: int) -> bool:
         """``started``: trials of this study that are finished or running."""

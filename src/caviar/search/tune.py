@@ -37,9 +37,10 @@ from ..model import CaviarModel
 from ..training import train_network
 from ..workers.spec import WorkerSpec
 from .ensemble import KeptNetworks, refit_model
-from .pbt import COARSE_SHARE, PopulationBasedTraining
+from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
 from .scheduler import (
+    COARSE_SHARE,
     Budget,
     TuneProgress,
     Tuner,
@@ -362,9 +363,12 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         archive = TrialArchive(spec.storage, spec.study_name, journal, spec.artifacts)  # recovers
         interrupted = mark_interrupted(store, study)  # left RUNNING by a dead process here
         space = Space.from_dict(spec.space)
-        # the coarse round spans two groups, so that it compares two structures
+        budget = Budget(spec.trials, spec.time_budget, elapsed(study), start=started)
+        # the coarse round spans two groups, so that it compares two structures, and under a
+        # time budget ends with the budget's first half (a large table trains few trials)
         sampler_options = ({"n_coarse": 2 * structure_quota(spec.population,
-                                                             spec.trials_per_structure)}
+                                                             spec.trials_per_structure),
+                            "coarse_over": budget.share_passed(COARSE_SHARE)}
                            if sampler_key(spec.sampler) == "coarse-to-fine" else {})
         working = working_copy(study, make_sampler(spec.sampler, space, seed=spec.seed + index,
                                                    **sampler_options), make_pruner(spec.pruner))
@@ -373,7 +377,6 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                  else None)  # a resumed run's
         if saved is not None and saved.info.get("trained_on", "train") != "train":
             saved = None  # refit on the validation rows: the artifacts hold the searched ones
-        budget = Budget(spec.trials, spec.time_budget, elapsed(study), start=started)
         metric = get_metric(spec.metric, prepared.task)
         # a new study starts from known-good networks (the first worker's first trials)
         new = index == 0 and not study.get_trials(deepcopy=False)
