@@ -187,7 +187,9 @@ def test_the_coarse_round_ends_when_its_time_is_up():
     assert [next_trial().user_attrs[keys.ROUND] for _ in range(4)] == [1, 1, 1, 2]
 
 
-def test_a_time_budget_ends_the_coarse_round_at_half():
+def test_share_passed_reads_the_budget_clock():
+    """What tune hands the sampler as ``coarse_over``: whether a share of the time budget
+    has passed, earlier runs' seconds included."""
     from caviar.search.scheduler import Budget
 
     assert Budget(None, None, 0.0).share_passed(0.5) is None  # no time budget: by count
