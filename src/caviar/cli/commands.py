@@ -284,6 +284,12 @@ def tune(
                                       "network joins unless it makes the average's "
                                       "validation loss worse by more than one standard "
                                       "error); 1 keeps the best network alone."),
+    seed_ensemble: int = typer.Option(
+        0, "--seed-ensemble", min=0, metavar="N",
+        help="After the search, the best network's configuration trains again from N new "
+             "initializations, which may join the average by the same rule (under "
+             "--time-budget, as many as fit in a quarter of it, taken from the search). "
+             "Not with --scheduler pbt, --workers or --dask."),
     task: TaskOption = None,
     categorical: CategoricalOption = None,
     drop: DropOption = None,
@@ -365,7 +371,7 @@ def tune(
                 metric=metric, validation=valid, test=test, split=split, group=group,
                 weight=weight, class_weight=class_weight, max_onehot=max_onehot,
                 numeric=numeric and numeric.value, device=device.value, refit=refit.value,
-                started=started)
+                seed_ensemble=seed_ensemble, started=started)
         report_path = write_report(result.out, Path(result.out) / "report.html")
         print_tune_summary(out_console, result, report_path)
 

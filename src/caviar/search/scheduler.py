@@ -75,7 +75,7 @@ from ..files import jsonable
 from ..hyperparams import resolve, structural_params, structure_key
 from ..metrics import Metric, get_metric, in_target_units, validation_score
 from ..model import CaviarModel
-from .ensemble import KeptNetworks
+from .ensemble import KeptNetworks, seed_epochs, train_seeds
 from .samplers import AskTellGridSampler
 from .space import Space
 from .study import keys
@@ -244,6 +244,13 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 # budget, and the default tuner before PBT refines its best; an even split, fixed before it
 # was measured (bench/README.md, "PBT after a coarse search", "The coarse round's time")
 COARSE_SHARE = 0.5
+# The most of a time budget the seeds of the best configuration (``Tuner.add_seeds``, asked
+# for with ``tune(seed_ensemble=N)``) may take: a quarter, a round share fixed before it was
+# measured; fewer seeds train when fewer fit. Off by default: at equal time they were a wash
+# (bench/README.md, "Seeds of the best network").
+SEED_SHARE = 0.25
+# their population's seed: far from the search's groups (seed + 1000 × worker + group)
+SEED_OFFSET = 1_000_003
 
 
 class Budget:
@@ -306,7 +313,8 @@ class Tuner:
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
-                 refit_rows: int = 0, warm: Sequence[dict[str, Any]] = ()):
+                 refit_rows: int = 0, warm: Sequence[dict[str, Any]] = (),
+                 seeds: int = 0):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``shared`` links it to the database study (None: in memory only), ``archive``
         writes each finished trial there (both or neither);
@@ -317,7 +325,9 @@ class Tuner:
         there once; the kept networks come back to the CPU;
         ``refit_rows``: the rows the kept networks train on again after the search (0: none),
         whose estimated time the budget holds back; ``warm``: Optuna parameters of the
-        first trials (``samplers.warm_start``), each the leader of its own group."""
+        first trials (``samplers.warm_start``), each the leader of its own group;
+        ``seeds``: new initializations of the best network's configuration
+        ``add_seeds`` trains after the search, whose estimated time the budget holds back."""
         self.device = resolve_device(device)
         self.study, self.space, self.pre = study, space, data.preprocessor
         self.data = on_device(data, self.device)
@@ -325,6 +335,9 @@ class Tuner:
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
         self.refit_rows = refit_rows
+        self.seeds, self._seeding, self._seeds_declined = seeds, False, False
+        self._improved_at = -math.inf  # the budget's clock when the best value last improved
+        self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
         self.warm = list(warm)
         self.ensemble = ensemble
         # seconds measured / seconds estimated (epoch_cost) over the epochs run after the
@@ -351,9 +364,12 @@ class Tuner:
             members = info.get("members") or [{"trial": info["trial"], "value": info["value"],
                                                "stopped": info.get("stopped")}]
             for m, network in zip(members, saved.networks):
-                self.keep(network, int(m["trial"]), float(m["value"]), m.get("stopped"))
+                self.keep(network, int(m["trial"]), float(m["value"]), m.get("stopped"),
+                          m.get("seed"))
+            self.kept.seeds = sum(m.get("seed") is not None for m in members)
         # rewrite a saved model of more networks than this run's ensemble allows
-        self.kept.changed = saved is not None and len(saved.networks) > ensemble
+        self.kept.changed = saved is not None and len(saved.networks) > (ensemble
+                                                                         + self.kept.seeds)
         self._groups_made = 0
         # finished trials by state, counted here: filtering the study's trials for every ask
         # grows with the study (quadratic over a run)
@@ -642,14 +658,16 @@ class Tuner:
         return number
 
     def keep(self, network: Population, number: int, value: float,
-             stopped: str | None = None) -> None:
-        """Offer a trained network (trial ``number``, validation score ``value``) to the kept
-        model's candidates, on the CPU (the model files, the artifacts and the ensemble's
-        validation predictions are made there)."""
-        self.kept.add(network.to("cpu"), number, value, stopped)
+             stopped: str | None = None, seed: int | None = None) -> None:
+        """Offer a trained network (trial ``number``, validation score ``value``; ``seed``: a
+        new initialization of its configuration) to the kept model's candidates, on the CPU
+        (the model files, the artifacts and the ensemble's validation predictions are made
+        there)."""
+        self.kept.add(network.to("cpu"), number, value, stopped, seed)
         if self.best_value is None or (self.metric.loss(value)
                                        < self.metric.loss(self.best_value)):
             self.best_value = value
+            self._improved_at = self.budget.elapsed
 
     def model(self) -> CaviarModel:
         """The model: the kept networks that ``select_ensemble`` chooses, averaged."""
@@ -779,8 +797,10 @@ class Tuner:
         started = time.monotonic()
         train()
         if self._warm:  # the first epoch pays for warming up
-            self._measured += time.monotonic() - started
+            seconds = time.monotonic() - started
+            self._measured += seconds
             self._estimated += cost
+            self._longest_epoch = max(self._longest_epoch, seconds)
         self._warm = True
         return cost
 
@@ -793,16 +813,75 @@ class Tuner:
 
     def end_reserve(self) -> float:
         """Estimated seconds from the end of the search to the end of the run: the kept
-        networks' refit at this machine's measured speed; the rest of the end (the model, the
-        test scores, each feature's permutation importance, the report of every trial); and
-        the archive writer's backlog."""
+        networks' refit and the best one's seeds at this machine's measured speed; the rest
+        of the end (the model, the test scores, each feature's permutation importance, the
+        report of every trial); and the archive writer's backlog."""
         refit = (refit_cost([k.network for k in self.kept.networks[:self.ensemble]],
                             self.refit_rows)
                  if self.refit_rows and self.kept.networks else 0.0)
         trials = sum(self.finished.values()) + self.running
         end = end_seconds(trials) + self._importance_seconds()
-        backlog = self.archive.backlog if self.archive is not None else 0
-        return REFIT_FACTOR * refit * self.speed + end + backlog / WRITER_TRIALS_PER_S
+        # the seeds train after the search, once the writer has written every trial
+        backlog = self.archive.backlog if self.archive is not None and not self._seeding else 0
+        rest = REFIT_FACTOR * refit * self.speed + end + backlog / WRITER_TRIALS_PER_S
+        return rest + self._seeds_seconds(rest)
+
+    def _seeds_seconds(self, rest: float) -> float:
+        """The seeds ``add_seeds`` trains, estimated at this machine's speed: at most
+        ``SEED_SHARE`` of a time budget (0 once they train, or once declined).
+
+        Under a time budget the search gives its last seconds to the seeds only if it has
+        stopped finding better networks: once the time left beyond the rest of the end
+        (``rest``) is down to the seeds' time and one epoch, the seeds are declined if the
+        best validation score improved within the last ``SEED_SHARE`` of the budget, and the
+        search goes on to the end (a large table's search improves to its last minute; a
+        small table's found its best early, and seeds of it pay more than more draws)."""
+        if (not self.seeds or not self.kept.networks or self._seeding
+                or self._seeds_declined):
+            return 0.0
+        best = self.kept.networks[0].network
+        seconds = seed_epochs(best) * epoch_cost(best, self._cost_rows, self.seeds) * self.speed
+        budget = self.budget.time_budget
+        if budget is None:
+            return seconds
+        seconds = min(seconds, SEED_SHARE * budget)
+        due = self.budget.elapsed + rest + seconds + self._longest_epoch >= budget
+        if due and self.budget.elapsed - self._improved_at < SEED_SHARE * budget:
+            self._seeds_declined = True  # the search still improves: the time is its own
+            return 0.0
+        return seconds
+
+    def add_seeds(self) -> int:
+        """Train the best kept network's configuration again from ``seeds`` new
+        initializations (``ensemble.train_seeds``; under a time budget, as many as fit in
+        the time left, each epoch paced like the search's) and offer them to the kept model.
+        Returns how many were added."""
+        if not self.seeds or not self.kept.networks or self._seeds_declined:
+            return 0
+        best = self.kept.networks[0]
+        count = self.seeds
+        self._seeding = True
+        if self.budget.time_budget is not None:
+            self.budget.reserve = self.end_reserve()
+            fixed = epoch_cost(best.network, self._cost_rows, members=0)
+            member = epoch_cost(best.network, self._cost_rows, 1) - fixed
+            left = self.budget.time_budget - self.budget.elapsed - self.budget.reserve
+            count = min(count, int((left / self.speed / seed_epochs(best.network) - fixed)
+                                   / max(member, 1e-12)))
+        if count < 1:
+            return 0
+        d = self.data
+
+        def pace(population: Population, epoch: Callable[[], None]) -> bool:
+            return self.paced_epoch(population, epoch) is not None
+
+        seeded = train_seeds(best, d.X_train, d.y_train, d.X_val, count,
+                             self.seed + SEED_OFFSET, self.scorer, weight=d.w_train,
+                             device=self.device, pace=pace)
+        for k, (network, value) in enumerate(seeded):
+            self.kept.add(network, best.trial, value, seed=k + 1)
+        self.kept.seeds += len(seeded)
+        return len(seeded)
 
     def _importance_seconds(self) -> float:
         """The permutation importance at the end, estimated: its rows preprocessed once, then
