@@ -50,7 +50,7 @@ summary averages the test scores (single runs differ by more than the methods do
 
 Run:  .venv/bin/python bench/search.py [--budget 60] [--seeds 0 1 2] [--quick]
       [--datasets default wage] [--methods caviar realmlp_td ...] [--peer-timeout 600]
-      [--numeric robust|quantile|standard|search]  (caviar's numeric scaling)
+      [--numeric robust|asinh|quantile|standard|search]  (caviar's numeric scaling)
 (all ten tables at 60 s take about two hours a seed.)
 """
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from caviar.data import DataError, TablePreprocessor, infer_roles
-from caviar.data.preprocess import NUMERIC, SmoothClipScaler
+from caviar.data.preprocess import NUMERIC, AsinhScaler, SmoothClipScaler
 from caviar.data.table import MAX_ONEHOT_LEVELS, MIN_ROWS_PER_LEVEL, onehot_limit
 
 
@@ -141,6 +141,24 @@ def test_smooth_clip_scaler_is_realmlp_robust_scaling():
     assert (scaler.transform(mostly_zero)[:, 1] == 0).all()
 
 
+def test_asinh_scaler_keeps_the_tails_apart_where_clipping_merges_them():
+    rng = np.random.default_rng(2)
+    v = rng.lognormal(5, 1.5, size=(2000, 1))  # a skewed count: compounds, money
+    robust = SmoothClipScaler().fit(v)
+    x = (v - np.median(v)) * robust.factor_
+    np.testing.assert_allclose(AsinhScaler().fit_transform(v), np.arcsinh(x))
+    np.testing.assert_allclose(AsinhScaler().fit(v).factor_, robust.factor_)
+    # near the median both are about x: the bulk of the column is scaled alike
+    near = np.quantile(v, [0.4, 0.6]).reshape(-1, 1)
+    np.testing.assert_allclose(AsinhScaler().fit(v).transform(near), robust.transform(near),
+                               atol=0.02)
+    # 100 and 10,000 IQRs out: clipping maps both within 0.002 of 3, asinh a log(100) apart
+    far = np.median(v) + np.array([[100.0], [10_000.0]]) / robust.factor_
+    assert np.ptp(robust.transform(far)) < 2e-3
+    np.testing.assert_allclose(np.ptp(AsinhScaler().fit(v).transform(far)), np.log(100),
+                               rtol=1e-3)
+
+
 @pytest.mark.parametrize("numeric", NUMERIC)
 def test_numeric_transform_is_fitted_on_training_rows_only(numeric):
     df = heavy()
@@ -188,7 +206,8 @@ def test_state_saved_before_the_new_parameters_loads_as_before():
 
 
 def test_bad_numeric_and_newer_state_are_one_line_errors():
-    with pytest.raises(DataError, match=r"numeric must be one of robust, quantile, standard"):
+    with pytest.raises(DataError,
+                       match=r"numeric must be one of robust, asinh, quantile, standard"):
         TablePreprocessor("y", numeric="log").fit(heavy())
 
     def from_the_future(meta):

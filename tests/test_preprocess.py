@@ -420,7 +420,7 @@ def test_alternative_scalings_are_scikit_learns_and_survive_saving():
     assert again.numeric_alternative_columns() == both.numeric_alternative_columns()
     with pytest.raises(DataError, match="numeric scalings must differ"):
         TablePreprocessor("class", numeric_alternatives=("robust",)).fit(train)
-    with pytest.raises(DataError, match="numeric must be one of robust, quantile, standard, "
+    with pytest.raises(DataError, match="numeric must be one of robust, asinh, quantile, standard, "
                                         "got 'log'"):
         TablePreprocessor("class", numeric_alternatives=("log",)).fit(train)
 

@@ -106,6 +106,28 @@ def test_resuming_with_other_columns_starts_a_new_model(wine_csv, tmp_path):
     assert fewer.test_scores["accuracy"] > 0.5
 
 
+def test_resuming_with_another_scaling_keeps_no_network_of_the_old_one(wine_csv, tmp_path):
+    out = tmp_path / "run"
+    tune(wine_csv, "cultivar", trials=4, population=4, space=SPACE, out=out, seed=1,
+         numeric="quantile")
+    saved = (out / "model" / "model.json").read_text()
+    # no trial left to train with the new scaling: refused, and the saved model is untouched
+    with pytest.raises(RuntimeError, match="no trial completed"):
+        tune(wine_csv, "cultivar", trials=4, population=4, space=SPACE, out=out, seed=1,
+             numeric="asinh")
+    assert (out / "model" / "model.json").read_text() == saved
+    assert load_model(out / "model").preprocessor.numeric == "quantile"
+    # more trials: the model holds only networks that read the new inputs, and loads
+    again = tune(wine_csv, "cultivar", trials=8, population=4, space=SPACE, out=out, seed=1,
+                 numeric="asinh")
+    model = load_model(out / "model")
+    assert model.preprocessor.numeric == "asinh"
+    assert {n.hyperparameters[0]["numeric"] for n in model.networks} == {"asinh"}
+    assert {m["trial"] for m in model.info["members"]} <= {4, 5, 6, 7}
+    np.testing.assert_allclose(model.predict_proba(pd.read_csv(wine_csv)),
+                               again.model.predict_proba(pd.read_csv(wine_csv)), rtol=1e-5)
+
+
 def test_ensemble_of_one_keeps_the_best_network_alone(wine_csv, tmp_path):
     result = tune(wine_csv, "cultivar", trials=8, population=4, space=SPACE,
                   out=tmp_path / "run", seed=2, ensemble=1)

@@ -439,5 +439,6 @@ def test_estimators_take_the_numeric_scaling(cancer, cls):
     model = cls(numeric="quantile", epochs=2, random_state=0).fit(X, y)
     assert model.model_.preprocessor.numeric == "quantile"
     assert clone(model).get_params()["numeric"] == "quantile"
-    with pytest.raises(ValueError, match="numeric must be one of robust, quantile, standard"):
+    with pytest.raises(ValueError,
+                       match="numeric must be one of robust, asinh, quantile, standard"):
         cls(numeric="log", epochs=2).fit(X, y)

@@ -200,7 +200,8 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     caviar's engine. Hyperparameters use caviar's vocabulary (see DESIGN.md); ``device`` is
     where it trains and predicts: "cpu", "cuda" or "auto" (CUDA when available);
     ``numeric`` how numeric columns are scaled: "robust" (median and IQR, smoothly clipped to
-    ±3; None, the default, means it), "quantile" (to a normal) or "standard".
+    ±3; None, the default, means it), "asinh" (median and IQR, then asinh), "quantile" (to
+    a normal) or "standard".
 
     Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
     per epoch), ``n_iter_``, ``n_features_in_``.

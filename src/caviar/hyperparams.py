@@ -36,7 +36,7 @@ LR_DECAYS = ("none", "inverse_time", "exponential", "step", "cosine")
 ENCODINGS = ("onehot", "embedding")
 NUMERIC_EMBEDDINGS = ("none", "plr")
 # how numeric columns are scaled (caviar.data.preprocess), the default first
-NUMERIC = ("robust", "quantile", "standard")
+NUMERIC = ("robust", "asinh", "quantile", "standard")
 KINDS = ("int", "float", "choice", "bool", "sizes")
 
 
@@ -156,8 +156,9 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "embedding_dim": H("int", None, "k of the embeddings (null: round(1.6·levels^0.56), at "
                        "most 16)", low=1, structural=True, optional=True),
     "numeric": H("choice", None, "how numeric columns of more than two values are scaled: "
-                 "robust (median and IQR, smoothly clipped), quantile (to a normal) or "
-                 "standard (null: the table's own, --numeric); tune --numeric search "
+                 "robust (median and IQR, smoothly clipped), asinh (median and IQR, then "
+                 "asinh: logarithmic tails), quantile (to a normal) or standard (null: the "
+                 "table's own, --numeric); tune --numeric search "
                  "searches robust and quantile", choices=NUMERIC, structural=True,
                  optional=True),
     "numeric_embedding": H("choice", "none", "numeric columns of more than two values: none "

@@ -135,6 +135,16 @@ def load_model_files(path: str | Path, device: Any = "cpu"
     return preprocessor, networks, meta.get("info")
 
 
+def network_fits(preprocessor: TablePreprocessor, network: Population) -> bool:
+    """Whether the network takes the preprocessor's features, laid out as it makes them
+    (the same categorical codes and numeric scalings), and predicts its task's classes."""
+    try:
+        _check_fits(preprocessor, network)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_fits(preprocessor: TablePreprocessor, network: Population) -> None:
     """ValueError unless the network takes the preprocessor's features and predicts its
     task's classes (a model.json edited by hand may disagree with the weights)."""

@@ -429,7 +429,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     resolved = resolve(hp)
     if numeric == "search":
         raise ValueError("numeric=search is tune's (a scaling per population); train one "
-                         "network with robust, quantile or standard")
+                         "network with robust, asinh, quantile or standard")
     if numeric is not None and resolved["numeric"] not in (None, numeric):
         raise ValueError(f"numeric={numeric} and the hyperparameter numeric="
                          f"{resolved['numeric']} disagree; give one of them")

@@ -47,6 +47,7 @@ class RefitName(str, Enum):
 
 class Numeric(str, Enum):
     robust = "robust"
+    asinh = "asinh"
     quantile = "quantile"
     standard = "standard"
     search = "search"  # tune only
@@ -103,10 +104,11 @@ MaxOnehotOption = Annotated[int, typer.Option(
 NumericOption = Annotated[Numeric, typer.Option(
     "--numeric", show_default=False,
     help="How numeric columns are scaled: robust (median and IQR, smoothly clipped to +-3: "
-         "heavy tails stay bounded), quantile (to a normal by the training rows' quantiles: "
-         "may suit skewed counts), standard (mean and standard deviation) or, for tune, "
-         "search (robust and quantile, one per population). Default: robust (train: "
-         "--set numeric=..., else robust).")]
+         "heavy tails stay bounded), asinh (median and IQR, then asinh: tails logarithmic, "
+         "so large values keep their order and ratios), quantile (to a normal by the "
+         "training rows' quantiles: may suit skewed counts), standard (mean and standard "
+         "deviation) or, for tune, search (robust and quantile, one per population). "
+         "Default: robust (train: --set numeric=..., else robust).")]
 ClassWeightOption = Annotated[str, typer.Option(
     "--class-weight", metavar="balanced", show_default=False,
     help="balanced: weigh each class n / (k * n_class) in the training loss (classifiers).")]

@@ -132,7 +132,8 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     validation score (choose a metric for that, such as balanced_accuracy).
     ``max_onehot``: categoricals with more levels are target-encoded (None: the measured
     rule, ``caviar.data.table.onehot_limit``). ``numeric``: how numeric columns are scaled,
-    ``"robust"`` (median and IQR, smoothly clipped to ±3), ``"quantile"`` (to a normal) or
+    ``"robust"`` (median and IQR, smoothly clipped to ±3), ``"asinh"`` (median and IQR, then
+    asinh), ``"quantile"`` (to a normal) or
     ``"standard"`` (``TablePreprocessor``'s ``numeric``); several (a tune searching the
     scaling): the first scales the table, and the others are added as alternative blocks
     (``numeric_alternatives``) for networks that ask for them. ``codes``: the categoricals of more

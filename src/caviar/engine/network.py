@@ -102,20 +102,24 @@ class InputLayout:
     scaling: str | None = None  # None: not said (a plain width, or saved before it was)
     alternatives: tuple[Scaled, ...] = ()
 
+    def holds(self, scaling: str | None) -> bool:
+        """Whether a network of ``numeric=scaling`` can read these inputs."""
+        return (scaling is None or self.scaling is None or scaling == self.scaling
+                or any(a.name == scaling for a in self.alternatives))
+
     def scaled(self, scaling: str | None) -> tuple[tuple[int, ...], set[int]]:
         """The numeric columns a network of ``numeric=scaling`` reads (in place of
         ``numeric``), and the columns it leaves unread: every other scaling's. None, or a
         layout that does not say its scaling, reads the first block."""
         unread = {j for alternative in self.alternatives for j in alternative.columns}
+        if not self.holds(scaling):
+            held = ", ".join([self.scaling, *(a.name for a in self.alternatives)])
+            raise ValueError(f"numeric={scaling} is not a scaling these inputs hold ({held}); "
+                             f"choose one of them, or prepare the table with numeric={scaling}")
         if scaling is None or self.scaling is None or scaling == self.scaling:
             return self.numeric, unread
-        for alternative in self.alternatives:
-            if alternative.name == scaling:
-                return alternative.numeric, (unread | set(self.numeric)) - set(
-                    alternative.numeric)
-        held = ", ".join([self.scaling, *(a.name for a in self.alternatives)])
-        raise ValueError(f"numeric={scaling} is not a scaling these inputs hold ({held}); "
-                         f"choose one of them, or prepare the table with numeric={scaling}")
+        alternative = next(a for a in self.alternatives if a.name == scaling)
+        return alternative.numeric, (unread | set(self.numeric)) - set(alternative.numeric)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_columns": self.n_columns, "categoricals": [

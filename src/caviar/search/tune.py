@@ -163,7 +163,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         max_onehot: categoricals with more levels are target-encoded (None: the measured
             rule, max(10, min(training rows // 4, 1000))).
         numeric: how numeric columns are scaled: "robust" (median and IQR, smoothly clipped
-            to ±3), "quantile" (to a normal) or "standard" (mean and standard deviation), for
+            to ±3), "asinh" (median and IQR, then asinh: the tails logarithmic, not
+            clipped), "quantile" (to a normal) or "standard" (mean and standard deviation), for
             every network; "search": robust and quantile, each population reading its own
             (the table holds both; the validation rows choose); None (the default): as the
             space's ``numeric`` axis says (the default space's: robust).
@@ -396,8 +397,8 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         working = working_copy(study, make_sampler(spec.sampler, space, seed=spec.seed + index,
                                                    **sampler_options), make_pruner(spec.pruner))
         shared = SharedStudy(store, study, working, worker_name(), lock=out / "ask.lock")
-        saved = (saved_model(out, spec.study_name, prepared.X_train.shape[1]) if single
-                 else None)  # a resumed run's
+        saved = (saved_model(out, spec.study_name, prepared.preprocessor,
+                             prepared.X_train.shape[1]) if single else None)  # a resumed run's
         if saved is not None and saved.info.get("trained_on", "train") != "train":
             saved = None  # refit on the validation rows: the artifacts hold the searched ones
         metric = get_metric(spec.metric, prepared.task)
@@ -597,9 +598,12 @@ def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner:
     (database) study is not among them (a killed run finished it after its model was last
     saved, and its network never reached the artifacts), its configuration is refit and
     joins by the same rule."""
-    if Path(artifacts).is_dir() and add_study_networks(tuner.kept, study, store, artifacts):
+    if Path(artifacts).is_dir() and add_study_networks(tuner.kept, study, store, artifacts,
+                                                       tuner.pre):
         tuner.save_model()
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    # trials this run's table can train again (a resumed run may scale numbers another way)
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if tuner.data.inputs.holds(t.user_attrs[keys.HYPERPARAMETERS].get("numeric"))]
     loss = tuner.metric.loss
     best = min(done, key=lambda t: loss(t.value)) if done else None
     kept = tuner.kept.networks
@@ -629,8 +633,8 @@ def _model_from_study(study: optuna.Study, store: optuna.storages.BaseStorage,
     ensemble selection on the validation rows (by the study's metric) as one process makes."""
     kept = KeptNetworks(prepared.X_val, prepared.y_val, prepared.task, spec.ensemble,
                         prepared.validation_scorer(metric))
-    if not Path(spec.artifacts).is_dir() or not add_study_networks(kept, study, store,
-                                                                   spec.artifacts):
+    if not Path(spec.artifacts).is_dir() or not add_study_networks(
+            kept, study, store, spec.artifacts, prepared.preprocessor):
         raise RuntimeError("no trial completed within the budget: give it more time "
                            "(--time-budget) or more trials (--trials)")
     model = kept.model(prepared.preprocessor, study.study_name)

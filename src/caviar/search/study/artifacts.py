@@ -16,8 +16,10 @@ import safetensors.torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 from optuna.trial import TrialState
 
+from ...data import TablePreprocessor
 from ...engine import Population
 from ...files import jsonable
+from ...io import network_fits
 from ..ensemble import KeptNetworks
 from . import keys
 
@@ -38,9 +40,11 @@ def network_from_bytes(data: bytes) -> Population:
 
 
 def add_study_networks(kept: KeptNetworks, study: optuna.Study,
-                       storage: optuna.storages.BaseStorage, artifacts: str | Path) -> int:
-    """Offer ``kept`` the study's candidate networks it lacks, best first, until it wants no
-    more; returns how many were read. Trials are named by their storage numbers."""
+                       storage: optuna.storages.BaseStorage, artifacts: str | Path,
+                       preprocessor: TablePreprocessor) -> int:
+    """Offer ``kept`` the study's candidate networks it lacks that read ``preprocessor``'s
+    inputs, best first, until it wants no more; returns how many were read. Trials are named
+    by their storage numbers."""
     have = {k.trial for k in kept.networks}
     candidates = sorted(
         (t for t in study.get_trials(deepcopy=False,
@@ -64,8 +68,8 @@ def add_study_networks(kept: KeptNetworks, study: optuna.Study,
             except (OSError, optuna.artifacts.exceptions.ArtifactNotFound):
                 continue  # the artifact store was moved or cleaned
             network = network_from_bytes(file.read_bytes())
-            if network.structure.n_inputs != kept.X_val.shape[1]:
-                continue  # trained on other columns (--drop, --categorical changed)
+            if not network_fits(preprocessor, network):
+                continue  # trained on other inputs (--drop, --categorical, --numeric changed)
             kept.add(network, t.number, float(info["value"]), info.get("stopped"))
             read += 1
     return read
