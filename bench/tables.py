@@ -1,5 +1,7 @@
 """The benchmark tables: the nine real tables bundled with caviar plus scikit-learn's digits,
-each with its target, the columns to drop and the integer columns that are categories.
+each with its target, the columns to drop and the integer columns that are categories; and
+``CHECK_TABLES``, eight tables of the ISLP textbook package, never used to choose anything,
+to check on other tables what was chosen on these (``search.py --datasets Bikeshare ...``).
 
 One declarative dict, shared by the benchmark scripts; the reasons for each choice are in
 ``src/caviar/datasets/PROVENANCE.md`` (target leaks, R row indices, IDs). ``run_each_table``
@@ -9,8 +11,14 @@ is the command line of the scripts that run one function per table and seed.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,14 +55,47 @@ TABLES: dict[str, Table] = {
     "snmesp": Table("n", "regression", drop=ROW_INDEX, categorical=("firm",)),
 }
 
+# ISLP's data (James, Witten, Hastie, Tibshirani and Taylor, "An Introduction to Statistical
+# Learning with Applications in Python"; the package is BSD-licensed, on PyPI), read from its
+# wheel: CAVIAR_ISLP_WHEEL names one, else `pip download ISLP --no-deps` fetches it
+CHECK_TABLES: dict[str, Table] = {
+    # casual + registered = bikers: leaks
+    "Bikeshare": Table("bikers", "regression", drop=("casual", "registered")),
+    "Caravan": Table("Purchase", "binary"),
+    "OJ": Table("Purchase", "binary"),
+    "Auto": Table("mpg", "regression", drop=("name",)),  # name: one per car, an ID
+    "Carseats": Table("Sales", "regression"),
+    "College": Table("Apps", "regression"),
+    "Credit": Table("Balance", "regression", drop=("ID",)),
+    "Hitters": Table("Salary", "regression"),
+}
+ANY_TABLE = {**TABLES, **CHECK_TABLES}
+
+
+def _islp_wheel() -> str:
+    wheel = os.environ.get("CAVIAR_ISLP_WHEEL")
+    if wheel:
+        return wheel
+    folder = os.path.join(tempfile.gettempdir(), "caviar-islp")
+    found = [f for f in os.listdir(folder) if f.endswith(".whl")] if os.path.isdir(
+        folder) else []
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "ISLP", "--no-deps", "-q",
+                        "-d", folder], check=True)
+        found = [f for f in os.listdir(folder) if f.endswith(".whl")]
+    return os.path.join(folder, sorted(found)[-1])
+
 
 def load_table(name: str) -> pd.DataFrame:
     """The table ``name`` as published, less the rows whose target is missing."""
     if name == "digits":
         df = load_digits(as_frame=True).frame.rename(columns={"target": "digit"})
+    elif name in CHECK_TABLES:
+        with zipfile.ZipFile(_islp_wheel()) as wheel:
+            df = pd.read_csv(io.BytesIO(wheel.read(f"ISLP/data/{name}.csv")))
     else:
         df = load_dataset(name)
-    return drop_missing_target(df, TABLES[name].target)
+    return drop_missing_target(df, ANY_TABLE[name].target)
 
 
 def run_each_table(doc: str, run: Callable[[str, int, float], dict], budget: float,
