@@ -112,7 +112,7 @@ def test_resuming_with_another_scaling_keeps_no_network_of_the_old_one(wine_csv,
          numeric="quantile")
     saved = (out / "model" / "model.json").read_text()
     # no trial left to train with the new scaling: refused, and the saved model is untouched
-    with pytest.raises(RuntimeError, match="no trial completed"):
+    with pytest.raises(ValueError, match="no trial completed"):
         tune(wine_csv, "cultivar", trials=4, population=4, space=SPACE, out=out, seed=1,
              numeric="asinh")
     assert (out / "model" / "model.json").read_text() == saved

@@ -610,7 +610,7 @@ def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner:
     if best is None or any(k.trial == best.number for k in kept) or (
             kept and loss(best.value) >= loss(kept[0].value)):
         if not kept:
-            raise RuntimeError("no trial completed within the budget: give it more time "
+            raise ValueError("no trial completed within the budget: give it more time "
                                "(--time-budget) or more trials (--trials)")
         return tuner.model()
     data, pre = tuner.data, tuner.pre
@@ -635,7 +635,7 @@ def _model_from_study(study: optuna.Study, store: optuna.storages.BaseStorage,
                         prepared.validation_scorer(metric))
     if not Path(spec.artifacts).is_dir() or not add_study_networks(
             kept, study, store, spec.artifacts, prepared.preprocessor):
-        raise RuntimeError("no trial completed within the budget: give it more time "
+        raise ValueError("no trial completed within the budget: give it more time "
                            "(--time-budget) or more trials (--trials)")
     model = kept.model(prepared.preprocessor, study.study_name)
     best = study.trials[model.info["trial"]].user_attrs
