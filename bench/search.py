@@ -85,6 +85,7 @@ from threadpoolctl import threadpool_limits
 from caviar import tune
 from caviar.data import NUMERIC, TablePreprocessor, split_frame
 from caviar.data.table import category_strings
+from caviar.search.tune import NoTrialCompleted
 
 METHODS = ("caviar", "caviar_pbt", "optuna_torch", "sklearn_mlp", "hist_gradient_boosting",
            "realmlp_td", "tabm_d")
@@ -136,9 +137,7 @@ def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
                           sampler="coarse-to-fine", out=out, seed=seed, drop=spec.drop,
                           categorical=spec.categorical, task=task, scheduler=scheduler,
                           numeric=numeric, refit=refit)
-        except ValueError as e:
-            if "no trial completed" not in str(e):
-                raise
+        except NoTrialCompleted as e:
             study = optuna.load_study(study_name=f"data-{target}",
                                       storage=f"sqlite:///{out}/study.db")
             return {"error": str(e), **counts(study.get_trials(deepcopy=False)),

@@ -21,6 +21,7 @@ import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from sklearn.datasets import load_digits
@@ -76,14 +77,11 @@ def _islp_wheel() -> str:
     wheel = os.environ.get("CAVIAR_ISLP_WHEEL")
     if wheel:
         return wheel
-    folder = os.path.join(tempfile.gettempdir(), "caviar-islp")
-    found = [f for f in os.listdir(folder) if f.endswith(".whl")] if os.path.isdir(
-        folder) else []
-    if not found:
+    folder = Path(tempfile.gettempdir()) / "caviar-islp"
+    if not any(folder.glob("*.whl")):
         subprocess.run([sys.executable, "-m", "pip", "download", "ISLP", "--no-deps", "-q",
-                        "-d", folder], check=True)
-        found = [f for f in os.listdir(folder) if f.endswith(".whl")]
-    return os.path.join(folder, sorted(found)[-1])
+                        "-d", str(folder)], check=True)
+    return str(sorted(folder.glob("*.whl"))[-1])
 
 
 def load_table(name: str) -> pd.DataFrame:

@@ -71,7 +71,7 @@ from .study.store import (
     working_copy,
 )
 
-__all__ = ["TuneProgress", "TuneResult", "tune", "work"]
+__all__ = ["NoTrialCompleted", "TuneProgress", "TuneResult", "tune", "work"]
 
 SCHEDULERS = ("asha", "pbt")
 # What the kept networks train on at the end (bench/README.md, "Refit"): "none" keeps the
@@ -79,6 +79,15 @@ SCHEDULERS = ("asha", "pbt")
 # the training and validation rows, "all" on every row after the test score is taken.
 # "none" is the default: the refit's gain measured within the noise, its cost not.
 REFITS = ("none", "train+valid", "all")
+
+
+class NoTrialCompleted(ValueError):
+    """No network the model could hold finished within the budget (a ValueError, so the
+    command line says it in one line: the budget is the user's to raise)."""
+
+    def __init__(self) -> None:
+        super().__init__("no trial completed within the budget: give it more time "
+                         "(--time-budget) or more trials (--trials)")
 
 
 @dataclass
@@ -397,8 +406,8 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         working = working_copy(study, make_sampler(spec.sampler, space, seed=spec.seed + index,
                                                    **sampler_options), make_pruner(spec.pruner))
         shared = SharedStudy(store, study, working, worker_name(), lock=out / "ask.lock")
-        saved = (saved_model(out, spec.study_name, prepared.preprocessor,
-                             prepared.X_train.shape[1]) if single else None)  # a resumed run's
+        saved = (saved_model(out, spec.study_name, prepared.preprocessor) if single
+                 else None)  # a resumed run's
         if saved is not None and saved.info.get("trained_on", "train") != "train":
             saved = None  # refit on the validation rows: the artifacts hold the searched ones
         metric = get_metric(spec.metric, prepared.task)
@@ -610,8 +619,7 @@ def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner:
     if best is None or any(k.trial == best.number for k in kept) or (
             kept and loss(best.value) >= loss(kept[0].value)):
         if not kept:
-            raise ValueError("no trial completed within the budget: give it more time "
-                               "(--time-budget) or more trials (--trials)")
+            raise NoTrialCompleted
         return tuner.model()
     data, pre = tuner.data, tuner.pre
     params = best.user_attrs[keys.HYPERPARAMETERS]
@@ -635,8 +643,7 @@ def _model_from_study(study: optuna.Study, store: optuna.storages.BaseStorage,
                         prepared.validation_scorer(metric))
     if not Path(spec.artifacts).is_dir() or not add_study_networks(
             kept, study, store, spec.artifacts, prepared.preprocessor):
-        raise ValueError("no trial completed within the budget: give it more time "
-                           "(--time-budget) or more trials (--trials)")
+        raise NoTrialCompleted
     model = kept.model(prepared.preprocessor, study.study_name)
     best = study.trials[model.info["trial"]].user_attrs
     if keys.PBT_SCHEDULE in best:  # population-based training: what ``replay`` trains again

@@ -24,6 +24,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from ...data import TablePreprocessor
+from ...io import network_fits
 from ...model import CaviarModel
 from . import keys
 from .storage import StudyMismatch, open_storage, retrying
@@ -178,16 +179,19 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
     return frame
 
 
-def saved_model(out: Path, study_name: str, preprocessor: TablePreprocessor,
-                n_inputs: int) -> CaviarModel | None:
+def saved_model(out: Path, study_name: str, preprocessor: TablePreprocessor
+                ) -> CaviarModel | None:
     """The model saved in ``out/model`` for this study and this preprocessing, or None: a
     resumed run starts from its networks."""
     try:
         model = CaviarModel.load(out / "model")
     except (OSError, ValueError):
         return None
-    if model.info.get("study") != study_name or model.network.structure.n_inputs != n_inputs:
-        return None  # another study's, or the columns changed (--drop, --categorical)
-    if model.preprocessor.get_params() != preprocessor.get_params():
-        return None  # the same columns made another way (--numeric, --max-onehot)
+    if model.info.get("study") != study_name:
+        return None
+    # the columns changed (--drop, --categorical), or the same columns are made another way
+    # (--numeric, --max-onehot)
+    if model.preprocessor.get_params() != preprocessor.get_params() or not all(
+            network_fits(preprocessor, network) for network in model.networks):
+        return None
     return model
