@@ -51,7 +51,7 @@ summary averages the test scores (single runs differ by more than the methods do
 Run:  .venv/bin/python bench/search.py [--budget 60] [--seeds 0 1 2] [--quick]
       [--datasets default wage] [--methods caviar realmlp_td ...] [--peer-timeout 600]
       [--numeric robust|asinh|quantile|standard|search]  (caviar's numeric scaling)
-      [--refit none|train+valid]  (caviar's refit of the kept networks)
+      [--refit none|train+valid|bag]  (caviar's refit of the kept networks)
 (all ten tables at 60 s take about two hours a seed.)
 """
 
@@ -483,7 +483,7 @@ def main() -> None:
     parser.add_argument("--numeric", choices=(*NUMERIC, "search"), default=None,
                         help="caviar's numeric scaling (tune's numeric=; default: the "
                              "default space's)")
-    parser.add_argument("--refit", choices=("none", "train+valid"), default="none",
+    parser.add_argument("--refit", choices=("none", "train+valid", "bag"), default="none",
                         help="caviar's refit of the kept networks (tune's refit=)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -204,6 +204,28 @@ def test_the_weighted_loss_gradient_matches_autograd_and_finite_differences(task
         torch.testing.assert_close(ones[k], plain[k])
 
 
+@pytest.mark.parametrize("task", ["multiclass", "binary", "regression"])
+def test_each_member_may_weight_the_rows_its_own_way(task):
+    # a bag's folds: member k leaves its own rows out (weight 0); its gradient is the one
+    # it gets from its row weights alone, and the other member's weights do not touch it
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    y = (torch.randint(0, 3, (10,), generator=g) if task == "multiclass"
+         else torch.randint(0, 2, (10,), generator=g).double() if task == "binary"
+         else torch.randn(10, generator=g, dtype=torch.float64))
+    pop = Population(task, n_inputs=3, members=[{"hidden_layer_sizes": (4,)}] * 2,
+                     n_classes=3, seed=2, dtype=torch.float64)
+    per_member = torch.ones(2, 10, dtype=torch.float64)
+    per_member[0, :5] = 0.0
+    per_member[1, 5:] = 2.0
+    both = pop.gradients(X, y, 10, weight=per_member)
+    for k in range(2):
+        alone = pop.gradients(X, y, 10, weight=per_member[k])
+        for name in both:
+            torch.testing.assert_close(both[name][k], alone[name][k])
+    assert float(pop.cost(X, y, weight=per_member)[0]) != float(pop.cost(X, y)[0])
+
+
 def test_balanced_class_weight_raises_the_recall_of_the_rare_class(tmp_path):
     df = load_dataset("default")  # 3% of the rows default
     hp = {"hidden_layer_sizes": [8], "epochs": 4, "batch_size": 128, "learning_rate": 0.01}

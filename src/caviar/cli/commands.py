@@ -342,7 +342,9 @@ def tune(
         help="What the model's networks train on once chosen: none, the searched networks "
              "(the training rows); train+valid, each configuration again on the training "
              "and validation rows for the epochs of its best validation score (the test "
-             "score is still of unseen rows); all, then once more on every row, after the "
+             "score is still of unseen rows); bag, each configuration as 5 networks on "
+             "those rows, each holding out one fold and stopped at its best epoch there; "
+             "all, then once more on every row, after the "
              "test score is taken (the score is then of the train+valid fit)."),
 ) -> None:
     """Tune: train many networks at once (the caviar approach) and keep the best.

@@ -42,6 +42,7 @@ class SchedulerName(str, Enum):
 class RefitName(str, Enum):
     none = "none"
     train_valid = "train+valid"
+    bag = "bag"
     all = "all"
 
 

@@ -69,14 +69,17 @@ def loss_and_gradient(z: torch.Tensor, y: torch.Tensor, task: str,
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example losses ``(P, B)`` (as :func:`member_losses`, unweighted) and dJ/dz
     ``(P, B, C)`` for J = (1/B)·Σ_b w_b·L_b: the seed's dz = ŷ − y, times w_b (``weight``
-    ``(B,)``; None: all 1), over B. One softmax serves both."""
+    ``(B,)``, or ``(P, B)``: each member its own, as a bag's folds are; None: all 1), over
+    B. One softmax serves both."""
     P, B, _ = z.shape
+    if weight is not None:
+        weight = weight.to(z.dtype).view(-1, B)  # (1, B) or (P, B)
     if task != "multiclass":
         losses = member_losses(z, y, task)
         y_hat = torch.sigmoid(z) if task == "binary" else z
         dz = y_hat - y.to(z.dtype).view(1, B, 1)
         if weight is not None:
-            dz.mul_(weight.to(z.dtype).view(1, B, 1))
+            dz.mul_(weight.unsqueeze(2))
         return losses, dz.div_(B)
     log_probs = _log_softmax(z)
     index = y.view(1, 1, B).expand(P, 1, B)
@@ -84,7 +87,7 @@ def loss_and_gradient(z: torch.Tensor, y: torch.Tensor, task: str,
     dz = log_probs.exp_()  # ŷ, then ŷ − one_hot(y), class-major (P, C, B)
     dz.scatter_add_(1, index, torch.full((P, 1, B), -1.0, dtype=z.dtype, device=z.device))
     if weight is not None:
-        dz.mul_(weight.to(z.dtype).view(1, 1, B))
+        dz.mul_(weight.unsqueeze(1))
     return losses, dz.div_(B).transpose(1, 2)
 
 

@@ -424,7 +424,8 @@ def forward_backward(s: Structure, params: Mapping[str, torch.Tensor],
                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """One training-mode pass over a minibatch: the output z ``(P, B, C)``, each member's
     per-example losses ``(P, B)`` (unweighted) and its gradient of its data cost
-    J = (1/B)·Σ w·L (``weight`` ``(B,)``, None: all 1; see :func:`forward` for the options)."""
+    J = (1/B)·Σ w·L (``weight`` ``(B,)`` or ``(P, B)``, None: all 1; see :func:`forward`
+    for the options)."""
     tape: list = []
     z = forward(s, params, buffers, X, training=True, bn_momentum=bn_momentum,
                 keep_prob=keep_prob, generator=generator, tape=tape, kernels=kernels)

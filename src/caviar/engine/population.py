@@ -430,7 +430,8 @@ class Population:
     def train_epoch(self, X: torch.Tensor, y: torch.Tensor,
                     weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One pass over shuffled minibatches for every trainable member; ``weight`` ``(n,)``:
-        the rows' weights in the loss (mean 1; None: all 1).
+        the rows' weights in the loss (mean 1; None: all 1), or ``(P, n)``: each member's own
+        (a zero leaves a row out of a member's loss: a bag's held-out fold).
 
         Returns ``(P,)`` training metrics averaged over the epoch's minibatches (training mode,
         as Keras reports them). Members that diverge are flagged, frozen and reset to zero
@@ -454,7 +455,7 @@ class Population:
             if s.batch_norm and len(index) < 2:
                 continue  # batch statistics of a single row are meaningless
             xb, yb = X[index], y[index]
-            wb = weight[index] if weight is not None else None
+            wb = weight[..., index] if weight is not None else None
             z, example_losses, grads = self._gradients(xb, yb, n, active_mask, wb)
             loss_sum += example_losses.sum(dim=1)
             if task != "regression":

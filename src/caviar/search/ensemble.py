@@ -161,6 +161,8 @@ class KeptNetworks:
         self.networks: list[KeptNetwork] = []
         self.seeds = 0  # new initializations of the best configuration added (train_seeds)
         self.changed = False
+        self._chosen: tuple[tuple[int, int], list[KeptNetwork], float] | None = None
+        self._added = 0  # networks added so far: what the cached choice was made of
 
     def wants(self, value: float) -> bool:
         """Whether a network of validation score ``value`` would be kept (not if it is no
@@ -179,12 +181,22 @@ class KeptNetworks:
         self.networks.sort(key=lambda k: self.loss(k.value))
         del self.networks[self.size:]
         self.changed = True
+        self._added += 1
+
+    def chosen(self) -> tuple[list[KeptNetwork], float]:
+        """The networks ``select_ensemble`` chooses (the seeds of the best configuration in
+        room of their own beyond ``ensemble``) and their average's validation score; made
+        again only once networks were added (the tuner asks before every epoch)."""
+        key = (self._added, self.seeds)
+        if self._chosen is None or self._chosen[0] != key:
+            members, value = select_ensemble(self.networks, self.y_val, self.task,
+                                             self.ensemble + self.seeds, self.scorer)
+            self._chosen = (key, members, value)
+        return self._chosen[1], self._chosen[2]
 
     def model(self, pre: TablePreprocessor, study_name: str) -> CaviarModel:
-        """The model: the networks ``select_ensemble`` chooses, averaged (the seeds of the
-        best configuration in room of their own beyond ``ensemble``)."""
-        members, value = select_ensemble(self.networks, self.y_val, self.task,
-                                         self.ensemble + self.seeds, self.scorer)
+        """The model: the networks ``chosen`` says, averaged."""
+        members, value = self.chosen()
         chosen = self.scorer is not None and not self.scorer.default
         return model_from_kept(pre, members, study_name, value, in_units=chosen)
 

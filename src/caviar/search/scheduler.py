@@ -178,18 +178,20 @@ def structure_epoch_cost(s: Structure, rows: int, members: int) -> float:
     return steps * STEP_S + members * per_member
 
 
-def refit_cost(networks: Sequence[Population], rows: int) -> float:
+def refit_cost(networks: Sequence[Population], rows: int, folds: int = 0) -> float:
     """Estimated seconds to train the configurations of ``networks`` (one member each)
     afresh on ``rows`` rows for the epochs each ran, those of one structure as one
-    population (``training.refit_networks``)."""
+    population (``training.refit_networks``); with ``folds``, as a bag: ``folds`` members
+    each, for up to ``seed_epochs`` (``bagging.bag_networks``)."""
     groups: dict[tuple, list[Population]] = {}
     for n in networks:
         groups.setdefault(structure_key(n.hyperparameters[0]), []).append(n)
     total = 0.0
     for members in groups.values():
-        epochs = [max(1, int(n.epoch[0])) for n in members]
+        epochs = [seed_epochs(n) if folds else max(1, int(n.epoch[0])) for n in members]
         fixed = epoch_cost(members[0], rows, members=0)  # the per-step overhead
-        total += max(epochs) * fixed + sum(epochs) * (epoch_cost(members[0], rows, 1) - fixed)
+        member = epoch_cost(members[0], rows, 1) - fixed
+        total += max(epochs) * fixed + sum(epochs) * member * max(folds, 1)
     return total
 
 
@@ -251,6 +253,10 @@ COARSE_SHARE = 0.5
 SEED_SHARE = 0.25
 # their population's seed: far from the search's groups (seed + 1000 × worker + group)
 SEED_OFFSET = 1_000_003
+# The most of a time budget a bag of the kept model (``tune(refit="bag")``) may take: the
+# seeds' quarter, for the same reason (the search's time is worth more than a costly end);
+# a bag estimated to take more is declined, and the model stays as searched.
+BAG_SHARE = SEED_SHARE
 
 
 class Budget:
@@ -314,7 +320,7 @@ class Tuner:
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
                  refit_rows: int = 0, warm: Sequence[dict[str, Any]] = (),
-                 seeds: int = 0):
+                 seeds: int = 0, bag_folds: int = 0):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``shared`` links it to the database study (None: in memory only), ``archive``
         writes each finished trial there (both or neither);
@@ -324,7 +330,8 @@ class Tuner:
         ``device``: where the populations train ("cpu", "cuda", "auto"). The tensors move
         there once; the kept networks come back to the CPU;
         ``refit_rows``: the rows the kept networks train on again after the search (0: none),
-        whose estimated time the budget holds back; ``warm``: Optuna parameters of the
+        whose estimated time the budget holds back (``bag_folds``: as a bag of that many
+        folds, ``bagging.bag_model``); ``warm``: Optuna parameters of the
         first trials (``samplers.warm_start``), each the leader of its own group;
         ``seeds``: new initializations of the best network's configuration
         ``add_seeds`` trains after the search, whose estimated time the budget holds back."""
@@ -334,7 +341,7 @@ class Tuner:
         self.archive, self.shared = archive, shared
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
-        self.refit_rows = refit_rows
+        self.refit_rows, self.bag_folds = refit_rows, bag_folds
         self.seeds, self._seeding, self._seeds_declined = seeds, False, False
         self._improved_at = -math.inf  # the budget's clock when the best value last improved
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
@@ -816,15 +823,31 @@ class Tuner:
         networks' refit and the best one's seeds at this machine's measured speed; the rest
         of the end (the model, the test scores, each feature's permutation importance, the
         report of every trial); and the archive writer's backlog."""
-        refit = (refit_cost([k.network for k in self.kept.networks[:self.ensemble]],
-                            self.refit_rows)
-                 if self.refit_rows and self.kept.networks else 0.0)
         trials = sum(self.finished.values()) + self.running
         end = end_seconds(trials) + self._importance_seconds()
         # the seeds train after the search, once the writer has written every trial
         backlog = self.archive.backlog if self.archive is not None and not self._seeding else 0
-        rest = REFIT_FACTOR * refit * self.speed + end + backlog / WRITER_TRIALS_PER_S
+        rest = self.refit_seconds() + end + backlog / WRITER_TRIALS_PER_S
         return rest + self._seeds_seconds(rest)
+
+    def refit_seconds(self) -> float:
+        """The kept model's refit after the search (``refit_rows``; a bag with
+        ``bag_folds``), estimated at this machine's measured speed. A bag that would take
+        more than ``BAG_SHARE`` of a time budget is declined: 0 (``bag_fits``)."""
+        if not self.refit_rows or not self.kept.networks:
+            return 0.0
+        networks = [k.network for k in self.kept.chosen()[0]]
+        seconds = REFIT_FACTOR * refit_cost(networks, self.refit_rows,
+                                            self.bag_folds) * self.speed
+        budget = self.budget.time_budget
+        if self.bag_folds and budget is not None and seconds > BAG_SHARE * budget:
+            return 0.0
+        return seconds
+
+    def bag_fits(self) -> bool:
+        """Whether the bag of the kept model fits its share of the time budget (always,
+        without one), so the search held its time back and the end may train it."""
+        return bool(self.bag_folds and self.kept.networks and self.refit_seconds() > 0)
 
     def _seeds_seconds(self, rest: float) -> float:
         """The seeds ``add_seeds`` trains, estimated at this machine's speed: at most

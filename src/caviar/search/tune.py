@@ -30,16 +30,19 @@ from ..data import (
     prepare,
     read_table,
 )
+from ..data.table import category_strings
 from ..engine import resolve_device
 from ..files import jsonable, replace_file
 from ..metrics import Metric, ValidationScorer, get_metric
 from ..model import CaviarModel
 from ..training import train_network
 from ..workers.spec import WorkerSpec
+from .bagging import BAG_FOLDS, bag_model
 from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
 from .scheduler import (
+    BAG_SHARE,
     COARSE_SHARE,
     Budget,
     TuneProgress,
@@ -76,9 +79,10 @@ __all__ = ["NoTrialCompleted", "TuneProgress", "TuneResult", "tune", "work"]
 SCHEDULERS = ("asha", "pbt")
 # What the kept networks train on at the end (bench/README.md, "Refit"): "none" keeps the
 # searched networks (the training rows), "train+valid" trains their configurations again on
-# the training and validation rows, "all" on every row after the test score is taken.
-# "none" is the default: the refit's gain measured within the noise, its cost not.
-REFITS = ("none", "train+valid", "all")
+# the training and validation rows, "bag" trains them as K networks each cross-fitted over
+# folds of those rows (``bagging.bag_model``), "all" on every row after the test score is
+# taken. "none" is the default: the refit's gain measured within the noise, its cost not.
+REFITS = ("none", "train+valid", "bag", "all")
 
 
 class NoTrialCompleted(ValueError):
@@ -184,7 +188,13 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             (the default), the searched networks as they are, trained on the training rows;
             "train+valid", each configuration trained again on the training and validation
             rows for the epochs its searched network ran to its best validation score (the
-            test score is still of rows no network saw); "all", then once more on every
+            test score is still of rows no network saw); "bag", each configuration as
+            ``BAG_FOLDS`` networks on those rows, each with one fold held out and kept at
+            its best epoch there (the model averages them all; ``info["bag_value"]`` is
+            the out-of-fold score; a group split keeps groups whole, a time split refuses
+            it: folds would train on the future; under a time budget the search holds its
+            estimated time back, and a bag estimated at more than ``BAG_SHARE`` of the
+            budget is declined, ``info["bag"]`` says so); "all", then once more on every
             row, after the test scores are taken (AutoGluon's ``refit_full``: the scores
             are those of the train+valid refit; the model you get also learned the test
             rows). "none" by default (bench/README.md, "Refit"): at equal search the refit
@@ -265,6 +275,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                        test=None if test is None else read_table(test), split=split,
                        group=group, weight=weight, class_weight=class_weight,
                        max_onehot=max_onehot, numeric=scalings)
+    if refit == "bag" and prepared.how.startswith("time:"):
+        raise ValueError("refit='bag' shuffles rows into folds, which a time split forbids "
+                         "(networks would train on the future); use refit='train+valid'")
     # the run folder is made once the data and the options are known to be good: a run
     # refused for its input leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
@@ -319,8 +332,10 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                 tuner, extra = work(spec, 0, prepared=prepared, store=store, study=study,
                                     on_progress=progress, single=True, started=started,
                                     refit_rows=_refit_rows(prepared, refit),
-                                    seeds=seed_ensemble)
+                                    seeds=seed_ensemble,
+                                    bag_folds=BAG_FOLDS if refit == "bag" else 0)
             model = _final_model(study, store, tuner, seed, spec.artifacts)
+            bag = refit == "bag" and tuner.bag_fits()  # or declined: too costly for the budget
             if tuner.add_seeds():
                 model = tuner.model()
                 model.save(out / "model")
@@ -337,9 +352,19 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             extra["recovered_trials"] = recover_journals(spec)
             model = _model_from_study(study, store, prepared, spec, metric_obj)
             model.save(out / "model")
+            bag = refit == "bag"
         if refit != "none" and len(prepared.validation):
             X, y, w = _rows(prepared, False, weight, class_weight)
-            model = refit_model(model, X, y, "train+valid", seed=seed, weight=w)
+            if bag:  # in the time left but the end's, as many epochs as fit
+                left = (None if time_budget is None else time_budget - clock.elapsed
+                        - end_seconds(len(study.get_trials(deepcopy=False))))
+                model = bag_model(model, X, y, metric_obj, seed=seed, weight=w,
+                                  groups=_groups(prepared), target_std=prepared.target_std,
+                                  target_mean=prepared.target_mean, seconds=left)
+            elif refit == "bag":
+                model.info["bag"] = f"declined: more than {BAG_SHARE:.0%} of the time budget"
+            else:
+                model = refit_model(model, X, y, "train+valid", seed=seed, weight=w)
             model.save(out / "model")
 
         test_scores = model.scores(test) if len(test) else {}
@@ -369,13 +394,15 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
          store: optuna.storages.BaseStorage | None = None, study: optuna.Study | None = None,
          on_progress: Callable[[TuneProgress], None] | None = None,
          single: bool = False, started: float | None = None,
-         refit_rows: int = 0, seeds: int = 0) -> tuple[Tuner, dict[str, Any]]:
+         refit_rows: int = 0, seeds: int = 0, bag_folds: int = 0
+         ) -> tuple[Tuner, dict[str, Any]]:
     """One worker: train populations for the study of ``spec`` until its budget is spent
     and no other worker runs a trial that may come back. ``index`` seeds its sampler
     (seed + index), so workers draw different parameters. ``single``: the only worker of
     a ``tune`` in this process (its journal and model in ``spec.out``, as before workers);
     ``started``: when its budget's clock started (default now); ``refit_rows``: the rows the
-    kept networks train on after the search, whose time the budget holds back; ``seeds``:
+    kept networks train on after the search, whose time the budget holds back (as a bag of
+    ``bag_folds`` folds, when not 0); ``seeds``:
     the new initializations of the best configuration the caller trains after it
     (``Tuner.add_seeds``), whose time it holds back too.
     Returns the tuner and what the worker did (trials, seconds in the storage)."""
@@ -429,7 +456,8 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                           trials_per_structure=spec.trials_per_structure,
                           on_progress=on_progress, archive=archive, ensemble=spec.ensemble,
                           saved=saved, shared=shared, metric=metric, device=spec.device,
-                          refit_rows=refit_rows, warm=warm, seeds=seeds)
+                          refit_rows=refit_rows, warm=warm, seeds=seeds,
+                          bag_folds=bag_folds)
         tuner.refresh(force=True)  # every worker's finished trials, a killed run's too
         try:
             tuner.run()
@@ -481,6 +509,15 @@ def _rows(prepared: PreparedTable, with_test: bool, weight: str | None,
     w = (None if prepared.w_train is None else
          _train_weights(pd.concat(frames), weight, class_weight, y_all, pre))
     return X_all, y_all, w
+
+
+def _groups(prepared: PreparedTable) -> pd.Series | None:
+    """The group of each training and validation row, when the rows were split by group (a
+    bag's folds keep each group whole, as the split did); None otherwise."""
+    kind, _, column = prepared.how.partition(":")
+    if kind != "group":
+        return None
+    return category_strings(pd.concat([prepared.train[column], prepared.validation[column]]))
 
 
 def _refit_rows(prepared: PreparedTable, refit: str) -> int:

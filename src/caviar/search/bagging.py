@@ -1,0 +1,180 @@
+"""Bagging over folds: the kept model's configurations trained again on the training and
+validation rows, K times each, every time with one fold of those rows held out.
+
+The search needed the validation rows to choose; once it has chosen, they can train too. A
+plain refit on all of them (``ensemble.refit_model``) must guess each network's epochs
+(the searched ones) and has nothing left to check them on. Bagging over K folds (what
+AutoGluon, RealMLP's and TabM's benchmarks do with their final models) keeps both: each
+network trains on (K − 1)/K of the rows and stops at its best epoch on the fold it never saw,
+the K networks of a configuration average out their draws of rows and weights, and the held-out
+predictions together score the whole bag on every row once (the out-of-fold score: a
+validation score of n rows, not of the validation split's few).
+
+All K × M networks of one structure train as one ``Population`` on the same minibatches:
+member k's row weights are zero on its fold (``train_epoch`` takes ``(P, n)`` weights), so
+the fold costs it arithmetic on rows it ignores, not a second pass. (Its batch-norm statistics
+do see the held-out rows' inputs, never their targets.)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+
+from ..engine import Population
+from ..hyperparams import structure_key
+from ..metrics import Metric, ValidationScorer
+from ..model import CaviarModel
+from .ensemble import seed_epochs
+
+# K: five folds, the benchmarks' and AutoGluon's usual count (each network trains on 80% of
+# the rows it may use); fixed before it was measured, not tuned
+BAG_FOLDS = 5
+# each population's seed: far from the search's and the seeds' (tune's seed + this)
+BAG_OFFSET = 2_000_003
+
+
+def assign_folds(y: torch.Tensor, task: str, folds: int, seed: int,
+                 groups: Sequence[Any] | None = None) -> np.ndarray:
+    """Each row's fold, 0 to ``folds`` − 1: stratified by class for a classifier, shuffled
+    for a regressor, each group in one fold when ``groups`` are given (scikit-learn's
+    ``StratifiedKFold``, ``KFold``, ``GroupKFold``)."""
+    n = len(y)
+    if groups is not None:
+        if len(set(groups)) < folds:
+            raise ValueError(f"a bag of {folds} folds needs {folds} groups or more in the "
+                             f"training and validation rows, got {len(set(groups))}; use "
+                             "refit='train+valid'")
+        splitter = GroupKFold(n_splits=folds)
+        splits = splitter.split(np.zeros(n), groups=np.asarray(groups))
+    elif task != "regression" and np.bincount(y.long().numpy()).min(initial=n) >= folds:
+        splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(
+            np.zeros(n), y.long().numpy())
+    else:  # a regressor, or a class too rare to be in every fold
+        splits = KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n))
+    fold = np.empty(n, dtype=np.int64)
+    for k, (_, held_out) in enumerate(splits):
+        fold[held_out] = k
+    return fold
+
+
+def fold_weights(fold: np.ndarray, folds: int, weight: torch.Tensor | None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(folds, n)`` row weights: fold k's rows 0 in row k, the others the rows' weights
+    (1 without any), each row normalized to mean 1 over the rows it trains on, so a
+    network's loss and its L2 term keep the scale they had in the search."""
+    held = torch.as_tensor(fold).view(1, -1) == torch.arange(folds).view(-1, 1)
+    base = torch.ones(len(fold), dtype=dtype) if weight is None else weight.to(dtype)
+    w = torch.where(held, torch.zeros((), dtype=dtype), base.view(1, -1))
+    return w * (len(fold) / w.sum(dim=1, keepdim=True))
+
+
+def bag_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Tensor,
+                 fold: np.ndarray, folds: int, scorers: Sequence[ValidationScorer],
+                 seed: int = 0, weight: torch.Tensor | None = None,
+                 deadline: float | None = None) -> list[list[Population | None]]:
+    """For each of ``networks`` (one member each), ``folds`` networks of its configuration
+    trained afresh on ``X``, ``y`` with fold k's rows held out, for ``seed_epochs`` of the
+    searched network, each kept at its best epoch by ``scorers[k]`` (the study's metric on
+    fold k's rows). ``deadline`` (``time.monotonic()``): no epoch starts that would end
+    after it, at the pace of the epoch before. Returns ``out[i][k]``: network i's fold-k
+    network (on the CPU), or None where it never finished an epoch with a finite score (it
+    diverged, or had no time)."""
+    held_out = [torch.as_tensor(np.flatnonzero(fold == k)) for k in range(folds)]
+    groups: dict[tuple, list[int]] = {}
+    for i, network in enumerate(networks):
+        groups.setdefault(structure_key(network.hyperparameters[0]), []).append(i)
+    out: list[list[Population | None]] = [[None] * folds for _ in networks]
+    for g, members in enumerate(groups.values()):
+        first = networks[members[0]]
+        # member j·folds + k: network members[j] without fold k
+        population = Population(first.structure.task, first.inputs,
+                                [networks[i].hyperparameters[0] for i in members
+                                 for _ in range(folds)],
+                                n_classes=first.n_classes, seed=seed + g, device=first.device)
+        w = fold_weights(fold, folds, weight, population.dtype).repeat(len(members), 1)
+        Xd, yd, wd = population.to_device(X, y, w)
+        last = 0.0  # the seconds of the epoch before
+        for _ in range(max(seed_epochs(networks[i]) for i in members)):
+            started = time.monotonic()
+            if deadline is not None and started + last > deadline:
+                break
+            population.train_epoch(Xd, yd, wd)
+            with torch.no_grad():
+                outputs = population.predict(Xd)
+            losses = [scorers[p % folds].metric.loss(scorers[p % folds](
+                outputs[p, held_out[p % folds]])) for p in range(population.size)]
+            population.remember_best(torch.tensor([v if v == v else math.inf
+                                                   for v in losses]))
+            for j, i in enumerate(members):  # each stops at its own seed_epochs
+                stop = seed_epochs(networks[i])
+                for p in range(j * folds, (j + 1) * folds):
+                    if int(population.epoch[p]) >= stop:
+                        population.set_hyperparameters(
+                            p, epochs=min(int(population.hyperparameters[p]["epochs"]), stop))
+            if not bool(population.trainable.any()):
+                break
+            last = time.monotonic() - started
+        trained = (population.best_epoch > 0) & torch.isfinite(population.best_score)
+        for j, i in enumerate(members):
+            for k in range(folds):
+                p = j * folds + k
+                if bool(trained[p]):
+                    out[i][k] = population.export_member(p, at_best=True).to("cpu")
+    return out
+
+
+def bag_model(model: CaviarModel, X: torch.Tensor, y: torch.Tensor, metric: Metric, *,
+              folds: int = BAG_FOLDS, seed: int = 0, weight: torch.Tensor | None = None,
+              groups: Sequence[Any] | None = None, target_std: float | None = None,
+              target_mean: float = 0.0, seconds: float | None = None) -> CaviarModel:
+    """The model averaging, for each of ``model``'s networks, ``folds`` networks of its
+    configuration cross-fitted on ``X``, ``y`` (the training and validation rows, as the
+    preprocessor makes them; ``weight``: their weights, ``groups``: rows that must stay in one
+    fold). Its ``info`` keeps the searched members' trials and scores and adds the bag's
+    out-of-fold score (``bag_value``, the study's ``metric`` in the target's units, every
+    row predicted by the networks that never trained on it) and its ``bag_seconds``.
+    ``seconds``: the time it may take (None: no limit); it trains as many epochs as fit. A
+    fold network that diverged or had no time is left out; if every one was, the model stays
+    as searched."""
+    began = time.monotonic()
+    deadline = None if seconds is None else began + seconds
+    task = model.preprocessor.task_
+    fold = assign_folds(y, task, folds, seed, groups)
+    rows = [np.flatnonzero(fold == k) for k in range(folds)]
+    w = None if weight is None else weight.numpy()
+    scorers = [ValidationScorer(metric, y[r].numpy(), task, target_std, target_mean,
+                                None if w is None else w[r]) for r in rows]
+    bagged = bag_networks(model.networks, X, y, fold, folds, scorers,
+                          seed=seed + BAG_OFFSET, weight=weight, deadline=deadline)
+    networks = [n for per_fold in bagged for n in per_fold if n is not None]
+    if not networks:
+        return CaviarModel(model.preprocessor, model.networks,
+                           {**model.info, "bag": "no fold network finished an epoch"})
+    # the out-of-fold predictions: each fold's rows by the networks that held them out
+    oof: torch.Tensor | None = None
+    scored = np.zeros(len(y), dtype=bool)
+    with torch.no_grad():
+        for k, r in enumerate(rows):
+            held = [per_fold[k] for per_fold in bagged if per_fold[k] is not None]
+            if not held:
+                continue
+            outputs = torch.stack([n.predict(X[r])[0] for n in held]).mean(dim=0)
+            if oof is None:
+                oof = torch.zeros((len(y),) + tuple(outputs.shape[1:]), dtype=outputs.dtype)
+            oof[r], scored[r] = outputs, True
+    everywhere = ValidationScorer(metric, y[scored].numpy(), task, target_std, target_mean,
+                                  None if w is None else w[scored])
+    info = {**model.info, "trained_on": "bag", "folds": folds,
+            "bag_rows": int(len(y)), "bag_networks": len(networks),
+            "bag_value": everywhere(oof[scored]),
+            "bag_epochs": [[int(n.epoch[0]) if n is not None else None for n in per_fold]
+                           for per_fold in bagged],
+            "bag_seconds": round(time.monotonic() - began, 3)}
+    return CaviarModel(model.preprocessor, networks, info)

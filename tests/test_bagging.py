@@ -1,0 +1,142 @@
+"""Bagging over folds (``tune(refit="bag")``): each kept configuration trained again as K
+networks on the training and validation rows, each holding out one fold, which it never
+learns from and on which it stops."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from commandline import invoke
+from wine import WINE_SPACE
+
+from caviar import load_model
+from caviar.data import prepare
+from caviar.engine import Population
+from caviar.metrics import ValidationScorer, get_metric
+from caviar.search.bagging import BAG_FOLDS, assign_folds, bag_model, fold_weights
+from caviar.search.tune import _rows, tune
+
+
+def test_folds_are_stratified_and_keep_groups_whole():
+    y = torch.tensor([0] * 40 + [1] * 10 + [2] * 5)
+    fold = assign_folds(y, "multiclass", 5, seed=0)
+    for k in range(5):  # every class in every fold, in its share
+        held = y[torch.as_tensor(fold == k)]
+        assert torch.bincount(held, minlength=3).tolist() == [8, 2, 1]
+    groups = np.repeat(np.arange(11), 5)
+    fold = assign_folds(y, "multiclass", 5, seed=0, groups=groups)
+    for g in range(11):
+        assert len(set(fold[groups == g])) == 1
+    with pytest.raises(ValueError, match="needs 5 groups or more"):
+        assign_folds(y, "multiclass", 5, seed=0, groups=np.arange(55) % 3)
+
+
+def test_fold_weights_leave_the_fold_out_and_keep_the_loss_scale():
+    fold = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
+    weight = torch.arange(1.0, 11.0)
+    w = fold_weights(fold, 3, weight)
+    for k in range(3):
+        assert (w[k][torch.as_tensor(fold == k)] == 0).all()
+        kept = torch.as_tensor(fold != k)
+        assert float(w[k].mean()) == pytest.approx(1.0)  # J = (1/B)·Σ w·L keeps its scale
+        ratio = w[k][kept] / weight[kept]  # in proportion to the rows' own weights
+        torch.testing.assert_close(ratio, ratio[0].expand_as(ratio))
+
+
+def test_a_held_out_row_never_moves_the_network_that_holds_it_out():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 4, generator=g)
+    y = (X[:, 0] > 0).float()
+    fold = np.arange(64) % 2
+    w = fold_weights(fold, 2, None)
+    twisted = y.clone()
+    twisted[torch.as_tensor(fold == 0)] = 1 - twisted[torch.as_tensor(fold == 0)]
+    trained = []
+    for labels in (y, twisted):  # fold 0's labels flipped: member 0 never learns them
+        pop = Population("binary", 4, [{"hidden_layer_sizes": (6,), "batch_norm": True,
+                                        "dropout": 0.1, "batch_size": 16}] * 2, seed=3)
+        for _ in range(3):
+            pop.train_epoch(X, labels, w)
+        trained.append(pop)
+    for name, p in trained[0].params.items():
+        torch.testing.assert_close(p[0], trained[1].params[name][0])
+    assert not torch.allclose(trained[0].params["W0"][1], trained[1].params["W0"][1])
+
+
+def test_tune_bags_each_kept_configuration_over_folds(wine_csv, tmp_path):
+    frame = pd.read_csv(wine_csv)
+    searched = tune(wine_csv, "cultivar", trials=8, population=4, space=WINE_SPACE,
+                    out=tmp_path / "none", seed=0)
+    result = tune(wine_csv, "cultivar", trials=8, population=4, space=WINE_SPACE,
+                  out=tmp_path / "bag", seed=0, refit="bag")
+    info, model = result.model.info, result.model
+    prepared = prepare(frame, "cultivar", seed=0)
+    assert info["trained_on"] == "bag" and info["folds"] == BAG_FOLDS
+    assert info["bag_rows"] == len(prepared.train) + len(prepared.validation)
+    # the same configurations, each as K networks (none of wine's diverge)
+    assert [m["trial"] for m in info["members"]] == [
+        m["trial"] for m in searched.model.info["members"]]
+    assert len(model.networks) == BAG_FOLDS * len(searched.model.networks)
+    searched_configs = [dict(n.hyperparameters[0], epochs=0) for n in searched.model.networks]
+    assert [dict(n.hyperparameters[0], epochs=0) for n in model.networks] == [
+        c for c in searched_configs for _ in range(BAG_FOLDS)]
+    # the out-of-fold score is the study's metric on every row, by networks that held it out
+    X, y, _ = _rows(prepared, False, None, None)
+    fold = assign_folds(y, "multiclass", BAG_FOLDS, seed=0)
+    oof = torch.zeros(len(y), 3)
+    for k in range(BAG_FOLDS):
+        rows = torch.as_tensor(fold == k)
+        oof[rows] = torch.stack([model.networks[i * BAG_FOLDS + k].predict(X[rows])[0]
+                                 for i in range(len(searched.model.networks))]).mean(0)
+    scorer = ValidationScorer(get_metric(None, "multiclass"), y.numpy(), "multiclass")
+    assert info["bag_value"] == pytest.approx(scorer(oof), rel=1e-5)
+    # the saved model is the bag, and the test score is its own, on rows no network saw
+    saved = load_model(tmp_path / "bag" / "model")
+    assert len(saved.networks) == len(model.networks)
+    assert result.test_scores["log_loss"] == pytest.approx(
+        saved.scores(prepared.test)["log_loss"])
+
+
+def test_a_bag_keeps_a_regressions_scores_in_the_targets_units(tmp_path):
+    g = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": g.normal(size=300), "b": g.normal(size=300)})
+    frame["y"] = 1000 + 300 * frame["a"] - 200 * frame["b"] + g.normal(scale=30, size=300)
+    prepared = prepare(frame, "y", seed=0)
+    X, y, _ = _rows(prepared, False, None, None)
+    searched = tune(frame, "y", trials=4, population=4, out=tmp_path / "r", seed=0)
+    bagged = bag_model(searched.model, X, y, get_metric(None, "regression"), seed=0,
+                       target_std=prepared.target_std, target_mean=prepared.target_mean)
+    # an RMSE in the target's units, near the test rows' (not a standardized ~0.1)
+    test_rmse = bagged.scores(prepared.test)["rmse"]
+    assert 0.5 * test_rmse < bagged.info["bag_value"] < 2 * test_rmse
+    assert test_rmse < 0.5 * float(frame["y"].std())
+
+
+def test_a_time_split_refuses_a_bag_and_the_command_line_takes_it(wine_csv, tmp_path):
+    with pytest.raises(ValueError, match="time split forbids"):
+        tune(wine_csv, "cultivar", trials=2, out=tmp_path / "t", refit="bag",
+             split="time:alcohol")
+    assert not (tmp_path / "t").exists()
+    out = tmp_path / "cli"
+    result = invoke("tune", wine_csv, "--target", "cultivar", "--trials", 4, "--population",
+                    4, "--refit", "bag", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert load_model(out / "model").info["trained_on"] == "bag"
+    bad = invoke("tune", wine_csv, "--target", "cultivar", "--refit", "bag", "--split",
+                 "time:alcohol", "--out", tmp_path / "t2")
+    assert bad.exit_code != 0 and "time split forbids" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_a_bag_with_no_time_left_keeps_the_searched_model_and_says_so(wine_csv, tmp_path):
+    frame = pd.read_csv(wine_csv)
+    searched = tune(wine_csv, "cultivar", trials=4, population=4, space=WINE_SPACE,
+                    out=tmp_path / "s", seed=0).model
+    prepared = prepare(frame, "cultivar", seed=0)
+    X, y, _ = _rows(prepared, False, None, None)
+    metric = get_metric(None, "multiclass")
+    none_left = bag_model(searched, X, y, metric, seconds=-1.0)
+    assert none_left.info["bag"] == "no fold network finished an epoch"
+    assert none_left.networks == searched.networks
+    some = bag_model(searched, X, y, metric, seconds=0.5)  # a few epochs, then it stops
+    assert some.info["bag_seconds"] < 5.0
