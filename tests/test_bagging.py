@@ -140,3 +140,10 @@ def test_a_bag_with_no_time_left_keeps_the_searched_model_and_says_so(wine_csv, 
     assert none_left.networks == searched.networks
     some = bag_model(searched, X, y, metric, seconds=0.5)  # a few epochs, then it stops
     assert some.info["bag_seconds"] < 5.0
+
+
+def test_population_based_training_bags_its_kept_model_too(wine_csv, tmp_path):
+    result = tune(wine_csv, "cultivar", trials=8, population=4, space=WINE_SPACE,
+                  out=tmp_path / "pbt", seed=0, scheduler="pbt", refit="bag")
+    assert result.model.info["trained_on"] == "bag"
+    assert len(result.model.networks) % BAG_FOLDS == 0

@@ -163,18 +163,21 @@ class PopulationBasedTraining(Tuner):
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
                  prefix: str = "", warm: Sequence[dict[str, Any]] = (),
-                 coarse: float = COARSE_SHARE, trials_per_structure: int | None = None):
+                 coarse: float = COARSE_SHARE, trials_per_structure: int | None = None,
+                 refit_rows: int = 0, bag_folds: int = 0):
         """``prefix``: what this worker's population and member ids start with ("w1-" for
         worker 1 of several; "" alone), so that workers' ids never collide; ``warm``: Optuna
         parameters of known-good networks (``samplers.warm_start``): the coarse search's
         first trials, or without one the first round's populations take their structures,
         each with that network as its first member; ``coarse``: the share of the budget
         (trials or seconds) the coarse search spends first (0: none, PBT from random
-        draws); ``trials_per_structure``: its groups' quota, as the default tuner's."""
+        draws); ``trials_per_structure``, ``refit_rows``, ``bag_folds``: as the default
+        tuner's."""
         super().__init__(study, space, data, budget, population, out, seed,
                          trials_per_structure=trials_per_structure, on_progress=on_progress,
                          archive=archive, ensemble=ensemble, saved=saved, shared=shared,
-                         metric=metric, device=device, warm=warm)
+                         metric=metric, device=device, warm=warm, refit_rows=refit_rows,
+                         bag_folds=bag_folds)
         if interval is not None and interval < 1:
             raise ValueError(f"the PBT interval must be at least 1 epoch, got {interval}")
         if not 0 <= coarse < 1:

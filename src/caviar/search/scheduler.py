@@ -255,8 +255,15 @@ SEED_SHARE = 0.25
 SEED_OFFSET = 1_000_003
 # The most of a time budget a bag of the kept model (``tune(refit="bag")``) may take: the
 # seeds' quarter, for the same reason (the search's time is worth more than a costly end);
-# a bag estimated to take more is declined, and the model stays as searched.
+# a bag estimated to take more is declined, and the model stays as searched. (Held back
+# whatever its cost, a 60 s search lost trials to it and 2.5% on the ten tables:
+# bench/README.md, "Bagging over folds".)
 BAG_SHARE = SEED_SHARE
+
+
+def bag_declined(seconds: float, time_budget: float | None) -> bool:
+    """Whether a bag estimated at ``seconds`` is too costly for ``time_budget``."""
+    return time_budget is not None and seconds > BAG_SHARE * time_budget
 
 
 class Budget:
@@ -839,8 +846,7 @@ class Tuner:
         networks = [k.network for k in self.kept.chosen()[0]]
         seconds = REFIT_FACTOR * refit_cost(networks, self.refit_rows,
                                             self.bag_folds) * self.speed
-        budget = self.budget.time_budget
-        if self.bag_folds and budget is not None and seconds > BAG_SHARE * budget:
+        if self.bag_folds and bag_declined(seconds, self.budget.time_budget):
             return 0.0
         return seconds
 

@@ -193,8 +193,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             its best epoch there (the model averages them all; ``info["bag_value"]`` is
             the out-of-fold score; a group split keeps groups whole, a time split refuses
             it: folds would train on the future; under a time budget the search holds its
-            estimated time back, and a bag estimated at more than ``BAG_SHARE`` of the
-            budget is declined, ``info["bag"]`` says so); "all", then once more on every
+            estimated time back, a bag estimated at more than ``BAG_SHARE`` of the budget
+            is declined, ``info["bag"]`` says so, and a bag trains the epochs that fit);
+            "all", then once more on every
             row, after the test scores are taken (AutoGluon's ``refit_full``: the scores
             are those of the train+valid refit; the model you get also learned the test
             rows). "none" by default (bench/README.md, "Refit"): at equal search the refit
@@ -352,7 +353,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             extra["recovered_trials"] = recover_journals(spec)
             model = _model_from_study(study, store, prepared, spec, metric_obj)
             model.save(out / "model")
-            bag = refit == "bag"
+            bag = refit == "bag"  # the workers held no time back: it trains what is left
         if refit != "none" and len(prepared.validation):
             X, y, w = _rows(prepared, False, weight, class_weight)
             if bag:  # in the time left but the end's, as many epochs as fit
@@ -362,7 +363,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                                   groups=_groups(prepared), target_std=prepared.target_std,
                                   target_mean=prepared.target_mean, seconds=left)
             elif refit == "bag":
-                model.info["bag"] = f"declined: more than {BAG_SHARE:.0%} of the time budget"
+                model.info["bag"] = f"declined: over {BAG_SHARE:.0%} of the time budget"
             else:
                 model = refit_model(model, X, y, "train+valid", seed=seed, weight=w)
             model.save(out / "model")
@@ -449,7 +450,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                 trials_per_structure=spec.trials_per_structure, on_progress=on_progress,
                 archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared,
                 metric=metric, device=spec.device, prefix="" if single else f"w{index}-",
-                warm=warm)
+                warm=warm, refit_rows=refit_rows, bag_folds=bag_folds)
         else:
             tuner = Tuner(working, space, prepared, budget, spec.population,
                           out if single else None, spec.seed + 1000 * index,

@@ -1,0 +1,64 @@
+"""What a bag over folds adds to a searched model, given the time it takes.
+
+For each table (bench/tables.py, the ten and the check tables) and seed:
+``tune(..., time_budget=B)`` on the whole table (its own split), then, as
+``tune(refit="bag")`` does at its end but without a budget, ``bagging.bag_model``: each of the
+model's configurations as 5 networks cross-fitted over folds of the training and validation
+rows, each at its best epoch on its own fold. Reported on the test rows: the searched model,
+the bag, the bag's out-of-fold score beside the searched model's validation score, and the
+seconds the bag took (the time a budgeted run would take from its search for it).
+
+Run: OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/bagging.py --budget 30 \
+         --seeds 40 --tables wage hpc_data College
+It prints one JSON line per table and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+
+from tables import ANY_TABLE, load_table
+
+from caviar import tune
+from caviar.data import prepare
+from caviar.metrics import get_metric
+from caviar.search.bagging import bag_model
+from caviar.search.tune import _rows
+
+
+def probe(name: str, seed: int, budget: float) -> dict:
+    spec = ANY_TABLE[name]
+    df = load_table(name)
+    with tempfile.TemporaryDirectory() as out:
+        result = tune(df, spec.target, time_budget=budget, out=out, seed=seed, drop=spec.drop,
+                      categorical=spec.categorical, task=spec.task)
+    model = result.model
+    data = prepare(df, spec.target, task=spec.task, categorical=spec.categorical,
+                   drop=spec.drop, seed=seed)  # the same split and encoding as tune's
+    X, y, w = _rows(data, False, None, None)
+    bagged = bag_model(model, X, y, get_metric(None, data.task), seed=seed, weight=w,
+                       target_std=data.target_std, target_mean=data.target_mean)
+    key = "rmse" if data.task == "regression" else "log_loss"
+    return {"table": name, "seed": seed, "budget": budget,
+            "searched": model.scores(data.test)[key], "bag": bagged.scores(data.test)[key],
+            "searched_val": model.info["ensemble_value"], "bag_oof": bagged.info["bag_value"],
+            "networks": [len(model.networks), len(bagged.networks)],
+            "bag_seconds": bagged.info["bag_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=float, default=30.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[40])
+    parser.add_argument("--tables", nargs="+", default=list(ANY_TABLE),
+                        choices=list(ANY_TABLE))
+    args = parser.parse_args()
+    for seed in args.seeds:
+        for name in args.tables:
+            print(json.dumps(probe(name, seed, args.budget)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
