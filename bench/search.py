@@ -152,6 +152,7 @@ def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
     return {"test": test_scores(task, enc(test), outputs.mean(0).numpy(), pre),
             "test_best_network": test_scores(task, enc(test), outputs[0].numpy(), pre),
             "networks": len(model.networks),
+            "trained_on": model.info.get("trained_on", "train"),  # "bag" when bagged
             **counts(result.study.get_trials(deepcopy=False)),
             "seconds": round(seconds, 2), "best_val": model.info["value"],
             "ensemble_val": model.info.get("ensemble_value"),
