@@ -161,13 +161,19 @@ def test_bad_split_options_are_one_line_errors(cancer):
 # ------------------------------------------------------------------------------ weights
 
 
+def _task_rows(task: str, rows: int, columns: int, g: torch.Generator):
+    """Random float64 inputs and targets of ``task`` (3 classes for multiclass)."""
+    X = torch.randn(rows, columns, generator=g, dtype=torch.float64)
+    y = (torch.randint(0, 3, (rows,), generator=g) if task == "multiclass"
+         else torch.randint(0, 2, (rows,), generator=g).double() if task == "binary"
+         else torch.randn(rows, generator=g, dtype=torch.float64))
+    return X, y
+
+
 @pytest.mark.parametrize("task", ["multiclass", "binary", "regression"])
 def test_the_weighted_loss_gradient_matches_autograd_and_finite_differences(task):
     g = torch.Generator().manual_seed(0)
-    X = torch.randn(12, 4, generator=g, dtype=torch.float64)
-    y = (torch.randint(0, 3, (12,), generator=g) if task == "multiclass"
-         else torch.randint(0, 2, (12,), generator=g).double() if task == "binary"
-         else torch.randn(12, generator=g, dtype=torch.float64))
+    X, y = _task_rows(task, 12, 4, g)
     w = torch.rand(12, generator=g, dtype=torch.float64) * 3
     w[2] = 0.0  # a row of weight 0 counts for nothing
     pop = Population(task, n_inputs=4, members=[{"hidden_layer_sizes": (5,), "l2": 0.5}] * 2,
@@ -208,11 +214,7 @@ def test_the_weighted_loss_gradient_matches_autograd_and_finite_differences(task
 def test_each_member_may_weight_the_rows_its_own_way(task):
     # a bag's folds: member k leaves its own rows out (weight 0); its gradient is the one
     # it gets from its row weights alone, and the other member's weights do not touch it
-    g = torch.Generator().manual_seed(1)
-    X = torch.randn(10, 3, generator=g, dtype=torch.float64)
-    y = (torch.randint(0, 3, (10,), generator=g) if task == "multiclass"
-         else torch.randint(0, 2, (10,), generator=g).double() if task == "binary"
-         else torch.randn(10, generator=g, dtype=torch.float64))
+    X, y = _task_rows(task, 10, 3, torch.Generator().manual_seed(1))
     pop = Population(task, n_inputs=3, members=[{"hidden_layer_sizes": (4,)}] * 2,
                      n_classes=3, seed=2, dtype=torch.float64)
     per_member = torch.ones(2, 10, dtype=torch.float64)
