@@ -121,7 +121,12 @@ def test_a_time_split_refuses_a_bag_and_the_command_line_takes_it(wine_csv, tmp_
     result = invoke("tune", wine_csv, "--target", "cultivar", "--trials", 4, "--population",
                     4, "--refit", "bag", "--out", out)
     assert result.exit_code == 0, result.output
-    assert load_model(out / "model").info["trained_on"] == "bag"
+    saved = load_model(out / "model")
+    info = saved.info
+    assert info["trained_on"] == "bag"
+    assert f"({len(saved.networks)} networks averaged)" in " ".join(result.output.split())
+    assert (f"bagged over {BAG_FOLDS} folds of the training and validation rows "
+            f"(out-of-fold score {info['bag_value']:.4g})") in " ".join(result.output.split())
     bad = invoke("tune", wine_csv, "--target", "cultivar", "--refit", "bag", "--split",
                  "time:alcohol", "--out", tmp_path / "t2")
     assert bad.exit_code != 0 and "time split forbids" in bad.output

@@ -86,9 +86,11 @@ def print_tune_summary(console: Console, result: Any, report_path: Path) -> None
                 if len(result.model.networks) > 1 else "of the model (the best network)")
         info = result.model.info
         rows = {"train+valid": ", refit on the training and validation rows",
+                "bag": f", bagged over {info.get('folds')} folds of the training and "
+                       f"validation rows (out-of-fold score {fmt(info.get('bag_value'))})",
                 "all": ", refit on the training and validation rows (the model you get was "
                        "then refit on every row, test rows included)"}.get(
-            info.get("trained_on"), "")
+            info.get("trained_on"), f", not bagged: {info['bag']}" if "bag" in info else "")
         console.print(f"[bold]test scores[/bold] {what}{rows}: "
                       + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items()))
     console.print(f"[dim]model[/dim]        {result.model_dir}")
