@@ -3,6 +3,7 @@ networks on the training and validation rows, each holding out one fold, which i
 learns from and on which it stops."""
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
@@ -13,7 +14,16 @@ from caviar import load_model
 from caviar.data import prepare
 from caviar.engine import Population
 from caviar.metrics import ValidationScorer, get_metric
+from caviar.search import Space
 from caviar.search.bagging import BAG_FOLDS, assign_folds, bag_model, fold_weights
+from caviar.search.scheduler import (
+    BAG_SHARE,
+    REFIT_FACTOR,
+    Budget,
+    Tuner,
+    bag_declined,
+    refit_cost,
+)
 from caviar.search.tune import _rows, tune
 
 
@@ -152,3 +162,34 @@ def test_population_based_training_bags_its_kept_model_too(wine_csv, tmp_path):
                   out=tmp_path / "pbt", seed=0, scheduler="pbt", refit="bag")
     assert result.model.info["trained_on"] == "bag"
     assert len(result.model.networks) % BAG_FOLDS == 0
+
+
+def test_the_bag_goes_ahead_as_the_search_last_estimated_it():
+    # the tuner's verdict is the one that shaped the search's end (the time it held back),
+    # not one made again once the budget's stopped trials have joined the candidates
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
+    table["y"] = table.sum(axis=1) + rng.normal(size=300)
+    data = prepare(table, "y", seed=0)
+    space = Space.from_dict({"width": {"value": 64}, "epochs": {"value": 4}})
+    rows = len(data.train) + len(data.validation)
+    budget = Budget(None, 100.0, 0.0)
+    tuner = Tuner(optuna.create_study(), space, data, budget, 4, None, seed=0,
+                  refit_rows=rows, bag_folds=BAG_FOLDS)
+    tuner._measured, tuner._estimated, tuner._warm = 1.0, 1.0, True  # speed 1
+    cheap = Population("regression", data.inputs, [{"hidden_layer_sizes": (8,), "epochs": 4}])
+    cheap.fit(data.X_train, data.y_train)
+    tuner.keep(cheap.export_member(0), 0, 1.0)
+    held = tuner.refit_seconds()
+    assert held == pytest.approx(REFIT_FACTOR * refit_cost([cheap], rows, BAG_FOLDS))
+    assert 0 < held < BAG_SHARE * 100.0 and tuner.bag_fits()
+    # a costly network joins the model at the end: the bag still goes ahead (its time was
+    # held back; it trains what fits)
+    costly = Population("regression", data.inputs,
+                        [{"hidden_layer_sizes": (4096, 4096), "epochs": 400}])
+    costly.epoch[0] = 400
+    tuner.keep(costly.export_member(0), 1, 0.5)
+    assert bag_declined(REFIT_FACTOR * refit_cost([costly], rows, BAG_FOLDS), 100.0)
+    assert tuner.bag_fits()
+    # estimated again during a search, it is declined, and no time is held back for it
+    assert tuner.refit_seconds() == 0.0 and not tuner.bag_fits()

@@ -349,6 +349,7 @@ class Tuner:
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
         self.refit_rows, self.bag_folds = refit_rows, bag_folds
+        self._bag_declined = False  # the last estimate's verdict (refit_seconds)
         self.seeds, self._seeding, self._seeds_declined = seeds, False, False
         self._improved_at = -math.inf  # the budget's clock when the best value last improved
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
@@ -840,20 +841,25 @@ class Tuner:
     def refit_seconds(self) -> float:
         """The kept model's refit after the search (``refit_rows``; a bag with
         ``bag_folds``), estimated at this machine's measured speed. A bag that would take
-        more than ``BAG_SHARE`` of a time budget is declined: 0 (``bag_fits``)."""
+        more than ``BAG_SHARE`` of a time budget is declined: 0 (and ``bag_fits`` says
+        so)."""
         if not self.refit_rows or not self.kept.networks:
             return 0.0
         networks = [k.network for k in self.kept.chosen()[0]]
         seconds = REFIT_FACTOR * refit_cost(networks, self.refit_rows,
                                             self.bag_folds) * self.speed
-        if self.bag_folds and bag_declined(seconds, self.budget.time_budget):
-            return 0.0
+        if self.bag_folds:
+            self._bag_declined = bag_declined(seconds, self.budget.time_budget)
+            if self._bag_declined:
+                return 0.0
         return seconds
 
     def bag_fits(self) -> bool:
-        """Whether the bag of the kept model fits its share of the time budget (always,
-        without one), so the search held its time back and the end may train it."""
-        return bool(self.bag_folds and self.kept.networks and self.refit_seconds() > 0)
+        """Whether the bag goes ahead after the search: as the search last estimated it
+        (whether it held the bag's time back), not as the networks its end adds would
+        estimate it again (the running trials join the candidates when the budget stops
+        them, and a costlier bag declined then would leave the held-back time unused)."""
+        return bool(self.bag_folds and self.kept.networks and not self._bag_declined)
 
     def _seeds_seconds(self, rest: float) -> float:
         """The seeds ``add_seeds`` trains, estimated at this machine's speed: at most
