@@ -127,6 +127,10 @@ def test_a_time_split_refuses_a_bag_and_the_command_line_takes_it(wine_csv, tmp_
         tune(wine_csv, "cultivar", trials=2, out=tmp_path / "t", refit="bag",
              split="time:alcohol")
     assert not (tmp_path / "t").exists()
+    few = pd.read_csv(wine_csv).assign(site=lambda f: np.arange(len(f)) % 4)
+    with pytest.raises(ValueError, match="hold 3 groups|hold 2 groups"):
+        tune(few, "cultivar", trials=2, out=tmp_path / "g", refit="bag", group="site")
+    assert not (tmp_path / "g").exists()  # refused before the search, not after it
     out = tmp_path / "cli"
     result = invoke("tune", wine_csv, "--target", "cultivar", "--trials", 4, "--population",
                     4, "--refit", "bag", "--out", out)

@@ -279,6 +279,11 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     if refit == "bag" and prepared.how.startswith("time:"):
         raise ValueError("refit='bag' shuffles rows into folds, which a time split forbids "
                          "(networks would train on the future); use refit='train+valid'")
+    groups = _groups(prepared)
+    if refit == "bag" and groups is not None and groups.nunique() < BAG_FOLDS:
+        raise ValueError(f"refit='bag' keeps each group in one of {BAG_FOLDS} folds, but the "
+                         f"training and validation rows hold {groups.nunique()} groups; use "
+                         "refit='train+valid'")
     # the run folder is made once the data and the options are known to be good: a run
     # refused for its input leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
