@@ -15,11 +15,9 @@ It prints one JSON line per table and seed.
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 
-from tables import ANY_TABLE, load_table
+from tables import ANY_TABLE, load_table, run_each_table
 
 from caviar import tune
 from caviar.data import prepare
@@ -48,17 +46,5 @@ def probe(name: str, seed: int, budget: float) -> dict:
             "bag_seconds": bagged.info["bag_seconds"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=30.0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[40])
-    parser.add_argument("--tables", nargs="+", default=list(ANY_TABLE),
-                        choices=list(ANY_TABLE))
-    args = parser.parse_args()
-    for seed in args.seeds:
-        for name in args.tables:
-            print(json.dumps(probe(name, seed, args.budget)), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    run_each_table(__doc__, probe, budget=30.0, seeds=[40], tables=list(ANY_TABLE))

@@ -97,16 +97,17 @@ def load_table(name: str) -> pd.DataFrame:
 
 
 def run_each_table(doc: str, run: Callable[[str, int, float], dict], budget: float,
-                   seeds: list[int]) -> None:
+                   seeds: list[int], tables: list[str] | None = None) -> None:
     """The command line of a script that runs ``run(table, seed, budget)`` for every table
-    and seed (``--tables``, ``--seeds``, ``--budget``, ``--threads``, one torch thread by
-    default) and prints each result as one JSON line."""
+    and seed (``--tables``, by default ``tables`` or the ten; ``--seeds``, ``--budget``,
+    ``--threads``, one torch thread by default) and prints each result as one JSON line."""
     import torch
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--budget", type=float, default=budget)
     parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
-    parser.add_argument("--tables", nargs="+", default=list(TABLES))
+    parser.add_argument("--tables", nargs="+", default=tables or list(TABLES),
+                        choices=list(ANY_TABLE))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

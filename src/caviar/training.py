@@ -70,6 +70,16 @@ def _score(network: Population, record: dict[str, Any], task: str, X_val: torch.
     return scorer.metric.loss(value) if value == value else float("inf")  # NaN: no better
 
 
+def stop_at_epochs(population: Population, stops: Sequence[int]) -> None:
+    """Stop each member that has run ``stops[k]`` epochs: its ``epochs`` then reads the epochs
+    it ran (so it trains no more; its learning-rate schedule, over the epochs it had, is the
+    one it ran)."""
+    done = population.epoch.tolist()
+    for k, stop in enumerate(stops):
+        if done[k] >= stop and population.hyperparameters[k]["epochs"] > done[k]:
+            population.set_hyperparameters(k, epochs=done[k])
+
+
 def refit_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Tensor,
                    epochs: Sequence[int], seed: int = 0,
                    weight: torch.Tensor | None = None) -> list[Population]:
@@ -97,10 +107,7 @@ def refit_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Ten
         Xd, yd, wd = population.to_device(X, y, weight)
         while bool(population.trainable.any()):
             population.fit_epoch(Xd, yd, weight=wd)
-            done = population.epoch.tolist()
-            for k, stop in enumerate(stops):  # stopped at its own epoch count
-                if done[k] >= stop and population.hyperparameters[k]["epochs"] > done[k]:
-                    population.set_hyperparameters(k, epochs=done[k])
+            stop_at_epochs(population, stops)
         for k, i in enumerate(members):
             out[i] = population.export_member(k)
     return [n for n in out if n is not None]

@@ -18,7 +18,6 @@ do see the held-out rows' inputs, never their targets.)
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from ..engine import Population
 from ..hyperparams import structure_key
 from ..metrics import Metric, ValidationScorer
 from ..model import CaviarModel
+from ..training import stop_at_epochs
 from .ensemble import seed_epochs
 
 # K: five folds, the benchmarks' and AutoGluon's usual count (each network trains on 80% of
@@ -47,10 +47,7 @@ def assign_folds(y: torch.Tensor, task: str, folds: int, seed: int,
     ``StratifiedKFold``, ``KFold``, ``GroupKFold``)."""
     n = len(y)
     if groups is not None:
-        if len(set(groups)) < folds:
-            raise ValueError(f"a bag of {folds} folds needs {folds} groups or more in the "
-                             f"training and validation rows, got {len(set(groups))}; use "
-                             "refit='train+valid'")
+        check_groups(groups, folds)
         splitter = GroupKFold(n_splits=folds)
         splits = splitter.split(np.zeros(n), groups=np.asarray(groups))
     elif task != "regression" and np.bincount(y.long().numpy()).min(initial=n) >= folds:
@@ -62,6 +59,16 @@ def assign_folds(y: torch.Tensor, task: str, folds: int, seed: int,
     for k, (_, held_out) in enumerate(splits):
         fold[held_out] = k
     return fold
+
+
+def check_groups(groups: Sequence[Any], folds: int = BAG_FOLDS) -> None:
+    """A one-line error unless ``groups`` (the training and validation rows' groups) fill
+    ``folds`` folds, each group whole."""
+    count = len(set(groups))
+    if count < folds:
+        raise ValueError(f"a bag of {folds} folds needs {folds} groups or more in the "
+                         f"training and validation rows, which hold {count} groups; use "
+                         "refit='train+valid'")
 
 
 def fold_weights(fold: np.ndarray, folds: int, weight: torch.Tensor | None,
@@ -100,26 +107,21 @@ def bag_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Tenso
                                 n_classes=first.n_classes, seed=seed + g, device=first.device)
         w = fold_weights(fold, folds, weight, population.dtype).repeat(len(members), 1)
         Xd, yd, wd = population.to_device(X, y, w)
+        stops = [seed_epochs(networks[i]) for i in members for _ in range(folds)]
         last = 0.0  # the seconds of the epoch before
-        for _ in range(max(seed_epochs(networks[i]) for i in members)):
+        while bool(population.trainable.any()):
             started = time.monotonic()
             if deadline is not None and started + last > deadline:
                 break
             population.train_epoch(Xd, yd, wd)
             with torch.no_grad():
                 outputs = population.predict(Xd)
-            losses = [scorers[p % folds].metric.loss(scorers[p % folds](
-                outputs[p, held_out[p % folds]])) for p in range(population.size)]
-            population.remember_best(torch.tensor([v if v == v else math.inf
-                                                   for v in losses]))
-            for j, i in enumerate(members):  # each stops at its own seed_epochs
-                stop = seed_epochs(networks[i])
-                for p in range(j * folds, (j + 1) * folds):
-                    if int(population.epoch[p]) >= stop:
-                        population.set_hyperparameters(
-                            p, epochs=min(int(population.hyperparameters[p]["epochs"]), stop))
-            if not bool(population.trainable.any()):
-                break
+            scores = [scorers[p % folds](outputs[p, held_out[p % folds]])
+                      for p in range(population.size)]
+            # a NaN score (no number) is skipped, as remember_best skips any non-finite one
+            population.remember_best(torch.tensor(
+                [scorers[p % folds].metric.loss(v) for p, v in enumerate(scores)]))
+            stop_at_epochs(population, stops)  # each at its own seed_epochs
             last = time.monotonic() - started
         trained = (population.best_epoch > 0) & torch.isfinite(population.best_score)
         for j, i in enumerate(members):

@@ -37,7 +37,7 @@ from ..metrics import Metric, ValidationScorer, get_metric
 from ..model import CaviarModel
 from ..training import train_network
 from ..workers.spec import WorkerSpec
-from .bagging import BAG_FOLDS, bag_model
+from .bagging import BAG_FOLDS, bag_model, check_groups
 from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
@@ -279,11 +279,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     if refit == "bag" and prepared.how.startswith("time:"):
         raise ValueError("refit='bag' shuffles rows into folds, which a time split forbids "
                          "(networks would train on the future); use refit='train+valid'")
-    groups = _groups(prepared)
-    if refit == "bag" and groups is not None and groups.nunique() < BAG_FOLDS:
-        raise ValueError(f"refit='bag' keeps each group in one of {BAG_FOLDS} folds, but the "
-                         f"training and validation rows hold {groups.nunique()} groups; use "
-                         "refit='train+valid'")
+    groups = _groups(prepared)  # a bag's folds keep them whole
+    if refit == "bag" and groups is not None:
+        check_groups(groups)  # before the search, not after it
     # the run folder is made once the data and the options are known to be good: a run
     # refused for its input leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
@@ -365,7 +363,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                 left = (None if time_budget is None else time_budget - clock.elapsed
                         - end_seconds(len(study.get_trials(deepcopy=False))))
                 model = bag_model(model, X, y, metric_obj, seed=seed, weight=w,
-                                  groups=_groups(prepared), target_std=prepared.target_std,
+                                  groups=groups, target_std=prepared.target_std,
                                   target_mean=prepared.target_mean, seconds=left)
             elif refit == "bag":
                 model.info["bag"] = f"declined: over {BAG_SHARE:.0%} of the time budget"
