@@ -7,10 +7,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
+from sklearn.preprocessing import QuantileTransformer
 
 from caviar.data import DataError, TablePreprocessor, infer_roles
-from caviar.data.preprocess import NUMERIC, AsinhScaler, SmoothClipScaler
+from caviar.data.preprocess import NUMERIC, AsinhScaler, QuantileNormalScaler, SmoothClipScaler
 from caviar.data.table import MAX_ONEHOT_LEVELS, MIN_ROWS_PER_LEVEL, onehot_limit
+from caviar.datasets import load_dataset
 
 
 def roundtrip(pre: TablePreprocessor, edit=None) -> TablePreprocessor:
@@ -139,6 +142,36 @@ def test_smooth_clip_scaler_is_realmlp_robust_scaling():
     scaler = SmoothClipScaler().fit(mostly_zero)
     np.testing.assert_allclose(scaler.factor_, [1 / 5, 0])
     assert (scaler.transform(mostly_zero)[:, 1] == 0).all()
+
+
+def test_quantile_scaler_maps_a_shared_value_to_its_middle_rank_not_the_bound():
+    """hpc_data's counts: num_pending is 0, its least value, in 81% of these rows (iterations
+    10, its least, in 7%). scikit-learn's plain transform sends every row at the least value
+    to the normal's bound (−5.2); the benchmarks' transform (fitted on jittered values) sends
+    a spike to its middle rank."""
+    df = load_dataset("hpc_data").iloc[:3000]
+    columns = ["compounds", "input_fields", "iterations", "num_pending", "hour"]
+    v = df[columns].to_numpy(dtype=float)
+    scaler = QuantileNormalScaler(n_quantiles=QuantileNormalScaler.quantile_count(len(v)),
+                                  random_state=0).fit(v)
+    assert scaler.n_quantiles_ == 100  # about 30 rows a quantile
+    out = scaler.transform(v)
+    plain = QuantileTransformer(output_distribution="normal", n_quantiles=100,
+                                subsample=None).fit(v).transform(v)
+    for j, column in enumerate(columns):
+        values = v[:, j]
+        order = np.argsort(values, kind="stable")
+        assert (np.diff(out[order, j]) >= -1e-9).all(), column  # order kept
+        share = (values == values.min()).mean()
+        if share > 0.5:  # the spike: its middle rank, where plain gives −5.2
+            np.testing.assert_allclose(out[values == values.min(), j],
+                                       norm.ppf(share / 2), atol=0.03)
+            assert plain[values == values.min(), j].max() < -5
+    # near normal: no column is dominated by a few far values (plain's spikes give σ 1.6-2.6)
+    assert out.std(axis=0).max() < 1.1 and plain.std(axis=0).max() > 1.5
+    # a column without a large spike is the plain transform, but for its extreme rows
+    hour = columns.index("hour")
+    assert np.median(np.abs(out[:, hour] - plain[:, hour])) < 0.01
 
 
 def test_asinh_scaler_keeps_the_tails_apart_where_clipping_merges_them():
