@@ -128,7 +128,8 @@ def counts(trials: list) -> dict:
 
 
 def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
-               numeric: str | None = None, refit: str = "none") -> dict:
+               numeric: str | None = None, refit: str = "none",
+               seed_ensemble: int = 0) -> dict:
     target, task = spec.target, spec.task
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
@@ -136,7 +137,7 @@ def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
             result = tune(df, target, time_budget=budget, population=32, pruner="asha",
                           sampler="coarse-to-fine", out=out, seed=seed, drop=spec.drop,
                           categorical=spec.categorical, task=task, scheduler=scheduler,
-                          numeric=numeric, refit=refit)
+                          numeric=numeric, refit=refit, seed_ensemble=seed_ensemble)
         except NoTrialCompleted as e:
             study = optuna.load_study(study_name=f"data-{target}",
                                       storage=f"sqlite:///{out}/study.db")
@@ -344,7 +345,7 @@ def run_peer(method: str, task: str, pre: TablePreprocessor, frames: dict,
 
 def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads: int = 1,
                   peer_timeout: float = 600.0, numeric: str | None = None,
-                  refit: str = "none") -> dict:
+                  refit: str = "none", seed_ensemble: int = 0) -> dict:
     spec = ANY_TABLE[name]
     target, task = spec.target, spec.task
     df = load_table(name)
@@ -371,7 +372,8 @@ def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads:
 
     runs = {"caviar": lambda: run_caviar(df, spec, test,
                                          lambda part: pre.encode_target(part[target]),
-                                         budget, seed, numeric=numeric, refit=refit),
+                                         budget, seed, numeric=numeric, refit=refit,
+                                         seed_ensemble=seed_ensemble),
             "caviar_pbt": lambda: run_caviar(df, spec, test,
                                              lambda part: pre.encode_target(part[target]),
                                              budget, seed, scheduler="pbt", numeric=numeric),
@@ -486,6 +488,8 @@ def main() -> None:
                              "default space's)")
     parser.add_argument("--refit", choices=("none", "train+valid", "bag"), default="none",
                         help="caviar's refit of the kept networks (tune's refit=)")
+    parser.add_argument("--seed-ensemble", type=int, default=0, metavar="N",
+                        help="caviar's new seeds of its best network (tune's seed_ensemble=)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
@@ -495,7 +499,8 @@ def main() -> None:
     for seed in args.seeds:
         report["runs"][seed] = {name: bench_dataset(name, budget, seed, args.methods,
                                                     args.threads, args.peer_timeout,
-                                                    args.numeric, args.refit)
+                                                    args.numeric, args.refit,
+                                                    args.seed_ensemble)
                                 for name in args.datasets}
     report["summary"] = summarize(report["runs"], args.methods)
     print(table(report["summary"]), file=sys.stderr)
