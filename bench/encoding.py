@@ -18,7 +18,8 @@ Variants are the product of ``--onehot`` and ``--numeric`` (or the ``--variants`
   ``default``: ``TablePreprocessor``'s own rule (``max_onehot=None``); ``embedding``: the
   same rule, but the network embeds every categorical of more than two levels
   (``encoding="embedding"``: a learned table per column, k = min(16, round(1.6·levels^0.56)));
-- ``standard`` | ``robust`` | ``quantile``: ``TablePreprocessor(numeric=...)``.
+- ``standard`` | ``robust`` | ``quantile``: ``TablePreprocessor(numeric=...)``; ``both``: every
+  numeric column robust-scaled and quantile-transformed, the network reading both.
 
 ``--numeric-embedding none plr`` trains each variant also with periodic embeddings of the
 numeric columns (``numeric_embedding="plr"``, one variant ``ONEHOT/NUMERIC+plrσ`` per
@@ -50,7 +51,7 @@ import numpy as np
 import torch
 from sklearn import metrics
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from tables import TABLES, load_table
+from tables import ANY_TABLE, load_table
 
 from caviar.data import TablePreprocessor, as_tensors, split_frame
 from caviar.engine import Population
@@ -63,6 +64,9 @@ NETWORK = {"hidden_layer_sizes": (256, 256), "activation": "relu", "batch_norm":
            "dropout": 0.15, "optimizer": "adamw", "learning_rate": 1e-3,
            "weight_decay": 1e-2, "lr_decay": "cosine", "batch_size": 256, "epochs": 60}
 BASELINE = "le10/standard"
+# numeric variant "both": every numeric column twice, robust-scaled and quantile-transformed
+# (the preprocessor's alternative block), the network reading both
+BOTH = "both"
 
 
 def onehot_limit(rule: str, n_train: int) -> int | None:
@@ -89,18 +93,21 @@ def scores(task: str, pre: TablePreprocessor, y: np.ndarray, out: np.ndarray) ->
 
 
 def train_and_score(task: str, pre: TablePreprocessor, X: dict, y: dict, members: int,
-                    seed: int, embed: bool = False, extra: dict | None = None) -> dict:
+                    seed: int, embed: bool = False, extra: dict | None = None,
+                    every_column: bool = False) -> dict:
     """``members`` networks of ``NETWORK`` (different initializations), each at its best
     validation epoch; their test scores averaged. ``embed``: the network embeds the
     categoricals that have codes (``pre`` made them); ``extra``: more hyperparameters (the
-    numeric embedding)."""
+    numeric embedding); ``every_column``: the network reads every column of X as it is (the
+    numeric columns scaled both ways, ``BOTH``)."""
     n_classes = len(pre.classes_) if task != "regression" else None
     Xt, yt = as_tensors(X["train"], y["train"], task)
     Xv, yv = as_tensors(X["val"], y["val"], task)
     Xs, _ = as_tensors(X["test"], None, task)
     network = {**NETWORK, "encoding": "embedding"} if embed else dict(NETWORK)
     network.update(extra or {})
-    pop = Population(task, inputs_from(pre), [network] * members, n_classes=n_classes,
+    inputs = X["train"].shape[1] if every_column else inputs_from(pre)
+    pop = Population(task, inputs, [network] * members, n_classes=n_classes,
                      seed=seed)
     key = validation_metric(task)
     while bool(pop.trainable.any()):
@@ -137,7 +144,7 @@ def plr_variants(modes: list[str], sigmas: list[float], k: int, m: int) -> dict[
 def bench_table(name: str, seed: int, variants: list[tuple[str, str]], members: int,
                 baseline: str = BASELINE, embeddings: dict[str, dict] | None = None,
                 max_rows: int | None = None) -> dict:
-    spec = TABLES[name]
+    spec = ANY_TABLE[name]
     df = load_table(name)
     if max_rows is not None and len(df) > max_rows:
         df = df.sample(max_rows, random_state=seed).reset_index(drop=True)
@@ -155,7 +162,9 @@ def bench_table(name: str, seed: int, variants: list[tuple[str, str]], members: 
         if variant in result:
             continue
         pre = TablePreprocessor(spec.target, task=spec.task, categorical=spec.categorical,
-                                drop=spec.drop, random_state=seed, numeric=numeric,
+                                drop=spec.drop, random_state=seed,
+                                numeric="robust" if numeric == BOTH else numeric,
+                                numeric_alternatives=("quantile",) if numeric == BOTH else (),
                                 max_onehot=onehot_limit(onehot, len(parts["train"])),
                                 codes=onehot == "embedding")
         X = {"train": pre.fit_transform(parts["train"])}
@@ -173,7 +182,8 @@ def bench_table(name: str, seed: int, variants: list[tuple[str, str]], members: 
             start = time.perf_counter()
             result[variant] = {**train_and_score(spec.task, pre, X, y, members, seed,
                                                  embed=same[-2],
-                                                 extra=embeddings.get(suffix, {})),
+                                                 extra=embeddings.get(suffix, {}),
+                                                 every_column=numeric == BOTH),
                                "features": X["train"].shape[1],
                                "onehot": pre.roles_.onehot,
                                "target_encoded": pre.roles_.target_encoded,
@@ -249,7 +259,7 @@ def merge(files: list[str], baseline: str = BASELINE) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tables", nargs="+", choices=list(TABLES),
+    parser.add_argument("--tables", nargs="+", choices=list(ANY_TABLE),
                         default=["wage", "txhousing", "hpc_data", "snmesp"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--onehot", nargs="+", default=["le10", "rows20", "rows5", "all"])
