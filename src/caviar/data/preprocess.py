@@ -205,8 +205,9 @@ class QuantileNormalScaler(QuantileTransformer):
 
     @staticmethod
     def quantile_count(n_rows: int) -> int:
-        """The benchmarks' count: about 30 training rows a quantile, from 10 up to 1,000."""
-        return max(min(n_rows // 30, MAX_QUANTILES), 10)
+        """The benchmarks' count: about 30 training rows a quantile, from 10 up to 1,000 (no
+        more than the rows, which scikit-learn would warn of)."""
+        return min(max(n_rows // 30, 10), MAX_QUANTILES, max(n_rows, 2))
 
     def fit(self, X: np.ndarray, y: None = None) -> QuantileNormalScaler:
         X = np.asarray(X, dtype=np.float64)
