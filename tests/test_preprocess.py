@@ -389,8 +389,9 @@ def test_from_state_rejects_foreign_state():
 
 def test_alternative_scalings_are_scikit_learns_and_survive_saving():
     """``numeric_alternatives``: the numeric values scaled another way, in a last block (before
-    the codes), each the scikit-learn transform of the median-imputed training values; the
-    first block, the categoricals and the codes are those of the table without it."""
+    the codes), each its scaler (a scikit-learn transformer) fitted on the median-imputed
+    training values; the first block, the categoricals and the codes are those of the table
+    without it."""
     df = load_dataset("hpc_data").drop(columns="rownames")
     df.loc[::7, "compounds"] = np.nan  # the imputed median is scaled too
     train, test = df.iloc[:3000], df.iloc[3000:]

@@ -279,8 +279,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     if refit == "bag" and prepared.how.startswith("time:"):
         raise ValueError("refit='bag' shuffles rows into folds, which a time split forbids "
                          "(networks would train on the future); use refit='train+valid'")
-    groups = _groups(prepared)  # a bag's folds keep them whole
-    if refit == "bag" and groups is not None:
+    groups = _groups(prepared) if refit == "bag" else None  # a bag's folds keep them whole
+    if groups is not None:
         check_groups(groups)  # before the search, not after it
     # the run folder is made once the data and the options are known to be good: a run
     # refused for its input leaves nothing behind
