@@ -2,8 +2,6 @@
 networks on the training and validation rows, each holding out one fold, which it never
 learns from and on which it stops."""
 
-import time
-
 import numpy as np
 import optuna
 import pandas as pd
@@ -20,8 +18,6 @@ from caviar.search import Space
 from caviar.search.bagging import BAG_FOLDS, assign_folds, bag_model, fold_weights
 from caviar.search.scheduler import (
     BAG_SHARE,
-    BAG_STILL_IMPROVING,
-    BAG_TOO_COSTLY,
     REFIT_FACTOR,
     Budget,
     Tuner,
@@ -172,66 +168,28 @@ def test_population_based_training_bags_its_kept_model_too(wine_csv, tmp_path):
     assert len(result.model.networks) % BAG_FOLDS == 0
 
 
-def _tuner_with_a_cheap_network(seconds: float) -> tuple[Tuner, Budget, Population, int]:
-    """A tuner (speed 1, a time budget of ``seconds``, a bag asked for) that has kept one
-    small trained network, just now; and the rows a bag of it trains on."""
+def test_the_bag_goes_ahead_as_the_search_last_estimated_it():
+    # the tuner's verdict is the one that shaped the search's end (the time it held back),
+    # not one made again once the budget's stopped trials have joined the candidates
     rng = np.random.default_rng(0)
     table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
     table["y"] = table.sum(axis=1) + rng.normal(size=300)
     data = prepare(table, "y", seed=0)
     space = Space.from_dict({"width": {"value": 64}, "epochs": {"value": 4}})
     rows = len(data.train) + len(data.validation)
-    budget = Budget(None, seconds, 0.0)
+    budget = Budget(None, 100.0, 0.0)
     tuner = Tuner(optuna.create_study(), space, data, budget, 4, None, seed=0,
                   refit_rows=rows, bag_folds=BAG_FOLDS)
     tuner._measured, tuner._estimated, tuner._warm = 1.0, 1.0, True  # speed 1
     cheap = Population("regression", data.inputs, [{"hidden_layer_sizes": (8,), "epochs": 4}])
     cheap.fit(data.X_train, data.y_train)
     tuner.keep(cheap.export_member(0), 0, 1.0)
-    return tuner, budget, cheap, rows
-
-
-def _reserve_without_the_bag(tuner: Tuner) -> float:
-    folds, tuner.bag_folds = tuner.bag_folds, 0
-    refit_rows, tuner.refit_rows = tuner.refit_rows, 0
-    reserve = tuner.end_reserve()
-    tuner.bag_folds, tuner.refit_rows = folds, refit_rows
-    return reserve
-
-
-def test_the_search_gives_its_end_to_the_bag_once_it_stopped_improving():
-    tuner, budget, _, _ = _tuner_with_a_cheap_network(100.0)
-    rest, held = _reserve_without_the_bag(tuner), tuner.refit_seconds()
-    assert 0 < held < BAG_SHARE * 100.0
-    assert tuner.end_reserve() == pytest.approx(rest + held, rel=1e-3)  # held back early
-    # the bag's time is due, the best found long ago: the bag goes ahead
-    budget.start = time.monotonic() - (100.0 - rest - held / 2)
-    assert tuner.end_reserve() == pytest.approx(rest + held, rel=1e-3)
-    assert tuner.bag_fits() and tuner.bag_declined() is None
-
-
-def test_the_search_keeps_its_end_from_the_bag_while_it_still_improves():
-    tuner, budget, cheap, _ = _tuner_with_a_cheap_network(100.0)
-    rest, held = _reserve_without_the_bag(tuner), tuner.refit_seconds()
-    budget.start = time.monotonic() - (100.0 - rest - held / 2)  # the bag's time is due
-    tuner.keep(cheap.export_member(0), 1, 0.5)  # a better network, just now
-    assert tuner.end_reserve() == pytest.approx(rest, rel=1e-3)  # the time is the search's
-    assert not tuner.bag_fits() and tuner.bag_declined() == BAG_STILL_IMPROVING
-    budget.start -= 30.0  # declined for good, even once the best is old
-    assert tuner.end_reserve() == pytest.approx(_reserve_without_the_bag(tuner), rel=1e-3)
-    assert tuner.refit_seconds() == 0.0 and not tuner.bag_fits()
-
-
-def test_the_bag_goes_ahead_as_the_search_last_estimated_it():
-    # the tuner's verdict is the one that shaped the search's end (the time it held back),
-    # not one made again once the budget's stopped trials have joined the candidates
-    tuner, _, cheap, rows = _tuner_with_a_cheap_network(100.0)
     held = tuner.refit_seconds()
     assert held == pytest.approx(REFIT_FACTOR * refit_cost([cheap], rows, BAG_FOLDS))
     assert 0 < held < BAG_SHARE * 100.0 and tuner.bag_fits()
     # a costly network joins the model at the end: the bag still goes ahead (its time was
     # held back; it trains what fits)
-    costly = Population("regression", tuner.data.inputs,
+    costly = Population("regression", data.inputs,
                         [{"hidden_layer_sizes": (4096, 4096), "epochs": 400}])
     costly.epoch[0] = 400
     tuner.keep(costly.export_member(0), 1, 0.5)
@@ -239,4 +197,3 @@ def test_the_bag_goes_ahead_as_the_search_last_estimated_it():
     assert tuner.bag_fits()
     # estimated again during a search, it is declined, and no time is held back for it
     assert tuner.refit_seconds() == 0.0 and not tuner.bag_fits()
-    assert tuner.bag_declined() == BAG_TOO_COSTLY

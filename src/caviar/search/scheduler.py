@@ -259,10 +259,6 @@ SEED_OFFSET = 1_000_003
 # whatever its cost, a 60 s search lost trials to it and 2.5% on the ten tables:
 # bench/README.md, "Bagging over folds".)
 BAG_SHARE = SEED_SHARE
-# Why a bag was declined (``Tuner.bag_declined``; the model's ``info["bag"]`` says it)
-BAG_TOO_COSTLY = f"declined: over {BAG_SHARE:.0%} of the time budget"
-BAG_STILL_IMPROVING = (f"declined: the search still improved within the last "
-                       f"{SEED_SHARE:.0%} of the time budget")
 
 
 def bag_declined(seconds: float, time_budget: float | None) -> bool:
@@ -353,10 +349,8 @@ class Tuner:
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
         self.refit_rows, self.bag_folds = refit_rows, bag_folds
-        self._bag_costly = False  # the last estimate's verdict (refit_seconds)
-        self.seeds, self._seeding = seeds, False
-        # the end's extras (a bag, seeds) declined for good: the search still improved
-        self._extras_declined = False
+        self._bag_declined = False  # the last estimate's verdict (refit_seconds)
+        self.seeds, self._seeding, self._seeds_declined = seeds, False, False
         self._improved_at = -math.inf  # the budget's clock when the best value last improved
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
         self.warm = list(warm)
@@ -836,84 +830,68 @@ class Tuner:
         """Estimated seconds from the end of the search to the end of the run: the kept
         networks' refit and the best one's seeds at this machine's measured speed; the rest
         of the end (the model, the test scores, each feature's permutation importance, the
-        report of every trial); and the archive writer's backlog.
-
-        The end's extras, a bag (``bag_folds``) and seeds (``seeds``), get the search's last
-        seconds only if it has stopped finding better networks: once the time left is down
-        to the end's and one epoch, they are declined for good if the best validation score
-        improved within the last ``SEED_SHARE`` of the budget, and the search goes on to the
-        end (a large table's search improves to its last minute; a small table's found its
-        best early, and spending the rest on the rows the search held out, or on new
-        initializations, pays more than more draws)."""
+        report of every trial); and the archive writer's backlog."""
         trials = sum(self.finished.values()) + self.running
+        end = end_seconds(trials) + self._importance_seconds()
         # the seeds train after the search, once the writer has written every trial
         backlog = self.archive.backlog if self.archive is not None and not self._seeding else 0
-        rest = end_seconds(trials) + self._importance_seconds() + backlog / WRITER_TRIALS_PER_S
-        refit, seeds = self.refit_seconds(), self._seeds_seconds()
-        extras = seeds + (refit if self.bag_folds else 0.0)
-        if extras and not self._seeding and self._still_improving(rest + refit + seeds):
-            self._extras_declined = True  # the search still improves: the time is its own
-            return rest + refit + seeds - extras
-        return rest + refit + seeds
-
-    def _still_improving(self, end: float) -> bool:
-        """Whether, with only ``end`` seconds (and the longest epoch) left of a time budget,
-        the best validation score improved within the last ``SEED_SHARE`` of it."""
-        budget = self.budget.time_budget
-        if budget is None:
-            return False
-        due = self.budget.elapsed + end + self._longest_epoch >= budget
-        return due and self.budget.elapsed - self._improved_at < SEED_SHARE * budget
+        rest = self.refit_seconds() + end + backlog / WRITER_TRIALS_PER_S
+        return rest + self._seeds_seconds(rest)
 
     def refit_seconds(self) -> float:
         """The kept model's refit after the search (``refit_rows``; a bag with
         ``bag_folds``), estimated at this machine's measured speed. A bag that would take
-        more than ``BAG_SHARE`` of a time budget is declined, as is one the search still
-        improved too late for (``end_reserve``): 0 (and ``bag_declined`` says why)."""
+        more than ``BAG_SHARE`` of a time budget is declined: 0 (and ``bag_fits`` says
+        so)."""
         if not self.refit_rows or not self.kept.networks:
-            return 0.0
-        if self.bag_folds and self._extras_declined:
             return 0.0
         networks = [k.network for k in self.kept.chosen()[0]]
         seconds = REFIT_FACTOR * refit_cost(networks, self.refit_rows,
                                             self.bag_folds) * self.speed
         if self.bag_folds:
-            self._bag_costly = bag_declined(seconds, self.budget.time_budget)
-            if self._bag_costly:
+            self._bag_declined = bag_declined(seconds, self.budget.time_budget)
+            if self._bag_declined:
                 return 0.0
         return seconds
 
-    def bag_declined(self) -> str | None:
-        """Why the bag after the search is declined (``BAG_TOO_COSTLY``,
-        ``BAG_STILL_IMPROVING``), or None: it goes ahead, as the search last estimated it
+    def bag_fits(self) -> bool:
+        """Whether the bag goes ahead after the search: as the search last estimated it
         (whether it held the bag's time back), not as the networks its end adds would
         estimate it again (the running trials join the candidates when the budget stops
         them, and a costlier bag declined then would leave the held-back time unused)."""
-        if self._extras_declined:
-            return BAG_STILL_IMPROVING
-        return BAG_TOO_COSTLY if self._bag_costly else None
+        return bool(self.bag_folds and self.kept.networks and not self._bag_declined)
 
-    def bag_fits(self) -> bool:
-        """Whether the bag goes ahead after the search (``bag_declined``)."""
-        return bool(self.bag_folds and self.kept.networks and self.bag_declined() is None)
-
-    def _seeds_seconds(self) -> float:
+    def _seeds_seconds(self, rest: float) -> float:
         """The seeds ``add_seeds`` trains, estimated at this machine's speed: at most
-        ``SEED_SHARE`` of a time budget (0 once they train, or once declined)."""
+        ``SEED_SHARE`` of a time budget (0 once they train, or once declined).
+
+        Under a time budget the search gives its last seconds to the seeds only if it has
+        stopped finding better networks: once the time left beyond the rest of the end
+        (``rest``) is down to the seeds' time and one epoch, the seeds are declined if the
+        best validation score improved within the last ``SEED_SHARE`` of the budget, and the
+        search goes on to the end (a large table's search improves to its last minute; a
+        small table's found its best early, and seeds of it pay more than more draws)."""
         if (not self.seeds or not self.kept.networks or self._seeding
-                or self._extras_declined):
+                or self._seeds_declined):
             return 0.0
         best = self.kept.networks[0].network
         seconds = seed_epochs(best) * epoch_cost(best, self._cost_rows, self.seeds) * self.speed
         budget = self.budget.time_budget
-        return seconds if budget is None else min(seconds, SEED_SHARE * budget)
+        if budget is None:
+            return seconds
+        seconds = min(seconds, SEED_SHARE * budget)
+        due = self.budget.elapsed + rest + seconds + self._longest_epoch >= budget
+        if due and self.budget.elapsed - self._improved_at < SEED_SHARE * budget:
+            self._seeds_declined = True  # the search still improves: the time is its own
+            return 0.0
+        return seconds
 
     def add_seeds(self) -> int:
         """Train the best kept network's configuration again from ``seeds`` new
         initializations (``ensemble.train_seeds``; under a time budget, as many as fit in
         the time left, each epoch paced like the search's) and offer them to the kept model.
         Returns how many were added."""
-        if not self.seeds or not self.kept.networks or self._extras_declined:
+        if not self.seeds or not self.kept.networks or self._seeds_declined:
             return 0
         best = self.kept.networks[0]
         count = self.seeds

@@ -42,6 +42,7 @@ from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
 from .scheduler import (
+    BAG_SHARE,
     COARSE_SHARE,
     Budget,
     TuneProgress,
@@ -193,9 +194,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             the out-of-fold score; a group split keeps groups whole, a time split refuses
             it: folds would train on the future; under a time budget the search holds its
             estimated time back, a bag estimated at more than ``BAG_SHARE`` of the budget
-            is declined, as is one whose search still improved within its last quarter
-            (the time is the search's), ``info["bag"]`` says which, and a bag trains the
-            epochs that fit);
+            is declined, ``info["bag"]`` says so, and a bag trains the epochs that fit);
             "all", then once more on every
             row, after the test scores are taken (AutoGluon's ``refit_full``: the scores
             are those of the train+valid refit; the model you get also learned the test
@@ -340,7 +339,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                                     seeds=seed_ensemble,
                                     bag_folds=BAG_FOLDS if refit == "bag" else 0)
             model = _final_model(study, store, tuner, seed, spec.artifacts)
-            bag = refit == "bag" and tuner.bag_fits()  # or declined (tuner.bag_declined)
+            bag = refit == "bag" and tuner.bag_fits()  # or declined: too costly for the budget
             if tuner.add_seeds():
                 model = tuner.model()
                 model.save(out / "model")
@@ -367,7 +366,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                                   groups=groups, target_std=prepared.target_std,
                                   target_mean=prepared.target_mean, seconds=left)
             elif refit == "bag":
-                model.info["bag"] = tuner.bag_declined()
+                model.info["bag"] = f"declined: over {BAG_SHARE:.0%} of the time budget"
             else:
                 model = refit_model(model, X, y, "train+valid", seed=seed, weight=w)
             model.save(out / "model")
