@@ -2,6 +2,8 @@
 networks on the training and validation rows, each holding out one fold, which it never
 learns from and on which it stops."""
 
+import time
+
 import numpy as np
 import optuna
 import pandas as pd
@@ -15,7 +17,14 @@ from caviar.data import prepare
 from caviar.engine import Population
 from caviar.metrics import ValidationScorer, get_metric
 from caviar.search import Space
-from caviar.search.bagging import BAG_FOLDS, assign_folds, bag_model, fold_weights
+from caviar.search.bagging import (
+    BAG_FOLDS,
+    NOT_BAGGED,
+    assign_folds,
+    bag_model,
+    bag_networks,
+    fold_weights,
+)
 from caviar.search.scheduler import (
     BAG_SHARE,
     REFIT_FACTOR,
@@ -155,10 +164,32 @@ def test_a_bag_with_no_time_left_keeps_the_searched_model_and_says_so(wine_csv, 
     X, y, _ = _rows(prepared, False, None, None)
     metric = get_metric(None, "multiclass")
     none_left = bag_model(searched, X, y, metric, seconds=-1.0)
-    assert none_left.info["bag"] == "no fold network finished an epoch"
+    assert none_left.info["bag"] == NOT_BAGGED
     assert none_left.networks == searched.networks
     some = bag_model(searched, X, y, metric, seconds=0.5)  # a few epochs, then it stops
     assert some.info["bag_seconds"] < 5.0
+
+
+def test_a_configuration_the_time_cut_short_is_left_out_of_the_bag_whole():
+    # a fold network stopped before the epochs its configuration needed in the search is a
+    # worse network than the searched one: its configuration is not bagged at all
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(200, 4)), columns=[f"x{j}" for j in range(4)])
+    table["y"] = table.sum(axis=1) + rng.normal(size=200)
+    data = prepare(table, "y", seed=0)
+    X, y, _ = _rows(data, False, None, None)
+    cheap = Population("regression", data.inputs, [{"hidden_layer_sizes": (8,), "epochs": 6}])
+    cheap.epoch[0] = 3  # its best epoch in the search: the bag trains 6
+    costly = Population("regression", data.inputs,
+                        [{"hidden_layer_sizes": (2048, 2048), "epochs": 400}])
+    costly.epoch[0] = 200  # needed 200 epochs in the search; 3 s give it a few
+    fold = assign_folds(y, "regression", BAG_FOLDS, seed=0)
+    scorers = [ValidationScorer(get_metric(None, "regression"), y[fold == k].numpy(),
+                                "regression") for k in range(BAG_FOLDS)]
+    out = bag_networks([cheap, costly], X, y, fold, BAG_FOLDS, scorers,
+                       deadline=time.monotonic() + 3.0)
+    assert all(isinstance(n, Population) for n in out[0])
+    assert out[1] == [None] * BAG_FOLDS  # cut short: left out, every fold of it
 
 
 def test_population_based_training_bags_its_kept_model_too(wine_csv, tmp_path):

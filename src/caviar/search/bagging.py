@@ -38,6 +38,9 @@ from .ensemble import seed_epochs
 BAG_FOLDS = 5
 # each population's seed: far from the search's and the seeds' (tune's seed + this)
 BAG_OFFSET = 2_000_003
+# the model's info["bag"] when no configuration could be bagged
+NOT_BAGGED = ("declined: no configuration's fold networks trained the epochs its search "
+              "needed in the time left")
 
 
 def assign_folds(y: torch.Tensor, task: str, folds: int, seed: int,
@@ -91,8 +94,12 @@ def bag_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Tenso
     searched network, each kept at its best epoch by ``scorers[k]`` (the study's metric on
     fold k's rows). ``deadline`` (``time.monotonic()``): no epoch starts that would end
     after it, at the pace of the epoch before. Returns ``out[i][k]``: network i's fold-k
-    network (on the CPU), or None where it never finished an epoch with a finite score (it
-    diverged, or had no time)."""
+    network (on the CPU). A configuration is bagged whole or not at all: its ``out[i]`` is
+    all None unless each of its fold networks has a finite score and trained at least the
+    epochs its searched network needed (its best epoch): one cut short by the deadline is a
+    worse network than the one the search chose (a configuration stopped after one epoch
+    made a bag's log-loss four times the searched model's), and one that diverged has no
+    prediction to average."""
     held_out = [torch.as_tensor(np.flatnonzero(fold == k)) for k in range(folds)]
     groups: dict[tuple, list[int]] = {}
     for i, network in enumerate(networks):
@@ -107,7 +114,8 @@ def bag_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Tenso
                                 n_classes=first.n_classes, seed=seed + g, device=first.device)
         w = fold_weights(fold, folds, weight, population.dtype).repeat(len(members), 1)
         Xd, yd, wd = population.to_device(X, y, w)
-        stops = [seed_epochs(networks[i]) for i in members for _ in range(folds)]
+        searched = [networks[i] for i in members for _ in range(folds)]  # member p's
+        stops = [seed_epochs(network) for network in searched]
         last = 0.0  # the seconds of the epoch before
         while bool(population.trainable.any()):
             started = time.monotonic()
@@ -123,12 +131,15 @@ def bag_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Tenso
                 [scorers[p % folds].metric.loss(v) for p, v in enumerate(scores)]))
             stop_at_epochs(population, stops)  # each at its own seed_epochs
             last = time.monotonic() - started
-        trained = (population.best_epoch > 0) & torch.isfinite(population.best_score)
+        # the epochs each configuration's search needed: its searched network's best epoch
+        needed = torch.tensor([min(stop, int(network.epoch[0]))
+                               for stop, network in zip(stops, searched, strict=True)])
+        ready = ((population.best_epoch.cpu() > 0) & torch.isfinite(population.best_score.cpu())
+                 & (population.epoch.cpu() >= needed))
         for j, i in enumerate(members):
-            for k in range(folds):
-                p = j * folds + k
-                if bool(trained[p]):
-                    out[i][k] = population.export_member(p, at_best=True).to("cpu")
+            if bool(ready[j * folds:(j + 1) * folds].all()):
+                out[i] = [population.export_member(j * folds + k, at_best=True).to("cpu")
+                          for k in range(folds)]
     return out
 
 
@@ -143,8 +154,9 @@ def bag_model(model: CaviarModel, X: torch.Tensor, y: torch.Tensor, metric: Metr
     out-of-fold score (``bag_value``, the study's ``metric`` in the target's units, every
     row predicted by the networks that never trained on it) and its ``bag_seconds``.
     ``seconds``: the time it may take (None: no limit); it trains as many epochs as fit. A
-    fold network that diverged or had no time is left out; if every one was, the model stays
-    as searched."""
+    configuration whose fold networks the time cut short of its searched epochs, or one of
+    which diverged, is left out (``bag_networks``); if every one was, the model stays as
+    searched and ``info["bag"]`` says so."""
     began = time.monotonic()
     deadline = None if seconds is None else began + seconds
     task = model.preprocessor.task_
@@ -158,7 +170,7 @@ def bag_model(model: CaviarModel, X: torch.Tensor, y: torch.Tensor, metric: Metr
     networks = [n for per_fold in bagged for n in per_fold if n is not None]
     if not networks:
         return CaviarModel(model.preprocessor, model.networks,
-                           {**model.info, "bag": "no fold network finished an epoch"})
+                           {**model.info, "bag": NOT_BAGGED})
     # the out-of-fold predictions: each fold's rows by the networks that held them out
     oof: torch.Tensor | None = None
     scored = np.zeros(len(y), dtype=bool)
