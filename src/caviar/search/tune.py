@@ -194,7 +194,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             the out-of-fold score; a group split keeps groups whole, a time split refuses
             it: folds would train on the future; under a time budget the search holds its
             estimated time back, a bag estimated at more than ``BAG_SHARE`` of the budget
-            is declined, ``info["bag"]`` says so, and a bag trains the epochs that fit);
+            is declined, ``info["bag"]`` says so, and a bag trains the epochs that fit,
+            leaving out a configuration the time cut short of its searched epochs);
             "all", then once more on every
             row, after the test scores are taken (AutoGluon's ``refit_full``: the scores
             are those of the train+valid refit; the model you get also learned the test
