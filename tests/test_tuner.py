@@ -19,7 +19,14 @@ from caviar import CaviarModel, load_model
 from caviar.data import prepare, split_frame
 from caviar.engine import Population
 from caviar.search.samplers import warm_start
-from caviar.search.scheduler import EPOCH_SHARE, Budget, Tuner, epoch_cost, structure_epoch_cost
+from caviar.search.scheduler import (
+    END_TRIAL_S,
+    EPOCH_SHARE,
+    Budget,
+    Tuner,
+    epoch_cost,
+    structure_epoch_cost,
+)
 from caviar.search.space import Space
 from caviar.search.study import keys
 from caviar.search.tune import tune
@@ -221,6 +228,27 @@ def test_time_budget_stops_running_trials_and_keeps_the_best(wine_csv, tmp_path)
     assert (tmp_path / "short" / "model" / "model.json").exists()
     # the search stopped early enough for the end of the run to fit in the budget too
     assert 0 < result.study.user_attrs["elapsed_s"] < 3.5  # (ending the stopped trials)
+
+
+def test_only_a_run_that_writes_the_report_holds_its_time_back(wine_csv, tmp_path):
+    # the report's part grows with the trials (seconds for thousands): a run without a
+    # report, as tune() by default, keeps that time for its search
+    data = prepare(pd.read_csv(wine_csv), "cultivar", seed=0)
+    reserves = {}
+    for report in (True, False):
+        tuner = Tuner(optuna.create_study(), Space.from_dict(WINE_SPACE), data,
+                      Budget(None, 60.0, 0.0), 4, None, seed=0, report=report)
+        tuner.finished[optuna.trial.TrialState.PRUNED] = 2000
+        reserves[report] = tuner.end_reserve()
+    assert reserves[True] - reserves[False] == pytest.approx(2000 * END_TRIAL_S)
+    # tune(report=True) writes it, within the run, as the command line does
+    result = tune(wine_csv, "cultivar", trials=4, population=4, space=WINE_SPACE,
+                  out=tmp_path / "r", report=True)
+    assert result.report == tmp_path / "r" / "report.html" and result.report.is_file()
+    assert "<html" in result.report.read_text()[:2000].lower()
+    plain = tune(wine_csv, "cultivar", trials=4, population=4, space=WINE_SPACE,
+                 out=tmp_path / "p")
+    assert plain.report is None and not (tmp_path / "p" / "report.html").exists()
 
 
 def _cheap_and_costly_groups() -> tuple[Tuner, Budget, Any, Any]:

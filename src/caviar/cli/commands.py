@@ -357,7 +357,6 @@ def tune(
     started = time.monotonic()  # the budget counts the imports below too
     with handle_errors():
         budget = parse_duration(time_budget)
-        from caviar.report import write_report
         from caviar.search.tune import tune as run_tune
 
         out_console = console()
@@ -373,9 +372,8 @@ def tune(
                 metric=metric, validation=valid, test=test, split=split, group=group,
                 weight=weight, class_weight=class_weight, max_onehot=max_onehot,
                 numeric=numeric and numeric.value, device=device.value, refit=refit.value,
-                seed_ensemble=seed_ensemble, started=started)
-        report_path = write_report(result.out, Path(result.out) / "report.html")
-        print_tune_summary(out_console, result, report_path)
+                seed_ensemble=seed_ensemble, report=True, started=started)
+        print_tune_summary(out_console, result, result.report)
 
 
 @app.command(no_args_is_help=True)

@@ -164,7 +164,7 @@ class PopulationBasedTraining(Tuner):
                  metric: Metric | None = None, device: str | torch.device = "cpu",
                  prefix: str = "", warm: Sequence[dict[str, Any]] = (),
                  coarse: float = COARSE_SHARE, trials_per_structure: int | None = None,
-                 refit_rows: int = 0, bag_folds: int = 0):
+                 refit_rows: int = 0, bag_folds: int = 0, report: bool = True):
         """``prefix``: what this worker's population and member ids start with ("w1-" for
         worker 1 of several; "" alone), so that workers' ids never collide; ``warm``: Optuna
         parameters of known-good networks (``samplers.warm_start``): the coarse search's
@@ -177,7 +177,7 @@ class PopulationBasedTraining(Tuner):
                          trials_per_structure=trials_per_structure, on_progress=on_progress,
                          archive=archive, ensemble=ensemble, saved=saved, shared=shared,
                          metric=metric, device=device, warm=warm, refit_rows=refit_rows,
-                         bag_folds=bag_folds)
+                         bag_folds=bag_folds, report=report)
         if interval is not None and interval < 1:
             raise ValueError(f"the PBT interval must be at least 1 epoch, got {interval}")
         if not 0 <= coarse < 1:

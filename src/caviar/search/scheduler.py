@@ -215,10 +215,11 @@ REFIT_FACTOR, WRITER_TRIALS_PER_S = 2.0, 30.0
 IMPORTANCE_SHARE = 0.1
 
 
-def end_seconds(trials: int) -> float:
+def end_seconds(trials: int, report: bool = True) -> float:
     """The end of a run but its refit and importance, estimated: the final model, the test
-    scores and the report (``END_S``), and the report's part per trial."""
-    return END_S + END_TRIAL_S * trials
+    scores and the report (``END_S``), and the report's part per trial when the run writes
+    one (``report``; a run without it holds no time back for what it does not do)."""
+    return END_S + (END_TRIAL_S * trials if report else 0.0)
 
 
 def importance_repeats(seconds: float | None, per_repeat: float) -> int:
@@ -327,7 +328,7 @@ class Tuner:
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
                  refit_rows: int = 0, warm: Sequence[dict[str, Any]] = (),
-                 seeds: int = 0, bag_folds: int = 0):
+                 seeds: int = 0, bag_folds: int = 0, report: bool = True):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``shared`` links it to the database study (None: in memory only), ``archive``
         writes each finished trial there (both or neither);
@@ -341,7 +342,8 @@ class Tuner:
         folds, ``bagging.bag_model``); ``warm``: Optuna parameters of the
         first trials (``samplers.warm_start``), each the leader of its own group;
         ``seeds``: new initializations of the best network's configuration
-        ``add_seeds`` trains after the search, whose estimated time the budget holds back."""
+        ``add_seeds`` trains after the search, whose estimated time the budget holds back;
+        ``report``: whether the run's end writes the report (``end_seconds``)."""
         self.device = resolve_device(device)
         self.study, self.space, self.pre = study, space, data.preprocessor
         self.data = on_device(data, self.device)
@@ -349,6 +351,7 @@ class Tuner:
         self.budget, self.capacity, self.out, self.seed = budget, population, out, seed
         self.trials_per_structure = structure_quota(population, trials_per_structure)
         self.refit_rows, self.bag_folds = refit_rows, bag_folds
+        self.report = report  # whether the run's end writes the report (end_seconds)
         self._bag_declined = False  # the last estimate's verdict (refit_seconds)
         self.seeds, self._seeding, self._seeds_declined = seeds, False, False
         self._improved_at = -math.inf  # the budget's clock when the best value last improved
@@ -832,7 +835,7 @@ class Tuner:
         of the end (the model, the test scores, each feature's permutation importance, the
         report of every trial); and the archive writer's backlog."""
         trials = sum(self.finished.values()) + self.running
-        end = end_seconds(trials) + self._importance_seconds()
+        end = end_seconds(trials, self.report) + self._importance_seconds()
         # the seeds train after the search, once the writer has written every trial
         backlog = self.archive.backlog if self.archive is not None and not self._seeding else 0
         rest = self.refit_seconds() + end + backlog / WRITER_TRIALS_PER_S

@@ -107,6 +107,7 @@ class TuneResult:
     storage: str
     study_name: str
     extra: dict[str, Any] = field(default_factory=dict)
+    report: Path | None = None  # the HTML report, when tune wrote one (report=True)
 
 
 def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | None = None,
@@ -125,7 +126,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
          group: str | None = None, weight: str | None = None,
          class_weight: str | Mapping | None = None, max_onehot: int | None = None,
          numeric: str | None = None, device: str = "cpu", refit: str = "none",
-         seed_ensemble: int = 0, verbose: bool = False,
+         seed_ensemble: int = 0, verbose: bool = False, report: bool = False,
          started: float | None = None) -> TuneResult:
     """Tune a network for ``target`` on a table, many trials at once.
 
@@ -217,6 +218,10 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             networks.
         verbose: show the live progress display (a terminal or a notebook), as the command
             line does, when ``on_progress`` is not given.
+        report: write the HTML report (``caviar.report.write_report``) to
+            ``out/report.html`` at the end, within the time budget, as the command line does;
+            without it the search holds back no time for one (on a table of thousands of
+            trials, its share of the report is seconds).
         started: when the run began (``time.monotonic()``; default: this call), from which
             ``time_budget`` counts; the command line passes its own start, before its
             imports. The search stops early enough for the end of the run (the refit, the
@@ -303,7 +308,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         validation=_path(validation, single),
         test=_path(test, single), split=split, group=group, weight=weight,
         class_weight=class_weight, max_onehot=max_onehot, numeric=scalings,
-        device=str(device))
+        device=str(device), report=report)
 
     pre, test = prepared.preprocessor, prepared.test
     metric_obj = get_metric(metric, pre.task_)
@@ -362,7 +367,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             X, y, w = _rows(prepared, False, weight, class_weight)
             if bag:  # in the time left but the end's, as many epochs as fit
                 left = (None if time_budget is None else time_budget - clock.elapsed
-                        - end_seconds(len(study.get_trials(deepcopy=False))))
+                        - end_seconds(len(study.get_trials(deepcopy=False)), report))
                 model = bag_model(model, X, y, metric_obj, seed=seed, weight=w,
                                   groups=groups, target_std=prepared.target_std,
                                   target_mean=prepared.target_mean, seconds=left)
@@ -380,7 +385,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             )(model._outputs(test))
         # what is left of the time budget for the importance, after the report's part
         left = (None if time_budget is None else
-                time_budget - clock.elapsed - end_seconds(len(study.get_trials(deepcopy=False))))
+                time_budget - clock.elapsed
+                - end_seconds(len(study.get_trials(deepcopy=False)), report))
         best = jsonable(_best_record(study, model, test_scores, test, left))
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
         if refit == "all" and len(test):  # the scores above stay those of the train+valid fit
@@ -390,9 +396,14 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             model.save(out / "model")
         board = leaderboard(study)
     replace_file(out / "leaderboard.csv", board.to_csv(index=False))
+    report_path = None
+    if report:
+        from ..report import write_report
+
+        report_path = write_report(out, out / "report.html")
     return TuneResult(study=study, model=model, out=out, model_dir=out / "model",
                       leaderboard=board, test_scores=test_scores, storage=storage,
-                      study_name=study_name, extra=extra)
+                      study_name=study_name, extra=extra, report=report_path)
 
 
 def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
@@ -454,7 +465,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                 trials_per_structure=spec.trials_per_structure, on_progress=on_progress,
                 archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared,
                 metric=metric, device=spec.device, prefix="" if single else f"w{index}-",
-                warm=warm, refit_rows=refit_rows, bag_folds=bag_folds)
+                warm=warm, refit_rows=refit_rows, bag_folds=bag_folds, report=spec.report)
         else:
             tuner = Tuner(working, space, prepared, budget, spec.population,
                           out if single else None, spec.seed + 1000 * index,
@@ -462,7 +473,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                           on_progress=on_progress, archive=archive, ensemble=spec.ensemble,
                           saved=saved, shared=shared, metric=metric, device=spec.device,
                           refit_rows=refit_rows, warm=warm, seeds=seeds,
-                          bag_folds=bag_folds)
+                          bag_folds=bag_folds, report=spec.report)
         tuner.refresh(force=True)  # every worker's finished trials, a killed run's too
         try:
             tuner.run()

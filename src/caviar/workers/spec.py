@@ -50,6 +50,7 @@ class WorkerSpec:
     # caviar.data.NUMERIC[0] written out: this module imports no data code)
     numeric: list[str] = field(default_factory=lambda: ["robust"])
     device: str = "cpu"  # "cpu", "cuda" or "auto", resolved by each worker on its machine
+    report: bool = True  # whether the run's end writes the report (its time is held back)
 
     def prepare_options(self) -> dict[str, Any]:
         """The keyword arguments of ``caviar.data.prepare`` this spec fixes (every worker
