@@ -20,8 +20,8 @@ from caviar.data import prepare, split_frame
 from caviar.engine import Population
 from caviar.search.samplers import warm_start
 from caviar.search.scheduler import (
-    END_TRIAL_S,
     EPOCH_SHARE,
+    REPORT_TRIAL_S,
     Budget,
     Tuner,
     epoch_cost,
@@ -240,7 +240,7 @@ def test_only_a_run_that_writes_the_report_holds_its_time_back(wine_csv, tmp_pat
                       Budget(None, 60.0, 0.0), 4, None, seed=0, report=report)
         tuner.finished[optuna.trial.TrialState.PRUNED] = 2000
         reserves[report] = tuner.end_reserve()
-    assert reserves[True] - reserves[False] == pytest.approx(2000 * END_TRIAL_S)
+    assert reserves[True] - reserves[False] == pytest.approx(2000 * REPORT_TRIAL_S)
     # tune(report=True) writes it, within the run, as the command line does
     result = tune(wine_csv, "cultivar", trials=4, population=4, space=WINE_SPACE,
                   out=tmp_path / "r", report=True)

@@ -198,15 +198,17 @@ def refit_cost(networks: Sequence[Population], rows: int, folds: int = 0) -> flo
 # What the end of a run costs, in seconds of this project's 2-core CPU (not scaled by the
 # run's training speed, which on tiny tables measures the epoch model's error, not the
 # machine: wine's epochs ran 13× their estimate): the final model, the test scores and the
-# report's fixed part (END_S); the report per trial (END_TRIAL_S); and the permutation
-# importance, timed once on the model of the moment and taken PREDICT_FACTOR times (digits, a
-# 10 s tune: 2.9 s estimated, 2.1 s taken). END_S and END_TRIAL_S were fitted on wage (8
-# features, 170 trials: 3.0 s of end) and digits (59 features, 620 trials: 8.1 s) on an idle
-# machine. The
-# refit measured twice its refit_cost (populations built, networks exported: 4.4 s for 1.8 s
-# on wage); and the archive writer's rate, for the backlog it must write (bench/README.md,
-# "Budget").
-END_S, END_TRIAL_S, PREDICT_FACTOR = 2.0, 0.0042, 2.0
+# report's fixed part (END_S, fitted on wage and digits on an idle machine: 3.0 s and 8.1 s
+# of end with the report); per trial, reading the trials back for the model and the
+# leaderboard (END_TRIAL_S), which every run does, and the report (REPORT_TRIAL_S), only a
+# run that writes one (a 60 s tune, both cores busy: Carseats' 2,111 trials 1.0 ms a trial
+# beyond END_S and 4.0 ms for the report, wage's 917 trials 4.1 ms for the report); and the
+# permutation importance, timed once on the model of the moment and taken PREDICT_FACTOR
+# times (digits, a 10 s tune: 2.9 s estimated, 2.1 s taken). The refit measured twice its
+# refit_cost (populations built, networks exported: 4.4 s for 1.8 s on wage); and the
+# archive writer's rate, for the backlog it must write (bench/README.md, "Budget").
+END_S, PREDICT_FACTOR = 2.0, 2.0
+END_TRIAL_S, REPORT_TRIAL_S = 0.001, 0.0042
 REFIT_FACTOR, WRITER_TRIALS_PER_S = 2.0, 30.0
 # The report's permutation importance ranks columns; it may not take the search's time: the
 # tuner holds back at most this share of a time budget for it, and at the end it makes fewer
@@ -217,9 +219,10 @@ IMPORTANCE_SHARE = 0.1
 
 def end_seconds(trials: int, report: bool = True) -> float:
     """The end of a run but its refit and importance, estimated: the final model, the test
-    scores and the report (``END_S``), and the report's part per trial when the run writes
-    one (``report``; a run without it holds no time back for what it does not do)."""
-    return END_S + (END_TRIAL_S * trials if report else 0.0)
+    scores and the report (``END_S``); reading the trials back (``END_TRIAL_S`` each); and
+    the report's part per trial when the run writes one (``report``; a run without it holds
+    no time back for what it does not do)."""
+    return END_S + trials * (END_TRIAL_S + (REPORT_TRIAL_S if report else 0.0))
 
 
 def importance_repeats(seconds: float | None, per_repeat: float) -> int:
