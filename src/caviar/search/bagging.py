@@ -132,8 +132,8 @@ def bag_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Tenso
             stop_at_epochs(population, stops)  # each at its own seed_epochs
             last = time.monotonic() - started
         # the epochs each configuration's search needed: its searched network's best epoch
-        needed = torch.tensor([min(stop, int(network.epoch[0]))
-                               for stop, network in zip(stops, searched, strict=True)])
+        # (never above its stop: seed_epochs is at least that)
+        needed = torch.tensor([int(network.epoch[0]) for network in searched])
         ready = ((population.best_epoch.cpu() > 0) & torch.isfinite(population.best_score.cpu())
                  & (population.epoch.cpu() >= needed))
         for j, i in enumerate(members):

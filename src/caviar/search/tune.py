@@ -363,14 +363,18 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             model = _model_from_study(study, store, prepared, spec, metric_obj)
             model.save(out / "model")
             bag = refit == "bag"  # the workers held no time back: it trains what is left
+
+        def time_left() -> float | None:
+            """Seconds of the budget left but the rest of the end's (None: no budget)."""
+            return (None if time_budget is None else time_budget - clock.elapsed
+                    - end_seconds(len(study.get_trials(deepcopy=False)), report))
+
         if refit != "none" and len(prepared.validation):
             X, y, w = _rows(prepared, False, weight, class_weight)
             if bag:  # in the time left but the end's, as many epochs as fit
-                left = (None if time_budget is None else time_budget - clock.elapsed
-                        - end_seconds(len(study.get_trials(deepcopy=False)), report))
                 model = bag_model(model, X, y, metric_obj, seed=seed, weight=w,
                                   groups=groups, target_std=prepared.target_std,
-                                  target_mean=prepared.target_mean, seconds=left)
+                                  target_mean=prepared.target_mean, seconds=time_left())
             elif refit == "bag":
                 model.info["bag"] = f"declined: over {BAG_SHARE:.0%} of the time budget"
             else:
@@ -384,10 +388,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                 metric_obj, pre_y, pre.task_, prepared.target_std, prepared.target_mean
             )(model._outputs(test))
         # what is left of the time budget for the importance, after the report's part
-        left = (None if time_budget is None else
-                time_budget - clock.elapsed
-                - end_seconds(len(study.get_trials(deepcopy=False)), report))
-        best = jsonable(_best_record(study, model, test_scores, test, left))
+        best = jsonable(_best_record(study, model, test_scores, test, time_left()))
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
         if refit == "all" and len(test):  # the scores above stay those of the train+valid fit
             X, y, w = _rows(prepared, True, weight, class_weight)
