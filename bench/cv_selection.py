@@ -4,9 +4,10 @@ A probe of the winner's curse on small tables (bench/README.md, "Check tables, s
 Hitters' 53 validation rows the best of 2,543 trials tested worse than the best of 1,297).
 For each table and seed: ``--configs`` configurations drawn at random from the default space
 (Optuna's random sampler); each trained once on the training rows and kept at its best epoch
-on the validation rows (what a search scores), then, as ``bagging.bag_networks`` does, as 5
-networks cross-fitted over the training and validation rows (its out-of-fold score: every
-one of those rows predicted by a network that never trained on it). Two choices: the
+on the validation rows (what a search scores), then bagged as ``tune(refit="bag")`` bags it
+(``bagging.bag_model``: 5 networks cross-fitted over the training and validation rows, the
+same folds for every configuration; its out-of-fold score: every one of those rows predicted
+by a network that never trained on it). Two choices: the
 configuration with the best validation score, and the one with the best out-of-fold score;
 each scored on the test rows as the same model, its 5 fold networks averaged, so that only
 the choice differs. Also the test score of the best configuration in hindsight (the oracle),
@@ -31,23 +32,23 @@ import torch
 from scipy.stats import spearmanr
 from tables import ANY_TABLE, CHECK_TABLES, load_table
 
+from caviar import CaviarModel
 from caviar.data import prepare
 from caviar.engine import Population
-from caviar.metrics import ValidationScorer, get_metric
+from caviar.metrics import get_metric
 from caviar.search import default_space
-from caviar.search.bagging import BAG_FOLDS, assign_folds, bag_networks
+from caviar.search.bagging import bag_model
 from caviar.search.tune import _rows
 
 
 def searched_network(data, params: dict, seed: int) -> tuple[Population, float]:
     """One network of ``params`` trained on the training rows, at its best validation epoch,
-    and that score (the study's default metric, as a search records it)."""
+    and that loss (what a search ranks by)."""
     population = Population(data.task, data.inputs, [params], n_classes=data.n_classes,
                             seed=seed)
-    key = "val_loss"
-    while bool(population.trainable.any()):
-        records = population.fit_epoch(data.X_train, data.y_train, data.X_val, data.y_val)
-        population.remember_best(torch.tensor([r[key] if r else math.inf for r in records]))
+    population.fit(data.X_train, data.y_train, data.X_val, data.y_val,
+                   on_epoch=lambda pop, records: pop.remember_best(torch.tensor(
+                       [r["val_loss"] if r else math.inf for r in records])))
     return population.export_member(0, at_best=True), float(population.best_score[0])
 
 
@@ -56,41 +57,22 @@ def probe(name: str, seed: int, configs: int) -> dict:
     data = prepare(load_table(name), spec.target, task=spec.task,
                    categorical=spec.categorical, drop=spec.drop, seed=seed)
     metric = get_metric(None, data.task)
+    key = "rmse" if data.task == "regression" else "log_loss"
     started = time.perf_counter()
     space = default_space()
     draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    networks, val_scores = [], []
-    for i in range(configs):
-        network, value = searched_network(data, space.suggest(draws.ask()), seed + i)
-        networks.append(network)
-        val_scores.append(value)
     X, y, w = _rows(data, False, None, None)
-    fold = assign_folds(y, data.task, BAG_FOLDS, seed)
-    rows = [np.flatnonzero(fold == k) for k in range(BAG_FOLDS)]
-    scorers = [ValidationScorer(metric, y[r].numpy(), data.task, data.target_std,
-                                data.target_mean) for r in rows]
-    bagged = bag_networks(networks, X, y, fold, BAG_FOLDS, scorers, seed=seed)
-    everywhere = ValidationScorer(metric, y.numpy(), data.task, data.target_std,
-                                  data.target_mean)
-    X_test = torch.from_numpy(data.preprocessor.transform(data.test))
-    y_test = data.preprocessor.encode_target(data.test[spec.target])
-    tester = ValidationScorer(metric, np.asarray(y_test), data.task, data.target_std,
-                              data.target_mean)
-    oof_scores, test_scores = [], []
-    with torch.no_grad():
-        for per_fold in bagged:
-            if any(n is None for n in per_fold):  # diverged: no score
-                oof_scores.append(math.inf)
-                test_scores.append(math.inf)
-                continue
-            oof = torch.zeros((len(y),) + tuple(per_fold[0].predict(X[:1])[0].shape[1:]))
-            for k, r in enumerate(rows):
-                oof[r] = per_fold[k].predict(X[r])[0]
-            oof_scores.append(metric.loss(everywhere(oof)))
-            test = torch.stack([n.predict(X_test)[0] for n in per_fold]).mean(dim=0)
-            test_scores.append(metric.loss(tester(test)))
-    val_losses = [metric.loss(v) for v in val_scores]
-    by_val, by_cv = int(np.argmin(val_losses)), int(np.argmin(oof_scores))
+    val_losses, oof_losses, test_scores = [], [], []
+    for i in range(configs):
+        network, val_loss = searched_network(data, space.suggest(draws.ask()), seed + i)
+        # the configuration bagged as tune(refit="bag") bags it, on the same folds each time
+        bagged = bag_model(CaviarModel(data.preprocessor, [network], {}), X, y, metric,
+                           seed=seed, target_std=data.target_std, target_mean=data.target_mean)
+        diverged = bagged.info.get("trained_on") != "bag"
+        val_losses.append(val_loss)
+        oof_losses.append(math.inf if diverged else metric.loss(bagged.info["bag_value"]))
+        test_scores.append(math.inf if diverged else bagged.scores(data.test)[key])
+    by_val, by_cv = int(np.argmin(val_losses)), int(np.argmin(oof_losses))
     finite = [i for i in range(configs) if math.isfinite(test_scores[i])]
 
     def rank_correlation(scores: list[float]) -> float:
@@ -104,7 +86,7 @@ def probe(name: str, seed: int, configs: int) -> dict:
             "test_oracle": min(test_scores), "test_median": float(np.median(
                 [test_scores[i] for i in finite])),
             "spearman_validation_test": rank_correlation(val_losses),
-            "spearman_cv_test": rank_correlation(oof_scores),
+            "spearman_cv_test": rank_correlation(oof_losses),
             "seconds": round(time.perf_counter() - started, 1)}
 
 
