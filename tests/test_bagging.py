@@ -12,7 +12,7 @@ import torch
 from commandline import invoke
 from wine import WINE_SPACE
 
-from caviar import load_model
+from caviar import CaviarModel, load_model
 from caviar.data import prepare
 from caviar.engine import Population
 from caviar.metrics import ValidationScorer, get_metric
@@ -31,6 +31,8 @@ from caviar.search.scheduler import (
     Budget,
     Tuner,
     bag_declined,
+    epoch_cost,
+    prefix_costs,
     refit_cost,
 )
 from caviar.search.tune import _rows, tune
@@ -82,38 +84,73 @@ def test_a_held_out_row_never_moves_the_network_that_holds_it_out():
     assert not torch.allclose(trained[0].params["W0"][1], trained[1].params["W0"][1])
 
 
-def test_tune_bags_each_kept_configuration_over_folds(wine_csv, tmp_path):
+def test_tune_bags_the_kept_configurations_and_averages_those_the_out_of_fold_score_chooses(
+        wine_csv, tmp_path):
     frame = pd.read_csv(wine_csv)
-    searched = tune(wine_csv, "cultivar", trials=8, population=4, space=WINE_SPACE,
-                    out=tmp_path / "none", seed=0)
     result = tune(wine_csv, "cultivar", trials=8, population=4, space=WINE_SPACE,
                   out=tmp_path / "bag", seed=0, refit="bag")
     info, model = result.model.info, result.model
     prepared = prepare(frame, "cultivar", seed=0)
     assert info["trained_on"] == "bag" and info["folds"] == BAG_FOLDS
     assert info["bag_rows"] == len(prepared.train) + len(prepared.validation)
-    # the same configurations, each as K networks (none of wine's diverge)
-    assert [m["trial"] for m in info["members"]] == [
-        m["trial"] for m in searched.model.info["members"]]
-    assert len(model.networks) == BAG_FOLDS * len(searched.model.networks)
-    searched_configs = [dict(n.hyperparameters[0], epochs=0) for n in searched.model.networks]
-    assert [dict(n.hyperparameters[0], epochs=0) for n in model.networks] == [
-        c for c in searched_configs for _ in range(BAG_FOLDS)]
-    # the out-of-fold score is the study's metric on every row, by networks that held it out
+    # every trial was a candidate (8 trials: fewer than the 4 × 5 kept), each bagged whole,
+    # and the model averages the 5 fold networks of each configuration it chose
+    board = pd.read_csv(tmp_path / "bag" / "leaderboard.csv")
+    assert info["bag_candidates"] == len(board) == 8
+    chosen = [m["trial"] for m in info["bag_members"]]
+    assert 1 <= len(chosen) <= 5 and len(set(chosen)) == len(chosen)
+    assert len(model.networks) == BAG_FOLDS * len(chosen)
+    params = {int(t.number): t.user_attrs["hyperparameters"]
+              for t in result.study.get_trials(deepcopy=False)}
+    assert [n.hyperparameters[0]["learning_rate"] for n in model.networks] == [
+        params[t]["learning_rate"] for t in chosen for _ in range(BAG_FOLDS)]
+    # each member's out-of-fold score, and the average's, are the study's metric on every
+    # row, each row predicted by the networks that held it out; the best of them leads
     X, y, _ = _rows(prepared, False, None, None)
     fold = assign_folds(y, "multiclass", BAG_FOLDS, seed=0)
-    oof = torch.zeros(len(y), 3)
-    for k in range(BAG_FOLDS):
-        rows = torch.as_tensor(fold == k)
-        oof[rows] = torch.stack([model.networks[i * BAG_FOLDS + k].predict(X[rows])[0]
-                                 for i in range(len(searched.model.networks))]).mean(0)
     scorer = ValidationScorer(get_metric(None, "multiclass"), y.numpy(), "multiclass")
-    assert info["bag_value"] == pytest.approx(scorer(oof), rel=1e-5)
+    oofs = []
+    for i, member in enumerate(info["bag_members"]):
+        oof = torch.zeros(len(y), 3)
+        for k in range(BAG_FOLDS):
+            rows = torch.as_tensor(fold == k)
+            oof[rows] = model.networks[i * BAG_FOLDS + k].predict(X[rows])[0]
+        assert member["bag_value"] == pytest.approx(scorer(oof), rel=1e-5)
+        oofs.append(oof)
+    assert info["bag_value"] == pytest.approx(scorer(torch.stack(oofs).mean(0)), rel=1e-5)
+    assert info["bag_members"][0]["bag_value"] == min(m["bag_value"]
+                                                      for m in info["bag_members"])
     # the saved model is the bag, and the test score is its own, on rows no network saw
     saved = load_model(tmp_path / "bag" / "model")
     assert len(saved.networks) == len(model.networks)
     assert result.test_scores["log_loss"] == pytest.approx(
         saved.scores(prepared.test)["log_loss"])
+
+
+def test_the_bag_chooses_by_out_of_fold_score_not_by_a_lucky_validation_score():
+    # two configurations: one that learns, and one that cannot (a step too small to move)
+    # whose searched validation score was the better, as a lucky draw on a few rows can be;
+    # scored on every row out of fold, the one that learns leads and the other stays out
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
+    table["y"] = 2 * table.sum(axis=1) + rng.normal(scale=0.5, size=300)
+    data = prepare(table, "y", seed=0)
+    X, y, _ = _rows(data, False, None, None)
+    learns = Population("regression", data.inputs, [
+        {"hidden_layer_sizes": (16,), "epochs": 40, "learning_rate": 0.01}])
+    stuck = Population("regression", data.inputs, [
+        {"hidden_layer_sizes": (16,), "epochs": 40, "learning_rate": 1e-7}])
+    for network in (learns, stuck):
+        network.epoch[0] = 20
+    model = CaviarModel(data.preprocessor, [stuck, learns],
+                        {"members": [{"trial": 7, "value": 0.1}, {"trial": 3, "value": 0.2}]})
+    bagged = bag_model(model, X, y, get_metric(None, "regression"), seed=0,
+                       target_std=data.target_std, target_mean=data.target_mean)
+    members = bagged.info["bag_members"]
+    assert [m["trial"] for m in members] == [3]
+    assert members[0]["value"] == 0.2  # its searched score, kept beside the out-of-fold one
+    assert len(bagged.networks) == BAG_FOLDS
+    assert bagged.scores(data.test)["rmse"] < 0.5 * float(table["y"].std())
 
 
 def test_a_bag_keeps_a_regressions_scores_in_the_targets_units(tmp_path):
@@ -228,3 +265,53 @@ def test_the_bag_goes_ahead_as_the_search_last_estimated_it():
     assert tuner.bag_fits()
     # estimated again during a search, it is declined, and no time is held back for it
     assert tuner.refit_seconds() == 0.0 and not tuner.bag_fits()
+
+
+def test_a_structures_refit_cost_pays_its_overhead_once_and_each_member_its_epochs():
+    # prefix_costs, against the cost model written out: per structure, the per-step
+    # overhead for its most epochs, and each member's own epochs × the folds
+    data = prepare(pd.DataFrame({"x": np.arange(100.0), "y": np.arange(100.0) % 7}), "y",
+                   seed=0)
+    a, b, c = (Population("regression", data.inputs, [{"hidden_layer_sizes": h,
+                                                         "epochs": 100}]) for h in
+               [(8,), (8,), (64, 64)])
+    for network, best in zip((a, b, c), (10, 30, 5)):
+        network.epoch[0] = best  # a bag trains twice the best epoch (seed_epochs)
+    fixed = [epoch_cost(n, 500, members=0) for n in (a, c)]
+    member = [epoch_cost(n, 500, 1) - f for n, f in zip((a, c), fixed)]
+    expected = [20 * fixed[0] + 20 * member[0] * 5,
+                60 * fixed[0] + (20 + 60) * member[0] * 5]
+    expected.append(expected[1] + 10 * fixed[1] + 10 * member[1] * 5)
+    assert prefix_costs([a, b, c], 500, BAG_FOLDS) == pytest.approx(expected)
+    assert refit_cost([a, b, c], 500, BAG_FOLDS) == pytest.approx(expected[-1])
+
+
+def test_the_bag_takes_more_kept_configurations_only_as_its_share_of_the_budget_affords():
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
+    table["y"] = table.sum(axis=1) + rng.normal(size=300)
+    data = prepare(table, "y", seed=0)
+    space = Space.from_dict({"width": {"value": 64}, "epochs": {"value": 4}})
+    rows = len(data.train) + len(data.validation)
+    tuner = Tuner(optuna.create_study(), space, data, Budget(None, 100.0, 0.0), 4, None,
+                  seed=0, refit_rows=rows, bag_folds=BAG_FOLDS, ensemble=2)
+    tuner._measured, tuner._estimated, tuner._warm = 1.0, 1.0, True  # speed 1
+
+    def network(hidden: tuple[int, ...], best: int) -> Population:
+        made = Population("regression", data.inputs, [{"hidden_layer_sizes": hidden,
+                                                       "epochs": 2 * best}])
+        made.epoch[0] = best
+        return made.export_member(0)
+
+    # four cheap configurations, then one too costly for a quarter of 100 s, then a cheap one
+    for trial, hidden in enumerate([(8,), (8,), (16,), (8,), (4096, 4096), (8,)]):
+        tuner.keep(network(hidden, 400 if hidden[0] == 4096 else 4), trial, 1.0 + trial / 10)
+    chosen = [k.trial for k in tuner.kept.chosen()[0]]
+    candidates = tuner.bag_candidates()
+    trials = [k.trial for k in candidates]
+    # the searched ensemble first, then the others best first, up to the costly one
+    assert trials[:len(chosen)] == chosen
+    assert sorted(trials) == [0, 1, 2, 3]
+    assert tuner.refit_seconds() == pytest.approx(
+        REFIT_FACTOR * refit_cost([k.network for k in candidates], rows, BAG_FOLDS))
+    assert tuner.refit_seconds() <= BAG_SHARE * 100.0 and tuner.bag_fits()

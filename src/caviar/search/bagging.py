@@ -18,6 +18,7 @@ do see the held-out rows' inputs, never their targets.)
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from ..hyperparams import structure_key
 from ..metrics import Metric, ValidationScorer
 from ..model import CaviarModel
 from ..training import stop_at_epochs
-from .ensemble import seed_epochs
+from .ensemble import KeptNetwork, seed_epochs, select_ensemble
 
 # K: five folds, the benchmarks' and AutoGluon's usual count (each network trains on 80% of
 # the rows it may use); fixed before it was measured, not tuned
@@ -144,51 +145,101 @@ def bag_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Tenso
 
 
 def bag_model(model: CaviarModel, X: torch.Tensor, y: torch.Tensor, metric: Metric, *,
-              folds: int = BAG_FOLDS, seed: int = 0, weight: torch.Tensor | None = None,
-              groups: Sequence[Any] | None = None, target_std: float | None = None,
-              target_mean: float = 0.0, seconds: float | None = None) -> CaviarModel:
-    """The model averaging, for each of ``model``'s networks, ``folds`` networks of its
-    configuration cross-fitted on ``X``, ``y`` (the training and validation rows, as the
-    preprocessor makes them; ``weight``: their weights, ``groups``: rows that must stay in one
-    fold). Its ``info`` keeps the searched members' trials and scores and adds the bag's
-    out-of-fold score (``bag_value``, the study's ``metric`` in the target's units, every
-    row predicted by the networks that never trained on it) and its ``bag_seconds``.
-    ``seconds``: the time it may take (None: no limit); it trains as many epochs as fit. A
-    configuration whose fold networks the time cut short of its searched epochs, or one of
-    which diverged, is left out (``bag_networks``); if every one was, the model stays as
-    searched and ``info["bag"]`` says so."""
+              candidates: Sequence[KeptNetwork] | None = None, size: int | None = None,
+              folds: int = BAG_FOLDS, seed: int = 0,
+              weight: torch.Tensor | None = None, groups: Sequence[Any] | None = None,
+              target_std: float | None = None, target_mean: float = 0.0,
+              seconds: float | None = None) -> CaviarModel:
+    """The model averaging the bags of the configurations the out-of-fold score chooses:
+    each candidate configuration as ``folds`` networks cross-fitted on ``X``, ``y`` (the
+    training and validation rows, as the preprocessor makes them; ``weight``: their weights,
+    ``groups``: rows that must stay in one fold), then ``select_ensemble``'s rule on their
+    out-of-fold predictions (every row predicted by the networks that never trained on it).
+
+    ``candidates``: the configurations to choose among (one per trial, the best first:
+    the groups of one structure train in the order of their first), or ``model``'s networks
+    alone; ``size``: the most the model averages (the model's count). Why more than the
+    searched ensemble: that one was chosen on the validation rows, and on a small table
+    those are few; the out-of-fold score is a score of every row, and chose better among
+    configurations (bench/README.md, "Choosing on one split or by cross-validation").
+
+    Its ``info`` keeps the searched members' trials and scores and adds the bag's members
+    (``bag_members``: trial, validation score, out-of-fold score), the out-of-fold score of
+    their average (``bag_value``, the study's ``metric`` in the target's units) and its
+    ``bag_seconds``. ``seconds``: the time it may take (None: no limit); it trains as many
+    epochs as fit. A configuration whose fold networks the time cut short of its searched
+    epochs, or one of which diverged, is not a candidate (``bag_networks``); if none is
+    left, the model stays as searched and ``info["bag"]`` says so."""
     began = time.monotonic()
     deadline = None if seconds is None else began + seconds
     task = model.preprocessor.task_
+    candidates = distinct_configurations(candidates or _model_candidates(model))
+    size = len(model.networks) if size is None else size
     fold = assign_folds(y, task, folds, seed, groups)
     rows = [np.flatnonzero(fold == k) for k in range(folds)]
     w = None if weight is None else weight.numpy()
     scorers = [ValidationScorer(metric, y[r].numpy(), task, target_std, target_mean,
                                 None if w is None else w[r]) for r in rows]
-    bagged = bag_networks(model.networks, X, y, fold, folds, scorers,
+    bagged = bag_networks([c.network for c in candidates], X, y, fold, folds, scorers,
                           seed=seed + BAG_OFFSET, weight=weight, deadline=deadline)
-    networks = [n for per_fold in bagged for n in per_fold if n is not None]
-    if not networks:
+    everywhere = ValidationScorer(metric, y.numpy(), task, target_std, target_mean, w)
+    # each configuration bagged whole, as a candidate scored on every row out of fold
+    scored = []
+    with torch.no_grad():
+        for candidate, per_fold in zip(candidates, bagged):
+            if per_fold[0] is None:
+                continue
+            oof = _out_of_fold(per_fold, X, rows)
+            scored.append(KeptNetwork(everywhere(oof), candidate.trial, candidate.network,
+                                      oof))
+    scored = [c for c in scored if math.isfinite(c.value)]
+    if not scored:
         return CaviarModel(model.preprocessor, model.networks,
                            {**model.info, "bag": NOT_BAGGED})
-    # the out-of-fold predictions: each fold's rows by the networks that held them out
-    oof: torch.Tensor | None = None
-    scored = np.zeros(len(y), dtype=bool)
-    with torch.no_grad():
-        for k, r in enumerate(rows):
-            held = [per_fold[k] for per_fold in bagged if per_fold[k] is not None]
-            if not held:
-                continue
-            outputs = torch.stack([n.predict(X[r])[0] for n in held]).mean(dim=0)
-            if oof is None:
-                oof = torch.zeros((len(y),) + tuple(outputs.shape[1:]), dtype=outputs.dtype)
-            oof[r], scored[r] = outputs, True
-    everywhere = ValidationScorer(metric, y[scored].numpy(), task, target_std, target_mean,
-                                  None if w is None else w[scored])
+    chosen, _ = select_ensemble(scored, y, task, size, everywhere)
+    searched = {c.trial: c.value for c in candidates}
+    networks = [n for c in chosen for n in bagged[_index(candidates, c)]]
+    average = torch.stack([c.val_outputs for c in chosen]).mean(dim=0)
     info = {**model.info, "trained_on": "bag", "folds": folds,
-            "bag_rows": int(len(y)), "bag_networks": len(networks),
-            "bag_value": everywhere(oof[scored]),
-            "bag_epochs": [[int(n.epoch[0]) if n is not None else None for n in per_fold]
-                           for per_fold in bagged],
+            "bag_rows": int(len(y)), "bag_candidates": len(candidates),
+            "bag_networks": len(networks), "bag_value": everywhere(average),
+            "bag_members": [{"trial": c.trial, "value": searched[c.trial],
+                             "bag_value": c.value} for c in chosen],
+            "bag_epochs": [[int(n.epoch[0]) for n in bagged[_index(candidates, c)]]
+                           for c in chosen],
             "bag_seconds": round(time.monotonic() - began, 3)}
     return CaviarModel(model.preprocessor, networks, info)
+
+
+def distinct_configurations(networks: Sequence[KeptNetwork]) -> list[KeptNetwork]:
+    """``networks`` in their order, one per trial: a new initialization of a trial's
+    configuration (``train_seeds``) is that configuration again."""
+    distinct: dict[int, KeptNetwork] = {}
+    for k in networks:
+        distinct.setdefault(k.trial, k)
+    return list(distinct.values())
+
+
+def _model_candidates(model: CaviarModel) -> list[KeptNetwork]:
+    """``model``'s networks as candidates (their trials and scores from its ``info``, else
+    their places)."""
+    members = model.info.get("members") or [{}] * len(model.networks)
+    return distinct_configurations([
+        KeptNetwork(m.get("value", math.nan), m.get("trial", i), network, torch.empty(0))
+        for i, (m, network) in enumerate(zip(members, model.networks))])
+
+
+def _index(candidates: Sequence[KeptNetwork], chosen: KeptNetwork) -> int:
+    return next(i for i, c in enumerate(candidates) if c.trial == chosen.trial)
+
+
+def _out_of_fold(per_fold: Sequence[Population], X: torch.Tensor,
+                 rows: Sequence[np.ndarray]) -> torch.Tensor:
+    """One configuration's predictions for every row, each by the fold network that held
+    its fold out."""
+    first = per_fold[0].predict(X[rows[0]])[0]
+    oof = torch.zeros((len(X),) + tuple(first.shape[1:]), dtype=first.dtype)
+    oof[rows[0]] = first
+    for k in range(1, len(rows)):
+        oof[rows[k]] = per_fold[k].predict(X[rows[k]])[0]
+    return oof

@@ -75,7 +75,8 @@ from ..files import jsonable
 from ..hyperparams import resolve, structural_params, structure_key
 from ..metrics import Metric, get_metric, in_target_units, validation_score
 from ..model import CaviarModel
-from .ensemble import KeptNetworks, seed_epochs, train_seeds
+from .bagging import distinct_configurations
+from .ensemble import KeptNetwork, KeptNetworks, seed_epochs, train_seeds
 from .samplers import AskTellGridSampler
 from .space import Space
 from .study import keys
@@ -183,16 +184,29 @@ def refit_cost(networks: Sequence[Population], rows: int, folds: int = 0) -> flo
     afresh on ``rows`` rows for the epochs each ran, those of one structure as one
     population (``training.refit_networks``); with ``folds``, as a bag: ``folds`` members
     each, for up to ``seed_epochs`` (``bagging.bag_networks``)."""
-    groups: dict[tuple, list[Population]] = {}
+    costs = prefix_costs(networks, rows, folds)
+    return costs[-1] if costs else 0.0
+
+
+def prefix_costs(networks: Sequence[Population], rows: int, folds: int = 0) -> list[float]:
+    """``refit_cost`` of each of ``networks``' prefixes: element i, of the first i + 1
+    (one pass: a structure's populations pay their per-step overhead once, for the most
+    epochs any of its networks trains, and each member its own epochs)."""
+    groups: dict[tuple, tuple[float, float, int, int]] = {}  # fixed, member, max, sum
+    total, costs = 0.0, []
     for n in networks:
-        groups.setdefault(structure_key(n.hyperparameters[0]), []).append(n)
-    total = 0.0
-    for members in groups.values():
-        epochs = [seed_epochs(n) if folds else max(1, int(n.epoch[0])) for n in members]
-        fixed = epoch_cost(members[0], rows, members=0)  # the per-step overhead
-        member = epoch_cost(members[0], rows, 1) - fixed
-        total += max(epochs) * fixed + sum(epochs) * member * max(folds, 1)
-    return total
+        key = structure_key(n.hyperparameters[0])
+        if key not in groups:
+            fixed = epoch_cost(n, rows, members=0)  # the per-step overhead
+            groups[key] = (fixed, epoch_cost(n, rows, 1) - fixed, 0, 0)
+        fixed, member, most, epochs = groups[key]
+        before = most * fixed + epochs * member * max(folds, 1)
+        own = seed_epochs(n) if folds else max(1, int(n.epoch[0]))
+        most, epochs = max(most, own), epochs + own
+        groups[key] = (fixed, member, most, epochs)
+        total += most * fixed + epochs * member * max(folds, 1) - before
+        costs.append(total)
+    return costs
 
 
 # What the end of a run costs, in seconds of this project's 2-core CPU (not scaled by the
@@ -356,6 +370,10 @@ class Tuner:
         self.refit_rows, self.bag_folds = refit_rows, bag_folds
         self.report = report  # whether the run's end writes the report (end_seconds)
         self._bag_declined = False  # the last estimate's verdict (refit_seconds)
+        self._bag_key: tuple[int, int] | None = None  # what _bag_costs was made of
+        self._bag_order: list[KeptNetwork] = []
+        self._bag_prefix: list[float] = []
+        self._bag_chosen = 0
         self.seeds, self._seeding, self._seeds_declined = seeds, False, False
         self._improved_at = -math.inf  # the budget's clock when the best value last improved
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
@@ -846,19 +864,52 @@ class Tuner:
 
     def refit_seconds(self) -> float:
         """The kept model's refit after the search (``refit_rows``; a bag with
-        ``bag_folds``), estimated at this machine's measured speed. A bag that would take
-        more than ``BAG_SHARE`` of a time budget is declined: 0 (and ``bag_fits`` says
-        so)."""
+        ``bag_folds``: of ``bag_candidates``), estimated at this machine's measured speed.
+        A bag whose searched ensemble alone would take more than ``BAG_SHARE`` of a time
+        budget is declined: 0 (and ``bag_fits`` says so)."""
         if not self.refit_rows or not self.kept.networks:
             return 0.0
-        networks = [k.network for k in self.kept.chosen()[0]]
-        seconds = REFIT_FACTOR * refit_cost(networks, self.refit_rows,
-                                            self.bag_folds) * self.speed
-        if self.bag_folds:
-            self._bag_declined = bag_declined(seconds, self.budget.time_budget)
-            if self._bag_declined:
-                return 0.0
-        return seconds
+        if not self.bag_folds:
+            networks = [k.network for k in self.kept.chosen()[0]]
+            return REFIT_FACTOR * refit_cost(networks, self.refit_rows) * self.speed
+        costs, chosen = self._bag_costs()
+        fitting = self._bag_fitting(costs)
+        self._bag_declined = fitting < chosen
+        return 0.0 if self._bag_declined else REFIT_FACTOR * costs[fitting - 1] * self.speed
+
+    def bag_candidates(self) -> list[KeptNetwork]:
+        """The configurations a bag trains and chooses among (``bagging.bag_model``): the
+        searched ensemble's, then the other kept ones best first, as many as ``BAG_SHARE``
+        of a time budget affords at the measured speed (all without a budget), and never
+        fewer than the searched ensemble once the search held its time back. Why more than
+        the ensemble: the bag scores each on every row out of fold, which chooses better
+        than the validation rows did (bench/README.md, "Choosing on one split or by
+        cross-validation")."""
+        costs, chosen = self._bag_costs()
+        return self._bag_order[:max(chosen, self._bag_fitting(costs))]
+
+    def _bag_fitting(self, costs: Sequence[float]) -> int:
+        """How many of ``_bag_order`` fit ``BAG_SHARE`` of the time budget."""
+        budget = self.budget.time_budget
+        if budget is None:
+            return len(costs)
+        scale = REFIT_FACTOR * self.speed
+        return sum(1 for c in costs if not bag_declined(c * scale, budget))
+
+    def _bag_costs(self) -> tuple[list[float], int]:
+        """The estimated cost of each prefix of the bag's candidates (``_bag_order``) at
+        unit speed, and how many of them the searched ensemble is; made again only once the
+        kept networks changed (asked before every epoch)."""
+        key = (self.kept._added, self.kept.seeds)
+        if self._bag_key != key:
+            chosen = distinct_configurations(self.kept.chosen()[0])
+            rest = [k for k in distinct_configurations(self.kept.networks)
+                    if all(k.trial != c.trial for c in chosen)]
+            self._bag_order = chosen + rest
+            self._bag_prefix = prefix_costs([k.network for k in self._bag_order],
+                                            self.refit_rows, self.bag_folds)
+            self._bag_chosen, self._bag_key = len(chosen), key
+        return self._bag_prefix, self._bag_chosen
 
     def bag_fits(self) -> bool:
         """Whether the bag goes ahead after the search: as the search last estimated it

@@ -189,10 +189,13 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             (the default), the searched networks as they are, trained on the training rows;
             "train+valid", each configuration trained again on the training and validation
             rows for the epochs its searched network ran to its best validation score (the
-            test score is still of rows no network saw); "bag", each configuration as
-            ``BAG_FOLDS`` networks on those rows, each with one fold held out and kept at
-            its best epoch there (the model averages them all; ``info["bag_value"]`` is
-            the out-of-fold score; a group split keeps groups whole, a time split refuses
+            test score is still of rows no network saw); "bag", each kept configuration (up
+            to ``4 × ensemble``) as ``BAG_FOLDS`` networks on those rows, each with one fold
+            held out and kept at its best epoch there, and the model averages the bags of
+            up to ``ensemble`` of them, chosen by their out-of-fold scores as the search
+            chose on the validation rows (``info["bag_members"]``; ``info["bag_value"]``
+            is the average's out-of-fold score; a group split keeps groups whole, a time
+            split refuses
             it: folds would train on the future; under a time budget the search holds its
             estimated time back, a bag estimated at more than ``BAG_SHARE`` of the budget
             is declined, ``info["bag"]`` says so, and a bag trains the epochs that fit,
@@ -345,6 +348,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                                     seeds=seed_ensemble,
                                     bag_folds=BAG_FOLDS if refit == "bag" else 0)
             model = _final_model(study, store, tuner, seed, spec.artifacts)
+            candidates = tuner.bag_candidates() if refit == "bag" else []
             bag = refit == "bag" and tuner.bag_fits()  # or declined: too costly for the budget
             if tuner.add_seeds():
                 model = tuner.model()
@@ -360,7 +364,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
 
                 extra["workers"] = run_local(spec, workers)
             extra["recovered_trials"] = recover_journals(spec)
-            model = _model_from_study(study, store, prepared, spec, metric_obj)
+            model, kept = _model_from_study(study, store, prepared, spec, metric_obj)
+            candidates = kept.networks  # the bag trains what fits in the time left
             model.save(out / "model")
             bag = refit == "bag"  # the workers held no time back: it trains what is left
 
@@ -372,7 +377,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         if refit != "none" and len(prepared.validation):
             X, y, w = _rows(prepared, False, weight, class_weight)
             if bag:  # in the time left but the end's, as many epochs as fit
-                model = bag_model(model, X, y, metric_obj, seed=seed, weight=w,
+                model = bag_model(model, X, y, metric_obj, candidates=candidates,
+                                  size=ensemble, seed=seed, weight=w,
                                   groups=groups, target_std=prepared.target_std,
                                   target_mean=prepared.target_mean, seconds=time_left())
             elif refit == "bag":
@@ -690,9 +696,11 @@ def _final_model(study: optuna.Study, store: optuna.storages.BaseStorage, tuner:
 
 
 def _model_from_study(study: optuna.Study, store: optuna.storages.BaseStorage,
-                      prepared: PreparedTable, spec: WorkerSpec, metric: Metric) -> CaviarModel:
+                      prepared: PreparedTable, spec: WorkerSpec, metric: Metric
+                      ) -> tuple[CaviarModel, KeptNetworks]:
     """The model of every worker's networks, read from the study's artifacts: the same
-    ensemble selection on the validation rows (by the study's metric) as one process makes."""
+    ensemble selection on the validation rows (by the study's metric) as one process makes;
+    and the kept networks it chose among."""
     kept = KeptNetworks(prepared.X_val, prepared.y_val, prepared.task, spec.ensemble,
                         prepared.validation_scorer(metric))
     if not Path(spec.artifacts).is_dir() or not add_study_networks(
@@ -703,7 +711,7 @@ def _model_from_study(study: optuna.Study, store: optuna.storages.BaseStorage,
     if keys.PBT_SCHEDULE in best:  # population-based training: what ``replay`` trains again
         model.info["pbt"] = {"hyperparameters": best[keys.HYPERPARAMETERS],
                              "schedule": best[keys.PBT_SCHEDULE]}
-    return model
+    return model, kept
 
 
 def _check_not_another_run(out: Path) -> None:
