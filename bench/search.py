@@ -154,8 +154,9 @@ def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
             "test_best_network": test_scores(task, enc(test), outputs[0].numpy(), pre),
             "networks": len(model.networks),
             "trained_on": model.info.get("trained_on", "train"),  # "bag" when bagged
-            # a bag's verdict (why declined), and what it trained
-            **{k: model.info[k] for k in ("bag", "bag_epochs", "bag_value", "bag_seconds")
+            # a bag's verdict (why declined), what it trained and what it chose
+            **{k: model.info[k] for k in ("bag", "bag_candidates", "bag_members",
+                                          "bag_epochs", "bag_value", "bag_seconds")
                if k in model.info},
             **counts(result.study.get_trials(deepcopy=False)),
             "seconds": round(seconds, 2), "best_val": model.info["value"],
