@@ -23,7 +23,8 @@ from tables import ANY_TABLE, load_table, run_each_table
 from caviar import tune
 from caviar.data import prepare
 from caviar.metrics import get_metric
-from caviar.search.bagging import bag_model
+from caviar.search.bagging import BAG_FOLDS, bag_model
+from caviar.search.scheduler import refit_cost
 from caviar.search.tune import _rows
 
 # shares of the search's budget the bag is also given (as a budget's end would cut it short)
@@ -55,6 +56,7 @@ def probe(name: str, seed: int, budget: float) -> dict:
             "searched_val": model.info["ensemble_value"], "bag_oof": bagged.info["bag_value"],
             "networks": [len(model.networks), len(bagged.networks)],
             "bag_seconds": bagged.info["bag_seconds"],
+            "bag_estimate": round(refit_cost(model.networks, len(y), BAG_FOLDS), 3),
             "bag_cut": {share: {"test": m.scores(data.test)[key], "networks": len(m.networks),
                                 "bag": m.info.get("bag"), "bag_epochs": m.info.get("bag_epochs")}
                         for share, m in cut.items()}}
