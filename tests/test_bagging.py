@@ -38,6 +38,15 @@ from caviar.search.scheduler import (
 from caviar.search.tune import _rows, tune
 
 
+def summed(rows: int = 300, slope: float = 1.0, noise: float = 1.0):
+    """A prepared regression table: four standard normal columns, y their sum × ``slope``
+    plus normal noise of scale ``noise``."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(rows, 4)), columns=[f"x{j}" for j in range(4)])
+    table["y"] = slope * table.sum(axis=1) + rng.normal(scale=noise, size=rows)
+    return prepare(table, "y", seed=0), table
+
+
 def test_folds_are_stratified_and_keep_groups_whole():
     y = torch.tensor([0] * 40 + [1] * 10 + [2] * 5)
     fold = assign_folds(y, "multiclass", 5, seed=0)
@@ -131,10 +140,7 @@ def test_the_bag_chooses_by_out_of_fold_score_not_by_a_lucky_validation_score():
     # two configurations: one that learns, and one that cannot (a step too small to move)
     # whose searched validation score was the better, as a lucky draw on a few rows can be;
     # scored on every row out of fold, the one that learns leads and the other stays out
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
-    table["y"] = 2 * table.sum(axis=1) + rng.normal(scale=0.5, size=300)
-    data = prepare(table, "y", seed=0)
+    data, table = summed(slope=2.0, noise=0.5)
     X, y, _ = _rows(data, False, None, None)
     learns = Population("regression", data.inputs, [
         {"hidden_layer_sizes": (16,), "epochs": 40, "learning_rate": 0.01}])
@@ -186,7 +192,10 @@ def test_a_time_split_refuses_a_bag_and_the_command_line_takes_it(wine_csv, tmp_
     assert info["trained_on"] == "bag"
     assert f"({len(saved.networks)} networks averaged)" in " ".join(result.output.split())
     assert (f"bagged over {BAG_FOLDS} folds of the training and validation rows "
-            f"(out-of-fold score {info['bag_value']:.4g})") in " ".join(result.output.split())
+            f"({len(info['bag_members'])} of {info['bag_candidates']} configurations, chosen "
+            f"by out-of-fold score; the average's {info['bag_value']:.4g})"
+            ) in " ".join(result.output.split())
+    assert len(saved.networks) == BAG_FOLDS * len(info["bag_members"])
     bad = invoke("tune", wine_csv, "--target", "cultivar", "--refit", "bag", "--split",
                  "time:alcohol", "--out", tmp_path / "t2")
     assert bad.exit_code != 0 and "time split forbids" in bad.output
@@ -210,10 +219,7 @@ def test_a_bag_with_no_time_left_keeps_the_searched_model_and_says_so(wine_csv, 
 def test_a_configuration_the_time_cut_short_is_left_out_of_the_bag_whole():
     # a fold network stopped before the epochs its configuration needed in the search is a
     # worse network than the searched one: its configuration is not bagged at all
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame(rng.normal(size=(200, 4)), columns=[f"x{j}" for j in range(4)])
-    table["y"] = table.sum(axis=1) + rng.normal(size=200)
-    data = prepare(table, "y", seed=0)
+    data, _ = summed(rows=200)
     X, y, _ = _rows(data, False, None, None)
     cheap = Population("regression", data.inputs, [{"hidden_layer_sizes": (8,), "epochs": 6}])
     cheap.epoch[0] = 3  # its best epoch in the search: the bag trains 6
@@ -239,10 +245,7 @@ def test_population_based_training_bags_its_kept_model_too(wine_csv, tmp_path):
 def test_the_bag_goes_ahead_as_the_search_last_estimated_it():
     # the tuner's verdict is the one that shaped the search's end (the time it held back),
     # not one made again once the budget's stopped trials have joined the candidates
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
-    table["y"] = table.sum(axis=1) + rng.normal(size=300)
-    data = prepare(table, "y", seed=0)
+    data, _ = summed()
     space = Space.from_dict({"width": {"value": 64}, "epochs": {"value": 4}})
     rows = len(data.train) + len(data.validation)
     budget = Budget(None, 100.0, 0.0)
@@ -287,10 +290,7 @@ def test_a_structures_refit_cost_pays_its_overhead_once_and_each_member_its_epoc
 
 
 def test_the_bag_takes_more_kept_configurations_only_as_its_share_of_the_budget_affords():
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame(rng.normal(size=(300, 4)), columns=[f"x{j}" for j in range(4)])
-    table["y"] = table.sum(axis=1) + rng.normal(size=300)
-    data = prepare(table, "y", seed=0)
+    data, _ = summed()
     space = Space.from_dict({"width": {"value": 64}, "epochs": {"value": 4}})
     rows = len(data.train) + len(data.validation)
     tuner = Tuner(optuna.create_study(), space, data, Budget(None, 100.0, 0.0), 4, None,

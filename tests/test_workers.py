@@ -235,3 +235,19 @@ def test_caviar_worker_joins_a_study(wine_csv, tmp_path):
     assert len({t.user_attrs[keys.WORKER] for t in trials}) == 2
     other = CliRunner().invoke(app, ["worker", "--storage", storage, "--study", "nope"])
     assert other.exit_code == 1 and other.output.startswith("error: no study 'nope'")
+
+
+@pytest.mark.slow
+def test_workers_bag_the_kept_networks_of_every_worker(wine_csv, tmp_path, monkeypatch):
+    # the bag's candidates are the kept networks read back from the study, one per trial:
+    # more than the searched ensemble, and the bag averages those it chooses
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    result = tune(wine_csv, "cultivar", trials=16, population=4, sampler="random",
+                  space=SPACE, out=tmp_path / "run", seed=0, workers=2, refit="bag")
+    info = result.model.info
+    assert info["trained_on"] == "bag"
+    assert info["bag_candidates"] == 16 > len(info["members"])  # 4 × 5 kept: every trial
+    chosen = {m["trial"] for m in info["bag_members"]}
+    assert chosen <= {t.number for t in result.study.get_trials(deepcopy=False)}
+    assert len(result.model.networks) == 5 * len(chosen)
+    assert result.test_scores["accuracy"] > 0.8

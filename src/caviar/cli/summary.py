@@ -87,7 +87,9 @@ def print_tune_summary(console: Console, result: Any, report_path: Path) -> None
         info = result.model.info
         rows = {"train+valid": ", refit on the training and validation rows",
                 "bag": f", bagged over {info.get('folds')} folds of the training and "
-                       f"validation rows (out-of-fold score {fmt(info.get('bag_value'))})",
+                       f"validation rows ({len(info.get('bag_members', []))} of "
+                       f"{info.get('bag_candidates')} configurations, chosen by out-of-fold "
+                       f"score; the average's {fmt(info.get('bag_value'))})",
                 "all": ", refit on the training and validation rows (the model you get was "
                        "then refit on every row, test rows included)"}.get(
             info.get("trained_on"), f", not bagged: {info['bag']}" if "bag" in info else "")
