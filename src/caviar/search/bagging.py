@@ -198,14 +198,15 @@ def bag_model(model: CaviarModel, X: torch.Tensor, y: torch.Tensor, metric: Metr
                            {**model.info, "bag": NOT_BAGGED})
     chosen, _ = select_ensemble(scored, y, task, size, everywhere)
     searched = {c.trial: c.value for c in candidates}
-    networks = [n for c in chosen for n in bagged[_index(candidates, c)]]
+    fold_networks = {c.trial: per_fold for c, per_fold in zip(candidates, bagged)}
+    networks = [n for c in chosen for n in fold_networks[c.trial]]
     average = torch.stack([c.val_outputs for c in chosen]).mean(dim=0)
     info = {**model.info, "trained_on": "bag", "folds": folds,
             "bag_rows": int(len(y)), "bag_candidates": len(candidates),
             "bag_networks": len(networks), "bag_value": everywhere(average),
             "bag_members": [{"trial": c.trial, "value": searched[c.trial],
                              "bag_value": c.value} for c in chosen],
-            "bag_epochs": [[int(n.epoch[0]) for n in bagged[_index(candidates, c)]]
+            "bag_epochs": [[int(n.epoch[0]) for n in fold_networks[c.trial]]
                            for c in chosen],
             "bag_seconds": round(time.monotonic() - began, 3)}
     return CaviarModel(model.preprocessor, networks, info)
@@ -227,10 +228,6 @@ def _model_candidates(model: CaviarModel) -> list[KeptNetwork]:
     return distinct_configurations([
         KeptNetwork(m.get("value", math.nan), m.get("trial", i), network, torch.empty(0))
         for i, (m, network) in enumerate(zip(members, model.networks))])
-
-
-def _index(candidates: Sequence[KeptNetwork], chosen: KeptNetwork) -> int:
-    return next(i for i, c in enumerate(candidates) if c.trial == chosen.trial)
 
 
 def _out_of_fold(per_fold: Sequence[Population], X: torch.Tensor,
