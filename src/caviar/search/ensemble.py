@@ -183,11 +183,17 @@ class KeptNetworks:
         self.changed = True
         self._added += 1
 
+    @property
+    def version(self) -> tuple[int, int]:
+        """Changes whenever networks are added (or room made for the best one's seeds):
+        what a choice made of them is cached under."""
+        return self._added, self.seeds
+
     def chosen(self) -> tuple[list[KeptNetwork], float]:
         """The networks ``select_ensemble`` chooses (the seeds of the best configuration in
         room of their own beyond ``ensemble``) and their average's validation score; made
         again only once networks were added (the tuner asks before every epoch)."""
-        key = (self._added, self.seeds)
+        key = self.version
         if self._chosen is None or self._chosen[0] != key:
             members, value = select_ensemble(self.networks, self.y_val, self.task,
                                              self.ensemble + self.seeds, self.scorer)

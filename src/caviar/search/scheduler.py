@@ -900,7 +900,7 @@ class Tuner:
         """The estimated cost of each prefix of the bag's candidates (``_bag_order``) at
         unit speed, and how many of them the searched ensemble is; made again only once the
         kept networks changed (asked before every epoch)."""
-        key = (self.kept._added, self.kept.seeds)
+        key = self.kept.version
         if self._bag_key != key:
             chosen = distinct_configurations(self.kept.chosen()[0])
             rest = [k for k in distinct_configurations(self.kept.networks)
