@@ -26,8 +26,8 @@ from caviar.search.bagging import (
     fold_weights,
 )
 from caviar.search.scheduler import (
+    BAG_FACTOR,
     BAG_SHARE,
-    REFIT_FACTOR,
     Budget,
     Tuner,
     bag_declined,
@@ -256,7 +256,7 @@ def test_the_bag_goes_ahead_as_the_search_last_estimated_it():
     cheap.fit(data.X_train, data.y_train)
     tuner.keep(cheap.export_member(0), 0, 1.0)
     held = tuner.refit_seconds()
-    assert held == pytest.approx(REFIT_FACTOR * refit_cost([cheap], rows, BAG_FOLDS))
+    assert held == pytest.approx(BAG_FACTOR * refit_cost([cheap], rows, BAG_FOLDS))
     assert 0 < held < BAG_SHARE * 100.0 and tuner.bag_fits()
     # a costly network joins the model at the end: the bag still goes ahead (its time was
     # held back; it trains what fits)
@@ -264,7 +264,7 @@ def test_the_bag_goes_ahead_as_the_search_last_estimated_it():
                         [{"hidden_layer_sizes": (4096, 4096), "epochs": 400}])
     costly.epoch[0] = 400
     tuner.keep(costly.export_member(0), 1, 0.5)
-    assert bag_declined(REFIT_FACTOR * refit_cost([costly], rows, BAG_FOLDS), 100.0)
+    assert bag_declined(BAG_FACTOR * refit_cost([costly], rows, BAG_FOLDS), 100.0)
     assert tuner.bag_fits()
     # estimated again during a search, it is declined, and no time is held back for it
     assert tuner.refit_seconds() == 0.0 and not tuner.bag_fits()
@@ -313,5 +313,5 @@ def test_the_bag_takes_more_kept_configurations_only_as_its_share_of_the_budget_
     assert trials[:len(chosen)] == chosen
     assert sorted(trials) == [0, 1, 2, 3]
     assert tuner.refit_seconds() == pytest.approx(
-        REFIT_FACTOR * refit_cost([k.network for k in candidates], rows, BAG_FOLDS))
+        BAG_FACTOR * refit_cost([k.network for k in candidates], rows, BAG_FOLDS))
     assert tuner.refit_seconds() <= BAG_SHARE * 100.0 and tuner.bag_fits()
