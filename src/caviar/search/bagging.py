@@ -190,9 +190,9 @@ def bag_model(model: CaviarModel, X: torch.Tensor, y: torch.Tensor, metric: Metr
             if per_fold[0] is None:
                 continue
             oof = _out_of_fold(per_fold, X, rows)
-            scored.append(KeptNetwork(everywhere(oof), candidate.trial, candidate.network,
-                                      oof))
-    scored = [c for c in scored if math.isfinite(c.value)]
+            value = everywhere(oof)
+            if math.isfinite(value):
+                scored.append(KeptNetwork(value, candidate.trial, candidate.network, oof))
     if not scored:
         return CaviarModel(model.preprocessor, model.networks,
                            {**model.info, "bag": NOT_BAGGED})

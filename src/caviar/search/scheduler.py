@@ -374,10 +374,8 @@ class Tuner:
         self.refit_rows, self.bag_folds = refit_rows, bag_folds
         self.report = report  # whether the run's end writes the report (end_seconds)
         self._bag_declined = False  # the last estimate's verdict (refit_seconds)
-        self._bag_key: tuple[int, int] | None = None  # what _bag_costs was made of
-        self._bag_order: list[KeptNetwork] = []
-        self._bag_prefix: list[float] = []
-        self._bag_chosen = 0
+        # _bag_plan's cache: the kept networks' version it was made of, and the plan
+        self._bag_plan_of: tuple[tuple[int, int], list[KeptNetwork], list[float], int] | None = None
         self.seeds, self._seeding, self._seeds_declined = seeds, False, False
         self._improved_at = -math.inf  # the budget's clock when the best value last improved
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
@@ -876,7 +874,7 @@ class Tuner:
         if not self.bag_folds:
             networks = [k.network for k in self.kept.chosen()[0]]
             return REFIT_FACTOR * refit_cost(networks, self.refit_rows) * self.speed
-        costs, chosen = self._bag_costs()
+        _, costs, chosen = self._bag_plan()
         fitting = self._bag_fitting(costs)
         self._bag_declined = fitting < chosen
         return 0.0 if self._bag_declined else BAG_FACTOR * costs[fitting - 1] * self.speed
@@ -889,31 +887,30 @@ class Tuner:
         the ensemble: the bag scores each on every row out of fold, which chooses better
         than the validation rows did (bench/README.md, "Choosing on one split or by
         cross-validation")."""
-        costs, chosen = self._bag_costs()
-        return self._bag_order[:max(chosen, self._bag_fitting(costs))]
+        order, costs, chosen = self._bag_plan()
+        return order[:max(chosen, self._bag_fitting(costs))]
 
     def _bag_fitting(self, costs: Sequence[float]) -> int:
-        """How many of ``_bag_order`` fit ``BAG_SHARE`` of the time budget."""
+        """How many of the bag's candidates, their prefixes costing ``costs``, fit
+        ``BAG_SHARE`` of the time budget."""
         budget = self.budget.time_budget
         if budget is None:
             return len(costs)
         scale = BAG_FACTOR * self.speed
         return sum(1 for c in costs if not bag_declined(c * scale, budget))
 
-    def _bag_costs(self) -> tuple[list[float], int]:
-        """The estimated cost of each prefix of the bag's candidates (``_bag_order``) at
-        unit speed, and how many of them the searched ensemble is; made again only once the
-        kept networks changed (asked before every epoch)."""
-        key = self.kept.version
-        if self._bag_key != key:
+    def _bag_plan(self) -> tuple[list[KeptNetwork], list[float], int]:
+        """The bag's candidates in order (the searched ensemble's configurations, then the
+        other kept ones best first, one per trial), the estimated cost of each prefix of
+        them at unit speed, and how many of them the searched ensemble is; made again only
+        once the kept networks changed (asked before every epoch)."""
+        version = self.kept.version
+        if self._bag_plan_of is None or self._bag_plan_of[0] != version:
             chosen = distinct_configurations(self.kept.chosen()[0])
-            rest = [k for k in distinct_configurations(self.kept.networks)
-                    if all(k.trial != c.trial for c in chosen)]
-            self._bag_order = chosen + rest
-            self._bag_prefix = prefix_costs([k.network for k in self._bag_order],
-                                            self.refit_rows, self.bag_folds)
-            self._bag_chosen, self._bag_key = len(chosen), key
-        return self._bag_prefix, self._bag_chosen
+            order = distinct_configurations([*chosen, *self.kept.networks])
+            costs = prefix_costs([k.network for k in order], self.refit_rows, self.bag_folds)
+            self._bag_plan_of = (version, order, costs, len(chosen))
+        return self._bag_plan_of[1:]
 
     def bag_fits(self) -> bool:
         """Whether the bag goes ahead after the search: as the search last estimated it
