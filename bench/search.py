@@ -50,7 +50,7 @@ summary averages the test scores (single runs differ by more than the methods do
 
 Run:  .venv/bin/python bench/search.py [--budget 60] [--seeds 0 1 2] [--quick]
       [--datasets default wage] [--methods caviar realmlp_td ...] [--peer-timeout 600]
-      [--numeric robust|asinh|quantile|standard|search]  (caviar's numeric scaling)
+      [--numeric robust|asinh|quantile|standard|auto|search]  (caviar's numeric scaling)
       [--refit none|train+valid|bag]  (caviar's refit of the kept networks)
 (all ten tables at 60 s take about two hours a seed.)
 """
@@ -85,6 +85,7 @@ from threadpoolctl import threadpool_limits
 from caviar import tune
 from caviar.data import NUMERIC, TablePreprocessor, split_frame
 from caviar.data.table import category_strings
+from caviar.search.study import keys
 from caviar.search.tune import NoTrialCompleted
 
 METHODS = ("caviar", "caviar_pbt", "optuna_torch", "sklearn_mlp", "hist_gradient_boosting",
@@ -159,6 +160,9 @@ def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
                                           "bag_epochs", "bag_value", "bag_seconds")
                if k in model.info},
             **counts(result.study.get_trials(deepcopy=False)),
+            # numeric="auto": the scaling chosen, from which trial, the warm start's scores
+            **({"numeric_scaling": result.study.user_attrs[keys.SCALING]}
+               if keys.SCALING in result.study.user_attrs else {}),
             "seconds": round(seconds, 2), "best_val": model.info["value"],
             "ensemble_val": model.info.get("ensemble_value"),
             "best": {k: v for k, v in board.iloc[0].items() if not pd.isna(v)}
@@ -487,7 +491,7 @@ def main() -> None:
                              "cores, the machine each method would have to itself)")
     parser.add_argument("--peer-timeout", type=float, default=600.0,
                         help="stop a pytabkit fit after this many seconds (recorded as skipped)")
-    parser.add_argument("--numeric", choices=(*NUMERIC, "search"), default=None,
+    parser.add_argument("--numeric", choices=(*NUMERIC, "auto", "search"), default=None,
                         help="caviar's numeric scaling (tune's numeric=; default: the "
                              "default space's)")
     parser.add_argument("--refit", choices=("none", "train+valid", "bag"), default="none",

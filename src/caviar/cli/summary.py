@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caviar.cli.display import fmt
+from caviar.search.study import keys
 
 
 def print_train_summary(console: Console, run_dir: Path, info: dict[str, Any],
@@ -72,6 +73,20 @@ def leaderboard_table(board: Any, width: int, top: int = 10) -> tuple[Table, int
     return table, len(first) + len(varying) - len(shown)
 
 
+def scaling_line(attrs: dict[str, Any]) -> str | None:
+    """What ``--numeric auto`` chose (a study's user attributes), or None without it."""
+    if not attrs.get(keys.SPEC, {}).get("choose_scaling"):
+        return None
+    choice = attrs.get(keys.SCALING)
+    if choice is None:
+        own = attrs[keys.SPEC]["numeric"][0]
+        return (f"[bold]numeric scaling[/bold] {own}: the warm start's networks did not all "
+                "finish, so no choice was made")
+    best = ", ".join(f"{s} {fmt(v)}" for s, v in choice["best"].items())
+    return (f"[bold]numeric scaling[/bold] {choice['scaling']}, chosen by the warm start's "
+            f"best validation score ({best}), from trial {choice['from_trial']} on")
+
+
 def print_tune_summary(console: Console, result: Any, report_path: Path) -> None:
     """The end of a study: the leaderboard, the model's test scores, and where everything
     is. ``result`` is the tuner's ``TuneResult``."""
@@ -95,6 +110,9 @@ def print_tune_summary(console: Console, result: Any, report_path: Path) -> None
             info.get("trained_on"), f", not bagged: {info['bag']}" if "bag" in info else "")
         console.print(f"[bold]test scores[/bold] {what}{rows}: "
                       + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items()))
+    scaling = scaling_line(result.study.user_attrs)
+    if scaling:
+        console.print(scaling)
     console.print(f"[dim]model[/dim]        {result.model_dir}")
     if len(board):
         more = f" [dim](all columns; {hidden} did not fit above)[/dim]" if hidden else ""

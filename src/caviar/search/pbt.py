@@ -69,6 +69,7 @@ from ..files import jsonable
 from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve, structural_params
 from ..metrics import Metric, in_target_units, validation_score
 from ..model import CaviarModel
+from .scaling import ScalingChoice
 from .scheduler import COARSE_SHARE, Budget, TuneProgress, Tuner
 from .space import Space
 from .study import keys
@@ -163,6 +164,7 @@ class PopulationBasedTraining(Tuner):
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
                  prefix: str = "", warm: Sequence[dict[str, Any]] = (),
+                 scaling: ScalingChoice | None = None,
                  coarse: float = COARSE_SHARE, trials_per_structure: int | None = None,
                  refit_rows: int = 0, bag_folds: int = 0, report: bool = True):
         """``prefix``: what this worker's population and member ids start with ("w1-" for
@@ -177,7 +179,7 @@ class PopulationBasedTraining(Tuner):
                          trials_per_structure=trials_per_structure, on_progress=on_progress,
                          archive=archive, ensemble=ensemble, saved=saved, shared=shared,
                          metric=metric, device=device, warm=warm, refit_rows=refit_rows,
-                         bag_folds=bag_folds, report=report)
+                         bag_folds=bag_folds, report=report, scaling=scaling)
         if interval is not None and interval < 1:
             raise ValueError(f"the PBT interval must be at least 1 epoch, got {interval}")
         if not 0 <= coarse < 1:

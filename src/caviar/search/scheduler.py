@@ -78,6 +78,7 @@ from ..model import CaviarModel
 from .bagging import distinct_configurations
 from .ensemble import KeptNetwork, KeptNetworks, seed_epochs, train_seeds
 from .samplers import AskTellGridSampler
+from .scaling import ScalingChoice
 from .space import Space
 from .study import keys
 from .study.archive import TrialArchive
@@ -125,6 +126,7 @@ class _Group:
     retired: bool = False
     cost: float = 0.0  # estimated seconds of training so far (``epoch_cost``)
     solo: bool = False  # a warm-start network alone: no other trial joins it
+    numeric: str | None = None  # its members' numeric scaling (None: the table's own)
 
     @property
     def running(self) -> int:
@@ -349,7 +351,8 @@ class Tuner:
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
                  refit_rows: int = 0, warm: Sequence[dict[str, Any]] = (),
-                 seeds: int = 0, bag_folds: int = 0, report: bool = True):
+                 seeds: int = 0, bag_folds: int = 0, report: bool = True,
+                 scaling: ScalingChoice | None = None):
         """``study`` is the working study the sampler and pruner see (in memory);
         ``shared`` links it to the database study (None: in memory only), ``archive``
         writes each finished trial there (both or neither);
@@ -364,7 +367,9 @@ class Tuner:
         first trials (``samplers.warm_start``), each the leader of its own group;
         ``seeds``: new initializations of the best network's configuration
         ``add_seeds`` trains after the search, whose estimated time the budget holds back;
-        ``report``: whether the run's end writes the report (``end_seconds``)."""
+        ``report``: whether the run's end writes the report (``end_seconds``);
+        ``scaling``: the numeric scaling chosen by the warm start (``numeric="auto"``),
+        which new structures take (None: the sampler draws it like any structural axis)."""
         self.device = resolve_device(device)
         self.study, self.space, self.pre = study, space, data.preprocessor
         self.data = on_device(data, self.device)
@@ -415,8 +420,10 @@ class Tuner:
         # finished trials by state, counted here: filtering the study's trials for every ask
         # grows with the study (quadratic over a run)
         self.finished = {s: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        self.scaling = scaling
         for t in study.get_trials(deepcopy=False, states=tuple(self.finished)):
             self.finished[t.state] += 1
+            self._see(t)
 
     # ---------------------------------------------------------------- slots
 
@@ -462,9 +469,29 @@ class Tuner:
             return
         for t in self.shared.refresh(force):
             self.finished[t.state] += 1
+            self._see(t)
             if t.state == TrialState.COMPLETE and (self.best_value is None
                                                    or t.value < self.best_value):
                 self.best_value = t.value
+
+    def _leader_structure(self) -> dict[str, Any] | None:
+        """What a new structure's first trial is asked with: the chosen numeric scaling
+        (``numeric="auto"``), or nothing (the sampler draws every axis)."""
+        return None if self.scaling is None or self.free_asks else self.scaling.fixed()
+
+    def _see(self, trial: optuna.trial.FrozenTrial) -> None:
+        """A finished trial, for the scaling's choice: once made, the groups of another
+        scaling take no more trials (theirs finish), so new ones go to the chosen one."""
+        if self.scaling is None or not self.scaling.see(trial):
+            return
+        # what the run chose and from which trial on, for the summary and the report
+        self.study.set_user_attr(keys.SCALING, {
+            "scaling": self.scaling.chosen, "from_trial": self._started(),
+            "best": self.scaling.best()})
+        own = self.scaling.scalings[0]
+        for group in self.groups:
+            if not group.solo and (group.numeric or own) != self.scaling.chosen:
+                group.retired = True
 
     def _siblings(self, group: _Group) -> list[_Group]:
         """The groups of ``group``'s structure (itself included; a warm start's is alone):
@@ -497,7 +524,8 @@ class Tuner:
         level = 0.0 if sibling else min((g.cost for g in self.groups), default=0.0)
         shape = make_structure(self.task, self.data.inputs,
                                output_size(self.task, self.n_classes or 2), resolve(params))
-        group = _Group(structure_key(params), structure, shape, cost=level)
+        group = _Group(structure_key(params), structure, shape, cost=level,
+                       numeric=resolve(params)["numeric"])
         self.groups.append(group)
         self._join(group, trial, params)
         return group
@@ -531,12 +559,15 @@ class Tuner:
                 break
             warm = self.warm.pop(0) if retry is None and self.warm else None
             group = None if self.free_asks or retry or warm else self._target()
-            asked = self._ask(group.structure if group else None, fixed=retry or warm)
+            structure = (group.structure if group
+                         else self._leader_structure() if not (retry or warm) else None)
+            asked = self._ask(structure, fixed=retry or warm)
             if asked is None:
                 continue
             trial, params = asked
             key = structure_key(params)
             if warm:  # a known-good network trains alone (see the module's notes)
+                trial.set_user_attr(keys.WARM, True)
                 self._new_group(trial, params).solo = True
                 continue
             if group is None:  # a leader (or any grid point): join a group of its shape,
@@ -689,6 +720,7 @@ class Tuner:
         see)."""
         frozen = self.study.tell(trial, value, state=state)
         self.finished[state] += 1
+        self._see(frozen)
         if self.shared is None:
             return frozen.number
         trial_id, number = self.shared.finish(trial)

@@ -41,6 +41,7 @@ from .bagging import BAG_FOLDS, bag_model, check_groups
 from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
+from .scaling import ScalingChoice
 from .scheduler import (
     BAG_SHARE,
     COARSE_SHARE,
@@ -179,9 +180,11 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         numeric: how numeric columns are scaled: "robust" (median and IQR, smoothly clipped
             to ±3), "asinh" (median and IQR, then asinh: the tails logarithmic, not
             clipped), "quantile" (to a normal) or "standard" (mean and standard deviation), for
-            every network; "search": robust and quantile, each population reading its own
-            (the table holds both; the validation rows choose); None (the default): as the
-            space's ``numeric`` axis says (the default space's: robust).
+            every network; "auto": robust and quantile on the known-good networks of the
+            warm start, then the search goes on with the scaling of the best of them
+            (``search.scaling``); "search": robust and quantile, each population reading
+            its own (the table holds both; the validation rows choose); None (the default):
+            as the space's ``numeric`` axis says (the default space's: robust).
         device: where the populations train: "cpu", "cuda" (a GPU) or "auto" (CUDA when
             available); each worker resolves it on its own machine. The preprocessing, the
             kept networks and the model files stay on the CPU (the model loads anywhere).
@@ -265,10 +268,10 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     make_pruner(pruner)  # an unknown name fails before anything is written
     space_obj = _load_space(space)
     if numeric is not None:  # one scaling for every network, or the searched ones
-        if numeric not in (*NUMERIC, "search"):
+        if numeric not in (*NUMERIC, "auto", "search"):
             raise ValueError(f"unknown numeric scaling {numeric!r}; choose one of "
-                             f"{', '.join(NUMERIC)} or search")
-        space_obj = space_obj.replace({"numeric": numeric if numeric != "search"
+                             f"{', '.join(NUMERIC)}, auto or search")
+        space_obj = space_obj.replace({"numeric": numeric if numeric in NUMERIC
                                        else choice(list(SEARCHED_SCALINGS))})
     scalings = list(space_obj.scalings())  # the first scales the table, the others are added
     out = Path(out)
@@ -311,7 +314,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         validation=_path(validation, single),
         test=_path(test, single), split=split, group=group, weight=weight,
         class_weight=class_weight, max_onehot=max_onehot, numeric=scalings,
-        device=str(device), report=report)
+        choose_scaling=numeric == "auto", device=str(device), report=report)
 
     pre, test = prepared.preprocessor, prepared.test
     metric_obj = get_metric(metric, pre.task_)
@@ -334,7 +337,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "population": population, "time_budget": time_budget, "trials": trials,
             "ensemble": ensemble, "workers": workers, "dask": dask,
             "artifacts": spec.artifacts, "scheduler": scheduler, "metric": metric_obj.name,
-            "numeric": scalings,
+            "numeric": scalings, "choose_scaling": spec.choose_scaling,
             "direction": metric_obj.direction,
             "device": resolved_device.type} | _usage(split, group, weight, class_weight,
                                                         validation, test), indent=1))
@@ -463,7 +466,11 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         metric = get_metric(spec.metric, prepared.task)
         # a new study starts from known-good networks (the first worker's first trials)
         new = index == 0 and not study.get_trials(deepcopy=False)
-        warm = warm_start(space) if new and sampler_key(spec.sampler) != "grid" else []
+        grid = sampler_key(spec.sampler) == "grid"
+        warm = warm_start(space) if new and not grid else []
+        # numeric="auto": every worker chooses from the first worker's warm-start trials
+        scaling = (ScalingChoice(space, len(warm_start(space)), metric.loss)
+                   if spec.choose_scaling and not grid else None)
         if spec.scheduler == "pbt":
             tuner: Tuner = PopulationBasedTraining(
                 working, space, prepared, budget, spec.population, out if single else None,
@@ -472,7 +479,8 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                 trials_per_structure=spec.trials_per_structure, on_progress=on_progress,
                 archive=archive, ensemble=spec.ensemble, saved=saved, shared=shared,
                 metric=metric, device=spec.device, prefix="" if single else f"w{index}-",
-                warm=warm, refit_rows=refit_rows, bag_folds=bag_folds, report=spec.report)
+                warm=warm, refit_rows=refit_rows, bag_folds=bag_folds, report=spec.report,
+                scaling=scaling)
         else:
             tuner = Tuner(working, space, prepared, budget, spec.population,
                           out if single else None, spec.seed + 1000 * index,
@@ -480,7 +488,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
                           on_progress=on_progress, archive=archive, ensemble=spec.ensemble,
                           saved=saved, shared=shared, metric=metric, device=spec.device,
                           refit_rows=refit_rows, warm=warm, seeds=seeds,
-                          bag_folds=bag_folds, report=spec.report)
+                          bag_folds=bag_folds, report=spec.report, scaling=scaling)
         tuner.refresh(force=True)  # every worker's finished trials, a killed run's too
         try:
             tuner.run()

@@ -49,6 +49,8 @@ class WorkerSpec:
     # the numeric scalings the networks may read, the table's own first (``Space.scalings``;
     # caviar.data.NUMERIC[0] written out: this module imports no data code)
     numeric: list[str] = field(default_factory=lambda: ["robust"])
+    # numeric="auto": the warm start's networks choose among ``numeric`` (search.scaling)
+    choose_scaling: bool = False
     device: str = "cpu"  # "cpu", "cuda" or "auto", resolved by each worker on its machine
     report: bool = True  # whether the run's end writes the report (its time is held back)
 

@@ -24,6 +24,9 @@ SPACE = "space"  # the search space, Space.to_dict(); read it back with Space.fr
 DATA = "data"  # source, rows, columns, target, task, roles (by column), split
 ELAPSED_S = "elapsed_s"  # seconds all runs of the study have spent (the time budget counts them)
 BOXES = "c2f_boxes"  # coarse to fine: one record per round (see CoarseToFineSampler)
+# numeric="auto": {"scaling": the one chosen, "from_trial": the first trial asked after the
+# choice, "best": the best validation score of the warm-start networks of each scaling}
+SCALING = "numeric_scaling"
 BEST = "best"  # the model a run kept: the fields below, written when the run ends
 SPLIT_SEED = "split_seed"  # the seed that split the rows (a resumed or joined run must match)
 FINGERPRINT = "data_sha256"  # sha256 of the table as read (store.fingerprint)
@@ -56,6 +59,7 @@ FAILURE = "failure"  # why it failed: diverged, invalid hyperparameters, interru
 STOPPED = "stopped"  # why it was stopped while running ("time budget"); its state is PRUNED
 ROUND = "c2f_round"  # the coarse-to-fine round it was drawn in (0 is the coarse round)
 WORKER = "worker"  # the process that ran it: "host:pid"
+WARM = "warm_start"  # True: a known-good network of the warm start (samplers.warm_start)
 NETWORK = "network"  # its best-epoch network, a candidate for the model: {"value", "epoch",
 # "stopped"}; the network itself is the trial's Optuna artifact (study.artifacts)
 # PBT: the member's id, "round.population.slot" ("w1-round.population.slot" from worker 1)
