@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from commandline import invoke
+from commandline import assert_one_error_line, invoke
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import recall_score, roc_auc_score
@@ -454,6 +454,9 @@ def test_train_takes_the_scaling_from_the_configuration(cancer, tmp_path):
     searched = invoke("train", path, "--target", "target", "--numeric", "search", "--out",
                       tmp_path / "search")
     assert searched.exit_code == 1 and "numeric=search is tune's" in searched.output
+    chosen = invoke("train", path, "--target", "target", "--numeric", "auto", "--out",
+                    tmp_path / "auto")
+    assert_one_error_line(chosen, "numeric=auto is tune's", "train one network with robust")
 
 
 @pytest.mark.parametrize("cls", [CaviarClassifier, CaviarRegressor])

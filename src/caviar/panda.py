@@ -427,8 +427,8 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     if epochs is not None:
         hp["epochs"] = epochs
     resolved = resolve(hp)
-    if numeric == "search":
-        raise ValueError("numeric=search is tune's (a scaling per population); train one "
+    if numeric in ("search", "auto"):
+        raise ValueError(f"numeric={numeric} is tune's (a choice among networks); train one "
                          "network with robust, asinh, quantile or standard")
     if numeric is not None and resolved["numeric"] not in (None, numeric):
         raise ValueError(f"numeric={numeric} and the hyperparameter numeric="

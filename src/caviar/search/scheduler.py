@@ -485,8 +485,11 @@ class Tuner:
         if self.scaling is None or not self.scaling.see(trial):
             return
         # what the run chose and from which trial on, for the summary and the report
+        # the next trial's number: the storage's (every worker's trials), else the study's
+        asked = (self.shared.count if self.shared
+                 else len(self.study.get_trials(deepcopy=False)))
         self.study.set_user_attr(keys.SCALING, {
-            "scaling": self.scaling.chosen, "from_trial": self._started(),
+            "scaling": self.scaling.chosen, "from_trial": asked,
             "best": self.scaling.best()})
         own = self.scaling.scalings[0]
         for group in self.groups:
