@@ -120,6 +120,11 @@ def test_the_command_line_says_what_auto_chose(wine_csv, tmp_path):
     assert (f"numeric scaling {chosen}, chosen by the warm start's best validation score "
             f"(robust {best['robust']:.4g}, quantile {best['quantile']:.4g}), from trial "
             f"{study.user_attrs[keys.SCALING]['from_trial']} on") in said
+    # the report's banner says it too
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert (f'<div class="k">numeric scaling</div><div class="v">{chosen} <small>(the warm '
+            f"start's best; from trial #{study.user_attrs[keys.SCALING]['from_trial']})"
+            "</small>") in page
 
 
 def test_a_resumed_run_goes_on_with_the_scaling_chosen_before(wine_csv, tmp_path):

@@ -150,6 +150,10 @@ def header(run: RunData) -> str:
         best = run.best_trial()
         score = esc(best.score) + f" <small>(trial #{best.number})</small>" if best else "—"
         facts.append(_fact(f"best {F.score_label(run)}", score))
+        if run.scaling.get("scaling"):  # numeric="auto": what the warm start chose
+            facts.append(_fact("numeric scaling", esc(run.scaling["scaling"]) + (
+                f" <small>(the warm start's best; from trial "
+                f"#{esc(run.scaling.get('from_trial'))})</small>")))
         sub = f"tuning study · {html.escape(run.direction)} {html.escape(F.score_label(run))}"
     else:
         facts.append(_fact("epochs", str(len(run.history))))

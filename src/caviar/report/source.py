@@ -64,6 +64,7 @@ class RunData:
     best: dict[str, Any] = field(default_factory=dict)  # hyperparameters, test_scores, ...
     c2f_boxes: list[dict[str, Any]] = field(default_factory=list)
     pbt: dict[str, Any] = field(default_factory=dict)  # PBT's lineage (empty: not a PBT run)
+    scaling: dict[str, Any] = field(default_factory=dict)  # numeric="auto"'s choice (keys.SCALING)
     trials: list[TrialData] = field(default_factory=list)
     distributions: dict[str, optuna.distributions.BaseDistribution] = field(default_factory=dict)
     study: optuna.Study | None = None
@@ -202,6 +203,7 @@ def _load_study(storage: str, study_name: str | None, fallback_name: str = "") -
         best=_dict(attrs.get(keys.BEST)),
         c2f_boxes=[b for b in attrs.get(keys.BOXES) or [] if isinstance(b, dict)],
         pbt=keys.pbt_lineage(attrs),
+        scaling=_dict(attrs.get(keys.SCALING)),
         trials=trials,
         distributions=distributions,
         study=study,

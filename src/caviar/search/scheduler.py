@@ -484,8 +484,8 @@ class Tuner:
         scaling take no more trials (theirs finish), so new ones go to the chosen one."""
         if self.scaling is None or not self.scaling.see(trial):
             return
-        # what the run chose and from which trial on, for the summary and the report
-        # the next trial's number: the storage's (every worker's trials), else the study's
+        # what the run chose, and from which trial on: the next trial's number (the
+        # storage's, counting every worker's trials; else the study's)
         asked = (self.shared.count if self.shared
                  else len(self.study.get_trials(deepcopy=False)))
         self.study.set_user_attr(keys.SCALING, {
