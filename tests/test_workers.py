@@ -251,3 +251,27 @@ def test_workers_bag_the_kept_networks_of_every_worker(wine_csv, tmp_path, monke
     assert chosen <= {t.number for t in result.study.get_trials(deepcopy=False)}
     assert len(result.model.networks) == 5 * len(chosen)
     assert result.test_scores["accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_every_worker_goes_on_with_the_scaling_the_warm_start_chose(wine_csv, tmp_path,
+                                                                    monkeypatch):
+    # numeric="auto": worker 0 trains the warm start; the other worker sees its trials
+    # through refresh and switches as well. At seed 7 quantile's warm network wins on wine
+    # (tests/test_scaling.py), so each worker's trials read robust, then quantile, never back
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    result = tune(wine_csv, "cultivar", time_budget=20, population=8, out=tmp_path / "run",
+                  seed=7, workers=2, numeric="auto", report=False)
+    trials = result.study.get_trials(deepcopy=False)
+    warm = [t for t in trials if t.user_attrs.get(keys.WARM)]
+    assert len(warm) == 4 and len({t.user_attrs[keys.WORKER] for t in warm}) == 1
+    assert result.study.user_attrs[keys.SCALING]["scaling"] == "quantile"
+    by_worker: dict[str, list[str]] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if not t.user_attrs.get(keys.WARM):
+            by_worker.setdefault(t.user_attrs[keys.WORKER], []).append(
+                t.user_attrs[keys.HYPERPARAMETERS]["numeric"])
+    assert len(by_worker) == 2
+    for scalings in by_worker.values():
+        switched = scalings.index("quantile")  # each worker switched
+        assert set(scalings[:switched]) <= {"robust"} and set(scalings[switched:]) == {"quantile"}
