@@ -330,6 +330,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                        "source": source, "rows": int(len(frame)),
                        "columns": int(frame.shape[1]), "target": target, "task": pre.task_,
                        "roles": pre.roles_.by_column(), "split": prepared.split})
+        # decided here, not by each worker: a worker that starts late would find the others'
+        # trials and skip the warm start, and every other worker would wait for it
+        spec.warm_start = not study.get_trials(deepcopy=False)
         study.set_user_attr(keys.SPEC, spec.to_dict())
         replace_file(out / "run.json", json.dumps({
             "kind": "tune", "study_name": study_name, "storage": storage, "data": source,
@@ -465,7 +468,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
             saved = None  # refit on the validation rows: the artifacts hold the searched ones
         metric = get_metric(spec.metric, prepared.task)
         # a new study starts from known-good networks (the first worker's first trials)
-        new = index == 0 and not study.get_trials(deepcopy=False)
+        new = index == 0 and spec.warm_start
         grid = sampler_key(spec.sampler) == "grid"
         warm = warm_start(space) if new and not grid else []
         # numeric="auto": every worker chooses from the first worker's warm-start trials

@@ -51,6 +51,9 @@ class WorkerSpec:
     numeric: list[str] = field(default_factory=lambda: ["robust"])
     # numeric="auto": the warm start's networks choose among ``numeric`` (search.scaling)
     choose_scaling: bool = False
+    # whether worker 0 starts the study from the known-good networks (samplers.warm_start):
+    # the study had no trials when the run began (the coordinator decides, not a worker)
+    warm_start: bool = True
     device: str = "cpu"  # "cpu", "cuda" or "auto", resolved by each worker on its machine
     report: bool = True  # whether the run's end writes the report (its time is held back)
 
