@@ -99,10 +99,10 @@ def test_the_groups_of_the_other_scaling_take_no_more_trials():
         tuner.train_next_epoch()
     chosen = tuner.scaling.chosen
     assert chosen == "quantile" and any(g.numeric == "robust" for g in tuner.groups)
-    assert all(g.retired for g in tuner.groups if not g.solo and (g.numeric or "robust") != chosen)
+    assert all(g.retired for g in tuner.groups if not g.solo and g.numeric != chosen)
     tuner.fill()
     for group in tuner.groups:
-        if (group.numeric or "robust") != chosen:
+        if group.numeric != chosen:
             assert not group.joining
 
 

@@ -126,7 +126,7 @@ class _Group:
     retired: bool = False
     cost: float = 0.0  # estimated seconds of training so far (``epoch_cost``)
     solo: bool = False  # a warm-start network alone: no other trial joins it
-    numeric: str | None = None  # its members' numeric scaling (None: the table's own)
+    numeric: str = ""  # its members' numeric scaling (the table's own written out)
 
     @property
     def running(self) -> int:
@@ -491,9 +491,8 @@ class Tuner:
         self.study.set_user_attr(keys.SCALING, {
             "scaling": self.scaling.chosen, "from_trial": asked,
             "best": self.scaling.best()})
-        own = self.scaling.scalings[0]
         for group in self.groups:
-            if not group.solo and (group.numeric or own) != self.scaling.chosen:
+            if not group.solo and group.numeric != self.scaling.chosen:
                 group.retired = True
 
     def _siblings(self, group: _Group) -> list[_Group]:
@@ -528,7 +527,7 @@ class Tuner:
         shape = make_structure(self.task, self.data.inputs,
                                output_size(self.task, self.n_classes or 2), resolve(params))
         group = _Group(structure_key(params), structure, shape, cost=level,
-                       numeric=resolve(params)["numeric"])
+                       numeric=resolve(params)["numeric"] or self.pre.numeric)
         self.groups.append(group)
         self._join(group, trial, params)
         return group

@@ -468,11 +468,11 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
             saved = None  # refit on the validation rows: the artifacts hold the searched ones
         metric = get_metric(spec.metric, prepared.task)
         # a new study starts from known-good networks (the first worker's first trials)
-        new = index == 0 and spec.warm_start
         grid = sampler_key(spec.sampler) == "grid"
-        warm = warm_start(space) if new and not grid else []
+        known = [] if grid else warm_start(space)
+        warm = known if index == 0 and spec.warm_start else []
         # numeric="auto": every worker chooses from the first worker's warm-start trials
-        scaling = (ScalingChoice(space, len(warm_start(space)), metric.loss)
+        scaling = (ScalingChoice(space, len(known), metric.loss)
                    if spec.choose_scaling and not grid else None)
         if spec.scheduler == "pbt":
             tuner: Tuner = PopulationBasedTraining(
