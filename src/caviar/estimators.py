@@ -86,6 +86,7 @@ class _CaviarEstimator(BaseEstimator):
                  plr_frequencies: int = DEFAULTS["plr_frequencies"],
                  plr_dim: int = DEFAULTS["plr_dim"],
                  plr_sigma: float = DEFAULTS["plr_sigma"],
+                 tabm_k: int = DEFAULTS["tabm_k"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
                  numeric: str | None = DEFAULTS["numeric"], random_state: int | None = None,
@@ -115,6 +116,7 @@ class _CaviarEstimator(BaseEstimator):
         self.plr_frequencies = plr_frequencies
         self.plr_dim = plr_dim
         self.plr_sigma = plr_sigma
+        self.tabm_k = tabm_k
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change

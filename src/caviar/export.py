@@ -242,6 +242,10 @@ def _network(g: _Graph, network: Population, prefix: str) -> str:
         return z
 
     a = _inputs(g, s, tensors, prefix)
+    if s.tabm_k > 1:  # TabM-mini: (k, rows, F), sub-network i's input scaled by its r_i
+        a = g.op("Mul", g.op("Unsqueeze", a, g.constant(f"{prefix}_axis0",
+                                                         np.array([0], dtype=np.int64))),
+                 constant("tabm_r", tensors["param.tabm_r"].unsqueeze(1)))
     for layer in range(s.n_layers - 1):
         z = dense(a, layer)
         if s.batch_norm:
@@ -254,7 +258,14 @@ def _network(g: _Graph, network: Population, prefix: str) -> str:
             z = g.op("Mul", z, constant(f"gamma{layer}", tensors[f"param.gamma{layer}"]))
             z = g.op("Add", z, constant(f"beta{layer}", tensors[f"param.beta{layer}"]))
         a = _activation(g, z, s.activation)
-    return _output(g, dense(a, s.n_layers - 1), s.task)
+    last = s.n_layers - 1
+    if s.tabm_k == 1:
+        return _output(g, dense(a, last), s.task)
+    # each sub-network's output layer (k, h, C), its prediction, and their mean
+    k, (_, C) = s.tabm_k, tensors[f"param.W{last}"].shape
+    z = g.op("MatMul", a, constant(f"W{last}", tensors[f"param.W{last}"].view(k, -1, C)))
+    z = g.op("Add", z, constant(f"b{last}", tensors[f"param.b{last}"].unsqueeze(1)))
+    return g.op("ReduceMean", _output(g, z, s.task), axes=[0], keepdims=0)  # opset 17: axes
 
 
 def _inputs(g: _Graph, s: Any, tensors: dict[str, torch.Tensor], prefix: str) -> str:
@@ -318,10 +329,10 @@ def _activation(g: _Graph, z: str, name: str) -> str:
 
 
 def _output(g: _Graph, z: str, task: str) -> str:
-    if task == "multiclass":
-        return g.op("Softmax", z, axis=1)
+    if task == "multiclass":  # the last axis: (rows, C), or (k, rows, C) for TabM-mini
+        return g.op("Softmax", z, axis=-1)
     if task == "binary":
         # one logit; the two columns are P(class 0) = 1 − σ(z) and P(class 1) = σ(z)
         p1 = g.op("Sigmoid", z)
-        return g.op("Concat", g.op("Sub", g.scalar(1.0), p1), p1, axis=1)
+        return g.op("Concat", g.op("Sub", g.scalar(1.0), p1), p1, axis=-1)
     return z  # regression: the standardized value, decoded after averaging

@@ -169,6 +169,11 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                          low=1, structural=True),
     "plr_dim": H("int", 16, "the width of each numeric column's plr embedding", low=1,
                  structural=True),
+    "tabm_k": H("int", 1, "k of TabM-mini (Gorishniy et al. 2024): k sub-networks share the "
+                "hidden layers, each scales the first layer's input by its own vector "
+                "(random signs at first) and has its own output layer; they train on the mean "
+                "of their losses and predict the mean of their predictions (1: one network)",
+                low=1, structural=True),
     "learning_rate": H("float", 1e-3, "α, the step size", low=0, closed="neither"),
     "optimizer": H("choice", "adam", "the update rule", choices=OPTIMIZERS),
     "momentum": H("float", 0.9, "β of momentum: v ← βv + (1 − β)dW", low=0, high=1),

@@ -17,6 +17,8 @@ the classes in the middle), so they run on a class-major copy ``(P, C, B)``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -123,3 +125,20 @@ def predictions(z: torch.Tensor, task: str) -> torch.Tensor:
         p1 = torch.sigmoid(z)
         return torch.cat([1.0 - p1, p1], dim=2)
     return z.squeeze(2)
+
+
+def mean_of_heads(z: torch.Tensor, k: int, task: str) -> torch.Tensor:
+    """TabM-mini's prediction as one z ``(P, B, C)``: the mean of its k sub-networks'
+    predictions, from their outputs ``(P, k·B, C)`` (rows i·B..(i+1)·B are sub-network i's).
+    Regression: the mean value; multiclass: log p̄ with p̄ the mean of the softmax
+    probabilities (softmax(log p̄) = p̄, as p̄ sums to 1); binary: the logit of the mean
+    probability, log p̄ − log(1 − p̄). Computed from log-probabilities (logsumexp), so a
+    confident sub-network does not overflow."""
+    P, rows, C = z.shape
+    z = z.view(P, k, rows // k, C)
+    if task == "regression":
+        return z.mean(dim=1)
+    if task == "multiclass":
+        return torch.logsumexp(torch.log_softmax(z, dim=3), dim=1) - math.log(k)
+    # log p̄ − log(1 − p̄): the two log k of the means cancel
+    return torch.logsumexp(F.logsigmoid(z), dim=1) - torch.logsumexp(F.logsigmoid(-z), dim=1)

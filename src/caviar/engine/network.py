@@ -32,6 +32,24 @@ column x_j of more than two values (``InputLayout.numeric``) becomes
 
 m numbers that replace x_j in the first layer's input, after the categoricals' rows:
 [x, e₁, ..., h₁, ..., h_n] (``layers.plr_forward``/``plr_backward``).
+
+A network may be TabM-mini (``tabm_k`` = k > 1; Gorishniy et al. 2024, "TabM: Advancing
+Tabular Deep Learning with Parameter-Efficient Ensembling"): k sub-networks share the hidden
+layers; sub-network i scales the first layer's input u = [x, e, h] by its own vector r_i
+and has its own output layer:
+
+    z_i = (u ⊙ r_i)·W₀ + b₀,  ...,  out_i = a_i·W_out,i + b_out,i
+    J = (1/k)·Σ_i J_i          (training: each sub-network's loss, averaged)
+    ŷ = (1/k)·Σ_i ŷ_i          (prediction: the mean of their probabilities or values)
+
+The k sub-networks' rows travel as one batch of k·B rows through the shared layers (rows
+i·B..(i+1)·B are sub-network i's), so a member's hidden layers cost k times their rows, and
+its parameters grow only by r (k × the input width) and the k output layers. In training
+each sub-network reads its own minibatch (``sub_batches``: X holds k minibatches of B rows,
+drawn from k orders of the rows, as TabM trains by default: their different noise keeps the
+sub-networks apart); otherwise every sub-network reads the same B rows. Batch norm's
+statistics are those of the k·B rows. Backward: dr_i = Σ_rows du_i ⊙ u and du = Σ_i du_i ⊙ r_i
+with du_i = dz_i·W₀ᵀ; the output layers' gradients are each sub-network's own.
 """
 
 from __future__ import annotations
@@ -43,7 +61,7 @@ from typing import Any
 
 import torch
 
-from . import layers
+from . import layers, losses
 from .kernels import EAGER, Kernels
 
 BN_EPSILON = 1e-5
@@ -160,7 +178,8 @@ class Structure:
     ``embeddings`` one (column of codes, table rows = levels + 1, k) per embedded
     categorical, whose looked-up rows follow the dense columns in the first layer's input;
     ``plr_columns`` the numeric columns embedded periodically (k = ``plr_frequencies``
-    frequencies, m = ``plr_dim`` outputs each), whose embeddings come last."""
+    frequencies, m = ``plr_dim`` outputs each), whose embeddings come last; ``tabm_k``
+    sub-networks of TabM-mini (1: a plain network)."""
 
     task: str
     n_inputs: int
@@ -174,6 +193,7 @@ class Structure:
     plr_columns: tuple[int, ...] = ()
     plr_frequencies: int = 0
     plr_dim: int = 0
+    tabm_k: int = 1
 
     @property
     def n_dense(self) -> int:
@@ -191,9 +211,10 @@ class Structure:
 
     @property
     def widest(self) -> int:
-        """The most numbers a member holds per row at once: the widest layer, or PLR's
-        sin and cos of every numeric column (n·2k)."""
-        return max(*self.layer_sizes, len(self.plr_columns) * 2 * self.plr_frequencies)
+        """The most numbers a member holds per row at once: the widest layer (k times, one
+        per sub-network of TabM-mini), or PLR's sin and cos of every numeric column (n·2k)."""
+        return max(max(self.layer_sizes) * self.tabm_k,
+                   len(self.plr_columns) * 2 * self.plr_frequencies)
 
     @property
     def n_layers(self) -> int:
@@ -238,7 +259,11 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
     columns are never read as numbers; with ``encoding="embedding"`` every categorical with
     codes (more than two levels) is embedded instead of read through its dense columns; the
     numeric columns are those of the member's ``numeric`` scaling (``InputLayout.scaled``),
-    and with ``numeric_embedding="plr"`` they are embedded periodically."""
+    and with ``numeric_embedding="plr"`` they are embedded periodically. TabM-mini
+    (``tabm_k`` > 1) needs a hidden layer for its sub-networks to share."""
+    if config["tabm_k"] > 1 and not config["hidden_layer_sizes"]:
+        raise ValueError(f"tabm_k={config['tabm_k']} needs at least one hidden layer (its "
+                         f"sub-networks share them); set hidden_layer_sizes or tabm_k=1")
     layout = inputs if isinstance(inputs, InputLayout) else InputLayout(int(inputs))
     embedded = [c for c in layout.categoricals
                 if config["encoding"] == "embedding" and c.levels >= EMBED_MIN_LEVELS]
@@ -256,7 +281,7 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
                           embedding_width(c.levels, config["embedding_dim"]))
                          for c in embedded),
         plr_columns=tuple(plr), plr_frequencies=int(config["plr_frequencies"]) if plr else 0,
-        plr_dim=int(config["plr_dim"]) if plr else 0)
+        plr_dim=int(config["plr_dim"]) if plr else 0, tabm_k=int(config["tabm_k"]))
 
 
 def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
@@ -269,8 +294,17 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
     for layer in range(s.n_layers):
         n_in, n_out = sizes[layer], sizes[layer + 1]
         is_output = layer == s.n_layers - 1
-        params[f"W{layer}"] = layers.init_dense(
-            n_in, n_out, "output" if is_output else s.activation, generator, dtype)
+        if s.tabm_k > 1:  # TabM's own start; one output layer per sub-network, stacked flat
+            heads = s.tabm_k if is_output else 1
+            params[f"W{layer}"] = torch.cat([layers.init_linear_default(n_in, n_out, generator,
+                                                                        dtype)
+                                             for _ in range(heads)])
+            if is_output:
+                params[f"b{layer}"] = torch.zeros(heads, n_out, dtype=dtype, device=device)
+                continue
+        else:
+            params[f"W{layer}"] = layers.init_dense(
+                n_in, n_out, "output" if is_output else s.activation, generator, dtype)
         if s.batch_norm and not is_output:
             # the dense layer feeding batch norm has no bias: β takes its place
             params[f"gamma{layer}"] = torch.ones(1, n_out, dtype=dtype, device=device)
@@ -285,26 +319,27 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
         plr = layers.init_plr(len(s.plr_columns), s.plr_frequencies, s.plr_dim, plr_sigma,
                               generator, dtype)
         params.update({f"plr_{name}": t for name, t in plr.items()})
+    if s.tabm_k > 1:  # TabM's first adapter without numeric embeddings: random signs
+        signs = torch.randint(0, 2, (s.tabm_k, s.n_features), generator=generator,
+                              device=device)
+        params["tabm_r"] = signs.to(dtype).mul_(2).sub_(1)
     return params, buffers
 
 
 def input_forward(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Tensor,
-                  W: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+                  W: torch.Tensor, b: torch.Tensor | None, sub_batches: bool = False
+                  ) -> tuple[torch.Tensor, Any]:
     """The first dense layer on X ``(B, n_inputs)``: z = x·W_x + Σ_j e_j·W_j + b, x the dense
     columns (one broadcast product for every member), e_j = E_j[codes_j] the embedded ones
     and then the numeric columns' periodic embeddings h (W's rows after the dense ones).
-    Returns z and what :func:`input_backward` needs."""
+    Returns z and what :func:`input_backward` needs. (TabM-mini: ``sub_batches``, X holds
+    each sub-network's own rows.)"""
     x = s.dense_inputs(X)
+    if s.tabm_k > 1:
+        return _tabm_input_forward(s, params, X, x, W, b, sub_batches)
     if not s.embeddings and not s.plr_columns:
         return layers.dense_forward(x, W, b), x
-    codes = s.codes(X)
-    looked_up = [layers.embedding_forward(c, params[f"E{j}"]) for j, c in enumerate(codes)]
-    plr_cache = None
-    if s.plr_columns:
-        h, plr_cache = layers.plr_forward(s.numeric_inputs(X), params["plr_C"],
-                                          params["plr_W"], params["plr_b"])
-        looked_up.append(h)
-    e = looked_up[0] if len(looked_up) == 1 else torch.cat(looked_up, dim=2)
+    e, codes, plr_cache = _embedded(s, params, X)
     d = s.n_dense
     if d:
         z = torch.matmul(x, W[:, :d]).baddbmm_(e, W[:, d:])  # x·W_x + e·W_e, in place
@@ -313,11 +348,81 @@ def input_forward(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Ten
     return (z if b is None else z.add_(b)), (x, e, codes, plr_cache)
 
 
+def _embedded(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Tensor
+              ) -> tuple[torch.Tensor, list[torch.Tensor], Any]:
+    """e ``(P, B, Σ)``: the embedded categoricals' looked-up rows E_j[codes_j], then the
+    numeric columns' periodic embeddings h, side by side; with the codes and PLR's cache."""
+    codes = s.codes(X)
+    looked_up = [layers.embedding_forward(c, params[f"E{j}"]) for j, c in enumerate(codes)]
+    plr_cache = None
+    if s.plr_columns:
+        h, plr_cache = layers.plr_forward(s.numeric_inputs(X), params["plr_C"],
+                                          params["plr_W"], params["plr_b"])
+        looked_up.append(h)
+    return (looked_up[0] if len(looked_up) == 1 else torch.cat(looked_up, dim=2)), codes, \
+        plr_cache
+
+
+def _embedded_backward(s: Structure, params: Mapping[str, torch.Tensor], de: torch.Tensor,
+                       codes: list[torch.Tensor], plr_cache: Any,
+                       grads: dict[str, torch.Tensor]) -> None:
+    """Each table's dE_j, the scatter-add of de_j by the codes, and PLR's gradients from dh
+    (``layers.plr_backward``), into ``grads``."""
+    offset = 0
+    for j, (_, rows, k) in enumerate(s.embeddings):
+        grads[f"E{j}"] = layers.embedding_backward(de[:, :, offset:offset + k], codes[j], rows)
+        offset += k
+    if plr_cache is not None:
+        grads["plr_C"], grads["plr_W"], grads["plr_b"] = layers.plr_backward(
+            de[:, :, offset:], plr_cache, params["plr_W"])
+
+
+def _tabm_input_forward(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Tensor,
+                        x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None,
+                        sub_batches: bool) -> tuple[torch.Tensor, Any]:
+    """TabM-mini's first layer: u = [x, e, h], each sub-network's u_i ⊙ r_i stacked as k·B
+    rows ``(P, k·B, F)``, and z = (u ⊙ r)·W₀ + b₀. u_i is the i-th block of X's rows with
+    ``sub_batches``, else all of them (a broadcast)."""
+    r = params["tabm_r"]  # (P, k, F)
+    P, k, F = r.shape
+    e, codes, plr_cache = (_embedded(s, params, X) if s.embeddings or s.plr_columns
+                           else (None, [], None))
+    if e is None:
+        u = x  # (rows, F): shared by every member
+    else:
+        u = torch.cat([x.expand(P, -1, -1), e], dim=2) if s.n_dense else e
+    rows = u.shape[-2]
+    # (…, k or 1, B, F): each sub-network's rows, or one block all of them read
+    blocks = u.unflatten(-2, (k, rows // k)) if sub_batches else u.unsqueeze(-3)
+    u_k = (blocks * r.unsqueeze(2)).reshape(P, -1, F)
+    z = torch.bmm(u_k, W)
+    return (z if b is None else z.add_(b)), (blocks, u_k, codes, plr_cache)
+
+
+def _tabm_input_backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor,
+                         a_in: Any, W: torch.Tensor) -> dict[str, torch.Tensor]:
+    """dW₀ = (u ⊙ r)ᵀ·dz, db₀ = Σ dz; du_i = dz_i·W₀ᵀ, dr_i = Σ_rows du_i ⊙ u, and for the
+    embeddings du = Σ_i du_i ⊙ r_i."""
+    blocks, u_k, codes, plr_cache = a_in
+    r = params["tabm_r"]
+    P, k, F = r.shape
+    grads = {"W": torch.bmm(u_k.transpose(1, 2), dz), "b": dz.sum(dim=1, keepdim=True)}
+    du_k = torch.bmm(dz, W.transpose(1, 2)).view(P, k, -1, F)
+    grads["tabm_r"] = (du_k * blocks).sum(dim=2)
+    if codes or plr_cache is not None:
+        du = du_k * r.unsqueeze(2)  # each row's du from the sub-networks that read it
+        du = du.sum(dim=1) if blocks.shape[-3] == 1 else du.reshape(P, -1, F)
+        _embedded_backward(s, params, du[:, :, s.n_dense:], codes, plr_cache, grads)
+    return grads
+
+
 def input_backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor,
                    a_in: Any, W: torch.Tensor) -> dict[str, torch.Tensor]:
     """dW, db, each table's dE and PLR's gradients of the first layer (keys without the layer
     number): dW = [x, e, h]ᵀ·dz, [de, dh] = dz·W_ehᵀ, then dE_j the scatter-add of de_j by the
-    codes, and PLR's from dh (``layers.plr_backward``)."""
+    codes, and PLR's from dh (``layers.plr_backward``); TabM-mini's dr too."""
+    if s.tabm_k > 1:
+        return _tabm_input_backward(s, params, dz, a_in, W)
     if not s.embeddings and not s.plr_columns:
         dW, db, _ = layers.dense_backward(dz, a_in, W, need_da=False)
         return {"W": dW, "b": db}
@@ -328,13 +433,7 @@ def input_backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.T
         dW = torch.cat([torch.matmul(x.t(), dz), dW], dim=1)
     grads = {"W": dW, "b": dz.sum(dim=1, keepdim=True)}
     de = torch.bmm(dz, W[:, d:].transpose(1, 2))  # (P, B, Σk)
-    offset = 0
-    for j, (_, rows, k) in enumerate(s.embeddings):
-        grads[f"E{j}"] = layers.embedding_backward(de[:, :, offset:offset + k], codes[j], rows)
-        offset += k
-    if plr_cache is not None:
-        grads["plr_C"], grads["plr_W"], grads["plr_b"] = layers.plr_backward(
-            de[:, :, offset:], plr_cache, params["plr_W"])
+    _embedded_backward(s, params, de, codes, plr_cache, grads)
     return grads
 
 
@@ -342,7 +441,7 @@ def forward(s: Structure, params: Mapping[str, torch.Tensor],
             buffers: Mapping[str, torch.Tensor], X: torch.Tensor, *, training: bool,
             bn_momentum: torch.Tensor | None = None, keep_prob: torch.Tensor | None = None,
             generator: torch.Generator | None = None, tape: list | None = None,
-            kernels: Kernels = EAGER) -> torch.Tensor:
+            kernels: Kernels = EAGER, sub_batches: bool = False) -> torch.Tensor:
     """Output pre-activations z ``(P, B, C)`` of every member for the shared input X ``(B, d)``.
 
     ``training``: batch norm normalizes with the minibatch's μ and σ², and, with
@@ -351,6 +450,11 @@ def forward(s: Structure, params: Mapping[str, torch.Tensor],
     ``keep_prob`` ``(P,)``: inverted dropout after each hidden activation, masks drawn from
     ``generator`` (training only). ``tape``: when a list, what :func:`backward` needs is
     appended to it, layer by layer. ``kernels``: the elementwise functions, eager or compiled.
+
+    TabM-mini (``tabm_k`` = k > 1): in training, z holds the k sub-networks' outputs as k·B
+    rows ``(P, k·B, C)``, each on its own block of X's rows with ``sub_batches`` (X then
+    holds k·B rows), on all of X otherwise; in evaluation, the z of their mean prediction
+    ``(P, B, C)`` (``losses.mean_of_heads``).
     """
     a = X
     counts = layers.keep_count(keep_prob) if training and keep_prob is not None else None
@@ -358,13 +462,17 @@ def forward(s: Structure, params: Mapping[str, torch.Tensor],
     for layer in range(s.n_layers):
         W, b = params[f"W{layer}"], params.get(f"b{layer}")
         if layer == 0:  # z = x·W + Σ e·W_e + b
-            z, a_in = input_forward(s, params, X, W, b)
+            z, a_in = input_forward(s, params, X, W, b, sub_batches and training)
+        elif layer == last and s.tabm_k > 1:  # z_i = a_i·W_i + b_i, each sub-network's own
+            z, a_in = layers.heads_forward(a, W, b, s.tabm_k), a
         else:  # z = a·W + b
             z, a_in = layers.dense_forward(a, W, b), a
         if layer == last:
             if tape is not None:
                 tape.append(a_in)
-            return z
+            if training or s.tabm_k == 1:
+                return z
+            return losses.mean_of_heads(z, s.tabm_k, s.task)
         gamma, beta = params.get(f"gamma{layer}"), params.get(f"beta{layer}")
         if not training:
             if s.batch_norm:
@@ -408,6 +516,8 @@ def backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor,
             grads["W0"] = first.pop("W")
             db = first.pop("b")
             grads.update(first)
+        elif layer == last and s.tabm_k > 1:  # each sub-network's output layer
+            grads[f"W{layer}"], db, da = layers.heads_backward(dz, a_in, W, s.tabm_k)
         else:  # dW = aᵀ·dz, db = Σ dz, da = dz·Wᵀ
             grads[f"W{layer}"], db, da = layers.dense_backward(dz, a_in, W, need_da=True)
         if f"b{layer}" in params:
@@ -420,14 +530,37 @@ def forward_backward(s: Structure, params: Mapping[str, torch.Tensor],
                      bn_momentum: torch.Tensor | None = None,
                      keep_prob: torch.Tensor | None = None,
                      generator: torch.Generator | None = None, kernels: Kernels = EAGER,
-                     weight: torch.Tensor | None = None
+                     weight: torch.Tensor | None = None, sub_batches: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """One training-mode pass over a minibatch: the output z ``(P, B, C)``, each member's
     per-example losses ``(P, B)`` (unweighted) and its gradient of its data cost
     J = (1/B)·Σ w·L (``weight`` ``(B,)`` or ``(P, B)``, None: all 1; see :func:`forward`
-    for the options)."""
+    for the options).
+
+    TabM-mini: J = (1/k)·Σ_i J_i, each sub-network's cost averaged, the mean over the k·B
+    rows. With ``sub_batches`` X, y and the weights hold the k sub-networks' rows (k·B), and
+    so do z and the losses; otherwise each sub-network reads all of X, the losses are each
+    row's mean over them and z that of their mean prediction."""
     tape: list = []
     z = forward(s, params, buffers, X, training=True, bn_momentum=bn_momentum,
-                keep_prob=keep_prob, generator=generator, tape=tape, kernels=kernels)
-    example_losses, dz = kernels.loss_and_gradient(z, y, s.task, weight)  # w·(ŷ − y)/B
-    return z, example_losses, backward(s, params, dz, tape, kernels)
+                keep_prob=keep_prob, generator=generator, tape=tape, kernels=kernels,
+                sub_batches=sub_batches)
+    k = 1 if sub_batches else s.tabm_k
+    y_rows, weight_rows = sub_network_rows(y, weight, k)
+    example_losses, dz = kernels.loss_and_gradient(z, y_rows, s.task, weight_rows)  # w·(ŷ−y)/B
+    grads = backward(s, params, dz, tape, kernels)
+    if k > 1:
+        P = z.shape[0]
+        return (losses.mean_of_heads(z.detach(), k, s.task),
+                example_losses.view(P, k, -1).mean(dim=1), grads)
+    return z, example_losses, grads
+
+
+def sub_network_rows(y: torch.Tensor, weight: torch.Tensor | None, k: int
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The targets and weights of a minibatch as TabM-mini's k sub-networks read it, k
+    copies one after another (rows i·B..(i+1)·B are sub-network i's); as they are for k = 1."""
+    if k == 1:
+        return y, weight
+    return y.repeat(k), None if weight is None else weight.repeat(
+        *([1] * (weight.dim() - 1)), k)

@@ -330,21 +330,24 @@ class Population:
 
     # ----------------------------------------------------------------- forward, backward
 
-    def _forward(self, X: torch.Tensor, training: bool) -> torch.Tensor:
+    def _forward(self, X: torch.Tensor, training: bool, sub_batches: bool = False
+                 ) -> torch.Tensor:
         """Output pre-activations ``(P, B, C)``; in training, with dropout if a member uses
         it and the running batch-norm statistics left alone."""
         keep_prob = self._hp["keep_prob"] if training and self._flags["dropout"] else None
         return network.forward(self.structure, self.params, self.buffers, X,
                                training=training, keep_prob=keep_prob, generator=self.generator,
-                               kernels=self.kernels)
+                               kernels=self.kernels, sub_batches=sub_batches)
 
     def _gradients(self, X: torch.Tensor, y: torch.Tensor, n_train: int,
-                   active: torch.Tensor | None = None, weight: torch.Tensor | None = None
+                   active: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+                   sub_batches: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """One training-mode forward and backward pass: the output z, the per-example losses
         and every member's dJ/dθ, the data cost of this batch (rows weighted by ``weight``)
         plus the L2 and L1 penalties with m = ``n_train``.
-        The ``(P,)`` bool ``active`` members update their running batch-norm statistics.
+        The ``(P,)`` bool ``active`` members update their running batch-norm statistics;
+        ``sub_batches``: X holds each TabM-mini sub-network's own rows (``network.forward``).
         This is what ``train_epoch`` hands the optimizer and what ``gradients`` returns."""
         bn_momentum = None
         if active is not None and self.structure.batch_norm:
@@ -353,7 +356,7 @@ class Population:
         z, example_losses, grads = network.forward_backward(
             self.structure, self.params, self.buffers, X, y, bn_momentum=bn_momentum,
             keep_prob=keep_prob, generator=self.generator, kernels=self.kernels,
-            weight=weight)
+            weight=weight, sub_batches=sub_batches)
         for name in self.weight_names:
             optim.add_penalty_gradient(grads[name], self.params[name], self._coef.l2,
                                        self._coef.l1, n_train, self._flags["l2"],
@@ -409,22 +412,29 @@ class Population:
         return total
 
     def cost(self, X: torch.Tensor, y: torch.Tensor, n_train: int | None = None,
-             weight: torch.Tensor | None = None) -> torch.Tensor:
+             weight: torch.Tensor | None = None, sub_batches: bool = False) -> torch.Tensor:
         """``(P,)`` cost J = (1/B)·Σ w·L + penalty/m of one batch in training mode (dropout off
-        unless some member uses it; ``weight`` None: all 1). For gradient checks."""
+        unless some member uses it; ``weight`` None: all 1). For gradient checks. TabM-mini:
+        the mean of the sub-networks' costs, each on all of X, or with ``sub_batches`` on
+        its own block of X's rows."""
         X, y = self._check_data(X, y)
-        z = self._forward(X, training=True)
-        per_row = losses.member_losses(z, y, self.structure.task)
-        data = (per_row if weight is None else per_row * weight.to(self.dtype)).mean(dim=1)
-        return data + self.penalty() / (n_train or len(X))
+        z = self._forward(X, training=True, sub_batches=sub_batches)
+        k = 1 if sub_batches else self.structure.tabm_k
+        y_rows, weight_rows = network.sub_network_rows(y, weight, k)
+        per_row = losses.member_losses(z, y_rows, self.structure.task)
+        if weight_rows is not None:
+            per_row = per_row * weight_rows.to(self.dtype)
+        return per_row.mean(dim=1) + self.penalty() / (n_train or len(X))
 
     def gradients(self, X: torch.Tensor, y: torch.Tensor, n_train: int | None = None,
-                  weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                  weight: torch.Tensor | None = None, sub_batches: bool = False
+                  ) -> dict[str, torch.Tensor]:
         """dJ/dθ of ``cost`` as the optimizer receives it in training: the same forward,
         hand-written backward and penalty gradients as a step of ``train_epoch`` (running
         batch-norm statistics left alone). For gradient checks against ``cost``."""
         X, y = self._check_data(X, y)
-        return self._gradients(X, y, n_train or len(X), weight=weight)[2]
+        return self._gradients(X, y, n_train or len(X), weight=weight,
+                               sub_batches=sub_batches)[2]
 
     @torch.no_grad()
     def train_epoch(self, X: torch.Tensor, y: torch.Tensor,
@@ -449,21 +459,27 @@ class Population:
         correct = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         rows = 0
         y_seen = []
-        order = torch.randperm(n, generator=self.generator, device=self.device)
+        # TabM-mini: each sub-network its own order of the rows, its minibatches k blocks of
+        # one batch; the training metrics are the sub-networks' means
+        k = s.tabm_k
+        orders = torch.stack([torch.randperm(n, generator=self.generator, device=self.device)
+                              for _ in range(k)])
         for start in range(0, n, s.batch_size):
-            index = order[start:start + s.batch_size]
-            if s.batch_norm and len(index) < 2:
+            index = orders[:, start:start + s.batch_size]
+            if s.batch_norm and index.shape[1] < 2:
                 continue  # batch statistics of a single row are meaningless
+            index = index.reshape(-1)
             xb, yb = X[index], y[index]
             wb = weight[..., index] if weight is not None else None
-            z, example_losses, grads = self._gradients(xb, yb, n, active_mask, wb)
-            loss_sum += example_losses.sum(dim=1)
+            z, example_losses, grads = self._gradients(xb, yb, n, active_mask, wb,
+                                                       sub_batches=k > 1)
+            loss_sum += example_losses.sum(dim=1) / k
             if task != "regression":
-                correct += losses.correct(z, yb, task)
+                correct += losses.correct(z, yb, task) / k
             self.optimizer.step(self.params, grads, self._coef, lr, active, self._flags,
                                 self.kernels.update)
-            rows += len(index)
-            y_seen.append(yb)
+            rows += len(index) // k
+            y_seen.append(yb[:len(index) // k])
         self.epoch += active_mask.long()
         metrics = {"loss": loss_sum / max(rows, 1)}
         if task == "regression":

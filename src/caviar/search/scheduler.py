@@ -177,7 +177,11 @@ def structure_epoch_cost(s: Structure, rows: int, members: int) -> float:
         macs += n * 2 * k * m
         units += n * (3 * k + m)
     steps = math.ceil(rows / s.batch_size)
-    per_member = rows * (macs * MAC_S + units * UNIT_S) + steps * macs * PARAM_S
+    parameters = macs
+    if s.tabm_k > 1:  # TabM-mini: every row k times, k output layers and r
+        parameters += (s.tabm_k - 1) * sizes[-2] * sizes[-1] + s.tabm_k * sizes[0]
+    per_member = (rows * s.tabm_k * (macs * MAC_S + units * UNIT_S)
+                  + steps * parameters * PARAM_S)
     return steps * STEP_S + members * per_member
 
 
