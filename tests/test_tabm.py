@@ -242,3 +242,52 @@ def test_a_tabm_model_learns_saves_loads_and_exports(tmp_path):
         None, {"features": again.preprocessor.transform(df[test])})
     np.testing.assert_allclose(probabilities, proba, rtol=1e-4, atol=1e-5)
     assert (np.asarray(again.classes)[label_index] == clf.predict(df[test])).all()
+
+
+def _wine() -> pd.DataFrame:
+    from sklearn.datasets import load_wine
+
+    df = load_wine(as_frame=True).frame
+    df["cultivar"] = df.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    return df
+
+
+def test_tune_searches_tabm_k_from_a_space(tmp_path):
+    """``tabm_k`` in a space is structural: each group trains one k, the study records it,
+    and the kept model, TabM-mini or not, loads and predicts from a raw table."""
+    from caviar import load_model
+    from caviar.search.tune import tune
+
+    df = _wine()
+    space = {"tabm_k": {"kind": "choice", "values": [1, 4]},
+             "learning_rate": {"value": 0.01}, "width": {"value": 8}, "depth": {"value": 1},
+             "batch_size": {"value": 32}, "epochs": {"value": 3}}
+    result = tune(df, "cultivar", trials=8, population=2, sampler="grid", space=space,
+                  out=tmp_path / "run", seed=0, pruner="none", trials_per_structure=2,
+                  ensemble=3)
+    trials = result.study.trials
+    assert {t.params["tabm_k"] for t in trials} == {1, 4}
+    assert all(t.user_attrs["hyperparameters"]["tabm_k"] == t.params["tabm_k"]
+               for t in trials)
+    model = load_model(tmp_path / "run" / "model")
+    assert {n.structure.tabm_k for n in model.networks} <= {1, 4}
+    assert model.predict_proba(df.drop(columns="cultivar").head(5)).shape == (5, 3)
+
+
+def test_train_on_the_command_line_with_tabm_k(tmp_path):
+    """``caviar train --set tabm_k=4`` trains and saves a TabM-mini network."""
+    from commandline import assert_one_error_line, invoke
+
+    from caviar import load_model
+
+    path = tmp_path / "wine.csv"
+    _wine().to_csv(path, index=False)
+    result = invoke("train", path, "--target", "cultivar", "--epochs", "2", "--out",
+                    tmp_path / "run", "--set", "hidden_layer_sizes=8", "--set", "tabm_k=4")
+    assert result.exit_code == 0, result.output
+    model = load_model(tmp_path / "run" / "model")
+    assert model.network.structure.tabm_k == 4
+    assert model.network.params["tabm_r"].shape == (1, 4, model.network.structure.n_features)
+    bad = invoke("train", path, "--target", "cultivar", "--epochs", "1", "--out",
+                 tmp_path / "bad", "--set", "hidden_layer_sizes=[]", "--set", "tabm_k=4")
+    assert_one_error_line(bad, "tabm_k=4 needs at least one hidden layer", "tabm_k=1")
