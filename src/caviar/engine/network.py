@@ -294,18 +294,17 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
     for layer in range(s.n_layers):
         n_in, n_out = sizes[layer], sizes[layer + 1]
         is_output = layer == s.n_layers - 1
-        if s.tabm_k > 1:  # TabM's own start; one output layer per sub-network, stacked flat
-            heads = s.tabm_k if is_output else 1
+        heads = s.tabm_k if is_output else 1  # TabM-mini: an output layer per sub-network
+        if s.tabm_k > 1:  # TabM's own start, stacked flat
             params[f"W{layer}"] = torch.cat([layers.init_linear_default(n_in, n_out, generator,
                                                                         dtype)
                                              for _ in range(heads)])
-            if is_output:
-                params[f"b{layer}"] = torch.zeros(heads, n_out, dtype=dtype, device=device)
-                continue
         else:
             params[f"W{layer}"] = layers.init_dense(
                 n_in, n_out, "output" if is_output else s.activation, generator, dtype)
-        if s.batch_norm and not is_output:
+        if heads > 1:
+            params[f"b{layer}"] = torch.zeros(heads, n_out, dtype=dtype, device=device)
+        elif s.batch_norm and not is_output:
             # the dense layer feeding batch norm has no bias: β takes its place
             params[f"gamma{layer}"] = torch.ones(1, n_out, dtype=dtype, device=device)
             params[f"beta{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
