@@ -10,8 +10,13 @@ through caviar's default preprocessing; only ``tabm_k`` changes between the vari
 ``--max-rows N`` keeps a random N rows of a larger table first (seeded), so the large tables
 take minutes, not hours, on a CPU.
 
+``--configs-from SEARCH.json`` (a ``search.py`` output with caviar runs) takes instead each
+table's best searched configuration (its leaderboard's first row) for the network, at most
+twice its epochs, on that run's tables and seeds and all their rows: would TabM-mini of the
+searched network do better than it alone, and than the search's own model (``search``)?
+
 Run:  PYTHONPATH=src .venv/bin/python bench/tabm.py --tables hpc_data wage --seeds 0 1
-      [--k 1 8 32] [--max-rows 8000] [--threads 1]
+      [--k 1 8 32] [--max-rows 8000] [--threads 1] [--configs-from SEARCH.json]
       --merge A.json B.json   (one report of runs split over processes)
 Prints one JSON object to stdout and a table to stderr.
 """
@@ -32,6 +37,7 @@ from tables import ANY_TABLE, load_table
 
 from caviar import CaviarClassifier, CaviarRegressor
 from caviar.data import split_frame
+from caviar.hyperparams import HYPERPARAMETERS, resolve
 
 BACKBONE = {"batch_norm": False, "dropout": 0.1, "optimizer": "adamw", "learning_rate": 2e-3,
             "weight_decay": 1e-5, "batch_size": 256, "activation": "relu"}
@@ -43,7 +49,21 @@ def score(task: str, y: pd.Series, model, X: pd.DataFrame) -> float:
     return float(metrics.log_loss(y, model.predict_proba(X), labels=model.classes_))
 
 
-def run(name: str, seed: int, ks: list[int], width: int, epochs: int, patience: int,
+def searched_config(best: dict) -> dict:
+    """The hyperparameters of a ``search.py`` leaderboard row (numbers, lists and booleans
+    written as text there) as the vocabulary's values."""
+    config = {}
+    for name, row in HYPERPARAMETERS.items():
+        if name not in best:
+            continue
+        value = best[name]
+        if isinstance(value, str) and row.kind in ("sizes", "int", "bool"):
+            value = json.loads(value.lower()) if row.kind == "bool" else json.loads(value)
+        config[name] = value
+    return dict(resolve(config))
+
+
+def run(name: str, seed: int, ks: list[int], network: dict, patience: int,
         max_rows: int | None) -> dict:
     spec = ANY_TABLE[name]
     df = load_table(name).drop(columns=list(spec.drop))
@@ -58,10 +78,9 @@ def run(name: str, seed: int, ks: list[int], width: int, epochs: int, patience: 
     out = {"task": spec.task, "rows": len(df)}
     for k in ks:
         start = time.perf_counter()
-        model = estimator(hidden_layer_sizes=(width,) * 3, epochs=epochs, tabm_k=k,
-                          n_iter_no_change=patience, validation_fraction=0.25,
-                          categorical=list(spec.categorical), random_state=seed,
-                          **BACKBONE).fit(X, y)
+        model = estimator(**{**network, "tabm_k": k}, n_iter_no_change=patience,
+                          validation_fraction=0.25, categorical=list(spec.categorical),
+                          random_state=seed).fit(X, y)
         out[f"k{k}"] = {"test": score(spec.task, y_test, model, X_test),
                         "epochs": model.n_iter_,
                         "seconds": round(time.perf_counter() - start, 2)}
@@ -69,39 +88,48 @@ def run(name: str, seed: int, ks: list[int], width: int, epochs: int, patience: 
     return out
 
 
+def main_score(scores: dict) -> float:
+    """The score ``search.py`` ranks by: RMSE, else log-loss."""
+    return scores["rmse"] if "rmse" in scores else scores["log_loss"]
+
+
 def summarize(runs: dict, ks: list[int]) -> dict:
-    """Per table: each variant's mean test score over seeds and its ratio to k = 1; over
+    """Per table: each variant's mean test score over seeds (``k1``, ``k8``, ...; ``search``,
+    the search's own model, with ``--configs-from``) and its ratio to the first k; over
     tables: the geometric mean of the ratios and on how many tables each variant is better."""
-    tables, ratios = {}, {k: [] for k in ks}
+    columns = [f"k{k}" for k in ks]
+    if all("search" in r for seed_runs in runs.values() for r in seed_runs.values()):
+        columns.append("search")
+    tables, ratios = {}, {c: [] for c in columns}
     names = sorted({t for seed_runs in runs.values() for t in seed_runs})
     for name in names:
         per_seed = [seed_runs[name] for seed_runs in runs.values() if name in seed_runs]
         row = {}
-        for k in ks:
-            mean = float(np.mean([r[f"k{k}"]["test"] for r in per_seed]))
-            row[f"k{k}"] = {"test": mean, "seconds": float(np.mean(
-                [r[f"k{k}"]["seconds"] for r in per_seed]))}
-        for k in ks:
-            row[f"k{k}"]["ratio"] = row[f"k{k}"]["test"] / row[f"k{ks[0]}"]["test"]
-            ratios[k].append(row[f"k{k}"]["ratio"])
+        for c in columns:
+            tests = [main_score(r[c]) if c == "search" else r[c]["test"] for r in per_seed]
+            row[c] = {"test": float(np.mean(tests)), "seconds": float(np.mean(
+                [r[c].get("seconds", math.nan) for r in per_seed]))}
+        for c in columns:
+            row[c]["ratio"] = row[c]["test"] / row[columns[0]]["test"]
+            ratios[c].append(row[c]["ratio"])
         tables[name] = row
-    overall = {f"k{k}": {"geometric_mean_ratio": math.exp(float(np.mean(np.log(r)))),
-                         "better": sum(x < 1 for x in r), "tables": len(r)}
-               for k, r in ratios.items()}
-    return {"tables": tables, "overall": overall}
+    overall = {c: {"geometric_mean_ratio": math.exp(float(np.mean(np.log(r)))),
+                   "better": sum(x < 1 for x in r), "tables": len(r)}
+               for c, r in ratios.items()}
+    return {"columns": columns, "tables": tables, "overall": overall}
 
 
-def table(summary: dict, ks: list[int]) -> str:
-    lines = ["| table | " + " | ".join(f"k = {k}" for k in ks) + " |",
-             "| --- |" + " --- |" * len(ks)]
+def table(summary: dict) -> str:
+    columns = summary["columns"]
+    lines = ["| table | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     for name, row in summary["tables"].items():
-        cells = [f"{row[f'k{k}']['test']:.4g} ({row[f'k{k}']['ratio']:.3f}; "
-                 f"{row[f'k{k}']['seconds']:.0f} s)" for k in ks]
+        cells = [f"{row[c]['test']:.4g} ({row[c]['ratio']:.3f}; {row[c]['seconds']:.0f} s)"
+                 for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     overall = summary["overall"]
-    lines.append("| geometric mean / k = 1 (better on) | " + " | ".join(
-        f"{overall[f'k{k}']['geometric_mean_ratio']:.3f} ({overall[f'k{k}']['better']} of "
-        f"{overall[f'k{k}']['tables']})" for k in ks) + " |")
+    lines.append(f"| geometric mean / {columns[0]} (better on) | " + " | ".join(
+        f"{overall[c]['geometric_mean_ratio']:.3f} ({overall[c]['better']} of "
+        f"{overall[c]['tables']})" for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -116,6 +144,7 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--merge", nargs="+", metavar="JSON")
+    parser.add_argument("--configs-from", metavar="SEARCH_JSON")
     args = parser.parse_args()
     if args.merge:
         parts = [json.load(open(path)) for path in args.merge]
@@ -128,14 +157,29 @@ def main() -> None:
     else:
         torch.set_num_threads(args.threads)
         ks = args.k
-        runs = {str(seed): {name: run(name, seed, ks, args.width, args.epochs, args.patience,
-                                      args.max_rows) for name in args.tables}
-                for seed in args.seeds}
+        backbone = {**BACKBONE, "hidden_layer_sizes": (args.width,) * 3, "epochs": args.epochs}
+        if args.configs_from:
+            runs = {}
+            for seed, seed_runs in json.load(open(args.configs_from))["runs"].items():
+                runs[seed] = {}
+                for name, result in seed_runs.items():
+                    if name not in args.tables or "best" not in result.get("caviar", {}):
+                        continue
+                    network = searched_config(result["caviar"]["best"])
+                    network["epochs"] *= 2  # room for early stopping to find its best
+                    # every row, so the test rows are the search's
+                    runs[seed][name] = {**run(name, int(seed), ks, network, args.patience,
+                                              None), "network": network,
+                                        "search": result["caviar"]["test"]}
+        else:
+            runs = {str(seed): {name: run(name, seed, ks, backbone, args.patience,
+                                          args.max_rows) for name in args.tables}
+                    for seed in args.seeds}
         result = {"k": ks, "width": args.width, "epochs": args.epochs,
                   "patience": args.patience, "max_rows": args.max_rows, "backbone": BACKBONE,
                   "runs": runs, "summary": summarize(runs, ks)}
     print(json.dumps(result, indent=1))
-    print(table(result["summary"], ks), file=sys.stderr)
+    print(table(result["summary"]), file=sys.stderr)
 
 
 if __name__ == "__main__":
