@@ -1,8 +1,15 @@
-"""Central finite differences of a population's cost, to check its hand-written gradients."""
+"""Central finite differences of a population's cost, to check its hand-written gradients, and
+the small mixed table (numeric, binary, categorical one-hot and codes) those checks run on."""
 
 import torch
+from torch import nn
 
 from caviar.engine import Population
+from caviar.engine.network import Categorical, InputLayout
+
+# X of make_data: three numeric columns (0-2: embeddable), a binary one (3), a 4-level
+# categorical one-hot (4-7), its codes (8)
+LAYOUT = InputLayout(9, (Categorical("c", 8, 4, (4, 5, 6, 7)),), numeric=(0, 1, 2))
 
 
 def assert_gradients_match_finite_differences(pop: Population, X: torch.Tensor,
@@ -76,3 +83,13 @@ def assert_gradients_apart(pop: Population, X: torch.Tensor, y: torch.Tensor,
         assert torch.equal(before[name][0], after[name][0])
         assert torch.equal(before[name][2], after[name][2])
         assert not torch.equal(before[name][1], after[name][1])
+
+
+def make_data(task: str, n: int = 12, seed: int = 0, dtype=torch.float64):
+    """``n`` rows laid out as ``LAYOUT`` says, and targets of ``task``."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randint(0, 5, (n,), generator=g)  # 0: a level unseen in training
+    X = torch.cat([torch.randn(n, 3, generator=g, dtype=dtype),
+                   torch.randint(0, 2, (n, 1), generator=g).to(dtype),
+                   nn.functional.one_hot(c, 5)[:, 1:].to(dtype), c[:, None].to(dtype)], dim=1)
+    return X, random_targets(task, n, g, dtype)

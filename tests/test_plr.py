@@ -10,29 +10,17 @@ import pandas as pd
 import pytest
 import torch
 from gradcheck import (
+    LAYOUT,
     assert_gradients_match_finite_differences,
     assert_members_apart,
-    random_targets,
+    make_data,
 )
 from torch import nn
 from torch_reference import torch_optimizer
 
 from caviar.engine import Population
-from caviar.engine.network import Categorical, InputLayout
 
-# X: three numeric columns (0-2: embeddable), a binary one (3), a 4-level categorical one-hot
-# (4-7), its codes (8)
-LAYOUT = InputLayout(9, (Categorical("c", 8, 4, (4, 5, 6, 7)),), numeric=(0, 1, 2))
 PLR = {"numeric_embedding": "plr", "plr_frequencies": 3, "plr_dim": 2}
-
-
-def make_data(task: str, n: int = 12, seed: int = 0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    c = torch.randint(0, 5, (n,), generator=g)  # 0: a level unseen in training
-    X = torch.cat([torch.randn(n, 3, generator=g, dtype=dtype),
-                   torch.randint(0, 2, (n, 1), generator=g).to(dtype),
-                   nn.functional.one_hot(c, 5)[:, 1:].to(dtype), c[:, None].to(dtype)], dim=1)
-    return X, random_targets(task, n, g, dtype)
 
 
 def test_structure_embeds_the_layouts_numeric_columns_only_with_plr():
