@@ -1,5 +1,6 @@
 """Which network ``CaviarClassifier``/``CaviarRegressor`` should fit by default: the
-vocabulary's old defaults (two layers of 64, batch norm, Adam 1e-3) or the RealMLP-like one
+vocabulary's old defaults (two layers of 64, batch norm, Adam 1e-3), the same as TabM-mini with
+k sub-networks (``defaults_tabm4``, ``defaults_tabm8``) or the RealMLP-like one
 (``caviar.hyperparams.REALMLP_LIKE``), each with the estimators' early stopping.
 
 Every table of bench/tables.py (subsampled to ``--rows`` rows, to keep this short on a
@@ -40,7 +41,14 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            # RealMLP's optimizer, schedule and dropout
            "realmlp_bn": {**REALMLP_LIKE, "batch_norm": True, "learning_rate": 1e-3},
            "old_cosine": {**OLD_DEFAULTS, "optimizer": "adamw", "weight_decay": 1e-2,
-                          "lr_decay": "cosine", "dropout": 0.1}}
+                          "lr_decay": "cosine", "dropout": 0.1},
+           # TabM-mini (Gorishniy et al. 2024) of the old network: k sub-networks sharing its
+           # hidden layers, each its own input scaling and output layer
+           "defaults_tabm4": {**OLD_DEFAULTS, "tabm_k": 4},
+           "defaults_tabm8": {**OLD_DEFAULTS, "tabm_k": 8},
+           # whether TabM-mini's gain is only more steps: up to 200 epochs, early stopping
+           "old_epochs200": {**OLD_DEFAULTS, "epochs": 200},
+           "tabm4_epochs200": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": 200}}
 
 
 def score(model, X, y, task: str) -> float:
@@ -51,19 +59,19 @@ def score(model, X, y, task: str) -> float:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from tables import TABLES, load_table
+    from tables import ANY_TABLE, TABLES, load_table
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tables", nargs="+", default=list(TABLES))
+    parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(ANY_TABLE))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--rows", type=int, default=5000)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--no-hgb", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     for name in args.tables:
-        table = TABLES[name]
+        table = ANY_TABLE[name]
         frame = load_table(name).drop(columns=list(table.drop))
         for seed in args.seeds:
             sample = frame.sample(min(args.rows, len(frame)), random_state=seed)

@@ -21,6 +21,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from caviar import CaviarClassifier, CaviarRegressor
 from caviar.datasets import load_dataset
+from caviar.estimators import TABM_K
 from caviar.hyperparams import DEFAULTS
 
 # Small and quick, but enough for the estimator checks' training-quality thresholds
@@ -87,10 +88,24 @@ def wage():
 
 @pytest.mark.parametrize("estimator", [CaviarClassifier, CaviarRegressor])
 def test_defaults_are_the_vocabulary_defaults(estimator):
+    """Every hyperparameter is a constructor argument with the vocabulary's default, except
+    tabm_k: None, TabM-mini's TABM_K sub-networks where there are hidden layers."""
     params = estimator().get_params()
-    assert set(DEFAULTS) <= set(params)  # every hyperparameter is a constructor argument
+    assert set(DEFAULTS) <= set(params)
     for name, default in DEFAULTS.items():
-        assert params[name] == default, name
+        assert params[name] == (None if name == "tabm_k" else default), name
+
+
+@pytest.mark.parametrize("hidden, k, expected", [((64, 64), None, TABM_K), ((), None, 1),
+                                                 ((64, 64), 1, 1), ((16,), 2, 2)])
+def test_fitted_network_is_tabm_mini_by_default(wage, hidden, k, expected):
+    """By default the estimator fits TabM-mini; a network without hidden layers (softmax
+    regression), or tabm_k=1, is one plain network; an explicit k is kept."""
+    df = wage.sample(300, random_state=0)
+    reg = CaviarRegressor(hidden_layer_sizes=hidden, tabm_k=k, epochs=2, random_state=0)
+    reg.fit(df.drop(columns=["wage"]), df["wage"])
+    assert reg.model_.network.structure.tabm_k == expected
+    assert reg.get_params()["tabm_k"] == k
 
 
 def test_pipeline_cross_val_and_grid_search(wage):
