@@ -108,6 +108,16 @@ def test_fitted_network_is_tabm_mini_by_default(wage, hidden, k, expected):
     assert reg.get_params()["tabm_k"] == k
 
 
+@pytest.mark.parametrize("hidden", [None, 64])
+def test_bad_hidden_layer_sizes_is_the_vocabularys_one_line_error(wage, hidden):
+    """Deciding the default tabm_k reads hidden_layer_sizes: a bad value is still the
+    vocabulary's one-line error naming it, not a TypeError."""
+    df = wage.sample(100, random_state=0)
+    with pytest.raises(ValueError, match="hidden_layer_sizes must be a list of positive"):
+        CaviarRegressor(hidden_layer_sizes=hidden, epochs=1).fit(df.drop(columns=["wage"]),
+                                                                 df["wage"])
+
+
 def test_pipeline_cross_val_and_grid_search(wage):
     df = wage.sample(600, random_state=0)
     X, y = df.drop(columns=["wage"]), df["wage"]

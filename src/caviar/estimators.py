@@ -26,16 +26,17 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .data import NUMERIC, prepare
-from .hyperparams import DEFAULTS
+from .hyperparams import DEFAULTS, HYPERPARAMETERS
 from .metrics import in_target_units
 from .model import CaviarModel
 from .training import train_network
 
 # The estimators fit TabM-mini (Gorishniy et al. 2024) by default: their network with 4
-# sub-networks sharing its hidden layers scored 0.915 of the same network alone on ten tables
-# and 0.786 on eight check tables nobody chose on (geometric means of test RMSE or log-loss,
-# better in 32 of 36 runs), for about 1.6 times the seconds (bench/README.md, "The
-# estimators' network as TabM-mini"). A network without hidden layers has nothing to share.
+# sub-networks sharing its hidden layers scored 0.921 of the same network alone on the ten
+# tables and 0.808 on eight check tables (geometric means of test RMSE or log-loss over seeds
+# 1-4, better in 65 of 72 runs; k chosen on the ten tables' seeds 1 and 2), for about 1.6
+# times the seconds (bench/README.md, "The estimators' network as TabM-mini"). A network
+# without hidden layers has nothing to share.
 TABM_K = 4
 
 _TARGET = "__caviar_target__"
@@ -198,7 +199,10 @@ class _CaviarEstimator(BaseEstimator):
         """k of TabM-mini: ``tabm_k``, or when None ``TABM_K`` with hidden layers, else 1."""
         if self.tabm_k is not None:
             return self.tabm_k
-        return TABM_K if len(self.hidden_layer_sizes) else 1
+        # the vocabulary's check first: a bad value is its one-line error, not a TypeError
+        sizes = HYPERPARAMETERS["hidden_layer_sizes"].check("hidden_layer_sizes",
+                                                            self.hidden_layer_sizes)
+        return TABM_K if sizes else 1
 
     def _outputs(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "model_")
@@ -249,7 +253,8 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
 class CaviarRegressor(RegressorMixin, _CaviarEstimator):
     """A neural network regressor (linear output, squared error) trained by caviar's engine;
     the target is standardized for training and predictions are in its own units. Its
-    hyperparameters are ``CaviarClassifier``'s (TabM-mini with 4 sub-networks by default)."""
+    hyperparameters are ``CaviarClassifier``'s (TabM-mini with ``TABM_K`` sub-networks by
+    default)."""
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CaviarRegressor:
         """Fit on ``X`` and ``y``; ``sample_weight`` (one number ≥ 0 a row) weights each row's
