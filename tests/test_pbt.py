@@ -296,7 +296,7 @@ def test_the_first_round_starts_from_the_known_good_networks(wine, tmp_path):
     assert first["dropout"] == pytest.approx(0.1)
     assert all(h["hidden_layer_sizes"] == (16,) for h in population.population.hyperparameters)
     assert len({h["learning_rate"] for h in population.population.hyperparameters}) == 8
-    assert pbt._start_round()[0].members[0].params != warm[0]  # used once
+    assert pbt._start_round()[0].members[0].params != warm[0].params  # used once
 
 
 def test_explore_leaves_alone_what_only_shapes_the_initial_weights():
@@ -391,3 +391,26 @@ def test_with_a_time_budget_the_coarse_search_stops_its_trials_then_pbt_trains(w
     assert coarse and members
     assert any(t.user_attrs.get(keys.STOPPED) == "the coarse search's share" for t in coarse)
     assert max(t.number for t in coarse) < min(t.number for t in members)
+
+
+def test_a_population_takes_the_warm_starts_values_outside_the_space(wine, tmp_path):
+    """PBT's members of one population share its structure: a warm start that trains the
+    estimators' TabM-mini (tabm_k, which the space does not draw) makes its whole population
+    TabM-mini, and the next round, refining that population's best trials, keeps it."""
+    from caviar.search.samplers import warm_start
+
+    space = Space.from_dict(SPACE)
+    known = {"hidden_layer_sizes": [16], "optimizer": "adam", "batch_size": 32, "epochs": 6,
+             "tabm_k": 4}
+    (warm,) = warm_start(space, [known])
+    assert warm.outside == {"tabm_k": 4}
+    data = prepare(wine, "cultivar", seed=0)
+    study = optuna.create_study()
+    pbt = PopulationBasedTraining(study, space, data, Budget(8, None, 0.0), 4, tmp_path,
+                                  seed=0, structures=1, warm=[warm], coarse=0)
+    (population,) = pbt._start_round()
+    assert [h["tabm_k"] for h in population.population.hyperparameters] == [4] * 4
+    pbt._end_round([population], pbt._train([population]))
+    assert all(t.user_attrs[keys.OUTSIDE_SPACE] == {"tabm_k": 4} for t in study.trials)
+    (refined,) = pbt._start_round()
+    assert [h["tabm_k"] for h in refined.population.hyperparameters] == [4] * 4

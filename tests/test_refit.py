@@ -12,10 +12,10 @@ import torch
 from commandline import invoke
 from wine import WINE_SPACE
 
-from caviar import load_model
+from caviar import CaviarClassifier, load_model
 from caviar.data import prepare
 from caviar.engine import Population
-from caviar.hyperparams import DEFAULTS, REALMLP_LIKE
+from caviar.hyperparams import REALMLP_LIKE, TABM_K
 from caviar.search import Space, choice, default_space, log_uniform
 from caviar.search import fixed as fixed_value
 from caviar.search.samplers import warm_start
@@ -163,18 +163,24 @@ def test_an_unknown_refit_is_one_clear_error(wine_csv, tmp_path):
 
 
 
-def test_a_new_study_starts_from_the_defaults_and_a_realmlp_like_network(wine_csv, tmp_path):
+def test_a_new_study_starts_from_the_estimators_network_and_a_realmlp_like_one(wine_csv,
+                                                                             tmp_path):
     space = default_space()
     result = tune(wine_csv, "cultivar", trials=4, population=4, space=space,
                   out=tmp_path / "warm", seed=0, refit="none")
     first = sorted(result.study.trials, key=lambda t: t.number)[:2]
-    assert [t.params for t in first] == warm_start(space)
+    assert [t.params for t in first] == [w.params for w in warm_start(space)]
     made = [t.user_attrs["hyperparameters"] for t in first]
-    for config, hyperparameters in zip((DEFAULTS, REALMLP_LIKE), made):
+    estimators = CaviarClassifier().get_params()
+    for config, hyperparameters in zip((estimators, REALMLP_LIKE), made):
         for name in ("hidden_layer_sizes", "optimizer", "learning_rate", "dropout",
                      "lr_decay", "batch_size", "batch_norm", "epochs", "numeric_embedding"):
             assert _plain(hyperparameters[name]) == _plain(config[name]), name
     assert made[1]["plr_sigma"] == pytest.approx(REALMLP_LIKE["plr_sigma"])
+    # the estimators' network as they fit it: TabM-mini, though the space draws no tabm_k
+    # (the search's own trials are one network each)
+    assert [h["tabm_k"] for h in made] == [TABM_K, 1]
+    assert all(t.user_attrs["hyperparameters"]["tabm_k"] == 1 for t in result.study.trials[2:])
     # each trains alone, to its last epoch (no other trial shares its population, so none
     # is compared with it before it ends); the search's trials share the other slots
     assert [t.state for t in first] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -182,20 +188,27 @@ def test_a_new_study_starts_from_the_defaults_and_a_realmlp_like_network(wine_cs
     # a resumed study does not start over from them
     again = tune(wine_csv, "cultivar", trials=6, population=2, space=space,
                  out=tmp_path / "warm", seed=0, refit="none")
-    assert [t.params for t in again.study.trials[4:]] != warm_start(space)
+    assert [t.params for t in again.study.trials[4:]] != [w.params for w in warm_start(space)]
 
 
 def test_warm_start_keeps_only_configurations_inside_the_space():
     assert warm_start(Space.from_dict(WINE_SPACE)) == []  # epochs 3..6, widths 8 and 16
     wide = default_space().replace({"width": choice([32, 64]), "l2": log_uniform(1e-5, 1.0)})
     (only,) = warm_start(wide)  # the defaults' 64 wide layers; not RealMLP's 256
-    assert only["width"] == 64 and only["l2"] == 1e-5  # l2 = 0 is the log axis's floor
+    assert only.params["width"] == 64 and only.params["l2"] == 1e-5  # l2 = 0: the floor
+    assert only.outside == {"tabm_k": TABM_K}  # the space draws no tabm_k
     fixed = default_space().replace({"optimizer": fixed_value("adamw")})
     (realmlp,) = warm_start(fixed)
-    assert realmlp["width"] == 256 and "optimizer" not in realmlp
+    assert realmlp.params["width"] == 256 and "optimizer" not in realmlp.params
+    assert realmlp.outside == {}
     # a searched scaling: each configuration under both
     searched = default_space().replace({"numeric": choice(["robust", "quantile"])})
-    assert [p["numeric"] for p in warm_start(searched)] == ["robust", "quantile"] * 2
+    assert [w.params["numeric"] for w in warm_start(searched)] == ["robust", "quantile"] * 2
+    # a space that searches tabm_k draws it: the estimators' k is one of its values, or the
+    # network is left out
+    (tabm,) = warm_start(wide.replace({"tabm_k": choice([1, TABM_K])}))
+    assert tabm.params["tabm_k"] == TABM_K and tabm.outside == {}
+    assert warm_start(wide.replace({"tabm_k": fixed_value(1)})) == []
 
 
 def _plain(value):

@@ -420,3 +420,66 @@ def test_groups_take_turns_by_time_not_by_epochs(wine_csv, tmp_path, monkeypatch
     widths = [width for width, _, _ in both]
     assert widths.count(4) > 3 * widths.count(512)
     assert all(before <= min(others) + 1e-12 for _, before, others in both)
+
+
+def test_a_warm_start_network_trains_with_its_values_the_space_does_not_draw():
+    """The estimators' network is TabM-mini; the space draws no tabm_k. The warm start's
+    trial trains it as the estimators fit it, and the search's own trials stay one network."""
+    data, space, _ = _one_known_network(epochs=3)
+    warm = warm_start(space, [{"hidden_layer_sizes": (8,), "batch_size": 64, "epochs": 3,
+                               "tabm_k": 4}])
+    assert warm[0].outside == {"tabm_k": 4}
+    study = optuna.create_study()
+    tuner = Tuner(study, space, data, Budget(6, None, 0.0), 3, None, seed=0, warm=warm)
+    tuner.fill()
+    (solo,) = [g for g in tuner.groups if g.solo]
+    assert solo.population.hyperparameters[0]["tabm_k"] == 4
+    assert solo.shape.tabm_k == 4  # four sub-networks, not a label on one
+    tuner.run()
+    trials = study.get_trials(deepcopy=False)
+    assert [t.user_attrs[keys.HYPERPARAMETERS]["tabm_k"] for t in trials] == [4] + [1] * 5
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_requeued_warm_start_trial_trains_again_as_it_was(tmp_path):
+    """A dead worker's warm-start trial, re-queued by Optuna's retry callback (which copies
+    its params and user attributes), is trained by another worker as the same network:
+    alone, never pruned, with the values its space does not draw."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from caviar.search.study.archive import TrialArchive
+    from caviar.search.study.shared import SharedStudy
+    from caviar.search.study.storage import open_storage
+    from caviar.search.study.store import open_study, working_copy
+
+    data, space, _ = _one_known_network(epochs=3)
+    (known,) = warm_start(space, [{"hidden_layer_sizes": (8,), "batch_size": 64,
+                                   "epochs": 3, "tabm_k": 4}])
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    store = open_storage(url)
+    study = open_study(store, "s")
+    # the dead worker's trial: asked as the warm start asks it, failed, re-queued
+    study.enqueue_trial(known.params, user_attrs=known.attrs())
+    dead = study.ask()
+    space.suggest(dead)
+    study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback()(study, study.trials[0])  # what caviar's storage uses
+    assert study.trials[1].state == optuna.trial.TrialState.WAITING
+    working = working_copy(study, optuna.samplers.RandomSampler(seed=0),
+                           optuna.pruners.NopPruner())
+    shared = SharedStudy(store, study, working, "survivor:1")
+    archive = TrialArchive(url, "s", tmp_path / "journal.jsonl", str(tmp_path / "artifacts"))
+    tuner = Tuner(working, space, data, Budget(3, None, 0.0), 2, None, seed=0,
+                  archive=archive, shared=shared)
+    tuner.fill()
+    (solo,) = [g for g in tuner.groups if g.solo]
+    assert solo.population.size == 1
+    assert solo.population.hyperparameters[0]["tabm_k"] == 4
+    assert solo.trials[0].user_attrs[keys.WARM] is True
+    assert all(g.population.hyperparameters[0]["tabm_k"] == 1 for g in tuner.groups
+               if not g.solo)
+    tuner.run()
+    archive.close()
+    retried = optuna.load_study(study_name="s", storage=url).trials[1]
+    assert retried.state == optuna.trial.TrialState.COMPLETE
+    assert retried.user_attrs[keys.HYPERPARAMETERS]["tabm_k"] == 4

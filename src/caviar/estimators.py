@@ -26,18 +26,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .data import NUMERIC, prepare
-from .hyperparams import DEFAULTS, HYPERPARAMETERS
+from .hyperparams import DEFAULTS, HYPERPARAMETERS, TABM_K
 from .metrics import in_target_units
 from .model import CaviarModel
 from .training import train_network
-
-# The estimators fit TabM-mini (Gorishniy et al. 2024) by default: their network with 4
-# sub-networks sharing its hidden layers scored 0.921 of the same network alone on the ten
-# tables and 0.808 on eight check tables (geometric means of test RMSE or log-loss over seeds
-# 1-4, better in 65 of 72 runs; k chosen on the ten tables' seeds 1 and 2), for about 1.6
-# times the seconds (bench/README.md, "The estimators' network as TabM-mini"). A network
-# without hidden layers has nothing to share.
-TABM_K = 4
 
 _TARGET = "__caviar_target__"
 _WEIGHT = "__caviar_weight__"

@@ -69,6 +69,7 @@ from ..files import jsonable
 from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve, structural_params
 from ..metrics import Metric, in_target_units, validation_score
 from ..model import CaviarModel
+from .samplers import QueuedTrial
 from .scaling import ScalingChoice
 from .scheduler import COARSE_SHARE, Budget, TuneProgress, Tuner
 from .space import Space
@@ -149,6 +150,9 @@ class _PBTPopulation:
     population: Population
     members: list[_Member]
     started: float
+    # every member's values of hyperparameters the space does not draw (a warm start's
+    # tabm_k, samplers.QueuedTrial.outside): structural ones shape the whole population
+    outside: dict[str, Any] = field(default_factory=dict)
     scores: list[float] = field(default_factory=list)  # the latest epoch's, per slot
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -163,13 +167,13 @@ class PopulationBasedTraining(Tuner):
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
-                 prefix: str = "", warm: Sequence[dict[str, Any]] = (),
+                 prefix: str = "", warm: Sequence[QueuedTrial] = (),
                  scaling: ScalingChoice | None = None,
                  coarse: float = COARSE_SHARE, trials_per_structure: int | None = None,
                  refit_rows: int = 0, bag_folds: int = 0, report: bool = True):
         """``prefix``: what this worker's population and member ids start with ("w1-" for
-        worker 1 of several; "" alone), so that workers' ids never collide; ``warm``: Optuna
-        parameters of known-good networks (``samplers.warm_start``): the coarse search's
+        worker 1 of several; "" alone), so that workers' ids never collide; ``warm``: the
+        known-good networks' trials (``samplers.warm_start``): the coarse search's
         first trials, or without one the first round's populations take their structures,
         each with that network as its first member; ``coarse``: the share of the budget
         (trials or seconds) the coarse search spends first (0: none, PBT from random
@@ -213,17 +217,18 @@ class PopulationBasedTraining(Tuner):
         """Members of the round's populations, or the coarse search's running trials."""
         return sum(p.population.size for p in self.live) + super().running
 
-    def _draw(self, structure: dict[str, Any], fixed: dict[str, Any] | None = None
-              ) -> tuple[dict[str, Any], Any]:
+    def _draw(self, structure: dict[str, Any], fixed: dict[str, Any] | None = None,
+              outside: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
         """Optuna params and the resolved configuration of a new member (``fixed``: all its
-        params, a warm start's)."""
+        params, a warm start's; ``outside``: its population's values the space does not
+        draw)."""
         for _ in range(100):
             if fixed or structure:
                 self.draws.enqueue_trial(fixed or structure, skip_if_exists=False)
             trial = self.draws.ask()
             values = self.space.suggest(trial)
             try:
-                config = resolve({**values, "epochs": self.epochs})
+                config = resolve({**values, **(outside or {}), "epochs": self.epochs})
             except ValueError:  # e.g. a conditional combination the vocabulary refuses
                 continue
             params = dict(trial.params)
@@ -250,7 +255,8 @@ class PopulationBasedTraining(Tuner):
         has trained, each with its trials, best first ([] before any)."""
         by_structure: dict[tuple, list[optuna.trial.FrozenTrial]] = {}
         for t in self._ranked():
-            key = tuple(sorted((k, str(v)) for k, v in structural_params(t.params).items()))
+            structure = structural_params(t.params) | _outside(t)
+            key = tuple(sorted((k, str(v)) for k, v in structure.items()))
             if key in by_structure or len(by_structure) < n:
                 by_structure.setdefault(key, []).append(t)
         return list(by_structure.values())
@@ -269,7 +275,8 @@ class PopulationBasedTraining(Tuner):
                 changes = explore(self._values(params), self.space, self.rng)
                 params.update({self.space[k].optuna_name: _encoded(self.space, k, v)
                                for k, v in changes.items()})
-            drawn.append((*self._draw({}, fixed=params), source, changes))
+            drawn.append((*self._draw({}, fixed=params, outside=_outside(source)), source,
+                          changes))
         return drawn
 
     def _kept_network(self, trial: optuna.trial.FrozenTrial) -> Population | None:
@@ -304,11 +311,14 @@ class PopulationBasedTraining(Tuner):
         pops = []
         for i, size in enumerate(sizes):
             pid = f"{self.prefix}{self.round}.{i}"
+            known = warm[i] if i >= len(starts) and i < len(warm) else None
+            outside = (_outside(starts[i][0]) if i < len(starts)
+                       else known.outside if known else {})
             if i < len(starts):
                 drawn = self._from_best(starts[i], size)
             else:
                 drawn = [(*d, None, {}) for d in self._draw_random(
-                    size, warm[i] if i < len(warm) else None)]
+                    size, known.params if known else None, outside)]
             population = Population(self.task, self.data.inputs,
                                     [c for _, c, _, _ in drawn], n_classes=self.n_classes,
                                     seed=self.seed + self._groups_made, device=self.device)
@@ -317,7 +327,7 @@ class PopulationBasedTraining(Tuner):
                                           changes)
                        for slot, (params, _, source, changes) in enumerate(drawn)]
             pops.append(_PBTPopulation(pid, structural_params(drawn[0][0]), population,
-                                       members, time.monotonic()))
+                                       members, time.monotonic(), outside=outside))
         self.round += 1
         return pops
 
@@ -339,14 +349,15 @@ class PopulationBasedTraining(Tuner):
                                  "copied_from": None, "hyperparameters": changes})
         return _Member(member_id, params, schedule)
 
-    def _draw_random(self, size: int, fixed: dict[str, Any] | None
-                     ) -> list[tuple[dict[str, Any], Any]]:
+    def _draw_random(self, size: int, fixed: dict[str, Any] | None,
+                     outside: dict[str, Any]) -> list[tuple[dict[str, Any], Any]]:
         """``size`` members of one structure drawn at random, the first ``fixed`` (a warm
-        start's params) when given, whose structure the others take."""
+        start's params) when given, whose structure the others take; every one with the
+        values ``outside`` the space."""
         structure = {} if fixed is None else structural_params(fixed)
         drawn = []
         for _ in range(size):
-            params, config = self._draw(structure, fixed)
+            params, config = self._draw(structure, fixed, outside)
             fixed = None
             structure = structure or structural_params(params)
             drawn.append((params, config))
@@ -451,6 +462,8 @@ class PopulationBasedTraining(Tuner):
         trial.set_user_attr(keys.DURATION_S, round(time.monotonic() - p.started, 3))
         trial.set_user_attr(keys.PBT_MEMBER, member.id)
         trial.set_user_attr(keys.PBT_SCHEDULE, jsonable(member.schedule))
+        if p.outside:  # a later round's population takes them again (_starts)
+            trial.set_user_attr(keys.OUTSIDE_SPACE, jsonable(p.outside))
         if stopped:
             trial.set_user_attr(keys.STOPPED, stopped)
         value = self.metric.natural(float(pop.best_score[slot]))
@@ -624,3 +637,8 @@ def _encoded(space: Space, name: str, value: Any) -> Any:
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def _outside(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's values of hyperparameters its space does not draw (``keys.OUTSIDE_SPACE``)."""
+    return trial.user_attrs.get(keys.OUTSIDE_SPACE) or {}

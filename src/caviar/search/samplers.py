@@ -12,6 +12,7 @@ import math
 import secrets
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,14 @@ from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ..hyperparams import DEFAULTS, REALMLP_LIKE, close_names, resolve
+from ..hyperparams import (
+    DEFAULTS,
+    ESTIMATOR_NETWORK,
+    REALMLP_LIKE,
+    SPACE_ONLY,
+    close_names,
+    resolve,
+)
 from .space import Space, SpaceError
 from .study import keys
 
@@ -392,31 +400,66 @@ def _same(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
-# The configurations a new study tries first: the vocabulary's defaults (the estimators'
-# network as one network; they fit it as TabM-mini) and a RealMLP-like network, so that a
-# short search starts from what is known to work untuned.
-WARM_START = (DEFAULTS, REALMLP_LIKE)
+# The configurations a new study tries first: the estimators' network (the defaults as
+# TabM-mini) and a RealMLP-like network, so that a short search starts from what is known to
+# work untuned, and a tune is measured against the network a user gets without one.
+WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE)
 
 
-def warm_start(space: Space, configs: Sequence[Any] = WARM_START) -> list[dict[str, Any]]:
-    """Optuna parameters (for ``study.enqueue_trial``) of each of ``configs`` (caviar's
-    vocabulary) that ``space`` can draw; configurations outside it are left out.
+@dataclass(frozen=True)
+class QueuedTrial:
+    """A trial asked with known values (``study.enqueue_trial``): a warm start's network,
+    or a re-queued trial of a dead worker. ``params``: Optuna's, of the axes the space draws;
+    ``outside``: a configuration's values of hyperparameters the space leaves at their
+    defaults (the estimators' ``tabm_k``), which the trial carries as a user attribute
+    (``keys.OUTSIDE_SPACE``) and trains with."""
+
+    params: dict[str, Any]
+    outside: dict[str, Any] = field(default_factory=dict)
+    warm: bool = True  # False: a re-queued trial that was not a warm start's
+
+    @classmethod
+    def retried(cls, params: dict[str, Any], attrs: dict[str, Any]) -> QueuedTrial:
+        """A re-queued trial (``SharedStudy.next_retry``): asked again as it was."""
+        return cls(params, attrs.get(keys.OUTSIDE_SPACE) or {}, bool(attrs.get(keys.WARM)))
+
+    def attrs(self) -> dict[str, Any]:
+        """The user attributes the trial is enqueued with."""
+        return ({keys.WARM: True} if self.warm else {}) | (
+            {keys.OUTSIDE_SPACE: self.outside} if self.outside else {})
+
+
+def warm_start(space: Space, configs: Sequence[Any] = WARM_START) -> list[QueuedTrial]:
+    """The warm-start trials of each of ``configs`` (caviar's vocabulary) that ``space`` can
+    draw; configurations outside it are left out.
 
     Every axis the configuration activates must hold its value: a choice among its values,
     a fixed axis equal to it, a number within the bounds (a zero on a log axis whose floor
     stands for "off", such as l2, takes the floor). ``depth`` and ``width`` come from equal
     hidden layers. A configuration that leaves the numeric scaling to the table (None) is
-    tried with each scaling the space searches."""
-    out = []
+    tried with each scaling the space searches. A hyperparameter the space does not name
+    keeps the configuration's value (``QueuedTrial.outside``)."""
+    out: list[QueuedTrial] = []
     for config in configs:
         config = resolve(config)
         # "the table's own scaling" (None): the configuration under each one the space holds
         scalings = space.scalings() if config["numeric"] is None else (config["numeric"],)
         for scaling in scalings:
             params = _params_in(space, config.replace(numeric=scaling))
-            if params is not None and params not in out:
-                out.append(params)
+            if params is None:
+                continue
+            known = QueuedTrial(params, _outside(space, config))
+            if known not in out:
+                out.append(known)
     return out
+
+
+def _outside(space: Space, config: Any) -> dict[str, Any]:
+    """``config``'s values that differ from the defaults, of hyperparameters the space does
+    not name (so its trials would take the default)."""
+    named = set(space) | ({"hidden_layer_sizes"} if set(SPACE_ONLY) & set(space) else set())
+    return {name: config[name] for name in config
+            if name not in named and not _same(config[name], DEFAULTS[name])}
 
 
 def _params_in(space: Space, config: Any) -> dict[str, Any] | None:

@@ -77,7 +77,7 @@ from ..metrics import Metric, get_metric, in_target_units, validation_score
 from ..model import CaviarModel
 from .bagging import distinct_configurations
 from .ensemble import KeptNetwork, KeptNetworks, seed_epochs, train_seeds
-from .samplers import AskTellGridSampler
+from .samplers import AskTellGridSampler, QueuedTrial
 from .scaling import ScalingChoice
 from .space import Space
 from .study import keys
@@ -354,7 +354,7 @@ class Tuner:
                  archive: TrialArchive | None = None, ensemble: int = 5,
                  saved: CaviarModel | None = None, shared: SharedStudy | None = None,
                  metric: Metric | None = None, device: str | torch.device = "cpu",
-                 refit_rows: int = 0, warm: Sequence[dict[str, Any]] = (),
+                 refit_rows: int = 0, warm: Sequence[QueuedTrial] = (),
                  seeds: int = 0, bag_folds: int = 0, report: bool = True,
                  scaling: ScalingChoice | None = None):
         """``study`` is the working study the sampler and pruner see (in memory);
@@ -367,8 +367,8 @@ class Tuner:
         there once; the kept networks come back to the CPU;
         ``refit_rows``: the rows the kept networks train on again after the search (0: none),
         whose estimated time the budget holds back (``bag_folds``: as a bag of that many
-        folds, ``bagging.bag_model``); ``warm``: Optuna parameters of the
-        first trials (``samplers.warm_start``), each the leader of its own group;
+        folds, ``bagging.bag_model``); ``warm``: the first trials
+        (``samplers.warm_start``), each the leader of its own group;
         ``seeds``: new initializations of the best network's configuration
         ``add_seeds`` trains after the search, whose estimated time the budget holds back;
         ``report``: whether the run's end writes the report (``end_seconds``);
@@ -440,20 +440,26 @@ class Tuner:
         return (self.shared.started if self.shared
                 else sum(self.finished.values()) + self.running)
 
-    def _ask(self, structure: dict[str, Any] | None, fixed: dict[str, Any] | None = None
+    def _ask(self, structure: dict[str, Any] | None, fixed: QueuedTrial | None = None
              ) -> tuple[optuna.Trial, dict] | None:
-        """A new trial (``fixed``: a re-queued trial's parameters), created in the storage;
-        None if it failed at once or the study's trials budget is spent."""
+        """A new trial (``fixed``: a warm start's or a re-queued trial's parameters and user
+        attributes), created in the storage; None if it failed at once or the study's trials
+        budget is spent."""
         asking = (self.shared.asking(self.budget.trials) if self.shared
                   else contextlib.nullcontext(True))
         with asking as allowed:
             if not allowed:
                 return None
-            if fixed or structure:
-                self.study.enqueue_trial(fixed or structure, skip_if_exists=False)
+            if fixed is not None:
+                self.study.enqueue_trial(fixed.params, user_attrs=fixed.attrs(),
+                                         skip_if_exists=False)
+            elif structure:
+                self.study.enqueue_trial(structure, skip_if_exists=False)
             trial = self.study.ask()
             try:
-                params = resolve(self.space.suggest(trial))
+                # what the space draws, and a warm start's values of what it does not
+                outside = trial.user_attrs.get(keys.OUTSIDE_SPACE) or {}
+                params = resolve({**self.space.suggest(trial), **outside})
             except ValueError as e:
                 trial.set_user_attr(keys.FAILURE, f"invalid hyperparameters: {e}")
                 self._create(trial)
@@ -563,18 +569,18 @@ class Tuner:
             retry = self.shared.next_retry() if self.shared else None
             if retry is None and not self.budget.may_ask(self._started()):
                 break
-            warm = self.warm.pop(0) if retry is None and self.warm else None
-            group = None if self.free_asks or retry or warm else self._target()
+            fixed = (QueuedTrial.retried(*retry) if retry is not None
+                     else self.warm.pop(0) if self.warm else None)
+            group = None if self.free_asks or fixed else self._target()
             structure = (group.structure if group
-                         else self._leader_structure() if not (retry or warm) else None)
-            asked = self._ask(structure, fixed=retry or warm)
+                         else self._leader_structure() if fixed is None else None)
+            asked = self._ask(structure, fixed=fixed)
             if asked is None:
                 continue
             trial, params = asked
             key = structure_key(params)
-            if warm:  # a known-good network trains alone (see the module's notes)
-                trial.set_user_attr(keys.WARM, True)
-                self._new_group(trial, params).solo = True
+            if trial.user_attrs.get(keys.WARM):  # a known-good network trains alone (see
+                self._new_group(trial, params).solo = True  # the module's notes)
                 continue
             if group is None:  # a leader (or any grid point): join a group of its shape,
                 # reopening a draining one (its few survivors fill up again)

@@ -53,6 +53,9 @@ REFRESH_S = 0.25  # the least time between two reads of other workers' trials
 LOCK_MARGIN = 256  # trials before the budget's end from which creation counts under a lock
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 RETRIED = "failed_trial"  # the system attribute of a re-queued trial (Optuna's callback)
+# a re-queued trial's user attributes (Optuna's callback copies them) that a retry keeps:
+# a warm start's trial trains alone again, with the values its space does not draw
+RETRIED_ATTRS = (keys.WARM, keys.OUTSIDE_SPACE)
 
 
 class SharedStudy:
@@ -69,7 +72,9 @@ class SharedStudy:
         self.beats = storage.get_heartbeat_interval() is not None
         self.seen: set[int] = set()  # storage numbers the working copy holds or runs
         self.running: dict[int, tuple[int, int]] = {}  # working number -> (trial id, number)
-        self.retries: list[tuple[int, int, dict[str, Any]]] = []  # claimed: id, number, params
+        # claimed re-queued trials: id, number, params, the user attributes that make the
+        # trial what it was (a warm start's, keys.WARM and keys.OUTSIDE_SPACE)
+        self.retries: list[tuple[int, int, dict[str, Any], dict[str, Any]]] = []
         self._serving: tuple[int, int] | None = None  # the claimed trial being asked now
         # asked trials not created in the storage yet: created together at ``flush``
         self.pending: list[tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
@@ -156,22 +161,24 @@ class SharedStudy:
     def _claim(self, trial_id: int, number: int) -> None:
         """Take a re-queued trial, unless another worker was first."""
         with self._timed():
-            params = self.storage.get_trial(trial_id).params
+            trial = self.storage.get_trial(trial_id)
             if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
                 return
         self.seen.add(number)
-        self.retries.append((trial_id, number, params))
+        kept = {k: trial.user_attrs[k] for k in RETRIED_ATTRS if k in trial.user_attrs}
+        self.retries.append((trial_id, number, trial.params, kept))
         if self.beats:  # from now on a trial of this worker's: found stale if it dies
             with self._timed(), contextlib.suppress(*STORAGE_ERRORS):
                 self.storage.record_heartbeat(trial_id)  # (again when it is trained)
 
-    def next_retry(self) -> dict[str, Any] | None:
-        """The parameters of a claimed re-queued trial; the next ``create`` is that trial."""
+    def next_retry(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The parameters of a claimed re-queued trial and the user attributes that make it
+        what it was (``RETRIED_ATTRS``); the next ``create`` is that trial."""
         if not self.retries:
             return None
-        trial_id, number, params = self.retries.pop(0)
+        trial_id, number, params, attrs = self.retries.pop(0)
         self._serving = (trial_id, number)
-        return params
+        return params, attrs
 
     # -------------------------------------------------------------- trials
 
