@@ -2,10 +2,10 @@
 
 Every table of bench/tables.py, one 80/20 split per seed (``split_frame``, stratified for
 classifiers). On the same 80% of the rows: ``tune(..., time_budget=B, test=the 20%)`` (its
-validation rows carved from the 80%; its first trials are the estimators' network and the
-RealMLP-like one) and ``CaviarClassifier``/``CaviarRegressor`` at their defaults (early stopping on
-10% of the rows). Both are scored on the 20%: RMSE in the target's units, or log-loss. The
-tune's seconds are the wall time of the whole call.
+validation rows carved from the 80%; its first trials are the defaults, as one network, and
+the RealMLP-like one) and ``CaviarClassifier``/``CaviarRegressor`` at their defaults (early
+stopping on 10% of the rows). Both are scored on the 20%: RMSE in the target's units, or
+log-loss. The tune's seconds are the wall time of the whole call.
 
 Run: OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/short_tune.py --budget 10 \
          --seeds 0 [--tables wage digits] [--threads 1]
