@@ -441,6 +441,8 @@ def test_a_warm_start_network_trains_with_its_values_the_space_does_not_draw():
     assert trials[0].state == optuna.trial.TrialState.COMPLETE
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
+                            "ignore:Heartbeat of storage:UserWarning")
 def test_a_requeued_warm_start_trial_trains_again_as_it_was(tmp_path):
     """A dead worker's warm-start trial, re-queued by Optuna's retry callback (which copies
     its params and user attributes), is trained by another worker as the same network:
