@@ -150,8 +150,8 @@ class _PBTPopulation:
     population: Population
     members: list[_Member]
     started: float
-    # every member's values of hyperparameters the space does not draw (a warm start's
-    # tabm_k, samplers.QueuedTrial.outside): structural ones shape the whole population
+    # every member's values of hyperparameters the space does not name (a warm start's,
+    # samplers.QueuedTrial.outside): structural ones shape the whole population
     outside: dict[str, Any] = field(default_factory=dict)
     scores: list[float] = field(default_factory=list)  # the latest epoch's, per slot
     events: list[dict[str, Any]] = field(default_factory=list)

@@ -412,9 +412,9 @@ WARM_START = (DEFAULTS, REALMLP_LIKE)
 class QueuedTrial:
     """A trial asked with known values (``study.enqueue_trial``): a warm start's network,
     or a re-queued trial of a dead worker. ``params``: Optuna's, of the axes the space draws;
-    ``outside``: a configuration's values of hyperparameters the space leaves at their
-    defaults (the estimators' ``tabm_k``), which the trial carries as a user attribute
-    (``keys.OUTSIDE_SPACE``) and trains with."""
+    ``outside``: a configuration's values of hyperparameters the space does not name (in a
+    space of a few axes, the RealMLP-like network's optimizer, dropout, decay and PLR), which
+    the trial carries as a user attribute (``keys.OUTSIDE_SPACE``) and trains with."""
 
     params: dict[str, Any]
     outside: dict[str, Any] = field(default_factory=dict)

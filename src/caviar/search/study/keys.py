@@ -60,8 +60,8 @@ STOPPED = "stopped"  # why it was stopped while running ("time budget"); its sta
 ROUND = "c2f_round"  # the coarse-to-fine round it was drawn in (0 is the coarse round)
 WORKER = "worker"  # the process that ran it: "host:pid"
 WARM = "warm_start"  # True: a known-good network of the warm start (samplers.warm_start)
-# a warm-start trial's values of hyperparameters its space does not draw (the estimators'
-# tabm_k), {name: value}: its configuration is what the space draws updated by these
+# a warm-start trial's values of hyperparameters its space does not name, {name: value}:
+# its configuration is what the space draws updated by these (samplers.QueuedTrial)
 OUTSIDE_SPACE = "outside_space"
 NETWORK = "network"  # its best-epoch network, a candidate for the model: {"value", "epoch",
 # "stopped"}; the network itself is the trial's Optuna artifact (study.artifacts)
