@@ -255,7 +255,7 @@ class PopulationBasedTraining(Tuner):
         has trained, each with its trials, best first ([] before any)."""
         by_structure: dict[tuple, list[optuna.trial.FrozenTrial]] = {}
         for t in self._ranked():
-            structure = structural_params(t.params) | _outside(t)
+            structure = structural_params(t.params) | _trial_outside(t)
             key = tuple(sorted((k, str(v)) for k, v in structure.items()))
             if key in by_structure or len(by_structure) < n:
                 by_structure.setdefault(key, []).append(t)
@@ -275,7 +275,7 @@ class PopulationBasedTraining(Tuner):
                 changes = explore(self._values(params), self.space, self.rng)
                 params.update({self.space[k].optuna_name: _encoded(self.space, k, v)
                                for k, v in changes.items()})
-            drawn.append((*self._draw({}, fixed=params, outside=_outside(source)), source,
+            drawn.append((*self._draw({}, fixed=params, outside=_trial_outside(source)), source,
                           changes))
         return drawn
 
@@ -312,7 +312,7 @@ class PopulationBasedTraining(Tuner):
         for i, size in enumerate(sizes):
             pid = f"{self.prefix}{self.round}.{i}"
             known = warm[i] if i >= len(starts) and i < len(warm) else None
-            outside = (_outside(starts[i][0]) if i < len(starts)
+            outside = (_trial_outside(starts[i][0]) if i < len(starts)
                        else known.outside if known else {})
             if i < len(starts):
                 drawn = self._from_best(starts[i], size)
@@ -639,6 +639,6 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _outside(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def _trial_outside(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """A trial's values of hyperparameters its space does not draw (``keys.OUTSIDE_SPACE``)."""
     return trial.user_attrs.get(keys.OUTSIDE_SPACE) or {}
