@@ -139,6 +139,28 @@ def test_target_all_missing_or_single_class():
     one_line(e)
 
 
+def test_numbers_with_a_typo_are_not_classes():
+    """A regression target read as text because one value is a typo would make every number
+    a class (and leave no row to validate); numbers that look like labels stay labels."""
+    prices = pd.Series(["3.5", "2.25", "oops", "7.0", "1.75", "5.5"], name="y")
+    with pytest.raises(DataError, match=r"target 'y' is numbers except 1 value\(s\) such as "
+                                        r"'oops' \(row 2\); fix them") as e:
+        infer_task(prices)
+    one_line(e)
+    assert infer_task(prices, task="multiclass") == "multiclass"  # asked for: labels
+    assert infer_task(["1", "2", "unknown", "1", "2", "unknown"]) == "multiclass"
+
+
+def test_a_target_of_ids_is_refused_where_rows_must_be_held_back():
+    df = pd.DataFrame({"x": np.arange(30.0), "y": [f"id{i}" for i in range(30)]})
+    with pytest.raises(DataError, match=r"every class of target 'y' has a single row, such as "
+                                        r"'id0': no row can be validated or tested") as e:
+        split_frame(df, "y")
+    one_line(e)
+    train, val, test = split_frame(df, "y", val_size=0.0, test_size=0.0)  # nothing held back
+    assert len(train) == 30
+
+
 # ----------------------------------------------------------------------------- infer_roles
 
 

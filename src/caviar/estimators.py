@@ -167,7 +167,9 @@ class _CaviarEstimator(BaseEstimator):
         hyperparameters["numeric"] = numeric = self.numeric or NUMERIC[0]
         hyperparameters["tabm_k"] = self._tabm_k()
         hyperparameters["batch_size"] = min(int(self.batch_size), len(frame))
-        early_stopping = self.early_stopping and len(frame) >= 20
+        # too few rows to hold some back, or no class with a second row to validate on
+        early_stopping = (self.early_stopping and len(frame) >= 20
+                          and (task == "regression" or pd.Series(y).value_counts().max() > 1))
         prepared = prepare(frame, _TARGET, task=task, categorical=self.categorical, seed=seed,
                            val_size=self.validation_fraction if early_stopping else 0.0,
                            test_size=0.0, weight=_WEIGHT if sample_weight is not None else None,

@@ -369,12 +369,23 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
                             f"use task='binary'")
         return task
     if numeric:
-        looks_continuous = (
-            not _integral(y) or n_levels > MAX_CLASSES or n_levels > max(2, len(y) // 2)
-        )
-        if looks_continuous:
+        if _looks_continuous(y, n_levels):
             return "regression"
+    else:  # numbers read as labels because some values are not numbers: a typo, not classes
+        numbers = pd.to_numeric(y, errors="coerce")
+        stray = y[numbers.isna()]
+        if 0 < len(stray) < len(y) and _looks_continuous(numbers.dropna(),
+                                                          numbers.nunique()):
+            raise DataError(
+                f"{name} is numbers except {len(stray)} value(s) such as {stray.iloc[0]!r} "
+                f"(row {stray.index[0]}); fix them, or blank them to leave those rows out "
+                f"(to treat the values as labels, pass task='multiclass')")
     return "binary" if n_levels == 2 else "multiclass"
+
+
+def _looks_continuous(y: pd.Series, n_levels: int) -> bool:
+    """Numbers that are a regression target, not labels: not whole, or too many levels."""
+    return not _integral(y) or n_levels > MAX_CLASSES or n_levels > max(2, len(y) // 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -762,6 +773,11 @@ def split_frame(
     if task != "regression":
         counts = df[target].value_counts()
         single = counts.index[counts == 1].tolist()
+        if len(single) == len(counts) and (test_size or val_size):
+            raise DataError(
+                f"every class of target {target!r} has a single row, such as "
+                f"{_jsonable(single[0])!r}: no row can be validated or tested; is it an ID? "
+                f"pick the column that holds the labels")
         if single and (test_size or val_size):
             warnings.warn(
                 f"{len(single)} class(es) of the target have a single row, such as "

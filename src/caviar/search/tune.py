@@ -30,7 +30,7 @@ from ..data import (
     prepare,
     read_table,
 )
-from ..data.table import category_strings
+from ..data.table import DataError, category_strings
 from ..engine import resolve_device
 from ..files import jsonable, replace_file
 from ..metrics import Metric, ValidationScorer, get_metric
@@ -288,6 +288,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                        test=None if test is None else read_table(test), split=split,
                        group=group, weight=weight, class_weight=class_weight,
                        max_onehot=max_onehot, numeric=scalings)
+    if prepared.X_val is None:  # the search chooses by the validation rows: it needs some
+        raise DataError(f"no validation rows in {len(frame)} rows (a class with a single row "
+                        "is never validated); add rows, or pass --validation FILE")
     if refit == "bag" and prepared.how.startswith("time:"):
         raise ValueError("refit='bag' shuffles rows into folds, which a time split forbids "
                          "(networks would train on the future); use refit='train+valid'")

@@ -70,6 +70,10 @@ def files() -> dict[str, bytes]:
     inf_target = ref.assign(y=(ref["x"] * 10).round(2))
     inf_target.loc[4, "y"] = np.inf
     out["target_inf.csv"] = csv(inf_target)
+    typo = ref.assign(y=(ref["x"] * 10).round(2).astype(object))
+    typo.loc[5, "y"] = "oops"  # numbers, and one typo that would make every number a class
+    out["target_numbers_with_a_typo.csv"] = csv(typo)
+    out["every_class_one_row.csv"] = csv(ref.assign(y=[f"id{i}" for i in range(ROWS)]))
 
     # ------------------------------------------------------------------ values
     text = csv(ref).decode().splitlines(keepends=True)
