@@ -259,7 +259,9 @@ def test_the_weight_column_is_not_a_feature_and_weights_the_validation_metric(tm
     assert result.study.user_attrs["metric"] == "val_weighted_log_loss"
     curve = result.study.trials[0].user_attrs["curve"]
     assert all(r["val_weighted_log_loss"] != r["val_log_loss"] for r in curve)
-    with pytest.raises(DataError, match="must hold numbers >= 0"):
+    # every row's bad values are counted (not only the training rows'), shown as written
+    with pytest.raises(DataError, match=f"must hold numbers >= 0, but has {len(df)} other "
+                                        r"value\(s\), such as -1.0; fix"):
         prepare(df.assign(w=-1.0), "default", weight="w")
 
 

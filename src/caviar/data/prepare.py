@@ -150,6 +150,8 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
                         "group=COL)")
     for column, argument in ((time_column, "split"), (group, "group"), (weight, "weight")):
         _check_names(table, [column] if column else [], argument, target)
+    if weight:  # every row's, before a split: the error counts the table's bad values
+        _as_weights(table, weight)
     not_features = [c for c in (group, weight) if c]
     carve_val = 0.0 if validation is not None else val_size
     carve_test = 0.0 if test is not None else test_size
@@ -217,6 +219,7 @@ def _as_weights(frame: pd.DataFrame, column: str) -> torch.Tensor:
     bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
         shown = frame[column].iloc[int(np.flatnonzero(bad)[0])]
+        shown = shown.item() if isinstance(shown, np.generic) else shown  # -1.0, not np.float64
         raise DataError(f"the weight column {column!r} must hold numbers >= 0, but has "
                         f"{int(bad.sum())} other value(s), such as {shown!r}; fix or drop "
                         "those rows")
