@@ -369,13 +369,15 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
                             f"use task='binary'")
         return task
     if numeric:
-        if _looks_continuous(y, n_levels):
+        if _looks_continuous(y, n_levels, len(y)):
             return "regression"
     else:  # numbers read as labels because some values are not numbers: a typo, not classes
-        numbers = pd.to_numeric(y, errors="coerce")
-        stray = y[numbers.isna()]
-        if 0 < len(stray) < len(y) and _looks_continuous(numbers.dropna(),
-                                                          numbers.nunique()):
+        # parsed once per distinct value, not per row (a long target of a few labels)
+        levels = pd.Series(y.unique())
+        numbers = pd.to_numeric(levels, errors="coerce")
+        stray = y[y.isin(levels[numbers.isna()])] if numbers.notna().any() else y.iloc[:0]
+        if 0 < len(stray) < len(y) and _looks_continuous(
+                numbers.dropna(), int(numbers.notna().sum()), len(y) - len(stray)):
             raise DataError(
                 f"{name} is numbers except {len(stray)} value(s) such as {stray.iloc[0]!r} "
                 f"(row {stray.index[0]}); fix them, or blank them to leave those rows out "
@@ -383,9 +385,10 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
     return "binary" if n_levels == 2 else "multiclass"
 
 
-def _looks_continuous(y: pd.Series, n_levels: int) -> bool:
-    """Numbers that are a regression target, not labels: not whole, or too many levels."""
-    return not _integral(y) or n_levels > MAX_CLASSES or n_levels > max(2, len(y) // 2)
+def _looks_continuous(values: pd.Series, n_levels: int, rows: int) -> bool:
+    """Numbers that are a regression target, not labels: not whole, or too many levels
+    (``values``: the rows' numbers or their distinct ones; ``rows``: how many rows)."""
+    return not _integral(values) or n_levels > MAX_CLASSES or n_levels > max(2, rows // 2)
 
 
 # --------------------------------------------------------------------------------------------
