@@ -423,8 +423,8 @@ def test_groups_take_turns_by_time_not_by_epochs(wine_csv, tmp_path, monkeypatch
 
 
 def test_a_warm_start_network_trains_with_its_values_the_space_does_not_draw():
-    """The estimators' network is TabM-mini; the space draws no tabm_k. The warm start's
-    trial trains it as the estimators fit it, and the search's own trials stay one network."""
+    """A known network of 4 TabM-mini sub-networks in a space that draws no tabm_k: the warm
+    start's trial trains it as it is, and the search's own trials stay one network."""
     data, space, _ = _one_known_network(epochs=3)
     warm = warm_start(space, [{"hidden_layer_sizes": (8,), "batch_size": 64, "epochs": 3,
                                "tabm_k": 4}])
