@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from caviar.data import DataError, Roles, infer_roles, infer_task, read_table, split_frame
+from caviar.data import (
+    DataError,
+    Roles,
+    TablePreprocessor,
+    infer_roles,
+    infer_task,
+    read_table,
+    split_frame,
+)
 from caviar.datasets import dataset_path, list_datasets, load_dataset
 
 
@@ -247,6 +255,37 @@ def test_numeric_column_with_text_values():
     assert infer_roles(df, "y").numeric == ["amount"]
     df["amount"] = ["a", "b", "c", "1"] * 15  # mostly text: categorical
     assert infer_roles(df, "y").onehot == ["amount"]
+
+
+def test_numbers_as_spreadsheets_write_them_are_numbers():
+    """Amounts exported as "$1,234.50", "-€3" or "12.5%" are the numbers they write: the same
+    features as the plain numbers, not a category of as many levels as rows (or an ID)."""
+    rng = np.random.default_rng(3)
+    amount = np.round(rng.uniform(-5000, 5000, 80), 2)
+    share = np.round(rng.uniform(0, 1, 80), 3)
+    plain = pd.DataFrame({"amount": amount, "share": share,
+                          "y": np.round(amount / 100 + rng.normal(size=80), 2)})
+    written = pd.DataFrame({
+        "amount": ["-$" + f"{-v:,.2f}" if v < 0 else "$" + f"{v:,.2f}" for v in amount],
+        "share": [f"{100 * v:.1f}%" for v in share],
+        "y": [f"{v:,.2f}" for v in plain["y"] * 1000]})
+    roles = infer_roles(written, "y")
+    assert roles.task == "regression"  # a price target saved as text: numbers, not classes
+    assert roles.numeric == ["amount", "share"]
+    assert roles.reasons["amount"] == "text holding numbers"
+    pre = TablePreprocessor("y").fit(written)
+    want = TablePreprocessor("y").fit(plain.assign(y=plain["y"] * 1000))
+    np.testing.assert_allclose(pre.transform(written), want.transform(plain), atol=1e-6)
+    np.testing.assert_allclose(pre.encode_target(written["y"]),
+                               want.encode_target(plain["y"] * 1000), atol=1e-6)
+    # a value that is no number is still named, as for any numeric column
+    written.loc[7, "amount"] = "$12.3.4"
+    with pytest.raises(DataError, match=r"column 'amount' holds numbers but 1 value\(s\) are "
+                                        r"text, such as '\$12.3.4' \(row 7\)"):
+        infer_roles(written, "y")
+    # labels stay labels: whole numbers of few levels, a declared category
+    assert infer_task(["1", "2", "3"] * 5) == "multiclass"
+    assert infer_task(pd.Series(["1.5", "2.5", "3.5"] * 5, dtype="category")) == "multiclass"
 
 
 def test_no_features_left():

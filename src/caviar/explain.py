@@ -156,8 +156,7 @@ class ImportanceRows:
         self.X = np.repeat(np.arange(len(df))[:, None], len(self.features), axis=1)
         if model.task == "regression":
             self.estimator: BaseEstimator = _Regressor(self)
-            model.preprocessor.encode_target(df[target])  # DataError for text in the target
-            self.y = pd.to_numeric(df[target]).to_numpy(dtype=np.float64)
+            self.y = model.preprocessor.target_values(df[target])  # DataError for text
             self.scorer: Any = get_scorer("neg_root_mean_squared_error")
             self.metric = "rmse"
         else:

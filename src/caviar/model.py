@@ -113,8 +113,8 @@ class CaviarModel:
 
         df = read_table(data)
         df = df[df[self.target].notna()]
-        truth = df[self.target].to_numpy()
         if self.task == "regression":
+            truth = self.preprocessor.target_values(df[self.target])
             pred = self.predict(df)
             return {"rmse": float(np.sqrt(metrics.mean_squared_error(truth, pred))),
                     "mae": float(metrics.mean_absolute_error(truth, pred)),

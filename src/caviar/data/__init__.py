@@ -17,6 +17,7 @@ from caviar.data.table import (
     infer_task,
     read_table,
     split_frame,
+    to_numbers,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "prepare",
     "read_table",
     "split_frame",
+    "to_numbers",
 ]

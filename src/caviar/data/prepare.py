@@ -23,6 +23,7 @@ from caviar.data.table import (
     infer_task,
     split_frame,
     time_split,
+    to_numbers,
 )
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def _as_weights(frame: pd.DataFrame, column: str) -> torch.Tensor:
     if column not in frame.columns:
         raise DataError(f"the weight column {column!r} is missing from a table; add it "
                         "(validation and test files need it too)")
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    values = to_numbers(frame[column]).to_numpy()
     bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
         shown = frame[column].iloc[int(np.flatnonzero(bad)[0])]

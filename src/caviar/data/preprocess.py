@@ -75,6 +75,7 @@ from caviar.data.table import (
     infer_roles,
     infer_task,
     read_table,
+    to_numbers,
 )
 from caviar.hyperparams import NUMERIC
 
@@ -430,7 +431,7 @@ class TablePreprocessor(BaseEstimator):
         self.dates_ = fit_dates(df, self.roles_.datetime)
         y = df[self.target]
         if self.task_ == "regression":
-            values = pd.to_numeric(y).to_numpy(dtype=np.float64)
+            values = self.target_values(y)
             self.target_mean_ = float(values.mean())
             self.target_std_ = float(values.std())
             y_encoder = values  # the target encoder works in the user's units
@@ -639,7 +640,7 @@ class TablePreprocessor(BaseEstimator):
                         f"numeric column {col!r} holds text such as {bad.iloc[0]!r} (row "
                         f"{bad.index[0]}); fix or blank those values"
                     )
-                s = pd.to_numeric(s)
+                s = to_numbers(s)
             values = s.to_numpy(dtype=np.float64, na_value=np.nan)
             infinite = np.isinf(values)
             if infinite.any():  # the missing-value indicator still tells the network
@@ -681,18 +682,14 @@ class TablePreprocessor(BaseEstimator):
             raise DataError(f"the target has {int(y.isna().sum())} missing value(s); drop "
                             f"those rows first")
         if self.task_ == "regression":
-            bad = bad_numbers(y)
-            if len(bad):
-                raise DataError(f"the target holds text such as {bad.iloc[0]!r}; a regression "
-                                f"target must be numbers")
-            values = pd.to_numeric(y).to_numpy(dtype=np.float64)
+            values = self.target_values(y)
             return ((values - self.target_mean_) / self.target_std_).astype(np.float32)
         if self.classes_.dtype.kind in "iuf" and not pd.api.types.is_numeric_dtype(y):
             bad = bad_numbers(y)
             if len(bad):
                 raise DataError(f"the target holds class {bad.iloc[0]!r}, unknown at training; "
                                 f"known classes: {self._known_classes()}")
-            y = pd.to_numeric(y)
+            y = to_numbers(y)
         elif self.classes_.dtype.kind == "O" and pd.api.types.is_numeric_dtype(y):
             y = category_strings(y)
         index = {label: i for i, label in enumerate(self.classes_.tolist())}
@@ -709,6 +706,22 @@ class TablePreprocessor(BaseEstimator):
         labels = _jsonable(self.classes_.tolist())
         more = f" and {len(labels) - 8} more" if len(labels) > 8 else ""
         return ", ".join(repr(v) for v in labels[:8]) + more
+
+    def target_values(self, y: pd.Series | np.ndarray | list) -> np.ndarray:
+        """A regression target in its units as float64 (text such as "$1,234" read as the
+        number it writes); DataError for a value that is not a number.
+
+        >>> pre = TablePreprocessor("y", task="regression").fit(
+        ...     pd.DataFrame({"x": range(4), "y": ["$1,000", "$2,500", "$3,000", "$900"]}))
+        >>> pre.target_values(["$1,200", 700]).tolist()
+        [1200.0, 700.0]
+        """
+        y = pd.Series(y) if not isinstance(y, pd.Series) else y
+        bad = bad_numbers(y)
+        if len(bad):
+            raise DataError(f"the target holds text such as {bad.iloc[0]!r}; a regression "
+                            f"target must be numbers")
+        return to_numbers(y).to_numpy()
 
     def decode_target(self, values: np.ndarray | list) -> np.ndarray:
         """Inverse of :meth:`encode_target`: class indices to labels, or back to target units."""

@@ -51,6 +51,7 @@ __all__ = [
     "NUMERIC_SHARE",
     "MAX_LEVEL_LENGTH",
     "MISSING_LEVEL",
+    "to_numbers",
 ]
 
 MAX_ONEHOT_LEVELS = 10  # categoricals with at most this many levels are always one-hot
@@ -342,6 +343,15 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
             f"{infinite.index[0]}); fix them, or blank them to leave those rows out"
         )
     n_levels = y.nunique()
+    # a text target's numbers ("$1,234", "12%"), read once per distinct value; NaN: not one
+    # (a category dtype is labels the user declared)
+    levels = pd.Series(y.unique())
+    text = _text_values(y) and not isinstance(y.dtype, pd.CategoricalDtype)
+    written = to_numbers(levels) if text else pd.Series(np.nan, index=levels.index)
+    if np.isinf(written).any():
+        raise DataError(f"{name} holds infinite values such as "
+                        f"{levels[np.isinf(written)].iloc[0]!r}; fix them, or blank them to "
+                        "leave those rows out")
     if len(y) == 1:
         raise DataError(f"{name} has a value in a single row: there is nothing to learn; "
                         f"pass a table with more rows")
@@ -354,7 +364,7 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
     if task is not None:
         if task not in TASKS:
             raise DataError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-        if task == "regression" and not numeric:
+        if task == "regression" and not (numeric or written.notna().all()):
             raise DataError(
                 f"{name} holds labels such as {y.iloc[0]!r}, not numbers: it can't be a "
                 f"regression target; use task='binary' or 'multiclass'"
@@ -371,13 +381,12 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
     if numeric:
         if _looks_continuous(y, n_levels, len(y)):
             return "regression"
-    else:  # numbers read as labels because some values are not numbers: a typo, not classes
-        # parsed once per distinct value, not per row (a long target of a few labels)
-        levels = pd.Series(y.unique())
-        numbers = pd.to_numeric(levels, errors="coerce")
-        stray = y[y.isin(levels[numbers.isna()])] if numbers.notna().any() else y.iloc[:0]
-        if 0 < len(stray) < len(y) and _looks_continuous(
-                numbers.dropna(), int(numbers.notna().sum()), len(y) - len(stray)):
+    elif written.notna().all():  # numbers written as text: a price saved as "$1,234"
+        if _looks_continuous(written, n_levels, len(y)):
+            return "regression"
+    elif written.notna().any():  # numbers but for a few values: a typo, not classes
+        stray = y[y.isin(levels[written.isna()])]
+        if _looks_continuous(written.dropna(), int(written.notna().sum()), len(y) - len(stray)):
             raise DataError(
                 f"{name} is numbers except {len(stray)} value(s) such as {stray.iloc[0]!r} "
                 f"(row {stray.index[0]}); fix them, or blank them to leave those rows out "
@@ -533,11 +542,43 @@ def _text_values(s: pd.Series) -> bool:
                 or pd.api.types.is_timedelta64_dtype(s))
 
 
+# A number as spreadsheets write it: thousands separators (1,234.5), a currency sign before
+# it ($12, -€3.50, $-3.50), a percent after it (12.5%); ``to_numbers`` reads these.
+_FORMATTED_NUMBER = re.compile(
+    r"^(?P<sign>[-+]?)[$€£¥]?(?P<sign2>[-+]?)"
+    r"(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+)(?P<percent>%?)$")
+
+
+def to_numbers(s: pd.Series) -> pd.Series:
+    """``s`` as float64 numbers, NaN where a value is missing or is not a number.
+
+    Text is read as pandas reads numbers, and also in the forms spreadsheets export: with
+    thousands separators, a currency sign, or a percent (a share: 12% is 0.12), so that a
+    price column saved as "$1,234" is the number 1234, not 1,000 levels of a category.
+
+    >>> to_numbers(pd.Series(["1,234.5", "$12", "-€3.50", "12%", "7", None, "n/a"])).tolist()
+    [1234.5, 12.0, -3.5, 0.12, 7.0, nan, nan]
+    """
+    parsed = pd.to_numeric(s, errors="coerce")
+    values = parsed.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    unread = (parsed.isna() & s.notna()).to_numpy()
+    if unread.any() and _text_values(s):  # parsed once per distinct value, not per row
+        text = s[unread]
+        levels = pd.Series(text.unique())
+        parts = levels.astype(str).str.strip().str.extract(_FORMATTED_NUMBER)
+        one_sign = (parts["sign"] == "") | (parts["sign2"] == "")
+        number = pd.to_numeric(parts["digits"].str.replace(",", "", regex=False))
+        number = number.where(~((parts["sign"] == "-") | (parts["sign2"] == "-")), -number)
+        number = number.where(parts["percent"] != "%", number / 100)
+        read = dict(zip(levels[number.notna() & one_sign], number[number.notna() & one_sign]))
+        values[unread] = text.map(read).to_numpy(dtype=np.float64, na_value=np.nan)
+    return pd.Series(values, index=s.index, name=s.name)
+
+
 def bad_numbers(s: pd.Series) -> pd.Series:
-    """The non-missing values of ``s`` that do not parse as numbers."""
+    """The non-missing values of ``s`` that ``to_numbers`` does not read as numbers."""
     present = s.dropna()
-    parsed = pd.to_numeric(present, errors="coerce")
-    return present[parsed.isna()]
+    return present[to_numbers(present).isna()]
 
 
 def _row_index(s: pd.Series, position: int) -> str | None:

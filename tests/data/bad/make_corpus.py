@@ -97,6 +97,9 @@ def files() -> dict[str, bytes]:
     out["utf8_bom.csv"] = b"\xef\xbb\xbf" + csv(accents)
     out["utf16_excel.txt"] = csv(accents, sep="\t").decode().encode("utf-16")  # with a BOM
     out["semicolon_decimal_comma.csv"] = csv(ref, sep=";", decimal=",")
+    # x as a spreadsheet exports an amount: "$0.386", "-$1.234" (the same numbers)
+    dollars = ["-$" + f"{-v:,}" if v < 0 else "$" + f"{v:,}" for v in ref["x"]]
+    out["currency_numbers.csv"] = csv(ref.assign(x=dollars))
     out["tab_separated.csv"] = csv(ref, sep="\t")
     out["crlf.csv"] = csv(ref).replace(b"\n", b"\r\n")
     out["cr_only.csv"] = csv(ref).replace(b"\n", b"\r")
