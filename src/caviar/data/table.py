@@ -343,11 +343,12 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
             f"{infinite.index[0]}); fix them, or blank them to leave those rows out"
         )
     n_levels = y.nunique()
-    # a text target's numbers ("$1,234", "12%"), read once per distinct value; NaN: not one
-    # (a category dtype is labels the user declared)
-    levels = pd.Series(y.unique())
+    # a text target's numbers ("$1,234", "12%"), read once per distinct value (NaN: not a
+    # number); none for numbers, booleans and a category dtype (labels the user declared)
     text = _text_values(y) and not isinstance(y.dtype, pd.CategoricalDtype)
-    written = to_numbers(levels) if text else pd.Series(np.nan, index=levels.index)
+    levels = pd.Series(y.unique() if text else [], dtype=object)
+    written = to_numbers(levels)
+    numbers_as_text = len(levels) > 0 and bool(written.notna().all())
     if np.isinf(written).any():
         raise DataError(f"{name} holds infinite values such as "
                         f"{levels[np.isinf(written)].iloc[0]!r}; fix them, or blank them to "
@@ -364,7 +365,7 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
     if task is not None:
         if task not in TASKS:
             raise DataError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-        if task == "regression" and not (numeric or written.notna().all()):
+        if task == "regression" and not (numeric or numbers_as_text):
             raise DataError(
                 f"{name} holds labels such as {y.iloc[0]!r}, not numbers: it can't be a "
                 f"regression target; use task='binary' or 'multiclass'"
@@ -381,7 +382,7 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
     if numeric:
         if _looks_continuous(y, n_levels, len(y)):
             return "regression"
-    elif written.notna().all():  # numbers written as text: a price saved as "$1,234"
+    elif numbers_as_text:  # a price saved as "$1,234": numbers, not labels
         if _looks_continuous(written, n_levels, len(y)):
             return "regression"
     elif written.notna().any():  # numbers but for a few values: a typo, not classes
