@@ -2,8 +2,8 @@
 
 Every table of bench/tables.py, one 80/20 split per seed (``split_frame``, stratified for
 classifiers). On the same 80% of the rows: ``tune(..., time_budget=B, test=the 20%)`` (its
-validation rows carved from the 80%; its first trials are the defaults, as one network, and
-the RealMLP-like one) and ``CaviarClassifier``/``CaviarRegressor`` at their defaults (early
+validation rows carved from the 80%; its first trials are the estimators' network, TabM-mini,
+and the RealMLP-like one) and ``CaviarClassifier``/``CaviarRegressor`` at their defaults (early
 stopping on 10% of the rows). Both are scored on the 20%: RMSE in the target's units, or
 log-loss. The tune's seconds are the wall time of the whole call.
 

@@ -12,7 +12,7 @@ import torch
 from commandline import invoke
 from wine import WINE_SPACE
 
-from caviar import load_model
+from caviar import CaviarClassifier, load_model
 from caviar.data import prepare
 from caviar.engine import Population
 from caviar.hyperparams import DEFAULTS, REALMLP_LIKE, TABM_K
@@ -163,20 +163,24 @@ def test_an_unknown_refit_is_one_clear_error(wine_csv, tmp_path):
 
 
 
-def test_a_new_study_starts_from_the_defaults_and_a_realmlp_like_network(wine_csv, tmp_path):
+def test_a_new_study_starts_from_the_estimators_network_and_a_realmlp_like_one(wine_csv,
+                                                                             tmp_path):
     space = default_space()
     result = tune(wine_csv, "cultivar", trials=4, population=4, space=space,
                   out=tmp_path / "warm", seed=0, refit="none")
     first = sorted(result.study.trials, key=lambda t: t.number)[:2]
     assert [t.params for t in first] == [w.params for w in warm_start(space)]
     made = [t.user_attrs["hyperparameters"] for t in first]
-    for config, hyperparameters in zip((DEFAULTS, REALMLP_LIKE), made):
+    estimators = CaviarClassifier().get_params()
+    for config, hyperparameters in zip((estimators, REALMLP_LIKE), made):
         for name in ("hidden_layer_sizes", "optimizer", "learning_rate", "dropout",
                      "lr_decay", "batch_size", "batch_norm", "epochs", "numeric_embedding"):
             assert _plain(hyperparameters[name]) == _plain(config[name]), name
     assert made[1]["plr_sigma"] == pytest.approx(REALMLP_LIKE["plr_sigma"])
-    # one network each: the estimators' TabM-mini failed its rule as a warm start
-    assert [h["tabm_k"] for h in made] == [1, 1]
+    # the estimators' network as they fit it: TabM-mini, though the space draws no tabm_k
+    # (the search's own trials are one network each)
+    assert [h["tabm_k"] for h in made] == [TABM_K, 1]
+    assert all(t.user_attrs["hyperparameters"]["tabm_k"] == 1 for t in result.study.trials[2:])
     # each trains alone, to its last epoch (no other trial shares its population, so none
     # is compared with it before it ends); the search's trials share the other slots
     assert [t.state for t in first] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -192,7 +196,7 @@ def test_warm_start_keeps_only_configurations_inside_the_space():
     wide = default_space().replace({"width": choice([32, 64]), "l2": log_uniform(1e-5, 1.0)})
     (only,) = warm_start(wide)  # the defaults' 64 wide layers; not RealMLP's 256
     assert only.params["width"] == 64 and only.params["l2"] == 1e-5  # l2 = 0: the floor
-    assert only.outside == {}  # the default space names every value the defaults set
+    assert only.outside == {"tabm_k": TABM_K}  # the estimators' k: the space draws none
     fixed = default_space().replace({"optimizer": fixed_value("adamw")})
     (realmlp,) = warm_start(fixed)
     assert realmlp.params["width"] == 256 and "optimizer" not in realmlp.params
@@ -215,8 +219,8 @@ def test_a_warm_start_trains_the_network_it_names_in_a_space_of_few_axes(wine_cs
     RealMLP's layers, optimizer, dropout, decay and PLR (the values the space does not name
     go with the trial), not the vocabulary's defaults with RealMLP's learning rate."""
     space = Space({"learning_rate": log_uniform(1e-4, 1e-2)})
-    defaults, realmlp = warm_start(space)
-    assert defaults.outside == {}
+    estimators, realmlp = warm_start(space)
+    assert estimators.outside == {"tabm_k": TABM_K}
     assert realmlp.params == {"learning_rate": pytest.approx(2e-3)}
     assert realmlp.outside["optimizer"] == "adamw"
     result = tune(wine_csv, "cultivar", trials=2, population=2, space=space,
@@ -225,9 +229,10 @@ def test_a_warm_start_trains_the_network_it_names_in_a_space_of_few_axes(wine_cs
     assert [t.user_attrs.get("warm_start") for t in result.study.trials] == [True, True]
     for name in ("hidden_layer_sizes", "optimizer", "weight_decay", "dropout", "lr_decay",
                  "batch_norm", "batch_size", "numeric_embedding"):
-        assert _plain(made[0][name]) == _plain(DEFAULTS[name]), name
+        assert _plain(made[0][name]) == _plain(DEFAULTS[name]), name  # as TabM-mini
         assert _plain(made[1][name]) == _plain(REALMLP_LIKE[name]), name
     assert made[1]["plr_sigma"] == pytest.approx(REALMLP_LIKE["plr_sigma"])
+    assert [h["tabm_k"] for h in made] == [TABM_K, 1]
 
 
 def _plain(value):

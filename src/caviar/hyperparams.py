@@ -283,8 +283,8 @@ DEFAULTS = Config()
 # A known-good tabular MLP in this vocabulary, after RealMLP-TD (Holzmüller et al. 2024):
 # three wide layers without batch norm, a little dropout, AdamW with a small decoupled weight
 # decay, batch 256, a cosine decay of the learning rate, and periodic embeddings of the numeric
-# columns with RealMLP-TD's own σ = 0.1 of the initial frequencies. Tuning starts from it (and
-# from DEFAULTS): the first trials of a study are these (``caviar.search.samplers.warm_start``).
+# columns with RealMLP-TD's own σ = 0.1 of the initial frequencies. Tuning starts from it and
+# from ESTIMATOR_NETWORK (``caviar.search.samplers.warm_start``).
 REALMLP_LIKE = Config({
     "hidden_layer_sizes": (256, 256, 256), "activation": "relu", "batch_norm": False,
     "batch_size": 256, "dropout": 0.15, "optimizer": "adamw", "learning_rate": 2e-3,
@@ -298,6 +298,10 @@ REALMLP_LIKE = Config({
 # times the seconds (bench/README.md, "The estimators' network as TabM-mini"). A network
 # without hidden layers has nothing to share.
 TABM_K = 4
+
+# The network ``CaviarClassifier()`` and ``CaviarRegressor()`` fit: the defaults as TabM-mini.
+# A search's warm start trains it too (``caviar.search.samplers.warm_start``).
+ESTIMATOR_NETWORK = DEFAULTS.replace(tabm_k=TABM_K)
 
 
 def resolve(overrides: Mapping[str, Any] | None = None) -> Config:

@@ -19,8 +19,8 @@ How trials meet populations (slot refill):
   survivors vectorize little. With the grid sampler, which must place every grid point
   itself, each trial joins whichever group matches its structure.
 - A new study's first trials are known-good networks (``samplers.warm_start``: the
-  estimators' defaults as one network and a RealMLP-like one), each alone in a group of its
-  own that no other trial joins, and never pruned. Shared with 15 random draws, in a short
+  estimators' network, TabM-mini, and a RealMLP-like one), each alone in a group of its own
+  that no other trial joins, and never pruned. Shared with 15 random draws, in a short
   budget each got a sixteenth of the epochs the estimator gives its one network, and a 10 s
   tune scored 1.185x the defaults; alone, with groups taking turns by time, it trains about
   as fast as the estimator's network (bench/README.md, "A 10-second tune").
