@@ -634,13 +634,14 @@ class TablePreprocessor(BaseEstimator):
         for col in self.roles_.numeric:
             s = df[col]
             if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
-                bad = bad_numbers(s)
+                numbers = to_numbers(s)
+                bad = s[s.notna() & numbers.isna()]
                 if len(bad):
                     raise DataError(
                         f"numeric column {col!r} holds text such as {bad.iloc[0]!r} (row "
                         f"{bad.index[0]}); fix or blank those values"
                     )
-                s = to_numbers(s)
+                s = numbers
             values = s.to_numpy(dtype=np.float64, na_value=np.nan)
             infinite = np.isinf(values)
             if infinite.any():  # the missing-value indicator still tells the network
@@ -717,11 +718,12 @@ class TablePreprocessor(BaseEstimator):
         [1200.0, 700.0]
         """
         y = pd.Series(y) if not isinstance(y, pd.Series) else y
-        bad = bad_numbers(y)
+        numbers = to_numbers(y)
+        bad = y[y.notna() & numbers.isna()]
         if len(bad):
             raise DataError(f"the target holds text such as {bad.iloc[0]!r}; a regression "
                             f"target must be numbers")
-        return to_numbers(y).to_numpy()
+        return numbers.to_numpy()
 
     def decode_target(self, values: np.ndarray | list) -> np.ndarray:
         """Inverse of :meth:`encode_target`: class indices to labels, or back to target units."""
