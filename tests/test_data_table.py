@@ -258,15 +258,17 @@ def test_numeric_column_with_text_values():
 
 
 def test_numbers_as_spreadsheets_write_them_are_numbers():
-    """Amounts exported as "$1,234.50", "-€3" or "12.5%" are the numbers they write: the same
-    features as the plain numbers, not a category of as many levels as rows (or an ID)."""
+    """Amounts exported as "$1,234.50", "-$3", "($3.00)" or "12.5%" are the numbers they
+    write: the same features as the plain numbers, not a category of as many levels as rows
+    (or an ID)."""
     rng = np.random.default_rng(3)
     amount = np.round(rng.uniform(-5000, 5000, 80), 2)
     share = np.round(rng.uniform(0, 1, 80), 3)
     plain = pd.DataFrame({"amount": amount, "share": share,
                           "y": np.round(amount / 100 + rng.normal(size=80), 2)})
     written = pd.DataFrame({
-        "amount": ["-$" + f"{-v:,.2f}" if v < 0 else "$" + f"{v:,.2f}" for v in amount],
+        "amount": [("-$" if i % 2 else "($") + f"{-v:,.2f}" + ("" if i % 2 else ")") if v < 0
+                   else "$" + f"{v:,.2f}" for i, v in enumerate(amount)],
         "share": [f"{100 * v:.1f}%" for v in share],
         "y": [f"{v:,.2f}" for v in plain["y"] * 1000]})
     roles = infer_roles(written, "y")
@@ -278,6 +280,7 @@ def test_numbers_as_spreadsheets_write_them_are_numbers():
     np.testing.assert_allclose(pre.transform(written), want.transform(plain), atol=1e-6)
     np.testing.assert_allclose(pre.encode_target(written["y"]),
                                want.encode_target(plain["y"] * 1000), atol=1e-6)
+    assert written["amount"].str.startswith("(").any()  # an accountant's negatives too
     # a value that is no number is still named, as for any numeric column
     written.loc[7, "amount"] = "$12.3.4"
     with pytest.raises(DataError, match=r"column 'amount' holds numbers but 1 value\(s\) are "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import math
 import re
 import warnings
 import zlib
@@ -544,34 +545,45 @@ def _text_values(s: pd.Series) -> bool:
 
 
 # A number as spreadsheets write it: thousands separators (1,234.5), a currency sign before
-# it ($12, -€3.50, $-3.50), a percent after it (12.5%); ``to_numbers`` reads these.
+# it ($12, -€3.50, $-3.50), a percent after it (12.5%), or an accountant's negative in
+# parentheses (($1,234.00)); ``to_numbers`` reads these.
 _FORMATTED_NUMBER = re.compile(
-    r"^(?P<sign>[-+]?)[$€£¥]?(?P<sign2>[-+]?)"
-    r"(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+)(?P<percent>%?)$")
+    r"^(?P<sign>[-+(]?)[$€£¥]?(?P<sign2>[-+]?)"
+    r"(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+)(?P<percent>%?)(?P<close>\)?)$")
+
+
+def _formatted_number(text: str) -> float:
+    """The number ``text`` writes in one of the forms above, or NaN."""
+    match = _FORMATTED_NUMBER.match(text.strip())
+    if match is None:
+        return math.nan
+    sign, sign2, digits, percent, close = match.group("sign", "sign2", "digits", "percent",
+                                                      "close")
+    if (sign == "(") != (close == ")") or (sign and sign2):
+        return math.nan  # "(12", "-$-3": not a number
+    number = float(digits.replace(",", ""))
+    number = -number if "-" in (sign, sign2) or sign == "(" else number
+    return number / 100 if percent else number
 
 
 def to_numbers(s: pd.Series) -> pd.Series:
     """``s`` as float64 numbers, NaN where a value is missing or is not a number.
 
     Text is read as pandas reads numbers, and also in the forms spreadsheets export: with
-    thousands separators, a currency sign, or a percent (a share: 12% is 0.12), so that a
-    price column saved as "$1,234" is the number 1234, not 1,000 levels of a category.
+    thousands separators, a currency sign, a percent (a share: 12% is 0.12), or an
+    accountant's parentheses for a negative, so that a price column saved as "$1,234" is the
+    number 1234, not 1,000 levels of a category.
 
-    >>> to_numbers(pd.Series(["1,234.5", "$12", "-€3.50", "12%", "7", None, "n/a"])).tolist()
-    [1234.5, 12.0, -3.5, 0.12, 7.0, nan, nan]
+    >>> to_numbers(pd.Series(["1,234.5", "$12", "-€3.50", "(£40)", "12%", "7", None, "n/a"])
+    ...            ).tolist()
+    [1234.5, 12.0, -3.5, -40.0, 0.12, 7.0, nan, nan]
     """
     parsed = pd.to_numeric(s, errors="coerce")
     values = parsed.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     unread = (parsed.isna() & s.notna()).to_numpy()
-    if unread.any() and _text_values(s):  # parsed once per distinct value, not per row
+    if unread.any() and _text_values(s):  # read once per distinct value, not per row
         text = s[unread]
-        levels = pd.Series(text.unique())
-        parts = levels.astype(str).str.strip().str.extract(_FORMATTED_NUMBER)
-        one_sign = (parts["sign"] == "") | (parts["sign2"] == "")
-        number = pd.to_numeric(parts["digits"].str.replace(",", "", regex=False))
-        number = number.where(~((parts["sign"] == "-") | (parts["sign2"] == "-")), -number)
-        number = number.where(parts["percent"] != "%", number / 100)
-        read = dict(zip(levels[number.notna() & one_sign], number[number.notna() & one_sign]))
+        read = {level: _formatted_number(str(level)) for level in text.unique()}
         values[unread] = text.map(read).to_numpy(dtype=np.float64, na_value=np.nan)
     return pd.Series(values, index=s.index, name=s.name)
 
