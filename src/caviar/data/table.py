@@ -583,8 +583,13 @@ def to_numbers(s: pd.Series) -> pd.Series:
     unread = (parsed.isna() & s.notna()).to_numpy()
     if unread.any() and _text_values(s):  # read once per distinct value, not per row
         text = s[unread]
-        read = {level: _formatted_number(str(level)) for level in text.unique()}
-        values[unread] = text.map(read).to_numpy(dtype=np.float64, na_value=np.nan)
+        levels = pd.Series(text.unique())
+        # one vectorized match first, so that a text column of labels or IDs (a million
+        # distinct values) costs no Python call per value
+        written = levels[levels.astype(str).str.strip().str.match(_FORMATTED_NUMBER)]
+        if len(written):
+            read = {level: _formatted_number(str(level)) for level in written}
+            values[unread] = text.map(read).to_numpy(dtype=np.float64, na_value=np.nan)
     return pd.Series(values, index=s.index, name=s.name)
 
 
