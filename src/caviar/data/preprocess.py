@@ -68,14 +68,13 @@ from caviar.data.table import (
     DataError,
     Roles,
     _names,
-    bad_numbers,
     category_strings,
     check_target,
     drop_missing_target,
     infer_roles,
     infer_task,
+    read_numbers,
     read_table,
-    to_numbers,
 )
 from caviar.hyperparams import NUMERIC
 
@@ -634,8 +633,7 @@ class TablePreprocessor(BaseEstimator):
         for col in self.roles_.numeric:
             s = df[col]
             if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
-                numbers = to_numbers(s)
-                bad = s[s.notna() & numbers.isna()]
+                numbers, bad = read_numbers(s)
                 if len(bad):
                     raise DataError(
                         f"numeric column {col!r} holds text such as {bad.iloc[0]!r} (row "
@@ -686,11 +684,11 @@ class TablePreprocessor(BaseEstimator):
             values = self.target_values(y)
             return ((values - self.target_mean_) / self.target_std_).astype(np.float32)
         if self.classes_.dtype.kind in "iuf" and not pd.api.types.is_numeric_dtype(y):
-            bad = bad_numbers(y)
+            numbers, bad = read_numbers(y)
             if len(bad):
                 raise DataError(f"the target holds class {bad.iloc[0]!r}, unknown at training; "
                                 f"known classes: {self._known_classes()}")
-            y = to_numbers(y)
+            y = numbers
         elif self.classes_.dtype.kind == "O" and pd.api.types.is_numeric_dtype(y):
             y = category_strings(y)
         index = {label: i for i, label in enumerate(self.classes_.tolist())}
@@ -718,8 +716,7 @@ class TablePreprocessor(BaseEstimator):
         [1200.0, 700.0]
         """
         y = pd.Series(y) if not isinstance(y, pd.Series) else y
-        numbers = to_numbers(y)
-        bad = y[y.notna() & numbers.isna()]
+        numbers, bad = read_numbers(y)
         if len(bad):
             raise DataError(f"the target holds text such as {bad.iloc[0]!r}; a regression "
                             f"target must be numbers")

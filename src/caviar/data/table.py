@@ -593,10 +593,16 @@ def to_numbers(s: pd.Series) -> pd.Series:
     return pd.Series(values, index=s.index, name=s.name)
 
 
+def read_numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """``to_numbers(s)``, and the non-missing values of ``s`` it does not read as numbers (to
+    name them in an error), from one pass."""
+    numbers = to_numbers(s)
+    return numbers, s[s.notna() & numbers.isna()]
+
+
 def bad_numbers(s: pd.Series) -> pd.Series:
     """The non-missing values of ``s`` that ``to_numbers`` does not read as numbers."""
-    present = s.dropna()
-    return present[to_numbers(present).isna()]
+    return read_numbers(s)[1]
 
 
 def _row_index(s: pd.Series, position: int) -> str | None:
