@@ -337,12 +337,6 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
     if len(y) == 0:
         raise DataError(f"{name} is all missing; pick the column that holds the labels")
     numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
-    if numeric and np.isinf(y.to_numpy(dtype=float)).any():
-        infinite = y[np.isinf(y.to_numpy(dtype=float))]
-        raise DataError(
-            f"{name} holds {len(infinite)} infinite value(s) ({infinite.iloc[0]} in row "
-            f"{infinite.index[0]}); fix them, or blank them to leave those rows out"
-        )
     n_levels = y.nunique()
     # a text target's numbers ("$1,234", "12%"), read once per distinct value (NaN: not a
     # number); none for numbers, booleans and a category dtype (labels the user declared)
@@ -350,10 +344,13 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
     levels = pd.Series(y.unique() if text else [], dtype=object)
     written = to_numbers(levels)
     numbers_as_text = len(levels) > 0 and bool(written.notna().all())
-    if np.isinf(written).any():
-        raise DataError(f"{name} holds infinite values such as "
-                        f"{levels[np.isinf(written)].iloc[0]!r}; fix them, or blank them to "
-                        "leave those rows out")
+    infinite = (y[np.isinf(y.to_numpy(dtype=float))] if numeric
+                else y[y.isin(levels[np.isinf(written)])])
+    if len(infinite):
+        raise DataError(
+            f"{name} holds {len(infinite)} infinite value(s) ({infinite.iloc[0]} in row "
+            f"{infinite.index[0]}); fix them, or blank them to leave those rows out"
+        )
     if len(y) == 1:
         raise DataError(f"{name} has a value in a single row: there is nothing to learn; "
                         f"pass a table with more rows")
