@@ -7,7 +7,11 @@ is the same as with the default 5, which keeps the best 20 of them), then every 
 from the kept networks and its model is scored on the same 20% of the rows, which no network
 trained or was chosen on: the best network alone; the rule with 10 or 20 networks from the
 40; the 5 or 10 best averaged without a rule; and Caruana et al.'s greedy selection with
-replacement (20 steps, from the 20 or the 40 best), AutoGluon's weighted ensemble.
+replacement (20 steps, from the 20 or the 40 best), AutoGluon's weighted ensemble; the
+better warm-start network alone (``warm``); and the rule anchored on it (``anchored``:
+Breiman's one-standard-error rule with the known-good networks as the prior, the model
+starting from the better warm network when it is no worse than the search's best by more than
+one standard error of the row-by-row difference).
 
 Run: OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/ensemble_rules.py --budget 60 \
          --seeds 9 [--tables wage digits]
@@ -21,10 +25,11 @@ import tempfile
 import time
 
 import torch
-from tables import TABLES, load_table, run_each_table
+from tables import ANY_TABLE, load_table, run_each_table
 
 from caviar import tune
 from caviar.data import split_frame
+from caviar.engine.losses import prediction_losses
 from caviar.model import CaviarModel
 from caviar.search import ensemble
 
@@ -41,18 +46,37 @@ def caruana(pool: list, y: torch.Tensor, task: str, steps: int = 20) -> list:
     return chosen
 
 
+def anchored(pool: list, warm: list, y: torch.Tensor, task: str, size: int = 5) -> list:
+    """The rule in use, started from the better warm network when it is within one standard
+    error of the best network (row by row), else from the best."""
+    best_warm = min(warm, key=lambda k: k.value)
+    gap = (prediction_losses(best_warm.val_outputs, y, task)
+           - prediction_losses(pool[0].val_outputs, y, task))
+    if not ensemble._joins(gap):
+        return ensemble.select_ensemble(pool, y, task, size)[0]
+    rest = [k for k in pool if k.trial != best_warm.trial]
+    return ensemble.select_ensemble([best_warm, *rest], y, task, size)[0]
+
+
 def run(name: str, seed: int, budget: float) -> dict:
-    spec = TABLES[name]
+    spec = ANY_TABLE[name]
     fit, _, test = split_frame(load_table(name), spec.target, spec.task, test_size=0.2,
                                val_size=0.0, seed=seed)
-    grabbed = {}
-    model_of = ensemble.KeptNetworks.model
+    grabbed, warm = {}, {}
+    model_of, add = ensemble.KeptNetworks.model, ensemble.KeptNetworks.add
+
+    def add_and_see(self, network, trial, value, stopped=None, seed=None):
+        if trial < 2 and seed is None:  # a new study's first two trials: the warm start's
+            with torch.no_grad():
+                warm[trial] = ensemble.KeptNetwork(value, trial, network,
+                                                   network.predict(self.X_val)[0], stopped)
+        add(self, network, trial, value, stopped, seed)
 
     def keep(kept, pre, study_name):  # the tuner's kept networks, as it builds its model
         grabbed.update(kept=kept, pre=pre)
         return model_of(kept, pre, study_name)
 
-    ensemble.KeptNetworks.model = keep
+    ensemble.KeptNetworks.model, ensemble.KeptNetworks.add = keep, add_and_see
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as out:
@@ -60,7 +84,7 @@ def run(name: str, seed: int, budget: float) -> dict:
                           drop=spec.drop, categorical=spec.categorical, task=spec.task,
                           ensemble=10)
     finally:
-        ensemble.KeptNetworks.model = model_of
+        ensemble.KeptNetworks.model, ensemble.KeptNetworks.add = model_of, add
     kept, pre = grabbed["kept"], grabbed["pre"]
     nets, y, task = kept.networks, kept.y_val, kept.task
     metric = "rmse" if spec.task == "regression" else "log_loss"
@@ -73,8 +97,13 @@ def run(name: str, seed: int, budget: float) -> dict:
         "caruana20_top20": caruana(nets[:20], y, task),
         "caruana20_top40": caruana(nets, y, task),
     }
+    if warm:
+        rules["warm"] = [min(warm.values(), key=lambda k: k.value)]
+        rules["anchored"] = anchored(nets[:20], list(warm.values()), y, task)
     row = {"table": name, "seed": seed, "wall": time.perf_counter() - started,
-           "trials": len(result.leaderboard), "kept": len(nets)}
+           "trials": len(result.leaderboard), "kept": len(nets),
+           "warm_trials": sorted(warm), "anchored_on_warm": bool(warm) and any(
+               k.trial in warm and k.seed is None for k in rules["anchored"][:1])}
     for rule, members in rules.items():
         model = CaviarModel(pre, [k.network for k in members])
         row[rule] = model.scores(test)[metric]
