@@ -358,9 +358,12 @@ def test_split_frame_regression_small_classes_and_empty_parts():
     df = pd.DataFrame({"x": range(50), "y": np.linspace(0, 1, 50)})
     train, val, test = split_frame(df, "y", test_size=0.2, val_size=0)
     assert (len(train), len(val), len(test)) == (40, 0, 10)
-    # a class with one row can't be stratified: split anyway
+    # a class with one row can't be stratified: split anyway, and say what it means
     rare = pd.DataFrame({"x": range(30), "y": ["a"] * 29 + ["b"]})
-    assert sum(len(p) for p in split_frame(rare, "y")) == 30
+    with pytest.warns(UserWarning, match=r"1 class\(es\) of the target have a single row, "
+                      r"such as 'b'.*add rows of them, or drop those rows"):
+        parts = split_frame(rare, "y")
+    assert sum(len(p) for p in parts) == 30
     with pytest.raises(DataError, match=r"test_size and val_size"):
         split_frame(df, "y", test_size=0.6, val_size=0.5)
 
