@@ -28,7 +28,8 @@ targets standardized by it. Each budgeted method gets ``--budget`` seconds per d
 - hist_gradient_boosting: one default fit on the training rows (reference; no budget).
 - realmlp_td, tabm_d: ``pytabkit``'s ``RealMLP_TD_Classifier/Regressor`` and
   ``TabM_D_Classifier/Regressor`` (Holzmüller et al. 2024; Gorishniy et al. 2025) at their
-  untuned defaults (no budget; ``random_state=0``), on seed 0 only: they get the raw columns
+  untuned defaults (no budget; ``random_state=0``), on seed 0 only (every seed's split with
+  ``--peers-every-seed``): they get the raw columns
   and do their own scaling and categorical encoding, with the training medians filled in for
   missing numbers (which they refuse) plus caviar's 0/1 missing indicators, and the validation
   rows for their early stopping. Each fit runs in a child process stopped after
@@ -353,7 +354,8 @@ def run_peer(method: str, task: str, pre: TablePreprocessor, frames: dict,
 
 def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads: int = 1,
                   peer_timeout: float = 600.0, numeric: str | None = None,
-                  refit: str = "none", seed_ensemble: int = 0) -> dict:
+                  refit: str = "none", seed_ensemble: int = 0,
+                  peers_every_seed: bool = False) -> dict:
     spec = ANY_TABLE[name]
     target, task = spec.target, spec.task
     df = load_table(name)
@@ -391,7 +393,7 @@ def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads:
             "hist_gradient_boosting": lambda: run_hgb(data, task),
             **{m: (lambda m=m: peer(m)) for m in PEERS}}
     for method, run in runs.items():
-        if method not in methods or (method in PEERS and seed != 0):  # peers: seed 0 only
+        if method not in methods or (method in PEERS and seed != 0 and not peers_every_seed):
             continue
         result[method] = run()
         r = result[method]
@@ -498,6 +500,8 @@ def main() -> None:
                         help="caviar's refit of the kept networks (tune's refit=)")
     parser.add_argument("--seed-ensemble", type=int, default=0, metavar="N",
                         help="caviar's new seeds of its best network (tune's seed_ensemble=)")
+    parser.add_argument("--peers-every-seed", action="store_true",
+                        help="run RealMLP-TD and TabM-D on every seed's split, not seed 0 only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
@@ -508,7 +512,8 @@ def main() -> None:
         report["runs"][seed] = {name: bench_dataset(name, budget, seed, args.methods,
                                                     args.threads, args.peer_timeout,
                                                     args.numeric, args.refit,
-                                                    args.seed_ensemble)
+                                                    args.seed_ensemble,
+                                                    args.peers_every_seed)
                                 for name in args.datasets}
     report["summary"] = summarize(report["runs"], args.methods)
     print(table(report["summary"]), file=sys.stderr)
