@@ -172,6 +172,10 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
                                                          val_size=carve_val, seed=seed)
     else:
         train, carved_val, carved_test = table, table.iloc[:0], table.iloc[:0]
+    if len(train) < 2:  # else the target check below would blame one training row on the table
+        raise DataError(f"the table has too few rows ({len(table)}) to train on: "
+                        f"{len(carved_val)} go to validation and {len(carved_test)} to testing, "
+                        f"leaving {len(train)}; use a larger table")
     validation = (carved_val if validation is None
                   else drop_missing_target(validation, target))
     test = carved_test if test is None else drop_missing_target(test, target)

@@ -42,6 +42,7 @@ def files() -> dict[str, bytes]:
     out["header_only.csv"] = b"x,k,y\n"
     out["one_row.csv"] = csv(ref.head(1))
     out["four_rows.csv"] = csv(ref.head(4))
+    out["three_rows_numbers.csv"] = csv(ref.head(3).assign(y=[0.5, 1.5, 2.5]))
 
     # ------------------------------------------------------------------ columns
     dup = ref.copy()
