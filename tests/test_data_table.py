@@ -204,6 +204,20 @@ def test_infer_roles_toy():
     assert "categorical=" in forced.reasons["code"]
 
 
+def test_columns_of_lists_are_not_features():
+    # what pandas reads from Parquet list and struct columns: arrays and dicts in each cell
+    n = 30
+    df = pd.DataFrame({"x": np.linspace(0, 1, n), "y": [0, 1] * 15})
+    df["tags"] = [np.array([i, i + 1]) for i in range(n)]
+    df["meta"] = [{"k": i} for i in range(n)]
+    roles = infer_roles(df, "y")
+    assert roles.numeric == ["x"]
+    assert roles.ignored["tags"].startswith("holds ndarrays, not single values")
+    assert roles.ignored["meta"].startswith("holds dicts")
+    with pytest.raises(DataError, match=r"target 'tags' holds ndarrays, not single values"):
+        infer_roles(df, "tags")
+
+
 def test_row_index_columns():
     n = 30
     x = np.linspace(0, 1, n)

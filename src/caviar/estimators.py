@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_regr
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .data import NUMERIC, prepare
+from .data import NUMERIC, nested_kind, prepare
 from .hyperparams import DEFAULTS, HYPERPARAMETERS, TABM_K
 from .metrics import in_target_units
 from .model import CaviarModel
@@ -139,6 +139,8 @@ class _CaviarEstimator(BaseEstimator):
         kwargs = {"dtype": None, "ensure_all_finite": False, "reset": reset}
         if isinstance(X, pd.DataFrame) and X.shape[1] == 0:
             raise ValueError(f"X has no columns (shape {X.shape}); pass at least one feature")
+        if isinstance(y, pd.Series) and (kind := nested_kind(y)) is not None:  # Parquet lists
+            raise ValueError(f"y holds {kind}s, not single values; pass one value per sample")
         if y is None:
             array = validate_data(self, X, **kwargs)
         else:

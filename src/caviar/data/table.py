@@ -333,6 +333,10 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
     """
     y = pd.Series(y) if not isinstance(y, pd.Series) else y
     name = f"target {y.name!r}" if y.name is not None else "the target"
+    nested = nested_kind(y)
+    if nested is not None:
+        raise DataError(f"{name} holds {nested}s, not single values; pick a column of one "
+                        "value per row")
     y = y.dropna()
     if len(y) == 0:
         raise DataError(f"{name} is all missing; pick the column that holds the labels")
@@ -602,6 +606,17 @@ def bad_numbers(s: pd.Series) -> pd.Series:
     return read_numbers(s)[1]
 
 
+def nested_kind(s: pd.Series) -> str | None:
+    """The kind of container ``s`` holds (a Parquet list or struct column: "list", "dict",
+    ...), or None when its values are single values. Such values cannot be counted, compared
+    or scaled, so the column cannot be a feature as it is."""
+    if s.dtype != object:
+        return None
+    kinds = (list, tuple, dict, set, np.ndarray)
+    found = next((v for v in s.array if isinstance(v, kinds)), None)
+    return None if found is None else type(found).__name__
+
+
 def _row_index(s: pd.Series, position: int) -> str | None:
     """The reason ``s`` is a saved row index, or None.
 
@@ -665,8 +680,9 @@ def infer_roles(
 ) -> Roles:
     """Decide the role of every column of ``df`` (see :class:`Roles`).
 
-    - ``drop`` columns, constant columns and saved row indices (pandas' ``Unnamed: 0``, or a
-      column that is just 0..n-1 or 1..n) are ignored, each with its reason;
+    - ``drop`` columns, constant columns, saved row indices (pandas' ``Unnamed: 0``, or a
+      column that is just 0..n-1 or 1..n) and columns of lists or dicts (Parquet's nested
+      types) are ignored, each with its reason;
     - text, boolean and category columns are categorical, and so are the ``categorical``
       columns (use it for integer codes such as IDs); a categorical with at most
       ``onehot_limit(len(df), max_onehot)`` levels is one-hot encoded, one with more is target
@@ -695,6 +711,11 @@ def infer_roles(
         s = df[col]
         if col in drop:
             roles.ignored[col] = "dropped by the user (drop=...)"
+            continue
+        nested = nested_kind(s)
+        if nested is not None:
+            roles.ignored[col] = (f"holds {nested}s, not single values; spread them into "
+                                  "columns of their own to use them")
             continue
         n_distinct = s.nunique(dropna=False)
         if n_distinct <= 1:

@@ -32,6 +32,12 @@ def csv(df: pd.DataFrame, **kwargs) -> bytes:
     return df.to_csv(index=False, lineterminator="\n", **kwargs).encode()
 
 
+def parquet(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
 def files() -> dict[str, bytes]:
     ref = reference()
     out: dict[str, bytes] = {"reference.csv": csv(ref)}
@@ -112,11 +118,11 @@ def files() -> dict[str, bytes]:
     out["unbalanced_quote.csv"] = "".join(lines).encode()
 
     # ------------------------------------------------------------------ formats
-    buf = io.BytesIO()
-    ref.to_parquet(buf, index=False)
-    out["parquet_named.csv"] = buf.getvalue()
-    out["truncated_parquet.parquet"] = buf.getvalue()[: len(buf.getvalue()) // 2]
+    out["parquet_named.csv"] = parquet(ref)
+    out["truncated_parquet.parquet"] = parquet(ref)[: len(parquet(ref)) // 2]
     out["csv_named.parquet"] = csv(ref)
+    out["list_column.parquet"] = parquet(ref.assign(tags=[[i, i + 1] for i in range(ROWS)]))
+    out["list_target.parquet"] = parquet(ref.assign(y=[[i] for i in range(ROWS)]))
     packed = gzip.compress(csv(ref), mtime=0)
     out["truncated.csv.gz"] = packed[: len(packed) // 2]
     out["not_gzip.csv.gz"] = csv(ref)

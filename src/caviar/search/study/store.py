@@ -23,7 +23,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from ...data import TablePreprocessor
+from ...data import TablePreprocessor, nested_kind
 from ...io import network_fits
 from ...model import CaviarModel
 from . import keys
@@ -105,8 +105,18 @@ def fingerprint(frame: pd.DataFrame) -> str:
     """sha256 of a canonical dump of the table as read: column names, dtypes and values."""
     digest = hashlib.sha256()
     digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    hashable = frame.copy(deep=False)
+    for column in frame.columns:
+        if nested_kind(frame[column]) is not None:
+            hashable[column] = frame[column].map(_as_json)
+    digest.update(pd.util.hash_pandas_object(hashable, index=False).to_numpy().tobytes())
     return digest.hexdigest()
+
+
+def _as_json(value: Any) -> str:
+    """A list, array or dict value (which pandas cannot hash) as canonical text."""
+    return json.dumps(value, sort_keys=True, default=lambda v: v.tolist()
+                      if hasattr(v, "tolist") else str(v))
 
 
 def check_data(study: optuna.Study, seed: int, data_fingerprint: str) -> None:
