@@ -419,6 +419,23 @@ def test_tune_then_predict(table, tmp_path):
     assert len(pd.read_csv(out / "leaderboard.csv")) == 8
 
 
+def test_tune_names_the_columns_it_does_not_use(table, tmp_path):
+    df = pd.read_csv(table)
+    df["batch"] = [f"b{i:03d}" for i in range(len(df))]  # an identifier
+    df["country"] = "Italy"  # a constant
+    path = tmp_path / "wine_more.csv"
+    df.to_csv(path, index=False)
+    space = tmp_path / "space.toml"
+    space.write_text(SMALL_SPACE)
+    result = invoke("tune", path, "--target", "cultivar", "--trials", 2, "--population", 2,
+                    "--space", space, "--drop", "cellar", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.stdout.split())  # as one line, however the console wrapped it
+    assert "not used 2 column(s): 'batch' (a different value on every row" in shown
+    assert "'country' (constant: a single value ('Italy'))" in shown
+    assert "'cellar'" not in shown  # the user dropped it: no news to them
+
+
 def test_tune_errors_are_one_line(table, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[learning_rate]\nkind = "log_uniform"\nlow = 1e-1\nhigh = 1e-3\n')

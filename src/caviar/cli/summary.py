@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caviar.cli.display import fmt
+from caviar.data.table import DROPPED
 from caviar.search.study import keys
 
 
@@ -42,6 +43,17 @@ def print_train_summary(console: Console, run_dir: Path, info: dict[str, Any],
     console.print(f"[dim]resume[/dim]   caviar resume {run_dir} --epochs 10 "
                   f"--set learning_rate={lr / 3:.2g}")
     console.print(f"[dim]report[/dim]   caviar report {run_dir}")
+
+
+def unused_line(ignored: dict[str, str], shown: int = 5) -> str | None:
+    """The columns the model does not read and why (an identifier, a constant, a list...),
+    which a user may not expect; not those they dropped themselves."""
+    found = {col: why for col, why in ignored.items() if why != DROPPED}
+    if not found:
+        return None
+    named = "; ".join(f"{col!r} ({why})" for col, why in list(found.items())[:shown])
+    more = f"; and {len(found) - shown} more (the report lists them)" if len(found) > shown else ""
+    return f"[bold]not used[/bold] {len(found)} column(s): {named}{more}"
 
 
 def leaderboard_table(board: Any, width: int, top: int = 10) -> tuple[Table, int]:
@@ -113,6 +125,9 @@ def print_tune_summary(console: Console, result: Any, report_path: Path) -> None
     scaling = scaling_line(result.study.user_attrs)
     if scaling:
         console.print(scaling)
+    unused = unused_line(result.model.preprocessor.roles_.ignored)
+    if unused:
+        console.print(unused)
     console.print(f"[dim]model[/dim]        {result.model_dir}")
     if len(board):
         more = f" [dim](all columns; {hidden} did not fit above)[/dim]" if hidden else ""

@@ -61,6 +61,7 @@ MAX_ONEHOT_WIDTH = 1000  # and up to this many levels (one-hot columns are dense
 MAX_CLASSES = 20  # an integer target with more distinct values is a regression target
 NUMERIC_SHARE = 0.95  # a text column whose values parse as numbers this often is numeric
 MAX_LEVEL_LENGTH = 1000  # a text column with longer values is free text, not a category
+DROPPED = "dropped by the user (drop=...)"  # the reason of a column the user left out
 MISSING_LEVEL = "__missing__"  # the level a missing categorical value becomes
 
 _UNNAMED = re.compile(r"^Unnamed: \d+$")  # what pandas calls a column with an empty header
@@ -710,7 +711,7 @@ def infer_roles(
             continue
         s = df[col]
         if col in drop:
-            roles.ignored[col] = "dropped by the user (drop=...)"
+            roles.ignored[col] = DROPPED
             continue
         nested = nested_kind(s)
         if nested is not None:
