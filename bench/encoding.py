@@ -84,7 +84,7 @@ def onehot_limit(rule: str, n_train: int) -> int | None:
 def scores(task: str, pre: TablePreprocessor, y: np.ndarray, out: np.ndarray) -> dict:
     """``y``: encoded test targets; ``out``: class probabilities or standardized values."""
     if task == "regression":
-        truth, pred = pre.decode_target(y), pre.decode_target(out)
+        truth, pred = pre.decode_target(y), pre.predicted_values(out)
         return {"rmse": float(np.sqrt(metrics.mean_squared_error(truth, pred)))}
     out = np.clip(out, 1e-15, 1)
     out = out / out.sum(axis=1, keepdims=True)

@@ -98,7 +98,7 @@ PEERS = {"realmlp_td": "RealMLP_TD", "tabm_d": "TabM_D"}  # pytabkit's untuned d
 def test_scores(task: str, y: np.ndarray, out: np.ndarray, pre: TablePreprocessor) -> dict:
     """``y``: encoded test targets; ``out``: class probabilities or standardized predictions."""
     if task == "regression":
-        truth, pred = pre.decode_target(y), pre.decode_target(out)
+        truth, pred = pre.decode_target(y), pre.predicted_values(out)
         return {"rmse": float(np.sqrt(metrics.mean_squared_error(truth, pred))),
                 "mae": float(metrics.mean_absolute_error(truth, pred)),
                 "r2": float(metrics.r2_score(truth, pred))}

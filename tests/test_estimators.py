@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
+import caviar
 from caviar import CaviarClassifier, CaviarRegressor
 from caviar.datasets import load_dataset
 from caviar.hyperparams import DEFAULTS, TABM_K
@@ -239,3 +240,22 @@ def test_predict_before_fit_and_wrong_columns():
     est = CaviarRegressor(**{**FAST, "epochs": 2}).fit(X, X["a"] * 2)
     with pytest.raises(ValueError):
         est.predict(X[["a"]])
+
+
+def test_regression_predictions_stay_within_the_training_targets_range(tmp_path):
+    # y = 2x on x in [0, 1]: a network extrapolates past both ends, the model clamps to the
+    # range the training rows hold (RealMLP-TD's clamp_output), in every path that predicts
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, 400)
+    X, y = pd.DataFrame({"x": x}), 2 * x
+    model = CaviarRegressor(hidden_layer_sizes=(16,), epochs=30, tabm_k=1,
+                            random_state=0).fit(X, y)
+    far = pd.DataFrame({"x": [-50.0, 0.5, 50.0]})
+    raw = model.model_.preprocessor.decode_target(model._outputs(far))
+    assert raw[0] < y.min() and raw[2] > y.max()  # what the network alone says out there
+    clamped = model.predict(far)
+    assert clamped[0] == y.min() and clamped[2] == y.max()
+    assert clamped[1] == pytest.approx(raw[1])  # inside the range, nothing changes
+    saved = caviar.load_model(model.model_.save(tmp_path / "model"))
+    np.testing.assert_array_equal(saved.predict(far), clamped)
+    assert saved.predict_frame(far)["prediction"].tolist() == clamped.tolist()

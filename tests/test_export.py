@@ -125,6 +125,17 @@ def test_regression_in_target_units(table, tmp_path, record_property, activation
     compare(model, table, tmp_path, record_property)
 
 
+def test_regression_clamped_as_caviar_clamps(table, tmp_path):
+    """Rows far outside the training inputs: the graph clamps to the training target's range
+    where caviar does, and to its exact bounds."""
+    model = fit(table, "price", epochs=20)
+    far = table.assign(x2=table["x2"] * 50, x1=table["x1"] * 50)
+    lowest, highest = table["price"].min(), table["price"].max()
+    predicted = model.predict(far)
+    assert (predicted == lowest).any() or (predicted == highest).any()
+    compare(model, far, tmp_path)
+
+
 @pytest.mark.parametrize("target", ["grade", "late"])
 def test_dropout_has_no_effect_at_test_time(table, tmp_path, record_property, target):
     model = fit(table, target, dropout=0.5, hidden_layer_sizes=[16])

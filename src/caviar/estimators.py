@@ -264,4 +264,4 @@ class CaviarRegressor(RegressorMixin, _CaviarEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         values = self._outputs(X)
-        return self.model_.preprocessor.decode_target(values).astype(np.float64)
+        return self.model_.preprocessor.predicted_values(values).astype(np.float64)

@@ -79,7 +79,7 @@ class _Regressor(RegressorMixin, BaseEstimator):
         return True
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.rows.model.preprocessor.decode_target(self.rows.outputs(X))
+        return self.rows.model.preprocessor.predicted_values(self.rows.outputs(X))
 
 
 def permutation_importance(model: CaviarModel | str | Path, data: pd.DataFrame | str | Path,

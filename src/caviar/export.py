@@ -10,7 +10,8 @@ The graph holds the networks; the preprocessing stays in caviar.
              (the label is ``classes[label_index]``);
              a regressor: ``prediction`` float64 ``(rows,)``, in the target's units (the
              target's mean and standard deviation are folded into the graph, and decoded in
-             float64 as caviar decodes them, so a large target mean loses no precision)
+             float64 as caviar decodes them, so a large target mean loses no precision;
+             clamped to the training target's range, as caviar predicts)
 
 These are what ``CaviarModel.predict_proba`` and ``predict`` return: the graph averages
 all of the model's networks (test-time forward: running batch-norm statistics, no dropout).
@@ -205,6 +206,10 @@ def _graph(onnx: Any, model: CaviarModel) -> Any:
         value = g.op("Cast", mean, to=TensorProto.DOUBLE)
         value = g.op("Mul", value, g.constant("target_std", np.array(pre.target_std_)))
         value = g.op("Add", value, g.constant("target_mean", np.array(pre.target_mean_)))
+        bounds = getattr(pre, "target_range_", None)
+        if bounds is not None:  # clamped to the training target's range, as caviar predicts
+            value = g.op("Max", value, g.constant("target_min", np.array(bounds[0])))
+            value = g.op("Min", value, g.constant("target_max", np.array(bounds[1])))
         g.op("Reshape", value, g.constant("flat", np.array([-1], dtype=np.int64)),
              output="prediction")
         graph_outputs = [onnx.helper.make_tensor_value_info("prediction", TensorProto.DOUBLE,

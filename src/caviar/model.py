@@ -75,8 +75,8 @@ class CaviarModel:
 
     def outputs(self, X: np.ndarray) -> np.ndarray:
         """The averaged outputs for rows the preprocessor has made already (its ``transform``):
-        class probabilities, or standardized values (``preprocessor.decode_target`` gives the
-        target's units)."""
+        class probabilities, or standardized values (``preprocessor.predicted_values`` gives
+        the predictions in the target's units)."""
         Xt, _ = as_tensors(X)  # on the CPU: each network moves it to its own device
         with torch.no_grad():
             # the mean of the networks' probabilities (or standardized values)
@@ -92,7 +92,7 @@ class CaviarModel:
         """Labels (the user's own) for classifiers, values in the target's units otherwise."""
         out = self._outputs(data)
         if self.task == "regression":
-            return self.preprocessor.decode_target(out)
+            return self.preprocessor.predicted_values(out)
         return self.preprocessor.decode_target(out.argmax(axis=1))
 
     def predict_frame(self, data: pd.DataFrame | str | Path) -> pd.DataFrame:
@@ -100,7 +100,7 @@ class CaviarModel:
         ``proba_<label>`` column per class."""
         out = self._outputs(data)
         if self.task == "regression":
-            return pd.DataFrame({"prediction": self.preprocessor.decode_target(out)})
+            return pd.DataFrame({"prediction": self.preprocessor.predicted_values(out)})
         frame = pd.DataFrame({"prediction": self.preprocessor.decode_target(out.argmax(axis=1))})
         for j, label in enumerate(self.classes):
             frame[f"proba_{label}"] = out[:, j]
