@@ -129,9 +129,17 @@ def counts(trials: list) -> dict:
             "epochs": sum(len(t.intermediate_values) for t in trials)}
 
 
+def _space(path: str | None) -> str | dict | None:
+    """``--space``: a TOML file as tune reads it, or a JSON file of ``Space.to_dict()``."""
+    if path is None or not path.endswith(".json"):
+        return path
+    with open(path) as f:
+        return json.load(f)
+
+
 def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
                numeric: str | None = None, refit: str = "none",
-               seed_ensemble: int = 0) -> dict:
+               seed_ensemble: int = 0, space: str | None = None) -> dict:
     target, task = spec.target, spec.task
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
@@ -139,7 +147,8 @@ def run_caviar(df, spec, test, enc, budget, seed, scheduler: str = "asha",
             result = tune(df, target, time_budget=budget, population=32, pruner="asha",
                           sampler="coarse-to-fine", out=out, seed=seed, drop=spec.drop,
                           categorical=spec.categorical, task=task, scheduler=scheduler,
-                          numeric=numeric, refit=refit, seed_ensemble=seed_ensemble)
+                          numeric=numeric, refit=refit, seed_ensemble=seed_ensemble,
+                          space=_space(space))
         except NoTrialCompleted as e:
             study = optuna.load_study(study_name=f"data-{target}",
                                       storage=f"sqlite:///{out}/study.db")
@@ -355,7 +364,7 @@ def run_peer(method: str, task: str, pre: TablePreprocessor, frames: dict,
 def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads: int = 1,
                   peer_timeout: float = 600.0, numeric: str | None = None,
                   refit: str = "none", seed_ensemble: int = 0,
-                  peers_every_seed: bool = False) -> dict:
+                  peers_every_seed: bool = False, space: str | None = None) -> dict:
     spec = ANY_TABLE[name]
     target, task = spec.target, spec.task
     df = load_table(name)
@@ -383,7 +392,7 @@ def bench_dataset(name: str, budget: float, seed: int, methods=METHODS, threads:
     runs = {"caviar": lambda: run_caviar(df, spec, test,
                                          lambda part: pre.encode_target(part[target]),
                                          budget, seed, numeric=numeric, refit=refit,
-                                         seed_ensemble=seed_ensemble),
+                                         seed_ensemble=seed_ensemble, space=space),
             "caviar_pbt": lambda: run_caviar(df, spec, test,
                                              lambda part: pre.encode_target(part[target]),
                                              budget, seed, scheduler="pbt", numeric=numeric),
@@ -500,6 +509,9 @@ def main() -> None:
                         help="caviar's refit of the kept networks (tune's refit=)")
     parser.add_argument("--seed-ensemble", type=int, default=0, metavar="N",
                         help="caviar's new seeds of its best network (tune's seed_ensemble=)")
+    parser.add_argument("--space", metavar="FILE",
+                        help="caviar's search space: a TOML file as tune --space takes it, "
+                             "or a JSON file of Space.to_dict()")
     parser.add_argument("--peers-every-seed", action="store_true",
                         help="run RealMLP-TD and TabM-D on every seed's split, not seed 0 only")
     args = parser.parse_args()
@@ -513,7 +525,7 @@ def main() -> None:
                                                     args.threads, args.peer_timeout,
                                                     args.numeric, args.refit,
                                                     args.seed_ensemble,
-                                                    args.peers_every_seed)
+                                                    args.peers_every_seed, args.space)
                                 for name in args.datasets}
     report["summary"] = summarize(report["runs"], args.methods)
     print(table(report["summary"]), file=sys.stderr)
