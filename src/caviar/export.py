@@ -206,7 +206,7 @@ def _graph(onnx: Any, model: CaviarModel) -> Any:
         value = g.op("Cast", mean, to=TensorProto.DOUBLE)
         value = g.op("Mul", value, g.constant("target_std", np.array(pre.target_std_)))
         value = g.op("Add", value, g.constant("target_mean", np.array(pre.target_mean_)))
-        bounds = getattr(pre, "target_range_", None)
+        bounds = pre.target_range_
         if bounds is not None:  # clamped to the training target's range, as caviar predicts
             value = g.op("Max", value, g.constant("target_min", np.array(bounds[0])))
             value = g.op("Min", value, g.constant("target_max", np.array(bounds[1])))

@@ -741,8 +741,7 @@ class TablePreprocessor(BaseEstimator):
         regression predictions": never worse in 12 paired runs).
         Models saved before the range was kept are not clamped."""
         values = self.decode_target(outputs)
-        bounds = getattr(self, "target_range_", None)
-        return values if bounds is None else np.clip(values, *bounds)
+        return values if self.target_range_ is None else np.clip(values, *self.target_range_)
 
     # ----------------------------------------------------------------------------- state
 
@@ -793,7 +792,7 @@ class TablePreprocessor(BaseEstimator):
         if self.task_ == "regression":
             meta["target_mean"] = self.target_mean_  # JSON keeps floats exactly (repr)
             meta["target_std"] = self.target_std_
-            if getattr(self, "target_range_", None) is not None:
+            if self.target_range_ is not None:
                 meta["target_range"] = list(self.target_range_)
         else:
             meta["classes"] = _jsonable(self.classes_.tolist())
