@@ -30,8 +30,8 @@ def run(name: str, seed: int, budget: float) -> dict:
                       drop=spec.drop, categorical=spec.categorical, task=spec.task)
     pre = result.model.preprocessor
     truth = test[spec.target].to_numpy(dtype=float)
-    as_is = pre.decode_target(result.model.outputs(pre.transform(test)))
-    clamped = pre.predicted_values(result.model.outputs(pre.transform(test)))
+    outputs = result.model.outputs(pre.transform(test))
+    as_is, clamped = pre.decode_target(outputs), pre.predicted_values(outputs)
     low, high = pre.target_range_
     rmse = lambda p: float(np.sqrt(np.mean((p - truth) ** 2)))  # noqa: E731
     return {"table": name, "seed": seed, "rmse": rmse(as_is), "clamped": rmse(clamped),
