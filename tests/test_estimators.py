@@ -173,8 +173,14 @@ def test_regressor_takes_raw_dataframe_with_strings_and_missing_values(wage):
     assert est.score(test.drop(columns=["wage"]), test["wage"]) > 0.1
 
     unseen = test.drop(columns=["wage"]).head(3).copy()
-    unseen["education"] = ["9. Unheard of", np.nan, "1. < HS Grad"]
-    assert np.isfinite(est.predict(unseen)).all()
+    unseen["education"] = ["9. Unheard of", np.nan, "1. < HS Grad"]  # training had missing
+    with pytest.warns(UserWarning, match=r"^1 of 3 row\(s\) hold categories unseen in "
+                                         r"training, .*: 'education' \('9. Unheard of' in 1 "
+                                         r"row\)$"):
+        assert np.isfinite(est.predict(unseen)).all()
+    with warnings.catch_warnings():  # held-out scores (a search's own test rows) are silent
+        warnings.simplefilter("error")
+        est.model_.scores(unseen.assign(**{est.model_.target: 100.0}))
 
 
 def test_classifier_string_labels_and_probabilities():

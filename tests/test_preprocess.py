@@ -211,6 +211,32 @@ def test_missing_values_and_unseen_categories():
     assert missing_color[3:].tolist() == [1, 0, 0]  # missing is a level of its own
 
 
+def test_unseen_categories_are_named_when_predicting_and_silent_otherwise():
+    """Levels the training rows never had (a missing value where training had none, too):
+    one warning naming each column, its unseen levels most frequent first and their rows;
+    the matrix is the same as without the warning, and a plain transform (what a search does
+    with its own validation rows) is silent."""
+    train = pd.DataFrame({"x": np.arange(12.0), "color": ["red", "blue", "green"] * 4,
+                          "size": ["S", "M"] * 6, "y": np.arange(12.0)})
+    pre = TablePreprocessor("y", codes=True).fit(train)
+    new = pd.DataFrame({"x": [1.0] * 8,
+                        "color": ["red", "pink", "pink", "teal", "grey", "gold", "gold", None],
+                        "size": ["S", "M", "XL", "S", "M", "S", "M", "S"]})
+    with pytest.warns(UserWarning) as caught:
+        X = pre.transform(new, warn_unseen=True)
+    assert [str(w.message) for w in caught] == [
+        "7 of 8 row(s) hold categories unseen in training, predicted as no known level: "
+        "'color' ('pink' in 2 rows, 'gold' in 2 rows, 'teal' in 1 row, 2 more level(s)); "
+        "'size' ('XL' in 1 row)"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(pre.transform(new), X)
+        pre.transform(train, warn_unseen=True)  # every level known: no warning
+    assert X[1, -1] == 0 and X[0, -1] > 0  # the unseen level's embedding code is 0
+    with pytest.warns(UserWarning, match=r"1 of 1 row\(s\).*'color' \(missing in 1 row\)"):
+        pre.transform(new.iloc[7:], warn_unseen=True)
+
+
 def test_integer_codes_and_numbers_as_categories():
     df = pd.DataFrame({"code": [7, 3, 7, 3, 5, 7] * 5, "y": [0, 1, 1, 0, 1, 0] * 5})
     pre = TablePreprocessor("y", categorical=["code"]).fit(df)

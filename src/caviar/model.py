@@ -70,8 +70,11 @@ class CaviarModel:
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self.network.hyperparameters[0])
 
-    def _outputs(self, data: pd.DataFrame | str | Path) -> np.ndarray:
-        return self.outputs(self.preprocessor.transform(read_table(data)))
+    def _outputs(self, data: pd.DataFrame | str | Path, warn_unseen: bool = True) -> np.ndarray:
+        """``warn_unseen``: warn of categories unseen in training (predicting does; scoring
+        held-out rows, which a search does on its own test split, does not)."""
+        return self.outputs(self.preprocessor.transform(read_table(data),
+                                                        warn_unseen=warn_unseen))
 
     def outputs(self, X: np.ndarray) -> np.ndarray:
         """The averaged outputs for rows the preprocessor has made already (its ``transform``):
@@ -115,11 +118,11 @@ class CaviarModel:
         df = df[df[self.target].notna()]
         if self.task == "regression":
             truth = self.preprocessor.target_values(df[self.target])
-            pred = self.predict(df)
+            pred = self.preprocessor.predicted_values(self._outputs(df, warn_unseen=False))
             return {"rmse": float(np.sqrt(metrics.mean_squared_error(truth, pred))),
                     "mae": float(metrics.mean_absolute_error(truth, pred)),
                     "r2": float(metrics.r2_score(truth, pred))}
-        proba = self.predict_proba(df)
+        proba = self._outputs(df, warn_unseen=False)
         index = self.preprocessor.encode_target(df[self.target])
         return {"accuracy": float((proba.argmax(axis=1) == index).mean()),
                 "log_loss": float(metrics.log_loss(index, proba,
@@ -132,7 +135,7 @@ class CaviarModel:
         df = read_table(data)
         df = df[df[self.target].notna()]
         truth = self.preprocessor.encode_target(df[self.target])
-        pred = self.predict_proba(df).argmax(axis=1)
+        pred = self._outputs(df, warn_unseen=False).argmax(axis=1)
         matrix = confusion_matrix(truth, pred, labels=list(range(len(self.classes))))
         return {"labels": [str(c) for c in self.classes], "matrix": matrix.tolist()}
 

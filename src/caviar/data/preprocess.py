@@ -65,6 +65,7 @@ from sklearn.utils.fixes import parse_version
 from sklearn.utils.validation import check_is_fitted
 
 from caviar.data.table import (
+    MISSING_LEVEL,
     DataError,
     Roles,
     _names,
@@ -527,11 +528,9 @@ class TablePreprocessor(BaseEstimator):
         self.feature_names_out_ += [f"code__{col}" for col in self._code_levels()]
         self.n_features_out_ = len(self.feature_names_out_)
 
-    def _code_levels(self) -> dict[str, np.ndarray]:
-        """The known levels of each categorical that gets codes (none unless ``codes``):
-        the fitted one-hot or target encoder's categories, so nothing more is saved."""
-        if not getattr(self, "codes", False):
-            return {}
+    def _known_levels(self) -> dict[str, np.ndarray]:
+        """Each categorical's levels seen in training: the fitted one-hot or target encoder's
+        categories, so nothing more is saved."""
         named = self.column_transformer_.named_transformers_
         levels = {}
         if "onehot" in named:
@@ -539,7 +538,26 @@ class TablePreprocessor(BaseEstimator):
         if "te" in named:
             levels.update(zip(self.roles_.target_encoded,
                               named["te"].named_steps["encode"].categories_))
-        return {col: cats for col, cats in levels.items() if len(cats) >= CODE_MIN_LEVELS}
+        return levels
+
+    def _code_levels(self) -> dict[str, np.ndarray]:
+        """The known levels of each categorical that gets codes (none unless ``codes``)."""
+        if not getattr(self, "codes", False):
+            return {}
+        return {col: cats for col, cats in self._known_levels().items()
+                if len(cats) >= CODE_MIN_LEVELS}
+
+    def unseen_levels(self, inputs: pd.DataFrame) -> tuple[int, dict[str, pd.Series]]:
+        """Of ``inputs`` (categoricals as :meth:`_inputs` writes them): how many rows hold a
+        level unseen in training, and per such column how many rows hold each unseen level,
+        most first."""
+        unseen, rows = {}, np.zeros(len(inputs), dtype=bool)
+        for col, known in self._known_levels().items():
+            new = ~inputs[col].isin(known)
+            if new.any():
+                unseen[col] = inputs.loc[new, col].value_counts()
+                rows |= new.to_numpy()
+        return int(rows.sum()), unseen
 
     def _with_codes(self, matrix: np.ndarray, inputs: pd.DataFrame) -> np.ndarray:
         """``matrix`` with the code columns appended: level i of the known levels is i + 1,
@@ -578,12 +596,13 @@ class TablePreprocessor(BaseEstimator):
 
     # ------------------------------------------------------------------------- transform
 
-    def transform(self, df: pd.DataFrame) -> np.ndarray:
+    def transform(self, df: pd.DataFrame, *, warn_unseen: bool = False) -> np.ndarray:
         """The float32 matrix for the rows of ``df`` (any rows; the target may be absent).
 
         Missing training columns raise DataError; columns unknown at training are ignored with
-        a warning; unseen categories become all zeros (one-hot) or the global mean (target
-        encoding).
+        a warning; unseen categories become all zeros (one-hot), the global mean (target
+        encoding) or the zero embedding, with a warning that names them if ``warn_unseen``
+        (what predicting asks for; the search's own validation rows do not).
         """
         check_is_fitted(self, "column_transformer_")
         df = read_table(df)
@@ -598,6 +617,10 @@ class TablePreprocessor(BaseEstimator):
             warnings.warn(f"ignoring {len(extra)} column(s) unknown at training: "
                           f"{_names(extra)}", stacklevel=2)
         inputs = self._inputs(df)
+        if warn_unseen:
+            rows, unseen = self.unseen_levels(inputs)
+            if unseen:
+                warnings.warn(_unseen_message(rows, len(inputs), unseen), stacklevel=2)
         with np.errstate(over="ignore", invalid="ignore"):
             out = self.column_transformer_.transform(inputs)
         return self._with_codes(self._finite(out, inputs), inputs)
@@ -897,6 +920,24 @@ class TablePreprocessor(BaseEstimator):
             pre.numeric_columns_ = [int(j) for j in meta["numeric_columns"]]
         check_is_fitted(ct)
         return pre
+
+
+def _unseen_message(rows: int, n_rows: int, unseen: dict[str, pd.Series],
+                    shown: int = 3) -> str:
+    """One line: how many rows hold categories unseen in training, and which, by column."""
+
+    def level(value: str, count: int) -> str:
+        name = "missing" if value == MISSING_LEVEL else repr(value)
+        return f"{name} in {count} row{'s' if count > 1 else ''}"
+
+    parts = []
+    for col, counts in unseen.items():
+        levels = [level(v, int(c)) for v, c in counts.iloc[:shown].items()]
+        if len(counts) > shown:
+            levels.append(f"{len(counts) - shown} more level(s)")
+        parts.append(f"{col!r} ({', '.join(levels)})")
+    return (f"{rows} of {n_rows} row(s) hold categories unseen in training, predicted as no "
+            f"known level: {'; '.join(parts)}")
 
 
 def _more_than_two(values: np.ndarray) -> bool:

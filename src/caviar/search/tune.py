@@ -401,7 +401,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             pre_y = pre.encode_target(test[target])
             test_scores[metric_obj.name] = ValidationScorer(
                 metric_obj, pre_y, pre.task_, prepared.target_std, prepared.target_mean
-            )(model._outputs(test))
+            )(model._outputs(test, warn_unseen=False))
         # what is left of the time budget for the importance, after the report's part
         best = jsonable(_best_record(study, model, test_scores, test, time_left()))
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
