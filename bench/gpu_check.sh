@@ -18,16 +18,9 @@ set -u
 OUT=${OUT:?set OUT to a folder for the results}
 DEVICE=${DEVICE:-cuda}
 SIZES=${SIZES:-"1024:256 64:256 4096:256 1024:1024 64:1024 4096:1024"}  # P:H
-PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 
-WHEELS=${WHEELS:-.whl}
-if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-    $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "$WHEELS"/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_env.sh"
 
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1

@@ -6,16 +6,9 @@
 set -u
 OUT=${OUT:?set OUT to a folder for the results}
 DEVICE=${DEVICE:-cuda}
-PYTHON=${PYTHON:-python3}
 BUDGET=${BUDGET:-30}
-WHEELS=${WHEELS:-.whl}
 mkdir -p "$OUT"
-if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-    $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "$WHEELS"/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_env.sh"
 $PYTHON - <<'PY'
 import numpy as np, pandas as pd
 rng = np.random.default_rng(0)
