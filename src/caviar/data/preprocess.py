@@ -547,7 +547,7 @@ class TablePreprocessor(BaseEstimator):
         return {col: cats for col, cats in self._known_levels().items()
                 if len(cats) >= CODE_MIN_LEVELS}
 
-    def unseen_levels(self, inputs: pd.DataFrame) -> tuple[int, dict[str, pd.Series]]:
+    def _unseen_levels(self, inputs: pd.DataFrame) -> tuple[int, dict[str, pd.Series]]:
         """Of ``inputs`` (categoricals as :meth:`_inputs` writes them): how many rows hold a
         level unseen in training, and per such column how many rows hold each unseen level,
         most first."""
@@ -618,7 +618,7 @@ class TablePreprocessor(BaseEstimator):
                           f"{_names(extra)}", stacklevel=2)
         inputs = self._inputs(df)
         if warn_unseen:
-            rows, unseen = self.unseen_levels(inputs)
+            rows, unseen = self._unseen_levels(inputs)
             if unseen:
                 warnings.warn(_unseen_message(rows, len(inputs), unseen), stacklevel=2)
         with np.errstate(over="ignore", invalid="ignore"):
