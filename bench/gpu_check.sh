@@ -20,7 +20,7 @@ DEVICE=${DEVICE:-cuda}
 SIZES=${SIZES:-"1024:256 64:256 4096:256 1024:1024 64:1024 4096:1024"}  # P:H
 mkdir -p "$OUT"
 
-source "$(dirname "$0")/gpu_env.sh"
+source "$(dirname "$0")/gpu_common.sh"
 
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
@@ -46,9 +46,6 @@ timeout 150 $PYTHON bench/throughput.py --device "$DEVICE" --population "${first
 
 # 3. the CLI on the GPU and on this machine's CPUs, 20 s each
 for device in "$DEVICE" cpu; do
-    timeout 60 $PYTHON -c "from caviar.cli import app; app()" tune \
-        src/caviar/datasets/wage.csv.gz --target wage --drop logwage --time-budget 20 \
-        --device "$device" --seed 0 --out "/tmp/gpu_check_tune_$device" \
-        >> "$OUT/tune.txt" 2>&1
-    echo "tune --device $device exit $?" >> "$OUT/tune.txt"
+    tune_on wage "$device" 20 "$OUT/tune.txt" src/caviar/datasets/wage.csv.gz --target wage \
+        --drop logwage
 done
