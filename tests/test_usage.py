@@ -105,6 +105,19 @@ def test_tune_with_roc_auc_maximizes_and_ranks_by_auc(cancer, tmp_path):
         tune(cancer, "target", out=tmp_path / "run", **SMALL)
 
 
+def test_the_test_scores_of_a_chosen_metric_are_scikit_learns_on_the_kept_model(cancer,
+                                                                                  tmp_path):
+    train, held_out = cancer.iloc[:450], cancer.iloc[450:]
+    result = tune(train, "target", metric="roc_auc", test=held_out, out=tmp_path / "run",
+                  **SMALL)
+    proba = result.model.predict_proba(held_out)
+    positive = result.model.classes.index("benign")
+    truth = (held_out["target"] == "benign").to_numpy()
+    assert result.test_scores["auc"] == pytest.approx(roc_auc_score(truth, proba[:, positive]))
+    assert result.test_scores == pytest.approx(result.model.scores(held_out) |
+                                               {"auc": result.test_scores["auc"]})
+
+
 def test_a_non_decomposable_metric_chooses_the_ensemble_by_the_metric_of_the_average():
     y = np.array([0, 1] * 50)
     scorer = ValidationScorer(get_metric("auc", "binary"), y, "binary")

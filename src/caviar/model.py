@@ -112,17 +112,22 @@ class CaviarModel:
     def scores(self, data: pd.DataFrame | str | Path) -> dict[str, float]:
         """Held-out scores on a table that has the target column: accuracy and log_loss for
         classifiers, rmse, mae and r2 (in the target's units) for regression."""
-        from sklearn import metrics
-
         df = read_table(data)
         df = df[df[self.target].notna()]
+        return self._scores(df, self._outputs(df, warn_unseen=False))
+
+    def _scores(self, df: pd.DataFrame, outputs: np.ndarray) -> dict[str, float]:
+        """:meth:`scores` of rows whose targets are all known, from their ``outputs``
+        (a search also scores them by its own metric, from the same outputs)."""
+        from sklearn import metrics
+
         if self.task == "regression":
             truth = self.preprocessor.target_values(df[self.target])
-            pred = self.preprocessor.predicted_values(self._outputs(df, warn_unseen=False))
+            pred = self.preprocessor.predicted_values(outputs)
             return {"rmse": float(np.sqrt(metrics.mean_squared_error(truth, pred))),
                     "mae": float(metrics.mean_absolute_error(truth, pred)),
                     "r2": float(metrics.r2_score(truth, pred))}
-        proba = self._outputs(df, warn_unseen=False)
+        proba = outputs
         index = self.preprocessor.encode_target(df[self.target])
         return {"accuracy": float((proba.argmax(axis=1) == index).mean()),
                 "log_loss": float(metrics.log_loss(index, proba,

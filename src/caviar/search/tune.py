@@ -396,12 +396,14 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                 model = refit_model(model, X, y, "train+valid", seed=seed, weight=w)
             model.save(out / "model")
 
-        test_scores = model.scores(test) if len(test) else {}
-        if len(test) and metric_obj.name not in test_scores:  # the chosen metric's, too
-            pre_y = pre.encode_target(test[target])
-            test_scores[metric_obj.name] = ValidationScorer(
-                metric_obj, pre_y, pre.task_, prepared.target_std, prepared.target_mean
-            )(model._outputs(test, warn_unseen=False))
+        test_scores: dict[str, float] = {}
+        if len(test):  # its targets are all known (prepare drops rows without one)
+            outputs = model._outputs(test, warn_unseen=False)
+            test_scores = model._scores(test, outputs)
+            if metric_obj.name not in test_scores:  # the chosen metric's, too
+                test_scores[metric_obj.name] = ValidationScorer(
+                    metric_obj, pre.encode_target(test[target]), pre.task_,
+                    prepared.target_std, prepared.target_mean)(outputs)
         # what is left of the time budget for the importance, after the report's part
         best = jsonable(_best_record(study, model, test_scores, test, time_left()))
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
