@@ -51,7 +51,7 @@ summary averages the test scores (single runs differ by more than the methods do
 
 Run:  .venv/bin/python bench/search.py [--budget 60] [--seeds 0 1 2] [--quick]
       [--datasets default wage] [--methods caviar realmlp_td ...] [--peer-timeout 600]
-      [--numeric robust|asinh|quantile|standard|auto|search]  (caviar's numeric scaling)
+      [--numeric robust|asinh|quantile|standard|robust+quantile|auto|search]  (caviar's numeric scaling)
       [--refit none|train+valid|bag]  (caviar's refit of the kept networks)
 (all ten tables at 60 s take about two hours a seed.)
 """

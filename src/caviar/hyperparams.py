@@ -37,6 +37,17 @@ ENCODINGS = ("onehot", "embedding")
 NUMERIC_EMBEDDINGS = ("none", "plr")
 # how numeric columns are scaled (caviar.data.preprocess), the default first
 NUMERIC = ("robust", "asinh", "quantile", "standard")
+# every numeric column read twice, robust-scaled and quantile-transformed: the network takes
+# the straight values where the target is near-linear in them and the ranks where a column
+# is skewed (bench/README.md, "Robust and quantile inputs side by side")
+BOTH_SCALINGS = "robust+quantile"
+NUMERIC_READS = (*NUMERIC, BOTH_SCALINGS)  # what a network's ``numeric`` may be
+
+
+def scalings_read(numeric: str) -> tuple[str, ...]:
+    """The scalings (of ``NUMERIC``) a network of ``numeric`` reads: one, or those joined
+    by "+" (``BOTH_SCALINGS``), the first of them the one a periodic embedding takes."""
+    return tuple(numeric.split("+"))
 KINDS = ("int", "float", "choice", "bool", "sizes")
 
 
@@ -157,9 +168,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                        "most 16)", low=1, structural=True, optional=True),
     "numeric": H("choice", None, "how numeric columns of more than two values are scaled: "
                  "robust (median and IQR, smoothly clipped), asinh (median and IQR, then "
-                 "asinh: logarithmic tails), quantile (to a normal) or standard (null: the "
+                 "asinh: logarithmic tails), quantile (to a normal), standard, or "
+                 "robust+quantile (each column read both ways) (null: the "
                  "table's own, --numeric); tune --numeric search "
-                 "searches robust and quantile", choices=NUMERIC, structural=True,
+                 "searches robust and quantile", choices=NUMERIC_READS, structural=True,
                  optional=True),
     "numeric_embedding": H("choice", "none", "numeric columns of more than two values: none "
                            "(read as they are) or plr (periodic: sin and cos of k learned "

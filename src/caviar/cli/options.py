@@ -51,6 +51,7 @@ class Numeric(str, Enum):
     asinh = "asinh"
     quantile = "quantile"
     standard = "standard"
+    robust_quantile = "robust+quantile"
     auto = "auto"  # tune only
     search = "search"  # tune only
 
@@ -109,9 +110,9 @@ NumericOption = Annotated[Numeric, typer.Option(
          "heavy tails stay bounded), asinh (median and IQR, then asinh: tails logarithmic, "
          "so large values keep their order and ratios), quantile (to a normal by the "
          "training rows' quantiles: may suit skewed counts), standard (mean and standard "
-         "deviation) or, for tune, auto (robust and quantile tried on the known-good "
-         "networks, the search going on with the better) or search (robust and quantile, "
-         "one per population). "
+         "deviation), robust+quantile (each column read both ways) or, for tune, auto "
+         "(robust and quantile tried on the known-good networks, the search going on with "
+         "the better) or search (robust and quantile, one per population). "
          "Default: robust (train: --set numeric=..., else robust).")]
 ClassWeightOption = Annotated[str, typer.Option(
     "--class-weight", metavar="balanced", show_default=False,

@@ -25,6 +25,7 @@ from caviar.data.table import (
     time_split,
     to_numbers,
 )
+from caviar.hyperparams import scalings_read
 
 if TYPE_CHECKING:
     import torch
@@ -140,7 +141,7 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     (``numeric_alternatives``) for networks that ask for them. ``codes``: the categoricals of more
     than two levels also get a column of integer codes, for networks that embed them
     (``inputs`` says which columns those are)."""
-    scalings = [numeric] if isinstance(numeric, str) else list(numeric)
+    scalings = list(scalings_read(numeric)) if isinstance(numeric, str) else list(numeric)
     if not scalings:
         raise DataError(f"numeric names no scaling; choose one of {', '.join(NUMERIC)}")
     table = drop_missing_target(table, target)

@@ -61,6 +61,7 @@ from typing import Any
 
 import torch
 
+from ..hyperparams import scalings_read
 from . import layers, losses
 from .kernels import EAGER, Kernels
 
@@ -121,23 +122,29 @@ class InputLayout:
     alternatives: tuple[Scaled, ...] = ()
 
     def holds(self, scaling: str | None) -> bool:
-        """Whether a network of ``numeric=scaling`` can read these inputs."""
-        return (scaling is None or self.scaling is None or scaling == self.scaling
-                or any(a.name == scaling for a in self.alternatives))
+        """Whether a network of ``numeric=scaling`` can read these inputs (each of its
+        scalings, for ``robust+quantile``)."""
+        held = {self.scaling, *(a.name for a in self.alternatives)}
+        return (scaling is None or self.scaling is None
+                or all(name in held for name in scalings_read(scaling)))
 
     def scaled(self, scaling: str | None) -> tuple[tuple[int, ...], set[int]]:
         """The numeric columns a network of ``numeric=scaling`` reads (in place of
-        ``numeric``), and the columns it leaves unread: every other scaling's. None, or a
-        layout that does not say its scaling, reads the first block."""
-        unread = {j for alternative in self.alternatives for j in alternative.columns}
+        ``numeric``; of ``robust+quantile``, the first scaling's, the second's block read as
+        it is), and the columns it leaves unread: every other scaling's. None, or a layout
+        that does not say its scaling, reads the first block."""
         if not self.holds(scaling):
             held = ", ".join([self.scaling, *(a.name for a in self.alternatives)])
             raise ValueError(f"numeric={scaling} is not a scaling these inputs hold ({held}); "
                              f"choose one of them, or prepare the table with numeric={scaling}")
-        if scaling is None or self.scaling is None or scaling == self.scaling:
-            return self.numeric, unread
-        alternative = next(a for a in self.alternatives if a.name == scaling)
-        return alternative.numeric, (unread | set(self.numeric)) - set(alternative.numeric)
+        blocks = {a.name: a for a in self.alternatives}
+        names = (self.scaling,) if scaling is None or self.scaling is None else scalings_read(
+            scaling)
+        unread = {j for a in self.alternatives if a.name not in names for j in a.columns}
+        if self.scaling not in names:  # the first block's numeric values are another scaling
+            unread |= set(self.numeric)
+        first = names[0]
+        return (self.numeric if first == self.scaling else blocks[first].numeric), unread
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_columns": self.n_columns, "categoricals": [

@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import hyperparams
 from ..files import jsonable
-from ..hyperparams import HYPERPARAMETERS, NUMERIC, close_names
+from ..hyperparams import HYPERPARAMETERS, NUMERIC, close_names, scalings_read
 
 KINDS = ("uniform", "log_uniform", "ema_beta", "int", "log_int", "choice", "fixed")
 SCALES = {"uniform": "linear", "int": "linear", "log_uniform": "log", "log_int": "log",
@@ -464,8 +464,10 @@ class Space:
         the table's own: what ``caviar.data.prepare(numeric=...)`` must give them."""
         p = self._params.get("numeric")
         values = () if p is None else p.values if p.kind == "choice" else (p.value,)
-        # None (the table's own) is the first block: the default scaling when none is named
-        return tuple(dict.fromkeys(v or NUMERIC[0] for v in values)) or (NUMERIC[0],)
+        # None (the table's own) is the first block: the default scaling when none is named;
+        # robust+quantile asks for both blocks
+        return tuple(dict.fromkeys(name for v in values
+                                   for name in scalings_read(v or NUMERIC[0]))) or (NUMERIC[0],)
 
     def _possible(self, name: str) -> tuple | None:
         """The values ``name`` may take, when there are finitely many: the vocabulary's list

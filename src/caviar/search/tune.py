@@ -22,7 +22,6 @@ import torch
 from optuna.trial import TrialState
 
 from ..data import (
-    NUMERIC,
     PreparedTable,
     as_tensors,
     check_target,
@@ -33,6 +32,7 @@ from ..data import (
 from ..data.table import DataError, category_strings
 from ..engine import resolve_device
 from ..files import jsonable, replace_file
+from ..hyperparams import NUMERIC_READS
 from ..metrics import Metric, ValidationScorer, get_metric
 from ..model import CaviarModel
 from ..training import train_network
@@ -268,10 +268,10 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     make_pruner(pruner)  # an unknown name fails before anything is written
     space_obj = _load_space(space)
     if numeric is not None:  # one scaling for every network, or the searched ones
-        if numeric not in (*NUMERIC, "auto", "search"):
+        if numeric not in (*NUMERIC_READS, "auto", "search"):
             raise ValueError(f"unknown numeric scaling {numeric!r}; choose one of "
-                             f"{', '.join(NUMERIC)}, auto or search")
-        space_obj = space_obj.replace({"numeric": numeric if numeric in NUMERIC
+                             f"{', '.join(NUMERIC_READS)}, auto or search")
+        space_obj = space_obj.replace({"numeric": numeric if numeric in NUMERIC_READS
                                        else choice(list(SEARCHED_SCALINGS))})
     scalings = list(space_obj.scalings())  # the first scales the table, the others are added
     out = Path(out)
