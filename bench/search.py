@@ -51,7 +51,7 @@ summary averages the test scores (single runs differ by more than the methods do
 
 Run:  .venv/bin/python bench/search.py [--budget 60] [--seeds 0 1 2] [--quick]
       [--datasets default wage] [--methods caviar realmlp_td ...] [--peer-timeout 600]
-      [--numeric robust|asinh|quantile|standard|robust+quantile|auto|search]  (caviar's numeric scaling)
+      [--numeric robust|asinh|quantile|standard|robust+quantile|auto|search]  (the scaling)
       [--refit none|train+valid|bag]  (caviar's refit of the kept networks)
 (all ten tables at 60 s take about two hours a seed.)
 """
@@ -84,8 +84,9 @@ from tables import ANY_TABLE, TABLES, load_table
 from threadpoolctl import threadpool_limits
 
 from caviar import tune
-from caviar.data import NUMERIC, TablePreprocessor, split_frame
+from caviar.data import TablePreprocessor, split_frame
 from caviar.data.table import category_strings
+from caviar.hyperparams import NUMERIC_READS
 from caviar.search.study import keys
 from caviar.search.tune import NoTrialCompleted
 
@@ -502,7 +503,7 @@ def main() -> None:
                              "cores, the machine each method would have to itself)")
     parser.add_argument("--peer-timeout", type=float, default=600.0,
                         help="stop a pytabkit fit after this many seconds (recorded as skipped)")
-    parser.add_argument("--numeric", choices=(*NUMERIC, "auto", "search"), default=None,
+    parser.add_argument("--numeric", choices=(*NUMERIC_READS, "auto", "search"), default=None,
                         help="caviar's numeric scaling (tune's numeric=; default: the "
                              "default space's)")
     parser.add_argument("--refit", choices=("none", "train+valid", "bag"), default="none",

@@ -430,6 +430,58 @@ def test_a_tune_searches_the_scaling_and_each_network_reads_its_own(cancer, tmp_
                                rtol=1e-6)
 
 
+def test_a_network_of_robust_quantile_reads_both_blocks_as_plain_columns(cancer):
+    """The oracle: a robust+quantile network on the table prepared both ways trains as a
+    network that reads every column of the same matrix as it is (a plain width, no layout),
+    from the same seed; a robust network on it reads half the columns, and is another."""
+    both = prepare(cancer, "target", numeric="robust+quantile", seed=0)
+    alone = prepare(cancer, "target", numeric="robust", seed=0)
+    assert both.X_train.shape[1] == 2 * alone.X_train.shape[1]  # 30 numbers, no categorical
+    config = {"hidden_layer_sizes": (8,), "epochs": 3, "numeric": "robust+quantile"}
+    read = train_network(both.X_train, both.y_train, both.task, config,
+                         n_classes=both.n_classes, seed=0, inputs=both.inputs)
+    plain = train_network(both.X_train, both.y_train, both.task, {**config, "numeric": None},
+                          n_classes=both.n_classes, seed=0)
+    robust = train_network(both.X_train, both.y_train, both.task, {**config, "numeric": "robust"},
+                           n_classes=both.n_classes, seed=0, inputs=both.inputs)
+    with torch.no_grad():
+        out = read.predict(both.X_val)[0]
+        torch.testing.assert_close(out, plain.predict(both.X_val)[0], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(robust.predict(both.X_val)[0], out)
+    with pytest.raises(ValueError, match=r"numeric=robust\+quantile is not a scaling these "
+                                         r"inputs hold \(robust\)"):
+        train_network(alone.X_train, alone.y_train, alone.task, config,
+                      n_classes=alone.n_classes, inputs=alone.inputs)
+
+
+def test_tune_train_and_the_estimators_take_robust_quantile(cancer, tmp_path):
+    space = default_space().replace({"width": 8, "depth": 1, "batch_size": 64, "epochs": 2,
+                                     "numeric_embedding": "none", "batch_norm": False})
+    result = tune(cancer, "target", trials=4, population=2, space=space, seed=0,
+                  out=tmp_path / "tune", numeric="robust+quantile")
+    assert set(result.leaderboard["numeric"]) == {"robust+quantile"}
+    loaded = load_model(tmp_path / "tune" / "model")
+    pre = loaded.preprocessor
+    assert (pre.numeric, tuple(pre.numeric_alternatives)) == ("robust", ("quantile",))
+    for network in loaded.networks:  # every column of both blocks is read
+        assert network.structure.dense_columns is None
+    np.testing.assert_allclose(loaded.predict_proba(cancer), result.model.predict_proba(cancer),
+                               rtol=1e-6)
+    path = tmp_path / "cancer.csv"
+    cancer.to_csv(path, index=False)
+    trained = invoke("train", path, "--target", "target", "--epochs", 1, "--numeric",
+                     "robust+quantile", "--out", tmp_path / "panda")
+    assert trained.exit_code == 0, trained.output
+    model = load_model(tmp_path / "panda" / "model")
+    assert model.hyperparameters["numeric"] == "robust+quantile"
+    assert model.preprocessor.numeric_alternatives == ("quantile",)
+    X = cancer.drop(columns="target")
+    fitted = CaviarClassifier(numeric="robust+quantile", epochs=2, random_state=0).fit(
+        X, cancer["target"])
+    assert fitted.model_.network.structure.n_inputs == 2 * X.shape[1]
+    assert fitted.score(X, cancer["target"]) > 0.8
+
+
 @pytest.mark.parametrize("embedding", ["none", "plr"])
 def test_a_network_of_a_scaling_trains_as_on_a_table_scaled_only_that_way(cancer, embedding):
     """The oracle: on a table that holds both scalings, a network asking for quantile reads
@@ -483,6 +535,6 @@ def test_estimators_take_the_numeric_scaling(cancer, cls):
     model = cls(numeric="quantile", epochs=2, random_state=0).fit(X, y)
     assert model.model_.preprocessor.numeric == "quantile"
     assert clone(model).get_params()["numeric"] == "quantile"
-    with pytest.raises(ValueError,
-                       match="numeric must be one of robust, asinh, quantile, standard"):
+    with pytest.raises(ValueError, match="numeric must be one of robust, asinh, quantile, "
+                                         r"standard, robust\+quantile, got 'log'"):
         cls(numeric="log", epochs=2).fit(X, y)

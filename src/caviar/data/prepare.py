@@ -25,7 +25,7 @@ from caviar.data.table import (
     time_split,
     to_numbers,
 )
-from caviar.hyperparams import scalings_read
+from caviar.hyperparams import NUMERIC_READS, scalings_read
 
 if TYPE_CHECKING:
     import torch
@@ -136,11 +136,14 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     rule, ``caviar.data.table.onehot_limit``). ``numeric``: how numeric columns are scaled,
     ``"robust"`` (median and IQR, smoothly clipped to ±3), ``"asinh"`` (median and IQR, then
     asinh), ``"quantile"`` (to a normal) or
-    ``"standard"`` (``TablePreprocessor``'s ``numeric``); several (a tune searching the
+    ``"standard"`` (``TablePreprocessor``'s ``numeric``), ``"robust+quantile"`` (the two
+    blocks, for networks that read both); several (a tune searching the
     scaling): the first scales the table, and the others are added as alternative blocks
     (``numeric_alternatives``) for networks that ask for them. ``codes``: the categoricals of more
     than two levels also get a column of integer codes, for networks that embed them
     (``inputs`` says which columns those are)."""
+    if isinstance(numeric, str) and numeric not in NUMERIC_READS:
+        raise DataError(f"numeric must be one of {', '.join(NUMERIC_READS)}, got {numeric!r}")
     scalings = list(scalings_read(numeric)) if isinstance(numeric, str) else list(numeric)
     if not scalings:
         raise DataError(f"numeric names no scaling; choose one of {', '.join(NUMERIC)}")
