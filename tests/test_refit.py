@@ -204,6 +204,11 @@ def test_warm_start_keeps_only_configurations_inside_the_space():
     # a searched scaling: each configuration under both
     searched = default_space().replace({"numeric": choice(["robust", "quantile"])})
     assert [w.params["numeric"] for w in warm_start(searched)] == ["robust", "quantile"] * 2
+    # networks reading both scalings: each configuration once, reading both (the table holds
+    # the two blocks, but no network reads one alone)
+    both = default_space().replace({"numeric": "robust+quantile"})
+    assert both.scalings() == ("robust", "quantile")
+    assert [w.params["numeric"] for w in warm_start(both)] == ["robust+quantile"] * 2
     # a configuration's value of an axis the space does not name goes with its trial; one
     # the space fixes to another value leaves the configuration out
     estimators = DEFAULTS.replace(tabm_k=TABM_K)

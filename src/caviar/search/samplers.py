@@ -448,7 +448,8 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START) -> list[Queued
     for config in configs:
         config = resolve(config)
         # "the table's own scaling" (None): the configuration under each one the space holds
-        scalings = space.scalings() if config["numeric"] is None else (config["numeric"],)
+        scalings = (space.numeric_values() if config["numeric"] is None
+                     else (config["numeric"],))
         for scaling in scalings:
             params = _params_in(space, config.replace(numeric=scaling))
             if params is None:

@@ -39,7 +39,7 @@ class ScalingChoice:
         (lower is better: −AUC for AUC)."""
         axis = space["numeric"]
         self.name, self.encode = axis.optuna_name, axis.encode
-        self.scalings = space.scalings()
+        self.scalings = space.numeric_values()
         self.expected, self.loss = expected, loss
         self.finished: dict[int, tuple[str, float | None]] = {}  # trial → scaling, value
         self.chosen: str | None = None if expected else self.scalings[0]

@@ -459,15 +459,18 @@ class Space:
                             f"{', '.join(map(repr, possible))}"
                             f"{close_names(str(v), [str(x) for x in possible])}")
 
-    def scalings(self) -> tuple[str, ...]:
-        """The numeric scalings the space's networks may ask for (``numeric``), the first
-        the table's own: what ``caviar.data.prepare(numeric=...)`` must give them."""
+    def numeric_values(self) -> tuple[str, ...]:
+        """The values the space's networks may take for ``numeric`` (None, the table's own,
+        written out as the default scaling): what the warm start tries a configuration under."""
         p = self._params.get("numeric")
         values = () if p is None else p.values if p.kind == "choice" else (p.value,)
-        # None (the table's own) is the first block: the default scaling when none is named;
-        # robust+quantile asks for both blocks
-        return tuple(dict.fromkeys(name for v in values
-                                   for name in scalings_read(v or NUMERIC[0]))) or (NUMERIC[0],)
+        return tuple(dict.fromkeys(v or NUMERIC[0] for v in values)) or (NUMERIC[0],)
+
+    def scalings(self) -> tuple[str, ...]:
+        """The numeric scalings the space's networks read, the first the table's own: what
+        ``caviar.data.prepare(numeric=...)`` must give them (robust+quantile reads two)."""
+        return tuple(dict.fromkeys(name for v in self.numeric_values()
+                                   for name in scalings_read(v)))
 
     def _possible(self, name: str) -> tuple | None:
         """The values ``name`` may take, when there are finitely many: the vocabulary's list
