@@ -208,7 +208,7 @@ def test_warm_start_keeps_only_configurations_inside_the_space():
     # the two blocks, but no network reads one alone)
     both = default_space().replace({"numeric": "robust+quantile"})
     assert both.scalings() == ("robust", "quantile")
-    assert [w.params["numeric"] for w in warm_start(both)] == ["robust+quantile"] * 2
+    assert len(warm_start(both)) == len(warm_start(default_space())) == 2  # fixed: no param
     # a configuration's value of an axis the space does not name goes with its trial; one
     # the space fixes to another value leaves the configuration out
     estimators = DEFAULTS.replace(tabm_k=TABM_K)
