@@ -467,6 +467,14 @@ def test_tune_train_and_the_estimators_take_robust_quantile(cancer, tmp_path):
         assert network.structure.dense_columns is None
     np.testing.assert_allclose(loaded.predict_proba(cancer), result.model.predict_proba(cancer),
                                rtol=1e-6)
+    # the exported graph reads the preprocessed rows, both blocks, as the model does
+    import onnxruntime as ort
+
+    from caviar.export import export_onnx
+    session = ort.InferenceSession(str(export_onnx(loaded, tmp_path / "m.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    proba, _ = session.run(None, {"features": pre.transform(cancer)})
+    np.testing.assert_allclose(proba, loaded.predict_proba(cancer), atol=1e-5)
     path = tmp_path / "cancer.csv"
     cancer.to_csv(path, index=False)
     trained = invoke("train", path, "--target", "target", "--epochs", 1, "--numeric",

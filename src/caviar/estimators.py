@@ -217,8 +217,9 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     where it trains and predicts: "cpu", "cuda" or "auto" (CUDA when available);
     ``numeric`` how numeric columns are scaled: "robust" (median and IQR, smoothly clipped to
     ±3; None, the default, means it), "asinh" (median and IQR, then asinh), "quantile" (to
-    a normal) or "standard"; ``tabm_k`` the sub-networks of TabM-mini (None, the default:
-    ``TABM_K`` = 4 when there are hidden layers, else 1; 1 fits one plain network).
+    a normal), "standard" or "robust+quantile" (each column read both ways); ``tabm_k``
+    the sub-networks of TabM-mini (None, the default: ``TABM_K`` = 4 when there are hidden
+    layers, else 1; 1 fits one plain network).
 
     Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
     per epoch), ``n_iter_``, ``n_features_in_``.
