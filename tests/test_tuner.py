@@ -357,39 +357,6 @@ def test_a_warm_start_network_trains_alone_and_the_search_fills_the_other_slots(
     assert all(not g.solo for g in tuner.groups) and tuner.running == 8
 
 
-def test_the_known_good_networks_take_half_the_time_while_they_train():
-    """Fair time per group gave a warm-start network one turn in N, so with many groups it
-    was unfinished at the budget's end on large tables (diamonds: epoch 42 of 50), where it
-    was the best network. It takes turns with the search as a whole: the two have spent the
-    same time, within one epoch, until it ends; then the search has every turn."""
-    data, _, _ = _one_known_network(epochs=1)
-    # the search's trials last 2 epochs, two a structure: its structures come and go
-    space = Space.from_dict({"width": {"kind": "choice", "values": [8, 16, 32]},
-                             "depth": {"kind": "choice", "values": [1, 2]},
-                             "batch_size": {"value": 64},
-                             "epochs": {"kind": "choice", "values": [2, 40]}})
-    warm = warm_start(space, [{"hidden_layer_sizes": (32, 32), "batch_size": 64, "epochs": 40}])
-    tuner = Tuner(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)), space,
-                  data, Budget(None, 1000.0, 0.0), 6, 2, seed=0, warm=warm)
-    tuner.fill()
-    (solo,) = [g for g in tuner.groups if g.solo]
-    step = solo_epoch = epoch_cost(solo.population, tuner._cost_rows)
-    structures = set()
-    while solo in tuner.groups:
-        step = max([step] + [epoch_cost(g.population, tuner._cost_rows) for g in tuner.groups])
-        assert abs(tuner._spent["warm"] - tuner._spent["search"]) <= step
-        structures |= {g.key for g in tuner.groups if not g.solo}
-        tuner.train_next_epoch()
-        tuner.fill()
-    assert len(structures) >= 2  # one turn in N would have given it a third or less
-    assert solo.population.epoch.tolist() == [40]
-    assert tuner._spent["warm"] == pytest.approx(40 * solo_epoch)
-    for _ in range(5):  # the search's from now on
-        assert not tuner.train_next_epoch().solo
-        tuner.fill()
-    assert tuner._spent["warm"] == pytest.approx(40 * solo_epoch)
-
-
 def test_a_warm_start_network_is_never_pruned():
     """The known-good network is the short tune's floor: the estimators' defaults learn
     slowly at first (digits: log-loss 2.05 after one epoch) and were pruned at the first rung.
