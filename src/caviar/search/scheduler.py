@@ -389,9 +389,6 @@ class Tuner:
         self._improved_at = -math.inf  # the budget's clock when the best value last improved
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
         self.warm = list(warm)
-        # estimated seconds trained by the warm start's networks and by the search's groups:
-        # while the known-good networks train they take half the time (``train_next_epoch``)
-        self._spent = {"warm": 0.0, "search": 0.0}
         self.ensemble = ensemble
         # seconds measured / seconds estimated (epoch_cost) over the epochs run after the
         # first (which pays for warming up): the speed of this machine now, which scales the
@@ -862,23 +859,14 @@ class Tuner:
         Fair time, not fair epochs: the turn goes to the structure that has used the least
         (estimated) time, its groups taken together, and among them to the group that has,
         so a structure 5× as costly per epoch gets the same seconds, not 5× as many, and
-        cheap structures are not held back by a slow one. The warm start's known-good
-        networks, though, take turns with the search as a whole: while they have had no more
-        time than the search they go first, so they have half the time until they finish
-        (with many groups, one turn in N had left them unfinished at the budget's end on
-        large and wide tables, where they were the best networks; bench/README.md, "The warm
-        start's half of the time"). Near the budget's end, when a group's epoch would end past
-        it, the next group in that order whose epoch still fits trains instead, so the last
-        seconds are not left unused."""
+        cheap structures are not held back by a slow one. Near the budget's end, when that
+        group's epoch would end past it, the next group in that order whose epoch still fits
+        trains instead, so the last seconds are not left unused."""
         spent = {id(g): sum(s.cost for s in self._siblings(g)) for g in self.groups}
-        warm_first = self._spent["warm"] <= self._spent["search"]
-        order = sorted(self.groups, key=lambda g: (not (g.solo and warm_first),
-                                                   spent[id(g)], g.cost))
-        for group in order:
+        for group in sorted(self.groups, key=lambda g: (spent[id(g)], g.cost)):
             cost = self.paced_epoch(group.population, lambda g=group: self.run_epoch(g))
             if cost is not None:
                 group.cost += cost
-                self._spent["warm" if group.solo else "search"] += cost
                 return group
         return None
 
