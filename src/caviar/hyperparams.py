@@ -35,6 +35,7 @@ OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 LR_DECAYS = ("none", "inverse_time", "exponential", "step", "cosine")
 ENCODINGS = ("onehot", "embedding")
 NUMERIC_EMBEDDINGS = ("none", "plr")
+KINDS = ("int", "float", "choice", "bool", "sizes")
 # how numeric columns are scaled (caviar.data.preprocess), the default first
 NUMERIC = ("robust", "asinh", "quantile", "standard")
 # every numeric column read twice, robust-scaled and quantile-transformed: the network takes
@@ -48,7 +49,6 @@ def scalings_read(numeric: str) -> tuple[str, ...]:
     """The scalings (of ``NUMERIC``) a network of ``numeric`` reads: one, or those joined
     by "+" (``BOTH_SCALINGS``), the first of them the one a periodic embedding takes."""
     return tuple(numeric.split("+"))
-KINDS = ("int", "float", "choice", "bool", "sizes")
 
 
 @dataclass(frozen=True)
@@ -168,11 +168,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                        "most 16)", low=1, structural=True, optional=True),
     "numeric": H("choice", None, "how numeric columns of more than two values are scaled: "
                  "robust (median and IQR, smoothly clipped), asinh (median and IQR, then "
-                 "asinh: logarithmic tails), quantile (to a normal), standard, or "
-                 "robust+quantile (each column read both ways) (null: the "
-                 "table's own, --numeric); tune --numeric search "
-                 "searches robust and quantile", choices=NUMERIC_READS, structural=True,
-                 optional=True),
+                 "asinh: logarithmic tails), quantile (to a normal), standard or "
+                 "robust+quantile (each column read both ways); null: the table's own "
+                 "(--numeric); tune --numeric search searches robust and quantile",
+                 choices=NUMERIC_READS, structural=True, optional=True),
     "numeric_embedding": H("choice", "none", "numeric columns of more than two values: none "
                            "(read as they are) or plr (periodic: sin and cos of k learned "
                            "frequencies, a linear layer to plr_dim and ReLU, per column)",
