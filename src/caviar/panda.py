@@ -50,7 +50,7 @@ from . import __version__
 from .data import NUMERIC, DataError, PreparedTable, TablePreprocessor, prepare, read_table
 from .engine import Population, resolve_device
 from .files import jsonable, write_json_atomically
-from .hyperparams import STRUCTURAL, resolve
+from .hyperparams import NUMERIC_READS, STRUCTURAL, resolve
 from .io import ModelFileError, save_model
 from .metrics import in_target_units, validation_metric
 from .model import CaviarModel, load_model
@@ -429,7 +429,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     resolved = resolve(hp)
     if numeric in ("search", "auto"):
         raise ValueError(f"numeric={numeric} is tune's (a choice among networks); train one "
-                         "network with robust, asinh, quantile or standard")
+                         f"network with {', '.join(NUMERIC_READS)}")
     if numeric is not None and resolved["numeric"] not in (None, numeric):
         raise ValueError(f"numeric={numeric} and the hyperparameter numeric="
                          f"{resolved['numeric']} disagree; give one of them")
