@@ -115,6 +115,26 @@ def test_train_writes_a_run(run):
     assert (run / "model" / "model.json").is_file()
 
 
+def test_train_under_weight_says_its_test_scores_are_weighted(table, tmp_path):
+    from caviar.data import prepare
+    from caviar.model import load_model
+
+    weighted = tmp_path / "weighted.csv"
+    pd.read_csv(table).assign(w=lambda d: 1.0 + 4.0 * (d["cultivar"] == "barolo")).to_csv(
+        weighted, index=False)
+    out = tmp_path / "run"
+    result = invoke("train", weighted, "--target", "cultivar", "--weight", "w", "--epochs",
+                    "2", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert "rows, weighted by w)" in " ".join(result.stdout.split())
+    info = json.loads((out / "run.json").read_text())
+    test = prepare(pd.read_csv(weighted), "cultivar", weight="w", seed=info["seed"]).test
+    model = load_model(out / "model")
+    assert info["test_scores"]["log_loss"] == pytest.approx(
+        model.scores(test, weight="w")["log_loss"])
+    assert info["test_scores"]["log_loss"] != pytest.approx(model.scores(test)["log_loss"])
+
+
 def test_predict_round_trip(run, table, tmp_path, monkeypatch):
     from caviar.model import load_model
 

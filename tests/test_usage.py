@@ -13,7 +13,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import recall_score, roc_auc_score
 
-from caviar import CaviarClassifier, CaviarRegressor, load_model
+from caviar import CaviarClassifier, CaviarModel, CaviarRegressor, load_model
 from caviar.data import DataError, prepare
 from caviar.datasets import load_dataset
 from caviar.engine import Population, losses
@@ -276,6 +276,32 @@ def test_the_weight_column_is_not_a_feature_and_weights_the_validation_metric(tm
     with pytest.raises(DataError, match=f"must hold numbers >= 0, but has {len(df)} other "
                                         r"value\(s\), such as -1.0; fix"):
         prepare(df.assign(w=-1.0), "default", weight="w")
+
+
+def test_under_weight_the_test_scores_are_weighted_as_the_validation_score(tmp_path):
+    from sklearn.metrics import log_loss
+
+    df = load_dataset("default")
+    df["w"] = np.where(df["default"] == "Yes", 5.0, 1.0)
+    result = tune(df, "default", weight="w", metric="auc", out=tmp_path / "run", **SMALL)
+    test = prepare(df, "default", weight="w", seed=0).test  # the tune's own test rows
+    truth = (test["default"] == "Yes").to_numpy()
+    proba = result.model.predict_proba(test)[:, 1]
+    w = test["w"].to_numpy()
+    scores = result.test_scores
+    assert scores["auc"] == pytest.approx(roc_auc_score(truth, proba, sample_weight=w))
+    assert scores["log_loss"] == pytest.approx(log_loss(truth, proba, sample_weight=w))
+    assert scores["log_loss"] != pytest.approx(log_loss(truth, proba))  # not the plain mean
+    best = result.study.user_attrs["best"]
+    assert best["test_weight"] == "w"
+    if len(result.model.networks) > 1:  # the best network alone is scored the same way
+        alone = CaviarModel(result.model.preprocessor, result.model.network).predict_proba(test)
+        assert best["best_network_test_scores"]["log_loss"] == pytest.approx(
+            log_loss(truth, alone[:, 1], sample_weight=w))
+    # a saved model scores a table the same way, naming the weight column
+    assert result.model.scores(test, weight="w")["log_loss"] == pytest.approx(scores["log_loss"])
+    with pytest.raises(DataError, match="weight column 'v' is missing"):
+        result.model.scores(test, weight="v")
 
 
 def test_estimators_take_sample_weight_and_verbose(capsys):

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from . import io
-from .data import TablePreprocessor, as_tensors, prepare, read_table
+from .data import TablePreprocessor, as_tensors, prepare, read_table, row_weights
 from .engine import Population
 from .training import train_network
 
@@ -109,28 +109,36 @@ class CaviarModel:
             frame[f"proba_{label}"] = out[:, j]
         return frame
 
-    def scores(self, data: pd.DataFrame | str | Path) -> dict[str, float]:
+    def scores(self, data: pd.DataFrame | str | Path, weight: str | None = None
+               ) -> dict[str, float]:
         """Held-out scores on a table that has the target column: accuracy and log_loss for
-        classifiers, rmse, mae and r2 (in the target's units) for regression."""
+        classifiers, rmse, mae and r2 (in the target's units) for regression. ``weight``: a
+        column of ``data`` holding row weights; the scores are then weighted means over the
+        rows, as a search weights its validation score (``--weight``)."""
         df = read_table(data)
         df = df[df[self.target].notna()]
-        return self._scores(df, self._outputs(df, warn_unseen=False))
+        weights = row_weights(df, weight).numpy() if weight else None
+        return self._scores(df, self._outputs(df, warn_unseen=False), weights)
 
-    def _scores(self, df: pd.DataFrame, outputs: np.ndarray) -> dict[str, float]:
-        """:meth:`scores` of rows whose targets are all known, from their ``outputs``
-        (a search also scores them by its own metric, from the same outputs)."""
+    def _scores(self, df: pd.DataFrame, outputs: np.ndarray,
+                weights: np.ndarray | None = None) -> dict[str, float]:
+        """:meth:`scores` of rows whose targets are all known, from their ``outputs`` and
+        their ``weights`` (None: unweighted; a search also scores them by its own metric, from
+        the same outputs)."""
         from sklearn import metrics
 
         if self.task == "regression":
             truth = self.preprocessor.target_values(df[self.target])
             pred = self.preprocessor.predicted_values(outputs)
-            return {"rmse": float(np.sqrt(metrics.mean_squared_error(truth, pred))),
-                    "mae": float(metrics.mean_absolute_error(truth, pred)),
-                    "r2": float(metrics.r2_score(truth, pred))}
+            return {"rmse": float(np.sqrt(metrics.mean_squared_error(truth, pred,
+                                                                     sample_weight=weights))),
+                    "mae": float(metrics.mean_absolute_error(truth, pred, sample_weight=weights)),
+                    "r2": float(metrics.r2_score(truth, pred, sample_weight=weights))}
         proba = outputs
         index = self.preprocessor.encode_target(df[self.target])
-        return {"accuracy": float((proba.argmax(axis=1) == index).mean()),
-                "log_loss": float(metrics.log_loss(index, proba,
+        return {"accuracy": float(metrics.accuracy_score(index, proba.argmax(axis=1),
+                                                         sample_weight=weights)),
+                "log_loss": float(metrics.log_loss(index, proba, sample_weight=weights,
                                                    labels=list(range(proba.shape[1]))))}
 
     def confusion_matrix(self, data: pd.DataFrame | str | Path) -> dict[str, Any]:

@@ -376,7 +376,9 @@ class _Session:
 
     def _finish(self) -> None:
         model = CaviarModel(self.data.preprocessor, self.network, {"kind": "panda"})
-        self.info["test_scores"] = model.scores(self.data.test)
+        # weighted as the validation score is, under --weight
+        self.info["test_scores"] = model.scores(self.data.test,
+                                                (self.info.get("usage") or {}).get("weight"))
         if self.task != "regression":
             self.info["confusion_matrix"] = model.confusion_matrix(self.data.test)
         self.info["status"] = "complete"

@@ -24,8 +24,10 @@ def print_train_summary(console: Console, run_dir: Path, info: dict[str, Any],
     scores = info.get("test_scores") or {}
     if scores:
         shown = "  ".join(f"{k} {fmt(v)}" for k, v in scores.items())
+        weight = (info.get("usage") or {}).get("weight")
+        weighted = f", weighted by {weight}" if weight else ""
         console.print(f"[bold]test scores[/bold] ({info['split'].get('test_rows')} held-out "
-                      f"rows): {shown}")
+                      f"rows{weighted}): {shown}")
     cm = info.get("confusion_matrix") or {}
     if cm.get("labels") and len(cm["labels"]) <= 10:
         console.print("[bold]confusion matrix[/bold] [dim](rows: true class, columns: "
@@ -120,6 +122,9 @@ def print_tune_summary(console: Console, result: Any, report_path: Path) -> None
                 "all": ", refit on the training and validation rows (the model you get was "
                        "then refit on every row, test rows included)"}.get(
             info.get("trained_on"), f", not bagged: {info['bag']}" if "bag" in info else "")
+        weight = (result.study.user_attrs.get(keys.BEST) or {}).get(keys.TEST_WEIGHT)
+        if weight:
+            rows += f", weighted by {weight}"
         console.print(f"[bold]test scores[/bold] {what}{rows}: "
                       + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items()))
     scaling = scaling_line(result.study.user_attrs)

@@ -4,7 +4,7 @@ and ``prepare``, the one path from a table to training tensors.
 >>> from caviar.data import TablePreprocessor, infer_roles, read_table, split_frame
 """
 
-from caviar.data.prepare import PreparedTable, as_tensors, prepare
+from caviar.data.prepare import PreparedTable, as_tensors, prepare, row_weights
 from caviar.data.preprocess import NUMERIC, TablePreprocessor, make_target_encoder
 from caviar.data.table import (
     MAX_ONEHOT_LEVELS,
@@ -38,6 +38,7 @@ __all__ = [
     "nested_kind",
     "prepare",
     "read_table",
+    "row_weights",
     "split_frame",
     "to_numbers",
 ]

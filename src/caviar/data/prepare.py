@@ -39,8 +39,9 @@ class PreparedTable:
     """A table split and preprocessed for training. ``train``, ``validation`` and ``test``
     are the raw rows (the test rows stay raw: the model scores them from the table);
     the tensors hold the preprocessed training and validation rows (validation ones are None
-    when there are no validation rows). ``w_train`` and ``w_val`` are the rows' weights (None:
-    unweighted): the training ones normalized to mean 1, what the weighted loss expects;
+    when there are no validation rows). ``w_train``, ``w_val`` and ``w_test`` are the rows'
+    weights (None: unweighted): the training ones normalized to mean 1, what the weighted loss
+    expects; the validation and test ones as given (they weight the scores);
     ``how`` says how the rows were split ("random", "time:COL", "group:COL", "given")."""
 
     preprocessor: TablePreprocessor
@@ -55,6 +56,7 @@ class PreparedTable:
     w_train: torch.Tensor | None = None
     w_val: torch.Tensor | None = None
     how: str = "random"
+    w_test: torch.Tensor | None = None
 
     @property
     def task(self) -> str:
@@ -156,7 +158,7 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     for column, argument in ((time_column, "split"), (group, "group"), (weight, "weight")):
         _check_names(table, [column] if column else [], argument, target)
     if weight:  # every row's, before a split: the error counts the table's bad values
-        _as_weights(table, weight)
+        row_weights(table, weight)
     not_features = [c for c in (group, weight) if c]
     carve_val = 0.0 if validation is not None else val_size
     carve_test = 0.0 if test is not None else test_size
@@ -200,9 +202,10 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
         X_val, y_val = as_tensors(pre.transform(validation),
                                   pre.encode_target(validation[target]), pre.task_)
     w_train = _train_weights(train, weight, class_weight, y_train, pre)
-    w_val = _as_weights(validation, weight) if weight and len(validation) else None
+    w_val = row_weights(validation, weight) if weight and len(validation) else None
+    w_test = row_weights(test, weight) if weight and len(test) else None
     return PreparedTable(pre, train, validation, test, X_train, y_train, X_val, y_val, seed,
-                         w_train=w_train, w_val=w_val, how=how)
+                         w_train=w_train, w_val=w_val, how=how, w_test=w_test)
 
 
 def _time_column(split: str | None) -> str | None:
@@ -216,7 +219,7 @@ def _time_column(split: str | None) -> str | None:
     return column.strip()
 
 
-def _as_weights(frame: pd.DataFrame, column: str) -> torch.Tensor:
+def row_weights(frame: pd.DataFrame, column: str) -> torch.Tensor:
     """The weight column of ``frame`` as float32; DataError unless its values are finite
     numbers ≥ 0, not all zero."""
     import torch
@@ -233,7 +236,8 @@ def _as_weights(frame: pd.DataFrame, column: str) -> torch.Tensor:
                         f"{int(bad.sum())} other value(s), such as {shown!r}; fix or drop "
                         "those rows")
     if values.sum() <= 0:
-        raise DataError(f"the weight column {column!r} is all zeros; nothing to learn from")
+        raise DataError(f"the weight column {column!r} is all zeros in {len(frame)} rows; "
+                        "nothing to learn from or score there: give some of them weight")
     return torch.from_numpy(values.astype(np.float32))
 
 
@@ -247,7 +251,7 @@ def _train_weights(train: pd.DataFrame, weight: str | None, class_weight: str | 
 
     if weight is None and class_weight is None:
         return None
-    w = _as_weights(train, weight) if weight else torch.ones(len(train))
+    w = row_weights(train, weight) if weight else torch.ones(len(train))
     if class_weight is not None:
         if pre.task_ == "regression":
             raise DataError("class_weight applies to classifiers; for a regression target "

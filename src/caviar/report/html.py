@@ -327,6 +327,9 @@ def _best_section(page: Page, run: RunData) -> None:
     scores = best.get(keys.TEST_SCORES) or {}
     alone = best.get(keys.BEST_NETWORK_TEST_SCORES) or {}
     parts.append("<h3>Held-out test scores</h3>")
+    if best.get(keys.TEST_WEIGHT):
+        parts.append(note(f"Weighted by the column {esc(best[keys.TEST_WEIGHT])}, as the "
+                          "validation score is."))
     if scores and alone:
         parts.append(table(["score", "model", "best network alone"],
                            [[k, v, alone.get(k)] for k, v in scores.items()]))

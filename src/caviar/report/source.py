@@ -216,6 +216,7 @@ def _load_panda(path: Path, info: dict[str, Any]) -> RunData:
         keys.HYPERPARAMETERS: _dict(info.get("hyperparameters")),
         keys.TEST_SCORES: _dict(info.get("test_scores")),
         keys.CONFUSION_MATRIX: _dict(info.get("confusion_matrix")),
+        keys.TEST_WEIGHT: _dict(info.get("usage")).get("weight"),
     }
     return RunData(
         kind="panda",

@@ -399,13 +399,15 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         test_scores: dict[str, float] = {}
         if len(test):  # its targets are all known (prepare drops rows without one)
             outputs = model._outputs(test, warn_unseen=False)
-            test_scores = model._scores(test, outputs)
+            # weighted as the validation score is, under --weight
+            w_test = None if prepared.w_test is None else prepared.w_test.numpy()
+            test_scores = model._scores(test, outputs, w_test)
             if metric_obj.name not in test_scores:  # the chosen metric's, too
                 test_scores[metric_obj.name] = ValidationScorer(
                     metric_obj, pre.encode_target(test[target]), pre.task_,
-                    prepared.target_std, prepared.target_mean)(outputs)
+                    prepared.target_std, prepared.target_mean, w_test)(outputs)
         # what is left of the time budget for the importance, after the report's part
-        best = jsonable(_best_record(study, model, test_scores, test, time_left()))
+        best = jsonable(_best_record(study, model, test_scores, test, time_left(), weight))
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
         if refit == "all" and len(test):  # the scores above stay those of the train+valid fit
             X, y, w = _rows(prepared, True, weight, class_weight)
@@ -639,16 +641,20 @@ def _load_space(space: Space | str | Path | Mapping | None) -> Space:
 
 
 def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str, float],
-                 test: pd.DataFrame, seconds: float | None = None) -> dict[str, Any]:
-    """The study's ``best`` attribute: the model's best network, its members, test scores,
-    and the permutation importance of its columns (within ``seconds``; None: no limit)."""
+                 test: pd.DataFrame, seconds: float | None = None,
+                 weight: str | None = None) -> dict[str, Any]:
+    """The study's ``best`` attribute: the model's best network, its members, test scores
+    (weighted by the column ``weight`` when given), and the permutation importance of its
+    columns (within ``seconds``; None: no limit)."""
     best = study.trials[model.info["trial"]]  # the best network's trial (maybe a stopped one)
     record = {keys.BEST_TRIAL: best.number, keys.BEST_VALUE: model.info["value"],
               keys.HYPERPARAMETERS: best.user_attrs.get(keys.HYPERPARAMETERS, {}),
               keys.MEMBERS: model.info.get("members", []), keys.TEST_SCORES: test_scores}
+    if weight:
+        record[keys.TEST_WEIGHT] = weight
     if len(model.networks) > 1 and len(test):
         alone = CaviarModel(model.preprocessor, model.network)
-        record[keys.BEST_NETWORK_TEST_SCORES] = alone.scores(test)
+        record[keys.BEST_NETWORK_TEST_SCORES] = alone.scores(test, weight)
     if model.preprocessor.task_ != "regression" and len(test):
         record[keys.CONFUSION_MATRIX] = model.confusion_matrix(test)
     if len(test):
