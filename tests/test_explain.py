@@ -64,15 +64,20 @@ def test_the_determining_column_ranks_first(models, table, target):
         model.scores(test)[TARGETS[target]], rel=1e-6)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_equals_scikit_learn_shuffling_the_table_itself(models, table, target):
+def test_equals_scikit_learn_shuffling_the_table_itself(models, table, target, weighted):
     """The oracle: scikit-learn's permutation importance of an estimator that preprocesses
-    the whole table again for every shuffle gives the same importances."""
+    the whole table again for every shuffle gives the same importances (with a weight
+    column, scikit-learn's weighted scores)."""
     from sklearn.base import BaseEstimator
     from sklearn.inspection import permutation_importance as sklearn_importance
 
     model, test = models[target], table[400:].reset_index(drop=True)
     features = list(model.preprocessor.roles_.features)
+    w = None
+    if weighted:  # a quarter of the rows weigh 10
+        w = test["w"] = 1.0 + 9.0 * (np.arange(len(test)) % 4 == 0)
 
     class Raw(BaseEstimator):
         def fit(self, X, y=None):
@@ -88,11 +93,16 @@ def test_equals_scikit_learn_shuffling_the_table_itself(models, table, target):
         y, scoring = test[target].to_numpy(), "neg_root_mean_squared_error"
     else:
         y = model.preprocessor.encode_target(test[target])
-        scoring = lambda estimator, X, y: -log_loss(  # noqa: E731
-            y, model.predict_proba(X), labels=list(range(len(model.classes))))
+        scoring = lambda estimator, X, y, sample_weight=None: -log_loss(  # noqa: E731
+            y, model.predict_proba(X), labels=list(range(len(model.classes))),
+            sample_weight=sample_weight)
     raw = sklearn_importance(Raw(), test[features], y, scoring=scoring, n_repeats=3,
-                             random_state=4)
-    ours = permutation_importance(model, test, n_repeats=3, seed=4).set_index("column")
+                             random_state=4, sample_weight=w)
+    ours = permutation_importance(model, test, n_repeats=3, seed=4,
+                                  weight="w" if weighted else None)
+    assert ours.attrs["baseline"] == pytest.approx(
+        model.scores(test, weight="w" if weighted else None)[TARGETS[target]], rel=1e-6)
+    ours = ours.set_index("column")
     np.testing.assert_allclose(ours.loc[features, "importance_mean"], raw.importances_mean,
                                rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(ours.loc[features, "importance_std"], raw.importances_std,
@@ -170,6 +180,8 @@ def test_cli_errors(files, tmp_path):
     assert_one_error_line(invoke("explain", files / "model", files / "test.csv", "-o",
                                  tmp_path / "no" / "importance.csv"),
                           "does not exist", "create it first")
+    assert_one_error_line(invoke("explain", files / "model", files / "test.csv", "--weight",
+                                 "w"), "weight column 'w' is missing")
 
 
 def test_cli_help():

@@ -31,7 +31,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer, log_loss, make_scorer
 
-from .data import DataError, read_table
+from .data import DataError, read_table, row_weights
 
 if TYPE_CHECKING:
     from .model import CaviarModel
@@ -83,7 +83,8 @@ class _Regressor(RegressorMixin, BaseEstimator):
 
 
 def permutation_importance(model: CaviarModel | str | Path, data: pd.DataFrame | str | Path,
-                           n_repeats: int = 5, seed: int = 0) -> pd.DataFrame:
+                           n_repeats: int = 5, seed: int = 0,
+                           weight: str | None = None) -> pd.DataFrame:
     """Permutation importance of each original column of ``data`` for ``model`` (a
     ``CaviarModel`` or a model directory), on the rows of ``data``, which must hold the
     target column.
@@ -91,7 +92,8 @@ def permutation_importance(model: CaviarModel | str | Path, data: pd.DataFrame |
     Returns a DataFrame with ``column``, ``importance_mean`` and ``importance_std`` (over the
     ``n_repeats`` shuffles, seeded by ``seed``), most important first; its ``attrs`` hold
     ``metric`` ("log_loss" or "rmse"), ``baseline`` (the score of the unshuffled rows) and
-    ``rows``.
+    ``rows``. ``weight``: a column of ``data`` holding row weights (not a feature of the
+    model); the scores are then weighted means, as a search under ``--weight`` scores.
     """
     if isinstance(model, (str, Path)):
         from .model import load_model
@@ -99,7 +101,7 @@ def permutation_importance(model: CaviarModel | str | Path, data: pd.DataFrame |
         model = load_model(model)
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be at least 1, got {n_repeats}")
-    return importance_of(ImportanceRows(model, data), n_repeats, seed)
+    return importance_of(ImportanceRows(model, data, weight), n_repeats, seed)
 
 
 def importance_of(rows: ImportanceRows, n_repeats: int, seed: int = 0) -> pd.DataFrame:
@@ -109,12 +111,14 @@ def importance_of(rows: ImportanceRows, n_repeats: int, seed: int = 0) -> pd.Dat
     # sklearn's scores are −loss (greater is better), so each importance, the baseline score
     # minus the shuffled one, is how much the loss grows
     result = sklearn_importance(rows.estimator, rows.X, rows.y, scoring=rows.scorer,
-                                n_repeats=n_repeats, random_state=seed)
+                                n_repeats=n_repeats, random_state=seed,
+                                sample_weight=rows.weights)
     out = pd.DataFrame({"column": rows.features, "importance_mean": result.importances_mean,
                         "importance_std": result.importances_std})
     out = out.sort_values("importance_mean", ascending=False, kind="stable")
     out = out.reset_index(drop=True)
-    out.attrs.update({"metric": rows.metric, "baseline": rows.baseline(), "rows": len(rows.X)})
+    out.attrs.update({"metric": rows.metric, "baseline": rows.baseline(), "rows": len(rows.X),
+                      "weight": rows.weight})
     return out
 
 
@@ -128,9 +132,11 @@ class ImportanceRows:
     table again for every feature and shuffle (loans: 24 s to 4 s).
 
     ``model`` may be replaced by another with the same preprocessor (the tuner times the
-    importance of its model of the moment on the same rows)."""
+    importance of its model of the moment on the same rows). ``weight``: the column of
+    ``data`` that weights the scores (None: unweighted)."""
 
-    def __init__(self, model: CaviarModel, data: pd.DataFrame | str | Path):
+    def __init__(self, model: CaviarModel, data: pd.DataFrame | str | Path,
+                 weight: str | None = None):
         df = read_table(data)
         target = model.target
         if target not in df.columns:
@@ -147,7 +153,8 @@ class ImportanceRows:
             raise DataError(f"the table lacks {len(lacking)} column(s) the model was trained "
                             f"on: {', '.join(map(repr, lacking[:8]))}; add them (values may "
                             "be missing)")
-        self.model = model
+        self.model, self.weight = model, weight
+        self.weights = row_weights(df, weight).numpy() if weight else None
         started = time.monotonic()
         self.encoded = model.preprocessor.transform(df[self.features])
         self.prepare_seconds = time.monotonic() - started
@@ -178,7 +185,9 @@ class ImportanceRows:
 
     def baseline(self) -> float:
         """The loss of the unshuffled rows (scikit-learn does not return its own)."""
-        return -float(self.scorer(self.estimator, self.X, self.y))
+        if self.weights is None:
+            return -float(self.scorer(self.estimator, self.X, self.y))
+        return -float(self.scorer(self.estimator, self.X, self.y, sample_weight=self.weights))
 
     def shuffle_seconds(self) -> float:
         """Seconds of one shuffle's prediction and score, timed warm (the second run)."""

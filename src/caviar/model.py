@@ -118,7 +118,9 @@ class CaviarModel:
         df = read_table(data)
         df = df[df[self.target].notna()]
         weights = row_weights(df, weight).numpy() if weight else None
-        return self._scores(df, self._outputs(df, warn_unseen=False), weights)
+        known = weight in self.preprocessor.roles_.features  # a feature too: the model reads it
+        inputs = df.drop(columns=weight) if weight and not known else df
+        return self._scores(df, self._outputs(inputs, warn_unseen=False), weights)
 
     def _scores(self, df: pd.DataFrame, outputs: np.ndarray,
                 weights: np.ndarray | None = None) -> dict[str, float]:

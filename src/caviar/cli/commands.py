@@ -449,6 +449,9 @@ def explain(
     seed: int = typer.Option(0, "--seed", help="Seeds the shuffles."),
     output: Path = typer.Option(None, "--output", "-o", metavar="FILE.csv", show_default=False,
                                 help="Also write the importances to this CSV file."),
+    weight: str = typer.Option(None, "--weight", metavar="COL", show_default=False,
+                               help="A column of DATA holding row weights: the scores are "
+                                    "weighted means, as under `caviar tune --weight`."),
 ) -> None:
     """Show which columns the model relies on: permutation importance.
 
@@ -470,12 +473,13 @@ def explain(
         from caviar.panda import find_model_dir
 
         table = permutation_importance(load_model(find_model_dir(model)), data,
-                                       n_repeats=repeats, seed=seed)
+                                       n_repeats=repeats, seed=seed, weight=weight)
         metric = {"log_loss": "log-loss", "rmse": "RMSE"}[table.attrs["metric"]]
         out = console()
         out.print(f"permutation importance on {table.attrs['rows']} rows: the increase of "
                   f"{metric} (baseline {table.attrs['baseline']:.4g}) when a column is "
-                  f"shuffled, over {repeats} shuffles", markup=False, soft_wrap=True)
+                  f"shuffled, over {repeats} shuffles"
+                  + (f", weighted by {weight}" if weight else ""), markup=False, soft_wrap=True)
         shown = Table(box=None, header_style="bold")
         shown.add_column("column")
         shown.add_column("importance", justify="right")

@@ -658,20 +658,20 @@ def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str,
     if model.preprocessor.task_ != "regression" and len(test):
         record[keys.CONFUSION_MATRIX] = model.confusion_matrix(test)
     if len(test):
-        record[keys.FEATURE_IMPORTANCE] = _feature_importance(model, test, seconds)
+        record[keys.FEATURE_IMPORTANCE] = _feature_importance(model, test, seconds, weight)
     return record
 
 
-def _feature_importance(model: CaviarModel, test: pd.DataFrame,
-                        seconds: float | None) -> dict[str, Any]:
+def _feature_importance(model: CaviarModel, test: pd.DataFrame, seconds: float | None,
+                        weight: str | None = None) -> dict[str, Any]:
     """Permutation importance of the model's original columns on (up to 2,000 of) the test
     rows, for the report (``caviar explain`` computes it for any rows): as many shuffles of
     each column as end within ``seconds`` (``importance_repeats``), up to 3; none, and the
-    reason, when not one does."""
+    reason, when not one does. ``weight``: the column that weights the scores."""
     from ..explain import IMPORTANCE_ROWS, ImportanceRows, importance_of
 
     sample = test.sample(IMPORTANCE_ROWS, random_state=0) if len(test) > IMPORTANCE_ROWS else test
-    rows = ImportanceRows(model, sample)
+    rows = ImportanceRows(model, sample, weight)
     per_repeat = len(rows.features) * rows.shuffle_seconds() if seconds is not None else 0.0
     repeats = importance_repeats(None if seconds is None else seconds - rows.prepare_seconds,
                                  per_repeat)
