@@ -11,7 +11,13 @@ from scipy.stats import norm
 from sklearn.preprocessing import QuantileTransformer
 
 from caviar.data import DataError, TablePreprocessor, infer_roles
-from caviar.data.preprocess import NUMERIC, AsinhScaler, QuantileNormalScaler, SmoothClipScaler
+from caviar.data.preprocess import (
+    NUMERIC,
+    AsinhScaler,
+    QuantileNormalScaler,
+    RobustOrQuantileScaler,
+    SmoothClipScaler,
+)
 from caviar.data.table import MAX_ONEHOT_LEVELS, MIN_ROWS_PER_LEVEL, onehot_limit
 from caviar.datasets import load_dataset
 
@@ -190,6 +196,26 @@ def test_asinh_scaler_keeps_the_tails_apart_where_clipping_merges_them():
     assert np.ptp(robust.transform(far)) < 2e-3
     np.testing.assert_allclose(np.ptp(AsinhScaler().fit(v).transform(far)), np.log(100),
                                rtol=1e-3)
+
+
+def test_robust_or_quantile_gives_a_heavy_tailed_column_its_quantiles():
+    """hpc_data's counts: a column with over 5% of its rows beyond 3 IQRs (which the clip
+    maps to about ±3) is the quantile transform's, every other column the clip's, both
+    exactly as the scalers alone make them."""
+    df = load_dataset("hpc_data").iloc[:3000]
+    columns = ["compounds", "input_fields", "iterations", "num_pending", "hour"]
+    v = df[columns].to_numpy(dtype=float)
+    n_quantiles = QuantileNormalScaler.quantile_count(len(v))
+    out = RobustOrQuantileScaler(n_quantiles=n_quantiles, random_state=0).fit(v)
+    robust = SmoothClipScaler().fit(v)
+    beyond = (np.abs((v - robust.median_) * robust.factor_) > 3).mean(axis=0)
+    assert out.tails_.tolist() == (beyond > 0.05).tolist()
+    assert out.tails_.any() and not out.tails_.all()
+    quantile = QuantileNormalScaler(n_quantiles=n_quantiles, random_state=0).fit(v)
+    np.testing.assert_allclose(out.transform(v)[:, out.tails_],
+                               quantile.transform(v)[:, out.tails_])
+    np.testing.assert_allclose(out.transform(v)[:, ~out.tails_],
+                               robust.transform(v)[:, ~out.tails_])
 
 
 @pytest.mark.parametrize("numeric", NUMERIC)

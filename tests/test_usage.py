@@ -516,6 +516,33 @@ def test_tune_train_and_the_estimators_take_robust_quantile(cancer, tmp_path):
     assert fitted.score(X, cancer["target"]) > 0.8
 
 
+def test_tune_train_and_the_estimators_take_robust_or_quantile(cancer, tmp_path):
+    """A column per scaling: a log-normal column (about 11% of its rows beyond 3 IQRs) gets
+    its quantiles, the table's others the clip; tuned, trained and fitted models save and
+    load as such."""
+    cancer = cancer.assign(dose=np.random.default_rng(0).lognormal(0, 2, len(cancer)))
+    space = default_space().replace({"width": 8, "depth": 1, "batch_size": 64, "epochs": 2,
+                                     "numeric_embedding": "none", "batch_norm": False})
+    result = tune(cancer, "target", trials=4, population=2, space=space, seed=0,
+                  out=tmp_path / "tune", numeric="robust-or-quantile")
+    assert set(result.leaderboard["numeric"]) == {"robust-or-quantile"}
+    loaded = load_model(tmp_path / "tune" / "model")
+    scaler = loaded.preprocessor.column_transformer_.named_transformers_["num"][-1]
+    assert scaler.tails_.tolist() == [False] * 8 + [True]  # the columns, dose last
+    np.testing.assert_allclose(loaded.predict_proba(cancer), result.model.predict_proba(cancer),
+                               rtol=1e-6)
+    path = tmp_path / "cancer.csv"
+    cancer.to_csv(path, index=False)
+    trained = invoke("train", path, "--target", "target", "--epochs", 1, "--numeric",
+                     "robust-or-quantile", "--out", tmp_path / "panda")
+    assert trained.exit_code == 0, trained.output
+    assert load_model(tmp_path / "panda" / "model").preprocessor.numeric == "robust-or-quantile"
+    X = cancer.drop(columns="target")
+    fitted = CaviarClassifier(numeric="robust-or-quantile", epochs=2, random_state=0).fit(
+        X, cancer["target"])
+    assert fitted.score(X, cancer["target"]) > 0.8
+
+
 @pytest.mark.parametrize("embedding", ["none", "plr"])
 def test_a_network_of_a_scaling_trains_as_on_a_table_scaled_only_that_way(cancer, embedding):
     """The oracle: on a table that holds both scalings, a network asking for quantile reads

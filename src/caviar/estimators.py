@@ -217,7 +217,9 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     where it trains and predicts: "cpu", "cuda" or "auto" (CUDA when available);
     ``numeric`` how numeric columns are scaled: "robust" (median and IQR, smoothly clipped to
     ±3; None, the default, means it), "asinh" (median and IQR, then asinh), "quantile" (to
-    a normal), "standard" or "robust+quantile" (each column read both ways); ``tabm_k``
+    a normal), "standard", "robust+quantile" (each column read both ways) or
+    "robust-or-quantile" (robust, but quantile for a column with over 5% of its training rows
+    beyond the clip's knee); ``tabm_k``
     the sub-networks of TabM-mini (None, the default: ``TABM_K`` = 4 when there are hidden
     layers, else 1; 1 fits one plain network).
 

@@ -37,7 +37,7 @@ ENCODINGS = ("onehot", "embedding")
 NUMERIC_EMBEDDINGS = ("none", "plr")
 KINDS = ("int", "float", "choice", "bool", "sizes")
 # how numeric columns are scaled (caviar.data.preprocess), the default first
-NUMERIC = ("robust", "asinh", "quantile", "standard")
+NUMERIC = ("robust", "asinh", "quantile", "standard", "robust-or-quantile")
 # every numeric column read twice, robust-scaled and quantile-transformed: the network takes
 # the straight values where the target is near-linear in them and the ranks where a column
 # is skewed (bench/README.md, "Robust and quantile inputs side by side")

@@ -52,6 +52,7 @@ class Numeric(str, Enum):
     quantile = "quantile"
     standard = "standard"
     robust_quantile = "robust+quantile"
+    robust_or_quantile = "robust-or-quantile"
     auto = "auto"  # tune only
     search = "search"  # tune only
 
@@ -110,7 +111,8 @@ NumericOption = Annotated[Numeric, typer.Option(
          "heavy tails stay bounded), asinh (median and IQR, then asinh: tails logarithmic, "
          "so large values keep their order and ratios), quantile (to a normal by the "
          "training rows' quantiles: may suit skewed counts), standard (mean and standard "
-         "deviation), robust+quantile (each column read both ways) or, for tune, auto "
+         "deviation), robust+quantile (each column read both ways), robust-or-quantile (robust, "
+         "but quantile for a column with over 5% of its rows beyond the clip) or, for tune, auto "
          "(robust and quantile tried on the known-good networks, the search going on with "
          "the better) or search (robust and quantile, one per population). "
          "Default: robust (train: --set numeric=..., else robust).")]

@@ -138,8 +138,9 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     rule, ``caviar.data.table.onehot_limit``). ``numeric``: how numeric columns are scaled,
     ``"robust"`` (median and IQR, smoothly clipped to ±3), ``"asinh"`` (median and IQR, then
     asinh), ``"quantile"`` (to a normal) or
-    ``"standard"`` (``TablePreprocessor``'s ``numeric``), ``"robust+quantile"`` (the two
-    blocks, for networks that read both); several (a tune searching the
+    ``"standard"``, ``"robust-or-quantile"`` (robust, quantile for a heavy-tailed column:
+    ``RobustOrQuantileScaler``) (``TablePreprocessor``'s ``numeric``), ``"robust+quantile"``
+    (the two blocks, for networks that read both); several (a tune searching the
     scaling): the first scales the table, and the others are added as alternative blocks
     (``numeric_alternatives``) for networks that ask for them. ``codes``: the categoricals of more
     than two levels also get a column of integer codes, for networks that embed them

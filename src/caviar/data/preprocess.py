@@ -133,6 +133,8 @@ class SmoothClipScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     [-0.949, -0.493, 0.0, 0.493, 2.994]
     """
 
+    KNEE = 3.0  # interquartile ranges from the median where the clip bends the values
+
     def fit(self, X: np.ndarray, y: None = None) -> SmoothClipScaler:
         X = np.asarray(X, dtype=np.float64)
         self.n_features_in_ = X.shape[1]
@@ -153,7 +155,7 @@ class SmoothClipScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _squash(x: np.ndarray) -> np.ndarray:
-        return x / np.sqrt(1 + (x / 3) ** 2)
+        return x / np.sqrt(1 + (x / SmoothClipScaler.KNEE) ** 2)
 
 
 class AsinhScaler(SmoothClipScaler):
@@ -216,9 +218,48 @@ class QuantileNormalScaler(QuantileTransformer):
         return super().fit(X + self.JITTER * X.std(axis=0) * rng.standard_normal(X.shape))
 
 
+class RobustOrQuantileScaler(SmoothClipScaler):
+    """Each column robust-scaled and smoothly clipped (:class:`SmoothClipScaler`), except a
+    column the clip flattens: one with more than ``TAIL_SHARE`` of its training rows beyond
+    the clip's knee (3 interquartile ranges from the median) goes to a normal by its
+    quantiles (:class:`QuantileNormalScaler`) instead.
+
+    Why per column: the clip keeps a near-linear column straight (money, sizes: what small
+    tables live on, where quantiles bend it), but it maps every value of a heavy tail to
+    about ±3, so a count whose top tenth spans 100 to 10,000 loses the order within that
+    tenth; its quantiles keep it. Which of the two a column gets is decided by the clip's
+    own knee, on the training rows, never by the target.
+
+    >>> v = np.c_[np.arange(100.0), np.r_[np.arange(90.0), 1000.0 * np.arange(1, 11)]]
+    >>> scaler = RobustOrQuantileScaler(random_state=0).fit(v)
+    >>> scaler.tails_.tolist()
+    [False, True]
+    """
+
+    TAIL_SHARE = 0.05  # of the training rows beyond the knee: one row in twenty
+
+    def __init__(self, *, n_quantiles: int = MAX_QUANTILES, random_state: int | None = None):
+        self.n_quantiles, self.random_state = n_quantiles, random_state
+
+    def fit(self, X: np.ndarray, y: None = None) -> RobustOrQuantileScaler:
+        X = np.asarray(X, dtype=np.float64)
+        super().fit(X)
+        self.tails_ = (np.abs(self._scaled(X)) > self.KNEE).mean(axis=0) > self.TAIL_SHARE
+        self.quantile_ = QuantileNormalScaler(n_quantiles=self.n_quantiles,
+                                              random_state=self.random_state).fit(X)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return np.where(self.tails_, self.quantile_.transform(X), super().transform(X))
+
+
 def _numeric_scaler(numeric: str, n_rows: int, random_state: int) -> BaseEstimator:
     if numeric == "robust":
         return SmoothClipScaler()
+    if numeric == "robust-or-quantile":
+        return RobustOrQuantileScaler(
+            n_quantiles=QuantileNormalScaler.quantile_count(n_rows), random_state=random_state)
     if numeric == "asinh":
         return AsinhScaler()
     if numeric == "quantile":
@@ -973,9 +1014,11 @@ def _set_array(step: BaseEstimator, attribute: str, key: str,
 # The numeric transform's learned numbers, by kind (keys of the saved arrays, under
 # ``prefix``: "num" for the first block, "num_NAME" for an alternative one)
 def _numeric_arrays(step: BaseEstimator, prefix: str = "num") -> dict[str, np.ndarray]:
+    if isinstance(step, RobustOrQuantileScaler):  # both scalers' numbers, and which is used
+        return {**_robust_arrays(step, prefix), **_numeric_arrays(step.quantile_, prefix),
+                f"{prefix}.tails": step.tails_.astype(np.float64)}
     if isinstance(step, SmoothClipScaler):
-        return {f"{prefix}.robust.median": np.asarray(step.median_, dtype=np.float64),
-                f"{prefix}.robust.factor": np.asarray(step.factor_, dtype=np.float64)}
+        return _robust_arrays(step, prefix)
     if isinstance(step, QuantileTransformer):
         return {f"{prefix}.quantile.quantiles": np.asarray(step.quantiles_, dtype=np.float64),
                 f"{prefix}.quantile.references": np.asarray(step.references_,
@@ -983,11 +1026,20 @@ def _numeric_arrays(step: BaseEstimator, prefix: str = "num") -> dict[str, np.nd
     return _scaler_arrays(f"{prefix}.scale", step)
 
 
+def _robust_arrays(step: SmoothClipScaler, prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}.robust.median": np.asarray(step.median_, dtype=np.float64),
+            f"{prefix}.robust.factor": np.asarray(step.factor_, dtype=np.float64)}
+
+
 def _set_numeric(step: BaseEstimator, arrays: dict[str, np.ndarray],
                  prefix: str = "num") -> None:
     if isinstance(step, SmoothClipScaler):
         _set_array(step, "median", f"{prefix}.robust.median", arrays)
         _set_array(step, "factor", f"{prefix}.robust.factor", arrays)
+        if isinstance(step, RobustOrQuantileScaler):
+            _set_numeric(step.quantile_, arrays, prefix)
+            _set_array(step, "tails", f"{prefix}.tails", arrays)
+            step.tails_ = step.tails_ > 0.5
     elif isinstance(step, QuantileTransformer):
         # the template had fewer rows, hence fewer quantiles: take the saved number of them
         n = len(np.asarray(arrays.get(f"{prefix}.quantile.references", ())))
