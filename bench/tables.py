@@ -69,6 +69,10 @@ CHECK_TABLES: dict[str, Table] = {
     "College": Table("Apps", "regression"),
     "Credit": Table("Balance", "regression", drop=("ID",)),
     "Hitters": Table("Salary", "regression"),
+    # added on 2026-12-04 for the robust-or-quantile rule, unused before it
+    "Boston": Table("medv", "regression"),
+    "NYSE": Table("log_volume", "regression", drop=("train",)),  # train: the book's split
+    "Weekly": Table("Direction", "binary", drop=("Today",)),  # Direction is Today's sign
 }
 ANY_TABLE = {**TABLES, **CHECK_TABLES}
 
