@@ -212,8 +212,12 @@ def test_a_bag_with_no_time_left_keeps_the_searched_model_and_says_so(wine_csv, 
     none_left = bag_model(searched, X, y, metric, seconds=-1.0)
     assert none_left.info["bag"] == NOT_BAGGED
     assert none_left.networks == searched.networks
+    started = time.monotonic()
     some = bag_model(searched, X, y, metric, seconds=0.5)  # a few epochs, then it stops
-    assert some.info["bag_seconds"] < 5.0
+    assert time.monotonic() - started < 5.0
+    # a bag of what those epochs made, or (on a loaded machine) the searched model, saying so
+    assert some.info.get("bag_seconds", 0.0) < 5.0
+    assert "bag_seconds" in some.info or some.info["bag"] == NOT_BAGGED
 
 
 def test_a_configuration_the_time_cut_short_is_left_out_of_the_bag_whole():

@@ -449,7 +449,7 @@ def test_alternative_scalings_are_scikit_learns_and_survive_saving():
     with pytest.raises(DataError, match="numeric scalings must differ"):
         TablePreprocessor("class", numeric_alternatives=("robust",)).fit(train)
     with pytest.raises(DataError, match="numeric must be one of robust, asinh, quantile, standard, "
-                                        "got 'log'"):
+                                        "robust-or-quantile, got 'log'"):
         TablePreprocessor("class", numeric_alternatives=("log",)).fit(train)
 
 

@@ -597,5 +597,6 @@ def test_estimators_take_the_numeric_scaling(cancer, cls):
     assert model.model_.preprocessor.numeric == "quantile"
     assert clone(model).get_params()["numeric"] == "quantile"
     with pytest.raises(ValueError, match="numeric must be one of robust, asinh, quantile, "
-                                         r"standard, robust\+quantile, got 'log'"):
+                                         r"standard, robust-or-quantile, robust\+quantile, "
+                                         "got 'log'"):
         cls(numeric="log", epochs=2).fit(X, y)
