@@ -1,6 +1,7 @@
 """The benchmark tables: the nine real tables bundled with caviar plus scikit-learn's digits,
 each with its target, the columns to drop and the integer columns that are categories; and
-``CHECK_TABLES``, eight tables of the ISLP textbook package, never used to choose anything,
+``CHECK_TABLES``, eleven tables of the ISLP textbook package (the first eight since 2026-12-03,
+Boston, NYSE and Weekly since 2026-12-04), never used to choose anything,
 to check on other tables what was chosen on these (``search.py --datasets Bikeshare ...``).
 
 One declarative dict, shared by the benchmark scripts; the reasons for each choice are in
