@@ -480,11 +480,16 @@ def test_a_network_of_robust_quantile_reads_both_blocks_as_plain_columns(cancer)
                       n_classes=alone.n_classes, inputs=alone.inputs)
 
 
-def test_tune_train_and_the_estimators_take_robust_quantile(cancer, tmp_path):
+def _tiny_tune(table: pd.DataFrame, out, numeric: str):
+    """Four two-epoch trials of a width-8 network, every one scaling the numbers ``numeric``."""
     space = default_space().replace({"width": 8, "depth": 1, "batch_size": 64, "epochs": 2,
                                      "numeric_embedding": "none", "batch_norm": False})
-    result = tune(cancer, "target", trials=4, population=2, space=space, seed=0,
-                  out=tmp_path / "tune", numeric="robust+quantile")
+    return tune(table, "target", trials=4, population=2, space=space, seed=0, out=out,
+                numeric=numeric)
+
+
+def test_tune_train_and_the_estimators_take_robust_quantile(cancer, tmp_path):
+    result = _tiny_tune(cancer, tmp_path / "tune", "robust+quantile")
     assert set(result.leaderboard["numeric"]) == {"robust+quantile"}
     loaded = load_model(tmp_path / "tune" / "model")
     pre = loaded.preprocessor
@@ -521,10 +526,7 @@ def test_tune_train_and_the_estimators_take_robust_or_quantile(cancer, tmp_path)
     its quantiles, the table's others the clip; tuned, trained and fitted models save and
     load as such."""
     cancer = cancer.assign(dose=np.random.default_rng(0).lognormal(0, 2, len(cancer)))
-    space = default_space().replace({"width": 8, "depth": 1, "batch_size": 64, "epochs": 2,
-                                     "numeric_embedding": "none", "batch_norm": False})
-    result = tune(cancer, "target", trials=4, population=2, space=space, seed=0,
-                  out=tmp_path / "tune", numeric="robust-or-quantile")
+    result = _tiny_tune(cancer, tmp_path / "tune", "robust-or-quantile")
     assert set(result.leaderboard["numeric"]) == {"robust-or-quantile"}
     loaded = load_model(tmp_path / "tune" / "model")
     scaler = loaded.preprocessor.column_transformer_.named_transformers_["num"][-1]
