@@ -293,17 +293,18 @@ def run_hgb(data, task) -> dict:
 
 def peer_frames(pre: TablePreprocessor, parts: dict) -> tuple[dict, list[str]]:
     """The feature columns for the pytabkit peers, which scale and encode on their own but
-    refuse missing numbers: numeric columns with the training medians filled in and a 0/1
-    column where training had missing values (as caviar's), categoricals as strings (missing
-    a level of its own, as in caviar). Returns the frames and the categorical column names."""
+    refuse missing numbers: numeric columns, and the numbers a date column expands into (as
+    caviar and HGB get them), with the training medians filled in and a 0/1 column where
+    training had missing values (as caviar's), categoricals as strings (missing a level of
+    its own, as in caviar). Returns the frames and the categorical column names."""
     roles = pre.roles_
+    numeric = [*roles.numeric, *pre._date_columns()]
 
     def numbers(df: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({c: pd.to_numeric(df[c]).astype(float) for c in roles.numeric},
-                            index=df.index)
+        return pre._inputs(df)[numeric].astype(float)  # the preprocessor's cleaned columns
 
     frames = {k: pd.DataFrame(index=v.index) for k, v in parts.items()}
-    if roles.numeric:
+    if numeric:
         imputer = SimpleImputer(strategy="median", add_indicator=True).set_output(
             transform="pandas").fit(numbers(parts["train"]))
         frames = {k: imputer.transform(numbers(v)) for k, v in parts.items()}
