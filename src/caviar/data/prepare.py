@@ -227,7 +227,8 @@ def row_weights(frame: pd.DataFrame, column: str) -> torch.Tensor:
 
     if column not in frame.columns:
         raise DataError(f"the weight column {column!r} is missing from a table; add it "
-                        "(validation and test files need it too)")
+                        "(validation and test files need it too, and rows scored with it) "
+                        "or name another")
     values = to_numbers(frame[column]).to_numpy()
     bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
