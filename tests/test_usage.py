@@ -302,6 +302,9 @@ def test_under_weight_the_test_scores_are_weighted_as_the_validation_score(tmp_p
     assert result.model.scores(test, weight="w")["log_loss"] == pytest.approx(scores["log_loss"])
     with pytest.raises(DataError, match="weight column 'v' is missing"):
         result.model.scores(test, weight="v")
+    # a test file must hold the weights that score it: refused before anything trains
+    with pytest.raises(DataError, match="weight column 'w' is missing from a table"):
+        prepare(df, "default", weight="w", test=test.drop(columns="w"))
 
 
 def test_estimators_take_sample_weight_and_verbose(capsys):
