@@ -302,9 +302,39 @@ def test_under_weight_the_test_scores_are_weighted_as_the_validation_score(tmp_p
     assert result.model.scores(test, weight="w")["log_loss"] == pytest.approx(scores["log_loss"])
     with pytest.raises(DataError, match="weight column 'v' is missing"):
         result.model.scores(test, weight="v")
+    # beside them, a constant prediction's: the training rows' weighted class shares, as
+    # scikit-learn's prior-predicting dummy fitted with the weights gives them
+    from sklearn.dummy import DummyClassifier
+
+    train = prepare(df, "default", weight="w", seed=0).train
+    dummy = DummyClassifier(strategy="prior").fit(train[["w"]], train["default"] == "Yes",
+                                                  sample_weight=train["w"])
+    constant = best["constant_test_scores"]
+    assert constant["log_loss"] == pytest.approx(
+        log_loss(truth, dummy.predict_proba(test[["w"]])[:, 1], sample_weight=w))
+    assert constant["auc"] == pytest.approx(0.5) and scores["auc"] > 0.8
     # a test file must hold the weights that score it: refused before anything trains
     with pytest.raises(DataError, match="weight column 'w' is missing from a table"):
         prepare(df, "default", weight="w", test=test.drop(columns="w"))
+
+
+def test_a_tune_scores_a_constant_prediction_beside_its_model(cancer, tmp_path):
+    """The test rows scored by the training rows' mean target, as scikit-learn's mean-
+    predicting dummy scores them: what the columns add is the gap to the model."""
+    from sklearn.dummy import DummyRegressor
+    from sklearn.metrics import mean_squared_error
+
+    table = cancer.drop(columns="target")
+    result = _tiny_tune(table.rename(columns={"mean_radius": "target"}), tmp_path / "t",
+                        "robust")
+    prepared = prepare(table.rename(columns={"mean_radius": "target"}), "target", seed=0)
+    dummy = DummyRegressor().fit(prepared.train[["mean_texture"]], prepared.train["target"])
+    truth = prepared.test["target"]
+    rmse = mean_squared_error(truth, dummy.predict(prepared.test[["mean_texture"]])) ** 0.5
+    constant = result.study.user_attrs["best"]["constant_test_scores"]
+    assert constant["rmse"] == pytest.approx(rmse, rel=1e-5)
+    assert constant["r2"] == pytest.approx(0.0, abs=0.05)  # the training mean, not the test's
+    assert result.test_scores["rmse"] < constant["rmse"]
 
 
 def test_estimators_take_sample_weight_and_verbose(capsys):

@@ -127,6 +127,12 @@ def print_tune_summary(console: Console, result: Any, report_path: Path) -> None
             rows += f", weighted by {weight}"
         console.print(f"[bold]test scores[/bold] {what}{rows}: "
                       + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items()))
+        constant = (result.study.user_attrs.get(keys.BEST) or {}).get(keys.CONSTANT_TEST_SCORES)
+        if constant:
+            kind = "mean" if result.model.task == "regression" else "class shares"
+            console.print(f"[dim]a constant prediction (the training rows' {kind}) scores "
+                          + "  ".join(f"{k} {fmt(constant[k])}" for k in scores if k in constant)
+                          + "[/dim]")
     scaling = scaling_line(result.study.user_attrs)
     if scaling:
         console.print(scaling)

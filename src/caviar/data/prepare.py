@@ -93,6 +93,18 @@ class PreparedTable:
         return ValidationScorer(metric or get_metric(None, self.task), self.y_val, self.task,
                                 self.target_std, self.target_mean, self.w_val)
 
+    def constant_outputs(self, rows: int) -> np.ndarray:
+        """What a model that ignores every column outputs for ``rows`` rows: the training
+        rows' (weighted) class shares, or their (weighted) mean target, in the networks'
+        output form (probabilities, or standardized values). Scored on the test rows, these
+        say what the columns add: a model no better has learned nothing that holds."""
+        y = self.y_train.numpy().astype(np.float64)
+        w = None if self.w_train is None else self.w_train.numpy()
+        if self.task == "regression":
+            return np.full((rows, 1), np.average(y.reshape(len(y), -1)[:, 0], weights=w))
+        shares = np.bincount(y.astype(np.int64), weights=w, minlength=self.n_classes)
+        return np.tile(shares / shares.sum(), (rows, 1))
+
     @property
     def split(self) -> dict[str, int | str]:
         out = {"seed": self.seed, "train_rows": len(self.train),

@@ -326,13 +326,17 @@ def _best_section(page: Page, run: RunData) -> None:
                          f"worse by more than one standard error): {trials}.</p>")
     scores = best.get(keys.TEST_SCORES) or {}
     alone = best.get(keys.BEST_NETWORK_TEST_SCORES) or {}
+    constant = best.get(keys.CONSTANT_TEST_SCORES) or {}
     parts.append("<h3>Held-out test scores</h3>")
     if best.get(keys.TEST_WEIGHT):
         parts.append(note(f"Weighted by the column {esc(best[keys.TEST_WEIGHT])}, as the "
                           "validation score is."))
-    if scores and alone:
-        parts.append(table(["score", "model", "best network alone"],
-                           [[k, v, alone.get(k)] for k, v in scores.items()]))
+    if scores and (alone or constant):
+        header = ["score", "model", *(["best network alone"] if alone else []),
+                  *(["a constant prediction"] if constant else [])]
+        parts.append(table(header, [[k, v, *([alone.get(k)] if alone else []),
+                                     *([constant.get(k)] if constant else [])]
+                                    for k, v in scores.items()]))
     else:
         parts.append(table(["score", "value"], scores.items()) if scores
                      else note("No test scores stored."))

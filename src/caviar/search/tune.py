@@ -402,12 +402,16 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             # weighted as the validation score is, under --weight
             w_test = None if prepared.w_test is None else prepared.w_test.numpy()
             test_scores = model._scores(test, outputs, w_test)
-            if metric_obj.name not in test_scores:  # the chosen metric's, too
-                test_scores[metric_obj.name] = ValidationScorer(
-                    metric_obj, pre.encode_target(test[target]), pre.task_,
-                    prepared.target_std, prepared.target_mean, w_test)(outputs)
+            scorer = ValidationScorer(metric_obj, pre.encode_target(test[target]), pre.task_,
+                                      prepared.target_std, prepared.target_mean, w_test)
+            test_scores.setdefault(metric_obj.name, scorer(outputs))  # the chosen metric's
+            constant = prepared.constant_outputs(len(test))
+            constant_scores = model._scores(test, constant, w_test)
+            constant_scores.setdefault(metric_obj.name, scorer(constant))
         # what is left of the time budget for the importance, after the report's part
         best = jsonable(_best_record(study, model, test_scores, test, time_left(), weight))
+        if len(test):
+            best[keys.CONSTANT_TEST_SCORES] = jsonable(constant_scores)
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
         if refit == "all" and len(test):  # the scores above stay those of the train+valid fit
             X, y, w = _rows(prepared, True, weight, class_weight)
