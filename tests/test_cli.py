@@ -133,6 +133,16 @@ def test_train_under_weight_says_its_test_scores_are_weighted(table, tmp_path):
     assert info["test_scores"]["log_loss"] == pytest.approx(
         model.scores(test, weight="w")["log_loss"])
     assert info["test_scores"]["log_loss"] != pytest.approx(model.scores(test)["log_loss"])
+    # beside them, the weighted class shares of the training rows as a constant prediction
+    from sklearn.metrics import log_loss
+
+    train = prepare(pd.read_csv(weighted), "cultivar", weight="w", seed=info["seed"]).train
+    shares = train.groupby("cultivar")["w"].sum() / train["w"].sum()
+    proba = np.tile(shares[model.classes].to_numpy(), (len(test), 1))
+    assert info["constant_test_scores"]["log_loss"] == pytest.approx(log_loss(
+        test["cultivar"], proba, labels=model.classes, sample_weight=test["w"]))
+    assert "a constant prediction (the training rows' class shares) scores" in " ".join(
+        result.stdout.split())
 
 
 def test_predict_round_trip(run, table, tmp_path, monkeypatch):

@@ -28,6 +28,9 @@ def print_train_summary(console: Console, run_dir: Path, info: dict[str, Any],
         weighted = f", weighted by {weight}" if weight else ""
         console.print(f"[bold]test scores[/bold] ({info['split'].get('test_rows')} held-out "
                       f"rows{weighted}): {shown}")
+        constant = info.get("constant_test_scores") or {}
+        if constant:
+            console.print(constant_line(constant, scores, info.get("task") == "regression"))
     cm = info.get("confusion_matrix") or {}
     if cm.get("labels") and len(cm["labels"]) <= 10:
         console.print("[bold]confusion matrix[/bold] [dim](rows: true class, columns: "
@@ -101,6 +104,14 @@ def scaling_line(attrs: dict[str, Any]) -> str | None:
             f"best validation score ({best}), from trial {choice['from_trial']} on")
 
 
+def constant_line(constant: dict[str, float], scores: dict[str, float],
+                  regression: bool) -> str:
+    """The test scores of a constant prediction, those the model's line shows, dimmed."""
+    kind = "mean" if regression else "class shares"
+    shown = "  ".join(f"{k} {fmt(constant[k])}" for k in scores if k in constant)
+    return f"[dim]a constant prediction (the training rows' {kind}) scores {shown}[/dim]"
+
+
 def print_tune_summary(console: Console, result: Any, report_path: Path) -> None:
     """The end of a study: the leaderboard, the model's test scores, and where everything
     is. ``result`` is the tuner's ``TuneResult``."""
@@ -129,10 +140,7 @@ def print_tune_summary(console: Console, result: Any, report_path: Path) -> None
                       + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items()))
         constant = (result.study.user_attrs.get(keys.BEST) or {}).get(keys.CONSTANT_TEST_SCORES)
         if constant:
-            kind = "mean" if result.model.task == "regression" else "class shares"
-            console.print(f"[dim]a constant prediction (the training rows' {kind}) scores "
-                          + "  ".join(f"{k} {fmt(constant[k])}" for k in scores if k in constant)
-                          + "[/dim]")
+            console.print(constant_line(constant, scores, result.model.task == "regression"))
     scaling = scaling_line(result.study.user_attrs)
     if scaling:
         console.print(scaling)

@@ -217,6 +217,7 @@ def _load_panda(path: Path, info: dict[str, Any]) -> RunData:
         keys.TEST_SCORES: _dict(info.get("test_scores")),
         keys.CONFUSION_MATRIX: _dict(info.get("confusion_matrix")),
         keys.TEST_WEIGHT: _dict(info.get("usage")).get("weight"),
+        keys.CONSTANT_TEST_SCORES: _dict(info.get("constant_test_scores")),
     }
     return RunData(
         kind="panda",
