@@ -24,8 +24,9 @@ import pandas as pd
 import torch
 
 from . import io
-from .data import TablePreprocessor, as_tensors, prepare, read_table, row_weights
+from .data import PreparedTable, TablePreprocessor, as_tensors, prepare, read_table, row_weights
 from .engine import Population
+from .metrics import Metric, ValidationScorer
 from .training import train_network
 
 
@@ -142,6 +143,24 @@ class CaviarModel:
                                                          sample_weight=weights)),
                 "log_loss": float(metrics.log_loss(index, proba, sample_weight=weights,
                                                    labels=list(range(proba.shape[1]))))}
+
+    def test_scores(self, prepared: PreparedTable, metric: Metric | None = None
+                    ) -> tuple[dict[str, float], dict[str, float]]:
+        """The scores of this model on ``prepared``'s test rows and of a constant prediction
+        (``PreparedTable.constant_outputs``) on the same rows, both weighted as the
+        validation score is (``prepared.w_test``, under ``--weight``), with ``metric``'s
+        score too where it is not one of :meth:`scores`'."""
+        test = prepared.test  # its targets are all known (prepare drops rows without one)
+        weights = None if prepared.w_test is None else prepared.w_test.numpy()
+        outputs = (self._outputs(test, warn_unseen=False), prepared.constant_outputs(len(test)))
+        scores = tuple(self._scores(test, out, weights) for out in outputs)
+        if metric is not None:
+            scorer = ValidationScorer(metric, prepared.preprocessor.encode_target(
+                test[self.target]), prepared.task, prepared.target_std, prepared.target_mean,
+                weights)
+            for score, out in zip(scores, outputs):
+                score.setdefault(metric.name, scorer(out))
+        return scores
 
     def confusion_matrix(self, data: pd.DataFrame | str | Path) -> dict[str, Any]:
         """Rows: true class, columns: predicted class, labels in ``classes`` order."""

@@ -376,13 +376,8 @@ class _Session:
 
     def _finish(self) -> None:
         model = CaviarModel(self.data.preprocessor, self.network, {"kind": "panda"})
-        # weighted as the validation score is, under --weight; beside a constant prediction's
-        test, data = self.data.test, self.data
-        w_test = None if data.w_test is None else data.w_test.numpy()
-        self.info["test_scores"] = model._scores(test, model._outputs(test, warn_unseen=False),
-                                                 w_test)
-        self.info["constant_test_scores"] = model._scores(
-            test, data.constant_outputs(len(test)), w_test)
+        self.info["test_scores"], self.info["constant_test_scores"] = model.test_scores(
+            self.data)
         if self.task != "regression":
             self.info["confusion_matrix"] = model.confusion_matrix(self.data.test)
         self.info["status"] = "complete"

@@ -33,7 +33,7 @@ from ..data.table import DataError, category_strings
 from ..engine import resolve_device
 from ..files import jsonable, replace_file
 from ..hyperparams import NUMERIC_READS
-from ..metrics import Metric, ValidationScorer, get_metric
+from ..metrics import Metric, get_metric
 from ..model import CaviarModel
 from ..training import train_network
 from ..workers.spec import WorkerSpec
@@ -396,21 +396,11 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                 model = refit_model(model, X, y, "train+valid", seed=seed, weight=w)
             model.save(out / "model")
 
-        test_scores: dict[str, float] = {}
-        if len(test):  # its targets are all known (prepare drops rows without one)
-            outputs = model._outputs(test, warn_unseen=False)
-            # weighted as the validation score is, under --weight
-            w_test = None if prepared.w_test is None else prepared.w_test.numpy()
-            test_scores = model._scores(test, outputs, w_test)
-            scorer = ValidationScorer(metric_obj, pre.encode_target(test[target]), pre.task_,
-                                      prepared.target_std, prepared.target_mean, w_test)
-            test_scores.setdefault(metric_obj.name, scorer(outputs))  # the chosen metric's
-            constant = prepared.constant_outputs(len(test))
-            constant_scores = model._scores(test, constant, w_test)
-            constant_scores.setdefault(metric_obj.name, scorer(constant))
+        test_scores, constant_scores = (model.test_scores(prepared, metric_obj) if len(test)
+                                        else ({}, {}))
         # what is left of the time budget for the importance, after the report's part
         best = jsonable(_best_record(study, model, test_scores, test, time_left(), weight))
-        if len(test):
+        if constant_scores:
             best[keys.CONSTANT_TEST_SCORES] = jsonable(constant_scores)
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
         if refit == "all" and len(test):  # the scores above stay those of the train+valid fit
