@@ -251,7 +251,10 @@ class RobustOrQuantileScaler(SmoothClipScaler):
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
-        return np.where(self.tails_, self.quantile_.transform(X), super().transform(X))
+        out = super().transform(X)
+        if self.tails_.any():  # else every column is the clip's: no quantiles to look up
+            out[:, self.tails_] = self.quantile_.transform(X)[:, self.tails_]
+        return out
 
 
 def _numeric_scaler(numeric: str, n_rows: int, random_state: int) -> BaseEstimator:
