@@ -521,6 +521,16 @@ def _tiny_tune(table: pd.DataFrame, out, numeric: str):
                 numeric=numeric)
 
 
+def _trained_by_the_command_line(table: pd.DataFrame, tmp_path, numeric: str):
+    """``caviar train`` of ``table`` for one epoch with ``--numeric numeric``: the model."""
+    path = tmp_path / "table.csv"
+    table.to_csv(path, index=False)
+    trained = invoke("train", path, "--target", "target", "--epochs", 1, "--numeric", numeric,
+                     "--out", tmp_path / "panda")
+    assert trained.exit_code == 0, trained.output
+    return load_model(tmp_path / "panda" / "model")
+
+
 def test_tune_train_and_the_estimators_take_robust_quantile(cancer, tmp_path):
     result = _tiny_tune(cancer, tmp_path / "tune", "robust+quantile")
     assert set(result.leaderboard["numeric"]) == {"robust+quantile"}
@@ -539,12 +549,7 @@ def test_tune_train_and_the_estimators_take_robust_quantile(cancer, tmp_path):
                                    providers=["CPUExecutionProvider"])
     proba, _ = session.run(None, {"features": pre.transform(cancer)})
     np.testing.assert_allclose(proba, loaded.predict_proba(cancer), atol=1e-5)
-    path = tmp_path / "cancer.csv"
-    cancer.to_csv(path, index=False)
-    trained = invoke("train", path, "--target", "target", "--epochs", 1, "--numeric",
-                     "robust+quantile", "--out", tmp_path / "panda")
-    assert trained.exit_code == 0, trained.output
-    model = load_model(tmp_path / "panda" / "model")
+    model = _trained_by_the_command_line(cancer, tmp_path, "robust+quantile")
     assert model.hyperparameters["numeric"] == "robust+quantile"
     assert model.preprocessor.numeric_alternatives == ("quantile",)
     X = cancer.drop(columns="target")
@@ -566,12 +571,8 @@ def test_tune_train_and_the_estimators_take_robust_or_quantile(cancer, tmp_path)
     assert scaler.tails_.tolist() == [False] * 8 + [True]  # the columns, dose last
     np.testing.assert_allclose(loaded.predict_proba(cancer), result.model.predict_proba(cancer),
                                rtol=1e-6)
-    path = tmp_path / "cancer.csv"
-    cancer.to_csv(path, index=False)
-    trained = invoke("train", path, "--target", "target", "--epochs", 1, "--numeric",
-                     "robust-or-quantile", "--out", tmp_path / "panda")
-    assert trained.exit_code == 0, trained.output
-    assert load_model(tmp_path / "panda" / "model").preprocessor.numeric == "robust-or-quantile"
+    trained = _trained_by_the_command_line(cancer, tmp_path, "robust-or-quantile")
+    assert trained.preprocessor.numeric == "robust-or-quantile"
     X = cancer.drop(columns="target")
     fitted = CaviarClassifier(numeric="robust-or-quantile", epochs=2, random_state=0).fit(
         X, cancer["target"])

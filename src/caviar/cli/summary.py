@@ -133,12 +133,12 @@ def print_tune_summary(console: Console, result: Any, report_path: Path) -> None
                 "all": ", refit on the training and validation rows (the model you get was "
                        "then refit on every row, test rows included)"}.get(
             info.get("trained_on"), f", not bagged: {info['bag']}" if "bag" in info else "")
-        weight = (result.study.user_attrs.get(keys.BEST) or {}).get(keys.TEST_WEIGHT)
-        if weight:
-            rows += f", weighted by {weight}"
+        best = result.study.user_attrs.get(keys.BEST) or {}
+        if best.get(keys.TEST_WEIGHT):
+            rows += f", weighted by {best[keys.TEST_WEIGHT]}"
         console.print(f"[bold]test scores[/bold] {what}{rows}: "
                       + "  ".join(f"{k} {fmt(v)}" for k, v in scores.items()))
-        constant = (result.study.user_attrs.get(keys.BEST) or {}).get(keys.CONSTANT_TEST_SCORES)
+        constant = best.get(keys.CONSTANT_TEST_SCORES)
         if constant:
             console.print(constant_line(constant, scores, result.model.task == "regression"))
     scaling = scaling_line(result.study.user_attrs)
