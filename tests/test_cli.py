@@ -128,7 +128,8 @@ def test_train_under_weight_says_its_test_scores_are_weighted(table, tmp_path):
     assert result.exit_code == 0, result.output
     assert "rows, weighted by w)" in " ".join(result.stdout.split())
     info = json.loads((out / "run.json").read_text())
-    test = prepare(pd.read_csv(weighted), "cultivar", weight="w", seed=info["seed"]).test
+    prepared = prepare(pd.read_csv(weighted), "cultivar", weight="w", seed=info["seed"])
+    train, test = prepared.train, prepared.test  # the run's own split
     model = load_model(out / "model")
     assert info["test_scores"]["log_loss"] == pytest.approx(
         model.scores(test, weight="w")["log_loss"])
@@ -136,7 +137,6 @@ def test_train_under_weight_says_its_test_scores_are_weighted(table, tmp_path):
     # beside them, the weighted class shares of the training rows as a constant prediction
     from sklearn.metrics import log_loss
 
-    train = prepare(pd.read_csv(weighted), "cultivar", weight="w", seed=info["seed"]).train
     shares = train.groupby("cultivar")["w"].sum() / train["w"].sum()
     proba = np.tile(shares[model.classes].to_numpy(), (len(test), 1))
     assert info["constant_test_scores"]["log_loss"] == pytest.approx(log_loss(
