@@ -219,24 +219,6 @@ def test_warm_start_keeps_only_configurations_inside_the_space():
     assert warm_start(wide.replace({"tabm_k": fixed_value(1)}), [estimators]) == []
 
 
-def test_the_warm_start_gives_its_networks_a_thousand_steps_on_a_small_table():
-    """On 240 training rows an epoch is two steps of the estimators' batch of 128 and one of
-    the RealMLP-like network's 256: 50 epochs would stop them after 100 and 50 steps."""
-    space = default_space()
-    estimators, realmlp = warm_start(space, rows=240)
-    assert (estimators.outside["epochs"], realmlp.outside["epochs"]) == (500, 1000)
-    assert estimators.params["epochs"] == realmlp.params["epochs"] == 60  # the axis's top
-    # 1,000 steps the RealMLP-like network's way (⌈3000 / 256⌉ = 12 an epoch): 84 epochs;
-    # the estimators' (24 an epoch) already has 1,200 in its 50
-    estimators, realmlp = warm_start(space, rows=3000)
-    assert "epochs" not in estimators.outside and realmlp.outside["epochs"] == 84
-    assert warm_start(space, rows=100_000) == warm_start(space)  # 50 epochs are enough
-    # a space that fixes the epochs is the user's word
-    fixed = space.replace({"epochs": fixed_value(50)})
-    assert warm_start(fixed, rows=240) == warm_start(fixed)
-    assert all("epochs" not in w.outside for w in warm_start(fixed, rows=240))
-
-
 def test_a_warm_start_trains_the_network_it_names_in_a_space_of_few_axes(wine_csv, tmp_path):
     """A space file that names only the learning rate: the RealMLP-like trial still trains
     RealMLP's layers, optimizer, dropout, decay and PLR (the values the space does not name

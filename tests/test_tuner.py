@@ -372,24 +372,6 @@ def test_a_warm_start_network_is_never_pruned():
     assert all(len(t.intermediate_values) == 1 for t in trials[1:])
 
 
-def test_a_warm_start_network_runs_its_thousand_steps_on_a_small_table():
-    """180 training rows at batch 64 are 3 steps an epoch: the known network trains 334
-    epochs (1,002 steps), though the space draws 2 to 6."""
-    data, _, _ = _one_known_network(epochs=4)
-    space = Space.from_dict({"width": {"value": 8}, "depth": {"value": 1},
-                             "batch_size": {"value": 64},
-                             "epochs": {"kind": "int", "low": 2, "high": 6}})
-    known = {"hidden_layer_sizes": (8,), "batch_size": 64, "epochs": 4}
-    warm = warm_start(space, [known], rows=len(data.train))
-    assert len(data.train) == 180 and warm[0].outside == {"epochs": 334}
-    study = optuna.create_study()
-    Tuner(study, space, data, Budget(3, None, 0.0), 3, None, seed=0, warm=warm).run()
-    first, *drawn = study.get_trials(deepcopy=False)
-    assert first.user_attrs[keys.HYPERPARAMETERS]["epochs"] == 334
-    assert len(first.intermediate_values) == 334 and first.params["epochs"] == 6
-    assert all(len(t.intermediate_values) <= 6 for t in drawn)
-
-
 def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
     # one structure per population: a coarse round the size of one population would see a
     # single structure, and coarse-to-fine would then narrow every structural choice to it

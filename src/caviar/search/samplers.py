@@ -410,22 +410,6 @@ def _same(a: Any, b: Any) -> bool:
 # (bench/README.md, "The estimators' network in the warm start, again").
 WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE)
 
-# A warm-start network trains for at least this many optimizer steps. Its 50 epochs are
-# ⌈rows / batch⌉ steps each: on a small table few (Credit's 240 training rows at the
-# RealMLP-like network's batch 256: 50 steps in all), and there the known-good networks stop
-# long before they have fit (256 epochs were 3-45% better on Boston and Credit; RealMLP-TD
-# itself trains 256 epochs whatever the size). A thousand steps is about where a tabular MLP's
-# Adam run settles; where 50 epochs already hold as many it changes nothing (bench/README.md,
-# "The warm start by optimizer steps").
-WARM_MIN_STEPS = 1000
-
-
-def warm_epochs(config: Any, rows: int) -> int:
-    """The epochs a warm-start network trains on ``rows`` training rows: its own, or enough
-    for :data:`WARM_MIN_STEPS` steps of its batch if those are more."""
-    steps_per_epoch = math.ceil(rows / config["batch_size"])
-    return max(int(config["epochs"]), math.ceil(WARM_MIN_STEPS / steps_per_epoch))
-
 
 @dataclass(frozen=True)
 class QueuedTrial:
@@ -450,14 +434,9 @@ class QueuedTrial:
             {keys.OUTSIDE_SPACE: self.outside} if self.outside else {})
 
 
-def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
-               rows: int | None = None) -> list[QueuedTrial]:
+def warm_start(space: Space, configs: Sequence[Any] = WARM_START) -> list[QueuedTrial]:
     """The warm-start trials of each of ``configs`` (caviar's vocabulary) that ``space`` can
     draw; configurations outside it are left out.
-
-    ``rows``: the training rows; each network then trains for :func:`warm_epochs` epochs
-    (unless the space fixes ``epochs``): more than the axis holds go with the trial as
-    ``outside``, the trial's Optuna value being the axis's top.
 
     Every axis the configuration activates must hold its value: a choice among its values,
     a fixed axis equal to it, a number within the bounds (a zero on a log axis whose floor
@@ -475,22 +454,10 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
             params = _params_in(space, config.replace(numeric=scaling))
             if params is None:
                 continue
-            outside = _outside(space, config)
-            epochs = warm_epochs(config, rows) if rows else config["epochs"]
-            if epochs != config["epochs"] and _draws_epochs(space):
-                outside["epochs"] = epochs
-                axis = space["epochs"] if "epochs" in space else None
-                if axis is not None and axis.high is not None:  # a range, not a choice
-                    params[axis.optuna_name] = axis.encode(min(epochs, axis.high))
-            known = QueuedTrial(params, outside)
+            known = QueuedTrial(params, _outside(space, config))
             if known not in out:
                 out.append(known)
     return out
-
-
-def _draws_epochs(space: Space) -> bool:
-    """Whether a warm-start network's epochs are the search's to set: not fixed by the space."""
-    return "epochs" not in space or space["epochs"].kind != "fixed"
 
 
 def _outside(space: Space, config: Any) -> dict[str, Any]:
