@@ -48,7 +48,9 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            "defaults_tabm8": {**OLD_DEFAULTS, "tabm_k": 8},
            # whether TabM-mini's gain is only more steps: up to 200 epochs, early stopping
            "old_epochs200": {**OLD_DEFAULTS, "epochs": 200},
-           "tabm4_epochs200": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": 200}}
+           "tabm4_epochs200": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": 200},
+           # epochs=None: 50, or on a small table as many as 1,000 optimizer steps take
+           "tabm4_steps": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None}}
 
 
 def score(model, X, y, task: str) -> float:
