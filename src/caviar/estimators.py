@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,13 @@ from .hyperparams import DEFAULTS, HYPERPARAMETERS, TABM_K
 from .metrics import in_target_units
 from .model import CaviarModel
 from .training import train_network
+
+# With ``epochs=None`` (the default) a network trains at least this many optimizer steps: an
+# epoch is ⌈rows / batch⌉ steps, so on a small table 50 epochs are few (240 training rows at
+# batch 128: 100 steps in all) and the network stops long before it has fit; where 50 epochs
+# hold as many steps it changes nothing (bench/README.md, "The estimators' epochs by
+# optimizer steps").
+MIN_STEPS = 1000
 
 _TARGET = "__caviar_target__"
 _WEIGHT = "__caviar_weight__"
@@ -79,7 +87,7 @@ class _CaviarEstimator(BaseEstimator):
                  decay_steps: int = DEFAULTS["decay_steps"],
                  bn_momentum: float = DEFAULTS["bn_momentum"],
                  batch_size: int = DEFAULTS["batch_size"],
-                 epochs: int = DEFAULTS["epochs"],
+                 epochs: int | None = None,
                  encoding: str = DEFAULTS["encoding"],
                  embedding_dim: int | None = DEFAULTS["embedding_dim"],
                  numeric_embedding: str = DEFAULTS["numeric_embedding"],
@@ -168,7 +176,7 @@ class _CaviarEstimator(BaseEstimator):
         hyperparameters = {k: getattr(self, k) for k in DEFAULTS}
         hyperparameters["numeric"] = numeric = self.numeric or NUMERIC[0]
         hyperparameters["tabm_k"] = self._tabm_k()
-        hyperparameters["batch_size"] = min(int(self.batch_size), len(frame))
+        hyperparameters["batch_size"] = batch = min(int(self.batch_size), len(frame))
         # too few rows to hold some back, or no class with a second row to validate on
         early_stopping = (self.early_stopping and len(frame) >= 20
                           and (task == "regression" or pd.Series(y).value_counts().max() > 1))
@@ -176,6 +184,7 @@ class _CaviarEstimator(BaseEstimator):
                            val_size=self.validation_fraction if early_stopping else 0.0,
                            test_size=0.0, weight=_WEIGHT if sample_weight is not None else None,
                            numeric=numeric)
+        hyperparameters["epochs"] = epochs = self._epochs(len(prepared.train), batch)
         # early stopping on the weighted validation loss when the rows are weighted
         scorer = prepared.validation_scorer() if prepared.w_val is not None else None
         network = train_network(prepared.X_train, prepared.y_train, prepared.task,
@@ -183,13 +192,21 @@ class _CaviarEstimator(BaseEstimator):
                                 X_val=prepared.X_val, y_val=prepared.y_val, seed=seed,
                                 patience=self.n_iter_no_change if early_stopping else None,
                                 weight=prepared.w_train, scorer=scorer,
-                                on_epoch=_EpochLine(int(self.epochs), prepared.target_std)
+                                on_epoch=_EpochLine(int(epochs), prepared.target_std)
                                 if self.verbose else None, device=self.device,
                                 inputs=prepared.inputs)
         self.model_ = CaviarModel(prepared.preprocessor, network)
         self.history_ = network.history[0]
         self.n_iter_ = len(self.history_)
         return self
+
+    def _epochs(self, rows: int, batch_size: int) -> Any:
+        """``epochs``, or when None the vocabulary's 50, or as many as :data:`MIN_STEPS`
+        optimizer steps of ``batch_size`` take on ``rows`` training rows if those are more."""
+        if self.epochs is not None:
+            return self.epochs  # the vocabulary's check rejects a bad value in one line
+        steps_per_epoch = math.ceil(rows / batch_size)
+        return max(DEFAULTS["epochs"], math.ceil(MIN_STEPS / steps_per_epoch))
 
     def _tabm_k(self) -> int:
         """k of TabM-mini: ``tabm_k``, or when None ``TABM_K`` with hidden layers, else 1."""
@@ -221,7 +238,9 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     "robust-or-quantile" (robust, but quantile for a column with over 5% of its training rows
     beyond the clip's knee); ``tabm_k``
     the sub-networks of TabM-mini (None, the default: ``TABM_K`` = 4 when there are hidden
-    layers, else 1; 1 fits one plain network).
+    layers, else 1; 1 fits one plain network); ``epochs`` the most epochs early stopping
+    lets it train (None, the default: 50, or on a small table as many as ``MIN_STEPS`` =
+    1,000 optimizer steps take).
 
     Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
     per epoch), ``n_iter_``, ``n_features_in_``.
