@@ -22,6 +22,7 @@ from sklearn.utils.estimator_checks import check_estimator
 import caviar
 from caviar import CaviarClassifier, CaviarRegressor
 from caviar.datasets import load_dataset
+from caviar.estimators import MIN_STEPS
 from caviar.hyperparams import DEFAULTS, TABM_K
 
 # Small and quick, but enough for the estimator checks' training-quality thresholds
@@ -228,6 +229,26 @@ def test_early_stopping():
 
     no_stop = CaviarRegressor(**{**FAST, "epochs": 7}, early_stopping=False).fit(X, y)
     assert no_stop.n_iter_ == len(no_stop.history_) == 7
+
+
+def test_the_default_epochs_give_a_small_table_a_thousand_optimizer_steps():
+    """epochs=None: 50, or as many as MIN_STEPS = 1,000 steps take. 300 rows at batch 128
+    are 3 steps an epoch, so 334 epochs; 3,000 rows (24 steps an epoch) hold 1,200 in 50; a
+    number given is what it trains."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(3000, 3))
+    y = X[:, 0] + 0.3 * rng.normal(size=3000)
+    fast = {**FAST, "hidden_layer_sizes": (8,), "tabm_k": 1, "early_stopping": False}
+    del fast["epochs"]
+    assert CaviarRegressor(**fast).get_params()["epochs"] is None
+    assert MIN_STEPS == 1000
+    small = CaviarRegressor(**fast).fit(X[:300], y[:300])
+    assert small.n_iter_ == len(small.history_) == 334
+    assert CaviarRegressor(**fast).fit(X, y).n_iter_ == 50
+    assert CaviarRegressor(**fast, epochs=7).fit(X[:300], y[:300]).n_iter_ == 7
+    # early stopping still stops it: 270 training rows, patience 10 epochs
+    stopped = CaviarRegressor(**{**fast, "early_stopping": True}).fit(X[:300], y[:300])
+    assert stopped.n_iter_ < 334
 
 
 def test_fit_does_not_warn_on_clean_numeric_data():
