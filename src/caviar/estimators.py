@@ -39,10 +39,6 @@ from .training import train_network
 # optimizer steps").
 MIN_STEPS = 1000
 
-# With ``n_iter_no_change=None`` (the default) early stopping waits a fifth of the epochs the
-# fit may run: 10 of 50, but 67 of a small table's 334 (10 epochs there are 30 steps).
-PATIENCE_SHARE = 5
-
 _TARGET = "__caviar_target__"
 _WEIGHT = "__caviar_weight__"
 
@@ -100,7 +96,7 @@ class _CaviarEstimator(BaseEstimator):
                  plr_sigma: float = DEFAULTS["plr_sigma"],
                  tabm_k: int | None = None,
                  early_stopping: bool = True, validation_fraction: float = 0.1,
-                 n_iter_no_change: int | None = None, categorical: Sequence[str] = (),
+                 n_iter_no_change: int = 10, categorical: Sequence[str] = (),
                  numeric: str | None = DEFAULTS["numeric"], random_state: int | None = None,
                  verbose: bool | int = False, device: str = "cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -194,7 +190,7 @@ class _CaviarEstimator(BaseEstimator):
         network = train_network(prepared.X_train, prepared.y_train, prepared.task,
                                 hyperparameters, n_classes=prepared.n_classes,
                                 X_val=prepared.X_val, y_val=prepared.y_val, seed=seed,
-                                patience=self._patience(epochs) if early_stopping else None,
+                                patience=self.n_iter_no_change if early_stopping else None,
                                 weight=prepared.w_train, scorer=scorer,
                                 on_epoch=_EpochLine(int(epochs), prepared.target_std)
                                 if self.verbose else None, device=self.device,
@@ -211,13 +207,6 @@ class _CaviarEstimator(BaseEstimator):
             return self.epochs  # the vocabulary's check rejects a bad value in one line
         steps_per_epoch = math.ceil(rows / batch_size)
         return max(DEFAULTS["epochs"], math.ceil(MIN_STEPS / steps_per_epoch))
-
-    def _patience(self, epochs: int) -> int:
-        """``n_iter_no_change``, or when None a fifth of the epochs the fit may run (10 of
-        50: the ratio kept on a small table, whose epochs are many and short)."""
-        if self.n_iter_no_change is not None:
-            return self.n_iter_no_change
-        return math.ceil(int(epochs) / PATIENCE_SHARE)
 
     def _tabm_k(self) -> int:
         """k of TabM-mini: ``tabm_k``, or when None ``TABM_K`` with hidden layers, else 1."""
