@@ -90,11 +90,12 @@ def wage():
 @pytest.mark.parametrize("estimator", [CaviarClassifier, CaviarRegressor])
 def test_defaults_are_the_vocabulary_defaults(estimator):
     """Every hyperparameter is a constructor argument with the vocabulary's default, except
-    tabm_k: None, TabM-mini's TABM_K sub-networks where there are hidden layers."""
+    tabm_k (None: TabM-mini's TABM_K sub-networks where there are hidden layers) and epochs
+    (None: the vocabulary's 50, or on a small table as many as MIN_STEPS steps take)."""
     params = estimator().get_params()
     assert set(DEFAULTS) <= set(params)
     for name, default in DEFAULTS.items():
-        assert params[name] == (None if name == "tabm_k" else default), name
+        assert params[name] == (None if name in ("tabm_k", "epochs") else default), name
 
 
 @pytest.mark.parametrize("hidden, k, expected", [((64, 64), None, TABM_K), ((), None, 1),
