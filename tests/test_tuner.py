@@ -22,6 +22,7 @@ from caviar.search.samplers import warm_start
 from caviar.search.scheduler import (
     EPOCH_SHARE,
     REPORT_TRIAL_S,
+    WRITER_BACKLOG,
     Budget,
     Tuner,
     epoch_cost,
@@ -485,3 +486,45 @@ def test_a_requeued_warm_start_trial_trains_again_as_it_was(tmp_path):
     retried = optuna.load_study(study_name="s", storage=url).trials[1]
     assert retried.state == optuna.trial.TrialState.COMPLETE
     assert retried.user_attrs[keys.HYPERPARAMETERS]["tabm_k"] == 4
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_on_one_core_the_search_waits_for_the_writer_as_soon_as_it_lags(tmp_path):
+    """On one core with one torch thread the niced writer got next to no CPU beside training
+    (a 10 s tune of a 400-row table had written nothing after 2.8 s), and the reserve held
+    back for its backlog ended the search at 3 s. Now the search waits for it once it lags
+    WRITER_BACKLOG lines, and the reserve prices a line at the writer's measured CPU time."""
+    import torch
+
+    from caviar.search.study.archive import TrialArchive
+    from caviar.search.study.shared import SharedStudy
+    from caviar.search.study.storage import open_storage
+    from caviar.search.study.store import open_study, working_copy
+
+    data, _, _ = _one_known_network(epochs=1)
+    space = Space.from_dict({"width": {"value": 4}, "depth": {"value": 1},
+                             "batch_size": {"value": 256}, "epochs": {"value": 1}})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    store = open_storage(url)
+    study = open_study(store, "s")
+    working = working_copy(study, optuna.samplers.RandomSampler(seed=0),
+                           optuna.pruners.NopPruner())
+    cores, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    os.sched_setaffinity(0, {min(cores)})  # the writer process inherits the one core
+    torch.set_num_threads(1)
+    backlogs: list[int] = []
+    try:
+        archive = TrialArchive(url, "s", tmp_path / "journal.jsonl")
+        tuner = Tuner(working, space, data, Budget(400, None, 0.0), 16, None, seed=0,
+                      archive=archive, shared=SharedStudy(store, study, working, "one:1"),
+                      on_progress=lambda _: backlogs.append(archive.backlog))
+        tuner.run()
+        measured = tuner._writer_line_seconds()
+        written, seconds = archive.written, archive.writer_seconds
+        archive.close()
+    finally:
+        os.sched_setaffinity(0, cores)
+        torch.set_num_threads(threads)
+    assert len(backlogs) >= 20 and max(backlogs) <= WRITER_BACKLOG
+    assert written >= WRITER_BACKLOG and measured == pytest.approx(seconds / written)
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 400

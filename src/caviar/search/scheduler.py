@@ -86,7 +86,7 @@ from .study.artifacts import network_bytes
 from .study.shared import SharedStudy
 
 PRUNERS = ("asha", "median", "none")
-WRITER_BACKLOG = 64  # finished trials the database writer may lag behind (~2 s of writing)
+WRITER_BACKLOG = 64  # journal lines (finished trials) the database writer may lag behind
 
 
 @dataclass
@@ -799,11 +799,14 @@ class Tuner:
         priority than training, which is best while spare CPU time lets it keep up; when
         training keeps every core busy its backlog grows (and would be written after the
         budget, at the end), so then PyTorch gives up a thread until the writer has caught
-        up."""
+        up, or on one thread the tuner waits for it."""
         if self.archive is None:
             return
         backlog = self.archive.backlog
-        if backlog > 4 * WRITER_BACKLOG:
+        # on one thread PyTorch has none to give up, and the writer (niced) gets next to no
+        # CPU time beside training: wait for it as soon as it lags (a 10 s tune of a small
+        # table on one core had written nothing after 2.8 s, and held the backlog back)
+        if backlog > (4 if self._threads > 1 else 1) * WRITER_BACKLOG:
             # more than the writer can do beside training (~30 trials/s at most): wait for it
             # here, inside the budget, rather than after the budget at the end
             while (self.archive.backlog > WRITER_BACKLOG and self.archive.writing
@@ -905,8 +908,16 @@ class Tuner:
         end = end_seconds(trials, self.report) + self._importance_seconds()
         # the seeds train after the search, once the writer has written every trial
         backlog = self.archive.backlog if self.archive is not None and not self._seeding else 0
-        rest = self.refit_seconds() + end + backlog / WRITER_TRIALS_PER_S
+        rest = self.refit_seconds() + end + backlog * self._writer_line_seconds()
         return rest + self._seeds_seconds(rest)
+
+    def _writer_line_seconds(self) -> float:
+        """The archive writer's CPU seconds a journal line: measured once it has written a
+        transaction's worth (short trials' lines took ~2 ms, not the 33 ms of the constant,
+        which held back 5 s of a 10 s tune on a small table), else 1 / WRITER_TRIALS_PER_S."""
+        if self.archive is not None and self.archive.written >= WRITER_BACKLOG:
+            return self.archive.writer_seconds / self.archive.written
+        return 1.0 / WRITER_TRIALS_PER_S
 
     def refit_seconds(self) -> float:
         """The kept model's refit after the search (``refit_rows``; a bag with
