@@ -51,6 +51,9 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            "tabm4_epochs200": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": 200},
            # epochs=None: 50, or on a small table as many as 1,000 optimizer steps take
            "tabm4_steps": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None, "n_iter_no_change": 10},
+           # the same with periodic numeric embeddings (RealMLP-TD's sigma 0.1)
+           "tabm4_steps_plr": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None,
+                               "n_iter_no_change": 10, "numeric_embedding": "plr"},
            # and early stopping's patience a fifth of those epochs (n_iter_no_change=None)
            "tabm4_steps_patience": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None,
                                     "n_iter_no_change": None}}
