@@ -200,7 +200,7 @@ class _CaviarEstimator(BaseEstimator):
         self.n_iter_ = len(self.history_)
         return self
 
-    def _epochs(self, rows: int, batch_size: int) -> Any:
+    def _epochs(self, rows: int, batch_size: int) -> int:
         """``epochs``, or when None the vocabulary's 50, or as many as :data:`MIN_STEPS`
         optimizer steps of ``batch_size`` take on ``rows`` training rows if those are more."""
         if self.epochs is not None:

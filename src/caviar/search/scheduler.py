@@ -913,7 +913,7 @@ class Tuner:
 
     def _writer_line_seconds(self) -> float:
         """The archive writer's CPU seconds a journal line: measured once it has written a
-        transaction's worth (short trials' lines took ~2 ms, not the 33 ms of the constant,
+        transaction's worth (short trials' lines took under 1 ms, not the constant's 33 ms,
         which held back 5 s of a 10 s tune on a small table), else 1 / WRITER_TRIALS_PER_S."""
         if self.archive is not None and self.archive.written >= WRITER_BACKLOG:
             return self.archive.writer_seconds / self.archive.written
