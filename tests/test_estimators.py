@@ -90,12 +90,15 @@ def wage():
 @pytest.mark.parametrize("estimator", [CaviarClassifier, CaviarRegressor])
 def test_defaults_are_the_vocabulary_defaults(estimator):
     """Every hyperparameter is a constructor argument with the vocabulary's default, except
-    tabm_k (None: TabM-mini's TABM_K sub-networks where there are hidden layers) and epochs
-    (None: the vocabulary's 50, or on a small table as many as MIN_STEPS steps take)."""
+    tabm_k (None: TabM-mini's TABM_K sub-networks where there are hidden layers), epochs
+    (None: the vocabulary's 50, or on a small table as many as MIN_STEPS steps take) and
+    numeric_embedding (PLR, where the vocabulary's is none)."""
     params = estimator().get_params()
     assert set(DEFAULTS) <= set(params)
+    own = {"tabm_k": None, "epochs": None, "numeric_embedding": "plr"}
     for name, default in DEFAULTS.items():
-        assert params[name] == (None if name in ("tabm_k", "epochs") else default), name
+        assert params[name] == own.get(name, default), name
+    assert DEFAULTS["numeric_embedding"] == "none"
 
 
 @pytest.mark.parametrize("hidden, k, expected", [((64, 64), None, TABM_K), ((), None, 1),
@@ -245,6 +248,8 @@ def test_the_default_epochs_give_a_small_table_a_thousand_optimizer_steps():
     assert MIN_STEPS == 1000
     small = CaviarRegressor(**fast).fit(X[:300], y[:300])
     assert small.n_iter_ == len(small.history_) == 334
+    assert small.model_.hyperparameters["numeric_embedding"] == "plr"  # the default network
+    assert small.model_.network.structure.plr_columns == (0, 1, 2)
     assert CaviarRegressor(**fast).fit(X, y).n_iter_ == 50
     assert CaviarRegressor(**fast, epochs=7).fit(X[:300], y[:300]).n_iter_ == 7
     # early stopping still stops it: 270 training rows, patience 10 epochs
@@ -271,13 +276,14 @@ def test_predict_before_fit_and_wrong_columns():
 
 
 def test_regression_predictions_stay_within_the_training_targets_range(tmp_path):
-    # y = 2x on x in [0, 1]: a network extrapolates past both ends, the model clamps to the
-    # range the training rows hold (RealMLP-TD's clamp_output), in every path that predicts
+    # y = 2x on x in [0, 1]: a network of plain inputs (no periodic embedding, which does not
+    # run on linearly) extrapolates past both ends, the model clamps to the range the
+    # training rows hold (RealMLP-TD's clamp_output), in every path that predicts
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, 400)
     X, y = pd.DataFrame({"x": x}), 2 * x
     model = CaviarRegressor(hidden_layer_sizes=(16,), epochs=30, tabm_k=1,
-                            random_state=0).fit(X, y)
+                            numeric_embedding="none", random_state=0).fit(X, y)
     far = pd.DataFrame({"x": [-50.0, 0.5, 50.0]})
     raw = model.model_.preprocessor.decode_target(model._outputs(far))
     assert raw[0] < y.min() and raw[2] > y.max()  # what the network alone says out there

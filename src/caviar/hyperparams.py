@@ -310,8 +310,10 @@ REALMLP_LIKE = Config({
 # without hidden layers has nothing to share.
 TABM_K = 4
 
-# The network ``CaviarClassifier()`` and ``CaviarRegressor()`` fit: the defaults as TabM-mini.
-# A search's warm start trains it too (``caviar.search.samplers.warm_start``).
+# The estimators' network as a search's warm start trains it (``caviar.search.samplers.
+# warm_start``): the defaults as TabM-mini. ``CaviarClassifier()`` and ``CaviarRegressor()``
+# fit it with PLR and, on a small table, more epochs (``caviar.estimators``: both measured for
+# the estimators alone; the warm start's RealMLP-like network embeds with PLR already).
 ESTIMATOR_NETWORK = DEFAULTS.replace(tabm_k=TABM_K)
 
 
