@@ -403,11 +403,12 @@ def _same(a: Any, b: Any) -> bool:
 # The configurations a new study tries first: the estimators' network (the vocabulary's
 # defaults as TabM-mini, 4 sub-networks; the default space draws no ``tabm_k``, so the value
 # goes with the trial as ``QueuedTrial.outside``) and a RealMLP-like network, so that a short
-# search starts from what is known to work untuned and from the network a user gets without
-# a tune. Against the defaults as one network, at 60 s: 0.989x over 36 runs on seeds never
-# used (better in 24; ten tables 0.989x, eight check tables 0.989x) after a first A/B's
-# 1.000x over 18 (better in 13); a 10 s tune 1.025x the estimators' fit instead of 1.053x
-# (bench/README.md, "The estimators' network in the warm start, again").
+# search starts from what is known to work untuned and from (nearly: 50 epochs, no PLR) the
+# network a user gets without a tune. Against the defaults as one network, at 60 s: 0.989x
+# over 36 runs on seeds never used (better in 24; ten tables 0.989x, eight check tables
+# 0.989x) after a first A/B's 1.000x over 18 (better in 13); a 10 s tune 1.025x the
+# estimators' fit instead of 1.053x (bench/README.md, "The estimators' network in the warm
+# start, again").
 WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE)
 
 
