@@ -247,9 +247,8 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     the sub-networks of TabM-mini (None, the default: ``TABM_K`` = 4 when there are hidden
     layers, else 1; 1 fits one plain network); ``numeric_embedding`` "plr" by default
     (periodic embeddings of the numeric columns; "none" takes them as they are); ``epochs``
-    the most epochs early stopping
-    lets it train (None, the default: 50, or on a small table as many as ``MIN_STEPS`` =
-    1,000 optimizer steps take).
+    the most epochs early stopping lets it train (None, the default: 50, or on a small table
+    as many as ``MIN_STEPS`` = 1,000 optimizer steps take).
 
     Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
     per epoch), ``n_iter_``, ``n_features_in_``.

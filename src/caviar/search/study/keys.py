@@ -46,7 +46,8 @@ MEMBERS = "members"  # the networks the model averages: [{"trial", "value", "epo
 TEST_SCORES = "test_scores"  # the model's scores on the held-out test rows
 BEST_NETWORK_TEST_SCORES = "best_network_test_scores"  # the best network's alone
 TEST_WEIGHT = "test_weight"  # the column that weights the test scores (--weight), if any
-CONSTANT_TEST_SCORES = "constant_test_scores"  # a constant prediction's (tune.constant_outputs)
+# a constant prediction's test scores (PreparedTable.constant_outputs)
+CONSTANT_TEST_SCORES = "constant_test_scores"
 CONFUSION_MATRIX = "confusion_matrix"  # classifiers: {"labels": [...], "matrix": [[...]]}
 # permutation importance of the model's columns on the test rows: {"metric", "baseline",
 # "rows", "repeats", "columns": [{"column", "importance_mean", "importance_std"}, ...]}
