@@ -54,6 +54,15 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            # the same with periodic numeric embeddings (RealMLP-TD's sigma 0.1)
            "tabm4_steps_plr": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None,
                                "n_iter_no_change": 10, "numeric_embedding": "plr"},
+           # the estimators as they fit now with one change each: no batch norm (TabM's and
+           # RealMLP's networks have none), dropout 0.1, AdamW with decoupled weight decay
+           "plr_nobn": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None, "n_iter_no_change": 10,
+                        "numeric_embedding": "plr", "batch_norm": False},
+           "plr_dropout": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None,
+                           "n_iter_no_change": 10, "numeric_embedding": "plr", "dropout": 0.1},
+           "plr_adamw": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None, "n_iter_no_change": 10,
+                         "numeric_embedding": "plr", "optimizer": "adamw",
+                         "weight_decay": 1e-2},
            # and early stopping's patience a fifth of those epochs (n_iter_no_change=None)
            "tabm4_steps_patience": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None,
                                     "n_iter_no_change": None}}
