@@ -32,6 +32,10 @@ from caviar.hyperparams import REALMLP_LIKE
 OLD_DEFAULTS = {"hidden_layer_sizes": (64, 64), "activation": "relu", "batch_norm": True,
                 "batch_size": 128, "dropout": 0.0, "optimizer": "adam",
                 "learning_rate": 1e-3, "weight_decay": 0.0, "lr_decay": "none", "epochs": 50}
+# TabM-mini of the old network, its epochs by optimizer steps (epochs=None), the estimators'
+# patience; and the same with PLR: what CaviarClassifier()/CaviarRegressor() fit since 2026-12-05
+TABM4_STEPS = {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None, "n_iter_no_change": 10}
+TABM4_STEPS_PLR = {**TABM4_STEPS, "numeric_embedding": "plr"}
 # realmlp_full: its whole cosine schedule, the best epoch kept (early stopping's patience as
 # long as the schedule: stopping at a plateau cuts the decay while the rate is still high)
 CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
@@ -50,22 +54,16 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            "old_epochs200": {**OLD_DEFAULTS, "epochs": 200},
            "tabm4_epochs200": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": 200},
            # epochs=None: 50, or on a small table as many as 1,000 optimizer steps take
-           "tabm4_steps": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None, "n_iter_no_change": 10},
+           "tabm4_steps": TABM4_STEPS,
            # the same with periodic numeric embeddings (RealMLP-TD's sigma 0.1)
-           "tabm4_steps_plr": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None,
-                               "n_iter_no_change": 10, "numeric_embedding": "plr"},
+           "tabm4_steps_plr": TABM4_STEPS_PLR,
            # the estimators as they fit now with one change each: no batch norm (TabM's and
            # RealMLP's networks have none), dropout 0.1, AdamW with decoupled weight decay
-           "plr_nobn": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None, "n_iter_no_change": 10,
-                        "numeric_embedding": "plr", "batch_norm": False},
-           "plr_dropout": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None,
-                           "n_iter_no_change": 10, "numeric_embedding": "plr", "dropout": 0.1},
-           "plr_adamw": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None, "n_iter_no_change": 10,
-                         "numeric_embedding": "plr", "optimizer": "adamw",
-                         "weight_decay": 1e-2},
+           "plr_nobn": {**TABM4_STEPS_PLR, "batch_norm": False},
+           "plr_dropout": {**TABM4_STEPS_PLR, "dropout": 0.1},
+           "plr_adamw": {**TABM4_STEPS_PLR, "optimizer": "adamw", "weight_decay": 1e-2},
            # and early stopping's patience a fifth of those epochs (n_iter_no_change=None)
-           "tabm4_steps_patience": {**OLD_DEFAULTS, "tabm_k": 4, "epochs": None,
-                                    "n_iter_no_change": None}}
+           "tabm4_steps_patience": {**TABM4_STEPS, "n_iter_no_change": None}}
 
 
 def score(model, X, y, task: str) -> float:
