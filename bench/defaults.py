@@ -62,6 +62,9 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            "plr_nobn": {**TABM4_STEPS_PLR, "batch_norm": False},
            "plr_dropout": {**TABM4_STEPS_PLR, "dropout": 0.1},
            "plr_adamw": {**TABM4_STEPS_PLR, "optimizer": "adamw", "weight_decay": 1e-2},
+           # the estimators as they fit now with RealMLP's front scale (a learned factor per
+           # input of the first layer)
+           "plr_front_scale": {**TABM4_STEPS_PLR, "front_scale": True},
            # and early stopping's patience a fifth of those epochs (n_iter_no_change=None)
            "tabm4_steps_patience": {**TABM4_STEPS, "n_iter_no_change": None}}
 

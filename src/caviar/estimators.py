@@ -102,6 +102,7 @@ class _CaviarEstimator(BaseEstimator):
                  plr_dim: int = DEFAULTS["plr_dim"],
                  plr_sigma: float = DEFAULTS["plr_sigma"],
                  tabm_k: int | None = None,
+                 front_scale: bool = DEFAULTS["front_scale"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
                  n_iter_no_change: int = 10, categorical: Sequence[str] = (),
                  numeric: str | None = DEFAULTS["numeric"], random_state: int | None = None,
@@ -132,6 +133,7 @@ class _CaviarEstimator(BaseEstimator):
         self.plr_dim = plr_dim
         self.plr_sigma = plr_sigma
         self.tabm_k = tabm_k
+        self.front_scale = front_scale
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change

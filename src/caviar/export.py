@@ -241,7 +241,10 @@ def _network(g: _Graph, network: Population, prefix: str) -> str:
         return g.constant(f"{prefix}_{name}", value.to(torch.float32).numpy())
 
     def dense(a: str, layer: int) -> str:
-        z = g.op("MatMul", a, constant(f"W{layer}", tensors[f"param.W{layer}"]))
+        W = tensors[f"param.W{layer}"]
+        if layer == 0 and s.front_scale:  # the front scale folded in: W̃₀ = s·W₀
+            W = tensors["param.front_scale"] * W
+        z = g.op("MatMul", a, constant(f"W{layer}", W))
         if f"param.b{layer}" in tensors:  # none where batch norm follows (β replaces it)
             z = g.op("Add", z, constant(f"b{layer}", tensors[f"param.b{layer}"]))
         return z

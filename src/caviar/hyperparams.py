@@ -185,6 +185,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                 "(random signs at first) and has its own output layer; they train on the mean "
                 "of their losses and predict the mean of their predictions (1: one network)",
                 low=1, structural=True),
+    "front_scale": H("bool", False, "RealMLP's scaling layer (Holzmüller et al. 2024): the "
+                     "first layer's input multiplied by a learned factor per input (1 at "
+                     "first), stepped faster than the weights and decayed as they are; a soft "
+                     "choice of which inputs count", structural=True),
     "learning_rate": H("float", 1e-3, "α, the step size", low=0, closed="neither"),
     "optimizer": H("choice", "adam", "the update rule", choices=OPTIMIZERS),
     "momentum": H("float", 0.9, "β of momentum: v ← βv + (1 − β)dW", low=0, high=1),

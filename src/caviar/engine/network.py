@@ -50,11 +50,25 @@ drawn from k orders of the rows, as TabM trains by default: their different nois
 sub-networks apart); otherwise every sub-network reads the same B rows. Batch norm's
 statistics are those of the k·B rows. Backward: dr_i = Σ_rows du_i ⊙ u and du = Σ_i du_i ⊙ r_i
 with du_i = dz_i·W₀ᵀ; the output layers' gradients are each sub-network's own.
+
+A network may scale its first layer's input as RealMLP does (``front_scale``; Holzmüller et
+al. 2024): a learned factor s_f per input f, 1 at first, z = (u ⊙ s)·W₀ + b₀. Written as the
+first layer's weights W̃₀ = diag(s)·W₀, so the products (and the broadcast one over a shared
+input) are those of a plain first layer:
+
+    z = u·W̃₀ + b₀,  W̃₀ = s·W₀ (s as a column)                     (forward)
+    dW₀ = s·dW̃₀,  ds_f = Σ_j dW̃₀[f, j]·W₀[f, j]                    (backward, dW̃₀ = uᵀ·dz)
+
+RealMLP steps s six times faster than its weights, whose steps (its NTK parametrization)
+are lr/√fan_in; in this engine's parametrization the first layer's step is α, so s steps
+at 6·√F·α (F: the first layer's inputs), the same ratio (``Structure.lr_factors``). Decay
+and the penalties act on s as on the weights, pulling an input that does not pay toward 0.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +86,8 @@ BN_EPSILON = 1e-5
 # already the best code (one number), and the preprocessor gives them no codes
 EMBED_MIN_LEVELS = 3
 MAX_EMBEDDING_DIM = 16
+# RealMLP-TD's scale_lr_factor: its scaling layer's step over its weights' (see above)
+FRONT_SCALE_LR = 6.0
 
 
 def embedding_width(levels: int, embedding_dim: int | None = None) -> int:
@@ -186,7 +202,8 @@ class Structure:
     categorical, whose looked-up rows follow the dense columns in the first layer's input;
     ``plr_columns`` the numeric columns embedded periodically (k = ``plr_frequencies``
     frequencies, m = ``plr_dim`` outputs each), whose embeddings come last; ``tabm_k``
-    sub-networks of TabM-mini (1: a plain network)."""
+    sub-networks of TabM-mini (1: a plain network); ``front_scale``: the first layer's
+    input scaled by a learned factor per input (RealMLP's scaling layer)."""
 
     task: str
     n_inputs: int
@@ -201,6 +218,7 @@ class Structure:
     plr_frequencies: int = 0
     plr_dim: int = 0
     tabm_k: int = 1
+    front_scale: bool = False
 
     @property
     def n_dense(self) -> int:
@@ -232,10 +250,20 @@ class Structure:
         """Dense weights, embedding tables and PLR's linear weights: the tensors L1, L2 and
         weight decay act on (an embedding is the first layer's weights for a one-hot column,
         looked up). Not PLR's frequencies: shrinking them would pull every column toward the
-        constant sin 0, cos 0; σ of their initialization is their prior instead."""
+        constant sin 0, cos 0; σ of their initialization is their prior instead. The front
+        scale too, as RealMLP decays it: an input that does not pay fades toward 0."""
         return ({f"W{layer}" for layer in range(self.n_layers)}
                 | {f"E{j}" for j in range(len(self.embeddings))}
-                | ({"plr_W"} if self.plr_columns else set()))
+                | ({"plr_W"} if self.plr_columns else set())
+                | ({"front_scale"} if self.front_scale else set()))
+
+    @property
+    def lr_factors(self) -> dict[str, float]:
+        """Each parameter stepped at a multiple of the member's α: the front scale's
+        6·√F (see the module docstring); the others at α."""
+        if not self.front_scale:
+            return {}
+        return {"front_scale": FRONT_SCALE_LR * math.sqrt(self.n_features)}
 
     @functools.cached_property
     def _dense_selector(self) -> slice | tuple[int, ...]:
@@ -267,7 +295,8 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
     codes (more than two levels) is embedded instead of read through its dense columns; the
     numeric columns are those of the member's ``numeric`` scaling (``InputLayout.scaled``),
     and with ``numeric_embedding="plr"`` they are embedded periodically. TabM-mini
-    (``tabm_k`` > 1) needs a hidden layer for its sub-networks to share."""
+    (``tabm_k`` > 1) needs a hidden layer for its sub-networks to share; ``front_scale``
+    scales the first layer's input."""
     if config["tabm_k"] > 1 and not config["hidden_layer_sizes"]:
         raise ValueError(f"tabm_k={config['tabm_k']} needs at least one hidden layer (its "
                          f"sub-networks share them); set hidden_layer_sizes or tabm_k=1")
@@ -288,7 +317,8 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
                           embedding_width(c.levels, config["embedding_dim"]))
                          for c in embedded),
         plr_columns=tuple(plr), plr_frequencies=int(config["plr_frequencies"]) if plr else 0,
-        plr_dim=int(config["plr_dim"]) if plr else 0, tabm_k=int(config["tabm_k"]))
+        plr_dim=int(config["plr_dim"]) if plr else 0, tabm_k=int(config["tabm_k"]),
+        front_scale=bool(config["front_scale"]))
 
 
 def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
@@ -329,7 +359,16 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
         signs = torch.randint(0, 2, (s.tabm_k, s.n_features), generator=generator,
                               device=device)
         params["tabm_r"] = signs.to(dtype).mul_(2).sub_(1)
+    if s.front_scale:  # 1 at first: the network starts as it would without it (no draw)
+        params["front_scale"] = torch.ones(s.n_features, 1, dtype=dtype, device=device)
     return params, buffers
+
+
+def first_weights(s: Structure, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The first layer's weights as its input meets them: W̃₀ = s·W₀ with the front scale,
+    W₀ without."""
+    W = params["W0"]
+    return params["front_scale"] * W if s.front_scale else W
 
 
 def input_forward(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Tensor,
@@ -467,7 +506,8 @@ def forward(s: Structure, params: Mapping[str, torch.Tensor],
     last = s.n_layers - 1
     for layer in range(s.n_layers):
         W, b = params[f"W{layer}"], params.get(f"b{layer}")
-        if layer == 0:  # z = x·W + Σ e·W_e + b
+        if layer == 0:  # z = x·W + Σ e·W_e + b (W = s·W₀ with the front scale)
+            W = first_weights(s, params)
             z, a_in = input_forward(s, params, X, W, b, sub_batches and training)
         elif layer == last and s.tabm_k > 1:  # z_i = a_i·W_i + b_i, each sub-network's own
             z, a_in = layers.heads_forward(a, W, b, s.tabm_k), a
@@ -518,8 +558,12 @@ def backward(s: Structure, params: Mapping[str, torch.Tensor], dz: torch.Tensor,
             a_in = tape[-1]
         W = params[f"W{layer}"]
         if layer == 0:  # dW, db and the tables' dE
-            first = input_backward(s, params, dz, a_in, W)
-            grads["W0"] = first.pop("W")
+            first = input_backward(s, params, dz, a_in, first_weights(s, params))
+            dW = first.pop("W")  # of W̃₀ = s·W₀ with the front scale
+            if s.front_scale:  # ds_f = Σ_j dW̃₀[f, j]·W₀[f, j], dW₀ = s·dW̃₀
+                grads["front_scale"] = (dW * W).sum(dim=2, keepdim=True)
+                dW.mul_(params["front_scale"])
+            grads["W0"] = dW
             db = first.pop("b")
             grads.update(first)
         elif layer == last and s.tabm_k > 1:  # each sub-network's output layer

@@ -10,7 +10,8 @@ choice becomes per-member coefficients:
 
 For dense weights dW also carries the penalties, dW += (λ₂/m)·W + (λ₁/2m)·sign(W)
 (``add_penalty_gradient``, applied before the step), and the decoupled weight decay shrinks
-W ← W − α·wd·W before the step (as torch.optim.AdamW does).
+W ← W − α·wd·W before the step (as torch.optim.AdamW does). A parameter may step at a
+multiple of α (``lr_factors``: RealMLP's front scale), its decay then at that step too.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def add_penalty_gradient(dW: torch.Tensor, W: torch.Tensor, l2: torch.Tensor,
 
 def update(params: list[torch.Tensor], grads: list[torch.Tensor], vs: list[torch.Tensor],
            ss: list[torch.Tensor], decays: list[torch.Tensor | None], rate_v: torch.Tensor,
-           rate_s: torch.Tensor, neg_step: torch.Tensor, denom_scale: torch.Tensor,
+           rate_s: torch.Tensor, neg_steps: list[torch.Tensor], denom_scale: torch.Tensor,
            denom_shift: torch.Tensor, second_moment: bool) -> None:
     """One step of every parameter for every member, in place on ``params``, ``vs`` and ``ss``
     (the ``grads`` are used up as scratch space). The coefficients are ``(P, 1, 1)``:
@@ -92,7 +93,8 @@ def update(params: list[torch.Tensor], grads: list[torch.Tensor], vs: list[torch
         s ← β₂·s + (1 − β₂)·dW²                 rate_s = 1 − β₂ (when ``second_moment``)
         W ← decay·W                             decay = 1 − α·wd, decoupled weight decay
                                                 (None for tensors it leaves alone)
-        W ← W − (α/c₁)·v / (√s/√c₂ + ε)          neg_step = −α/c₁, the denominator as
+        W ← W − (α/c₁)·v / (√s/√c₂ + ε)          neg_steps: −α/c₁ per tensor (times its
+                                                lr factor), the denominator as
                                                 denom_scale·√s + denom_shift (0·√s + 1 for a
                                                 member without s)
 
@@ -100,7 +102,7 @@ def update(params: list[torch.Tensor], grads: list[torch.Tensor], vs: list[torch
     ``_single_tensor_adam``: torch.compile fuses each tensor's step into one loop
     (``kernels.py``); eagerly each line is one pass, in place where it can be.
     """
-    for param, grad, v, s, decay in zip(params, grads, vs, ss, decays):
+    for param, grad, v, s, decay, neg_step in zip(params, grads, vs, ss, decays, neg_steps):
         v.lerp_(grad, rate_v)
         if decay is not None:
             param.mul_(decay)
@@ -116,8 +118,10 @@ def update(params: list[torch.Tensor], grads: list[torch.Tensor], vs: list[torch
 class PopulationOptimizer:
     """Holds the moment estimates v, s and the step count t of every member."""
 
-    def __init__(self, params: dict[str, torch.Tensor], weight_names: set[str]):
+    def __init__(self, params: dict[str, torch.Tensor], weight_names: set[str],
+                 lr_factors: Mapping[str, float] | None = None):
         self.weight_names = weight_names
+        self.lr_factors = dict(lr_factors or {})  # a tensor's step over α (absent: 1)
         self.v = {name: torch.zeros_like(p) for name, p in params.items()}
         self.s = {name: torch.zeros_like(p) for name, p in params.items()}
         first = next(iter(params.values()))
@@ -143,13 +147,19 @@ class PopulationOptimizer:
         uses_s = coef.uses_second_moment
         denom_scale = per_member(uses_s / c2.sqrt())
         denom_shift = per_member(uses_s * coef.epsilon + (1.0 - uses_s))
-        decay = (per_member(1.0 - lr * coef.weight_decay * active)
-                 if flags["weight_decay"] else None)
         names = list(params)
+
+        def decay(factor: float) -> torch.Tensor:  # 1 − α·wd at the tensor's step, never < 0
+            return per_member((1.0 - factor * lr * coef.weight_decay * active).clamp_(min=0.0))
+
+        plain = decay(1.0) if flags["weight_decay"] else None
+        factors = [self.lr_factors.get(k, 1.0) for k in names]
+        decays = [None if k not in self.weight_names or plain is None
+                  else plain if f == 1.0 else decay(f) for k, f in zip(names, factors)]
         update_fn([params[k] for k in names], [grads[k] for k in names],
-                  [self.v[k] for k in names], [self.s[k] for k in names],
-                  [decay if k in self.weight_names else None for k in names],
-                  rate_v, rate_s, neg_step, denom_scale, denom_shift, flags["second_moment"])
+                  [self.v[k] for k in names], [self.s[k] for k in names], decays,
+                  rate_v, rate_s, [neg_step if f == 1.0 else neg_step * f for f in factors],
+                  denom_scale, denom_shift, flags["second_moment"])
 
     def copy_member(self, source: int, target: int) -> None:
         for state in (self.v, self.s):

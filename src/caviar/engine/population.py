@@ -131,7 +131,8 @@ class Population:
         self._best: dict[str, torch.Tensor] | None = None
         self._next_id = 0
         self._append(resolved)
-        self.optimizer = PopulationOptimizer(self.params, self.weight_names)
+        self.optimizer = PopulationOptimizer(self.params, self.weight_names,
+                                             self.structure.lr_factors)
 
     # ----------------------------------------------------------------- members
 
