@@ -65,6 +65,11 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            # the estimators as they fit now with RealMLP's front scale (a learned factor per
            # input of the first layer)
            "plr_front_scale": {**TABM4_STEPS_PLR, "front_scale": True},
+           # (a probe) a cosine decay of the rate to 0, as RealMLP's schedule, alone and with
+           # the front scale, whose steps a constant rate never shrinks
+           "plr_cosine": {**TABM4_STEPS_PLR, "lr_decay": "cosine"},
+           "plr_cosine_front_scale": {**TABM4_STEPS_PLR, "lr_decay": "cosine",
+                                      "front_scale": True},
            # and early stopping's patience a fifth of those epochs (n_iter_no_change=None)
            "tabm4_steps_patience": {**TABM4_STEPS, "n_iter_no_change": None}}
 
