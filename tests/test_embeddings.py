@@ -12,7 +12,7 @@ from gradcheck import (
     random_targets,
 )
 from torch import nn
-from torch_reference import torch_optimizer
+from torch_reference import torch_optimizer, train_beside
 
 from caviar.engine import Population
 from caviar.engine.network import Categorical, InputLayout, embedding_width
@@ -140,16 +140,8 @@ def test_embeddings_train_like_torch_nn_embedding():
         torch.testing.assert_close(grads["W0"][i], model.hidden.weight.grad.T
                                    + l2 * model.hidden.weight.detach().T, rtol=1e-5, atol=1e-6)
 
-    order_generator = torch.Generator().manual_seed(5)  # the population's minibatch order
-    for _ in range(2):
-        pop.train_epoch(X, y)
-        order = torch.randperm(N, generator=order_generator)
-        for model, opt in zip(models, optimizers):
-            for start in range(0, N, BATCH):
-                index = order[start:start + BATCH]
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(X[index]), y[index]).backward()
-                opt.step()
+    train_beside(pop, models, optimizers, X, y, epochs=2, seed=5,
+                 loss=lambda model, Xb, yb: nn.functional.cross_entropy(model(Xb), yb))
     for i, model in enumerate(models):
         for j, table in enumerate(model.tables):
             torch.testing.assert_close(pop.params[f"E{j}"][i], table.weight.detach(),

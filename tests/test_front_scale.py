@@ -11,7 +11,7 @@ import pytest
 import torch
 from gradcheck import LAYOUT, assert_gradients_match_finite_differences, make_data
 from torch import nn
-from torch_reference import torch_optimizer
+from torch_reference import torch_optimizer, train_beside
 
 from caviar.engine import Population
 from caviar.engine.network import FRONT_SCALE_LR
@@ -108,17 +108,8 @@ def test_the_scale_steps_as_torch_optim_steps_it_in_a_group_of_its_own():
         opt.add_param_group({"params": [model.scale], "lr": opt.param_groups[0]["lr"] * factor,
                              "weight_decay": opt.param_groups[0]["weight_decay"]})
         optimizers.append(opt)
-    order_generator = torch.Generator().manual_seed(5)  # the population's minibatch order
-    for _ in range(2):
-        pop.train_epoch(X, y)
-        order = torch.randperm(N, generator=order_generator)
-        for model, opt in zip(models, optimizers):
-            for start in range(0, N, BATCH):
-                rows = order[start:start + BATCH]
-                opt.zero_grad()
-                nn.functional.mse_loss(model(X[rows]).squeeze(1), y[rows], reduction="sum"
-                                       ).div(2 * len(rows)).backward()
-                opt.step()
+    train_beside(pop, models, optimizers, X, y, epochs=2, seed=5,
+                 loss=lambda model, Xb, yb: nn.functional.mse_loss(model(Xb).squeeze(1), yb) / 2)
     for i, model in enumerate(models):
         label = MEMBERS[i]["optimizer"]
         torch.testing.assert_close(pop.params["front_scale"][i, :, 0], model.scale.detach(),

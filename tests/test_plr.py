@@ -16,7 +16,7 @@ from gradcheck import (
     make_data,
 )
 from torch import nn
-from torch_reference import torch_optimizer
+from torch_reference import torch_optimizer, train_beside
 
 from caviar.engine import Population
 
@@ -164,17 +164,9 @@ def test_plr_trains_like_autograd_and_torch_optim():
                                    rtol=1e-5, atol=1e-6)
 
     start = pop.params["plr_C"].clone()
-    order_generator = torch.Generator().manual_seed(5)  # the population's minibatch order
-    for _ in range(2):
-        pop.train_epoch(X, y)
-        order = torch.randperm(N, generator=order_generator)
-        for model, opt, h in zip(models, optimizers, pop.hyperparameters):
-            for start in range(0, N, BATCH):
-                index = order[start:start + BATCH]
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(X[index]), y[index]).backward()
-                model.add_l1(h, N)
-                opt.step()
+    train_beside(pop, models, optimizers, X, y, epochs=2, seed=5,
+                 loss=lambda model, Xb, yb: nn.functional.cross_entropy(model(Xb), yb),
+                 before_step=lambda i, model: model.add_l1(pop.hyperparameters[i], N))
     for i, model in enumerate(models):
         label = MEMBERS[i]["optimizer"]
         torch.testing.assert_close(pop.params["plr_C"][i], model.frequencies.detach(),

@@ -20,3 +20,25 @@ def torch_optimizer(h: dict, n_train: int, weights: list, others: list) -> torch
     if h["optimizer"] == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, alpha=h["beta2"], eps=h["epsilon"])
     return torch.optim.Adam(groups, lr=lr, betas=(h["beta1"], h["beta2"]), eps=h["epsilon"])
+
+
+def train_beside(pop, models: list, optimizers: list, X: torch.Tensor, y: torch.Tensor,
+                 loss, epochs: int, seed: int, before_step=None) -> None:
+    """``epochs`` epochs of the population and, beside it, of each plain torch ``models[i]``
+    with ``optimizers[i]`` on the same minibatches: the population's shuffle replayed from
+    its ``seed`` (one order of the rows an epoch), ``pop.structure.batch_size`` rows at a
+    time. ``loss(model, X, y)``: a model's loss on a minibatch; ``before_step(i, model)``:
+    what member i adds to its gradients by hand before the step (an L1 term)."""
+    n, batch = len(X), pop.structure.batch_size
+    order_generator = torch.Generator().manual_seed(seed)  # the population's minibatch order
+    for _ in range(epochs):
+        pop.train_epoch(X, y)
+        order = torch.randperm(n, generator=order_generator)
+        for i, (model, opt) in enumerate(zip(models, optimizers)):
+            for start in range(0, n, batch):
+                rows = order[start:start + batch]
+                opt.zero_grad()
+                loss(model, X[rows], y[rows]).backward()
+                if before_step is not None:
+                    before_step(i, model)
+                opt.step()
