@@ -152,10 +152,12 @@ class PopulationOptimizer:
         def decay(factor: float) -> torch.Tensor:  # 1 − α·wd at the tensor's step, never < 0
             return per_member((1.0 - factor * lr * coef.weight_decay * active).clamp_(min=0.0))
 
-        plain = decay(1.0) if flags["weight_decay"] else None
         factors = [self.lr_factors.get(k, 1.0) for k in names]
-        decays = [None if k not in self.weight_names or plain is None
-                  else plain if f == 1.0 else decay(f) for k, f in zip(names, factors)]
+        decays: list[torch.Tensor | None] = [None] * len(names)
+        if flags["weight_decay"]:
+            plain = decay(1.0)
+            decays = [(plain if f == 1.0 else decay(f)) if k in self.weight_names else None
+                      for k, f in zip(names, factors)]
         update_fn([params[k] for k in names], [grads[k] for k in names],
                   [self.v[k] for k in names], [self.s[k] for k in names], decays,
                   rate_v, rate_s, [neg_step if f == 1.0 else neg_step * f for f in factors],
