@@ -461,8 +461,7 @@ def train_run(data: pd.DataFrame | str | Path, target: str,
     prepared = _prepare(df, target, task, categorical, drop, seed, usage)
     pre = prepared.preprocessor
     network = Population(pre.task_, prepared.inputs, [resolved],
-                         n_classes=prepared.n_classes, seed=seed, device=device,
-                         output_bias=prepared.output_bias)
+                         n_classes=prepared.n_classes, seed=seed, device=device)
 
     if overwrite:
         for stale in (RUN_FILE, MODEL_DIR):

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from .engine import InputLayout, Population
-from .engine.losses import prior_logits
 from .hyperparams import structure_key
 from .metrics import ValidationScorer, validation_score
 
@@ -34,8 +33,7 @@ def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
     ``inputs``: what X's columns are (``PreparedTable.inputs``; None: all dense features).
     """
     network = Population(task, inputs or X.shape[1], [dict(hyperparameters)],
-                         n_classes=n_classes, seed=seed, device=device,
-                         output_bias=prior_logits(y, task, n_classes, weight))
+                         n_classes=n_classes, seed=seed, device=device)
     X, y, X_val, y_val = network.to_device(X, y, X_val, y_val)
     best, best_score, since_best = None, float("inf"), 0
     while bool(network.trainable.any()):
@@ -105,8 +103,7 @@ def refit_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Ten
         stops = [max(1, int(epochs[i])) for i in members]
         population = Population(first.structure.task, networks[members[0]].inputs,
                                 [networks[i].hyperparameters[0] for i in members],
-                                n_classes=first.n_classes, seed=seed + g, device=first.device,
-                                output_bias=first.output_bias)
+                                n_classes=first.n_classes, seed=seed + g, device=first.device)
         Xd, yd, wd = population.to_device(X, y, weight)
         while bool(population.trainable.any()):
             population.fit_epoch(Xd, yd, weight=wd)

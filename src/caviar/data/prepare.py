@@ -85,14 +85,6 @@ class PreparedTable:
         """The regression target's mean (0 for classifiers)."""
         return self.preprocessor.target_mean_ if self.task == "regression" else 0.0
 
-    @property
-    def output_bias(self) -> tuple[float, ...] | None:
-        """The networks' starting output bias: the training rows' (weighted) log prior for
-        classifiers (``Population(output_bias=...)``), None for regression."""
-        from caviar.engine.losses import prior_logits
-
-        return prior_logits(self.y_train, self.task, self.n_classes, self.w_train)
-
     def validation_scorer(self, metric: Metric | None = None) -> ValidationScorer:
         """The scorer of predictions for the validation rows by ``metric`` (None: the default
         loss), in the target's units and weighted when the rows are."""

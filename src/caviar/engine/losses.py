@@ -27,28 +27,6 @@ def output_size(task: str, n_classes: int) -> int:
     return n_classes if task == "multiclass" else 1
 
 
-def prior_logits(y: torch.Tensor, task: str, n_classes: int | None = None,
-                 weight: torch.Tensor | None = None) -> tuple[float, ...] | None:
-    """The output a classifier starts from: the logits of the training rows' class shares,
-    so that an untrained network predicts the base rate instead of equal classes ("init
-    well": its first steps then learn the columns, not the class balance). Multiclass:
-    log p_c (softmax of it is p); binary: log(p₁/p₀). The shares are (weighted) counts with
-    one added to each class (Laplace's rule), so a class absent from the rows has a finite
-    logit. Regression: None (its targets are standardized: their mean, the best constant,
-    is already the zero bias).
-    """
-    if task == "regression":
-        return None
-    classes = 2 if task == "binary" else int(n_classes)
-    w = None if weight is None else weight.detach().reshape(-1).double().cpu()
-    counts = torch.bincount(y.detach().reshape(-1).long().cpu(), weights=w, minlength=classes)
-    shares = (counts.double() + 1.0) / (counts.sum().double() + classes)
-    logits = shares.log()
-    if task == "binary":
-        return (float(logits[1] - logits[0]),)
-    return tuple(float(v) for v in logits)
-
-
 def _transposed(z: torch.Tensor) -> torch.Tensor:
     """``(P, B, C)`` ↔ ``(P, C, B)``, contiguous."""
     return z.transpose(1, 2).contiguous()

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,12 +322,10 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
 
 
 def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
-                plr_sigma: float = 0.1, output_bias: Sequence[float] | None = None
+                plr_sigma: float = 0.1
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One member's fresh parameters and batch-norm buffers (no member axis), on the
-    generator's device; ``plr_sigma``: the member's σ of its initial PLR frequencies;
-    ``output_bias``: the output layer's starting bias, every head's (None: zeros), e.g. the
-    training rows' log prior (``losses.prior_logits``)."""
+    generator's device; ``plr_sigma``: the member's σ of its initial PLR frequencies."""
     params, buffers = {}, {}
     sizes, device = s.layer_sizes, generator.device
     for layer in range(s.n_layers):
@@ -341,10 +339,7 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
         else:
             params[f"W{layer}"] = layers.init_dense(
                 n_in, n_out, "output" if is_output else s.activation, generator, dtype)
-        if is_output and output_bias is not None:
-            params[f"b{layer}"] = torch.tensor(output_bias, dtype=dtype,
-                                               device=device).expand(heads, n_out).clone()
-        elif heads > 1:
+        if heads > 1:
             params[f"b{layer}"] = torch.zeros(heads, n_out, dtype=dtype, device=device)
         elif s.batch_norm and not is_output:
             # the dense layer feeding batch norm has no bias: β takes its place

@@ -88,17 +88,13 @@ class Population:
             device: move them once with :meth:`to_device` rather than every epoch.
         compile: fuse the elementwise work with torch.compile (see ``kernels.py``); None
             reads the ``CAVIAR_COMPILE`` environment variable (off unless it is 1).
-        output_bias: the output layer's starting bias for every member, present and added
-            later: for classifiers the training rows' log prior, ``losses.prior_logits(y,
-            task, n_classes, weight)``, so an untrained member predicts the base rate; None:
-            zeros (equal classes, or the standardized target's mean 0).
     """
 
     def __init__(self, task: str, n_inputs: int | InputLayout,
                  members: Sequence[Mapping[str, Any]],
                  n_classes: int | None = None, seed: int = 0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                 compile: bool | None = None, output_bias: Sequence[float] | None = None):
+                 compile: bool | None = None):
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         if task == "multiclass" and (n_classes is None or n_classes < 2):
@@ -112,10 +108,6 @@ class Population:
         self.structure = network.make_structure(
             task, self.inputs, losses.output_size(task, n_classes or 2), first)
         self.n_classes = n_classes if task == "multiclass" else (2 if task == "binary" else None)
-        if output_bias is not None and len(output_bias) != self.structure.n_outputs:
-            raise ValueError(f"output_bias has {len(output_bias)} values for "
-                             f"{self.structure.n_outputs} outputs")
-        self.output_bias = None if output_bias is None else tuple(map(float, output_bias))
         self.seed = seed
         self.dtype = dtype
         self.device = resolve_device(device)
@@ -164,8 +156,7 @@ class Population:
         drawn on the population's device (on a GPU, 4,096 members of width 1,024 take a
         moment there and half a minute on a CPU); ``config`` gives its PLR σ."""
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + member_id)
-        return network.init_member(self.structure, gen, self.dtype, config["plr_sigma"],
-                                   self.output_bias)
+        return network.init_member(self.structure, gen, self.dtype, config["plr_sigma"])
 
     def _check_structure(self, resolved: list[Config]) -> None:
         key = structure_key(self.hyperparameters[0] if self.hyperparameters else resolved[0])
@@ -631,7 +622,6 @@ class Population:
                                 for h in self.hyperparameters],
             "member_ids": self.member_ids, "next_id": self._next_id,
             "history": self.history, "failure": self.failure,
-            "output_bias": None if self.output_bias is None else list(self.output_bias),
         }
 
     @classmethod
@@ -649,8 +639,7 @@ class Population:
                   else InputLayout(int(s["n_inputs"])))
         pop = cls(s["task"], inputs, meta["hyperparameters"],
                   n_classes=meta["n_classes"], seed=meta["seed"],
-                  dtype=getattr(torch, meta["dtype"]), device=device, compile=compile,
-                  output_bias=meta.get("output_bias"))  # saved before it: zeros
+                  dtype=getattr(torch, meta["dtype"]), device=device, compile=compile)
         with torch.no_grad():
             for k, p in pop.params.items():
                 p.copy_(tensors[f"param.{k}"])

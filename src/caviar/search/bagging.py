@@ -112,8 +112,7 @@ def bag_networks(networks: Sequence[Population], X: torch.Tensor, y: torch.Tenso
         population = Population(first.structure.task, first.inputs,
                                 [networks[i].hyperparameters[0] for i in members
                                  for _ in range(folds)],
-                                n_classes=first.n_classes, seed=seed + g, device=first.device,
-                                output_bias=first.output_bias)
+                                n_classes=first.n_classes, seed=seed + g, device=first.device)
         w = fold_weights(fold, folds, weight, population.dtype).repeat(len(members), 1)
         Xd, yd, wd = population.to_device(X, y, w)
         searched = [networks[i] for i in members for _ in range(folds)]  # member p's

@@ -228,7 +228,7 @@ def train_seeds(best: KeptNetwork, X: torch.Tensor, y: torch.Tensor, X_val: torc
     network = best.network
     population = Population(network.structure.task, network.inputs,
                             [network.hyperparameters[0]] * count, n_classes=network.n_classes,
-                            seed=seed, device=device, output_bias=network.output_bias)
+                            seed=seed, device=device)
     X, y, X_val, weight = population.to_device(X, y, X_val, weight)
     metric = scorer.metric
 

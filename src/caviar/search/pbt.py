@@ -321,8 +321,7 @@ class PopulationBasedTraining(Tuner):
                     size, known.params if known else None, outside)]
             population = Population(self.task, self.data.inputs,
                                     [c for _, c, _, _ in drawn], n_classes=self.n_classes,
-                                    seed=self.seed + self._groups_made, device=self.device,
-                                    output_bias=self.output_bias)
+                                    seed=self.seed + self._groups_made, device=self.device)
             self._groups_made += 1
             members = [self._start_member(population, slot, f"{pid}.{slot}", params, source,
                                           changes)
@@ -594,7 +593,7 @@ def replay(schedule: Mapping[str, Any], data: pd.DataFrame | str | Path, target:
     d = prepare(read_table(data), target, task=task, categorical=categorical, drop=drop,
                 seed=seed)
     network = Population(d.task, d.inputs, [config], n_classes=d.n_classes, seed=seed,
-                         device=device, output_bias=d.output_bias)
+                         device=device)
     X, y, X_val, y_val = network.to_device(d.X_train, d.y_train, d.X_val, d.y_val)
     for epoch in range(int(config["epochs"])):
         if epoch in changes:

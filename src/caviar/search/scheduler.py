@@ -403,7 +403,6 @@ class Tuner:
         self.on_progress = on_progress
         self.task = data.task
         self.n_classes = data.n_classes
-        self.output_bias = data.output_bias  # every network starts at the training prior
         self.groups: list[_Group] = []
         self.free_asks = isinstance(study.sampler, AskTellGridSampler)
         self.metric = metric or get_metric(None, self.task)
@@ -607,8 +606,7 @@ class Tuner:
         if group.population is None:
             group.population = Population(
                 self.task, self.data.inputs, params, n_classes=self.n_classes,
-                seed=self.seed + self._groups_made, device=self.device,
-                output_bias=self.output_bias)
+                seed=self.seed + self._groups_made, device=self.device)
             self._groups_made += 1
             group.trials = [t for t, _ in joining]
             group.started = [now] * len(joining)
