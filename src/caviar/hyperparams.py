@@ -33,7 +33,7 @@ TASKS = ("binary", "multiclass", "regression")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 LR_DECAYS = ("none", "inverse_time", "exponential", "step", "cosine")
-ENCODINGS = ("onehot", "embedding")
+ENCODINGS = ("onehot", "embedding", "mixed")
 NUMERIC_EMBEDDINGS = ("none", "plr")
 KINDS = ("int", "float", "choice", "bool", "sizes")
 # how numeric columns are scaled (caviar.data.preprocess), the default first
@@ -162,8 +162,9 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                     structural=True),
     "batch_size": H("int", 128, "rows per minibatch", low=1, structural=True),
     "encoding": H("choice", "onehot", "categoricals of more than 2 levels: onehot (one-hot up "
-                  "to the table's limit, target-encoded beyond) or embedding (a learned table "
-                  "of k numbers per level)", choices=ENCODINGS, structural=True),
+                  "to the table's limit, target-encoded beyond), embedding (a learned table "
+                  "of k numbers per level) or mixed (one-hot up to the limit, embedded "
+                  "beyond)", choices=ENCODINGS, structural=True),
     "embedding_dim": H("int", None, "k of the embeddings (null: round(1.6·levels^0.56), at "
                        "most 16)", low=1, structural=True, optional=True),
     "numeric": H("choice", None, "how numeric columns of more than two values are scaled: "

@@ -28,8 +28,9 @@
 With ``codes=True`` (what ``prepare`` asks for), each categorical of more than two levels
 also gets a last column ``code__COL`` of integer codes, 1..levels in the order of its known
 levels and 0 for a level unseen in training, for networks that embed it
-(``encoding="embedding"``); :meth:`TablePreprocessor.input_layout` says which columns those
-are and which one-hot or target-encoded columns stand for the same categorical. The codes
+(``encoding="embedding"``, or ``"mixed"`` for the target-encoded ones);
+:meth:`TablePreprocessor.input_layout` says which columns those are and which one-hot or
+target-encoded columns stand for the same categorical. The codes
 come from the encoders' own categories, so they need no state of their own.
 
 Date and time columns (the ``datetime`` role) become numeric columns before all this:
@@ -617,7 +618,8 @@ class TablePreprocessor(BaseEstimator):
         """The categoricals that have codes, as plain data: for each its ``name``, the
         ``code_column``, its number of known ``levels``, and the ``dense_columns`` (its
         one-hot columns, or its target-encoded ones: one, or one per class) that stand for
-        it otherwise; what ``caviar.engine.InputLayout`` is made from."""
+        it otherwise, and whether those are ``target_encoded``; what
+        ``caviar.engine.InputLayout`` is made from."""
         check_is_fitted(self, "column_transformer_")
         levels = self._code_levels()
         named = self.column_transformer_.named_transformers_
@@ -636,7 +638,9 @@ class TablePreprocessor(BaseEstimator):
                 start += width
         first = self.n_features_out_ - len(levels)
         return [{"name": col, "code_column": first + i, "levels": len(cats),
-                 "dense_columns": dense[col]} for i, (col, cats) in enumerate(levels.items())]
+                 "dense_columns": dense[col],
+                 "target_encoded": col in self.roles_.target_encoded}
+                for i, (col, cats) in enumerate(levels.items())]
 
     # ------------------------------------------------------------------------- transform
 

@@ -12,7 +12,8 @@ Pure functions over a :class:`Structure` and dicts of tensors with a leading mem
 and the output layer is z = a·W + b, followed by the loss (softmax, sigmoid or squared error)
 whose gradient at the output is dz = ŷ − y. Backward runs the same steps in reverse.
 
-Categorical columns may enter as learned embeddings (``encoding="embedding"``): X then holds
+Categorical columns may enter as learned embeddings (``encoding="embedding"``; ``"mixed"``:
+only those past the one-hot limit, which one-hot networks read target-encoded): X then holds
 each such column's integer codes (1..levels, 0 for a level unseen in training), member p
 looks them up in its own table ``E (P, levels + 1, k)``, and the first layer reads the dense
 columns of X and the looked-up rows side by side, as one input [x, e₁, e₂, ...]:
@@ -103,12 +104,14 @@ def embedding_width(levels: int, embedding_dim: int | None = None) -> int:
 class Categorical:
     """A categorical column as X holds it: its integer codes in ``code_column`` (1..levels
     for the levels known in training, 0 for any other), and the ``dense_columns`` (its
-    one-hot or target-encoded columns) that stand for it when it is not embedded."""
+    one-hot or target-encoded columns) that stand for it when it is not embedded;
+    ``target_encoded``: those columns are a target encoding (past the one-hot limit)."""
 
     name: str
     code_column: int
     levels: int
     dense_columns: tuple[int, ...]
+    target_encoded: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,8 @@ class InputLayout:
     def to_dict(self) -> dict[str, Any]:
         return {"n_columns": self.n_columns, "categoricals": [
             {"name": c.name, "code_column": c.code_column, "levels": c.levels,
-             "dense_columns": list(c.dense_columns)} for c in self.categoricals],
+             "dense_columns": list(c.dense_columns), "target_encoded": c.target_encoded}
+            for c in self.categoricals],
             "numeric": list(self.numeric), "scaling": self.scaling, "alternatives": [
             {"name": a.name, "columns": list(a.columns), "numeric": list(a.numeric)}
             for a in self.alternatives]}
@@ -174,7 +178,8 @@ class InputLayout:
     def from_dict(cls, d: Mapping[str, Any]) -> InputLayout:
         return cls(int(d["n_columns"]), tuple(
             Categorical(c["name"], int(c["code_column"]), int(c["levels"]),
-                        tuple(int(j) for j in c["dense_columns"]))
+                        tuple(int(j) for j in c["dense_columns"]),
+                        bool(c.get("target_encoded", False)))  # not saved before "mixed"
             for c in d.get("categoricals", ())),
             tuple(int(j) for j in d.get("numeric", ())),  # none saved before PLR
             d.get("scaling"), tuple(  # neither saved before the scaling was searched
@@ -187,7 +192,8 @@ def inputs_from(preprocessor: Any) -> InputLayout:
     """The layout of a fitted ``TablePreprocessor``'s matrix (its ``input_layout()``,
     ``numeric_columns()``, scaling and ``numeric_alternative_columns()``)."""
     return InputLayout(preprocessor.n_features_out_, tuple(
-        Categorical(c["name"], c["code_column"], c["levels"], tuple(c["dense_columns"]))
+        Categorical(c["name"], c["code_column"], c["levels"], tuple(c["dense_columns"]),
+                    c["target_encoded"])
         for c in preprocessor.input_layout()), tuple(preprocessor.numeric_columns()),
         preprocessor.numeric, tuple(
             Scaled(name, tuple(block["columns"]), tuple(block["numeric"]))
@@ -292,7 +298,8 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
                    config: Mapping[str, Any]) -> Structure:
     """The structure of members with ``config`` on inputs laid out as ``inputs``: code
     columns are never read as numbers; with ``encoding="embedding"`` every categorical with
-    codes (more than two levels) is embedded instead of read through its dense columns; the
+    codes (more than two levels) is embedded instead of read through its dense columns, with
+    ``"mixed"`` those past the one-hot limit (the target-encoded ones); the
     numeric columns are those of the member's ``numeric`` scaling (``InputLayout.scaled``),
     and with ``numeric_embedding="plr"`` they are embedded periodically. TabM-mini
     (``tabm_k`` > 1) needs a hidden layer for its sub-networks to share; ``front_scale``
@@ -301,8 +308,9 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
         raise ValueError(f"tabm_k={config['tabm_k']} needs at least one hidden layer (its "
                          f"sub-networks share them); set hidden_layer_sizes or tabm_k=1")
     layout = inputs if isinstance(inputs, InputLayout) else InputLayout(int(inputs))
-    embedded = [c for c in layout.categoricals
-                if config["encoding"] == "embedding" and c.levels >= EMBED_MIN_LEVELS]
+    embedded = [c for c in layout.categoricals if c.levels >= EMBED_MIN_LEVELS and (
+        config["encoding"] == "embedding"
+        or (config["encoding"] == "mixed" and c.target_encoded))]
     numeric, skip = layout.scaled(config["numeric"])
     plr = numeric if config["numeric_embedding"] == "plr" else ()
     skip |= {c.code_column for c in layout.categoricals}
