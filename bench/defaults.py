@@ -70,6 +70,9 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            "plr_cosine": {**TABM4_STEPS_PLR, "lr_decay": "cosine"},
            "plr_cosine_front_scale": {**TABM4_STEPS_PLR, "lr_decay": "cosine",
                                       "front_scale": True},
+           # the categoricals past the one-hot limit target-encoded, or embedded ("mixed")
+           "plr_onehot": {**TABM4_STEPS_PLR, "encoding": "onehot"},
+           "plr_mixed": {**TABM4_STEPS_PLR, "encoding": "mixed"},
            # and early stopping's patience a fifth of those epochs (n_iter_no_change=None)
            "tabm4_steps_patience": {**TABM4_STEPS, "n_iter_no_change": None}}
 
