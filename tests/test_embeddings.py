@@ -327,3 +327,24 @@ def test_mixed_model_saves_and_loads_what_it_embeds(tmp_path):
     again = load_model(tmp_path / "model")
     assert again.network.structure == model.network.structure
     np.testing.assert_allclose(again.predict(df), model.predict(df), rtol=1e-6)
+
+
+def test_default_space_searches_the_encoding_only_past_the_onehot_limit(tmp_path):
+    """With the default space, a table whose categorical is target-encoded (past the one-hot
+    limit) has its encoding searched, one-hot or embedded; a table whose categoricals are
+    all one-hot trains as before, no encoding axis; a space of the caller's own is kept."""
+    from caviar.search.space import SEARCHED_ENCODINGS
+    from caviar.search.tune import tune
+
+    def encodings(df, name, **kw):
+        result = tune(df, "y", trials=8, population=2, categorical=["shop"], seed=0,
+                      out=tmp_path / name, pruner="none", trials_per_structure=2, **kw)
+        return [t.params.get("encoding") for t in result.study.trials]
+
+    wide = id_table(n=400, levels=150)  # 150 levels > the limit of 240 training rows
+    searched = encodings(wide, "wide")
+    assert all(e in SEARCHED_ENCODINGS for e in searched[1:]), searched  # 0: the warm start
+    assert set(searched) == set(SEARCHED_ENCODINGS), searched
+    assert not any(encodings(id_table(n=400, levels=20), "narrow"))
+    own = {"learning_rate": {"value": 0.01}, "epochs": {"value": 2}}
+    assert not any(encodings(wide, "own", space=own))

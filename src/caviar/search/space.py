@@ -625,6 +625,11 @@ def _encode_choice(value: Any) -> Any:
 
 # the scalings ``numeric="search"`` (tune, --numeric search) tries, one per population
 SEARCHED_SCALINGS = ("robust", "quantile")
+# the encodings the default space tries on a table with categoricals past the one-hot limit:
+# there a level is one mean (a target encoding) or numbers of its own (an embedding), and
+# which reads a table's identifiers better differs by table (bench/README.md, "Identifier
+# columns": 0.87-0.97x on three tables, 1.01-1.03x on three others)
+SEARCHED_ENCODINGS = ("onehot", "mixed")
 
 
 def default_space() -> Space:

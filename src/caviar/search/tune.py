@@ -53,7 +53,7 @@ from .scheduler import (
     make_pruner,
     structure_quota,
 )
-from .space import SEARCHED_SCALINGS, Space, choice, default_space
+from .space import SEARCHED_ENCODINGS, SEARCHED_SCALINGS, Space, choice, default_space
 from .study import keys
 from .study.archive import TrialArchive, recover_journal
 from .study.artifacts import add_study_networks
@@ -140,7 +140,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         population: how many trials train at once (in each worker).
         sampler: "random", "grid", "coarse-to-fine" or "tpe".
         pruner: "asha" (successive halving), "median" or "none".
-        space: a ``Space``, a TOML file, a dict, or None for ``default_space()``.
+        space: a ``Space``, a TOML file, a dict, or None for ``default_space()`` (which,
+            on a table with categoricals past the one-hot limit, also searches ``encoding``
+            over ``SEARCHED_ENCODINGS``).
         storage, study_name: an Optuna storage URL (default SQLite in ``out``) and study name
             (default "<data name>-<target>"). The same study is resumed when it exists.
         out: the run directory: ``model/``, ``leaderboard.csv``, ``run.json``, ``study.db``.
@@ -291,6 +293,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     if prepared.X_val is None:  # the search chooses by the validation rows: it needs some
         raise DataError(f"no validation rows in {len(frame)} rows (a class with a single row "
                         "is never validated); add rows, or pass --validation FILE")
+    if space is None and any(c.target_encoded for c in prepared.inputs.categoricals):
+        space_obj = space_obj.replace({"encoding": choice(list(SEARCHED_ENCODINGS))})
     if refit == "bag" and prepared.how.startswith("time:"):
         raise ValueError("refit='bag' shuffles rows into folds, which a time split forbids "
                          "(networks would train on the future); use refit='train+valid'")
