@@ -4,10 +4,12 @@ on one-hot IDs beat caviar. Synthetic, so the truth is known: a rating is the su
 effect, a small slope in one numeric column, and noise of σ = 0.8 (the best RMSE possible).
 
 Per table and seed, on the split ``caviar.data.prepare`` makes for ``tune`` (60% train, 20%
-validation, 20% test), test RMSE of: a ``tune`` at its defaults (categoricals past the one-hot
-limit target-encoded), the same ``tune`` with ``encoding="embedding"`` fixed (learned
-embeddings), ridge regression on one-hot IDs (its α by leave-one-out on the training rows),
-and HistGradientBoosting on the ID codes.
+validation, 20% test), test RMSE of a ``tune`` per ``--arms``: ``onehot`` (the default space
+with categoricals past the one-hot limit target-encoded: the rows' ``caviar_default`` before
+2026-12-05 10:30, ``caviar_onehot`` since), ``embedding`` or ``mixed`` fixed (learned
+embeddings), ``default`` (no space given: since 2026-12-05 it searches onehot and mixed
+where IDs pass the limit); then ridge regression on one-hot IDs (its α by leave-one-out on
+the training rows), and HistGradientBoosting on the ID codes.
 
 Run: OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/ids.py --budget 30 --seeds 0 1
 It prints one JSON line per table and seed.
@@ -66,6 +68,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
+    parser.add_argument("--arms", nargs="+", default=["onehot", "embedding"],
+                        choices=["default", "onehot", "embedding", "mixed"])
     args = parser.parse_args()
     for name in args.tables:
         rows, ids = TABLES[name]
@@ -77,10 +81,9 @@ def main() -> None:
             X_test, y_test = split.test.drop(columns="rating"), split.test["rating"]
             row = {"table": name, "seed": seed, "rows": rows,
                    "levels": [levels for levels, _ in ids], "noise": NOISE}
-            for encoding in ("default", "embedding"):
-                space = default_space()
-                if encoding == "embedding":
-                    space = space.replace({"encoding": "embedding"})
+            for encoding in args.arms:
+                space = None if encoding == "default" else default_space().replace(
+                    {"encoding": encoding})
                 started = time.perf_counter()
                 with tempfile.TemporaryDirectory() as out:
                     result = tune(frame, "rating", time_budget=args.budget, out=out,
