@@ -214,12 +214,6 @@ def test_warm_start_keeps_only_configurations_inside_the_space():
     both = default_space().replace({"numeric": "robust+quantile"})
     assert both.scalings() == ("robust", "quantile")
     assert len(warm_start(both)) == len(warm_start(default_space())) == 2  # fixed: no param
-    # the encodings searched past the one-hot limit: each one-hot configuration under both;
-    # an axis without mixed (or a space that fixes the encoding) leaves it as it is
-    encodings = default_space().replace({"encoding": choice(["onehot", "mixed"])})
-    assert [w.params["encoding"] for w in warm_start(encodings)] == ["onehot", "mixed"] * 2
-    embedding = default_space().replace({"encoding": choice(["onehot", "embedding"])})
-    assert [w.params["encoding"] for w in warm_start(embedding)] == ["onehot"] * 2
     # a configuration's value of an axis the space does not name goes with its trial; one
     # the space fixes to another value leaves the configuration out
     estimators = DEFAULTS.replace(tabm_k=TABM_K)

@@ -8,7 +8,6 @@ told: the scheduler keeps a whole population of trials in flight.
 from __future__ import annotations
 
 import inspect
-import itertools
 import math
 import secrets
 import zlib
@@ -444,35 +443,22 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START) -> list[Queued
     a fixed axis equal to it, a number within the bounds (a zero on a log axis whose floor
     stands for "off", such as l2, takes the floor). ``depth`` and ``width`` come from equal
     hidden layers. A configuration that leaves the numeric scaling to the table (None) is
-    tried with each scaling the space searches; a one-hot configuration, where the space
-    searches ``mixed`` too (a table with categoricals past the one-hot limit), with each. A
-    hyperparameter the space does not name keeps the configuration's value
-    (``QueuedTrial.outside``)."""
+    tried with each scaling the space searches. A hyperparameter the space does not name
+    keeps the configuration's value (``QueuedTrial.outside``)."""
     out: list[QueuedTrial] = []
     for config in configs:
         config = resolve(config)
         # "the table's own scaling" (None): the configuration under each one the space holds
         scalings = (space.numeric_values() if config["numeric"] is None
                      else (config["numeric"],))
-        for scaling, encoding in itertools.product(scalings, _encodings(space, config)):
-            params = _params_in(space, config.replace(numeric=scaling, encoding=encoding))
+        for scaling in scalings:
+            params = _params_in(space, config.replace(numeric=scaling))
             if params is None:
                 continue
             known = QueuedTrial(params, _outside(space, config))
             if known not in out:
                 out.append(known)
     return out
-
-
-def _encodings(space: Space, config: Any) -> tuple[str, ...]:
-    """The encodings the warm start tries ``config`` under: its own, and where it is onehot
-    and the space searches mixed as well, both (they differ only past the one-hot limit), so
-    that the populations of either start beside a known-good network of their own."""
-    axis = space["encoding"] if "encoding" in space else None
-    if (config["encoding"] == "onehot" and axis is not None and axis.kind == "choice"
-            and "mixed" in axis.values):
-        return ("onehot", "mixed")
-    return (config["encoding"],)
 
 
 def _outside(space: Space, config: Any) -> dict[str, Any]:
