@@ -22,8 +22,7 @@ from sklearn.utils.estimator_checks import check_estimator
 import caviar
 from caviar import CaviarClassifier, CaviarRegressor
 from caviar.datasets import load_dataset
-from caviar.estimators import MIN_STEPS
-from caviar.hyperparams import DEFAULTS, TABM_K
+from caviar.hyperparams import DEFAULTS, MIN_STEPS, TABM_K
 
 # Small and quick, but enough for the estimator checks' training-quality thresholds
 # (check_classifiers_train: accuracy > 0.83 on blobs; check_regressors_train: R² > 0.5).

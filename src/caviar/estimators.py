@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,24 +26,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .data import NUMERIC, nested_kind, prepare
-from .hyperparams import DEFAULTS, HYPERPARAMETERS, TABM_K
+from .hyperparams import DEFAULTS, ESTIMATOR_NETWORK, HYPERPARAMETERS, TABM_K, epochs_by_steps
 from .metrics import in_target_units
 from .model import CaviarModel
 from .training import train_network
 
-# With ``epochs=None`` (the default) a network trains at least this many optimizer steps: an
-# epoch is ⌈rows / batch⌉ steps, so on a small table 50 epochs are few (240 training rows at
-# batch 128: 100 steps in all) and the network stops long before it has fit; where 50 epochs
-# hold as many steps it changes nothing (bench/README.md, "The estimators' epochs by
-# optimizer steps").
-MIN_STEPS = 1000
-
-# The estimators embed numeric columns periodically (PLR, RealMLP-TD's σ = 0.1) by default,
-# where the vocabulary's default is none: 0.936× the test RMSE or log-loss on the ten tables
-# and 0.897× on the eleven check tables over four seeds, better in 64 of 84 runs, no table's
-# mean above 1.02, for about 1.9× the seconds (bench/README.md, "PLR in the estimators'
-# default network").
-NUMERIC_EMBEDDING = "plr"
+# The numeric embedding the estimators fit by default: ESTIMATOR_NETWORK's (PLR), where the
+# vocabulary's (what ``caviar train`` and a search's drawn trials take) is none.
+NUMERIC_EMBEDDING = ESTIMATOR_NETWORK["numeric_embedding"]
 
 _TARGET = "__caviar_target__"
 _WEIGHT = "__caviar_weight__"
@@ -210,12 +199,12 @@ class _CaviarEstimator(BaseEstimator):
         return self
 
     def _epochs(self, rows: int, batch_size: int) -> int:
-        """``epochs``, or when None the vocabulary's 50, or as many as :data:`MIN_STEPS`
-        optimizer steps of ``batch_size`` take on ``rows`` training rows if those are more."""
+        """``epochs``, or when None the vocabulary's 50, or as many as
+        ``hyperparams.MIN_STEPS`` optimizer steps of ``batch_size`` take on ``rows`` training
+        rows if those are more."""
         if self.epochs is not None:
             return self.epochs  # the vocabulary's check rejects a bad value in one line
-        steps_per_epoch = math.ceil(rows / batch_size)
-        return max(DEFAULTS["epochs"], math.ceil(MIN_STEPS / steps_per_epoch))
+        return epochs_by_steps(DEFAULTS["epochs"], batch_size, rows)
 
     def _tabm_k(self) -> int:
         """k of TabM-mini: ``tabm_k``, or when None ``TABM_K`` with hidden layers, else 1."""

@@ -32,6 +32,7 @@ from ..hyperparams import (
     REALMLP_LIKE,
     SPACE_ONLY,
     close_names,
+    epochs_by_steps,
     resolve,
 )
 from .space import Space, SpaceError
@@ -400,15 +401,13 @@ def _same(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
-# The configurations a new study tries first: the estimators' network (the vocabulary's
-# defaults as TabM-mini, 4 sub-networks; the default space draws no ``tabm_k``, so the value
-# goes with the trial as ``QueuedTrial.outside``) and a RealMLP-like network, so that a short
-# search starts from what is known to work untuned and from (nearly: 50 epochs, no PLR) the
-# network a user gets without a tune. Against the defaults as one network, at 60 s: 0.989x
-# over 36 runs on seeds never used (better in 24; ten tables 0.989x, eight check tables
-# 0.989x) after a first A/B's 1.000x over 18 (better in 13); a 10 s tune 1.025x the
-# estimators' fit instead of 1.053x (bench/README.md, "The estimators' network in the warm
-# start, again").
+# The configurations a new study tries first: the estimators' network (TabM-mini of 4
+# sub-networks with PLR, as ``CaviarClassifier()`` and ``CaviarRegressor()`` fit it: the
+# default space draws no ``tabm_k``, so such values go with the trial as
+# ``QueuedTrial.outside``) and a RealMLP-like network, so that a short search starts from what
+# is known to work untuned and from the network a user gets without a tune (bench/README.md,
+# "The estimators' network in the warm start, again" and "The warm start follows the
+# estimators").
 WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE)
 
 
@@ -435,9 +434,15 @@ class QueuedTrial:
             {keys.OUTSIDE_SPACE: self.outside} if self.outside else {})
 
 
-def warm_start(space: Space, configs: Sequence[Any] = WARM_START) -> list[QueuedTrial]:
+def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
+               rows: int | None = None) -> list[QueuedTrial]:
     """The warm-start trials of each of ``configs`` (caviar's vocabulary) that ``space`` can
     draw; configurations outside it are left out.
+
+    ``rows``: the training rows. The estimators' network (``ESTIMATOR_NETWORK``) then trains
+    the epochs the estimators give it on as many rows (``hyperparams.epochs_by_steps``)
+    unless the space fixes ``epochs``; more than the axis holds go with the trial as
+    ``outside``, its Optuna value being the axis's top.
 
     Every axis the configuration activates must hold its value: a choice among its values,
     a fixed axis equal to it, a number within the bounds (a zero on a log axis whose floor
@@ -455,10 +460,23 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START) -> list[Queued
             params = _params_in(space, config.replace(numeric=scaling))
             if params is None:
                 continue
-            known = QueuedTrial(params, _outside(space, config))
+            outside = _outside(space, config)
+            if rows and config == ESTIMATOR_NETWORK and _draws_epochs(space):
+                epochs = epochs_by_steps(config["epochs"], config["batch_size"], rows)
+                if epochs != config["epochs"]:
+                    outside["epochs"] = epochs
+                    if "epochs" in space and space["epochs"].high is not None:  # a range
+                        axis = space["epochs"]
+                        params[axis.optuna_name] = axis.encode(min(epochs, axis.high))
+            known = QueuedTrial(params, outside)
             if known not in out:
                 out.append(known)
     return out
+
+
+def _draws_epochs(space: Space) -> bool:
+    """Whether a warm-start network's epochs are the search's to set: not fixed by the space."""
+    return "epochs" not in space or space["epochs"].kind != "fixed"
 
 
 def _outside(space: Space, config: Any) -> dict[str, Any]:
