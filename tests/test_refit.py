@@ -15,7 +15,14 @@ from wine import WINE_SPACE
 from caviar import CaviarClassifier, load_model
 from caviar.data import prepare
 from caviar.engine import Population
-from caviar.hyperparams import DEFAULTS, REALMLP_LIKE, TABM_K
+from caviar.hyperparams import (
+    DEFAULTS,
+    ESTIMATOR_NETWORK,
+    MIN_STEPS,
+    REALMLP_LIKE,
+    TABM_K,
+    epochs_by_steps,
+)
 from caviar.search import Space, choice, default_space, log_uniform
 from caviar.search import fixed as fixed_value
 from caviar.search.samplers import warm_start
@@ -169,18 +176,22 @@ def test_a_new_study_starts_from_the_estimators_network_and_a_realmlp_like_one(w
     result = tune(wine_csv, "cultivar", trials=4, population=4, space=space,
                   out=tmp_path / "warm", seed=0, refit="none")
     first = sorted(result.study.trials, key=lambda t: t.number)[:2]
-    assert [t.params for t in first] == [w.params for w in warm_start(space)]
+    rows = len(prepare(pd.read_csv(wine_csv), "cultivar", seed=0).train)  # tune's
+    assert [t.params for t in first] == [w.params for w in warm_start(space, rows=rows)]
     made = [t.user_attrs["hyperparameters"] for t in first]
     estimators = CaviarClassifier().get_params()
     for config, hyperparameters in zip((estimators, REALMLP_LIKE), made):
         for name in ("hidden_layer_sizes", "optimizer", "learning_rate", "dropout",
                      "lr_decay", "batch_size", "batch_norm"):
             assert _plain(hyperparameters[name]) == _plain(config[name]), name
-    # the estimators' network as the warm start trains it: 50 epochs and no PLR (the
-    # estimators' epochs=None and PLR were measured for them alone; the warm start by steps
-    # did not pass its rule: bench/README.md); the RealMLP-like network embeds with PLR
-    assert [h["epochs"] for h in made] == [DEFAULTS["epochs"], REALMLP_LIKE["epochs"]] == [50, 50]
-    assert [h["numeric_embedding"] for h in made] == ["none", "plr"]
+    # the estimators' network as CaviarClassifier() fits it on the tune's training rows:
+    # PLR, and epochs by optimizer steps (wine's ~107 training rows are one step an epoch,
+    # so the 50 default epochs become MIN_STEPS, past the space's epochs axis); the
+    # RealMLP-like network embeds with PLR too, for its own 50 epochs
+    expected = epochs_by_steps(DEFAULTS["epochs"], DEFAULTS["batch_size"], rows)
+    assert expected == CaviarClassifier()._epochs(rows, DEFAULTS["batch_size"]) == MIN_STEPS
+    assert [h["epochs"] for h in made] == [expected, REALMLP_LIKE["epochs"]]
+    assert [h["numeric_embedding"] for h in made] == ["plr", "plr"]
     assert made[1]["plr_sigma"] == pytest.approx(REALMLP_LIKE["plr_sigma"])
     # the estimators' network as they fit it: TabM-mini, though the space draws no tabm_k
     # (the search's own trials are one network each)
@@ -224,13 +235,32 @@ def test_warm_start_keeps_only_configurations_inside_the_space():
     assert warm_start(wide.replace({"tabm_k": fixed_value(1)}), [estimators]) == []
 
 
+def test_the_estimators_network_trains_the_epochs_the_estimators_give_it():
+    """With the training rows known, the warm start's estimators' network trains as many
+    epochs as ``CaviarRegressor()`` would on as many rows (at least MIN_STEPS optimizer
+    steps), beyond the space's epochs axis if need be; the RealMLP-like network and a space
+    that fixes the epochs are left alone."""
+    space = default_space()
+    big, _ = warm_start(space, rows=100_000)  # 782 steps an epoch: 50 epochs are plenty
+    assert big.outside == {"tabm_k": TABM_K}
+    assert big == warm_start(space)[0]
+    small, realmlp = warm_start(space, rows=300)  # 3 steps an epoch: 334 epochs
+    assert small.outside == {"tabm_k": TABM_K, "epochs": math.ceil(MIN_STEPS / 3)}
+    assert small.params["epochs"] == space["epochs"].high  # the axis's top stands in
+    assert realmlp == warm_start(space)[1]
+    fixed = space.replace({"epochs": fixed_value(20)})
+    assert warm_start(fixed, rows=300) == warm_start(fixed)
+    # the estimators' network carries PLR: the space draws numeric_embedding, so it is a param
+    assert small.params["numeric_embedding"] == "plr"
+
+
 def test_a_warm_start_trains_the_network_it_names_in_a_space_of_few_axes(wine_csv, tmp_path):
     """A space file that names only the learning rate: the RealMLP-like trial still trains
     RealMLP's layers, optimizer, dropout, decay and PLR (the values the space does not name
     go with the trial), not the vocabulary's defaults with RealMLP's learning rate."""
     space = Space({"learning_rate": log_uniform(1e-4, 1e-2)})
     estimators, realmlp = warm_start(space)
-    assert estimators.outside == {"tabm_k": TABM_K}
+    assert estimators.outside == {"tabm_k": TABM_K, "numeric_embedding": "plr"}
     assert realmlp.params == {"learning_rate": pytest.approx(2e-3)}
     assert realmlp.outside["optimizer"] == "adamw"
     result = tune(wine_csv, "cultivar", trials=2, population=2, space=space,
@@ -239,7 +269,7 @@ def test_a_warm_start_trains_the_network_it_names_in_a_space_of_few_axes(wine_cs
     assert [t.user_attrs.get("warm_start") for t in result.study.trials] == [True, True]
     for name in ("hidden_layer_sizes", "optimizer", "weight_decay", "dropout", "lr_decay",
                  "batch_norm", "batch_size", "numeric_embedding"):
-        assert _plain(made[0][name]) == _plain(DEFAULTS[name]), name  # as TabM-mini
+        assert _plain(made[0][name]) == _plain(ESTIMATOR_NETWORK[name]), name  # TabM-mini
         assert _plain(made[1][name]) == _plain(REALMLP_LIKE[name]), name
     assert made[1]["plr_sigma"] == pytest.approx(REALMLP_LIKE["plr_sigma"])
     assert [h["tabm_k"] for h in made] == [TABM_K, 1]

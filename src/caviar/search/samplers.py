@@ -406,8 +406,9 @@ def _same(a: Any, b: Any) -> bool:
 # default space draws no ``tabm_k``, so such values go with the trial as
 # ``QueuedTrial.outside``) and a RealMLP-like network, so that a short search starts from what
 # is known to work untuned and from the network a user gets without a tune (bench/README.md,
-# "The estimators' network in the warm start, again" and "The warm start follows the
-# estimators").
+# "The estimators' network in the warm start, again"; following the estimators' PLR and epochs
+# by steps: 0.997x over 18 runs on six tables never used for it, 0.979x on the ten tables,
+# 1.001x on the check tables, "The warm start follows the estimators").
 WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE)
 
 
