@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from wine import WINE_SPACE
 
 from caviar.cli import app
+from caviar.search import default_space, fixed
 from caviar.search.study import keys
 from caviar.search.study.storage import StudyMismatch
 from caviar.search.tune import tune
@@ -258,10 +259,14 @@ def test_every_worker_goes_on_with_the_scaling_the_warm_start_chose(wine_csv, tm
                                                                     monkeypatch):
     # numeric="auto": worker 0 trains the warm start; the other worker sees its trials
     # through refresh and switches as well. At seed 7 quantile's warm network wins on wine
-    # (tests/test_scaling.py), so each worker's trials read robust, then quantile, never back
+    # (tests/test_scaling.py), so each worker's trials read robust, then quantile, never back.
+    # The epochs are fixed so that the warm networks end early in the budget: on wine's 107
+    # training rows the estimators' network would otherwise train their 1,000 one-step
+    # epochs, most of this test's 20 s on one core, and leave no time after the switch.
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    space = default_space().replace({"epochs": fixed(50)})
     result = tune(wine_csv, "cultivar", time_budget=20, population=8, out=tmp_path / "run",
-                  seed=7, workers=2, numeric="auto", report=False)
+                  seed=7, workers=2, numeric="auto", report=False, space=space)
     trials = result.study.get_trials(deepcopy=False)
     warm = [t for t in trials if t.user_attrs.get(keys.WARM)]
     assert len(warm) == 4 and len({t.user_attrs[keys.WORKER] for t in warm}) == 1
