@@ -26,7 +26,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .data import NUMERIC, nested_kind, prepare
-from .hyperparams import DEFAULTS, ESTIMATOR_NETWORK, HYPERPARAMETERS, TABM_K, epochs_by_steps
+from .hyperparams import (
+    DEFAULTS,
+    ESTIMATOR_NETWORK,
+    HYPERPARAMETERS,
+    PATIENCE,
+    TABM_K,
+    epochs_by_steps,
+)
 from .metrics import in_target_units
 from .model import CaviarModel
 from .training import train_network
@@ -93,7 +100,7 @@ class _CaviarEstimator(BaseEstimator):
                  tabm_k: int | None = None,
                  front_scale: bool = DEFAULTS["front_scale"],
                  early_stopping: bool = True, validation_fraction: float = 0.1,
-                 n_iter_no_change: int = 10, categorical: Sequence[str] = (),
+                 n_iter_no_change: int = PATIENCE, categorical: Sequence[str] = (),
                  numeric: str | None = DEFAULTS["numeric"], random_state: int | None = None,
                  verbose: bool | int = False, device: str = "cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes

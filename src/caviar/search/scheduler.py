@@ -72,7 +72,7 @@ from ..engine.losses import output_size
 from ..engine.network import Structure, make_structure
 from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, ImportanceRows
 from ..files import jsonable
-from ..hyperparams import resolve, structural_params, structure_key
+from ..hyperparams import PATIENCE, resolve, structural_params, structure_key
 from ..metrics import Metric, get_metric, in_target_units, validation_score
 from ..model import CaviarModel
 from .bagging import distinct_configurations
@@ -668,7 +668,11 @@ class Tuner:
                              or f"diverged at epoch {epoch}: validation score {value}")
             else:
                 trial.report(value, epoch)
-                if epoch >= pop.hyperparameters[slot]["epochs"]:
+                # a warm-start network ends as the estimators' early stopping ends theirs:
+                # PATIENCE epochs without a better validation score (on a small table it
+                # trains their hundreds of epochs, and most of them can be past its best)
+                stalled = group.solo and epoch - int(pop.best_epoch[slot]) >= PATIENCE
+                if epoch >= pop.hyperparameters[slot]["epochs"] or stalled:
                     # the value of the network kept: the trial's best epoch
                     self._finish(group, slot, TrialState.COMPLETE,
                                  value=self.metric.natural(float(pop.best_score[slot])))
