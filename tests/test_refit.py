@@ -19,6 +19,7 @@ from caviar.hyperparams import (
     DEFAULTS,
     ESTIMATOR_NETWORK,
     MIN_STEPS,
+    PATIENCE,
     REALMLP_LIKE,
     TABM_K,
     epochs_by_steps,
@@ -197,10 +198,17 @@ def test_a_new_study_starts_from_the_estimators_network_and_a_realmlp_like_one(w
     # (the search's own trials are one network each)
     assert [h["tabm_k"] for h in made] == [TABM_K, 1]
     assert all(t.user_attrs["hyperparameters"]["tabm_k"] == 1 for t in result.study.trials[2:])
-    # each trains alone, to its last epoch (no other trial shares its population, so none
-    # is compared with it before it ends); the search's trials share the other slots
+    # each trains alone and is never pruned (no other trial shares its population, so none
+    # is compared with it); it ends at its last epoch or, as the estimators' early stopping
+    # ends their fit, PATIENCE epochs after its best; the search's trials share the other
+    # slots. On wine the estimators' network is past its best long before its 1,000 epochs.
     assert [t.state for t in first] == [optuna.trial.TrialState.COMPLETE] * 2
-    assert [len(t.intermediate_values) for t in first] == [h["epochs"] for h in made]
+    for trial, hyperparameters in zip(first, made):
+        curve = trial.intermediate_values  # epoch -> validation log-loss
+        last, best = max(curve), min(curve, key=curve.get)
+        assert last == hyperparameters["epochs"] or last - best == PATIENCE
+        assert trial.value == pytest.approx(curve[best])
+    assert max(first[0].intermediate_values) < made[0]["epochs"]
     # a resumed study does not start over from them
     again = tune(wine_csv, "cultivar", trials=6, population=2, space=space,
                  out=tmp_path / "warm", seed=0, refit="none")

@@ -117,9 +117,10 @@ def test_the_command_line_says_what_auto_chose(wine_csv, tmp_path):
     chosen = _check_the_choice(study, min, warm_count=4)
     said = " ".join(run.stdout.split())  # the console wraps long lines
     best = study.user_attrs[keys.SCALING]["best"]
+    assert set(best) == {"robust", "quantile"}
+    scores = ", ".join(f"{scaling} {value:.4g}" for scaling, value in best.items())
     assert (f"numeric scaling {chosen}, chosen by the warm start's best validation score "
-            f"(robust {best['robust']:.4g}, quantile {best['quantile']:.4g}), from trial "
-            f"{study.user_attrs[keys.SCALING]['from_trial']} on") in said
+            f"({scores}), from trial {study.user_attrs[keys.SCALING]['from_trial']} on") in said
     # the report's banner says it too
     page = (tmp_path / "run" / "report.html").read_text()
     assert (f'<div class="k">numeric scaling</div><div class="v">{chosen} <small>(the warm '
