@@ -330,17 +330,17 @@ ESTIMATOR_NETWORK = DEFAULTS.replace(tabm_k=TABM_K, numeric_embedding="plr")
 MIN_STEPS = 1000
 
 
-# The estimators' early stopping (their ``n_iter_no_change``): training ends when this many
-# epochs have not improved the validation score, and the best epoch's network is kept. A
-# search's warm-start networks stop alike (``caviar.search.scheduler``).
-PATIENCE = 10
-
-
 def epochs_by_steps(epochs: int, batch_size: int, rows: int) -> int:
     """``epochs``, or as many as :data:`MIN_STEPS` optimizer steps of ``batch_size`` take on
     ``rows`` training rows if those are more."""
     steps_per_epoch = math.ceil(rows / min(batch_size, rows))
     return max(int(epochs), math.ceil(MIN_STEPS / steps_per_epoch))
+
+
+# The estimators' early stopping (their ``n_iter_no_change``): training ends when this many
+# epochs have not improved the validation score, and the best epoch's network is kept. A
+# search's warm-start networks stop alike (``caviar.search.scheduler``).
+PATIENCE = 10
 
 
 def resolve(overrides: Mapping[str, Any] | None = None) -> Config:
