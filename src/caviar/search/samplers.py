@@ -423,9 +423,6 @@ class QueuedTrial:
     params: dict[str, Any]
     outside: dict[str, Any] = field(default_factory=dict)
     warm: bool = True  # False: a re-queued trial that was not a warm start's
-    # the estimators' network: it trains before any other group takes a turn, so a tune
-    # whose budget covers the estimators' one fit holds their network
-    first: bool = False
 
     @classmethod
     def retried(cls, params: dict[str, Any], attrs: dict[str, Any]) -> QueuedTrial:
@@ -472,7 +469,7 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
                     if "epochs" in space and space["epochs"].high is not None:  # a range
                         axis = space["epochs"]
                         params[axis.optuna_name] = axis.encode(min(epochs, axis.high))
-            known = QueuedTrial(params, outside, first=config == ESTIMATOR_NETWORK)
+            known = QueuedTrial(params, outside)
             if known not in out:
                 out.append(known)
     return out

@@ -126,7 +126,6 @@ class _Group:
     retired: bool = False
     cost: float = 0.0  # estimated seconds of training so far (``epoch_cost``)
     solo: bool = False  # a warm-start network alone: no other trial joins it
-    first: bool = False  # the estimators' network: its epochs go before any other group's
     numeric: str = ""  # its members' numeric scaling (the table's own written out)
 
     @property
@@ -581,8 +580,7 @@ class Tuner:
             trial, params = asked
             key = structure_key(params)
             if trial.user_attrs.get(keys.WARM):  # a known-good network trains alone (see
-                group = self._new_group(trial, params)  # the module's notes)
-                group.solo, group.first = True, bool(fixed and fixed.first)
+                self._new_group(trial, params).solo = True  # the module's notes)
                 continue
             if group is None:  # a leader (or any grid point): join a group of its shape,
                 # reopening a draining one (its few survivors fill up again)
@@ -872,7 +870,7 @@ class Tuner:
         group's epoch would end past it, the next group in that order whose epoch still fits
         trains instead, so the last seconds are not left unused."""
         spent = {id(g): sum(s.cost for s in self._siblings(g)) for g in self.groups}
-        for group in sorted(self.groups, key=lambda g: (not g.first, spent[id(g)], g.cost)):
+        for group in sorted(self.groups, key=lambda g: (spent[id(g)], g.cost)):
             cost = self.paced_epoch(group.population, lambda g=group: self.run_epoch(g))
             if cost is not None:
                 group.cost += cost
