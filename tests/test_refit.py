@@ -228,6 +228,8 @@ def test_warm_start_keeps_only_configurations_inside_the_space():
     # a searched scaling: each configuration under both
     searched = default_space().replace({"numeric": choice(["robust", "quantile"])})
     assert [w.params["numeric"] for w in warm_start(searched)] == ["robust", "quantile"] * 2
+    # the estimators' network, under each scaling, is the one that may go first
+    assert [w.first for w in warm_start(searched)] == [True, True, False, False]
     # networks reading both scalings: each configuration once, reading both (the table holds
     # the two blocks, but no network reads one alone)
     both = default_space().replace({"numeric": "robust+quantile"})

@@ -1,6 +1,7 @@
 """The tuner: trials share populations, budgets hold, studies resume, killed runs lose
 nothing that completed."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -373,6 +374,24 @@ def test_a_warm_start_network_is_never_pruned():
     assert all(len(t.intermediate_values) == 1 for t in trials[1:])
 
 
+def test_the_estimators_network_goes_first_where_its_turns_would_not_end_it_in_time():
+    """Groups take turns by time, so a warm-start network gets one turn in as many as there
+    are groups. The estimators' network (``first``) trains before every other group where,
+    at that pace, it would not end its epochs within the time budget, so a short tune holds
+    as much of it as fits; with time to spare it takes its turns like the others."""
+    data, space, warm = _one_known_network(epochs=100_000)
+    warm = [dataclasses.replace(w, first=True) for w in warm]
+    for seconds, behind in ((1e9, False), (30.0, True)):
+        tuner = Tuner(optuna.create_study(), space, data, Budget(None, seconds, 0.0), 8, None,
+                      seed=0, warm=warm)
+        tuner.fill()
+        (solo,) = [g for g in tuner.groups if g.solo]
+        assert solo.first and len(tuner.groups) > 1
+        turns = [tuner.train_next_epoch() for _ in range(6)]
+        assert tuner.behind(solo) is behind
+        assert all(group is solo for group in turns) is behind
+
+
 def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
     # one structure per population: a coarse round the size of one population would see a
     # single structure, and coarse-to-fine would then narrow every structural choice to it
@@ -447,7 +466,8 @@ def test_a_warm_start_network_trains_with_its_values_the_space_does_not_draw():
 def test_a_requeued_warm_start_trial_trains_again_as_it_was(tmp_path):
     """A dead worker's warm-start trial, re-queued by Optuna's retry callback (which copies
     its params and user attributes), is trained by another worker as the same network:
-    alone, never pruned, with the values its space does not draw."""
+    alone, first when behind (as the estimators' network), never pruned, with the values its
+    space does not draw."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     from caviar.search.study.archive import TrialArchive
@@ -458,6 +478,7 @@ def test_a_requeued_warm_start_trial_trains_again_as_it_was(tmp_path):
     data, space, _ = _one_known_network(epochs=3)
     (known,) = warm_start(space, [{"hidden_layer_sizes": (8,), "batch_size": 64,
                                    "epochs": 3, "tabm_k": 4}])
+    known = dataclasses.replace(known, first=True)  # as the estimators' network is
     url = f"sqlite:///{tmp_path / 'study.db'}"
     store = open_storage(url)
     study = open_study(store, "s")
@@ -478,7 +499,7 @@ def test_a_requeued_warm_start_trial_trains_again_as_it_was(tmp_path):
     (solo,) = [g for g in tuner.groups if g.solo]
     assert solo.population.size == 1
     assert solo.population.hyperparameters[0]["tabm_k"] == 4
-    assert solo.trials[0].user_attrs[keys.WARM] is True
+    assert solo.trials[0].user_attrs[keys.WARM] is True and solo.first
     assert all(g.population.hyperparameters[0]["tabm_k"] == 1 for g in tuner.groups
                if not g.solo)
     tuner.run()

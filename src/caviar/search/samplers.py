@@ -423,15 +423,20 @@ class QueuedTrial:
     params: dict[str, Any]
     outside: dict[str, Any] = field(default_factory=dict)
     warm: bool = True  # False: a re-queued trial that was not a warm start's
+    # the estimators' network: where its turns would not end it within a time budget, it
+    # trains before the other groups (``Tuner.behind``)
+    first: bool = False
 
     @classmethod
     def retried(cls, params: dict[str, Any], attrs: dict[str, Any]) -> QueuedTrial:
         """A re-queued trial (``SharedStudy.next_retry``): asked again as it was."""
-        return cls(params, attrs.get(keys.OUTSIDE_SPACE) or {}, bool(attrs.get(keys.WARM)))
+        return cls(params, attrs.get(keys.OUTSIDE_SPACE) or {}, bool(attrs.get(keys.WARM)),
+                   bool(attrs.get(keys.FIRST)))
 
     def attrs(self) -> dict[str, Any]:
         """The user attributes the trial is enqueued with."""
         return ({keys.WARM: True} if self.warm else {}) | (
+            {keys.FIRST: True} if self.first else {}) | (
             {keys.OUTSIDE_SPACE: self.outside} if self.outside else {})
 
 
@@ -469,7 +474,7 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
                     if "epochs" in space and space["epochs"].high is not None:  # a range
                         axis = space["epochs"]
                         params[axis.optuna_name] = axis.encode(min(epochs, axis.high))
-            known = QueuedTrial(params, outside)
+            known = QueuedTrial(params, outside, first=config == ESTIMATOR_NETWORK)
             if known not in out:
                 out.append(known)
     return out

@@ -23,7 +23,9 @@ How trials meet populations (slot refill):
   that no other trial joins, and never pruned. Shared with 15 random draws, in a short
   budget each got a sixteenth of the epochs the estimator gives its one network, and a 10 s
   tune scored 1.185x the defaults; alone, with groups taking turns by time, it trains about
-  as fast as the estimator's network (bench/README.md, "A 10-second tune").
+  as fast as the estimator's network (bench/README.md, "A 10-second tune"). Where its turns
+  would not end the estimators' network within the time budget (a short tune, a large
+  table), it goes before the other groups (``Tuner.behind``).
 - Groups take turns by time, not by epochs: the next epoch goes to the group that has used
   the least estimated time (``epoch_cost``; a new group starts level with the least), so a
   structure whose epochs cost 5× as much gets the same seconds as the others, not 5× as
@@ -126,6 +128,7 @@ class _Group:
     retired: bool = False
     cost: float = 0.0  # estimated seconds of training so far (``epoch_cost``)
     solo: bool = False  # a warm-start network alone: no other trial joins it
+    first: bool = False  # the estimators' network: first while behind (``Tuner.behind``)
     numeric: str = ""  # its members' numeric scaling (the table's own written out)
 
     @property
@@ -580,7 +583,8 @@ class Tuner:
             trial, params = asked
             key = structure_key(params)
             if trial.user_attrs.get(keys.WARM):  # a known-good network trains alone (see
-                self._new_group(trial, params).solo = True  # the module's notes)
+                group = self._new_group(trial, params)  # the module's notes)
+                group.solo, group.first = True, bool(trial.user_attrs.get(keys.FIRST))
                 continue
             if group is None:  # a leader (or any grid point): join a group of its shape,
                 # reopening a draining one (its few survivors fill up again)
@@ -870,12 +874,27 @@ class Tuner:
         group's epoch would end past it, the next group in that order whose epoch still fits
         trains instead, so the last seconds are not left unused."""
         spent = {id(g): sum(s.cost for s in self._siblings(g)) for g in self.groups}
-        for group in sorted(self.groups, key=lambda g: (spent[id(g)], g.cost)):
+        behind = {id(g): self.behind(g) for g in self.groups}
+        for group in sorted(self.groups, key=lambda g: (not behind[id(g)], spent[id(g)],
+                                                        g.cost)):
             cost = self.paced_epoch(group.population, lambda g=group: self.run_epoch(g))
             if cost is not None:
                 group.cost += cost
                 return group
         return None
+
+    def behind(self, group: _Group) -> bool:
+        """Whether the estimators' network (``group.first``), taking one turn in as many as
+        there are groups, would not end its epochs within the time budget, at the speed
+        measured so far: then its epochs go before every other group's, so that a short tune
+        holds as much of it as fits. (Always first, it steered a minute's coarse-to-fine
+        towards its own costly structures: bench/README.md, "The estimators' network first".)"""
+        pop = group.population
+        if not group.first or pop is None or self.budget.time_budget is None:
+            return False
+        left = pop.hyperparameters[0]["epochs"] - int(pop.epoch[0])
+        turns = left * epoch_cost(pop, self._cost_rows) * self.speed * len(self.groups)
+        return not self.budget.fits(turns)
 
     def paced_epoch(self, population: Population, train: Callable[[], None]) -> float | None:
         """Run ``train`` (one epoch of ``population``) unless, at the speed measured so far,

@@ -63,6 +63,9 @@ STOPPED = "stopped"  # why it was stopped while running ("time budget"); its sta
 ROUND = "c2f_round"  # the coarse-to-fine round it was drawn in (0 is the coarse round)
 WORKER = "worker"  # the process that ran it: "host:pid"
 WARM = "warm_start"  # True: a known-good network of the warm start (samplers.warm_start)
+# True: the warm start's estimators' network, which trains first when a short budget would
+# end it before its turns do (scheduler.Tuner.behind)
+FIRST = "estimators_network"
 # a warm-start trial's values of hyperparameters its space does not name, {name: value}:
 # its configuration is what the space draws updated by these (samplers.QueuedTrial)
 OUTSIDE_SPACE = "outside_space"

@@ -54,8 +54,9 @@ LOCK_MARGIN = 256  # trials before the budget's end from which creation counts u
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 RETRIED = "failed_trial"  # the system attribute of a re-queued trial (Optuna's callback)
 # a re-queued trial's user attributes (Optuna's callback copies them) that a retry keeps:
-# a warm start's trial trains alone again, with the values its space does not draw
-RETRIED_ATTRS = (keys.WARM, keys.OUTSIDE_SPACE)
+# a warm start's trial trains alone again (first, if it was), with the values its space
+# does not draw
+RETRIED_ATTRS = (keys.WARM, keys.FIRST, keys.OUTSIDE_SPACE)
 
 
 class SharedStudy:
@@ -73,7 +74,7 @@ class SharedStudy:
         self.seen: set[int] = set()  # storage numbers the working copy holds or runs
         self.running: dict[int, tuple[int, int]] = {}  # working number -> (trial id, number)
         # claimed re-queued trials: id, number, params, the user attributes that make the
-        # trial what it was (a warm start's, keys.WARM and keys.OUTSIDE_SPACE)
+        # trial what it was (a warm start's, ``RETRIED_ATTRS``)
         self.retries: list[tuple[int, int, dict[str, Any], dict[str, Any]]] = []
         self._serving: tuple[int, int] | None = None  # the claimed trial being asked now
         # asked trials not created in the storage yet: created together at ``flush``
