@@ -872,7 +872,8 @@ class Tuner:
         so a structure 5× as costly per epoch gets the same seconds, not 5× as many, and
         cheap structures are not held back by a slow one. Near the budget's end, when that
         group's epoch would end past it, the next group in that order whose epoch still fits
-        trains instead, so the last seconds are not left unused."""
+        trains instead, so the last seconds are not left unused. Ahead of that order: the
+        estimators' network, while its turns would not end it in time (``behind``)."""
         spent = {id(g): sum(s.cost for s in self._siblings(g)) for g in self.groups}
         behind = {id(g): self.behind(g) for g in self.groups}
         for group in sorted(self.groups, key=lambda g: (not behind[id(g)], spent[id(g)],
