@@ -459,6 +459,7 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
     out: list[QueuedTrial] = []
     for config in configs:
         config = resolve(config)
+        estimators = config == ESTIMATOR_NETWORK  # its epochs follow the rows; it may go first
         # "the table's own scaling" (None): the configuration under each one the space holds
         scalings = (space.numeric_values() if config["numeric"] is None
                      else (config["numeric"],))
@@ -467,14 +468,14 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
             if params is None:
                 continue
             outside = _outside(space, config)
-            if rows and config == ESTIMATOR_NETWORK and _draws_epochs(space):
+            if rows and estimators and _draws_epochs(space):
                 epochs = epochs_by_steps(config["epochs"], config["batch_size"], rows)
                 if epochs != config["epochs"]:
                     outside["epochs"] = epochs
                     if "epochs" in space and space["epochs"].high is not None:  # a range
                         axis = space["epochs"]
                         params[axis.optuna_name] = axis.encode(min(epochs, axis.high))
-            known = QueuedTrial(params, outside, first=config == ESTIMATOR_NETWORK)
+            known = QueuedTrial(params, outside, first=estimators)
             if known not in out:
                 out.append(known)
     return out
