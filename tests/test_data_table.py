@@ -14,6 +14,7 @@ from caviar.data import (
     TablePreprocessor,
     infer_roles,
     infer_task,
+    prepare,
     read_table,
     split_frame,
 )
@@ -366,6 +367,24 @@ def test_split_frame_stratified():
         assert abs(part["default"].eq("Yes").mean() - share) < 0.002
     again = split_frame(df, "default", "binary", seed=3)
     assert again[1].index.equals(val.index)
+
+
+def test_a_large_table_validates_on_5000_rows_and_trains_on_the_rest():
+    # AutoGluon's holdout when it tunes: a fifth of the table up to 25,000 rows, then 5,000
+    rng = np.random.default_rng(0)
+    big = pd.DataFrame({"x": rng.normal(size=40_000), "y": rng.normal(size=40_000)})
+    prepared = prepare(big, "y", seed=1)
+    assert (len(prepared.train), len(prepared.validation), len(prepared.test)) == (
+        27_000, 5_000, 8_000)
+    assert len(prepared.X_train) == 27_000 and len(prepared.X_val) == 5_000
+    # the test rows are carved first: the same rows as under the old fifth
+    _, _, test = split_frame(big, "y", test_size=0.2, val_size=0.2, seed=1)
+    assert prepared.test.index.equals(test.index)
+    small = prepare(big.iloc[:10_000], "y", seed=1)
+    assert (len(small.train), len(small.validation), len(small.test)) == (6_000, 2_000, 2_000)
+    given = prepare(big, "y", seed=1, validation=big.iloc[:100])
+    assert len(given.validation) == 100 and len(given.train) == 32_000
+    assert len(prepare(big, "y", seed=1, val_size=0.25).validation) == 10_000
 
 
 def test_split_frame_regression_small_classes_and_empty_parts():

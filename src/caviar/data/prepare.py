@@ -33,6 +33,23 @@ if TYPE_CHECKING:
     from caviar.engine.network import InputLayout
     from caviar.metrics import Metric, ValidationScorer
 
+# The validation rows a search chooses by: a fifth of the table, but no more than
+# VALIDATION_ROWS once a fifth is more, and at least 2% (AutoGluon's holdout when it tunes,
+# min(0.2, 2·max(0.01, min(0.1, 2500/n)))). Past a few thousand rows the validation score's
+# standard error is small beside the gaps between the configurations it ranks, and the rows
+# are worth more to the networks' training (bench/README.md, "Validation rows").
+VALIDATION_ROWS = 5000
+
+
+def validation_share(rows: int) -> float:
+    """The share of a table of ``rows`` rows that ``prepare`` carves for validation by
+    default: 0.2 up to 25,000 rows, then VALIDATION_ROWS rows, never under 2%.
+
+    >>> validation_share(10_000), validation_share(50_000), validation_share(1_000_000)
+    (0.2, 0.1, 0.02)
+    """
+    return max(0.02, min(0.2, VALIDATION_ROWS / max(rows, 1)))
+
 
 @dataclass(frozen=True)
 class PreparedTable:
@@ -126,7 +143,7 @@ def as_tensors(X: np.ndarray, y: np.ndarray | None = None, task: str = "regressi
 
 def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
             categorical: Sequence[str] = (), drop: Sequence[str] = (), seed: int = 0,
-            val_size: float = 0.2, test_size: float = 0.2,
+            val_size: float | None = None, test_size: float = 0.2,
             validation: pd.DataFrame | None = None,
             test: pd.DataFrame | None = None, split: str | None = None,
             group: str | None = None, weight: str | None = None,
@@ -134,7 +151,8 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
             max_onehot: int | None = None, numeric: str | Sequence[str] = NUMERIC[0],
             codes: bool = True) -> PreparedTable:
     """Split ``table`` (shares of all rows, stratified for classifiers), fit the preprocessor
-    on the training rows only, and make the tensors.
+    on the training rows only, and make the tensors. ``val_size`` None: the table's
+    ``validation_share`` (a fifth, at most VALIDATION_ROWS rows on a large table).
 
     ``validation`` and ``test``, when given, are used as they are instead of rows carved from
     ``table`` (their rows with a missing target are dropped). Either share may be 0 (no such
@@ -173,6 +191,8 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     if weight:  # every row's, before a split: the error counts the table's bad values
         row_weights(table, weight)
     not_features = [c for c in (group, weight) if c]
+    if val_size is None:
+        val_size = validation_share(len(table))
     carve_val = 0.0 if validation is not None else val_size
     carve_test = 0.0 if test is not None else test_size
     how = "given" if validation is not None and test is not None else "random"

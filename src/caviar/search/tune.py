@@ -170,7 +170,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
             "r2", ...) or a scikit-learn scorer name ("roc_auc", "neg_log_loss", ...); None:
             log-loss for classifiers, RMSE for regression. The loss is still what trains.
         validation, test: tables (or files) used as the validation and test rows instead of
-            rows carved from ``data``.
+            rows carved from ``data``: a fifth each, the validation at most 5,000 rows
+            (``caviar.data.prepare.validation_share``; the rest trains).
         split: "time:COL" trains on the earliest rows by COL and validates and tests on the
             later ones (no shuffling); group: a column none of whose values is in two parts
             (and which is not a feature).
