@@ -549,3 +549,14 @@ def test_on_one_core_the_search_waits_for_the_writer_as_soon_as_it_lags(tmp_path
     assert len(backlogs) >= 20 and max(backlogs) <= WRITER_BACKLOG
     assert written >= WRITER_BACKLOG and measured == pytest.approx(seconds / written)
     assert len(optuna.load_study(study_name="s", storage=url).trials) == 400
+
+
+def test_a_tune_of_a_large_table_trains_on_all_but_5000_validation_rows(tmp_path):
+    # the validation rows are capped (data.prepare.validation_share): the rest train
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"x": rng.normal(size=30_000)})
+    table["y"] = 2 * table["x"] + rng.normal(scale=0.1, size=30_000)
+    result = tune(table, "y", trials=2, population=2, sampler="random", space=SPACE,
+                  out=tmp_path / "run", seed=0)
+    split = result.study.user_attrs[keys.DATA]["split"]  # what the report shows
+    assert (split["train_rows"], split["val_rows"], split["test_rows"]) == (19_000, 5_000, 6_000)
