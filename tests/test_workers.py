@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
@@ -280,3 +281,16 @@ def test_every_worker_goes_on_with_the_scaling_the_warm_start_chose(wine_csv, tm
     for scalings in by_worker.values():
         switched = scalings.index("quantile")  # each worker switched
         assert set(scalings[:switched]) <= {"robust"} and set(scalings[switched:]) == {"quantile"}
+
+
+def test_resuming_with_another_split_of_the_same_table_is_refused(wine_csv, tmp_path):
+    # its networks may have trained on this run's validation rows
+    out = tmp_path / "run"
+    tune(wine_csv, "cultivar", trials=4, population=4, space=SPACE, out=out, seed=0)
+    valid = pd.read_csv(wine_csv).sample(30, random_state=0)
+    with pytest.raises(StudyMismatch, match=r"split its table into 106/36/36 training/"
+                       r"validation/test rows, this run into \d+/30/\d+.*--study NEW_NAME"):
+        tune(wine_csv, "cultivar", trials=8, population=4, space=SPACE, out=out, seed=0,
+             validation=valid)
+    again = tune(wine_csv, "cultivar", trials=8, population=4, space=SPACE, out=out, seed=0)
+    assert len(again.study.trials) == 8  # the same split resumes

@@ -332,7 +332,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         store = open_storage(storage)
         study = open_study(store, study_name, metric_obj.direction)
         check_metric(study, metric_obj.direction, key)
-        check_data(study, seed, fingerprint(frame))
+        check_data(study, seed, fingerprint(frame), prepared.split)
         record_run(study, task=pre.task_, metric=key, direction=metric_obj.direction,
                    sampler=sampler, pruner=pruner, space=space_obj.to_dict(), data={
                        "source": source, "rows": int(len(frame)),
@@ -451,7 +451,7 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
             prepared = prepare(frame, spec.target, **spec.prepare_options())
             store = open_storage(spec.storage)
             study = open_study(store, spec.study_name)
-            check_data(study, spec.seed, fingerprint(frame))
+            check_data(study, spec.seed, fingerprint(frame), prepared.split)
         out = Path(spec.out)
         journal = (out / "pending-trials.jsonl" if single
                    else out / "workers" / worker_name().replace(":", "-") / "pending-trials.jsonl")

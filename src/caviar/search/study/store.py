@@ -119,13 +119,25 @@ def _as_json(value: Any) -> str:
                       if hasattr(v, "tolist") else str(v))
 
 
-def check_data(study: optuna.Study, seed: int, data_fingerprint: str) -> None:
+def check_data(study: optuna.Study, seed: int, data_fingerprint: str,
+               split: Mapping[str, Any] | None = None) -> None:
     """Record the study's split seed and data fingerprint, or, when it has them, refuse
     others (its saved networks were trained on that split: a test score on other rows would
-    count rows they trained on)."""
+    count rows they trained on). ``split``: this run's rows per part (``PreparedTable.split``),
+    refused where the study's last run split the same table otherwise (another --valid
+    file, or the validation share of an earlier caviar: its networks may have trained on
+    this run's validation rows)."""
     attrs = study.user_attrs
     old_seed, old_print = attrs.get(keys.SPLIT_SEED), attrs.get(keys.FINGERPRINT)
     new = "start a new study with --study NEW_NAME"
+    parts = ("train_rows", "val_rows", "test_rows")
+    old_split = (attrs.get(keys.DATA) or {}).get("split") or {}
+    if split is not None and all(p in old_split for p in parts) and any(
+            old_split[p] != split[p] for p in parts):
+        said = "/".join(f"{old_split[p]:,}" for p in parts)
+        now = "/".join(f"{split[p]:,}" for p in parts)
+        raise StudyMismatch(f"study {study.study_name!r} split its table into {said} "
+                            f"training/validation/test rows, this run into {now}: {new}")
     if old_seed is not None and old_seed != seed:
         raise StudyMismatch(f"study {study.study_name!r} was split with --seed {old_seed}, "
                             f"not {seed}: use --seed {old_seed}, or {new}")
