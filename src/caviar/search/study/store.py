@@ -130,6 +130,13 @@ def check_data(study: optuna.Study, seed: int, data_fingerprint: str,
     attrs = study.user_attrs
     old_seed, old_print = attrs.get(keys.SPLIT_SEED), attrs.get(keys.FINGERPRINT)
     new = "start a new study with --study NEW_NAME"
+    if old_seed is not None and old_seed != seed:
+        raise StudyMismatch(f"study {study.study_name!r} was split with --seed {old_seed}, "
+                            f"not {seed}: use --seed {old_seed}, or {new}")
+    if old_print is not None and old_print != data_fingerprint:
+        raise StudyMismatch(f"study {study.study_name!r} was tuned on other data (fingerprint "
+                            f"{old_print[:12]}, this table {data_fingerprint[:12]}): {new}")
+    # the same seed and table split otherwise: after those two, whose messages say more
     parts = ("train_rows", "val_rows", "test_rows")
     old_split = (attrs.get(keys.DATA) or {}).get("split") or {}
     if split is not None and all(p in old_split for p in parts) and any(
@@ -138,12 +145,6 @@ def check_data(study: optuna.Study, seed: int, data_fingerprint: str,
         now = "/".join(f"{split[p]:,}" for p in parts)
         raise StudyMismatch(f"study {study.study_name!r} split its table into {said} "
                             f"training/validation/test rows, this run into {now}: {new}")
-    if old_seed is not None and old_seed != seed:
-        raise StudyMismatch(f"study {study.study_name!r} was split with --seed {old_seed}, "
-                            f"not {seed}: use --seed {old_seed}, or {new}")
-    if old_print is not None and old_print != data_fingerprint:
-        raise StudyMismatch(f"study {study.study_name!r} was tuned on other data (fingerprint "
-                            f"{old_print[:12]}, this table {data_fingerprint[:12]}): {new}")
     if old_seed is None:
         study.set_user_attr(keys.SPLIT_SEED, seed)
     if old_print is None:
