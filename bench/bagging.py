@@ -24,7 +24,7 @@ from caviar import tune
 from caviar.data import prepare
 from caviar.metrics import get_metric
 from caviar.search.bagging import BAG_FOLDS, bag_model
-from caviar.search.scheduler import refit_cost
+from caviar.search.budget import refit_cost
 from caviar.search.tune import _rows
 
 # shares of the search's budget the bag is also given (as a budget's end would cut it short)

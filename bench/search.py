@@ -85,7 +85,7 @@ from threadpoolctl import threadpool_limits
 
 from caviar import tune
 from caviar.data import TablePreprocessor, split_frame
-from caviar.data.table import category_strings
+from caviar.data.roles import category_strings
 from caviar.hyperparams import NUMERIC_READS
 from caviar.search.study import keys
 from caviar.search.tune import NoTrialCompleted

@@ -25,16 +25,16 @@ from caviar.search.bagging import (
     bag_networks,
     fold_weights,
 )
-from caviar.search.scheduler import (
+from caviar.search.budget import (
     BAG_FACTOR,
     BAG_SHARE,
     Budget,
-    Tuner,
     bag_declined,
     epoch_cost,
     prefix_costs,
     refit_cost,
 )
+from caviar.search.scheduler import Tuner
 from caviar.search.tune import _rows, tune
 
 

@@ -1,4 +1,4 @@
-"""Reading tables, the task, column roles and splits (caviar.data.table, caviar.datasets)."""
+"""Reading tables, the task, column roles and splits (caviar.data, caviar.datasets)."""
 
 import gzip
 import json

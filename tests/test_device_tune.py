@@ -18,7 +18,8 @@ from caviar.data import prepare
 from caviar.engine import Population, resolve_device
 from caviar.model import load_model
 from caviar.search import Space
-from caviar.search.scheduler import Budget, Tuner
+from caviar.search.budget import Budget
+from caviar.search.scheduler import Tuner
 from caviar.search.study import keys
 from caviar.search.tune import tune
 

@@ -11,14 +11,14 @@ from scipy.stats import norm
 from sklearn.preprocessing import QuantileTransformer
 
 from caviar.data import DataError, TablePreprocessor, infer_roles
-from caviar.data.preprocess import (
+from caviar.data.roles import MAX_ONEHOT_LEVELS, MIN_ROWS_PER_LEVEL, onehot_limit
+from caviar.data.scalers import (
     NUMERIC,
     AsinhScaler,
     QuantileNormalScaler,
     RobustOrQuantileScaler,
     SmoothClipScaler,
 )
-from caviar.data.table import MAX_ONEHOT_LEVELS, MIN_ROWS_PER_LEVEL, onehot_limit
 from caviar.datasets import load_dataset
 
 

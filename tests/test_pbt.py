@@ -17,8 +17,8 @@ from wine import WINE_SPACE, wine_frame
 
 from caviar.data import prepare
 from caviar.search import Space, ema_beta, log_uniform, uniform
+from caviar.search.budget import Budget
 from caviar.search.pbt import PopulationBasedTraining, explore, replay
-from caviar.search.scheduler import Budget
 from caviar.search.study import keys
 from caviar.search.tune import tune
 

@@ -12,7 +12,7 @@ from sklearn.tree import DecisionTreeRegressor
 from sklearn.utils.validation import check_is_fitted
 
 from caviar.data import DataError, TablePreprocessor, make_target_encoder, split_frame
-from caviar.data.preprocess import QuantileNormalScaler
+from caviar.data.scalers import QuantileNormalScaler
 from caviar.datasets import load_dataset
 
 # The lecture's worked example (seeds/003): cars, whether each sold, and its price. The notes'

@@ -26,8 +26,8 @@ from caviar.hyperparams import (
 )
 from caviar.search import Space, choice, default_space, log_uniform
 from caviar.search import fixed as fixed_value
+from caviar.search.budget import Budget, epoch_cost, refit_cost
 from caviar.search.samplers import warm_start
-from caviar.search.scheduler import Budget, epoch_cost, refit_cost
 from caviar.search.tune import _rows, tune
 from caviar.training import refit_networks
 

@@ -378,7 +378,7 @@ def test_the_importance_makes_the_shuffles_the_time_budget_allows(real_tune):
     as end within the time left (up to 3), none and the reason when not one does."""
     from types import SimpleNamespace
 
-    from caviar.search.scheduler import importance_repeats
+    from caviar.search.budget import importance_repeats
     from caviar.search.tune import _feature_importance
 
     assert importance_repeats(None, 5.0) == 3  # no time budget

@@ -190,7 +190,7 @@ def test_the_coarse_round_ends_when_its_time_is_up():
 def test_share_passed_reads_the_budget_clock():
     """What tune hands the sampler as ``coarse_over``: whether a share of the time budget
     has passed, earlier runs' seconds included."""
-    from caviar.search.scheduler import Budget
+    from caviar.search.budget import Budget
 
     assert Budget(None, None, 0.0).share_passed(0.5) is None  # no time budget: by count
     budget = Budget(None, 10.0, 0.0)

@@ -12,9 +12,10 @@ from commandline import invoke
 
 from caviar.data import prepare
 from caviar.metrics import get_metric
+from caviar.search.budget import Budget
 from caviar.search.samplers import warm_start
 from caviar.search.scaling import ScalingChoice
-from caviar.search.scheduler import Budget, Tuner
+from caviar.search.scheduler import Tuner
 from caviar.search.space import Space
 from caviar.search.study import keys
 

@@ -19,8 +19,9 @@ from caviar.engine import Population
 from caviar.files import jsonable
 from caviar.metrics import ValidationScorer, get_metric
 from caviar.search import Space
+from caviar.search.budget import SEED_SHARE, Budget, epoch_cost
 from caviar.search.ensemble import KeptNetwork, seed_epochs, train_seeds
-from caviar.search.scheduler import SEED_SHARE, Budget, Tuner, epoch_cost
+from caviar.search.scheduler import Tuner
 from caviar.search.tune import tune
 
 CONFIG = {"hidden_layer_sizes": [8], "epochs": 12, "learning_rate": 0.03, "dropout": 0.1}

@@ -284,7 +284,7 @@ def test_train_on_the_command_line_with_tabm_k(tmp_path):
 def test_the_schedulers_epoch_estimate_counts_every_row_k_times():
     """The tuner shares time by estimated epoch costs: a TabM-mini member of 8 sub-networks
     costs about 8 times a plain one of its structure (every row through it 8 times)."""
-    from caviar.search.scheduler import epoch_cost
+    from caviar.search.budget import epoch_cost
 
     plain, tabm = (Population("regression", 20, [{"hidden_layer_sizes": (64, 64),
                                                   "tabm_k": k}]) for k in (1, 8))

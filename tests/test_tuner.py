@@ -19,16 +19,9 @@ from wine import WINE_SPACE
 from caviar import CaviarModel, load_model
 from caviar.data import prepare, split_frame
 from caviar.engine import Population
+from caviar.search.budget import REPORT_TRIAL_S, Budget, epoch_cost, structure_epoch_cost
 from caviar.search.samplers import warm_start
-from caviar.search.scheduler import (
-    EPOCH_SHARE,
-    REPORT_TRIAL_S,
-    WRITER_BACKLOG,
-    Budget,
-    Tuner,
-    epoch_cost,
-    structure_epoch_cost,
-)
+from caviar.search.scheduler import EPOCH_SHARE, WRITER_BACKLOG, Tuner
 from caviar.search.space import Space
 from caviar.search.study import keys
 from caviar.search.tune import tune

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caviar.cli.display import fmt
-from caviar.data.table import DROPPED
+from caviar.data.roles import DROPPED
 from caviar.search.study import keys
 
 

@@ -4,22 +4,21 @@ and ``prepare``, the one path from a table to training tensors.
 >>> from caviar.data import TablePreprocessor, infer_roles, read_table, split_frame
 """
 
+from caviar.data.errors import DataError
+from caviar.data.numbers import nested_kind, to_numbers
 from caviar.data.prepare import PreparedTable, as_tensors, prepare, row_weights
 from caviar.data.preprocess import NUMERIC, TablePreprocessor, make_target_encoder
-from caviar.data.table import (
+from caviar.data.read import read_table
+from caviar.data.roles import (
     MAX_ONEHOT_LEVELS,
     MISSING_LEVEL,
-    DataError,
     Roles,
     check_target,
     drop_missing_target,
     infer_roles,
     infer_task,
-    nested_kind,
-    read_table,
-    split_frame,
-    to_numbers,
 )
+from caviar.data.splits import split_frame
 
 __all__ = [
     "DataError",

@@ -14,17 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from caviar.data.errors import DataError
+from caviar.data.numbers import to_numbers
 from caviar.data.preprocess import NUMERIC, TablePreprocessor
-from caviar.data.table import (
-    DataError,
-    _check_names,
-    drop_missing_target,
-    group_split,
-    infer_task,
-    split_frame,
-    time_split,
-    to_numbers,
-)
+from caviar.data.roles import check_names, drop_missing_target, infer_task
+from caviar.data.splits import group_split, split_frame, time_split
 from caviar.hyperparams import NUMERIC_READS, scalings_read
 
 if TYPE_CHECKING:
@@ -165,7 +159,7 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
     training weights by n / (k · n_class), as scikit-learn does; it does not weight the
     validation score (choose a metric for that, such as balanced_accuracy).
     ``max_onehot``: categoricals with more levels are target-encoded (None: the measured
-    rule, ``caviar.data.table.onehot_limit``). ``numeric``: how numeric columns are scaled,
+    rule, ``caviar.data.roles.onehot_limit``). ``numeric``: how numeric columns are scaled,
     ``"robust"`` (median and IQR, smoothly clipped to ±3), ``"asinh"`` (median and IQR, then
     asinh), ``"quantile"`` (to a normal) or
     ``"standard"``, ``"robust-or-quantile"`` (robust, quantile for a heavy-tailed column:
@@ -187,7 +181,7 @@ def prepare(table: pd.DataFrame, target: str, *, task: str | None = None,
         raise DataError("choose a time split or a group split, not both (split=time:COL, "
                         "group=COL)")
     for column, argument in ((time_column, "split"), (group, "group"), (weight, "weight")):
-        _check_names(table, [column] if column else [], argument, target)
+        check_names(table, [column] if column else [], argument, target)
     if weight:  # every row's, before a split: the error counts the table's bad values
         row_weights(table, weight)
     not_features = [c for c in (group, weight) if c]

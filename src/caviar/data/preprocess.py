@@ -19,7 +19,7 @@
   numeric values scaled the other ways, as last blocks before the codes
   (:meth:`TablePreprocessor.numeric_alternative_columns`);
 - categoricals with at most ``onehot_limit(rows, max_onehot)`` levels (see
-  :func:`caviar.data.table.onehot_limit`: by default while levels have 4 training rows each
+  :func:`caviar.data.roles.onehot_limit`: by default while levels have 4 training rows each
   on average, up to 1,000 levels): ``OneHotEncoder(handle_unknown="ignore")``, left as 0/1;
 - categoricals with more levels (identifiers): ``TargetEncoder`` (smoothed toward the global
   mean, out-of-fold on the training rows, one column per class for several classes) then
@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sklearn
-from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -65,23 +65,23 @@ from sklearn.preprocessing import (
 from sklearn.utils.fixes import parse_version
 from sklearn.utils.validation import check_is_fitted
 
-from caviar.data.table import (
+from caviar.data.dates import expand_dates, fit_dates
+from caviar.data.errors import DataError, quote_names
+from caviar.data.numbers import read_numbers
+from caviar.data.read import read_table
+from caviar.data.roles import (
     MISSING_LEVEL,
-    DataError,
     Roles,
-    _names,
     category_strings,
     check_target,
     drop_missing_target,
     infer_roles,
     infer_task,
-    read_numbers,
-    read_table,
 )
+from caviar.data.scalers import RobustOrQuantileScaler, SmoothClipScaler, numeric_scaler
 from caviar.hyperparams import NUMERIC
 
-__all__ = ["TablePreprocessor", "SmoothClipScaler", "AsinhScaler", "make_target_encoder",
-           "NUMERIC"]
+__all__ = ["TablePreprocessor", "make_target_encoder", "NUMERIC"]
 
 STATE_FORMAT = "caviar.TablePreprocessor"
 # 2: the numeric transform (``numeric``); version 1 states load as "standard"; 3: ``codes``;
@@ -89,7 +89,6 @@ STATE_FORMAT = "caviar.TablePreprocessor"
 STATE_VERSION = 4
 CODE_MIN_LEVELS = 3  # categoricals with this many levels or more get codes (codes=True)
 
-MAX_QUANTILES = 1000  # QuantileTransformer's default number of quantiles
 
 _TARGET_TYPE = {"binary": "binary", "multiclass": "multiclass", "regression": "continuous"}
 _SPLITTER_AS_CV = parse_version(sklearn.__version__).release >= (1, 9)
@@ -120,160 +119,6 @@ def make_target_encoder(
                          random_state=random_state)
 
 
-class SmoothClipScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
-    """Robust scaling with smooth clipping, as RealMLP (Holzmüller et al., 2024) takes numbers.
-
-    Each column becomes ``x = (v − median) / s`` with ``s`` its interquartile range (half its
-    range where the quartiles meet, as for a column that is mostly zeros), then
-    ``x / √(1 + (x/3)²)``: about ``x`` near the median, never beyond ±3, so an income of
-    millions or a count in the thousands is a large input, not one that swamps the others.
-    A constant column becomes 0.
-
-    >>> v = np.array([[0.0], [1.0], [2.0], [3.0], [100.0]])
-    >>> SmoothClipScaler().fit_transform(v).round(3).ravel().tolist()
-    [-0.949, -0.493, 0.0, 0.493, 2.994]
-    """
-
-    KNEE = 3.0  # interquartile ranges from the median where the clip bends the values
-
-    def fit(self, X: np.ndarray, y: None = None) -> SmoothClipScaler:
-        X = np.asarray(X, dtype=np.float64)
-        self.n_features_in_ = X.shape[1]
-        self.median_ = np.median(X, axis=0)
-        spread = np.quantile(X, 0.75, axis=0) - np.quantile(X, 0.25, axis=0)
-        flat = spread == 0
-        spread[flat] = 0.5 * (X.max(axis=0) - X.min(axis=0))[flat]
-        with np.errstate(divide="ignore"):
-            self.factor_ = np.where(spread > 0, 1.0 / spread, 0.0)
-        return self
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        return self._squash(self._scaled(X))
-
-    def _scaled(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "factor_")
-        return (np.asarray(X, dtype=np.float64) - self.median_) * self.factor_
-
-    @staticmethod
-    def _squash(x: np.ndarray) -> np.ndarray:
-        return x / np.sqrt(1 + (x / SmoothClipScaler.KNEE) ** 2)
-
-
-class AsinhScaler(SmoothClipScaler):
-    """Robust scaling as :class:`SmoothClipScaler`, then ``asinh(x)`` instead of clipping.
-
-    ``asinh(x) = log(x + √(x² + 1))`` is about ``x`` near the median and about ``log(2x)``
-    in the tails: a count a thousand IQRs out is a 7.6, not a 3 like every other large count,
-    so the tails keep their order and their ratios (what quantile scaling keeps, without its
-    steps on columns of few values).
-
-    >>> v = np.array([[0.0], [1.0], [2.0], [3.0], [100.0]])
-    >>> AsinhScaler().fit_transform(v).round(3).ravel().tolist()
-    [-0.881, -0.481, 0.0, 0.481, 4.585]
-    """
-
-    @staticmethod
-    def _squash(x: np.ndarray) -> np.ndarray:
-        return np.arcsinh(x)
-
-
-class QuantileNormalScaler(QuantileTransformer):
-    """Quantiles to a normal as the tabular deep-learning benchmarks take numbers (Gorishniy
-    et al.'s TabR and TabM code, pytabkit's ``quantile_tabr``, TabM-D's default): scikit-learn's
-    ``QuantileTransformer(output_distribution="normal")`` with max(min(n // 30, 1000), 10)
-    quantiles, fitted on the training values plus a tie-breaking jitter.
-
-    Why the jitter: scikit-learn sends every value at the lowest (highest) quantile to the
-    normal's bound, ±5.2. Where many rows share the smallest value (a count that is 0 in 76% of
-    rows, a blank pixel, a missing-value indicator) those rows all became −5.2, an outlier of
-    the column's own majority, and the others landed near +0.7. Fitted on values jittered by
-    10⁻³ of the column's standard deviation, the shared value spans several quantiles and maps
-    to its middle rank (−0.31 for 76% zeros), as values shared inside the range already did.
-    (The benchmarks' code jitters by 10⁻³/σ, which on a column of small spread, σ = 0.01,
-    would be ten times that spread; 10⁻³·σ breaks the ties on every scale.) The jitter is
-    drawn from ``random_state``; transforming uses the fitted quantiles alone.
-
-    >>> v = np.r_[np.zeros(76), np.arange(1.0, 25.0)].reshape(-1, 1)
-    >>> plain = QuantileTransformer(n_quantiles=10, output_distribution="normal").fit(v)
-    >>> plain.transform([[0.0]]).round(2)
-    array([[-5.2]])
-    >>> QuantileNormalScaler(n_quantiles=10, random_state=0).fit(v).transform([[0.0]]).round(2)
-    array([[-0.35]])
-    """
-
-    JITTER = 1e-3  # of each column's standard deviation
-
-    def __init__(self, *, n_quantiles: int = MAX_QUANTILES, random_state: int | None = None):
-        super().__init__(n_quantiles=n_quantiles, output_distribution="normal",
-                         subsample=None, random_state=random_state)
-
-    @staticmethod
-    def quantile_count(n_rows: int) -> int:
-        """The benchmarks' count: about 30 training rows a quantile, from 10 up to 1,000 (no
-        more than the rows, which scikit-learn would warn of)."""
-        return min(max(n_rows // 30, 10), MAX_QUANTILES, max(n_rows, 2))
-
-    def fit(self, X: np.ndarray, y: None = None) -> QuantileNormalScaler:
-        X = np.asarray(X, dtype=np.float64)
-        rng = np.random.default_rng(self.random_state)
-        return super().fit(X + self.JITTER * X.std(axis=0) * rng.standard_normal(X.shape))
-
-
-class RobustOrQuantileScaler(SmoothClipScaler):
-    """Each column robust-scaled and smoothly clipped (:class:`SmoothClipScaler`), except a
-    column the clip flattens: one with more than ``TAIL_SHARE`` of its training rows beyond
-    the clip's knee (3 interquartile ranges from the median) goes to a normal by its
-    quantiles (:class:`QuantileNormalScaler`) instead.
-
-    Why per column: the clip keeps a near-linear column straight (money, sizes: what small
-    tables live on, where quantiles bend it), but it maps every value of a heavy tail to
-    about ±3, so a count whose top tenth spans 100 to 10,000 loses the order within that
-    tenth; its quantiles keep it. Which of the two a column gets is decided by the clip's
-    own knee, on the training rows, never by the target.
-
-    >>> v = np.c_[np.arange(100.0), np.r_[np.arange(90.0), 1000.0 * np.arange(1, 11)]]
-    >>> scaler = RobustOrQuantileScaler(random_state=0).fit(v)
-    >>> scaler.tails_.tolist()
-    [False, True]
-    """
-
-    TAIL_SHARE = 0.05  # of the training rows beyond the knee: one row in twenty
-
-    def __init__(self, *, n_quantiles: int = MAX_QUANTILES, random_state: int | None = None):
-        self.n_quantiles, self.random_state = n_quantiles, random_state
-
-    def fit(self, X: np.ndarray, y: None = None) -> RobustOrQuantileScaler:
-        X = np.asarray(X, dtype=np.float64)
-        super().fit(X)
-        self.tails_ = (np.abs(self._scaled(X)) > self.KNEE).mean(axis=0) > self.TAIL_SHARE
-        self.quantile_ = QuantileNormalScaler(n_quantiles=self.n_quantiles,
-                                              random_state=self.random_state).fit(X)
-        return self
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        out = super().transform(X)
-        if self.tails_.any():  # else every column is the clip's: no quantiles to look up
-            out[:, self.tails_] = self.quantile_.transform(X)[:, self.tails_]
-        return out
-
-
-def _numeric_scaler(numeric: str, n_rows: int, random_state: int) -> BaseEstimator:
-    if numeric == "robust":
-        return SmoothClipScaler()
-    if numeric == "robust-or-quantile":
-        return RobustOrQuantileScaler(
-            n_quantiles=QuantileNormalScaler.quantile_count(n_rows), random_state=random_state)
-    if numeric == "asinh":
-        return AsinhScaler()
-    if numeric == "quantile":
-        return QuantileNormalScaler(n_quantiles=QuantileNormalScaler.quantile_count(n_rows),
-                                    random_state=random_state)
-    if numeric == "standard":
-        return StandardScaler()
-    raise DataError(f"numeric must be one of {', '.join(NUMERIC)}, got {numeric!r}")
-
-
 def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
                         random_state: int, numeric: str, n_rows: int,
                         dates: Iterable[str] = (),
@@ -285,7 +130,7 @@ def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
     if numeric_columns:
         numbers = Pipeline([
             ("impute", SimpleImputer(strategy="median", add_indicator=True)),
-            ("scale", _numeric_scaler(numeric, n_rows, random_state)),
+            ("scale", numeric_scaler(numeric, n_rows, random_state)),
         ])
         parts.append(("num", numbers, numeric_columns))
     if roles.onehot:
@@ -303,52 +148,10 @@ def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
     for name in alternatives if numeric_columns else ():
         # the same imputed values, scaled another way (no indicators: the first block has them)
         scaled = Pipeline([("impute", SimpleImputer(strategy="median")),
-                           ("scale", _numeric_scaler(name, n_rows, random_state))])
+                           ("scale", numeric_scaler(name, n_rows, random_state))])
         parts.append((f"num_{name}", scaled, numeric_columns))
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0,
                              verbose_feature_names_out=True)
-
-
-DATE_PARTS = {"year": "year", "month": "month", "dayofweek": "day_of_week", "hour": "hour"}
-
-
-def as_datetimes(values: pd.Series) -> pd.Series:
-    """Dates and ISO date strings as timezone-naive datetimes (UTC for aware ones); what does
-    not parse becomes missing."""
-    if not pd.api.types.is_datetime64_any_dtype(values):
-        values = pd.to_datetime(values.astype("string").str.strip(), errors="coerce",
-                                format="ISO8601", utc=True)
-    if getattr(values.dt, "tz", None) is not None:
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    return values
-
-
-def fit_dates(df: pd.DataFrame, columns: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """What ``expand_dates`` needs of each date column, learned from the training rows: the
-    earliest date (the origin of the continuous time) and whether to add the hour (not when
-    every time is midnight: plain dates)."""
-    out = {}
-    for col in columns:
-        t = as_datetimes(df[col]).dropna()
-        if not len(t):
-            raise DataError(f"the date column {col!r} has no readable date in the training "
-                            "rows; fix its values (2021-03-31) or drop it")
-        out[col] = {"origin": t.min().isoformat(), "hour": bool((t.dt.hour != 0).any())}
-    return out
-
-
-def expand_dates(values: pd.Series, origin: str, hour: bool) -> dict[str, np.ndarray]:
-    """A date column as numeric columns ``COL.year``, ``.month``, ``.dayofweek`` (0 is
-    Monday), ``.hour`` (when ``hour``) and ``.days`` (days since ``origin``, fractional):
-    the calendar for seasonal effects, the continuous time for trends. Missing or unreadable
-    dates are missing values (imputed, with an indicator)."""
-    t = as_datetimes(values)
-    name = values.name
-    out = {f"{name}.{part}": getattr(t.dt, attr).to_numpy(dtype=np.float64, na_value=np.nan)
-           for part, attr in DATE_PARTS.items() if part != "hour" or hour}
-    days = (t - pd.Timestamp(origin)) / pd.Timedelta(days=1)
-    out[f"{name}.days"] = days.to_numpy(dtype=np.float64, na_value=np.nan)
-    return out
 
 
 def _n_folds(task: str, y: np.ndarray, cv: int) -> int:
@@ -394,7 +197,7 @@ class TablePreprocessor(BaseEstimator):
     max_onehot : categoricals with at most this many levels are one-hot encoded, others
         target encoded; None (the default): while each level has ``MIN_ROWS_PER_LEVEL``
         training rows on average, and always up to ``MAX_ONEHOT_LEVELS`` levels (see
-        :func:`caviar.data.table.onehot_limit`).
+        :func:`caviar.data.roles.onehot_limit`).
     cv : folds of the out-of-fold target encoding.
     numeric : how numeric columns are scaled: ``"robust"`` (median and IQR, then smooth
         clipping to ±3; :class:`SmoothClipScaler`), ``"quantile"`` (to a normal distribution
@@ -658,12 +461,12 @@ class TablePreprocessor(BaseEstimator):
         if lacking:
             raise DataError(
                 f"the table lacks {len(lacking)} column(s) the model was trained on: "
-                f"{_names(lacking)}; add them (values may be missing)"
+                f"{quote_names(lacking)}; add them (values may be missing)"
             )
         extra = [c for c in df.columns if c not in self.columns_]
         if extra:
             warnings.warn(f"ignoring {len(extra)} column(s) unknown at training: "
-                          f"{_names(extra)}", stacklevel=2)
+                          f"{quote_names(extra)}", stacklevel=2)
         inputs = self._inputs(df)
         if warn_unseen:
             rows, unseen = self._unseen_levels(inputs)

@@ -69,9 +69,10 @@ from ..files import jsonable
 from ..hyperparams import DEFAULTS, SPACE_STRUCTURAL, resolve, structural_params
 from ..metrics import Metric, in_target_units, validation_score
 from ..model import CaviarModel
+from .budget import COARSE_SHARE, Budget
 from .samplers import QueuedTrial
 from .scaling import ScalingChoice
-from .scheduler import COARSE_SHARE, Budget, TuneProgress, Tuner
+from .scheduler import TuneProgress, Tuner
 from .space import Space
 from .study import keys
 from .study.archive import TrialArchive

@@ -78,6 +78,21 @@ from ..hyperparams import PATIENCE, resolve, structural_params, structure_key
 from ..metrics import Metric, get_metric, in_target_units, validation_score
 from ..model import CaviarModel
 from .bagging import distinct_configurations
+from .budget import (
+    BAG_FACTOR,
+    IMPORTANCE_SHARE,
+    PREDICT_FACTOR,
+    REFIT_FACTOR,
+    SEED_SHARE,
+    WRITER_TRIALS_PER_S,
+    Budget,
+    bag_declined,
+    end_seconds,
+    epoch_cost,
+    prefix_costs,
+    refit_cost,
+    structure_epoch_cost,
+)
 from .ensemble import KeptNetwork, KeptNetworks, seed_epochs, train_seeds
 from .samplers import AskTellGridSampler, QueuedTrial
 from .scaling import ScalingChoice
@@ -154,113 +169,6 @@ def structure_quota(population: int, trials_per_structure: int | None) -> int:
     return trials_per_structure or 2 * population
 
 
-# What an epoch costs, in seconds, fitted on this project's 2-core CPU (bench/README.md): a
-# fixed cost per minibatch step (Python and operator dispatch), then per member the
-# multiply-adds and the per-unit work (activation, dropout, batch norm) of every row, and the
-# optimizer's passes over the parameters at every step. The scheduler needs only ratios, and
-# an estimate rather than the clock keeps a seeded run reproducible.
-STEP_S, MAC_S, UNIT_S, PARAM_S = 1e-3, 2e-11, 1.7e-8, 3e-9
-
-
-def epoch_cost(population: Population, rows: int, members: int | None = None) -> float:
-    """Estimated seconds of one epoch of ``population`` (or of ``members`` members of its
-    structure) over ``rows`` rows."""
-    return structure_epoch_cost(population.structure, rows,
-                                population.size if members is None else members)
-
-
-def structure_epoch_cost(s: Structure, rows: int, members: int) -> float:
-    """Estimated seconds of one epoch of ``members`` members of structure ``s`` over ``rows``
-    rows (``epoch_cost``)."""
-    sizes = s.layer_sizes
-    macs = sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:]))  # ≈ parameters
-    units = sum(sizes[1:])
-    if s.plr_columns:  # per numeric column: θ, sin, cos over k, and a 2k → m layer
-        n, k, m = len(s.plr_columns), s.plr_frequencies, s.plr_dim
-        macs += n * 2 * k * m
-        units += n * (3 * k + m)
-    steps = math.ceil(rows / s.batch_size)
-    parameters = macs
-    if s.tabm_k > 1:  # TabM-mini: every row k times, k output layers and r
-        parameters += (s.tabm_k - 1) * sizes[-2] * sizes[-1] + s.tabm_k * sizes[0]
-    per_member = (rows * s.tabm_k * (macs * MAC_S + units * UNIT_S)
-                  + steps * parameters * PARAM_S)
-    return steps * STEP_S + members * per_member
-
-
-def refit_cost(networks: Sequence[Population], rows: int, folds: int = 0) -> float:
-    """Estimated seconds to train the configurations of ``networks`` (one member each)
-    afresh on ``rows`` rows for the epochs each ran, those of one structure as one
-    population (``training.refit_networks``); with ``folds``, as a bag: ``folds`` members
-    each, for up to ``seed_epochs`` (``bagging.bag_networks``)."""
-    costs = prefix_costs(networks, rows, folds)
-    return costs[-1] if costs else 0.0
-
-
-def prefix_costs(networks: Sequence[Population], rows: int, folds: int = 0) -> list[float]:
-    """``refit_cost`` of each of ``networks``' prefixes: element i, of the first i + 1
-    (one pass: a structure's populations pay their per-step overhead once, for the most
-    epochs any of its networks trains, and each member its own epochs)."""
-    groups: dict[tuple, tuple[float, float, int, int]] = {}  # fixed, member, max, sum
-    total, costs = 0.0, []
-    for n in networks:
-        key = structure_key(n.hyperparameters[0])
-        if key not in groups:
-            fixed = epoch_cost(n, rows, members=0)  # the per-step overhead
-            groups[key] = (fixed, epoch_cost(n, rows, 1) - fixed, 0, 0)
-        fixed, member, most, epochs = groups[key]
-        before = most * fixed + epochs * member * max(folds, 1)
-        own = seed_epochs(n) if folds else max(1, int(n.epoch[0]))
-        most, epochs = max(most, own), epochs + own
-        groups[key] = (fixed, member, most, epochs)
-        total += most * fixed + epochs * member * max(folds, 1) - before
-        costs.append(total)
-    return costs
-
-
-# What the end of a run costs, in seconds of this project's 2-core CPU (not scaled by the
-# run's training speed, which on tiny tables measures the epoch model's error, not the
-# machine: wine's epochs ran 13× their estimate): the final model, the test scores and the
-# report's fixed part (END_S, fitted on wage and digits on an idle machine: 3.0 s and 8.1 s
-# of end with the report); per trial, reading the trials back for the model and the
-# leaderboard (END_TRIAL_S), which every run does, and the report (REPORT_TRIAL_S), only a
-# run that writes one (a 60 s tune, both cores busy: Carseats' 2,111 trials 1.0 ms a trial
-# beyond END_S and 4.0 ms for the report, wage's 917 trials 4.1 ms for the report); and the
-# permutation importance, timed once on the model of the moment and taken PREDICT_FACTOR
-# times (digits, a 10 s tune: 2.9 s estimated, 2.1 s taken). The refit measured twice its
-# refit_cost (populations built, networks exported: 4.4 s for 1.8 s on wage); and the
-# archive writer's rate, for the backlog it must write (bench/README.md, "Budget").
-END_S, PREDICT_FACTOR = 2.0, 2.0
-END_TRIAL_S, REPORT_TRIAL_S = 0.001, 0.0042
-REFIT_FACTOR, WRITER_TRIALS_PER_S = 2.0, 30.0
-# A bag measured 0.82-1.51 times its refit_cost (seven tables, untimed: bench/README.md, "The
-# bag chooses by out-of-fold score"): held back at the refit's factor, a run that bagged
-# ended 8-11 s early and small tables' bags were declined at half their real cost
-BAG_FACTOR = 1.5
-# The report's permutation importance ranks columns; it may not take the search's time: the
-# tuner holds back at most this share of a time budget for it, and at the end it makes fewer
-# shuffles, or none, when they would not end within the budget (digits: 2.6 s a shuffle of
-# its 64 columns, a quarter of a 10 s tune).
-IMPORTANCE_SHARE = 0.1
-
-
-def end_seconds(trials: int, report: bool = True) -> float:
-    """The end of a run but its refit and importance, estimated: the final model, the test
-    scores and the report (``END_S``); reading the trials back (``END_TRIAL_S`` each); and
-    the report's part per trial when the run writes one (``report``; a run without it holds
-    no time back for what it does not do)."""
-    return END_S + trials * (END_TRIAL_S + (REPORT_TRIAL_S if report else 0.0))
-
-
-def importance_repeats(seconds: float | None, per_repeat: float) -> int:
-    """The shuffles of each column the end's permutation importance makes:
-    ``IMPORTANCE_REPEATS``, or as many as end within ``seconds`` (None: no time budget), each
-    taking ``per_repeat`` (0: none)."""
-    if seconds is None:
-        return IMPORTANCE_REPEATS
-    return max(0, min(IMPORTANCE_REPEATS, int(seconds / max(per_repeat, 1e-9))))
-
-
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     """The pruner called ``name``: "asha" (successive halving: rungs at epochs 1, 3, 9, 27, a
     third goes on), "median" or "none"."""
@@ -273,78 +181,8 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
 
 
-# the share of a budget the coarse search spends: coarse-to-fine's first round under a time
-# budget, and the default tuner before PBT refines its best; an even split, fixed before it
-# was measured (bench/README.md, "PBT after a coarse search", "The coarse round's time")
-COARSE_SHARE = 0.5
-# The most of a time budget the seeds of the best configuration (``Tuner.add_seeds``, asked
-# for with ``tune(seed_ensemble=N)``) may take: a quarter, a round share fixed before it was
-# measured; fewer seeds train when fewer fit. Off by default: at equal time they were a wash
-# (bench/README.md, "Seeds of the best network").
-SEED_SHARE = 0.25
 # their population's seed: far from the search's groups (seed + 1000 × worker + group)
 SEED_OFFSET = 1_000_003
-# The most of a time budget a bag of the kept model (``tune(refit="bag")``) may take: the
-# seeds' quarter, for the same reason (the search's time is worth more than a costly end);
-# a bag estimated to take more is declined, and the model stays as searched. (Held back
-# whatever its cost, a 60 s search lost trials to it and 2.5% on the ten tables:
-# bench/README.md, "Bagging over folds".)
-BAG_SHARE = SEED_SHARE
-
-
-def bag_declined(seconds: float, time_budget: float | None) -> bool:
-    """Whether a bag estimated at ``seconds`` is too costly for ``time_budget``."""
-    return time_budget is not None and seconds > BAG_SHARE * time_budget
-
-
-class Budget:
-    """The trials and seconds a study may spend; ``spent``: seconds earlier runs spent."""
-
-    def __init__(self, trials: int | None, time_budget: float | None, spent: float,
-                 start: float | None = None, reason: str = "time budget"):
-        """``start``: when this run began (``time.monotonic()``; default now), so that
-        preparing the data counts; ``reserve``: seconds held back for the end of the run
-        (the final model and the report), which the tuner keeps up to date; ``reason``: what
-        a trial its end stops records (``keys.STOPPED``)."""
-        self.trials, self.time_budget, self.spent = trials, time_budget, spent
-        self.start = time.monotonic() if start is None else start
-        self.reason = reason
-        self.reserve = 0.0
-
-    @property
-    def elapsed(self) -> float:
-        return self.spent + time.monotonic() - self.start
-
-    def out_of_time(self) -> bool:
-        """Whether the time left is only what the end of the run needs."""
-        return not self.fits(0.0)
-
-    def fits(self, seconds: float) -> bool:
-        """Whether ``seconds`` of work started now would end before the time held back."""
-        return (self.time_budget is None
-                or self.elapsed + self.reserve + seconds < self.time_budget)
-
-    def first(self, share: float, started: int, reason: str) -> Budget:
-        """The first ``share`` of what is left of this budget (its trials beyond the
-        ``started`` ones, its seconds from now), on the same clock; ``reason``: what the
-        trials its end stops record."""
-        trials = (None if self.trials is None
-                  else started + max(1, math.ceil(share * (self.trials - started))))
-        seconds = (None if self.time_budget is None
-                   else self.elapsed + share * (self.time_budget - self.elapsed))
-        return Budget(trials, seconds, self.spent, start=self.start, reason=reason)
-
-    def share_passed(self, share: float) -> Callable[[], bool] | None:
-        """A test of whether ``share`` of the time budget has passed (None without one)."""
-        if self.time_budget is None:
-            return None
-        return lambda: self.elapsed >= share * self.time_budget
-
-    def may_ask(self, started: int) -> bool:
-        """``started``: trials of this study that are finished or running."""
-        if self.out_of_time():
-            return False
-        return self.trials is None or started < self.trials
 
 
 class Tuner:

@@ -29,7 +29,8 @@ from ..data import (
     prepare,
     read_table,
 )
-from ..data.table import DataError, category_strings
+from ..data.errors import DataError
+from ..data.roles import category_strings
 from ..engine import resolve_device
 from ..files import jsonable, replace_file
 from ..hyperparams import NUMERIC_READS
@@ -38,21 +39,12 @@ from ..model import CaviarModel
 from ..training import train_network
 from ..workers.spec import WorkerSpec
 from .bagging import BAG_FOLDS, bag_model, check_groups
+from .budget import BAG_SHARE, COARSE_SHARE, Budget, end_seconds, importance_repeats
 from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
 from .scaling import ScalingChoice
-from .scheduler import (
-    BAG_SHARE,
-    COARSE_SHARE,
-    Budget,
-    TuneProgress,
-    Tuner,
-    end_seconds,
-    importance_repeats,
-    make_pruner,
-    structure_quota,
-)
+from .scheduler import TuneProgress, Tuner, make_pruner, structure_quota
 from .space import SEARCHED_ENCODINGS, SEARCHED_SCALINGS, Space, choice, default_space
 from .study import keys
 from .study.archive import TrialArchive, recover_journal

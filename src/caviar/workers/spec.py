@@ -37,7 +37,7 @@ class WorkerSpec:
     threads: int | None = None  # torch threads per worker (None: torch's default)
     scheduler: str = "asha"  # or "pbt" (one process: search/pbt.py)
     pbt_interval: int | None = None
-    pbt_coarse: float | None = None  # None: scheduler.COARSE_SHARE
+    pbt_coarse: float | None = None  # None: budget.COARSE_SHARE
     metric: str | None = None  # None: the default loss (caviar.metrics)
     validation: str | None = None  # a table of validation rows (a path every worker reads)
     test: str | None = None
