@@ -234,6 +234,36 @@ def test_early_stopping():
     assert no_stop.n_iter_ == len(no_stop.history_) == 7
 
 
+def test_a_large_table_validates_early_stopping_on_2500_rows(monkeypatch):
+    """validation_fraction=None: 10% of the rows up to 25,000 (scikit-learn's share), then
+    2,500 rows (AutoGluon's holdout without tuning); a share given is kept."""
+    import caviar.estimators as estimators
+
+    carved = []
+
+    def recording(*args, **kwargs):
+        prepared = real(*args, **kwargs)
+        carved.append((len(prepared.train), len(prepared.validation)))
+        return prepared
+
+    real = estimators.prepare
+    monkeypatch.setattr(estimators, "prepare", recording)
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(50_000, 2))
+    y = X[:, 0] + 0.1 * rng.normal(size=50_000)
+    quick = {"hidden_layer_sizes": (), "tabm_k": 1, "numeric_embedding": "none", "epochs": 1,
+             "random_state": 0}
+    large = CaviarRegressor(**quick).fit(X, y)
+    assert CaviarRegressor().get_params()["validation_fraction"] is None
+    assert carved[-1] == (47_500, 2_500) and large.validation_fraction_ == 0.05
+    small = CaviarRegressor(**quick).fit(X[:3000], y[:3000])
+    assert carved[-1] == (2_700, 300) and small.validation_fraction_ == 0.1
+    CaviarRegressor(**quick, validation_fraction=0.1).fit(X, y)
+    assert carved[-1] == (45_000, 5_000)
+    assert CaviarRegressor(**quick, early_stopping=False).fit(X, y).validation_fraction_ == 0
+    assert carved[-1] == (50_000, 0)
+
+
 def test_the_default_epochs_give_a_small_table_a_thousand_optimizer_steps():
     """epochs=None: 50, or as many as MIN_STEPS = 1,000 steps take. 300 rows at batch 128
     are 3 steps an epoch, so 334 epochs; 3,000 rows (24 steps an epoch) hold 1,200 in 50; a

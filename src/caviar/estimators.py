@@ -26,6 +26,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .data import NUMERIC, nested_kind, prepare
+from .data.prepare import validation_share
 from .hyperparams import (
     DEFAULTS,
     ESTIMATOR_NETWORK,
@@ -99,7 +100,7 @@ class _CaviarEstimator(BaseEstimator):
                  plr_sigma: float = DEFAULTS["plr_sigma"],
                  tabm_k: int | None = None,
                  front_scale: bool = DEFAULTS["front_scale"],
-                 early_stopping: bool = True, validation_fraction: float = 0.1,
+                 early_stopping: bool = True, validation_fraction: float | None = None,
                  n_iter_no_change: int = PATIENCE, categorical: Sequence[str] = (),
                  numeric: str | None = DEFAULTS["numeric"], random_state: int | None = None,
                  verbose: bool | int = False, device: str = "cpu"):
@@ -185,8 +186,13 @@ class _CaviarEstimator(BaseEstimator):
         # too few rows to hold some back, or no class with a second row to validate on
         early_stopping = (self.early_stopping and len(frame) >= 20
                           and (task == "regression" or pd.Series(y).value_counts().max() > 1))
+        self.validation_fraction_ = 0.0
+        if early_stopping:  # None: 10% up to 25,000 rows, then 2,500 rows (at least 1%)
+            self.validation_fraction_ = (
+                self.validation_fraction if self.validation_fraction is not None
+                else validation_share(len(frame), tuning=False))
         prepared = prepare(frame, _TARGET, task=task, categorical=self.categorical, seed=seed,
-                           val_size=self.validation_fraction if early_stopping else 0.0,
+                           val_size=self.validation_fraction_,
                            test_size=0.0, weight=_WEIGHT if sample_weight is not None else None,
                            numeric=numeric)
         hyperparameters["epochs"] = epochs = self._epochs(len(prepared.train), batch)
@@ -246,10 +252,13 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     layers, else 1; 1 fits one plain network); ``numeric_embedding`` "plr" by default
     (periodic embeddings of the numeric columns; "none" takes them as they are); ``epochs``
     the most epochs early stopping lets it train (None, the default: 50, or on a small table
-    as many as ``MIN_STEPS`` = 1,000 optimizer steps take).
+    as many as ``MIN_STEPS`` = 1,000 optimizer steps take); ``validation_fraction`` the share
+    of the rows early stopping validates on (None, the default: 10% up to 25,000 rows, then
+    2,500 rows, never under 1%: AutoGluon's holdout when it does not tune).
 
     Learned attributes: ``classes_``, ``model_`` (a ``CaviarModel``), ``history_`` (one dict
-    per epoch), ``n_iter_``, ``n_features_in_``.
+    per epoch), ``n_iter_``, ``n_features_in_``, ``validation_fraction_`` (the share early
+    stopping validated on; 0 without early stopping).
     """
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CaviarClassifier:

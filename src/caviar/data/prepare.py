@@ -31,18 +31,25 @@ if TYPE_CHECKING:
 # VALIDATION_ROWS once a fifth is more, and at least 2% (AutoGluon's holdout when it tunes,
 # min(0.2, 2·max(0.01, min(0.1, 2500/n)))). Past a few thousand rows the validation score's
 # standard error is small beside the gaps between the configurations it ranks, and the rows
-# are worth more to the networks' training (bench/README.md, "Validation rows").
+# are worth more to the networks' training (bench/README.md, "Validation rows"). One network's
+# early stopping (the estimators) holds back half of it, AutoGluon's holdout when it does not
+# tune: 10% up to 25,000 rows (scikit-learn's default), then 2,500 rows, at least 1%
+# (bench/README.md, "The estimators' validation rows").
 VALIDATION_ROWS = 5000
 
 
-def validation_share(rows: int) -> float:
-    """The share of a table of ``rows`` rows that ``prepare`` carves for validation by
-    default: 0.2 up to 25,000 rows, then VALIDATION_ROWS rows, never under 2%.
+def validation_share(rows: int, tuning: bool = True) -> float:
+    """The share of ``rows`` rows held back for validation by default: with ``tuning`` (what
+    ``prepare`` carves for a search) 0.2 up to 25,000 rows, then VALIDATION_ROWS rows, never
+    under 2%; without (one network's early stopping) half of that.
 
     >>> validation_share(10_000), validation_share(50_000), validation_share(1_000_000)
     (0.2, 0.1, 0.02)
+    >>> validation_share(10_000, tuning=False), validation_share(50_000, tuning=False)
+    (0.1, 0.05)
     """
-    return max(0.02, min(0.2, VALIDATION_ROWS / max(rows, 1)))
+    share = max(0.02, min(0.2, VALIDATION_ROWS / max(rows, 1)))
+    return share if tuning else share / 2
 
 
 @dataclass(frozen=True)
