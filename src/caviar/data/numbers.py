@@ -25,8 +25,8 @@ def is_integral(values: pd.Series) -> bool:
     return bool(np.all(np.isfinite(v)) and np.all(v == np.round(v)))
 
 
-
 def is_text(s: pd.Series) -> bool:
+    """Whether ``s`` holds text or other objects: not numbers, booleans, times or durations."""
     return not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
                 or pd.api.types.is_datetime64_any_dtype(s)
                 or pd.api.types.is_timedelta64_dtype(s))

@@ -6,8 +6,9 @@ missing values). They are returned raw: :func:`caviar.data.infer_roles` is what 
 columns out.
 
 >>> from caviar.datasets import list_datasets, load_dataset
->>> list_datasets()
-['baseball', 'default', 'diamonds', 'wage']
+>>> list_datasets()  # doctest: +NORMALIZE_WHITESPACE
+['baseball', 'default', 'diamonds', 'hi', 'hpc_data', 'loans_full_schema', 'snmesp',
+ 'txhousing', 'wage']
 >>> load_dataset("default").shape
 (10000, 4)
 """
