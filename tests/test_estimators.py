@@ -264,6 +264,27 @@ def test_a_large_table_validates_early_stopping_on_2500_rows(monkeypatch):
     assert carved[-1] == (50_000, 0)
 
 
+@pytest.mark.parametrize("estimator", [CaviarClassifier, CaviarRegressor])
+@pytest.mark.parametrize("bad, allowed", [
+    ({"validation_fraction": 1.5}, "a float in the range (0.0, 1.0) or None"),
+    ({"validation_fraction": 0.0}, "a float in the range (0.0, 1.0) or None"),
+    ({"n_iter_no_change": 0}, "an int in the range [1, inf)"),
+    ({"random_state": -1}, "an int in the range [0, 4294967295] or None"),
+    ({"early_stopping": "yes"}, "an instance of 'bool'"),
+])
+def test_a_bad_estimator_parameter_is_one_line_naming_it(estimator, bad, allowed):
+    """The estimator's own parameters are checked as scikit-learn checks its own, before
+    any work: one line naming the parameter, what it may be, and what it got."""
+    X, y = np.arange(40.0).reshape(20, 2), np.array([0, 1] * 10)
+    name = next(iter(bad))
+    with pytest.raises(ValueError) as raised:
+        estimator(**bad).fit(X, y)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"'{name}' parameter of {estimator.__name__} must be {allowed}" in message
+    assert f"Got {bad[name]!r} instead" in message
+
+
 def test_the_default_epochs_give_a_small_table_a_thousand_optimizer_steps():
     """epochs=None: 50, or as many as MIN_STEPS = 1,000 steps take. 300 rows at batch 128
     are 3 steps an epoch, so 334 epochs; 3,000 rows (24 steps an epoch) hold 1,200 in 50; a

@@ -17,11 +17,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_regressor
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -72,6 +74,17 @@ class _EpochLine:
 
 
 class _CaviarEstimator(BaseEstimator):
+    # The estimator's own parameters, checked at the start of fit as scikit-learn checks its
+    # own (one line naming the parameter, what it may be and what it got); the network's
+    # hyperparameters are the vocabulary's (caviar.hyperparams), which checks them alike.
+    _parameter_constraints: dict = {
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both"), None],
+        "verbose": ["verbose"],
+    }
+
     # the hyperparameters' defaults are the vocabulary's (caviar.hyperparams)
     def __init__(self, hidden_layer_sizes: Sequence[int] = DEFAULTS["hidden_layer_sizes"],
                  activation: str = DEFAULTS["activation"],
@@ -264,6 +277,7 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CaviarClassifier:
         """Fit on ``X`` and ``y``; ``sample_weight`` (one number ≥ 0 a row) weights each row's
         loss, and the validation loss early stopping watches."""
+        self._validate_params()
         frame = self._frame(X, y)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -292,6 +306,7 @@ class CaviarRegressor(RegressorMixin, _CaviarEstimator):
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CaviarRegressor:
         """Fit on ``X`` and ``y``; ``sample_weight`` (one number ≥ 0 a row) weights each row's
         loss, and the validation loss early stopping watches."""
+        self._validate_params()
         frame = self._frame(X, y)
         y = column_or_1d(y, warn=True).astype(np.float64)
         if np.unique(y).size < 2:
