@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from caviar.data.errors import DataError
 from caviar.data.roles import category_strings, drop_missing_target, infer_task
+from caviar.files import jsonable
 
 __all__ = ["split_frame", "time_split", "group_split", "holdout", "time_order"]
 
@@ -88,12 +88,12 @@ def split_frame(
         if len(single) == len(counts) and (test_size or val_size):
             raise DataError(
                 f"every class of target {target!r} has a single row, such as "
-                f"{_jsonable(single[0])!r}: no row can be validated or tested; is it an ID? "
+                f"{jsonable(single[0])!r}: no row can be validated or tested; is it an ID? "
                 f"pick the column that holds the labels")
         if single and (test_size or val_size):
             warnings.warn(
                 f"{len(single)} class(es) of the target have a single row, such as "
-                f"{_jsonable(single[0])!r}: they are trained on but never validated or "
+                f"{jsonable(single[0])!r}: they are trained on but never validated or "
                 f"tested; add rows of them, or drop those rows", stacklevel=2)
     rest, test = holdout(df, target, task, test_size, seed)
     train, val = holdout(rest, target, task, val_size / (1 - test_size), seed + 1)
@@ -188,7 +188,3 @@ def group_split(df: pd.DataFrame, column: str, test_size: float = 0.2, val_size:
     rest, test = cut(df, test_size, seed)
     train, val = cut(rest, val_size / (1 - test_size), seed + 1)
     return train, val, test
-
-
-def _jsonable(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
