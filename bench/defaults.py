@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.model_selection import train_test_split
 
@@ -77,15 +76,9 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            "tabm4_steps_patience": {**TABM4_STEPS, "n_iter_no_change": None}}
 
 
-def score(model, X, y, task: str) -> float:
-    if task == "regression":
-        return float(np.sqrt(metrics.mean_squared_error(y, model.predict(X))))
-    return float(metrics.log_loss(y, model.predict_proba(X), labels=model.classes_))
-
-
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from tables import ANY_TABLE, TABLES, load_table
+    from tables import ANY_TABLE, TABLES, load_table, test_score
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(ANY_TABLE))
@@ -115,7 +108,7 @@ def main() -> None:
                 model = cls(**config, random_state=seed)
                 started = time.perf_counter()
                 model.fit(X_train, y_train)
-                row[key] = round(score(model, X_test, y_test, table.task), 5)
+                row[key] = round(test_score(model, X_test, y_test, table.task), 5)
                 row[key + "_s"] = round(time.perf_counter() - started, 1)
                 row[key + "_epochs"] = model.n_iter_
             if args.no_hgb:
@@ -138,7 +131,7 @@ def main() -> None:
                     Xh_test[c] = Xh_test[c].cat.codes.replace(-1, np.nan)
             hgb.set_params(categorical_features="from_dtype")
             hgb.fit(Xh_train, y_train)
-            row["hgb"] = round(score(hgb, Xh_test, y_test, table.task), 5)
+            row["hgb"] = round(test_score(hgb, Xh_test, y_test, table.task), 5)
             line = json.dumps(row)
             print(line, flush=True)
             if args.out:

@@ -28,7 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from sklearn import metrics
 from sklearn.datasets import load_digits
 
 from caviar.data import drop_missing_target
@@ -181,6 +183,14 @@ def load_table(name: str) -> pd.DataFrame:
     else:
         df = load_dataset(name)
     return drop_missing_target(df, ANY_TABLE[name].target)
+
+
+def test_score(model, X: pd.DataFrame, y: pd.Series, task: str) -> float:
+    """A fitted scikit-learn-style model's score on the test rows: RMSE for a regression,
+    else log-loss over the model's classes (lower is better either way)."""
+    if task == "regression":
+        return float(np.sqrt(metrics.mean_squared_error(y, model.predict(X))))
+    return float(metrics.log_loss(y, model.predict_proba(X), labels=model.classes_))
 
 
 def run_each_table(doc: str, run: Callable[[str, int, float], dict], budget: float,

@@ -32,8 +32,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from sklearn import metrics
-from tables import ANY_TABLE, load_table
+from tables import ANY_TABLE, load_table, test_score
 
 from caviar import CaviarClassifier, CaviarRegressor
 from caviar.data import split_frame
@@ -41,12 +40,6 @@ from caviar.hyperparams import HYPERPARAMETERS, resolve
 
 BACKBONE = {"batch_norm": False, "dropout": 0.1, "optimizer": "adamw", "learning_rate": 2e-3,
             "weight_decay": 1e-5, "batch_size": 256, "activation": "relu"}
-
-
-def score(task: str, y: pd.Series, model, X: pd.DataFrame) -> float:
-    if task == "regression":
-        return float(np.sqrt(metrics.mean_squared_error(y, model.predict(X))))
-    return float(metrics.log_loss(y, model.predict_proba(X), labels=model.classes_))
 
 
 def searched_config(best: dict) -> dict:
@@ -81,7 +74,7 @@ def run(name: str, seed: int, ks: list[int], network: dict, patience: int,
         model = estimator(**{**network, "tabm_k": k}, n_iter_no_change=patience,
                           validation_fraction=0.25, categorical=list(spec.categorical),
                           random_state=seed).fit(X, y)
-        out[f"k{k}"] = {"test": score(spec.task, y_test, model, X_test),
+        out[f"k{k}"] = {"test": test_score(model, X_test, y_test, spec.task),
                         "epochs": model.n_iter_,
                         "seconds": round(time.perf_counter() - start, 2)}
         print(f"[{name} seed {seed}] k={k}: {out[f'k{k}']}", file=sys.stderr, flush=True)
