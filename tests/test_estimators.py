@@ -239,14 +239,13 @@ def test_a_large_table_validates_early_stopping_on_2500_rows(monkeypatch):
     2,500 rows (AutoGluon's holdout without tuning); a share given is kept."""
     import caviar.estimators as estimators
 
-    carved = []
+    real, carved = estimators.prepare, []
 
-    def recording(*args, **kwargs):
+    def recording(*args, **kwargs):  # the real prepare, its split's row counts kept
         prepared = real(*args, **kwargs)
         carved.append((len(prepared.train), len(prepared.validation)))
         return prepared
 
-    real = estimators.prepare
     monkeypatch.setattr(estimators, "prepare", recording)
     rng = np.random.RandomState(0)
     X = rng.normal(size=(50_000, 2))
