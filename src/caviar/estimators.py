@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from .data import NUMERIC, nested_kind, prepare
 from .data.prepare import validation_share
+from .data.roles import check_classes
 from .hyperparams import (
     DEFAULTS,
     ESTIMATOR_NETWORK,
@@ -286,7 +287,8 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
             raise ValueError(f"the target has only one class "
                              f"({np.asarray(self.classes_[0]).item()!r}); "
                              "a classifier needs at least 2 classes")
-        task = "binary" if len(self.classes_) == 2 else "multiclass"
+        task = check_classes("binary" if len(self.classes_) == 2 else "multiclass", "y",
+                             len(self.classes_))
         return self._fit(frame, y, task, sample_weight)
 
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -40,6 +40,8 @@ __all__ = [
     "MIN_ROWS_PER_LEVEL",
     "MAX_ONEHOT_WIDTH",
     "MAX_CLASSES",
+    "MAX_TARGET_CLASSES",
+    "check_classes",
     "NUMERIC_SHARE",
     "MAX_LEVEL_LENGTH",
     "DROPPED",
@@ -50,6 +52,9 @@ MAX_ONEHOT_LEVELS = 10  # categoricals with at most this many levels are always 
 MIN_ROWS_PER_LEVEL = 4  # more levels are one-hot while they have this many rows on average
 MAX_ONEHOT_WIDTH = 1000  # and up to this many levels (one-hot columns are dense float32)
 MAX_CLASSES = 20  # an integer target with more distinct values is a regression target
+# the most classes a target may have: the softmax output is a one-hot of the target, and a
+# multiclass target encoding makes a column per class of each encoded column
+MAX_TARGET_CLASSES = MAX_ONEHOT_WIDTH
 NUMERIC_SHARE = 0.95  # a text column whose values parse as numbers this often is numeric
 MAX_LEVEL_LENGTH = 1000  # a text column with longer values is free text, not a category
 DROPPED = "dropped by the user (drop=...)"  # the reason of a column the user left out
@@ -154,7 +159,7 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
         if task == "multiclass" and n_levels < 3:
             raise DataError(f"task='multiclass' needs 3 or more classes but {name} has 2; "
                             f"use task='binary'")
-        return task
+        return check_classes(task, name, n_levels)
     if numeric:
         if _looks_continuous(y, n_levels, len(y)):
             return "regression"
@@ -168,7 +173,19 @@ def infer_task(y: pd.Series | Sequence[Any] | np.ndarray, task: str | None = Non
                 f"{name} is numbers except {len(stray)} value(s) such as {stray.iloc[0]!r} "
                 f"(row {stray.index[0]}); fix them, or blank them to leave those rows out "
                 f"(to treat the values as labels, pass task='multiclass')")
-    return "binary" if n_levels == 2 else "multiclass"
+    return check_classes("binary" if n_levels == 2 else "multiclass", name, n_levels)
+
+
+def check_classes(task: str, name: str, n_levels: int) -> str:
+    """``task``, unless a multiclass target has more classes than caviar takes
+    (``MAX_TARGET_CLASSES``): an order number or a timestamp picked as the target (21,350
+    order ids of a 49,574-row table took minutes to encode, one column per class)."""
+    if task == "multiclass" and n_levels > MAX_TARGET_CLASSES:
+        raise DataError(
+            f"{name} has {n_levels:,} classes, more than the {MAX_TARGET_CLASSES:,} caviar "
+            f"takes: is it an ID? pick the column that holds the labels, or group rare "
+            f"classes into one")
+    return task
 
 
 def _looks_continuous(values: pd.Series, n_levels: int, rows: int) -> bool:

@@ -81,6 +81,9 @@ def files() -> dict[str, bytes]:
     typo.loc[5, "y"] = "oops"  # numbers, and one typo that would make every number a class
     out["target_numbers_with_a_typo.csv"] = csv(typo)
     out["every_class_one_row.csv"] = csv(ref.assign(y=[f"id{i}" for i in range(ROWS)]))
+    # an order number as the target: 1,001 classes of two rows each
+    many = reference(2002).assign(y=[f"order{i // 2}" for i in range(2002)])
+    out["too_many_classes.csv"] = csv(many)
     # three classes of two rows, the rest of one, and a 15-level category to target-encode
     out["nearly_every_class_one_row.csv"] = csv(ref.assign(
         k=[f"k{i % 15}" for i in range(ROWS)], y=[f"id{i % (ROWS - 3)}" for i in range(ROWS)]))
