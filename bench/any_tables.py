@@ -9,6 +9,9 @@ wall seconds, caviar's model's and a constant prediction's test scores as the co
 them, HGB's on the same metric (RMSE, or log-loss over the training rows' classes), and the
 errors of `caviar predict`, `explain` and `export` on the model, if any.
 
+`--realmlp JSONL`: RealMLP-TD at its defaults on the tables of an earlier sweep (the same
+draws: pass its --count, --seed and row limits), on the same split and metric.
+
 `--api`: instead of the command line, `CaviarClassifier`/`CaviarRegressor` at their defaults
 fitted on the training part as the table comes (its own pandas dtypes: categories, nullable
 integers, dates, booleans), and predicting the test part; the error, if any, is recorded.
@@ -105,12 +108,55 @@ def hgb_score(train: pd.DataFrame, test: pd.DataFrame, target: str, metric: str)
                                   labels=model.classes_))
 
 
-def run_one(name: str, df: pd.DataFrame, seed: int, budget: float) -> dict:
+def realmlp_score(train: pd.DataFrame, test: pd.DataFrame, target: str, metric: str) -> float:
+    """RealMLP-TD at its defaults on the same rows: missing numbers as the training median
+    (it takes none), other columns as categories."""
+    from pytabkit import RealMLP_TD_Classifier, RealMLP_TD_Regressor
+
+    train, test = train.dropna(subset=[target]), test.dropna(subset=[target])
+    X = pd.concat([train, test]).drop(columns=[target])
+    for c in X.columns:
+        if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c]):
+            X[c] = X[c].astype(float).fillna(X[c].iloc[: len(train)].median())
+        else:
+            X[c] = X[c].astype(str).astype("category")
+    X = X.loc[:, X.iloc[: len(train)].notna().all()]  # a column missing on every row
+    Xtr, Xte = X.iloc[: len(train)], X.iloc[len(train) :]
+    if metric == "rmse":
+        model = RealMLP_TD_Regressor(random_state=0, n_threads=1, verbosity=0)
+        model.fit(Xtr, train[target].astype(float))
+        return float(np.sqrt(metrics.mean_squared_error(test[target], model.predict(Xte))))
+    y_train, y_test = train[target].astype(str), test[target].astype(str)
+    seen = y_test.isin(set(y_train)).to_numpy()
+    model = RealMLP_TD_Classifier(random_state=0, n_threads=1, verbosity=0)
+    model.fit(Xtr, y_train)
+    return float(metrics.log_loss(y_test[seen], model.predict_proba(Xte[seen]),
+                                  labels=model.classes_))
+
+
+def split(df: pd.DataFrame, seed: int) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The target column and the training and test rows ``seed`` draws."""
     rng = np.random.default_rng(seed)
     target = str(rng.choice([str(c) for c in df.columns]))
     test_rows = rng.permutation(len(df))[: len(df) // 5]
-    test = df.iloc[np.sort(test_rows)]
-    train = df.drop(index=df.index[test_rows])
+    return target, df.drop(index=df.index[test_rows]), df.iloc[np.sort(test_rows)]
+
+
+def run_peer(name: str, df: pd.DataFrame, seed: int, before: dict) -> dict:
+    """RealMLP-TD on the split and metric of an earlier run of this table (``before``)."""
+    target, train, test = split(df, seed)
+    result = {"table": name, "target": target, "metric": before["metric"]}
+    start = time.perf_counter()
+    try:
+        result["realmlp"] = realmlp_score(train, test, target, before["metric"])
+    except Exception as error:  # noqa: BLE001 - the peer's failure is recorded, not fatal
+        result["realmlp_error"] = f"{type(error).__name__}: {error}"[:300]
+    result["realmlp_seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def run_one(name: str, df: pd.DataFrame, seed: int, budget: float) -> dict:
+    target, train, test = split(df, seed)
     result = {"table": name, "rows": len(df), "columns": df.shape[1], "target": target,
               "target_dtype": str(df[target].dtype), "target_levels": int(df[target].nunique())}
     with tempfile.TemporaryDirectory() as folder:
@@ -155,10 +201,7 @@ def run_api(name: str, df: pd.DataFrame, seed: int) -> dict:
     from caviar import CaviarClassifier, CaviarRegressor
     from caviar.data import infer_task
 
-    rng = np.random.default_rng(seed)
-    target = str(rng.choice([str(c) for c in df.columns]))
-    test_rows = rng.permutation(len(df))[: len(df) // 5]
-    test, train = df.iloc[np.sort(test_rows)], df.drop(index=df.index[test_rows])
+    target, train, test = split(df, seed)
     train, test = train[train[target].notna()], test[test[target].notna()]
     result = {"table": name, "rows": len(df), "target": target,
               "dtypes": sorted({str(t) for t in df.dtypes})}
@@ -184,11 +227,20 @@ def main() -> None:
     parser.add_argument("--min-rows", type=int, default=100)
     parser.add_argument("--part", default="0/1", help="K/N: this process runs every Nth table")
     parser.add_argument("--api", action="store_true", help="the estimators, not the CLI")
+    parser.add_argument("--realmlp", metavar="JSONL", help="RealMLP-TD on the tables of this "
+                        "earlier sweep (same --count, --seed, rows) whose tune ran")
     args = parser.parse_args()
     k, n = (int(v) for v in args.part.split("/"))
+    earlier = {}
+    if args.realmlp:
+        lines = Path(args.realmlp).read_text().splitlines()
+        earlier = {r["table"]: r for r in map(json.loads, lines) if r.get("metric")}
     for i, (name, df) in enumerate(draw_tables(args.count, args.seed, args.max_rows,
                                                    args.min_rows)):
-        if i % n == k:
+        if args.realmlp:
+            if i % n == k and name in earlier:
+                print(json.dumps(run_peer(name, df, args.seed + i, earlier[name])), flush=True)
+        elif i % n == k:
             result = (run_api(name, df, args.seed + i) if args.api
                       else run_one(name, df, args.seed + i, args.budget))
             print(json.dumps(result), flush=True)

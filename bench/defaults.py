@@ -72,6 +72,10 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            # the categoricals past the one-hot limit target-encoded, or embedded ("mixed")
            "plr_onehot": {**TABM4_STEPS_PLR, "encoding": "onehot"},
            "plr_mixed": {**TABM4_STEPS_PLR, "encoding": "mixed"},
+           # RealMLP's schedule: the rate's cosine decay to 0 over all the epochs, the best
+           # epoch kept (patience as long as any schedule), a peak rate of 3e-3
+           "plr_cosine_full": {**TABM4_STEPS_PLR, "lr_decay": "cosine",
+                               "n_iter_no_change": 1000, "learning_rate": 3e-3},
            # and early stopping's patience a fifth of those epochs (n_iter_no_change=None)
            "tabm4_steps_patience": {**TABM4_STEPS, "n_iter_no_change": None}}
 
