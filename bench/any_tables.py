@@ -30,15 +30,16 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tables import ANY_TABLE, _wheel  # noqa: E402
+from tables import ANY_TABLE, _wheel, test_score  # noqa: E402
 
 CAVIAR = str(Path(sys.executable).with_name("caviar"))
 MODEL_LINE = re.compile(r"test scores of the model[^:]*:(.*)")
@@ -86,52 +87,69 @@ def draw_tables(count: int, seed: int, max_rows: int, min_rows: int = 100
     return drawn
 
 
-def hgb_score(train: pd.DataFrame, test: pd.DataFrame, target: str, metric: str) -> float | None:
-    """HistGradientBoosting at its defaults on the same rows: object columns as categories."""
+def peer_score(train: pd.DataFrame, test: pd.DataFrame, target: str, metric: str,
+               encode: Callable[[pd.Series, int], pd.Series], regressor: Any,
+               classifier: Any) -> float:
+    """A peer's test score on the rows whose target is known, each input column as
+    ``encode(column, training_rows)`` makes it: ``regressor`` fitted for the RMSE, else
+    ``classifier`` for the log-loss over the training rows' classes (on the test rows of
+    those classes)."""
     train, test = train.dropna(subset=[target]), test.dropna(subset=[target])
     X = pd.concat([train, test]).drop(columns=[target])
     for c in X.columns:
-        if not pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]):
-            X[c] = X[c].astype(str).astype("category")
-            if X[c].cat.categories.size > 255:
-                X[c] = X[c].cat.codes
-    Xtr, Xte = X.iloc[:len(train)], X.iloc[len(train):]
+        X[c] = encode(X[c], len(train))
+    X = X.loc[:, X.iloc[: len(train)].notna().any()]  # a column missing on every row
+    Xtr, Xte = X.iloc[: len(train)], X.iloc[len(train) :]
     if metric == "rmse":
-        model = HistGradientBoostingRegressor(categorical_features="from_dtype", random_state=0)
-        model.fit(Xtr, train[target].astype(float))
-        return float(np.sqrt(metrics.mean_squared_error(test[target], model.predict(Xte))))
+        model = regressor.fit(Xtr, train[target].astype(float))
+        return test_score(model, Xte, test[target], "regression")
     y_train, y_test = train[target].astype(str), test[target].astype(str)
-    seen = y_test.isin(set(y_train))
-    model = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=0)
-    model.fit(Xtr, y_train)
-    return float(metrics.log_loss(y_test[seen], model.predict_proba(Xte[seen]),
-                                  labels=model.classes_))
+    seen = y_test.isin(set(y_train)).to_numpy()
+    model = classifier.fit(Xtr, y_train)
+    return test_score(model, Xte[seen], y_test[seen], "multiclass")
+
+
+def _is_number(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _for_hgb(column: pd.Series, rows: int) -> pd.Series:
+    """Numbers as they are; other values as categories (their codes past HGB's 255)."""
+    if _is_number(column):
+        return column
+    column = column.astype(str).astype("category")
+    return column.cat.codes if column.cat.categories.size > 255 else column
+
+
+def _for_realmlp(column: pd.Series, rows: int) -> pd.Series:
+    """Numbers with missing values as the training rows' median (RealMLP-TD takes none);
+    other values as categories."""
+    if _is_number(column):
+        return column.astype(float).fillna(column.iloc[:rows].median())
+    return column.astype(str).astype("category")
+
+
+def hgb_score(train: pd.DataFrame, test: pd.DataFrame, target: str, metric: str) -> float:
+    """HistGradientBoosting at its defaults on the same rows."""
+    return peer_score(train, test, target, metric, _for_hgb,
+                      HistGradientBoostingRegressor(categorical_features="from_dtype",
+                                                    random_state=0),
+                      HistGradientBoostingClassifier(categorical_features="from_dtype",
+                                                     random_state=0))
 
 
 def realmlp_score(train: pd.DataFrame, test: pd.DataFrame, target: str, metric: str) -> float:
-    """RealMLP-TD at its defaults on the same rows: missing numbers as the training median
-    (it takes none), other columns as categories."""
+    """RealMLP-TD at its defaults on the same rows."""
     from pytabkit import RealMLP_TD_Classifier, RealMLP_TD_Regressor
 
-    train, test = train.dropna(subset=[target]), test.dropna(subset=[target])
-    X = pd.concat([train, test]).drop(columns=[target])
-    for c in X.columns:
-        if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c]):
-            X[c] = X[c].astype(float).fillna(X[c].iloc[: len(train)].median())
-        else:
-            X[c] = X[c].astype(str).astype("category")
-    X = X.loc[:, X.iloc[: len(train)].notna().all()]  # a column missing on every row
-    Xtr, Xte = X.iloc[: len(train)], X.iloc[len(train) :]
-    if metric == "rmse":
-        model = RealMLP_TD_Regressor(random_state=0, n_threads=1, verbosity=0)
-        model.fit(Xtr, train[target].astype(float))
-        return float(np.sqrt(metrics.mean_squared_error(test[target], model.predict(Xte))))
-    y_train, y_test = train[target].astype(str), test[target].astype(str)
-    seen = y_test.isin(set(y_train)).to_numpy()
-    model = RealMLP_TD_Classifier(random_state=0, n_threads=1, verbosity=0)
-    model.fit(Xtr, y_train)
-    return float(metrics.log_loss(y_test[seen], model.predict_proba(Xte[seen]),
-                                  labels=model.classes_))
+    return peer_score(train, test, target, metric, _for_realmlp,
+                      RealMLP_TD_Regressor(random_state=0, n_threads=1, verbosity=0),
+                      RealMLP_TD_Classifier(random_state=0, n_threads=1, verbosity=0))
+
+
+def _failure(error: Exception, limit: int = 300) -> str:
+    """An exception as one short line for the results."""
+    return f"{type(error).__name__}: {error}"[:limit]
 
 
 def split(df: pd.DataFrame, seed: int) -> tuple[str, pd.DataFrame, pd.DataFrame]:
@@ -150,7 +168,7 @@ def run_peer(name: str, df: pd.DataFrame, seed: int, before: dict) -> dict:
     try:
         result["realmlp"] = realmlp_score(train, test, target, before["metric"])
     except Exception as error:  # noqa: BLE001 - the peer's failure is recorded, not fatal
-        result["realmlp_error"] = f"{type(error).__name__}: {error}"[:300]
+        result["realmlp_error"] = _failure(error)
     result["realmlp_seconds"] = round(time.perf_counter() - start, 1)
     return result
 
@@ -192,7 +210,7 @@ def run_one(name: str, df: pd.DataFrame, seed: int, budget: float) -> dict:
         try:
             result["hgb"] = hgb_score(train, test, target, found[0])
         except Exception as error:  # noqa: BLE001 - the peer's failure is recorded, not fatal
-            result["hgb_error"] = f"{type(error).__name__}: {error}"[:300]
+            result["hgb_error"] = _failure(error)
     return result
 
 
@@ -213,7 +231,7 @@ def run_api(name: str, df: pd.DataFrame, seed: int) -> dict:
         model.predict(test.drop(columns=[target]))
         result["task"] = task
     except Exception as error:  # noqa: BLE001 - what a user would see is the result
-        result["error"] = f"{type(error).__name__}: {error}"[:400]
+        result["error"] = _failure(error, 400)
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
 
