@@ -79,6 +79,7 @@ from caviar.data.roles import (
     infer_task,
 )
 from caviar.data.scalers import RobustOrQuantileScaler, SmoothClipScaler, numeric_scaler
+from caviar.files import jsonable
 from caviar.hyperparams import NUMERIC
 
 __all__ = ["TablePreprocessor", "make_target_encoder", "NUMERIC"]
@@ -172,11 +173,6 @@ def _n_folds(task: str, y: np.ndarray, cv: int) -> tuple[int, bool]:
     counts = np.bincount(y)
     folds = max(2, min(cv, int(counts[counts > 0].min())))
     return folds, int(counts.max()) >= folds
-
-
-def _jsonable(values: Iterable[Any]) -> list[Any]:
-    """Labels or categories as plain Python values (str, int, float, bool) for JSON."""
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
 def _label_array(values: list[Any]) -> np.ndarray:
@@ -586,13 +582,13 @@ class TablePreprocessor(BaseEstimator):
         if unknown:
             raise DataError(
                 f"the target holds {len(unknown)} class(es) unknown at training, such as "
-                f"{_jsonable(unknown)[0]!r}; known classes: {self._known_classes()}; drop "
+                f"{jsonable(unknown[0])!r}; known classes: {self._known_classes()}; drop "
                 "those rows, or train on rows that hold them"
             )
         return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
 
     def _known_classes(self) -> str:
-        labels = _jsonable(self.classes_.tolist())
+        labels = jsonable(self.classes_.tolist())
         more = f" and {len(labels) - 8} more" if len(labels) > 8 else ""
         return ", ".join(repr(v) for v in labels[:8]) + more
 
@@ -684,7 +680,7 @@ class TablePreprocessor(BaseEstimator):
             if self.target_range_ is not None:
                 meta["target_range"] = list(self.target_range_)
         else:
-            meta["classes"] = _jsonable(self.classes_.tolist())
+            meta["classes"] = jsonable(self.classes_.tolist())
         steps = self._steps()
         if "impute" in steps:
             indicator = steps["impute"].indicator_
@@ -696,10 +692,10 @@ class TablePreprocessor(BaseEstimator):
             if f"num_{name}" in steps:
                 arrays.update(_numeric_arrays(steps[f"num_{name}"], f"num_{name}"))
         if "onehot" in steps:
-            meta["onehot_categories"] = [_jsonable(c) for c in steps["onehot"].categories_]
+            meta["onehot_categories"] = [jsonable(list(c)) for c in steps["onehot"].categories_]
         if "encode" in steps:
             encoder = steps["encode"]
-            meta["te_categories"] = [_jsonable(c) for c in encoder.categories_]
+            meta["te_categories"] = [jsonable(list(c)) for c in encoder.categories_]
             for i, encoding in enumerate(encoder.encodings_):
                 arrays[f"te.encodings.{i}"] = np.asarray(encoding, dtype=np.float64)
             arrays["te.target_mean"] = np.atleast_1d(np.asarray(encoder.target_mean_,
