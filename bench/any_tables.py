@@ -173,7 +173,7 @@ def run_peer(name: str, df: pd.DataFrame, seed: int, before: dict) -> dict:
     return result
 
 
-def run_one(name: str, df: pd.DataFrame, seed: int, budget: float) -> dict:
+def run_one(name: str, df: pd.DataFrame, seed: int, budget: float, ways: bool = True) -> dict:
     target, train, test = split(df, seed)
     result = {"table": name, "rows": len(df), "columns": df.shape[1], "target": target,
               "target_dtype": str(df[target].dtype), "target_levels": int(df[target].nunique())}
@@ -187,7 +187,7 @@ def run_one(name: str, df: pd.DataFrame, seed: int, budget: float) -> dict:
             cwd=folder, capture_output=True, text=True,
             env={**os.environ, "COLUMNS": "250"})
         result["seconds"] = round(time.perf_counter() - start, 1)
-        if done.returncode == 0:  # the model's other ways out, each its own command
+        if done.returncode == 0 and ways:  # the model's other ways out, each its own command
             for command, args in {
                 "predict": ["out/model", "test.csv", "-o", "predictions.csv"],
                 "explain": ["out/model", "test.csv", "--repeats", "1"],
@@ -245,6 +245,8 @@ def main() -> None:
     parser.add_argument("--min-rows", type=int, default=100)
     parser.add_argument("--part", default="0/1", help="K/N: this process runs every Nth table")
     parser.add_argument("--api", action="store_true", help="the estimators, not the CLI")
+    parser.add_argument("--tune-only", action="store_true",
+                        help="skip predict, explain and export (an A/B of the tune alone)")
     parser.add_argument("--realmlp", metavar="JSONL", help="RealMLP-TD on the tables of this "
                         "earlier sweep (same --count, --seed, rows) whose tune ran")
     args = parser.parse_args()
@@ -260,7 +262,8 @@ def main() -> None:
                 print(json.dumps(run_peer(name, df, args.seed + i, earlier[name])), flush=True)
         elif i % n == k:
             result = (run_api(name, df, args.seed + i) if args.api
-                      else run_one(name, df, args.seed + i, args.budget))
+                      else run_one(name, df, args.seed + i, args.budget,
+                                   ways=not args.tune_only))
             print(json.dumps(result), flush=True)
 
 

@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..hyperparams import (
     DEFAULTS,
     ESTIMATOR_NETWORK,
+    ESTIMATOR_NETWORK_DECAYED,
     REALMLP_LIKE,
     SPACE_ONLY,
     close_names,
@@ -409,7 +410,13 @@ def _same(a: Any, b: Any) -> bool:
 # "The estimators' network in the warm start, again"; following the estimators' PLR and epochs
 # by steps: 0.997x over 18 runs on six tables never used for it, 0.979x on the ten tables,
 # 1.001x on the check tables, "The warm start follows the estimators").
-WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE)
+WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED)
+# Warm-start networks whose epochs follow the table's rows as the estimators' do
+# (``hyperparams.epochs_by_steps``).
+BY_STEPS = (ESTIMATOR_NETWORK, ESTIMATOR_NETWORK_DECAYED)
+# Warm-start networks that train to the end of their schedule: a rate decayed to 0 does its
+# finest fitting last, past plateaus that early stopping would end it on.
+FULL_SCHEDULE = (ESTIMATOR_NETWORK_DECAYED,)
 
 
 @dataclass(frozen=True)
@@ -426,17 +433,19 @@ class QueuedTrial:
     # the estimators' network: where its turns would not end it within a time budget, it
     # trains before the other groups (``Tuner.behind``)
     first: bool = False
+    full_schedule: bool = False  # trains all its epochs: no early stopping (FULL_SCHEDULE)
 
     @classmethod
     def retried(cls, params: dict[str, Any], attrs: dict[str, Any]) -> QueuedTrial:
         """A re-queued trial (``SharedStudy.next_retry``): asked again as it was."""
         return cls(params, attrs.get(keys.OUTSIDE_SPACE) or {}, bool(attrs.get(keys.WARM)),
-                   bool(attrs.get(keys.FIRST)))
+                   bool(attrs.get(keys.FIRST)), bool(attrs.get(keys.FULL_SCHEDULE)))
 
     def attrs(self) -> dict[str, Any]:
         """The user attributes the trial is enqueued with."""
         return ({keys.WARM: True} if self.warm else {}) | (
             {keys.FIRST: True} if self.first else {}) | (
+            {keys.FULL_SCHEDULE: True} if self.full_schedule else {}) | (
             {keys.OUTSIDE_SPACE: self.outside} if self.outside else {})
 
 
@@ -459,7 +468,7 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
     out: list[QueuedTrial] = []
     for config in configs:
         config = resolve(config)
-        estimators = config == ESTIMATOR_NETWORK  # its epochs follow the rows; it may go first
+        by_steps = config in BY_STEPS  # its epochs follow the rows
         # "the table's own scaling" (None): the configuration under each one the space holds
         scalings = (space.numeric_values() if config["numeric"] is None
                      else (config["numeric"],))
@@ -468,14 +477,15 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
             if params is None:
                 continue
             outside = _outside(space, config)
-            if rows and estimators and _draws_epochs(space):
+            if rows and by_steps and _draws_epochs(space):
                 epochs = epochs_by_steps(config["epochs"], config["batch_size"], rows)
                 if epochs != config["epochs"]:
                     outside["epochs"] = epochs
                     if "epochs" in space and space["epochs"].high is not None:  # a range
                         axis = space["epochs"]
                         params[axis.optuna_name] = axis.encode(min(epochs, axis.high))
-            known = QueuedTrial(params, outside, first=estimators)
+            known = QueuedTrial(params, outside, first=config == ESTIMATOR_NETWORK,
+                                full_schedule=config in FULL_SCHEDULE)
             if known not in out:
                 out.append(known)
     return out

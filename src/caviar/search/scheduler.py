@@ -19,7 +19,8 @@ How trials meet populations (slot refill):
   survivors vectorize little. With the grid sampler, which must place every grid point
   itself, each trial joins whichever group matches its structure.
 - A new study's first trials are known-good networks (``samplers.warm_start``: the
-  estimators' network, TabM-mini, and a RealMLP-like one), each alone in a group of its own
+  estimators' network, TabM-mini, a RealMLP-like one, and the estimators' network on
+  RealMLP's schedule, which alone trains to the end of it), each alone in a group of its own
   that no other trial joins, and never pruned. Shared with 15 random draws, in a short
   budget each got a sixteenth of the epochs the estimator gives its one network, and a 10 s
   tune scored 1.185x the defaults; alone, with groups taking turns by time, it trains about
@@ -144,6 +145,7 @@ class _Group:
     cost: float = 0.0  # estimated seconds of training so far (``epoch_cost``)
     solo: bool = False  # a warm-start network alone: no other trial joins it
     first: bool = False  # the estimators' network: first while behind (``Tuner.behind``)
+    full_schedule: bool = False  # a warm-start network that trains all its epochs
     numeric: str = ""  # its members' numeric scaling (the table's own written out)
 
     @property
@@ -423,6 +425,7 @@ class Tuner:
             if trial.user_attrs.get(keys.WARM):  # a known-good network trains alone (see
                 group = self._new_group(trial, params)  # the module's notes)
                 group.solo, group.first = True, bool(trial.user_attrs.get(keys.FIRST))
+                group.full_schedule = bool(trial.user_attrs.get(keys.FULL_SCHEDULE))
                 continue
             if group is None:  # a leader (or any grid point): join a group of its shape,
                 # reopening a draining one (its few survivors fill up again)
@@ -512,8 +515,10 @@ class Tuner:
                 trial.report(value, epoch)
                 # a warm-start network ends as the estimators' early stopping ends theirs:
                 # PATIENCE epochs without a better validation score (on a small table it
-                # trains their hundreds of epochs, and most of them can be past its best)
-                stalled = group.solo and epoch - int(pop.best_epoch[slot]) >= PATIENCE
+                # trains their hundreds of epochs, and most of them can be past its best),
+                # unless it trains to the end of its schedule (samplers.FULL_SCHEDULE)
+                stalled = (group.solo and not group.full_schedule
+                           and epoch - int(pop.best_epoch[slot]) >= PATIENCE)
                 if epoch >= pop.hyperparameters[slot]["epochs"] or stalled:
                     # the value of the network kept: the trial's best epoch
                     self._finish(group, slot, TrialState.COMPLETE,

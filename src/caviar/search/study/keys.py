@@ -66,6 +66,9 @@ WARM = "warm_start"  # True: a known-good network of the warm start (samplers.wa
 # True: the warm start's estimators' network, which trains first when a short budget would
 # end it before its turns do (scheduler.Tuner.behind)
 FIRST = "estimators_network"
+# True: a warm-start network that trains to the end of its schedule, not stopped at a plateau
+# of its validation score (samplers.FULL_SCHEDULE)
+FULL_SCHEDULE = "full_schedule"
 # a warm-start trial's values of hyperparameters its space does not name, {name: value}:
 # its configuration is what the space draws updated by these (samplers.QueuedTrial)
 OUTSIDE_SPACE = "outside_space"
