@@ -27,7 +27,8 @@ from caviar.hyperparams import (
 from caviar.search import Space, choice, default_space, log_uniform
 from caviar.search import fixed as fixed_value
 from caviar.search.budget import Budget, epoch_cost, refit_cost
-from caviar.search.samplers import warm_start
+from caviar.search.samplers import QueuedTrial, warm_start
+from caviar.search.study import keys
 from caviar.search.tune import _rows, tune
 from caviar.training import refit_networks
 
@@ -176,65 +177,77 @@ def test_a_new_study_starts_from_the_estimators_network_and_a_realmlp_like_one(w
     space = default_space()
     result = tune(wine_csv, "cultivar", trials=4, population=4, space=space,
                   out=tmp_path / "warm", seed=0, refit="none")
-    first = sorted(result.study.trials, key=lambda t: t.number)[:2]
+    first = sorted(result.study.trials, key=lambda t: t.number)[:3]
     rows = len(prepare(pd.read_csv(wine_csv), "cultivar", seed=0).train)  # tune's
     assert [t.params for t in first] == [w.params for w in warm_start(space, rows=rows)]
     made = [t.user_attrs["hyperparameters"] for t in first]
     estimators = CaviarClassifier().get_params()
-    for config, hyperparameters in zip((estimators, REALMLP_LIKE), made):
+    decayed = {**estimators, "lr_decay": "cosine", "learning_rate": 3e-3}  # RealMLP's schedule
+    for config, hyperparameters in zip((estimators, REALMLP_LIKE, decayed), made):
         for name in ("hidden_layer_sizes", "optimizer", "learning_rate", "dropout",
                      "lr_decay", "batch_size", "batch_norm"):
             assert _plain(hyperparameters[name]) == _plain(config[name]), name
     # the estimators' network as CaviarClassifier() fits it on the tune's training rows:
     # PLR, and epochs by optimizer steps (wine's ~107 training rows are one step an epoch,
-    # so the 50 default epochs become MIN_STEPS, past the space's epochs axis); the
-    # RealMLP-like network embeds with PLR too, for its own 50 epochs
+    # so the 50 default epochs become MIN_STEPS, past the space's epochs axis), on either
+    # schedule; the RealMLP-like network embeds with PLR too, for its own 50 epochs
     expected = epochs_by_steps(DEFAULTS["epochs"], DEFAULTS["batch_size"], rows)
     assert expected == CaviarClassifier()._epochs(rows, DEFAULTS["batch_size"]) == MIN_STEPS
-    assert [h["epochs"] for h in made] == [expected, REALMLP_LIKE["epochs"]]
-    assert [h["numeric_embedding"] for h in made] == ["plr", "plr"]
+    assert [h["epochs"] for h in made] == [expected, REALMLP_LIKE["epochs"], expected]
+    assert [h["numeric_embedding"] for h in made] == ["plr"] * 3
     assert made[1]["plr_sigma"] == pytest.approx(REALMLP_LIKE["plr_sigma"])
     # the estimators' network as they fit it: TabM-mini, though the space draws no tabm_k
     # (the search's own trials are one network each)
-    assert [h["tabm_k"] for h in made] == [TABM_K, 1]
-    assert all(t.user_attrs["hyperparameters"]["tabm_k"] == 1 for t in result.study.trials[2:])
+    assert [h["tabm_k"] for h in made] == [TABM_K, 1, TABM_K]
+    assert all(t.user_attrs["hyperparameters"]["tabm_k"] == 1 for t in result.study.trials[3:])
     # each trains alone and is never pruned (no other trial shares its population, so none
     # is compared with it); it ends at its last epoch or, as the estimators' early stopping
     # ends their fit, PATIENCE epochs after its best; the search's trials share the other
     # slots. On wine the estimators' network is past its best long before its 1,000 epochs.
-    assert [t.state for t in first] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [t.state for t in first] == [optuna.trial.TrialState.COMPLETE] * 3
     for trial, hyperparameters in zip(first, made):
         curve = trial.intermediate_values  # epoch -> validation log-loss
         last, best = max(curve), min(curve, key=curve.get)
         assert last == hyperparameters["epochs"] or last - best == PATIENCE
         assert trial.value == pytest.approx(curve[best])
     assert max(first[0].intermediate_values) < made[0]["epochs"]
+    # on RealMLP's schedule it trains to the end: the rate decays to 0 over all its epochs
+    assert max(first[2].intermediate_values) == made[2]["epochs"]
+    assert [t.user_attrs.get(keys.FULL_SCHEDULE, False) for t in first] == [False, False, True]
     # a resumed study does not start over from them
     again = tune(wine_csv, "cultivar", trials=6, population=2, space=space,
                  out=tmp_path / "warm", seed=0, refit="none")
     assert [t.params for t in again.study.trials[4:]] != [w.params for w in warm_start(space)]
+    assert not any(t.user_attrs.get(keys.WARM) for t in again.study.trials[4:])
 
 
 def test_warm_start_keeps_only_configurations_inside_the_space():
     assert warm_start(Space.from_dict(WINE_SPACE)) == []  # epochs 3..6, widths 8 and 16
     wide = default_space().replace({"width": choice([32, 64]), "l2": log_uniform(1e-5, 1.0)})
-    (only,) = warm_start(wide)  # the defaults' 64 wide layers; not RealMLP's 256
+    # the defaults' 64 wide layers, on either schedule; not RealMLP's 256
+    only, decayed = warm_start(wide)
     assert only.params["width"] == 64 and only.params["l2"] == 1e-5  # l2 = 0: the floor
     assert only.outside == {"tabm_k": TABM_K}  # the estimators' k: the space draws none
+    assert decayed.params == only.params | {"learning_rate": 3e-3, "lr_decay": "cosine"}
     fixed = default_space().replace({"optimizer": fixed_value("adamw")})
     (realmlp,) = warm_start(fixed)
     assert realmlp.params["width"] == 256 and "optimizer" not in realmlp.params
     assert realmlp.outside == {}
     # a searched scaling: each configuration under both
     searched = default_space().replace({"numeric": choice(["robust", "quantile"])})
-    assert [w.params["numeric"] for w in warm_start(searched)] == ["robust", "quantile"] * 2
-    # the estimators' network, under each scaling, is the one that may go first
-    assert [w.first for w in warm_start(searched)] == [True, True, False, False]
+    assert [w.params["numeric"] for w in warm_start(searched)] == ["robust", "quantile"] * 3
+    # the estimators' network, under each scaling, is the one that may go first; on RealMLP's
+    # schedule, the one that trains to the end of it
+    assert [w.first for w in warm_start(searched)] == [True, True] + [False] * 4
+    assert [w.full_schedule for w in warm_start(searched)] == [False] * 4 + [True, True]
+    # a dead worker's re-queued trial is asked as it was (Optuna copies its user attributes)
+    for known in warm_start(searched):
+        assert QueuedTrial.retried(known.params, known.attrs()) == known
     # networks reading both scalings: each configuration once, reading both (the table holds
     # the two blocks, but no network reads one alone)
     both = default_space().replace({"numeric": "robust+quantile"})
     assert both.scalings() == ("robust", "quantile")
-    assert len(warm_start(both)) == len(warm_start(default_space())) == 2  # fixed: no param
+    assert len(warm_start(both)) == len(warm_start(default_space())) == 3  # fixed: no param
     # a configuration's value of an axis the space does not name goes with its trial; one
     # the space fixes to another value leaves the configuration out
     estimators = DEFAULTS.replace(tabm_k=TABM_K)
@@ -251,12 +264,13 @@ def test_the_estimators_network_trains_the_epochs_the_estimators_give_it():
     steps), beyond the space's epochs axis if need be; the RealMLP-like network and a space
     that fixes the epochs are left alone."""
     space = default_space()
-    big, _ = warm_start(space, rows=100_000)  # 782 steps an epoch: 50 epochs are plenty
-    assert big.outside == {"tabm_k": TABM_K}
+    big, _, big_decayed = warm_start(space, rows=100_000)  # 782 steps an epoch: 50 epochs
+    assert big.outside == big_decayed.outside == {"tabm_k": TABM_K}  # are plenty
     assert big == warm_start(space)[0]
-    small, realmlp = warm_start(space, rows=300)  # 3 steps an epoch: 334 epochs
+    small, realmlp, small_decayed = warm_start(space, rows=300)  # 3 steps an epoch: 334
     assert small.outside == {"tabm_k": TABM_K, "epochs": math.ceil(MIN_STEPS / 3)}
     assert small.params["epochs"] == space["epochs"].high  # the axis's top stands in
+    assert small_decayed.outside == small.outside  # on RealMLP's schedule: the same epochs
     assert realmlp == warm_start(space)[1]
     fixed = space.replace({"epochs": fixed_value(20)})
     assert warm_start(fixed, rows=300) == warm_start(fixed)
@@ -269,8 +283,10 @@ def test_a_warm_start_trains_the_network_it_names_in_a_space_of_few_axes(wine_cs
     RealMLP's layers, optimizer, dropout, decay and PLR (the values the space does not name
     go with the trial), not the vocabulary's defaults with RealMLP's learning rate."""
     space = Space({"learning_rate": log_uniform(1e-4, 1e-2)})
-    estimators, realmlp = warm_start(space)
+    estimators, realmlp, decayed = warm_start(space)
     assert estimators.outside == {"tabm_k": TABM_K, "numeric_embedding": "plr"}
+    assert decayed.params == {"learning_rate": pytest.approx(3e-3)}
+    assert decayed.outside == estimators.outside | {"lr_decay": "cosine"}
     assert realmlp.params == {"learning_rate": pytest.approx(2e-3)}
     assert realmlp.outside["optimizer"] == "adamw"
     result = tune(wine_csv, "cultivar", trials=2, population=2, space=space,
