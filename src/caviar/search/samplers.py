@@ -409,7 +409,9 @@ def _same(a: Any, b: Any) -> bool:
 # is known to work untuned and from the network a user gets without a tune (bench/README.md,
 # "The estimators' network in the warm start, again"; following the estimators' PLR and epochs
 # by steps: 0.997x over 18 runs on six tables never used for it, 0.979x on the ten tables,
-# 1.001x on the check tables, "The warm start follows the estimators").
+# 1.001x on the check tables, "The warm start follows the estimators"); and the estimators'
+# network on RealMLP's schedule, trained to its end, for targets close to a function of the
+# columns ("The estimators' network on RealMLP's schedule in the warm start").
 WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED)
 # Warm-start networks whose epochs follow the table's rows as the estimators' do
 # (``hyperparams.epochs_by_steps``).
@@ -454,8 +456,8 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
     """The warm-start trials of each of ``configs`` (caviar's vocabulary) that ``space`` can
     draw; configurations outside it are left out.
 
-    ``rows``: the training rows. The estimators' network (``ESTIMATOR_NETWORK``) then trains
-    the epochs the estimators give it on as many rows (``hyperparams.epochs_by_steps``)
+    ``rows``: the training rows. The estimators' network (``BY_STEPS``: on either schedule)
+    then trains the epochs the estimators give it on as many rows (``hyperparams.epochs_by_steps``)
     unless the space fixes ``epochs``; more than the axis holds go with the trial as
     ``outside``, its Optuna value being the axis's top.
 
