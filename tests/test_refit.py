@@ -172,8 +172,8 @@ def test_an_unknown_refit_is_one_clear_error(wine_csv, tmp_path):
 
 
 
-def test_a_new_study_starts_from_the_estimators_network_and_a_realmlp_like_one(wine_csv,
-                                                                             tmp_path):
+def test_a_new_study_starts_from_the_estimators_network_on_both_schedules_and_a_realmlp_like_one(
+        wine_csv, tmp_path):
     space = default_space()
     result = tune(wine_csv, "cultivar", trials=4, population=4, space=space,
                   out=tmp_path / "warm", seed=0, refit="none")
