@@ -114,6 +114,7 @@ class _CaviarEstimator(BaseEstimator):
                  plr_sigma: float = DEFAULTS["plr_sigma"],
                  tabm_k: int | None = None,
                  front_scale: bool = DEFAULTS["front_scale"],
+                 solver: str = DEFAULTS["solver"],
                  early_stopping: bool = True, validation_fraction: float | None = None,
                  n_iter_no_change: int = PATIENCE, categorical: Sequence[str] = (),
                  numeric: str | None = DEFAULTS["numeric"], random_state: int | None = None,
@@ -145,6 +146,7 @@ class _CaviarEstimator(BaseEstimator):
         self.plr_sigma = plr_sigma
         self.tabm_k = tabm_k
         self.front_scale = front_scale
+        self.solver = solver
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change

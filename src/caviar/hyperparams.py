@@ -35,6 +35,7 @@ OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 LR_DECAYS = ("none", "inverse_time", "exponential", "step", "cosine")
 ENCODINGS = ("onehot", "embedding", "mixed")
 NUMERIC_EMBEDDINGS = ("none", "plr")
+SOLVERS = ("gradient", "exact")
 KINDS = ("int", "float", "choice", "bool", "sizes")
 # how numeric columns are scaled (caviar.data.preprocess), the default first
 NUMERIC = ("robust", "asinh", "quantile", "standard", "robust-or-quantile")
@@ -190,6 +191,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                      "first layer's input multiplied by a learned factor per input (1 at "
                      "first), stepped faster than the weights and decayed as they are; a soft "
                      "choice of which inputs count", structural=True),
+    "solver": H("choice", "gradient", "how the weights are found: gradient (minibatch steps "
+                "of the optimizer) or exact (a regression network with no hidden layer: the "
+                "normal equations' minimizer of its L2-penalized cost, each epoch on all rows)",
+                choices=SOLVERS, structural=True),
     "learning_rate": H("float", 1e-3, "α, the step size", low=0, closed="neither"),
     "optimizer": H("choice", "adam", "the update rule", choices=OPTIMIZERS),
     "momentum": H("float", 0.9, "β of momentum: v ← βv + (1 − β)dW", low=0, high=1),
@@ -334,6 +339,15 @@ ESTIMATOR_NETWORK = DEFAULTS.replace(tabm_k=TABM_K, numeric_embedding="plr")
 # percent on small noisy tables and took 2.4x the seconds ("The estimators on RealMLP's
 # schedule").
 ESTIMATOR_NETWORK_DECAYED = ESTIMATOR_NETWORK.replace(lr_decay="cosine", learning_rate=3e-3)
+
+# The seeds' linear regression (no hidden layer) with its L2-penalized cost solved exactly
+# (``solver="exact"``: one epoch is the minimizer), at λ = 10^r for r = -2, 0, 2. Where the
+# target is close to a linear function of the columns, gradient steps on any network stop
+# short of it (a random sweep's regression targets: ridge regression 0.0001-0.5x caviar's
+# RMSE on 6 of 28; bench/README.md, "The seeds' linear regression, solved, in the warm
+# start"); where it is not, the validation rows leave it out of the model.
+LINEAR_EXACT = tuple(DEFAULTS.replace(hidden_layer_sizes=(), solver="exact", epochs=1, l2=l2)
+                     for l2 in (1e-2, 1.0, 1e2))
 
 # The estimators' network trains at least this many optimizer steps: an epoch is
 # ⌈rows / batch⌉ steps, so on a small table 50 epochs are few (240 training rows at batch 128:

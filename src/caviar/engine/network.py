@@ -225,6 +225,7 @@ class Structure:
     plr_dim: int = 0
     tabm_k: int = 1
     front_scale: bool = False
+    exact: bool = False  # solver="exact": the weights solved, not stepped (``exact.py``)
 
     @property
     def n_dense(self) -> int:
@@ -316,7 +317,7 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
     skip |= {c.code_column for c in layout.categoricals}
     skip |= {j for c in embedded for j in c.dense_columns} | set(plr)
     dense = tuple(j for j in range(layout.n_columns) if j not in skip)
-    return Structure(
+    structure = Structure(
         task=task, n_inputs=layout.n_columns, n_outputs=n_outputs,
         hidden_layer_sizes=config["hidden_layer_sizes"], activation=config["activation"],
         batch_norm=config["batch_norm"], batch_size=int(config["batch_size"]),
@@ -326,7 +327,22 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
                          for c in embedded),
         plr_columns=tuple(plr), plr_frequencies=int(config["plr_frequencies"]) if plr else 0,
         plr_dim=int(config["plr_dim"]) if plr else 0, tabm_k=int(config["tabm_k"]),
-        front_scale=bool(config["front_scale"]))
+        front_scale=bool(config["front_scale"]), exact=config["solver"] == "exact")
+    if structure.exact:
+        _check_exact(structure)
+    return structure
+
+
+def _check_exact(s: Structure) -> None:
+    """ValueError unless ``solver="exact"`` can solve networks of structure ``s``: a linear
+    regression on the columns as they are."""
+    why = ("a regression task" if s.task != "regression"
+           else "no hidden layer (hidden_layer_sizes=[])" if s.hidden_layer_sizes
+           else "columns read as they are (numeric_embedding=none, no embedded categorical, "
+                "front_scale=false)" if s.embeddings or s.plr_columns or s.front_scale
+           else None)
+    if why is not None:
+        raise ValueError(f"solver=exact needs {why}; use solver=gradient otherwise")
 
 
 def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,

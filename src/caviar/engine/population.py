@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..hyperparams import STRUCTURAL, TASKS, Config, effective_decay_rate, resolve, structure_key
-from . import allocator, kernels, losses, network, optim
+from . import allocator, exact, kernels, losses, network, optim
 from .network import InputLayout
 from .optim import Coefficients, PopulationOptimizer
 from .schedules import DECAY_CODES, learning_rate_at
@@ -451,6 +451,8 @@ class Population:
         X, y = self._check_data(X, y)
         if weight is not None:
             weight = torch.as_tensor(weight, dtype=self.dtype, device=self.device)
+        if self.structure.exact:
+            return self._solve_epoch(X, y, weight)
         s, task = self.structure, self.structure.task
         n = len(X)
         active_mask = self.trainable
@@ -489,6 +491,24 @@ class Population:
         else:
             metrics.update({"log_loss": metrics["loss"], "accuracy": correct / max(rows, 1)})
         self._freeze_diverged(metrics["loss"], active_mask)
+        return metrics
+
+    def _solve_epoch(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
+                     ) -> dict[str, torch.Tensor]:
+        """``train_epoch`` of ``solver="exact"``: every trainable member's weights set to the
+        minimizer of its cost on all the rows (``exact.least_squares``), so the next epochs
+        change nothing; the training metrics are the cost's data term there."""
+        active = self.trainable
+        W, b = exact.least_squares(self.structure.dense_inputs(X), y, self._coef.l2, weight)
+        keep = active.view(-1, 1, 1)
+        self.params["W0"] = torch.where(keep, W, self.params["W0"])
+        self.params["b0"] = torch.where(keep, b.view_as(self.params["b0"]), self.params["b0"])
+        self.epoch += active.long()
+        residual = self._forward(X, training=True).squeeze(2) - y  # (P, n)
+        squares = residual.square() if weight is None else weight * residual.square()
+        metrics = {"loss": squares.mean(dim=1) / 2}
+        metrics.update(_regression_metrics(squares.sum(dim=1), y))
+        self._freeze_diverged(metrics["loss"], active)
         return metrics
 
     @torch.no_grad()

@@ -36,6 +36,9 @@ def structure_epoch_cost(s: Structure, rows: int, members: int) -> float:
     """Estimated seconds of one epoch of ``members`` members of structure ``s`` over ``rows``
     rows (``epoch_cost``)."""
     sizes = s.layer_sizes
+    if s.exact:  # the normal equations in float64: XᵀX once, a Cholesky solve per member
+        d = sizes[0]
+        return STEP_S + 2 * MAC_S * (rows * d * d + members * d ** 3 / 3)
     macs = sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:]))  # ≈ parameters
     units = sum(sizes[1:])
     if s.plr_columns:  # per numeric column: θ, sin, cos over k, and a 2k → m layer

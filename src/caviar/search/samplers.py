@@ -30,6 +30,7 @@ from ..hyperparams import (
     DEFAULTS,
     ESTIMATOR_NETWORK,
     ESTIMATOR_NETWORK_DECAYED,
+    LINEAR_EXACT,
     REALMLP_LIKE,
     SPACE_ONLY,
     close_names,
@@ -411,8 +412,9 @@ def _same(a: Any, b: Any) -> bool:
 # by steps: 0.997x over 18 runs on six tables never used for it, 0.979x on the ten tables,
 # 1.001x on the check tables, "The warm start follows the estimators"); and the estimators'
 # network on RealMLP's schedule, trained to its end, for targets close to a function of the
-# columns ("The estimators' network on RealMLP's schedule in the warm start").
-WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED)
+# columns ("The estimators' network on RealMLP's schedule in the warm start"); and for a
+# regression, the seeds' linear regression solved exactly at three λ (``LINEAR_EXACT``).
+WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED, *LINEAR_EXACT)
 # Warm-start networks whose epochs follow the table's rows as the estimators' do
 # (``hyperparams.epochs_by_steps``).
 BY_STEPS = (ESTIMATOR_NETWORK, ESTIMATOR_NETWORK_DECAYED)
@@ -452,9 +454,12 @@ class QueuedTrial:
 
 
 def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
-               rows: int | None = None) -> list[QueuedTrial]:
+               rows: int | None = None, task: str | None = None) -> list[QueuedTrial]:
     """The warm-start trials of each of ``configs`` (caviar's vocabulary) that ``space`` can
-    draw; configurations outside it are left out.
+    draw; configurations outside it are left out, and those of ``solver="exact"`` unless
+    ``task`` is "regression". Those have no hidden layer and one epoch, which the space's
+    axes need not hold: their Optuna values are the nearest the axes hold (the fewest, the
+    narrowest layers; the fewest epochs), and they train as configured (``outside``).
 
     ``rows``: the training rows. The estimators' network (``BY_STEPS``: on either schedule)
     then trains the epochs the estimators give it on as many rows (``hyperparams.epochs_by_steps``)
@@ -470,15 +475,21 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
     out: list[QueuedTrial] = []
     for config in configs:
         config = resolve(config)
+        exact = config["solver"] == "exact"
+        if exact and task != "regression":
+            continue  # the normal equations solve a regression's cost only
         by_steps = config in BY_STEPS  # its epochs follow the rows
+        drawn = _nearest_drawn(space, config) if exact else config
         # "the table's own scaling" (None): the configuration under each one the space holds
         scalings = (space.numeric_values() if config["numeric"] is None
                      else (config["numeric"],))
         for scaling in scalings:
-            params = _params_in(space, config.replace(numeric=scaling))
+            params = _params_in(space, drawn.replace(numeric=scaling))
             if params is None:
                 continue
-            outside = _outside(space, config)
+            outside = _outside(space, config) | {
+                name: config[name] for name in ("hidden_layer_sizes", "epochs")
+                if drawn[name] != config[name]}
             if rows and by_steps and _draws_epochs(space):
                 epochs = epochs_by_steps(config["epochs"], config["batch_size"], rows)
                 if epochs != config["epochs"]:
@@ -491,6 +502,23 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
             if known not in out:
                 out.append(known)
     return out
+
+
+def _nearest_drawn(space: Space, config: Any) -> Any:
+    """``config`` with the layers and epochs nearest to its own that the space's axes hold:
+    its fewest hidden layers of its narrowest width, its fewest epochs."""
+    def lowest(name: str) -> Any:
+        p = space[name]
+        return p.value if p.kind == "fixed" else min(p.values) if p.kind == "choice" else p.low
+
+    changes: dict[str, Any] = {}
+    if set(SPACE_ONLY) & set(space):
+        changes["hidden_layer_sizes"] = tuple(
+            [lowest("width") if "width" in space else SPACE_ONLY["width"].default]
+            * int(lowest("depth") if "depth" in space else SPACE_ONLY["depth"].default))
+    if "epochs" in space:
+        changes["epochs"] = max(config["epochs"], int(lowest("epochs")))
+    return config.replace(**changes)
 
 
 def _draws_epochs(space: Space) -> bool:

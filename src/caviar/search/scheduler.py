@@ -874,6 +874,8 @@ class Tuner:
         if not self.seeds or not self.kept.networks or self._seeds_declined:
             return 0
         best = self.kept.networks[0]
+        if best.network.structure.exact:
+            return 0  # a solved network is the same from any initialization
         count = self.seeds
         self._seeding = True
         if self.budget.time_budget is not None:

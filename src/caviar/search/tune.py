@@ -467,7 +467,8 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         metric = get_metric(spec.metric, prepared.task)
         # a new study starts from known-good networks (the first worker's first trials)
         grid = sampler_key(spec.sampler) == "grid"
-        known = [] if grid else warm_start(space, rows=len(prepared.train))
+        known = [] if grid else warm_start(space, rows=len(prepared.train),
+                                          task=prepared.task)
         warm = known if index == 0 and spec.warm_start else []
         # numeric="auto": every worker chooses from the first worker's warm-start trials
         scaling = (ScalingChoice(space, len(known), metric.loss)
