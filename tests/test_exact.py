@@ -142,3 +142,20 @@ def test_a_tune_keeps_the_solved_linear_network_where_the_target_is_linear(tmp_p
     assert model.network.hyperparameters[0]["solver"] == "exact"
     np.testing.assert_allclose(model.predict(df.iloc[400:]), result.model.predict(df.iloc[400:]),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_a_space_that_draws_what_cannot_be_solved_fails_those_trials_alone(tmp_path):
+    """A space searching the solver draws exact with hidden layers: those trials fail with
+    their reason, the others train."""
+    from caviar.search import Space, choice, fixed
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    df["y"] = df["a"] - df["b"]
+    space = Space({"solver": choice(["gradient", "exact"]), "hidden_layer_sizes": fixed([8]),
+                   "epochs": fixed(3)})
+    result = tune(df, "y", trials=8, seed=0, space=space, out=tmp_path / "run")
+    failed = [t for t in result.study.trials if t.state.name == "FAIL"]
+    assert failed and all("solver=exact needs no hidden layer" in t.user_attrs["failure"]
+                          for t in failed)
+    assert any(t.state.name == "COMPLETE" for t in result.study.trials)

@@ -29,7 +29,7 @@ def test_every_default_is_valid_and_structural_names_come_from_the_table():
         assert row.check(name, row.default) == row.default, name
     assert STRUCTURAL == ("hidden_layer_sizes", "activation", "batch_norm", "batch_size",
                           "encoding", "embedding_dim", "numeric", "numeric_embedding",
-                          "plr_frequencies", "plr_dim", "tabm_k", "front_scale")
+                          "plr_frequencies", "plr_dim", "tabm_k", "front_scale", "solver")
     assert set(SPACE_STRUCTURAL) == {"depth", "width", *STRUCTURAL}
     assert dict(DEFAULTS) == {name: row.default for name, row in HYPERPARAMETERS.items()}
 
@@ -42,7 +42,7 @@ def test_resolve_fills_defaults_and_normalizes():
     assert config["optimizer"] == DEFAULTS["optimizer"]
     assert resolve({"hidden_layer_sizes": []})["hidden_layer_sizes"] == ()
     assert structure_key(config) == ((32, 16), "relu", True, 64, "onehot", None, None, "none",
-                                     16, 16, 1, False)
+                                     16, 16, 1, False, "gradient")
 
 
 @pytest.mark.parametrize("overrides, words", [

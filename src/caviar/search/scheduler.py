@@ -303,6 +303,9 @@ class Tuner:
                 # what the space draws, and a warm start's values of what it does not
                 outside = trial.user_attrs.get(keys.OUTSIDE_SPACE) or {}
                 params = resolve({**self.space.suggest(trial), **outside})
+                # a network the table cannot hold (solver=exact on a classification, say)
+                make_structure(self.task, self.data.inputs,
+                               output_size(self.task, self.n_classes or 2), params)
             except ValueError as e:
                 trial.set_user_attr(keys.FAILURE, f"invalid hyperparameters: {e}")
                 self._create(trial)
