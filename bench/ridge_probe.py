@@ -1,0 +1,58 @@
+"""(A probe) ridge regression on caviar's own inputs, against an earlier sweep's tune.
+
+For the regression targets of an `any_tables.py` sweep (the same draws and splits: pass its
+--seed and --count), the training rows go through caviar's `TablePreprocessor` (its robust
+scaling, then again with standard scaling), scikit-learn's `RidgeCV` (α from 1e-4 to 1e3,
+by leave-one-out) fits them, and its test RMSE is printed beside the sweep's caviar model's.
+Where a target is close to linear in the columns, gradient steps stop short of the fit that
+the normal equations give; this shows how often, and by how much.
+
+    PYTHONPATH=src .venv/bin/python bench/ridge_probe.py \
+        --sweep bench/results-warm-decayed-any-tables-new.jsonl --seed 253 --count 60
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import RidgeCV
+
+sys.path.insert(0, str(Path(__file__).parent))
+from any_tables import draw_tables, split  # noqa: E402
+
+from caviar.data.preprocess import TablePreprocessor  # noqa: E402
+
+ALPHAS = np.logspace(-4, 3, 15)
+
+
+def ridge_rmse(train, test, target: str, numeric: str) -> float:
+    pre = TablePreprocessor(target=target, task="regression", numeric=numeric)
+    X_train, X_test = pre.fit_transform(train), pre.transform(test)
+    model = RidgeCV(alphas=ALPHAS).fit(X_train, train[target].astype(float))
+    return float(np.sqrt(np.mean((model.predict(X_test) - test[target].astype(float)) ** 2)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", required=True, help="an any_tables.py sweep's JSON lines")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--count", type=int, default=60)
+    args = parser.parse_args()
+    runs = {r["table"]: r for r in map(json.loads, Path(args.sweep).read_text().splitlines())
+            if r.get("metric") == "rmse"}
+    for i, (name, df) in enumerate(draw_tables(args.count, args.seed, 60_000, 100)):
+        if name not in runs:
+            continue
+        target, train, test = split(df, args.seed + i)
+        train, test = train.dropna(subset=[target]), test.dropna(subset=[target])
+        result = {"table": name, "target": target, "caviar": runs[name]["caviar"]}
+        for numeric in ("robust", "standard"):
+            result[f"ridge_{numeric}"] = ridge_rmse(train, test, target, numeric)
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
