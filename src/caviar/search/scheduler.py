@@ -20,7 +20,8 @@ How trials meet populations (slot refill):
   itself, each trial joins whichever group matches its structure.
 - A new study's first trials are known-good networks (``samplers.warm_start``: the
   estimators' network, TabM-mini, a RealMLP-like one, and the estimators' network on
-  RealMLP's schedule, which alone trains to the end of it), each alone in a group of its own
+  RealMLP's schedule, which alone trains to the end of it; for a regression, the linear
+  regression solved exactly at three λ), each alone in a group of its own
   that no other trial joins, and never pruned. Shared with 15 random draws, in a short
   budget each got a sixteenth of the epochs the estimator gives its one network, and a 10 s
   tune scored 1.185x the defaults; alone, with groups taking turns by time, it trains about
