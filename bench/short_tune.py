@@ -13,7 +13,7 @@ whole call; the defaults' are one fit's, averaged.
 
 Run: OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/short_tune.py --budget 10 \
          --seeds 0 [--tables wage digits] [--threads 1]
-It prints one JSON line per table and seed.
+It prints one JSON line per table and seed (``--tune-only``: the tune alone).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def score(task: str, y, out) -> float:
     return float(metrics.log_loss(y, out[0], labels=out[1]))
 
 
-def run(name: str, seed: int, budget: float) -> dict:
+def run(name: str, seed: int, budget: float, tune_only: bool = False) -> dict:
     spec = ANY_TABLE[name]
     df = load_table(name)
     fit, _, test = split_frame(df, spec.target, spec.task, test_size=0.2, val_size=0.0,
@@ -51,6 +51,10 @@ def run(name: str, seed: int, budget: float) -> dict:
         model = result.model
         tuned = (model.predict(test) if spec.task == "regression"
                  else (model.predict_proba(test), model.classes))
+    if tune_only:  # an A/B of the tune: the defaults are another run's
+        return {"table": name, "seed": seed, "budget": budget,
+                "tune": score(spec.task, y_test, tuned), "tune_seconds": seconds,
+                "trials": len(result.leaderboard)}
     X = fit.drop(columns=[spec.target, *spec.drop])
     X_test = test.drop(columns=[spec.target, *spec.drop])
     defaults, default_seconds = [], []
@@ -71,4 +75,5 @@ def run(name: str, seed: int, budget: float) -> dict:
 
 
 if __name__ == "__main__":
-    run_each_table(__doc__, run, budget=10.0, seeds=[0])
+    run_each_table(__doc__, run, budget=10.0, seeds=[0], flags={
+        "tune-only": "the tune alone, not the defaults (an A/B of the tune)"})

@@ -193,11 +193,13 @@ def test_score(model, X: pd.DataFrame, y: pd.Series, task: str) -> float:
     return float(metrics.log_loss(y, model.predict_proba(X), labels=model.classes_))
 
 
-def run_each_table(doc: str, run: Callable[[str, int, float], dict], budget: float,
-                   seeds: list[int], tables: list[str] | None = None) -> None:
+def run_each_table(doc: str, run: Callable[..., dict], budget: float,
+                   seeds: list[int], tables: list[str] | None = None,
+                   flags: dict[str, str] | None = None) -> None:
     """The command line of a script that runs ``run(table, seed, budget)`` for every table
     and seed (``--tables``, by default ``tables`` or the ten; ``--seeds``, ``--budget``,
-    ``--threads``, one torch thread by default) and prints each result as one JSON line."""
+    ``--threads``, one torch thread by default) and prints each result as one JSON line.
+    ``flags``: the script's own switches (name: help), passed to ``run`` as keywords."""
     import torch
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -206,9 +208,13 @@ def run_each_table(doc: str, run: Callable[[str, int, float], dict], budget: flo
     parser.add_argument("--tables", nargs="+", default=tables or list(TABLES),
                         choices=list(ANY_TABLE))
     parser.add_argument("--threads", type=int, default=1)
+    for flag, help_text in (flags or {}).items():
+        parser.add_argument(f"--{flag}", action="store_true", help=help_text)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
+    switches = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
+                for flag in flags or {}}
     for seed in args.seeds:
         for name in args.tables:
-            print(json.dumps(run(name, seed, args.budget)), flush=True)
+            print(json.dumps(run(name, seed, args.budget, **switches)), flush=True)
