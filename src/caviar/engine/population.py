@@ -501,8 +501,9 @@ class Population:
         active = self.trainable
         W, b = exact.least_squares(self.structure.dense_inputs(X), y, self._coef.l2, weight)
         keep = active.view(-1, 1, 1)
-        self.params["W0"] = torch.where(keep, W, self.params["W0"])
-        self.params["b0"] = torch.where(keep, b.view_as(self.params["b0"]), self.params["b0"])
+        W0, b0 = self.params["W0"], self.params["b0"]
+        W0.copy_(torch.where(keep, W, W0))  # in place, as an optimizer step updates them
+        b0.copy_(torch.where(keep, b.view_as(b0), b0))
         self.epoch += active.long()
         residual = self._forward(X, training=True).squeeze(2) - y  # (P, n)
         squares = residual.square() if weight is None else weight * residual.square()
