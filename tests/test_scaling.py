@@ -9,19 +9,16 @@ import numpy as np
 import optuna
 import pandas as pd
 from commandline import invoke
+from wine import WINE_WARM
 
 from caviar.data import prepare
 from caviar.metrics import get_metric
-from caviar.search import default_space
 from caviar.search.budget import Budget
 from caviar.search.samplers import warm_start
 from caviar.search.scaling import ScalingChoice
 from caviar.search.scheduler import Tuner
 from caviar.search.space import Space
 from caviar.search.study import keys
-
-# the warm start's networks for wine, a classification (no solved linear regression)
-WINE_WARM = len(warm_start(default_space(), task="multiclass"))
 
 SCALINGS = ["robust", "quantile"]
 

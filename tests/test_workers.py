@@ -16,11 +16,10 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
-from wine import WINE_SPACE
+from wine import WINE_SPACE, WINE_WARM
 
 from caviar.cli import app
 from caviar.search import default_space, fixed
-from caviar.search.samplers import warm_start
 from caviar.search.study import keys
 from caviar.search.study.storage import StudyMismatch
 from caviar.search.tune import tune
@@ -272,7 +271,7 @@ def test_every_worker_goes_on_with_the_scaling_the_warm_start_chose(wine_csv, tm
     trials = result.study.get_trials(deepcopy=False)
     warm = [t for t in trials if t.user_attrs.get(keys.WARM)]
     # each known-good network under both scalings, all trained by worker 0
-    assert len(warm) == 2 * len(warm_start(default_space(), task="multiclass"))
+    assert len(warm) == 2 * WINE_WARM
     assert len({t.user_attrs[keys.WORKER] for t in warm}) == 1
     assert result.study.user_attrs[keys.SCALING]["scaling"] == "quantile"
     by_worker: dict[str, list[str]] = {}

@@ -26,9 +26,10 @@ def least_squares(x: torch.Tensor, y: torch.Tensor, l2: torch.Tensor,
     ``(n, d)``, targets y ``(n,)``, λ ``(P,)`` and row weights ``(n,)`` or ``(P, n)`` (None:
     all 1). Solved in float64 and returned in x's dtype; a singular system (λ = 0 and
     collinear columns) takes the least-norm solution."""
+    x64, y64, l2 = x.double(), y.double(), l2.double()  # one copy, whatever the members
     if weight is None or weight.dim() == 1:  # the same rows for every member: one Gram matrix
-        return _solve(*_moments(x.double(), y.double(), weight), l2.double(), x.dtype)
-    solved = [_solve(*_moments(x.double(), y.double(), w), l2[p:p + 1].double(), x.dtype)
+        return _solve(*_moments(x64, y64, weight), l2, x.dtype)
+    solved = [_solve(*_moments(x64, y64, w), l2[p:p + 1], x.dtype)
               for p, w in enumerate(weight)]
     return torch.cat([W for W, _ in solved]), torch.cat([b for _, b in solved])
 
