@@ -340,13 +340,6 @@ ESTIMATOR_NETWORK = DEFAULTS.replace(tabm_k=TABM_K, numeric_embedding="plr")
 # schedule").
 ESTIMATOR_NETWORK_DECAYED = ESTIMATOR_NETWORK.replace(lr_decay="cosine", learning_rate=3e-3)
 
-# The same network reading its numeric columns by their quantiles, as the tabular deep-learning
-# benchmarks take them (TabM-D's and TabR's default), where the table's own scaling is another:
-# on a table nobody tuned for, a network's scaling moves its score by 10-40% either way, and no
-# one scaling wins on tables at large (bench/README.md, "asinh as the tune's default scaling");
-# beside the robust one, the validation rows choose, and the model may average both.
-ESTIMATOR_NETWORK_QUANTILE = ESTIMATOR_NETWORK.replace(numeric="quantile")
-
 # The seeds' linear regression (no hidden layer) with its L2-penalized cost solved exactly
 # (``solver="exact"``: one epoch is the minimizer), at λ = 10^r for r = -2, 0, 2. Where the
 # target is close to a linear function of the columns, gradient steps on any network stop

@@ -30,14 +30,12 @@ from ..hyperparams import (
     DEFAULTS,
     ESTIMATOR_NETWORK,
     ESTIMATOR_NETWORK_DECAYED,
-    ESTIMATOR_NETWORK_QUANTILE,
     LINEAR_EXACT,
     REALMLP_LIKE,
     SPACE_ONLY,
     close_names,
     epochs_by_steps,
     resolve,
-    scalings_read,
 )
 from .space import Space, SpaceError
 from .study import keys
@@ -416,11 +414,10 @@ def _same(a: Any, b: Any) -> bool:
 # network on RealMLP's schedule, trained to its end, for targets close to a function of the
 # columns ("The estimators' network on RealMLP's schedule in the warm start"); and for a
 # regression, the seeds' linear regression solved exactly at three λ (``LINEAR_EXACT``).
-WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED,
-              ESTIMATOR_NETWORK_QUANTILE, *LINEAR_EXACT)
+WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED, *LINEAR_EXACT)
 # Warm-start networks whose epochs follow the table's rows as the estimators' do
 # (``hyperparams.epochs_by_steps``).
-BY_STEPS = (ESTIMATOR_NETWORK, ESTIMATOR_NETWORK_DECAYED, ESTIMATOR_NETWORK_QUANTILE)
+BY_STEPS = (ESTIMATOR_NETWORK, ESTIMATOR_NETWORK_DECAYED)
 # Warm-start networks that train to the end of their schedule: a rate decayed to 0 does its
 # finest fitting last, past plateaus that early stopping would end it on.
 FULL_SCHEDULE = (ESTIMATOR_NETWORK_DECAYED,)
@@ -483,18 +480,15 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
             continue  # the normal equations solve a regression's cost only
         by_steps = config in BY_STEPS  # its epochs follow the rows
         drawn = _nearest_drawn(space, config) if exact else config
-        if config["numeric"] not in (None, *space.numeric_values()):
-            # a scaling the space does not draw: drawn as its first, trained as configured
-            drawn = drawn.replace(numeric=space.numeric_values()[0])
         # "the table's own scaling" (None): the configuration under each one the space holds
         scalings = (space.numeric_values() if config["numeric"] is None
-                     else (drawn["numeric"],))
+                     else (config["numeric"],))
         for scaling in scalings:
             params = _params_in(space, drawn.replace(numeric=scaling))
             if params is None:
                 continue
             outside = _outside(space, config) | {
-                name: config[name] for name in ("hidden_layer_sizes", "epochs", "numeric")
+                name: config[name] for name in ("hidden_layer_sizes", "epochs")
                 if drawn[name] != config[name]}
             if rows and by_steps and _draws_epochs(space):
                 epochs = epochs_by_steps(config["epochs"], config["batch_size"], rows)
@@ -505,21 +499,9 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
                         params[axis.optuna_name] = axis.encode(min(epochs, axis.high))
             known = QueuedTrial(params, outside, first=config == ESTIMATOR_NETWORK,
                                 full_schedule=config in FULL_SCHEDULE)
-            # one network once (the quantile one where the space already tries every scaling)
-            if all((q.params, q.outside) != (known.params, known.outside) for q in out):
+            if known not in out:
                 out.append(known)
     return out
-
-
-def warm_scalings(space: Space, task: str | None, configs: Sequence[Any] = WARM_START
-                  ) -> tuple[str, ...]:
-    """The numeric scalings the warm start's networks read beyond those the space's do (the
-    estimators' network on quantiles): what ``caviar.data.prepare`` must add for them."""
-    held = space.scalings()
-    read = (name for trial in warm_start(space, configs, task=task)
-            if "numeric" in trial.outside
-            for name in scalings_read(trial.outside["numeric"]) if name not in held)
-    return tuple(dict.fromkeys(read))
 
 
 def _nearest_drawn(space: Space, config: Any) -> Any:

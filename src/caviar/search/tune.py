@@ -42,7 +42,7 @@ from .bagging import BAG_FOLDS, bag_model, check_groups
 from .budget import BAG_SHARE, COARSE_SHARE, Budget, end_seconds, importance_repeats
 from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
-from .samplers import make_sampler, sampler_key, warm_scalings, warm_start
+from .samplers import make_sampler, sampler_key, warm_start
 from .scaling import ScalingChoice
 from .scheduler import TuneProgress, Tuner, make_pruner, structure_quota
 from .space import SEARCHED_ENCODINGS, SEARCHED_SCALINGS, Space, choice, default_space
@@ -278,9 +278,6 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     check_target(frame, target)
     if metric is not None:  # an unknown name fails before the work
         get_metric(metric, task or infer_task(frame[target].dropna()))
-    if numeric is None and sampler_key(sampler) != "grid":
-        # the warm start's networks may read a scaling the space's do not (pinned: one only)
-        scalings += warm_scalings(space_obj, infer_task(frame[target].dropna(), task))
     prepared = prepare(frame, target, task=task, categorical=categorical, drop=drop, seed=seed,
                        validation=None if validation is None else read_table(validation),
                        test=None if test is None else read_table(test), split=split,
@@ -470,9 +467,8 @@ def work(spec: WorkerSpec, index: int, *, prepared: PreparedTable | None = None,
         metric = get_metric(spec.metric, prepared.task)
         # a new study starts from known-good networks (the first worker's first trials)
         grid = sampler_key(spec.sampler) == "grid"
-        known = [] if grid else [  # less those of a scaling the table was not given
-            q for q in warm_start(space, rows=len(prepared.train), task=prepared.task)
-            if prepared.inputs.holds(q.outside.get("numeric"))]
+        known = [] if grid else warm_start(space, rows=len(prepared.train),
+                                          task=prepared.task)
         warm = known if index == 0 and spec.warm_start else []
         # numeric="auto": every worker chooses from the first worker's warm-start trials
         scaling = (ScalingChoice(space, len(known), metric.loss)
