@@ -260,6 +260,16 @@ def test_encode_and_decode_targets():
     with pytest.raises(DataError, match=r"class\(es\) unknown at training, such as 'Maybe'") as e:
         pre.encode_target(["No", "Maybe"])
     one_line(e)
+    assert "regression" not in str(e.value)  # labels that are words: no quantity to suggest
+    # whole numbers of few values are taken for labels (a year): the task may be the fix
+    years = pd.DataFrame({"x": range(40), "year": [1986, 1987, 1988, 1989] * 10})
+    by_year = TablePreprocessor("year").fit(years)
+    assert by_year.task_ == "multiclass"
+    with pytest.raises(DataError, match=r"unknown at training, such as 1985; .*rows that hold "
+                                        r"them; if the target is a quantity, not labels, train "
+                                        r"with --task regression") as e:
+        by_year.encode_target([1986, 1985])
+    one_line(e)
 
     wage = load_dataset("wage")
     reg = TablePreprocessor("wage", drop=["logwage"]).fit(wage)

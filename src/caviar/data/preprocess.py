@@ -571,8 +571,8 @@ class TablePreprocessor(BaseEstimator):
             numbers, bad = read_numbers(y)
             if len(bad):
                 raise DataError(f"the target holds class {bad.iloc[0]!r}, unknown at training; "
-                                f"known classes: {self._known_classes()}; drop those rows, "
-                                "or train on rows that hold them")
+                                f"known classes: {self._known_classes()}; "
+                                f"{self._unknown_class_fix()}")
             y = numbers
         elif self.classes_.dtype.kind == "O" and pd.api.types.is_numeric_dtype(y):
             y = category_strings(y)
@@ -582,10 +582,18 @@ class TablePreprocessor(BaseEstimator):
         if unknown:
             raise DataError(
                 f"the target holds {len(unknown)} class(es) unknown at training, such as "
-                f"{jsonable(unknown[0])!r}; known classes: {self._known_classes()}; drop "
-                "those rows, or train on rows that hold them"
+                f"{jsonable(unknown[0])!r}; known classes: {self._known_classes()}; "
+                f"{self._unknown_class_fix()}"
             )
         return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
+
+    def _unknown_class_fix(self) -> str:
+        """What to do about rows of a class the training rows lack; where the classes are
+        numbers (a year, a count), the target may be a quantity taken for labels."""
+        fix = "drop those rows, or train on rows that hold them"
+        if self.classes_.dtype.kind in "iuf":
+            fix += "; if the target is a quantity, not labels, train with --task regression"
+        return fix
 
     def _known_classes(self) -> str:
         labels = jsonable(self.classes_.tolist())
