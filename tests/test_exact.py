@@ -99,6 +99,8 @@ def test_the_estimator_fits_a_linear_target_to_the_digit():
     fitted = CaviarRegressor(hidden_layer_sizes=[], solver="exact", numeric="standard",
                              numeric_embedding="none", l2=1e-6, random_state=0).fit(X, y)
     assert np.abs(fitted.predict(X) - y).max() < 1e-3
+    # one epoch solves it: its 50, or any early stopping's patience, would solve it again
+    assert fitted.n_iter_ == 1 and len(fitted.history_) == 1
     with pytest.raises(ValueError, match="solver=exact needs no hidden layer"):
         CaviarRegressor(solver="exact").fit(X, y)
 

@@ -44,6 +44,8 @@ def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
             on_epoch(record)
         if network.diverged[0]:
             break
+        if network.structure.exact:
+            break  # its first epoch is the minimizer: later ones would solve the same again
         if patience is None or X_val is None:
             continue
         if score < best_score:
