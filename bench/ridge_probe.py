@@ -22,6 +22,7 @@ from sklearn.linear_model import RidgeCV
 
 sys.path.insert(0, str(Path(__file__).parent))
 from any_tables import draw_tables, split  # noqa: E402
+from tables import test_score  # noqa: E402
 
 from caviar.data.preprocess import TablePreprocessor  # noqa: E402
 
@@ -32,7 +33,7 @@ def ridge_rmse(train, test, target: str, numeric: str) -> float:
     pre = TablePreprocessor(target=target, task="regression", numeric=numeric)
     X_train, X_test = pre.fit_transform(train), pre.transform(test)
     model = RidgeCV(alphas=ALPHAS).fit(X_train, train[target].astype(float))
-    return float(np.sqrt(np.mean((model.predict(X_test) - test[target].astype(float)) ** 2)))
+    return test_score(model, X_test, test[target].astype(float), "regression")
 
 
 def main() -> None:
