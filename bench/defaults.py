@@ -76,6 +76,9 @@ CONFIGS = {"old_defaults": OLD_DEFAULTS, "realmlp_like": dict(REALMLP_LIKE),
            # epoch kept (patience as long as any schedule), a peak rate of 3e-3
            "plr_cosine_full": {**TABM4_STEPS_PLR, "lr_decay": "cosine",
                                "n_iter_no_change": 1000, "learning_rate": 3e-3},
+           # (a probe) the same schedule stretched over 200 epochs: the fine fit longer
+           "plr_cosine_full_200": {**TABM4_STEPS_PLR, "lr_decay": "cosine", "epochs": 200,
+                                   "n_iter_no_change": 1000, "learning_rate": 3e-3},
            # and early stopping's patience a fifth of those epochs (n_iter_no_change=None)
            "tabm4_steps_patience": {**TABM4_STEPS, "n_iter_no_change": None}}
 
