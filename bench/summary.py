@@ -7,10 +7,13 @@ brackets its ratio to the row's best and how many seeds it ran); then per method
 ratio over the tables it ran, on how many tables it is within 3% of the row's best, and for
 caviar on how many tables it has the best score of the neural methods.
 
-Run:  python bench/summary.py bench/results-search-10tables-seed0.json \\
-          bench/results-search-seed1.json bench/results-search-seed2.json \\
-          bench/results-realmlp-td-seed0-a.json bench/results-realmlp-td-seed0-b.json \\
-          bench/results-realmlp-td-seed0-diamonds.json bench/results-tabm-d-seed0.json
+A later file's score replaces an earlier one's for the same table, method and seed, so the
+newest caviar runs go last. ``standing.txt`` lists, in that order, the files behind the
+standing table (the issue's benchmark: every method's runs, the peers' on every seed where
+they were run); add a new run there when it replaces the standing one.
+
+Run (from bench/):  python summary.py @standing.txt
+       or name the files:  python summary.py results-search-10tables-seed0.json ...
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ def summarize(scores: dict) -> tuple[list[str], dict[str, list[float]], dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("files", nargs="+", help="search.py JSON outputs")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     fromfile_prefix_chars="@")
+    parser.add_argument("files", nargs="+",
+                        help="search.py JSON outputs, or @FILE: their names, one per line")
     args = parser.parse_args()
     lines, ratios, wins = summarize(merge(args.files))
     print("\n".join(lines) + "\n")
