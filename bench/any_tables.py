@@ -12,6 +12,10 @@ errors of `caviar predict`, `explain` and `export` on the model, if any.
 `--realmlp JSONL`: RealMLP-TD at its defaults on the tables of an earlier sweep (the same
 draws: pass its --count, --seed and row limits), on the same split and metric.
 
+`--trials N`: `--trials N` instead of a time budget. A run is then the same on every machine
+and under any load (the tune is deterministic given its seed), so an A/B of a change that
+leaves the trials' draws alone compares the same searches, not two draws of the timing.
+
 `--api`: instead of the command line, `CaviarClassifier`/`CaviarRegressor` at their defaults
 fitted on the training part as the table comes (its own pandas dtypes: categories, nullable
 integers, dates, booleans), and predicting the test part; the error, if any, is recorded.
@@ -173,7 +177,8 @@ def run_peer(name: str, df: pd.DataFrame, seed: int, before: dict) -> dict:
     return result
 
 
-def run_one(name: str, df: pd.DataFrame, seed: int, budget: float, ways: bool = True) -> dict:
+def run_one(name: str, df: pd.DataFrame, seed: int, budget: float, ways: bool = True,
+            trials: int | None = None) -> dict:
     target, train, test = split(df, seed)
     result = {"table": name, "rows": len(df), "columns": df.shape[1], "target": target,
               "target_dtype": str(df[target].dtype), "target_levels": int(df[target].nunique())}
@@ -183,7 +188,8 @@ def run_one(name: str, df: pd.DataFrame, seed: int, budget: float, ways: bool = 
         start = time.perf_counter()
         done = subprocess.run(
             [CAVIAR, "tune", "train.csv", "--target", target, "--test", "test.csv",
-             "--time-budget", str(budget), "--seed", str(seed), "--out", "out"],
+             *(["--trials", str(trials)] if trials else ["--time-budget", str(budget)]),
+             "--seed", str(seed), "--out", "out"],
             cwd=folder, capture_output=True, text=True,
             env={**os.environ, "COLUMNS": "250"})
         result["seconds"] = round(time.perf_counter() - start, 1)
@@ -241,6 +247,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--seed", type=int, default=166)
     parser.add_argument("--budget", type=float, default=15)
+    parser.add_argument("--trials", type=int, help="a trials budget instead of --budget")
     parser.add_argument("--max-rows", type=int, default=60_000)
     parser.add_argument("--min-rows", type=int, default=100)
     parser.add_argument("--part", default="0/1", help="K/N: this process runs every Nth table")
@@ -263,7 +270,7 @@ def main() -> None:
         elif i % n == k:
             result = (run_api(name, df, args.seed + i) if args.api
                       else run_one(name, df, args.seed + i, args.budget,
-                                   ways=not args.tune_only))
+                                   ways=not args.tune_only, trials=args.trials))
             print(json.dumps(result), flush=True)
 
 
