@@ -7,6 +7,12 @@ by leave-one-out) fits them, and its test RMSE is printed beside the sweep's cav
 Where a target is close to linear in the columns, gradient steps stop short of the fit that
 the normal equations give; this shows how often, and by how much.
 
+`--random-features K`: also ridge on the robust-scaled inputs with, beside each numeric
+column, K fixed periodic features cos(2π·c·x + b) of it (c ~ N(0, 1), b uniform; at most
+2,000 in all): an additive model of one-column functions solved exactly, as PLR's features
+would be if their frequencies were drawn once and only the last layer solved. It shows how
+much of a target that is a smooth function of one column such a solve would fit.
+
     PYTHONPATH=src .venv/bin/python bench/ridge_probe.py \
         --sweep bench/results-warm-decayed-any-tables-new.jsonl --seed 253 --count 60
 """
@@ -29,9 +35,21 @@ from caviar.data.preprocess import TablePreprocessor  # noqa: E402
 ALPHAS = np.logspace(-4, 3, 15)
 
 
-def ridge_rmse(train, test, target: str, numeric: str) -> float:
+def ridge_rmse(train, test, target: str, numeric: str, features: int = 0) -> float:
     pre = TablePreprocessor(target=target, task="regression", numeric=numeric)
     X_train, X_test = pre.fit_transform(train), pre.transform(test)
+    if features:
+        columns = list(pre.numeric_columns())
+        k = max(1, min(features, 2000 // max(1, len(columns))))
+        rng = np.random.default_rng(0)
+        c = rng.normal(size=(len(columns), k))
+        b = rng.uniform(0, 2 * np.pi, size=(len(columns), k))
+
+        def periodic(X: np.ndarray) -> np.ndarray:
+            theta = 2 * np.pi * X[:, columns, None] * c + b  # (rows, columns, k)
+            return np.hstack([X, np.cos(theta).reshape(len(X), -1)])
+
+        X_train, X_test = periodic(X_train), periodic(X_test)
     model = RidgeCV(alphas=ALPHAS).fit(X_train, train[target].astype(float))
     return test_score(model, X_test, test[target].astype(float), "regression")
 
@@ -41,6 +59,7 @@ def main() -> None:
     parser.add_argument("--sweep", required=True, help="an any_tables.py sweep's JSON lines")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--count", type=int, default=60)
+    parser.add_argument("--random-features", type=int, default=0, metavar="K")
     args = parser.parse_args()
     runs = {r["table"]: r for r in map(json.loads, Path(args.sweep).read_text().splitlines())
             if r.get("metric") == "rmse"}
@@ -50,8 +69,14 @@ def main() -> None:
         target, train, test = split(df, args.seed + i)
         train, test = train.dropna(subset=[target]), test.dropna(subset=[target])
         result = {"table": name, "target": target, "caviar": runs[name]["caviar"]}
-        for numeric in ("robust", "standard"):
-            result[f"ridge_{numeric}"] = ridge_rmse(train, test, target, numeric)
+        try:
+            for numeric in ("robust", "standard"):
+                result[f"ridge_{numeric}"] = ridge_rmse(train, test, target, numeric)
+            if args.random_features:
+                result["ridge_periodic"] = ridge_rmse(train, test, target, "robust",
+                                                      args.random_features)
+        except ValueError as error:  # a probe: the table's failure is recorded, not fatal
+            result["error"] = str(error)[:200]
         print(json.dumps(result), flush=True)
 
 
