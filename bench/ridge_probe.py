@@ -13,6 +13,12 @@ column, K fixed periodic features cos(2π·c·x + b) of it (c ~ N(0, 1), b unifo
 would be if their frequencies were drawn once and only the last layer solved. It shows how
 much of a target that is a smooth function of one column such a solve would fit.
 
+`--tune B` (with `--random-features K`): what the validation rows would choose. For each
+regression target, `caviar tune` on the sweep's training part (`--time-budget B`, the
+sweep's seed for the table), its model's validation RMSE (`ensemble_value`); the periodic
+ridge fitted on the same training rows of the tune's own split and scored on its validation
+rows; the one with the lower validation RMSE is kept, and both test RMSEs are printed.
+
     PYTHONPATH=src .venv/bin/python bench/ridge_probe.py \
         --sweep bench/results-warm-decayed-any-tables-new.jsonl --seed 253 --count 60
 """
@@ -20,17 +26,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import RidgeCV
 
 sys.path.insert(0, str(Path(__file__).parent))
-from any_tables import draw_tables, split  # noqa: E402
+from any_tables import MODEL_LINE, draw_tables, first_score, split  # noqa: E402
 from tables import test_score  # noqa: E402
 
+from caviar.data import prepare, read_table  # noqa: E402
 from caviar.data.preprocess import TablePreprocessor  # noqa: E402
+
+CAVIAR = str(Path(sys.executable).with_name("caviar"))
 
 ALPHAS = np.logspace(-4, 3, 15)
 
@@ -54,12 +66,35 @@ def ridge_rmse(train, test, target: str, numeric: str, features: int = 0) -> flo
     return test_score(model, X_test, test[target].astype(float), "regression")
 
 
+def chosen_by_validation(train, test, target: str, seed: int, budget: float,
+                         features: int) -> dict:
+    """The tune's and the periodic ridge's validation and test RMSE on the tune's own split."""
+    with tempfile.TemporaryDirectory() as folder:
+        train.to_csv(Path(folder) / "train.csv", index=False)
+        test.to_csv(Path(folder) / "test.csv", index=False)
+        done = subprocess.run([CAVIAR, "tune", "train.csv", "--target", target, "--test",
+                               "test.csv", "--time-budget", str(budget), "--seed", str(seed),
+                               "--out", "out"], cwd=folder, capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": "250"}, check=True)
+        info = json.loads((Path(folder) / "out/model/model.json").read_text())["info"]
+        tuned = first_score(MODEL_LINE, done.stdout)
+        frame, held = read_table(Path(folder) / "train.csv"), read_table(Path(folder) /
+                                                                         "test.csv")
+    split = prepare(frame, target, seed=seed, test=held)
+    val = ridge_rmse(split.train, split.validation, target, "robust", features)
+    return {"caviar_val": info["ensemble_value"], "ridge_val": val,
+            "ridge_test": ridge_rmse(split.train, split.test, target, "robust", features),
+            "caviar_test_tuned": tuned[1] if tuned else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", required=True, help="an any_tables.py sweep's JSON lines")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--count", type=int, default=60)
     parser.add_argument("--random-features", type=int, default=0, metavar="K")
+    parser.add_argument("--tune", type=float, metavar="B", help="choose by validation rows "
+                        "between a B-second tune and the periodic ridge")
     args = parser.parse_args()
     runs = {r["table"]: r for r in map(json.loads, Path(args.sweep).read_text().splitlines())
             if r.get("metric") == "rmse"}
@@ -75,7 +110,10 @@ def main() -> None:
             if args.random_features:
                 result["ridge_periodic"] = ridge_rmse(train, test, target, "robust",
                                                       args.random_features)
-        except ValueError as error:  # a probe: the table's failure is recorded, not fatal
+            if args.tune:
+                result.update(chosen_by_validation(train, test, target, args.seed + i,
+                                                   args.tune, args.random_features))
+        except (ValueError, subprocess.CalledProcessError) as error:  # recorded, not fatal
             result["error"] = str(error)[:200]
         print(json.dumps(result), flush=True)
 
