@@ -177,21 +177,28 @@ def run_peer(name: str, df: pd.DataFrame, seed: int, before: dict) -> dict:
     return result
 
 
+def tune_in(folder: str | Path, train: pd.DataFrame, test: pd.DataFrame, target: str,
+            seed: int, budget: float, trials: int | None = None
+            ) -> subprocess.CompletedProcess:
+    """``train`` and ``test`` written to ``folder`` as CSV, then `caviar tune` on them there
+    (its run in ``folder/out``), with a time budget or, given ``trials``, a trials budget."""
+    train.to_csv(Path(folder) / "train.csv", index=False)
+    test.to_csv(Path(folder) / "test.csv", index=False)
+    return subprocess.run(
+        [CAVIAR, "tune", "train.csv", "--target", target, "--test", "test.csv",
+         *(["--trials", str(trials)] if trials else ["--time-budget", str(budget)]),
+         "--seed", str(seed), "--out", "out"],
+        cwd=folder, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
+
+
 def run_one(name: str, df: pd.DataFrame, seed: int, budget: float, ways: bool = True,
             trials: int | None = None) -> dict:
     target, train, test = split(df, seed)
     result = {"table": name, "rows": len(df), "columns": df.shape[1], "target": target,
               "target_dtype": str(df[target].dtype), "target_levels": int(df[target].nunique())}
     with tempfile.TemporaryDirectory() as folder:
-        train.to_csv(Path(folder) / "train.csv", index=False)
-        test.to_csv(Path(folder) / "test.csv", index=False)
         start = time.perf_counter()
-        done = subprocess.run(
-            [CAVIAR, "tune", "train.csv", "--target", target, "--test", "test.csv",
-             *(["--trials", str(trials)] if trials else ["--time-budget", str(budget)]),
-             "--seed", str(seed), "--out", "out"],
-            cwd=folder, capture_output=True, text=True,
-            env={**os.environ, "COLUMNS": "250"})
+        done = tune_in(folder, train, test, target, seed, budget, trials)
         result["seconds"] = round(time.perf_counter() - start, 1)
         if done.returncode == 0 and ways:  # the model's other ways out, each its own command
             for command, args in {

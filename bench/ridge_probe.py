@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,20 +35,25 @@ import numpy as np
 from sklearn.linear_model import RidgeCV
 
 sys.path.insert(0, str(Path(__file__).parent))
-from any_tables import MODEL_LINE, draw_tables, first_score, split  # noqa: E402
+from any_tables import MODEL_LINE, draw_tables, first_score, split, tune_in  # noqa: E402
 from tables import test_score  # noqa: E402
 
 from caviar.data import prepare, read_table  # noqa: E402
 from caviar.data.preprocess import TablePreprocessor  # noqa: E402
 
-CAVIAR = str(Path(sys.executable).with_name("caviar"))
-
 ALPHAS = np.logspace(-4, 3, 15)
 
 
 def ridge_rmse(train, test, target: str, numeric: str, features: int = 0) -> float:
+    return ridge_rmses(train, [test], target, numeric, features)[0]
+
+
+def ridge_rmses(train, tests: list, target: str, numeric: str, features: int = 0
+                ) -> list[float]:
+    """RidgeCV fitted once on ``train``'s rows, its RMSE on each of ``tests``."""
     pre = TablePreprocessor(target=target, task="regression", numeric=numeric)
-    X_train, X_test = pre.fit_transform(train), pre.transform(test)
+    X_train = pre.fit_transform(train)
+    X_tests = [pre.transform(test) for test in tests]
     if features:
         columns = list(pre.numeric_columns())
         k = max(1, min(features, 2000 // max(1, len(columns))))
@@ -61,29 +65,26 @@ def ridge_rmse(train, test, target: str, numeric: str, features: int = 0) -> flo
             theta = 2 * np.pi * X[:, columns, None] * c + b  # (rows, columns, k)
             return np.hstack([X, np.cos(theta).reshape(len(X), -1)])
 
-        X_train, X_test = periodic(X_train), periodic(X_test)
+        X_train, X_tests = periodic(X_train), [periodic(X) for X in X_tests]
     model = RidgeCV(alphas=ALPHAS).fit(X_train, train[target].astype(float))
-    return test_score(model, X_test, test[target].astype(float), "regression")
+    return [test_score(model, X, test[target].astype(float), "regression")
+            for X, test in zip(X_tests, tests)]
 
 
 def chosen_by_validation(train, test, target: str, seed: int, budget: float,
                          features: int) -> dict:
     """The tune's and the periodic ridge's validation and test RMSE on the tune's own split."""
     with tempfile.TemporaryDirectory() as folder:
-        train.to_csv(Path(folder) / "train.csv", index=False)
-        test.to_csv(Path(folder) / "test.csv", index=False)
-        done = subprocess.run([CAVIAR, "tune", "train.csv", "--target", target, "--test",
-                               "test.csv", "--time-budget", str(budget), "--seed", str(seed),
-                               "--out", "out"], cwd=folder, capture_output=True, text=True,
-                              env={**os.environ, "COLUMNS": "250"}, check=True)
+        done = tune_in(folder, train, test, target, seed, budget)
+        done.check_returncode()
         info = json.loads((Path(folder) / "out/model/model.json").read_text())["info"]
         tuned = first_score(MODEL_LINE, done.stdout)
         frame, held = read_table(Path(folder) / "train.csv"), read_table(Path(folder) /
                                                                          "test.csv")
     split = prepare(frame, target, seed=seed, test=held)
-    val = ridge_rmse(split.train, split.validation, target, "robust", features)
-    return {"caviar_val": info["ensemble_value"], "ridge_val": val,
-            "ridge_test": ridge_rmse(split.train, split.test, target, "robust", features),
+    val, test_rmse = ridge_rmses(split.train, [split.validation, split.test], target, "robust",
+                                 features)
+    return {"caviar_val": info["ensemble_value"], "ridge_val": val, "ridge_test": test_rmse,
             "caviar_test_tuned": tuned[1] if tuned else None}
 
 
