@@ -1,22 +1,33 @@
 """``solver="exact"``: a regression network with no hidden layer takes the minimizer of its
-L2-penalized cost from the normal equations (``caviar.engine.exact``).
+L2-penalized cost from the normal equations (``caviar.engine.exact``), on the columns and,
+with ``numeric_embedding="periodic"``, their periodic features at fixed frequencies.
 
-Checked against scikit-learn's ``Ridge`` (the same cost: ‖y − Xw − b‖²_Ω + α‖w‖², α = λ),
-against the engine's own hand-written gradients (zero at a minimum), and through a tune: the
-warm start's linear trials, and a model that fits a linear target to the digit.
+Checked against scikit-learn's ``Ridge`` (the same cost: ‖y − Xw − b‖²_Ω + α‖w‖², α = λ) on
+features built here from SciPy's normal quantiles, against the engine's own hand-written
+gradients (zero at a minimum), and through a tune: the warm start's solved trials, a model
+that fits a linear target to the digit, and one that fits a smooth function of one column.
 """
 
+import math
+
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
+from gradcheck import LAYOUT
+from scipy.stats import norm
 from sklearn.linear_model import Ridge
 
-from caviar import CaviarRegressor, load_model, tune
+from caviar import CaviarRegressor, export_onnx, load_model, tune
+from caviar.data import prepare
 from caviar.engine import Population
-from caviar.hyperparams import LINEAR_EXACT
+from caviar.engine.network import EXACT_PERIODIC_FEATURES, InputLayout, solved_inputs
+from caviar.hyperparams import LINEAR_EXACT, PERIODIC_EXACT
 from caviar.search import default_space
+from caviar.search.budget import Budget
 from caviar.search.samplers import warm_start
+from caviar.search.scheduler import Tuner
 
 LAMBDAS = (0.0, 1.0, 30.0)
 
@@ -85,10 +96,12 @@ def test_later_epochs_change_nothing_and_spent_members_stay_as_they_are():
     ("binary", {"hidden_layer_sizes": []}, "a regression task"),
     ("regression", {}, "no hidden layer"),
     ("regression", {"hidden_layer_sizes": [], "front_scale": True}, "columns read as they are"),
+    ("regression", {"hidden_layer_sizes": [], "numeric_embedding": "plr"},
+     "columns read as they are or as periodic features"),
 ])
 def test_a_network_it_cannot_solve_is_refused_in_one_line(task, member, why):
     with pytest.raises(ValueError, match=f"solver=exact needs {why}") as error:
-        Population(task, 4, [{"solver": "exact", **member}])
+        Population(task, LAYOUT, [{"solver": "exact", **member}])
     assert "\n" not in str(error.value)
 
 
@@ -110,13 +123,18 @@ def test_a_regression_warm_start_adds_the_linear_trials_a_classification_does_no
     regression = warm_start(space, rows=500, task="regression")
     classification = warm_start(space, rows=500, task="binary")
     assert regression[:len(classification)] == classification
-    linear = regression[len(classification):]
-    assert len(linear) == len(LINEAR_EXACT) == 3
-    for known, config in zip(linear, LINEAR_EXACT):
-        # the axes cannot hold no hidden layer and one epoch: those train as configured
-        assert known.outside == {"solver": "exact", "hidden_layer_sizes": (), "epochs": 1}
+    solved = regression[len(classification):]
+    assert len(solved) == len(LINEAR_EXACT) + len(PERIODIC_EXACT) == 7
+    linear = {"solver": "exact", "hidden_layer_sizes": (), "epochs": 1}
+    periodic = {**linear, "numeric_embedding": "periodic", "plr_frequencies": 32,
+                "plr_sigma": 1.0}
+    for known, config in zip(solved, LINEAR_EXACT + PERIODIC_EXACT):
+        # the axes cannot hold no hidden layer, one epoch or the periodic features (nor σ,
+        # which the drawn "none" leaves inactive): those train as configured
+        assert known.outside == (periodic if config in PERIODIC_EXACT else linear)
         assert known.params["l2"] == config["l2"]
         assert known.params["depth"] == 1 and known.params["epochs"] == 10  # axes' floors
+        assert known.params["numeric_embedding"] == "none"
         assert not known.first and not known.full_schedule
 
 
@@ -132,7 +150,8 @@ def test_a_tune_keeps_the_solved_linear_network_where_the_target_is_linear(tmp_p
     result = tune(df.iloc[:400], "y", test=df.iloc[400:], trials=8, seed=0,
                   numeric="standard", out=tmp_path / "run")
     trials = result.study.trials
-    solved = [t for t in trials if t.user_attrs["hyperparameters"]["solver"] == "exact"]
+    solved = [t for t in trials if t.user_attrs["hyperparameters"]["solver"] == "exact"
+              and t.user_attrs["hyperparameters"]["numeric_embedding"] == "none"]
     assert len(solved) == 3
     assert all(t.user_attrs["hyperparameters"]["hidden_layer_sizes"] == [] for t in solved)
     best = min(trials, key=lambda t: t.value if t.value is not None else np.inf)
@@ -161,3 +180,149 @@ def test_a_space_that_draws_what_cannot_be_solved_fails_those_trials_alone(tmp_p
     assert failed and all("solver=exact needs no hidden layer" in t.user_attrs["failure"]
                           for t in failed)
     assert any(t.state.name == "COMPLETE" for t in result.study.trials)
+
+
+# ------------------------------------------------------------------- periodic features, solved
+
+def _periodic_features(X: np.ndarray, columns: list[int], k: int, sigma: float) -> np.ndarray:
+    """[X, sin 2πc·x_j, cos 2πc·x_j for each numeric column j], c the k quantiles
+    (i + ½)/k of |N(0, σ²)|, written out with SciPy: what the solve must read."""
+    c = sigma * norm.ppf(0.5 + 0.5 * (np.arange(k) + 0.5) / k)
+    parts = [X]
+    for j in columns:
+        theta = 2 * math.pi * X[:, j:j + 1] * c
+        parts += [np.sin(theta), np.cos(theta)]
+    return np.hstack(parts)
+
+
+def _mixed_rows(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """LAYOUT's table: three numeric columns, a binary one, a 4-level one-hot and its codes;
+    y a smooth function of the first column, a linear one of the second and the levels."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, 9))
+    X[:, :3] = rng.uniform(-2, 2, (n, 3))
+    X[:, 3] = rng.integers(0, 2, n)
+    level = rng.integers(0, 4, n)
+    X[np.arange(n), 4 + level] = 1.0
+    X[:, 8] = level + 1
+    y = np.sin(2 * X[:, 0]) + X[:, 0] ** 2 + 0.5 * X[:, 1] + level + 0.05 * rng.normal(size=n)
+    return torch.from_numpy(X), torch.from_numpy(y)
+
+
+def _periodic(lambdas, **extra) -> Population:
+    return Population("regression", LAYOUT, [
+        {"hidden_layer_sizes": [], "solver": "exact", "numeric_embedding": "periodic",
+         "plr_frequencies": 6, "plr_sigma": 1.0, "l2": lam, **extra} for lam in lambdas],
+        dtype=torch.float64)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_periodic_features_solved_are_ridge_on_those_features(weighted):
+    """The output layer solved on [x, sin, cos] of the numeric columns at the frequency grid
+    is scikit-learn's Ridge on the same features, built independently; the codes column is
+    not read; a smooth function of one column is fitted far better than by the columns."""
+    X, y = _mixed_rows()
+    w = torch.linspace(0.2, 2.0, len(X), dtype=torch.float64) if weighted else None
+    lambdas = (1e-4, 1e-2, 1.0)
+    pop = _periodic(lambdas)
+    s = pop.structure
+    assert s.plr_columns == (0, 1, 2) and s.dense_columns == tuple(range(8))
+    assert solved_inputs(s, pop.params, X).shape == (len(X), 8 + 3 * 12)  # one for all
+    pop.train_epoch(X, y, w)
+    features = _periodic_features(X[:, :8].numpy(), [0, 1, 2], 6, 1.0)
+    for p, lam in enumerate(lambdas):
+        ridge = Ridge(alpha=lam, solver="svd").fit(
+            features, y.numpy(), sample_weight=None if w is None else w.numpy())
+        np.testing.assert_allclose(pop.params["W0"][p, :, 0].numpy(), ridge.coef_,
+                                   atol=1e-8)
+        assert pop.params["b0"][p].item() == pytest.approx(ridge.intercept_, abs=1e-8)
+        np.testing.assert_allclose(pop.decision_function(X)[p, :, 0].numpy(),
+                                   ridge.predict(features), atol=1e-8)
+    grads = pop.gradients(X, y, weight=w)  # a minimum of its cost in what is solved
+    assert grads["W0"].abs().max() < 1e-8 and grads["b0"].abs().max() < 1e-8
+    X_new, y_new = _mixed_rows(seed=1)
+    columns = Ridge(alpha=1e-4).fit(X[:, :8].numpy(), y.numpy())
+    rmse = float((pop.decision_function(X_new)[0, :, 0] - y_new).square().mean().sqrt())
+    linear = float(np.sqrt(np.mean((columns.predict(X_new[:, :8].numpy()) - y_new.numpy()) ** 2)))
+    assert rmse < 0.1 < 0.3 < linear, (rmse, linear)
+
+
+def test_members_of_another_sigma_read_their_own_features():
+    X, y = _mixed_rows()
+    pop = Population("regression", LAYOUT, [
+        {"hidden_layer_sizes": [], "solver": "exact", "numeric_embedding": "periodic",
+         "plr_frequencies": 4, "plr_sigma": sigma, "l2": 0.1} for sigma in (0.3, 2.0)],
+        dtype=torch.float64)
+    assert solved_inputs(pop.structure, pop.params, X).shape == (2, len(X), 8 + 3 * 8)
+    pop.train_epoch(X, y)
+    for p, sigma in enumerate((0.3, 2.0)):
+        features = _periodic_features(X[:, :8].numpy(), [0, 1, 2], 4, sigma)
+        ridge = Ridge(alpha=0.1, solver="svd").fit(features, y.numpy())
+        np.testing.assert_allclose(pop.params["W0"][p, :, 0].numpy(), ridge.coef_, atol=1e-8)
+
+
+def test_the_solve_reads_at_most_its_cap_of_periodic_features():
+    """The solve's cost grows with the square of its inputs: many numeric columns get fewer
+    frequencies each, the gradient's networks all they ask for."""
+    columns = 40
+    layout = InputLayout(columns, (), tuple(range(columns)))
+    member = {"hidden_layer_sizes": [], "numeric_embedding": "periodic", "plr_frequencies": 32}
+    solved = Population("regression", layout, [{**member, "solver": "exact"}]).structure
+    assert solved.plr_frequencies == EXACT_PERIODIC_FEATURES // (2 * columns) == 12
+    assert solved.n_features == columns + columns * 2 * 12 <= columns + EXACT_PERIODIC_FEATURES
+    stepped = Population("regression", layout, [member]).structure
+    assert stepped.plr_frequencies == 32
+
+
+def test_a_tune_keeps_the_solved_periodic_network_for_a_smooth_function_of_a_column(tmp_path):
+    """A target that is a smooth function of one column (a square and a wave): the warm
+    start's periodic trials, solved in one group for their four λ, fit it far closer than
+    the networks of a short search or the linear ones; the model saves, loads and exports
+    to ONNX with the same predictions."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    df = pd.DataFrame({"x": rng.uniform(0, 10, n), "noise": rng.normal(size=n),
+                       "kind": rng.choice(["a", "b"], n)})
+    df["y"] = (df["x"] - 5) ** 2 + 3 * np.sin(df["x"]) + 2 * (df["kind"] == "a")
+    result = tune(df.iloc[:800], "y", test=df.iloc[800:], trials=12, seed=0,
+                  out=tmp_path / "run")
+    trials = result.study.trials
+    periodic = [t for t in trials if t.user_attrs["hyperparameters"]["numeric_embedding"]
+                == "periodic"]
+    assert sorted(t.user_attrs["hyperparameters"]["l2"] for t in periodic) == [
+        1e-4, 1e-2, 1.0, 1e2]
+    best = min(trials, key=lambda t: t.value if t.value is not None else np.inf)
+    assert best in periodic
+    others = [t.value for t in trials if t not in periodic and t.value is not None]
+    assert best.value < 0.1 * min(others)  # validation loss: far below any other trial's
+    assert result.test_scores["rmse"] < 0.05 * df["y"].std()
+    model = load_model(tmp_path / "run" / "model")
+    test = df.iloc[800:]
+    np.testing.assert_allclose(model.predict(test), result.model.predict(test), rtol=1e-5,
+                               atol=1e-4)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (values,) = session.run(None, {"features": model.preprocessor.transform(test)})
+    np.testing.assert_allclose(values.ravel(), model.predict(test), rtol=1e-4, atol=1e-3)
+
+
+def test_the_solved_warm_networks_of_one_structure_share_one_group():
+    """The warm start's solved networks train each alone among the search's groups, but
+    those of one structure together: one XᵀX for the three λ of the linear ones, one for the
+    four of the periodic ones, and each the same one epoch it would be alone."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(300, 3)), columns=["a", "b", "c"])
+    table["y"] = table["a"] ** 2 + rng.normal(size=300)
+    space = default_space()
+    tuner = Tuner(optuna.create_study(), space, prepare(table, "y", seed=0),
+                  Budget(None, None, 0.0), 16, None, seed=0,
+                  warm=warm_start(space, rows=180, task="regression"))
+    tuner.fill()
+    solved = sorted((g for g in tuner.groups if g.shape.exact), key=lambda g: g.population.size)
+    assert [g.population.size for g in solved] == [3, 4] and all(g.solo for g in solved)
+    assert solved[1].shape.plr_columns and not solved[0].shape.plr_columns
+    assert sorted(h["l2"] for h in solved[1].population.hyperparameters) == [1e-4, 1e-2, 1, 1e2]
+    unsolved = [g for g in tuner.groups if g.solo and not g.shape.exact]
+    assert [g.population.size for g in unsolved] == [1, 1, 1]  # the other warm networks

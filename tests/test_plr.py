@@ -179,6 +179,69 @@ def test_plr_trains_like_autograd_and_torch_optim():
     assert (moved > 1e-3).all(), moved  # the frequencies did train
 
 
+PERIODIC = {"numeric_embedding": "periodic", "plr_frequencies": 3}
+
+
+@pytest.mark.parametrize("task,config", CONFIGS)
+def test_periodic_gradients_match_finite_differences(task, config):
+    """The periodic features themselves (Gorishniy et al.'s "P"), beside the columns: the
+    frequencies' gradient through sin and cos alone, no linear layer."""
+    X, y = make_data(task)
+    members = [{"hidden_layer_sizes": (4, 3), **config, **PERIODIC, "plr_sigma": sigma}
+               for sigma in (0.3, 1.0)]
+    pop = Population(task, LAYOUT, members, n_classes=3, seed=1, dtype=torch.float64)
+    s = pop.structure
+    assert s.plr_columns == (0, 1, 2) and not s.plr_linear
+    assert s.dense_columns == (0, 1, 2, 3, 4, 5, 6, 7)  # the columns stay, beside them
+    assert s.n_features == 8 + 3 * 2 * 3
+    assert {k for k in pop.params if k.startswith("plr")} == {"plr_C"}
+    assert_gradients_match_finite_differences(pop, X, y, 40, f"{task}, {config}")
+
+
+def test_periodic_features_are_what_torch_computes_and_train_like_autograd():
+    """Member by member, the first layer reads [x, sin 2πc_jx_j, cos 2πc_jx_j] as a plain
+    torch module writes it, and two epochs of Adam give the weights and frequencies
+    torch.optim.Adam gives through autograd."""
+    X, y = make_data("regression", n=N, seed=3, dtype=torch.float32)
+    members = [{**PERIODIC, "hidden_layer_sizes": (8,), "batch_norm": False,
+                "batch_size": BATCH, "epochs": 2, "optimizer": "adam", "learning_rate": lr,
+                "plr_sigma": 0.5} for lr in (1e-2, 3e-3)]
+    pop = Population("regression", LAYOUT, members, seed=5)
+    s = pop.structure
+
+    class TorchPeriodicNet(nn.Module):
+        def __init__(self, member: int):
+            super().__init__()
+            self.frequencies = nn.Parameter(pop.params["plr_C"][member].clone())
+            self.hidden = nn.Linear(s.n_features, 8)
+            self.out = nn.Linear(8, 1)
+            with torch.no_grad():
+                for layer, linear in enumerate((self.hidden, self.out)):
+                    linear.weight.copy_(pop.params[f"W{layer}"][member].T)
+                    linear.bias.copy_(pop.params[f"b{layer}"][member, 0])
+
+        def forward(self, X: torch.Tensor) -> torch.Tensor:
+            features = []
+            for j, column in enumerate(s.plr_columns):
+                theta = 2 * math.pi * X[:, column:column + 1] * self.frequencies[j]
+                features += [theta.sin(), theta.cos()]
+            x = torch.cat([X[:, list(s.dense_columns)], *features], dim=1)
+            return self.out(torch.relu(self.hidden(x))).squeeze(1)
+
+    models = [TorchPeriodicNet(i) for i in range(pop.size)]
+    optimizers = [torch.optim.Adam(m.parameters(), lr=h["learning_rate"])
+                  for m, h in zip(models, pop.hyperparameters)]
+    start = pop.params["plr_C"].clone()
+    train_beside(pop, models, optimizers, X, y, epochs=2, seed=5,
+                 loss=lambda model, Xb, yb: 0.5 * nn.functional.mse_loss(model(Xb), yb))
+    for i, model in enumerate(models):
+        torch.testing.assert_close(pop.params["plr_C"][i], model.frequencies.detach(),
+                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(pop.decision_function(X)[i, :, 0], model(X).detach(),
+                                   rtol=1e-4, atol=1e-5)
+    assert ((pop.params["plr_C"] - start).abs().amax(dim=(1, 2)) > 1e-3).all()
+
+
 def test_members_plr_parameters_are_their_own():
     """One member's gradient never touches another's PLR parameters, and a member trains to
     the same ones whatever members share its population."""

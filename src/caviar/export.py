@@ -298,8 +298,9 @@ def _inputs(g: _Graph, s: Any, tensors: dict[str, torch.Tensor], prefix: str) ->
 
 
 def _plr(g: _Graph, s: Any, tensors: dict[str, torch.Tensor], prefix: str) -> str:
-    """h = ReLU([sin θ, cos θ]·W_j + b_j) with θ = 2π·c_j·x_j for each numeric column j, as
-    ``engine.layers.plr_forward``: ``(rows, n·m)``, column j's m values together."""
+    """v = [sin θ, cos θ] with θ = 2π·c_j·x_j for each numeric column j, then (PLR) h =
+    ReLU(v·W_j + b_j), as ``engine.layers.plr_forward``: ``(rows, n·m)``, column j's m values
+    together; without PLR's linear layer (``numeric_embedding="periodic"``) v itself."""
     n, k, m = len(s.plr_columns), s.plr_frequencies, s.plr_dim
 
     def constant(name: str, value: torch.Tensor | np.ndarray) -> str:
@@ -312,11 +313,12 @@ def _plr(g: _Graph, s: Any, tensors: dict[str, torch.Tensor], prefix: str) -> st
     theta = g.op("Mul", g.op("Mul", x, g.scalar(2 * float(np.pi))),
                  constant("C", tensors["param.plr_C"]))  # (rows, n, k)
     v = g.op("Concat", g.op("Sin", theta), g.op("Cos", theta), axis=2)  # (rows, n, 2k)
-    u = g.op("MatMul", g.op("Transpose", v, perm=[1, 0, 2]),
-             constant("W", tensors["param.plr_W"].reshape(n, 2 * k, m)))  # (n, rows, m)
-    h = g.op("Relu", g.op("Add", u, constant("b", tensors["param.plr_b"].unsqueeze(1))))
-    return g.op("Reshape", g.op("Transpose", h, perm=[1, 0, 2]),
-                constant("shape", np.array([0, n * m], dtype=np.int64)))
+    if s.plr_linear:
+        u = g.op("MatMul", g.op("Transpose", v, perm=[1, 0, 2]),
+                 constant("W", tensors["param.plr_W"].reshape(n, 2 * k, m)))  # (n, rows, m)
+        h = g.op("Relu", g.op("Add", u, constant("b", tensors["param.plr_b"].unsqueeze(1))))
+        v = g.op("Transpose", h, perm=[1, 0, 2])  # (rows, n, m)
+    return g.op("Reshape", v, constant("shape", np.array([0, n * m], dtype=np.int64)))
 
 
 def _activation(g: _Graph, z: str, name: str) -> str:

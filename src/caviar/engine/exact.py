@@ -12,7 +12,10 @@ It is convex, and dJ/dW = 0, dJ/db = 0 give it in closed form (the bias is not p
 
 Gradient steps only approach this point, and slowly where columns are nearly collinear;
 solved, a target that is a linear function of the columns is fitted to the digit.
-(``solver="exact"``; scikit-learn's ``Ridge(alpha=λ)`` minimizes the same cost.)
+(``solver="exact"``; scikit-learn's ``Ridge(alpha=λ)`` minimizes the same cost.) The
+columns may include fixed periodic features of the numeric ones
+(``numeric_embedding="periodic"``, ``network.solved_inputs``): the same cost, solved the
+same way, then fits a sum of smooth functions of one column each.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import torch
 def least_squares(x: torch.Tensor, y: torch.Tensor, l2: torch.Tensor,
                   weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each member's W ``(P, d, 1)`` and b ``(P,)`` minimizing J above, for inputs x
-    ``(n, d)``, targets y ``(n,)``, λ ``(P,)`` and row weights ``(n,)`` or ``(P, n)`` (None:
-    all 1). Solved in float64 and returned in x's dtype; a singular system (λ = 0 and
-    collinear columns) takes the least-norm solution."""
+    ``(n, d)`` (or each member's own, ``(P, n, d)``), targets y ``(n,)``, λ ``(P,)`` and row
+    weights ``(n,)`` or ``(P, n)`` (None: all 1). Solved in float64 and returned in x's
+    dtype; a singular system (λ = 0 and collinear columns) takes the least-norm solution."""
     x64, y64, l2 = x.double(), y.double(), l2.double()  # one copy, whatever the members
-    if weight is None or weight.dim() == 1:  # the same rows for every member: one Gram matrix
-        return _solve(*_moments(x64, y64, weight), l2, x.dtype)
-    solved = [_solve(*_moments(x64, y64, w), l2[p:p + 1], x.dtype)
-              for p, w in enumerate(weight)]
+    own_rows = x.dim() == 3
+    if not own_rows and (weight is None or weight.dim() == 1):
+        return _solve(*_moments(x64, y64, weight), l2, x.dtype)  # one Gram matrix for all
+    solved = [_solve(*_moments(x64[p] if own_rows else x64, y64,
+                               weight if weight is None or weight.dim() == 1 else weight[p]),
+                     l2[p:p + 1], x.dtype)
+              for p in range(len(l2))]
     return torch.cat([W for W, _ in solved]), torch.cat([b for _, b in solved])
 
 

@@ -130,18 +130,75 @@ def embedding_backward(de: torch.Tensor, codes: torch.Tensor, rows: int) -> torc
 
 # ------------------------------------------------------------------------- periodic (PLR)
 
+def init_frequencies(n: int, k: int, sigma: float, generator: torch.Generator,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """One member's learned frequencies ``C (n, k)`` ~ N(0, σ²) for ``n`` numeric columns
+    (Gorishniy et al. 2022: σ is the one hyperparameter of the initialization)."""
+    return torch.randn(n, k, generator=generator, dtype=dtype, device=generator.device) * sigma
+
+
 def init_plr(n: int, k: int, m: int, sigma: float, generator: torch.Generator,
              dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """One member's PLR parameters for ``n`` numeric columns: frequencies ``C (n, k)`` ~
-    N(0, σ²) (Gorishniy et al. 2022: σ is the one hyperparameter of the initialization), and
-    per column a linear layer 2k → m, ``W (n·2k, m)`` and ``b (n, m)``, drawn as
-    torch.nn.Linear draws its own: U(−1/√(2k), 1/√(2k)). W is stored flat (three axes with
-    the member's) so the optimizers' ``(P, 1, 1)`` coefficients broadcast over it."""
+    """One member's PLR parameters for ``n`` numeric columns: frequencies ``C (n, k)``
+    (:func:`init_frequencies`), and per column a linear layer 2k → m, ``W (n·2k, m)`` and
+    ``b (n, m)``, drawn as torch.nn.Linear draws its own: U(−1/√(2k), 1/√(2k)). W is stored
+    flat (three axes with the member's) so the optimizers' ``(P, 1, 1)`` coefficients
+    broadcast over it."""
     device, bound = generator.device, 1.0 / math.sqrt(2 * k)
-    C = torch.randn(n, k, generator=generator, dtype=dtype, device=device) * sigma
+    C = init_frequencies(n, k, sigma, generator, dtype)
     W = torch.rand(n * 2 * k, m, generator=generator, dtype=dtype, device=device)
     b = torch.rand(n, m, generator=generator, dtype=dtype, device=device)
     return {"C": C, "W": W.mul_(2 * bound).sub_(bound), "b": b.mul_(2 * bound).sub_(bound)}
+
+
+def frequency_grid(n: int, k: int, sigma: float, dtype: torch.dtype,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Frequencies ``C (n, k)`` that are never trained (``solver="exact"``): the k quantiles
+    (i + ½)/k of the half-normal |N(0, σ²)|, the same for every column. They spread as a
+    draw of N(0, σ²) would, without its gaps and near-repeats (sin and cos of −c span what
+    those of c span, so only |c| counts), and every member with the same σ reads the same
+    features, so that one solve serves all their λ."""
+    quantiles = (torch.arange(k, dtype=torch.float64) + 0.5) / k
+    half_normal = math.sqrt(2.0) * torch.special.erfinv(quantiles)  # |z|'s quantile function
+    return (sigma * half_normal).to(dtype=dtype, device=device).expand(n, k).clone()
+
+
+def periodic_forward(x: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """The periodic features of the numeric columns ``x (B, n)``, each member with its own
+    frequencies ``C (P, n, k)`` (Gorishniy et al. 2022's "P"):
+
+        θ_j = 2π·c_j·x_j,   v_j = [sin θ_j, cos θ_j]
+
+    Returns v ``(P, n, B, 2k)``, column-major as :func:`plr_forward` reads it, and the cache
+    for :func:`periodic_backward`."""
+    x2pi = (2 * math.pi) * x.t()  # (n, B)
+    theta = C.unsqueeze(2) * x2pi.unsqueeze(2)  # (P, n, B, k)
+    v = torch.cat([theta.sin(), theta.cos_()], dim=3)  # (P, n, B, 2k)
+    return v, (x2pi, v)
+
+
+def periodic_backward(dv: torch.Tensor, cache: tuple) -> torch.Tensor:
+    """dC ``(P, n, k)`` from dv ``(P, n, B, 2k)``, the gradient of :func:`periodic_forward`'s
+    output: dθ = dsin·cos θ − dcos·sin θ, dc_j = Σ_batch dθ_j·2π·x_j."""
+    x2pi, v = cache
+    k = v.shape[3] // 2
+    sin, cos = v[..., :k], v[..., k:]
+    dtheta = dv[..., :k] * cos - dv[..., k:] * sin  # (P, n, B, k)
+    return torch.matmul(dtheta.transpose(2, 3), x2pi.unsqueeze(2)).squeeze(3)
+
+
+def columns_side_by_side(t: torch.Tensor) -> torch.Tensor:
+    """``(P, n, B, m)`` → ``(P, B, n·m)``: column j's m values together, as the first layer
+    reads them."""
+    P, n, B, m = t.shape
+    return t.permute(0, 2, 1, 3).reshape(P, B, n * m)
+
+
+def by_column(dt: torch.Tensor, n: int) -> torch.Tensor:
+    """The inverse of :func:`columns_side_by_side` for a gradient: ``(P, B, n·m)`` →
+    ``(P, n, B, m)``."""
+    P, B, nm = dt.shape
+    return dt.view(P, B, n, nm // n).permute(0, 2, 1, 3)
 
 
 def plr_forward(x: torch.Tensor, C: torch.Tensor, W: torch.Tensor, b: torch.Tensor
@@ -149,19 +206,17 @@ def plr_forward(x: torch.Tensor, C: torch.Tensor, W: torch.Tensor, b: torch.Tens
     """Periodic embeddings of the numeric columns ``x (B, n)``, each member with its own
     frequencies ``C (P, n, k)``, linear layers ``W (P, n·2k, m)`` and ``b (P, n, m)``:
 
-        θ_j = 2π·c_j·x_j,   v_j = [sin θ_j, cos θ_j],   h_j = ReLU(v_j·W_j + b_j)
+        v_j = [sin θ_j, cos θ_j] (:func:`periodic_forward`),   h_j = ReLU(v_j·W_j + b_j)
 
     Returns h ``(P, B, n·m)`` (column j's m values together, as the first layer reads them)
     and the cache for :func:`plr_backward`. Column-major inside: ``(P, n, B, ·)``, so each
     column's linear layer is one slice of a batched product over P·n."""
     P, n, k = C.shape
     m, B = W.shape[2], x.shape[0]
-    x2pi = (2 * math.pi) * x.t()  # (n, B)
-    theta = C.unsqueeze(2) * x2pi.unsqueeze(2)  # (P, n, B, k)
-    v = torch.cat([theta.sin(), theta.cos_()], dim=3)  # (P, n, B, 2k)
+    v, periodic = periodic_forward(x, C)
     u = torch.bmm(v.view(P * n, B, 2 * k), W.view(P * n, 2 * k, m))
     h = u.view(P, n, B, m).add_(b.unsqueeze(2)).relu_()
-    return h.permute(0, 2, 1, 3).reshape(P, B, n * m), (x2pi, v, h)
+    return columns_side_by_side(h), (periodic, h)
 
 
 def plr_backward(dh: torch.Tensor, cache: tuple, W: torch.Tensor
@@ -169,21 +224,18 @@ def plr_backward(dh: torch.Tensor, cache: tuple, W: torch.Tensor
     """dC, dW and db from dh ``(P, B, n·m)``, the gradient of :func:`plr_forward`'s output:
 
         du = dh·[h > 0],  db_j = Σ_batch du_j,  dW_j = v_jᵀ·du_j,  dv_j = du_j·W_jᵀ
-        dθ = dsin·cos θ − dcos·sin θ,  dc_j = Σ_batch dθ_j·2π·x_j
-    """
-    x2pi, v, h = cache
+
+    and dC from dv (:func:`periodic_backward`)."""
+    periodic, h = cache
+    v = periodic[1]
     P, n, B, m = h.shape
     k = v.shape[3] // 2
-    du = torch.ops.aten.threshold_backward(
-        dh.view(P, B, n, m).permute(0, 2, 1, 3), h, 0.0)  # (P, n, B, m)
+    du = torch.ops.aten.threshold_backward(by_column(dh, n), h, 0.0)  # (P, n, B, m)
     db = du.sum(dim=2)
     du = du.reshape(P * n, B, m)
     dW = torch.bmm(v.view(P * n, B, 2 * k).transpose(1, 2), du).view(P, n * 2 * k, m)
     dv = torch.bmm(du, W.view(P * n, 2 * k, m).transpose(1, 2)).view(P, n, B, 2 * k)
-    sin, cos = v[..., :k], v[..., k:]
-    dtheta = dv[..., :k] * cos - dv[..., k:] * sin  # (P, n, B, k)
-    dC = torch.matmul(dtheta.transpose(2, 3), x2pi.unsqueeze(2)).squeeze(3)  # (P, n, k)
-    return dC, dW, db
+    return periodic_backward(dv, periodic), dW, db
 
 
 # ------------------------------------------------------------------------- batch norm

@@ -32,7 +32,12 @@ column x_j of more than two values (``InputLayout.numeric``) becomes
     h_j = ReLU([sin(2π·c_j·x_j), cos(2π·c_j·x_j)]·W_j + b_j)      (c_j: k learned frequencies)
 
 m numbers that replace x_j in the first layer's input, after the categoricals' rows:
-[x, e₁, ..., h₁, ..., h_n] (``layers.plr_forward``/``plr_backward``).
+[x, e₁, ..., h₁, ..., h_n] (``layers.plr_forward``/``plr_backward``). With
+``numeric_embedding="periodic"`` ("P" there) h_j is the 2k features [sin, cos] themselves,
+and x_j stays in x beside them.
+Under ``solver="exact"`` their frequencies are fixed (``layers.frequency_grid``) and only
+the output layer is solved: an additive model of smooth one-column functions beside the
+linear one, fitted exactly (``exact.py``).
 
 A network may be TabM-mini (``tabm_k`` = k > 1; Gorishniy et al. 2024, "TabM: Advancing
 Tabular Deep Learning with Parameter-Efficient Ensembling"): k sub-networks share the hidden
@@ -89,6 +94,11 @@ EMBED_MIN_LEVELS = 3
 MAX_EMBEDDING_DIM = 16
 # RealMLP-TD's scale_lr_factor: its scaling layer's step over its weights' (see above)
 FRONT_SCALE_LR = 6.0
+# Under solver="exact" the periodic features of all the numeric columns number at most this:
+# the solve's XᵀX costs rows·d² (1,024 on 50,000 rows: 0.6 s here), and past a few hundred
+# features per column the ridge gains little (bench/README.md, "Periodic features, solved, in
+# the warm start").
+EXACT_PERIODIC_FEATURES = 1024
 
 
 def embedding_width(levels: int, embedding_dim: int | None = None) -> int:
@@ -207,7 +217,8 @@ class Structure:
     ``embeddings`` one (column of codes, table rows = levels + 1, k) per embedded
     categorical, whose looked-up rows follow the dense columns in the first layer's input;
     ``plr_columns`` the numeric columns embedded periodically (k = ``plr_frequencies``
-    frequencies, m = ``plr_dim`` outputs each), whose embeddings come last; ``tabm_k``
+    frequencies, m = ``plr_dim`` outputs each: those of PLR's linear layer and ReLU with
+    ``plr_linear``, else the 2k periodic features, m = 2k), whose embeddings come last; ``tabm_k``
     sub-networks of TabM-mini (1: a plain network); ``front_scale``: the first layer's
     input scaled by a learned factor per input (RealMLP's scaling layer)."""
 
@@ -223,6 +234,7 @@ class Structure:
     plr_columns: tuple[int, ...] = ()
     plr_frequencies: int = 0
     plr_dim: int = 0
+    plr_linear: bool = True
     tabm_k: int = 1
     front_scale: bool = False
     exact: bool = False  # solver="exact": the weights solved, not stepped (``exact.py``)
@@ -261,7 +273,7 @@ class Structure:
         scale too, as RealMLP decays it: an input that does not pay fades toward 0."""
         return ({f"W{layer}" for layer in range(self.n_layers)}
                 | {f"E{j}" for j in range(len(self.embeddings))}
-                | ({"plr_W"} if self.plr_columns else set())
+                | ({"plr_W"} if self.plr_columns and self.plr_linear else set())
                 | ({"front_scale"} if self.front_scale else set()))
 
     @property
@@ -302,7 +314,8 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
     codes (more than two levels) is embedded instead of read through its dense columns, with
     ``"mixed"`` those past the one-hot limit (the target-encoded ones); the
     numeric columns are those of the member's ``numeric`` scaling (``InputLayout.scaled``),
-    and with ``numeric_embedding="plr"`` they are embedded periodically. TabM-mini
+    and with ``numeric_embedding="plr"`` or ``"periodic"`` they are embedded periodically
+    (under ``solver="exact"``, with at most ``EXACT_PERIODIC_FEATURES`` features). TabM-mini
     (``tabm_k`` > 1) needs a hidden layer for its sub-networks to share; ``front_scale``
     scales the first layer's input."""
     if config["tabm_k"] > 1 and not config["hidden_layer_sizes"]:
@@ -313,9 +326,15 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
         config["encoding"] == "embedding"
         or (config["encoding"] == "mixed" and c.target_encoded))]
     numeric, skip = layout.scaled(config["numeric"])
-    plr = numeric if config["numeric_embedding"] == "plr" else ()
+    kind, exact = config["numeric_embedding"], config["solver"] == "exact"
+    plr = numeric if kind in ("plr", "periodic") else ()
+    k = int(config["plr_frequencies"]) if plr else 0
+    if exact and plr:  # a solve's cost grows with the square of its inputs: cap them
+        k = max(1, min(k, EXACT_PERIODIC_FEATURES // (2 * len(plr))))
     skip |= {c.code_column for c in layout.categoricals}
-    skip |= {j for c in embedded for j in c.dense_columns} | set(plr)
+    skip |= {j for c in embedded for j in c.dense_columns}
+    if kind == "plr":  # PLR's embedding replaces the column; periodic features go beside it
+        skip |= set(plr)
     dense = tuple(j for j in range(layout.n_columns) if j not in skip)
     structure = Structure(
         task=task, n_inputs=layout.n_columns, n_outputs=n_outputs,
@@ -325,9 +344,9 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
         embeddings=tuple((c.code_column, c.levels + 1,
                           embedding_width(c.levels, config["embedding_dim"]))
                          for c in embedded),
-        plr_columns=tuple(plr), plr_frequencies=int(config["plr_frequencies"]) if plr else 0,
-        plr_dim=int(config["plr_dim"]) if plr else 0, tabm_k=int(config["tabm_k"]),
-        front_scale=bool(config["front_scale"]), exact=config["solver"] == "exact")
+        plr_columns=tuple(plr), plr_frequencies=k,
+        plr_dim=int(config["plr_dim"]) if kind == "plr" else 2 * k, plr_linear=kind == "plr",
+        tabm_k=int(config["tabm_k"]), front_scale=bool(config["front_scale"]), exact=exact)
     if structure.exact:
         _check_exact(structure)
     return structure
@@ -335,14 +354,33 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
 
 def _check_exact(s: Structure) -> None:
     """ValueError unless ``solver="exact"`` can solve networks of structure ``s``: a linear
-    regression on the columns as they are."""
+    regression on the columns as they are, and on their periodic features if any."""
     why = ("a regression task" if s.task != "regression"
            else "no hidden layer (hidden_layer_sizes=[])" if s.hidden_layer_sizes
-           else "columns read as they are (numeric_embedding=none, no embedded categorical, "
-                "front_scale=false)" if s.embeddings or s.plr_columns or s.front_scale
+           else "columns read as they are or as periodic features (numeric_embedding=none or "
+                "periodic, no embedded categorical, front_scale=false)"
+           if s.embeddings or s.front_scale or (s.plr_columns and s.plr_linear)
            else None)
     if why is not None:
         raise ValueError(f"solver=exact needs {why}; use solver=gradient otherwise")
+
+
+def solved_inputs(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Tensor
+                  ) -> torch.Tensor:
+    """What ``solver="exact"`` solves the output layer on: the dense columns of X and beside
+    them the periodic features [x, h] (``exact.least_squares``): one matrix ``(B, d)`` for
+    every member when they read the same features (none, or the same frequencies: the
+    grid's at one σ), else each member's own ``(P, B, d)``."""
+    x = s.dense_inputs(X)
+    if not s.plr_columns:
+        return x
+    C = params["plr_C"]
+    shared = bool((C == C[:1]).all())
+    v, _ = layers.periodic_forward(s.numeric_inputs(X), C[:1] if shared else C)
+    h = layers.columns_side_by_side(v)
+    if shared:
+        return torch.cat([x, h[0]], dim=1)
+    return torch.cat([x.expand(len(C), -1, -1), h], dim=2)
 
 
 def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
@@ -375,10 +413,15 @@ def init_member(s: Structure, generator: torch.Generator, dtype: torch.dtype,
             params[f"b{layer}"] = torch.zeros(1, n_out, dtype=dtype, device=device)
     for j, (_, rows, k) in enumerate(s.embeddings):
         params[f"E{j}"] = layers.init_embedding(rows - 1, k, generator, dtype)
-    if s.plr_columns:  # drawn last: members without PLR draw what they drew before it
-        plr = layers.init_plr(len(s.plr_columns), s.plr_frequencies, s.plr_dim, plr_sigma,
-                              generator, dtype)
+    n = len(s.plr_columns)
+    if s.exact and n:  # never trained: the frequencies are a grid, not a draw
+        params["plr_C"] = layers.frequency_grid(n, s.plr_frequencies, plr_sigma, dtype, device)
+    elif s.plr_linear and n:  # drawn last: members without PLR draw what they drew before it
+        plr = layers.init_plr(n, s.plr_frequencies, s.plr_dim, plr_sigma, generator, dtype)
         params.update({f"plr_{name}": t for name, t in plr.items()})
+    elif n:
+        params["plr_C"] = layers.init_frequencies(n, s.plr_frequencies, plr_sigma, generator,
+                                                  dtype)
     if s.tabm_k > 1:  # TabM's first adapter without numeric embeddings: random signs
         signs = torch.randint(0, 2, (s.tabm_k, s.n_features), generator=generator,
                               device=device)
@@ -424,10 +467,13 @@ def _embedded(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Tensor
     codes = s.codes(X)
     looked_up = [layers.embedding_forward(c, params[f"E{j}"]) for j, c in enumerate(codes)]
     plr_cache = None
-    if s.plr_columns:
+    if s.plr_columns and s.plr_linear:
         h, plr_cache = layers.plr_forward(s.numeric_inputs(X), params["plr_C"],
                                           params["plr_W"], params["plr_b"])
         looked_up.append(h)
+    elif s.plr_columns:  # the periodic features themselves
+        v, plr_cache = layers.periodic_forward(s.numeric_inputs(X), params["plr_C"])
+        looked_up.append(layers.columns_side_by_side(v))
     return (looked_up[0] if len(looked_up) == 1 else torch.cat(looked_up, dim=2)), codes, \
         plr_cache
 
@@ -441,9 +487,12 @@ def _embedded_backward(s: Structure, params: Mapping[str, torch.Tensor], de: tor
     for j, (_, rows, k) in enumerate(s.embeddings):
         grads[f"E{j}"] = layers.embedding_backward(de[:, :, offset:offset + k], codes[j], rows)
         offset += k
-    if plr_cache is not None:
+    if plr_cache is not None and s.plr_linear:
         grads["plr_C"], grads["plr_W"], grads["plr_b"] = layers.plr_backward(
             de[:, :, offset:], plr_cache, params["plr_W"])
+    elif plr_cache is not None:
+        grads["plr_C"] = layers.periodic_backward(
+            layers.by_column(de[:, :, offset:], len(s.plr_columns)), plr_cache)
 
 
 def _tabm_input_forward(s: Structure, params: Mapping[str, torch.Tensor], X: torch.Tensor,

@@ -499,7 +499,8 @@ class Population:
         minimizer of its cost on all the rows (``exact.least_squares``), so the next epochs
         change nothing; the training metrics are the cost's data term there."""
         active = self.trainable
-        W, b = exact.least_squares(self.structure.dense_inputs(X), y, self._coef.l2, weight)
+        inputs = network.solved_inputs(self.structure, self.params, X)
+        W, b = exact.least_squares(inputs, y, self._coef.l2, weight)
         keep = active.view(-1, 1, 1)
         W0, b0 = self.params["W0"], self.params["b0"]
         W0.copy_(torch.where(keep, W, W0))  # in place, as an optimizer step updates them

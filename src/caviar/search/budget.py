@@ -41,10 +41,11 @@ def structure_epoch_cost(s: Structure, rows: int, members: int) -> float:
         return STEP_S + 2 * MAC_S * (rows * d * d + members * d ** 3 / 3)
     macs = sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:]))  # ≈ parameters
     units = sum(sizes[1:])
-    if s.plr_columns:  # per numeric column: θ, sin, cos over k, and a 2k → m layer
+    if s.plr_columns:  # per numeric column: θ, sin, cos over k, and PLR's 2k → m layer
         n, k, m = len(s.plr_columns), s.plr_frequencies, s.plr_dim
-        macs += n * 2 * k * m
-        units += n * (3 * k + m)
+        if s.plr_linear:
+            macs += n * 2 * k * m
+        units += n * (3 * k + (m if s.plr_linear else 0))
     steps = math.ceil(rows / s.batch_size)
     parameters = macs
     if s.tabm_k > 1:  # TabM-mini: every row k times, k output layers and r

@@ -31,6 +31,7 @@ from ..hyperparams import (
     ESTIMATOR_NETWORK,
     ESTIMATOR_NETWORK_DECAYED,
     LINEAR_EXACT,
+    PERIODIC_EXACT,
     REALMLP_LIKE,
     SPACE_ONLY,
     close_names,
@@ -413,8 +414,10 @@ def _same(a: Any, b: Any) -> bool:
 # 1.001x on the check tables, "The warm start follows the estimators"); and the estimators'
 # network on RealMLP's schedule, trained to its end, for targets close to a function of the
 # columns ("The estimators' network on RealMLP's schedule in the warm start"); and for a
-# regression, the seeds' linear regression solved exactly at three λ (``LINEAR_EXACT``).
-WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED, *LINEAR_EXACT)
+# regression, the seeds' linear regression solved exactly at three λ (``LINEAR_EXACT``), and
+# beside it on the numeric columns' periodic features at four (``PERIODIC_EXACT``).
+WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED, *LINEAR_EXACT,
+              *PERIODIC_EXACT)
 # Warm-start networks whose epochs follow the table's rows as the estimators' do
 # (``hyperparams.epochs_by_steps``).
 BY_STEPS = (ESTIMATOR_NETWORK, ESTIMATOR_NETWORK_DECAYED)
@@ -487,9 +490,7 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
             params = _params_in(space, drawn.replace(numeric=scaling))
             if params is None:
                 continue
-            outside = _outside(space, config) | {
-                name: config[name] for name in ("hidden_layer_sizes", "epochs")
-                if drawn[name] != config[name]}
+            outside = _outside(space, config) | _moved(space, drawn, config)
             if rows and by_steps and _draws_epochs(space):
                 epochs = epochs_by_steps(config["epochs"], config["batch_size"], rows)
                 if epochs != config["epochs"]:
@@ -505,8 +506,9 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
 
 
 def _nearest_drawn(space: Space, config: Any) -> Any:
-    """``config`` with the layers and epochs nearest to its own that the space's axes hold:
-    its fewest hidden layers of its narrowest width, its fewest epochs."""
+    """``config`` with the layers, epochs and numeric embedding nearest to its own that the
+    space's axes hold: its fewest hidden layers of its narrowest width, its fewest epochs,
+    none for an embedding the axis does not hold (periodic)."""
     def lowest(name: str) -> Any:
         p = space[name]
         return p.value if p.kind == "fixed" else min(p.values) if p.kind == "choice" else p.low
@@ -518,7 +520,30 @@ def _nearest_drawn(space: Space, config: Any) -> Any:
             * int(lowest("depth") if "depth" in space else SPACE_ONLY["depth"].default))
     if "epochs" in space:
         changes["epochs"] = max(config["epochs"], int(lowest("epochs")))
+    embedding = space["numeric_embedding"] if "numeric_embedding" in space else None
+    if embedding is not None and not _holds(embedding, config["numeric_embedding"]):
+        held = [embedding.value] if embedding.kind == "fixed" else list(embedding.values)
+        changes["numeric_embedding"] = "none" if "none" in held else held[0]
     return config.replace(**changes)
+
+
+def _holds(p: Any, value: Any) -> bool:
+    """Whether the choice or fixed axis ``p`` holds ``value``."""
+    return _same(p.value, value) if p.kind == "fixed" else any(_same(v, value)
+                                                                for v in p.values)
+
+
+def _moved(space: Space, drawn: Any, config: Any) -> dict[str, Any]:
+    """``config``'s values where the trial's drawn values (``_nearest_drawn``) differ, and of
+    axes those values leave inactive (a periodic network drawn as none has no plr_sigma)
+    where ``config`` is not at the default: what the trial must carry to train as
+    ``config``."""
+    values = dict(drawn)
+    inactive = {name for name in space if name in values and not all(
+        _value(values, k) in allowed for k, allowed in space[name].when.items())}
+    return {name: config[name] for name in config
+            if not _same(drawn[name], config[name])
+            or (name in inactive and not _same(config[name], DEFAULTS[name]))}
 
 
 def _draws_epochs(space: Space) -> bool:
@@ -547,13 +572,11 @@ def _params_in(space: Space, config: Any) -> dict[str, Any] | None:
         if name not in values:
             return None  # depth and width of unequal layers
         value = values[name]
-        if p.kind == "fixed":
-            if not _same(p.value, value):
+        if p.kind in ("fixed", "choice"):
+            if not _holds(p, value):
                 return None
-            continue
-        if p.kind == "choice":
-            if not any(_same(v, value) for v in p.values):
-                return None
+            if p.kind == "fixed":
+                continue
         elif value is None:
             return None  # "the schedule's own rate" has no value on the axis
         elif value == 0 and p.kind == "log_uniform" and p.low <= 1e-3:

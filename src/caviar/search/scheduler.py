@@ -21,13 +21,14 @@ How trials meet populations (slot refill):
 - A new study's first trials are known-good networks (``samplers.warm_start``: the
   estimators' network, TabM-mini, a RealMLP-like one, and the estimators' network on
   RealMLP's schedule, which alone trains to the end of it; for a regression, the linear
-  regression solved exactly at three λ), each alone in a group of its own
-  that no other trial joins, and never pruned. Shared with 15 random draws, in a short
-  budget each got a sixteenth of the epochs the estimator gives its one network, and a 10 s
-  tune scored 1.185x the defaults; alone, with groups taking turns by time, it trains about
-  as fast as the estimator's network (bench/README.md, "A 10-second tune"). Where its turns
-  would not end the estimators' network within the time budget (a short tune, a large
-  table), it goes before the other groups (``Tuner.behind``).
+  regression solved exactly at three λ, and on the numeric columns' periodic features at
+  four), each alone in a group of its own that no other trial joins (the solved ones of one
+  structure share one: one XᵀX for all their λ), and never pruned. Shared with 15 random
+  draws, in a short budget each got a sixteenth of the epochs the estimator gives its one
+  network, and a 10 s tune scored 1.185x the defaults; alone, with groups taking turns by
+  time, it trains about as fast as the estimator's network (bench/README.md, "A 10-second
+  tune"). Where its turns would not end the estimators' network within the time budget (a
+  short tune, a large table), it goes before the other groups (``Tuner.behind``).
 - Groups take turns by time, not by epochs: the next epoch goes to the group that has used
   the least estimated time (``epoch_cost``; a new group starts level with the least), so a
   structure whose epochs cost 5× as much gets the same seconds as the others, not 5× as
@@ -427,7 +428,11 @@ class Tuner:
             trial, params = asked
             key = structure_key(params)
             if trial.user_attrs.get(keys.WARM):  # a known-good network trains alone (see
-                group = self._new_group(trial, params)  # the module's notes)
+                solving = self._solving(key)  # the module's notes), but solved ones share
+                if solving is not None:
+                    solving.joining.append((trial, params))
+                    continue
+                group = self._new_group(trial, params)
                 group.solo, group.first = True, bool(trial.user_attrs.get(keys.FIRST))
                 group.full_schedule = bool(trial.user_attrs.get(keys.FULL_SCHEDULE))
                 continue
@@ -445,6 +450,13 @@ class Tuner:
             self.shared.flush()  # the trials asked here, created in one transaction
         for group in list(self.groups):
             self._settle(group)
+
+    def _solving(self, key: tuple) -> _Group | None:
+        """The warm start's group of solved networks (``solver="exact"``) of structure
+        ``key`` asked in this fill, if any: they share one, so that one XᵀX serves every λ
+        (``exact.least_squares``), and each is the one epoch it would be alone."""
+        return next((g for g in self.groups if g.solo and g.key == key and g.shape.exact
+                     and g.population is None), None)
 
     def _settle(self, group: _Group) -> None:
         """Place the joining trials (free slots first, in place; then appended) and drop the
