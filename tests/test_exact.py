@@ -326,3 +326,36 @@ def test_the_solved_warm_networks_of_one_structure_share_one_group():
     assert sorted(h["l2"] for h in solved[1].population.hyperparameters) == [1e-4, 1e-2, 1, 1e2]
     unsolved = [g for g in tuner.groups if g.solo and not g.shape.exact]
     assert [g.population.size for g in unsolved] == [1, 1, 1]  # the other warm networks
+
+
+def test_the_sums_go_chunk_by_chunk_with_the_same_solve(monkeypatch):
+    """The solve reads its inputs a chunk of rows at a time (a large table's periodic
+    features never exist at once), and its sums give what one pass gives: Ridge's fit, for
+    members with their own features (two σ) and their own row weights (a bag)."""
+    from caviar.engine import exact
+
+    monkeypatch.setattr(exact, "CHUNK_ROWS", 64)
+    X, y = _mixed_rows(n=300)
+    weights = torch.stack([torch.ones(len(X), dtype=torch.float64),
+                           (torch.arange(len(X)) % 3 != 0).double()])
+    pop = Population("regression", LAYOUT, [
+        {"hidden_layer_sizes": [], "solver": "exact", "numeric_embedding": "periodic",
+         "plr_frequencies": 4, "plr_sigma": sigma, "l2": 0.1} for sigma in (0.3, 2.0)],
+        dtype=torch.float64)
+    read = []
+    original = exact._chunks
+
+    def counted(rows, y, w):
+        for xc, yc, wc in original(rows, y, w):
+            read.append(len(yc))
+            yield xc, yc, wc
+
+    monkeypatch.setattr(exact, "_chunks", counted)
+    pop.train_epoch(X, y, weights)
+    assert max(read) == 64 and sum(read) == 2 * len(X)  # two passes: means, then products
+    for p, sigma in enumerate((0.3, 2.0)):
+        features = _periodic_features(X[:, :8].numpy(), [0, 1, 2], 4, sigma)
+        ridge = Ridge(alpha=0.1, solver="svd").fit(features, y.numpy(),
+                                                   sample_weight=weights[p].numpy())
+        np.testing.assert_allclose(pop.params["W0"][p, :, 0].numpy(), ridge.coef_, atol=1e-8)
+        assert pop.params["b0"][p].item() == pytest.approx(ridge.intercept_, abs=1e-8)

@@ -20,35 +20,64 @@ same way, then fits a sum of smooth functions of one column each.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+# Rows per chunk of the sums: the inputs of a large table, periodic features and all, never
+# exist in float64 at once (a million rows of 1,024 features would be 8 GB a copy).
+CHUNK_ROWS = 8192
 
-def least_squares(x: torch.Tensor, y: torch.Tensor, l2: torch.Tensor,
+Inputs = torch.Tensor | Callable[[slice], torch.Tensor]
+
+
+def least_squares(x: Inputs, y: torch.Tensor, l2: torch.Tensor,
                   weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each member's W ``(P, d, 1)`` and b ``(P,)`` minimizing J above, for inputs x
-    ``(n, d)`` (or each member's own, ``(P, n, d)``), targets y ``(n,)``, λ ``(P,)`` and row
-    weights ``(n,)`` or ``(P, n)`` (None: all 1). Solved in float64 and returned in x's
+    ``(n, d)`` (or each member's own, ``(P, n, d)``; or a function giving those of a slice
+    of the rows, called chunk by chunk), targets y ``(n,)``, λ ``(P,)`` and row weights
+    ``(n,)`` or ``(P, n)`` (None: all 1). Solved in float64 and returned in the inputs'
     dtype; a singular system (λ = 0 and collinear columns) takes the least-norm solution."""
-    x64, y64, l2 = x.double(), y.double(), l2.double()  # one copy, whatever the members
-    own_rows = x.dim() == 3
-    if not own_rows and (weight is None or weight.dim() == 1):
-        return _solve(*_moments(x64, y64, weight), l2, x.dtype)  # one Gram matrix for all
-    solved = [_solve(*_moments(x64[p] if own_rows else x64, y64,
-                               weight if weight is None or weight.dim() == 1 else weight[p]),
-                     l2[p:p + 1], x.dtype)
-              for p in range(len(l2))]
-    return torch.cat([W for W, _ in solved]), torch.cat([b for _, b in solved])
+    rows = x if callable(x) else (lambda part: x[..., part, :])
+    x_mean, y_mean, gram, rhs, dtype = _moments(rows, y.double(), weight)
+    return _solve(x_mean, y_mean, gram, rhs, l2.double(), dtype)
 
 
-def _moments(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
+def _chunks(rows: Callable[[slice], torch.Tensor], y: torch.Tensor, w: torch.Tensor | None):
+    """Each chunk's inputs ``(1 or P, b, d)`` in float64, targets ``(b,)`` and weights
+    ``(1 or P, b)``."""
+    for start in range(0, len(y), CHUNK_ROWS):
+        part = slice(start, start + CHUNK_ROWS)
+        xc = rows(part).double()
+        xc = xc.unsqueeze(0) if xc.dim() == 2 else xc
+        yc = y[part]
+        wc = (torch.ones(1, len(yc), dtype=xc.dtype, device=xc.device) if w is None
+              else w[..., part].double().view(-1, len(yc)))
+        yield xc, yc, wc
+
+
+def _moments(rows: Callable[[slice], torch.Tensor], y: torch.Tensor, w: torch.Tensor | None
              ) -> tuple[torch.Tensor, ...]:
-    """x̄ ``(d,)``, ȳ, X̃ᵀΩX̃ ``(d, d)`` and X̃ᵀΩỹ ``(d, 1)`` (Ω = diag(w), or I)."""
-    w = torch.ones(len(x), dtype=x.dtype, device=x.device) if w is None else w.double()
-    total = w.sum().clamp_min(torch.finfo(x.dtype).tiny)
-    x_mean, y_mean = (w @ x) / total, (w @ y) / total
-    xc = x - x_mean  # X̃
-    weighted = xc * w.unsqueeze(1)  # ΩX̃
-    return x_mean, y_mean, weighted.T @ xc, weighted.T @ (y - y_mean).unsqueeze(1)
+    """x̄ ``(P', d)``, ȳ ``(P',)``, X̃ᵀΩX̃ ``(P', d, d)`` and X̃ᵀΩỹ ``(P', d, 1)`` (Ω =
+    diag(w), or I), summed over chunks: the weighted means first, then the centred products
+    (centring before the products keeps them accurate). P' is 1 where every member reads the
+    same rows with the same weights, so one Gram matrix serves them all; and the inputs'
+    dtype."""
+    total = x_sum = y_sum = None
+    for xc, yc, wc in _chunks(rows, y, w):
+        part = (wc.sum(dim=1), (wc.unsqueeze(1) @ xc).squeeze(1), wc @ yc)
+        total, x_sum, y_sum = part if total is None else (total + part[0], x_sum + part[1],
+                                                         y_sum + part[2])
+    total = total.clamp_min(torch.finfo(total.dtype).tiny)
+    x_mean, y_mean = x_sum / total.unsqueeze(1), y_sum / total
+    gram = rhs = None
+    for xc, yc, wc in _chunks(rows, y, w):
+        centred = xc - x_mean.unsqueeze(1)  # X̃
+        weighted = centred * wc.unsqueeze(2)  # ΩX̃
+        part = (weighted.transpose(1, 2) @ centred,
+                weighted.transpose(1, 2) @ (yc - y_mean.unsqueeze(1)).unsqueeze(2))
+        gram, rhs = part if gram is None else (gram + part[0], rhs + part[1])
+    return x_mean, y_mean, gram, rhs, rows(slice(0, 1)).dtype
 
 
 def _solve(x_mean: torch.Tensor, y_mean: torch.Tensor, gram: torch.Tensor, rhs: torch.Tensor,
@@ -56,13 +85,14 @@ def _solve(x_mean: torch.Tensor, y_mean: torch.Tensor, gram: torch.Tensor, rhs: 
     """W from (X̃ᵀΩX̃ + λI)·W = X̃ᵀΩỹ for each λ (Cholesky; the pseudo-inverse where λ = 0,
     as X̃ᵀΩX̃ is singular wherever columns are collinear, one-hot levels among them), and
     b = ȳ − x̄·W."""
-    P, d = len(l2), len(gram)
+    P, d = len(l2), gram.shape[-1]
     A = gram.expand(P, d, d) + l2.view(P, 1, 1) * torch.eye(d, dtype=gram.dtype,
                                                              device=gram.device)
+    rhs = rhs.expand(P, d, 1)
     L, info = torch.linalg.cholesky_ex(A)
-    W = torch.cholesky_solve(rhs.expand(P, d, 1), L)
+    W = torch.cholesky_solve(rhs, L)
     singular = (info != 0) | (l2 <= 0)
     if bool(singular.any()):
-        W[singular] = torch.linalg.pinv(A[singular], hermitian=True) @ rhs
-    b = y_mean - (W.squeeze(2) @ x_mean)
+        W[singular] = torch.linalg.pinv(A[singular], hermitian=True) @ rhs[singular]
+    b = y_mean.expand(P) - (W.squeeze(2) * x_mean.expand(P, d)).sum(dim=1)
     return W.to(dtype), b.to(dtype)

@@ -499,14 +499,16 @@ class Population:
         minimizer of its cost on all the rows (``exact.least_squares``), so the next epochs
         change nothing; the training metrics are the cost's data term there."""
         active = self.trainable
-        inputs = network.solved_inputs(self.structure, self.params, X)
+        def inputs(rows: slice) -> torch.Tensor:  # computed chunk by chunk by the solve
+            return network.solved_inputs(self.structure, self.params, X[rows])
+
         W, b = exact.least_squares(inputs, y, self._coef.l2, weight)
         keep = active.view(-1, 1, 1)
         W0, b0 = self.params["W0"], self.params["b0"]
         W0.copy_(torch.where(keep, W, W0))  # in place, as an optimizer step updates them
         b0.copy_(torch.where(keep, b.view_as(b0), b0))
         self.epoch += active.long()
-        residual = self._forward(X, training=True).squeeze(2) - y  # (P, n)
+        residual = self.decision_function(X).squeeze(2) - y  # (P, n), in chunks
         squares = residual.square() if weight is None else weight * residual.square()
         metrics = {"loss": squares.mean(dim=1) / 2}
         metrics.update(_regression_metrics(squares.sum(dim=1), y))
