@@ -23,8 +23,7 @@ from scipy.stats import norm
 from sklearn.linear_model import RidgeCV
 
 sys.path.insert(0, str(Path(__file__).parent))
-from any_tables import draw_tables, split  # noqa: E402
-from ridge_probe import ALPHAS  # noqa: E402
+from ridge_probe import ALPHAS, regression_targets  # noqa: E402
 from tables import test_score  # noqa: E402
 
 from caviar.data.preprocess import TablePreprocessor  # noqa: E402
@@ -68,15 +67,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--count", type=int, default=40)
     args = parser.parse_args()
-    runs = {r["table"]: r for r in map(json.loads, Path(args.sweep).read_text().splitlines())
-            if r.get("metric") == "rmse"}
-    for i, (name, df) in enumerate(draw_tables(args.count, args.seed, 60_000, 100)):
-        if name not in runs:
-            continue
-        target, train, test = split(df, args.seed + i)
-        train, test = train.dropna(subset=[target]), test.dropna(subset=[target])
-        result = {"seed": args.seed, "table": name, "target": target,
-                  "caviar": runs[name]["caviar"]}
+    for name, target, train, test, caviar, _ in regression_targets(args.sweep, args.seed,
+                                                                  args.count):
+        result = {"seed": args.seed, "table": name, "target": target, "caviar": caviar}
         try:
             pre = TablePreprocessor(target=target, task="regression", numeric="robust")
             X_train, X_test = pre.fit_transform(train), pre.transform(test)

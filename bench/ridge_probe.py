@@ -29,6 +29,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,20 @@ from caviar.data import prepare, read_table  # noqa: E402
 from caviar.data.preprocess import TablePreprocessor  # noqa: E402
 
 ALPHAS = np.logspace(-4, 3, 15)
+
+
+def regression_targets(sweep: str, seed: int, count: int) -> Iterator[tuple]:
+    """Each regression target of an ``any_tables.py`` sweep (its JSON lines, --seed and
+    --count), on the sweep's own draws and splits, rows without a target dropped: the table,
+    the target, the training and test rows, the sweep's caviar RMSE and the table's seed."""
+    runs = {r["table"]: r for r in map(json.loads, Path(sweep).read_text().splitlines())
+            if r.get("metric") == "rmse"}
+    for i, (name, df) in enumerate(draw_tables(count, seed, 60_000, 100)):
+        if name not in runs:
+            continue
+        target, train, test = split(df, seed + i)
+        yield (name, target, train.dropna(subset=[target]), test.dropna(subset=[target]),
+               runs[name]["caviar"], seed + i)
 
 
 def ridge_rmse(train, test, target: str, numeric: str, features: int = 0) -> float:
@@ -97,14 +112,9 @@ def main() -> None:
     parser.add_argument("--tune", type=float, metavar="B", help="choose by validation rows "
                         "between a B-second tune and the periodic ridge")
     args = parser.parse_args()
-    runs = {r["table"]: r for r in map(json.loads, Path(args.sweep).read_text().splitlines())
-            if r.get("metric") == "rmse"}
-    for i, (name, df) in enumerate(draw_tables(args.count, args.seed, 60_000, 100)):
-        if name not in runs:
-            continue
-        target, train, test = split(df, args.seed + i)
-        train, test = train.dropna(subset=[target]), test.dropna(subset=[target])
-        result = {"table": name, "target": target, "caviar": runs[name]["caviar"]}
+    for name, target, train, test, caviar, table_seed in regression_targets(
+            args.sweep, args.seed, args.count):
+        result = {"table": name, "target": target, "caviar": caviar}
         try:
             for numeric in ("robust", "standard"):
                 result[f"ridge_{numeric}"] = ridge_rmse(train, test, target, numeric)
@@ -112,7 +122,7 @@ def main() -> None:
                 result["ridge_periodic"] = ridge_rmse(train, test, target, "robust",
                                                       args.random_features)
             if args.tune:
-                result.update(chosen_by_validation(train, test, target, args.seed + i,
+                result.update(chosen_by_validation(train, test, target, table_seed,
                                                    args.tune, args.random_features))
         except (ValueError, subprocess.CalledProcessError) as error:  # recorded, not fatal
             result["error"] = str(error)[:200]
