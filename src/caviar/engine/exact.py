@@ -36,11 +36,11 @@ def least_squares(x: Inputs, y: torch.Tensor, l2: torch.Tensor,
     """Each member's W ``(P, d, 1)`` and b ``(P,)`` minimizing J above, for inputs x
     ``(n, d)`` (or each member's own, ``(P, n, d)``; or a function giving those of a slice
     of the rows, called chunk by chunk), targets y ``(n,)``, λ ``(P,)`` and row weights
-    ``(n,)`` or ``(P, n)`` (None: all 1). Solved in float64 and returned in the inputs'
-    dtype; a singular system (λ = 0 and collinear columns) takes the least-norm solution."""
+    ``(n,)`` or ``(P, n)`` (None: all 1). Solved in float64 and returned in y's dtype (the
+    inputs' own); a singular system (λ = 0 and collinear columns) takes the least-norm
+    solution."""
     rows = x if callable(x) else (lambda part: x[..., part, :])
-    x_mean, y_mean, gram, rhs, dtype = _moments(rows, y.double(), weight)
-    return _solve(x_mean, y_mean, gram, rhs, l2.double(), dtype)
+    return _solve(*_moments(rows, y.double(), weight), l2.double(), y.dtype)
 
 
 def _chunks(rows: Callable[[slice], torch.Tensor], y: torch.Tensor, w: torch.Tensor | None):
@@ -61,8 +61,7 @@ def _moments(rows: Callable[[slice], torch.Tensor], y: torch.Tensor, w: torch.Te
     """x̄ ``(P', d)``, ȳ ``(P',)``, X̃ᵀΩX̃ ``(P', d, d)`` and X̃ᵀΩỹ ``(P', d, 1)`` (Ω =
     diag(w), or I), summed over chunks: the weighted means first, then the centred products
     (centring before the products keeps them accurate). P' is 1 where every member reads the
-    same rows with the same weights, so one Gram matrix serves them all; and the inputs'
-    dtype."""
+    same rows with the same weights, so one Gram matrix serves them all."""
     total = x_sum = y_sum = None
     for xc, yc, wc in _chunks(rows, y, w):
         part = (wc.sum(dim=1), (wc.unsqueeze(1) @ xc).squeeze(1), wc @ yc)
@@ -77,7 +76,7 @@ def _moments(rows: Callable[[slice], torch.Tensor], y: torch.Tensor, w: torch.Te
         part = (weighted.transpose(1, 2) @ centred,
                 weighted.transpose(1, 2) @ (yc - y_mean.unsqueeze(1)).unsqueeze(2))
         gram, rhs = part if gram is None else (gram + part[0], rhs + part[1])
-    return x_mean, y_mean, gram, rhs, rows(slice(0, 1)).dtype
+    return x_mean, y_mean, gram, rhs
 
 
 def _solve(x_mean: torch.Tensor, y_mean: torch.Tensor, gram: torch.Tensor, rhs: torch.Tensor,

@@ -539,8 +539,7 @@ def _moved(space: Space, drawn: Any, config: Any) -> dict[str, Any]:
     where ``config`` is not at the default: what the trial must carry to train as
     ``config``."""
     values = dict(drawn)
-    inactive = {name for name in space if name in values and not all(
-        _value(values, k) in allowed for k, allowed in space[name].when.items())}
+    inactive = {name for name in space if name in values and not _active(space[name], values)}
     return {name: config[name] for name in config
             if not _same(drawn[name], config[name])
             or (name in inactive and not _same(config[name], DEFAULTS[name]))}
@@ -567,7 +566,7 @@ def _params_in(space: Space, config: Any) -> dict[str, Any] | None:
     params: dict[str, Any] = {}
     for name in space:
         p = space[name]
-        if not all(_value(values, k) in allowed for k, allowed in p.when.items()):
+        if not _active(p, values):
             continue  # inactive for this configuration
         if name not in values:
             return None  # depth and width of unequal layers
@@ -585,6 +584,11 @@ def _params_in(space: Space, config: Any) -> dict[str, Any] | None:
             return None
         params[p.optuna_name] = p.encode(value)
     return params
+
+
+def _active(p: Any, values: dict[str, Any]) -> bool:
+    """Whether axis ``p`` is drawn for a configuration of ``values`` (its ``when`` holds)."""
+    return all(_value(values, k) in allowed for k, allowed in p.when.items())
 
 
 def _value(values: dict[str, Any], name: str) -> Any:
