@@ -325,7 +325,11 @@ def test_the_solved_warm_networks_of_one_structure_share_one_group():
     assert solved[1].shape.plr_columns and not solved[0].shape.plr_columns
     assert sorted(h["l2"] for h in solved[1].population.hyperparameters) == [1e-4, 1e-2, 1, 1e2]
     unsolved = [g for g in tuner.groups if g.solo and not g.shape.exact]
-    assert [g.population.size for g in unsolved] == [1, 1, 1]  # the other warm networks
+    # the other warm networks: the two decayed ones (σ = 0.1 and 1) share a group too
+    assert [g.population.size for g in unsolved] == [1, 1, 2]
+    decayed = unsolved[2]
+    assert decayed.full_schedule
+    assert [h["plr_sigma"] for h in decayed.population.hyperparameters] == [0.1, 1.0]
 
 
 def test_the_sums_go_chunk_by_chunk_with_the_same_solve(monkeypatch):

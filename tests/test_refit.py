@@ -175,15 +175,15 @@ def test_an_unknown_refit_is_one_clear_error(wine_csv, tmp_path):
 def test_a_new_study_starts_from_the_estimators_network_on_both_schedules_and_a_realmlp_like_one(
         wine_csv, tmp_path):
     space = default_space()
-    result = tune(wine_csv, "cultivar", trials=4, population=4, space=space,
+    result = tune(wine_csv, "cultivar", trials=5, population=4, space=space,
                   out=tmp_path / "warm", seed=0, refit="none")
-    first = sorted(result.study.trials, key=lambda t: t.number)[:3]
+    first = sorted(result.study.trials, key=lambda t: t.number)[:4]
     rows = len(prepare(pd.read_csv(wine_csv), "cultivar", seed=0).train)  # tune's
     assert [t.params for t in first] == [w.params for w in warm_start(space, rows=rows)]
     made = [t.user_attrs["hyperparameters"] for t in first]
     estimators = CaviarClassifier().get_params()
     decayed = {**estimators, "lr_decay": "cosine", "learning_rate": 3e-3}  # RealMLP's schedule
-    for config, hyperparameters in zip((estimators, REALMLP_LIKE, decayed), made):
+    for config, hyperparameters in zip((estimators, REALMLP_LIKE, decayed, decayed), made):
         for name in ("hidden_layer_sizes", "optimizer", "learning_rate", "dropout",
                      "lr_decay", "batch_size", "batch_norm"):
             assert _plain(hyperparameters[name]) == _plain(config[name]), name
@@ -193,18 +193,20 @@ def test_a_new_study_starts_from_the_estimators_network_on_both_schedules_and_a_
     # schedule; the RealMLP-like network embeds with PLR too, for its own 50 epochs
     expected = epochs_by_steps(DEFAULTS["epochs"], DEFAULTS["batch_size"], rows)
     assert expected == CaviarClassifier()._epochs(rows, DEFAULTS["batch_size"]) == MIN_STEPS
-    assert [h["epochs"] for h in made] == [expected, REALMLP_LIKE["epochs"], expected]
-    assert [h["numeric_embedding"] for h in made] == ["plr"] * 3
+    assert [h["epochs"] for h in made] == [expected, REALMLP_LIKE["epochs"], expected, expected]
+    assert [h["numeric_embedding"] for h in made] == ["plr"] * 4
     assert made[1]["plr_sigma"] == pytest.approx(REALMLP_LIKE["plr_sigma"])
+    # the decayed network twice: its frequencies at RealMLP-TD's σ and at the inputs' scale
+    assert [made[2]["plr_sigma"], made[3]["plr_sigma"]] == pytest.approx([0.1, 1.0])
     # the estimators' network as they fit it: TabM-mini, though the space draws no tabm_k
     # (the search's own trials are one network each)
-    assert [h["tabm_k"] for h in made] == [TABM_K, 1, TABM_K]
-    assert all(t.user_attrs["hyperparameters"]["tabm_k"] == 1 for t in result.study.trials[3:])
+    assert [h["tabm_k"] for h in made] == [TABM_K, 1, TABM_K, TABM_K]
+    assert all(t.user_attrs["hyperparameters"]["tabm_k"] == 1 for t in result.study.trials[4:])
     # each trains alone and is never pruned (no other trial shares its population, so none
     # is compared with it); it ends at its last epoch or, as the estimators' early stopping
     # ends their fit, PATIENCE epochs after its best; the search's trials share the other
     # slots. On wine the estimators' network is past its best long before its 1,000 epochs.
-    assert [t.state for t in first] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert [t.state for t in first] == [optuna.trial.TrialState.COMPLETE] * 4
     for trial, hyperparameters in zip(first, made):
         curve = trial.intermediate_values  # epoch -> validation log-loss
         last, best = max(curve), min(curve, key=curve.get)
@@ -213,33 +215,36 @@ def test_a_new_study_starts_from_the_estimators_network_on_both_schedules_and_a_
     assert max(first[0].intermediate_values) < made[0]["epochs"]
     # on RealMLP's schedule it trains to the end: the rate decays to 0 over all its epochs
     assert max(first[2].intermediate_values) == made[2]["epochs"]
-    assert [t.user_attrs.get(keys.FULL_SCHEDULE, False) for t in first] == [False, False, True]
+    assert max(first[3].intermediate_values) == made[3]["epochs"]
+    assert [t.user_attrs.get(keys.FULL_SCHEDULE, False) for t in first] == [False, False, True,
+                                                                            True]
     # a resumed study does not start over from them
     again = tune(wine_csv, "cultivar", trials=6, population=2, space=space,
                  out=tmp_path / "warm", seed=0, refit="none")
-    assert [t.params for t in again.study.trials[4:]] != [w.params for w in warm_start(space)]
-    assert not any(t.user_attrs.get(keys.WARM) for t in again.study.trials[4:])
+    assert [t.params for t in again.study.trials[5:]] != [w.params for w in warm_start(space)]
+    assert not any(t.user_attrs.get(keys.WARM) for t in again.study.trials[5:])
 
 
 def test_warm_start_keeps_only_configurations_inside_the_space():
     assert warm_start(Space.from_dict(WINE_SPACE)) == []  # epochs 3..6, widths 8 and 16
     wide = default_space().replace({"width": choice([32, 64]), "l2": log_uniform(1e-5, 1.0)})
     # the defaults' 64 wide layers, on either schedule; not RealMLP's 256
-    only, decayed = warm_start(wide)
+    only, decayed, decayed_sigma1 = warm_start(wide)
     assert only.params["width"] == 64 and only.params["l2"] == 1e-5  # l2 = 0: the floor
     assert only.outside == {"tabm_k": TABM_K}  # the estimators' k: the space draws none
     assert decayed.params == only.params | {"learning_rate": 3e-3, "lr_decay": "cosine"}
+    assert decayed_sigma1.params == decayed.params | {"plr_sigma": 1.0}
     fixed = default_space().replace({"optimizer": fixed_value("adamw")})
     (realmlp,) = warm_start(fixed)
     assert realmlp.params["width"] == 256 and "optimizer" not in realmlp.params
     assert realmlp.outside == {}
     # a searched scaling: each configuration under both
     searched = default_space().replace({"numeric": choice(["robust", "quantile"])})
-    assert [w.params["numeric"] for w in warm_start(searched)] == ["robust", "quantile"] * 3
+    assert [w.params["numeric"] for w in warm_start(searched)] == ["robust", "quantile"] * 4
     # the estimators' network, under each scaling, is the one that may go first; on RealMLP's
     # schedule, the one that trains to the end of it
-    assert [w.first for w in warm_start(searched)] == [True, True] + [False] * 4
-    assert [w.full_schedule for w in warm_start(searched)] == [False] * 4 + [True, True]
+    assert [w.first for w in warm_start(searched)] == [True, True] + [False] * 6
+    assert [w.full_schedule for w in warm_start(searched)] == [False] * 4 + [True] * 4
     # a dead worker's re-queued trial is asked as it was (Optuna copies its user attributes)
     for known in warm_start(searched):
         assert QueuedTrial.retried(known.params, known.attrs()) == known
@@ -247,7 +252,7 @@ def test_warm_start_keeps_only_configurations_inside_the_space():
     # the two blocks, but no network reads one alone)
     both = default_space().replace({"numeric": "robust+quantile"})
     assert both.scalings() == ("robust", "quantile")
-    assert len(warm_start(both)) == len(warm_start(default_space())) == 3  # fixed: no param
+    assert len(warm_start(both)) == len(warm_start(default_space())) == 4  # fixed: no param
     # a configuration's value of an axis the space does not name goes with its trial; one
     # the space fixes to another value leaves the configuration out
     estimators = DEFAULTS.replace(tabm_k=TABM_K)
@@ -264,10 +269,10 @@ def test_the_estimators_network_trains_the_epochs_the_estimators_give_it():
     steps), beyond the space's epochs axis if need be; the RealMLP-like network and a space
     that fixes the epochs are left alone."""
     space = default_space()
-    big, _, big_decayed = warm_start(space, rows=100_000)  # 782 steps an epoch: 50 epochs
+    big, _, big_decayed, _ = warm_start(space, rows=100_000)  # 782 steps an epoch: 50 epochs
     assert big.outside == big_decayed.outside == {"tabm_k": TABM_K}  # are plenty
     assert big == warm_start(space)[0]
-    small, realmlp, small_decayed = warm_start(space, rows=300)  # 3 steps an epoch: 334
+    small, realmlp, small_decayed, _ = warm_start(space, rows=300)  # 3 steps an epoch: 334
     assert small.outside == {"tabm_k": TABM_K, "epochs": math.ceil(MIN_STEPS / 3)}
     assert small.params["epochs"] == space["epochs"].high  # the axis's top stands in
     assert small_decayed.outside == small.outside  # on RealMLP's schedule: the same epochs
@@ -283,10 +288,11 @@ def test_a_warm_start_trains_the_network_it_names_in_a_space_of_few_axes(wine_cs
     RealMLP's layers, optimizer, dropout, decay and PLR (the values the space does not name
     go with the trial), not the vocabulary's defaults with RealMLP's learning rate."""
     space = Space({"learning_rate": log_uniform(1e-4, 1e-2)})
-    estimators, realmlp, decayed = warm_start(space)
+    estimators, realmlp, decayed, decayed_sigma1 = warm_start(space)
     assert estimators.outside == {"tabm_k": TABM_K, "numeric_embedding": "plr"}
-    assert decayed.params == {"learning_rate": pytest.approx(3e-3)}
+    assert decayed.params == decayed_sigma1.params == {"learning_rate": pytest.approx(3e-3)}
     assert decayed.outside == estimators.outside | {"lr_decay": "cosine"}
+    assert decayed_sigma1.outside == decayed.outside | {"plr_sigma": 1.0}
     assert realmlp.params == {"learning_rate": pytest.approx(2e-3)}
     assert realmlp.outside["optimizer"] == "adamw"
     result = tune(wine_csv, "cultivar", trials=2, population=2, space=space,

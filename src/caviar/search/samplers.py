@@ -30,6 +30,7 @@ from ..hyperparams import (
     DEFAULTS,
     ESTIMATOR_NETWORK,
     ESTIMATOR_NETWORK_DECAYED,
+    ESTIMATOR_NETWORK_DECAYED_SIGMA1,
     LINEAR_EXACT,
     PERIODIC_EXACT,
     REALMLP_LIKE,
@@ -416,14 +417,15 @@ def _same(a: Any, b: Any) -> bool:
 # columns ("The estimators' network on RealMLP's schedule in the warm start"); and for a
 # regression, the seeds' linear regression solved exactly at three λ (``LINEAR_EXACT``), and
 # beside it on the numeric columns' periodic features at four (``PERIODIC_EXACT``).
-WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED, *LINEAR_EXACT,
-              *PERIODIC_EXACT)
+WARM_START = (ESTIMATOR_NETWORK, REALMLP_LIKE, ESTIMATOR_NETWORK_DECAYED,
+              ESTIMATOR_NETWORK_DECAYED_SIGMA1, *LINEAR_EXACT, *PERIODIC_EXACT)
 # Warm-start networks whose epochs follow the table's rows as the estimators' do
 # (``hyperparams.epochs_by_steps``).
-BY_STEPS = (ESTIMATOR_NETWORK, ESTIMATOR_NETWORK_DECAYED)
+BY_STEPS = (ESTIMATOR_NETWORK, ESTIMATOR_NETWORK_DECAYED, ESTIMATOR_NETWORK_DECAYED_SIGMA1)
 # Warm-start networks that train to the end of their schedule: a rate decayed to 0 does its
-# finest fitting last, past plateaus that early stopping would end it on.
-FULL_SCHEDULE = (ESTIMATOR_NETWORK_DECAYED,)
+# finest fitting last, past plateaus that early stopping would end it on. Those of one
+# structure (the two σ) share a group (``Tuner.fill``).
+FULL_SCHEDULE = (ESTIMATOR_NETWORK_DECAYED, ESTIMATOR_NETWORK_DECAYED_SIGMA1)
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,17 @@ How trials meet populations (slot refill):
   itself, each trial joins whichever group matches its structure.
 - A new study's first trials are known-good networks (``samplers.warm_start``: the
   estimators' network, TabM-mini, a RealMLP-like one, and the estimators' network on
-  RealMLP's schedule, which alone trains to the end of it; for a regression, the linear
-  regression solved exactly at three λ, and on the numeric columns' periodic features at
-  four), each alone in a group of its own that no other trial joins (the solved ones of one
-  structure share one: one XᵀX for all their λ), and never pruned. Shared with 15 random
-  draws, in a short budget each got a sixteenth of the epochs the estimator gives its one
-  network, and a 10 s tune scored 1.185x the defaults; alone, with groups taking turns by
-  time, it trains about as fast as the estimator's network (bench/README.md, "A 10-second
-  tune"). Where its turns would not end the estimators' network within the time budget (a
-  short tune, a large table), it goes before the other groups (``Tuner.behind``).
+  RealMLP's schedule at two σ of its PLR frequencies, which alone trains to the end of it;
+  for a regression, the linear regression solved exactly at three λ, and on the numeric
+  columns' periodic features at four), each alone in a group of its own that no other trial
+  joins (the solved ones of one structure share one: one XᵀX for all their λ; so do the two
+  on RealMLP's schedule: a member more costs less than a group's turns), and never pruned.
+  Shared with 15 random draws, in a short budget each got a sixteenth of the epochs the
+  estimator gives its one network, and a 10 s tune scored 1.185x the defaults; alone, with
+  groups taking turns by time, it trains about as fast as the estimator's network
+  (bench/README.md, "A 10-second tune"). Where its turns would not end the estimators'
+  network within the time budget (a short tune, a large table), it goes before the other
+  groups (``Tuner.behind``).
 - Groups take turns by time, not by epochs: the next epoch goes to the group that has used
   the least estimated time (``epoch_cost``; a new group starts level with the least), so a
   structure whose epochs cost 5× as much gets the same seconds as the others, not 5× as
@@ -428,13 +430,15 @@ class Tuner:
             trial, params = asked
             key = structure_key(params)
             if trial.user_attrs.get(keys.WARM):  # a known-good network trains alone (see
-                solving = self._solving(key)  # the module's notes), but solved ones share
-                if solving is not None:
-                    solving.joining.append((trial, params))
+                # the module's notes), but solved ones share, and so do full-schedule ones
+                full_schedule = bool(trial.user_attrs.get(keys.FULL_SCHEDULE))
+                sharing = self._warm_sharing(key, full_schedule)
+                if sharing is not None:
+                    sharing.joining.append((trial, params))
                     continue
                 group = self._new_group(trial, params)
                 group.solo, group.first = True, bool(trial.user_attrs.get(keys.FIRST))
-                group.full_schedule = bool(trial.user_attrs.get(keys.FULL_SCHEDULE))
+                group.full_schedule = full_schedule
                 continue
             if group is None:  # a leader (or any grid point): join a group of its shape,
                 # reopening a draining one (its few survivors fill up again)
@@ -451,12 +455,14 @@ class Tuner:
         for group in list(self.groups):
             self._settle(group)
 
-    def _solving(self, key: tuple) -> _Group | None:
-        """The warm start's group of solved networks (``solver="exact"``) of structure
-        ``key`` asked in this fill, if any: they share one, so that one XᵀX serves every λ
-        (``exact.least_squares``), and each is the one epoch it would be alone."""
-        return next((g for g in self.groups if g.solo and g.key == key and g.shape.exact
-                     and g.population is None), None)
+    def _warm_sharing(self, key: tuple, full_schedule: bool) -> _Group | None:
+        """The warm start's group of structure ``key`` asked in this fill that a warm network
+        joins, if any. Solved networks (``solver="exact"``) share one, so that one XᵀX serves
+        every λ (``exact.least_squares``), and each is the one epoch it would be alone.
+        Full-schedule ones share one too (the decayed network at σ = 0.1 and 1): a member
+        more costs less than a group's turns, and both train every epoch of it."""
+        return next((g for g in self.groups if g.solo and g.key == key and g.population is None
+                     and (g.shape.exact or (full_schedule and g.full_schedule))), None)
 
     def _settle(self, group: _Group) -> None:
         """Place the joining trials (free slots first, in place; then appended) and drop the
