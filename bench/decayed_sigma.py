@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from any_tables import draw_tables, split  # noqa: E402
+from tables import test_score  # noqa: E402
 
 from caviar import CaviarClassifier, CaviarRegressor  # noqa: E402
 from caviar.data import DataError  # noqa: E402
@@ -38,15 +38,6 @@ def decayed(kind, sigma: float):
                 numeric_embedding="plr", plr_sigma=sigma, lr_decay=c["lr_decay"],
                 learning_rate=c["learning_rate"], epochs=c["epochs"],
                 n_iter_no_change=10**6, random_state=0)
-
-
-def score(model, X, y, regression: bool) -> float:
-    if regression:
-        return float(np.sqrt(np.mean((model.predict(X) - y.to_numpy(dtype=float)) ** 2)))
-    proba = np.clip(model.predict_proba(X), 1e-15, 1)
-    index = {c: i for i, c in enumerate(model.classes_)}
-    rows = np.array([index[v] for v in y])
-    return float(-np.mean(np.log(proba[np.arange(len(rows)), rows])))
 
 
 def main() -> None:
@@ -74,8 +65,9 @@ def main() -> None:
             for sigma in SIGMAS:
                 start = time.perf_counter()
                 model = decayed(kind, sigma).fit(train.drop(columns=[target]), y)
-                out[f"sigma_{sigma}"] = score(model, test.drop(columns=[target]), test[target],
-                                              regression)
+                out[f"sigma_{sigma}"] = test_score(model, test.drop(columns=[target]),
+                                                   test[target],
+                                                   "regression" if regression else "multiclass")
                 out[f"seconds_{sigma}"] = round(time.perf_counter() - start, 1)
         except (DataError, ValueError) as error:
             out["error"] = str(error)[:200]
