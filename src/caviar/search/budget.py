@@ -35,10 +35,18 @@ def epoch_cost(population: Population, rows: int, members: int | None = None) ->
 def structure_epoch_cost(s: Structure, rows: int, members: int) -> float:
     """Estimated seconds of one epoch of ``members`` members of structure ``s`` over ``rows``
     rows (``epoch_cost``)."""
-    sizes = s.layer_sizes
     if s.exact:  # the normal equations in float64: XᵀX once, a Cholesky solve per member
-        d = sizes[0]
+        d = s.layer_sizes[0]
         return STEP_S + 2 * MAC_S * (rows * d * d + members * d ** 3 / 3)
+    steps, macs, units, parameters = epoch_terms(s, rows, members)
+    return steps * STEP_S + macs * MAC_S + units * UNIT_S + parameters * PARAM_S
+
+
+def epoch_terms(s: Structure, rows: int, members: int) -> tuple[int, float, float, float]:
+    """What an epoch of ``members`` members of a stepped structure ``s`` over ``rows`` rows
+    does, each count priced by one of the constants above: minibatch steps (``STEP_S``),
+    multiply-adds (``MAC_S``), unit-rows (``UNIT_S``) and parameter-steps (``PARAM_S``)."""
+    sizes = s.layer_sizes
     macs = sum(n_in * n_out for n_in, n_out in zip(sizes, sizes[1:]))  # ≈ parameters
     units = sum(sizes[1:])
     if s.plr_columns:  # per numeric column: θ, sin, cos over k, and PLR's 2k → m layer
@@ -50,9 +58,8 @@ def structure_epoch_cost(s: Structure, rows: int, members: int) -> float:
     parameters = macs
     if s.tabm_k > 1:  # TabM-mini: every row k times, k output layers and r
         parameters += (s.tabm_k - 1) * sizes[-2] * sizes[-1] + s.tabm_k * sizes[0]
-    per_member = (rows * s.tabm_k * (macs * MAC_S + units * UNIT_S)
-                  + steps * parameters * PARAM_S)
-    return steps * STEP_S + members * per_member
+    row_passes = members * rows * s.tabm_k
+    return steps, row_passes * macs, row_passes * units, members * steps * parameters
 
 
 def refit_cost(networks: Sequence[Population], rows: int, folds: int = 0) -> float:
