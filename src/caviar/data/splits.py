@@ -37,7 +37,7 @@ def holdout(
     """
     from sklearn.model_selection import train_test_split
 
-    if size == 0:
+    if size == 0 or len(frame) < 2:  # a single row is kept: holding it out leaves none
         return frame, frame.iloc[:0]
     if task == "regression":
         return tuple(train_test_split(frame, test_size=size, random_state=seed))

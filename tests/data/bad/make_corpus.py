@@ -49,6 +49,7 @@ def files() -> dict[str, bytes]:
     out["one_row.csv"] = csv(ref.head(1))
     out["four_rows.csv"] = csv(ref.head(4))
     out["three_rows_numbers.csv"] = csv(ref.head(3).assign(y=[0.5, 1.5, 2.5]))
+    out["two_rows_numbers.csv"] = csv(ref.head(2).assign(y=[0.5, 1.5]))
 
     # ------------------------------------------------------------------ columns
     dup = ref.copy()
