@@ -12,6 +12,10 @@ errors of `caviar predict`, `explain` and `export` on the model, if any.
 `--realmlp JSONL`: RealMLP-TD at its defaults on the tables of an earlier sweep (the same
 draws: pass its --count, --seed and row limits), on the same split and metric.
 
+`--tune-seed-shift K`: the tune's `--seed` is the split's plus K, so a second run with
+another K searches the same splits along another path (the spread an A/B of any change to
+the search's path shows by itself).
+
 `--trials N`: `--trials N` instead of a time budget. A run is then the same on every machine
 and under any load (the tune is deterministic given its seed), so an A/B of a change that
 leaves the trials' draws alone compares the same searches, not two draws of the timing.
@@ -192,13 +196,13 @@ def tune_in(folder: str | Path, train: pd.DataFrame, test: pd.DataFrame, target:
 
 
 def run_one(name: str, df: pd.DataFrame, seed: int, budget: float, ways: bool = True,
-            trials: int | None = None) -> dict:
+            trials: int | None = None, tune_seed_shift: int = 0) -> dict:
     target, train, test = split(df, seed)
     result = {"table": name, "rows": len(df), "columns": df.shape[1], "target": target,
               "target_dtype": str(df[target].dtype), "target_levels": int(df[target].nunique())}
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        done = tune_in(folder, train, test, target, seed, budget, trials)
+        done = tune_in(folder, train, test, target, seed + tune_seed_shift, budget, trials)
         result["seconds"] = round(time.perf_counter() - start, 1)
         if done.returncode == 0 and ways:  # the model's other ways out, each its own command
             for command, args in {
@@ -261,6 +265,9 @@ def main() -> None:
     parser.add_argument("--api", action="store_true", help="the estimators, not the CLI")
     parser.add_argument("--tune-only", action="store_true",
                         help="skip predict, explain and export (an A/B of the tune alone)")
+    parser.add_argument("--tune-seed-shift", type=int, default=0,
+                        help="add this to the tune's seed, not the split's (a second search "
+                        "of the same splits)")
     parser.add_argument("--realmlp", metavar="JSONL", help="RealMLP-TD on the tables of this "
                         "earlier sweep (same --count, --seed, rows) whose tune ran")
     args = parser.parse_args()
@@ -277,7 +284,8 @@ def main() -> None:
         elif i % n == k:
             result = (run_api(name, df, args.seed + i) if args.api
                       else run_one(name, df, args.seed + i, args.budget,
-                                   ways=not args.tune_only, trials=args.trials))
+                                   ways=not args.tune_only, trials=args.trials,
+                                   tune_seed_shift=args.tune_seed_shift))
             print(json.dumps(result), flush=True)
 
 
