@@ -38,7 +38,7 @@ def ratios(old: str, new: str) -> list[tuple[float, str, tuple[str, str]]]:
         if metric == "log_loss" and min(x, y) < 0.01:
             continue  # a near-perfect log-loss: its ratio is noise
         out.append((y / x, metric, key))
-    return sorted(out)
+    return out
 
 
 def summary(values: list[float]) -> dict:
@@ -59,13 +59,13 @@ def main() -> None:
     if len(args.arms) % 2:
         parser.error("give the arms in pairs: OLD NEW [OLD NEW ...]")
     pairs = list(zip(args.arms[::2], args.arms[1::2]))
-    found = [r for old, new in pairs for r in ratios(old, new)]
+    found = sorted(r for old, new in pairs for r in ratios(old, new))
     if not found:
         parser.error("no target scored in both arms")
     out = {"all": summary([r for r, _, _ in found])}
     for metric in sorted({m for _, m, _ in found}):
         out[metric] = summary([r for r, m, _ in found if m == metric])
-    out["extremes"] = [[round(r, 3), *key] for r, _, key in sorted(found)[:3] + sorted(found)[-3:]]
+    out["extremes"] = [[round(r, 3), *key] for r, _, key in found[:3] + found[-3:]]
     print(json.dumps(out, indent=1))
 
 

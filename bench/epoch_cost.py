@@ -56,18 +56,15 @@ def record_epochs(sink: list[dict]):
             started = time.perf_counter()
             train()
             seconds = time.perf_counter() - started
+            epoch = {"members": population.size, "plr": len(s.plr_columns),
+                     "estimate": budget.epoch_cost(population, self._cost_rows),
+                     "seconds": seconds}
             if s.exact:  # priced by its own formula: its estimate, not the terms
-                sink.append({"members": population.size, "exact": True,
-                             "inputs": s.layer_sizes[0], "plr": len(s.plr_columns),
-                             "estimate": budget.epoch_cost(population, self._cost_rows),
-                             "seconds": seconds})
+                sink.append({**epoch, "exact": True, "inputs": s.layer_sizes[0]})
             else:
-                sink.append({"members": population.size, "first": first,
-                             "hidden": list(s.hidden_layer_sizes), "batch": s.batch_size,
-                             "tabm_k": s.tabm_k, "plr": len(s.plr_columns),
-                             "terms": budget.epoch_terms(s, self._cost_rows, population.size),
-                             "estimate": budget.epoch_cost(population, self._cost_rows),
-                             "seconds": seconds})
+                sink.append({**epoch, "first": first, "hidden": list(s.hidden_layer_sizes),
+                             "batch": s.batch_size, "tabm_k": s.tabm_k,
+                             "terms": budget.epoch_terms(s, self._cost_rows, population.size)})
         return paced(self, population, run)
 
     Tuner.paced_epoch = timed
@@ -104,18 +101,24 @@ def fit_constants(rows: list[dict], extended: bool) -> np.ndarray:
     return solved / scale
 
 
+def speeds(rows: list[dict], estimate) -> dict[str, float]:
+    """Each table's run speed as the tuner measures it: its epochs' measured seconds over
+    their ``estimate``s."""
+    totals: dict[str, list[float]] = {}
+    for r in rows:
+        measured, estimated = totals.setdefault(r["table"], [0.0, 0.0])
+        totals[r["table"]] = [measured + r["seconds"], estimated + estimate(r)]
+    return {table: measured / estimated for table, (measured, estimated) in totals.items()}
+
+
 def log_errors(check: list[dict], part: list[dict], constants, extended: bool) -> np.ndarray:
     """|log(estimate × the run's speed / measured)| of each epoch of ``part``, each run's
-    speed (measured / estimated seconds) taken over all its epochs in ``check``."""
+    speed taken over all its epochs in ``check``."""
     def estimate(r):
         return float(np.dot(features(r, extended), constants))
-    errors = []
-    for table in {r["table"] for r in part}:
-        own = [r for r in check if r["table"] == table]
-        speed = sum(r["seconds"] for r in own) / sum(estimate(r) for r in own)
-        errors.extend(abs(np.log(estimate(r) * speed / r["seconds"]))
-                      for r in part if r["table"] == table)
-    return np.array(errors)
+    speed = speeds(check, estimate)
+    return np.array([abs(np.log(estimate(r) * speed[r["table"]] / r["seconds"]))
+                     for r in part])
 
 
 def fit(files: list[str]) -> None:
@@ -146,14 +149,10 @@ def solved_prices(rows: list[dict]) -> dict:
     """The solved epochs' (``solver="exact"``) measured seconds / (their estimate × their
     run's speed, taken over its stepped epochs): how far the exact path's own formula prices
     them from the networks' (quartiles), on the tables that ran both."""
-    ratios = []
-    for table in {r["table"] for r in rows}:
-        stepped = [r for r in rows if r["table"] == table and "terms" in r and not r["first"]
-                   and "estimate" in r]
-        solved = [r for r in rows if r["table"] == table and r.get("exact")]
-        if stepped and solved:
-            speed = sum(r["seconds"] for r in stepped) / sum(r["estimate"] for r in stepped)
-            ratios += [r["seconds"] / (r["estimate"] * speed) for r in solved]
+    stepped = [r for r in rows if "terms" in r and not r["first"] and "estimate" in r]
+    speed = speeds(stepped, lambda r: r["estimate"])
+    ratios = [r["seconds"] / (r["estimate"] * speed[r["table"]]) for r in rows
+              if r.get("exact") and r["table"] in speed]
     if not ratios:
         return {"epochs": 0}
     q = np.quantile(ratios, [0.25, 0.5, 0.75])
