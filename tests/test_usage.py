@@ -389,6 +389,52 @@ def test_a_date_column_becomes_calendar_and_time_features(tmp_path):
     assert days[:2] == [0.0, 2.5]
 
 
+def test_a_parquet_files_dates_and_durations_are_read_as_time(tmp_path):
+    """Parquet's ``date32`` reads as Python dates and its ``duration`` as timedeltas: the
+    first are dates (calendar and days, not a category of each day), the second numbers
+    (seconds), through the file reader, the saved model and its predictions."""
+    import datetime
+
+    from caviar.data import TablePreprocessor, read_table
+    from caviar.model import fit_model, load_model
+
+    rng = np.random.default_rng(0)
+    n = 200
+    day = [datetime.date(2024, 1, 1) + datetime.timedelta(days=int(d))
+           for d in rng.integers(0, 400, n)]
+    hours = rng.integers(0, 48, n)
+    pd.DataFrame({"day": day, "wait": pd.to_timedelta(hours, unit="h"),
+                  "y": hours + rng.normal(size=n)}).to_parquet(tmp_path / "t.parquet")
+    df = read_table(tmp_path / "t.parquet")
+    assert isinstance(df["day"].iloc[0], datetime.date)  # what a date32 column reads as
+    assert pd.api.types.is_timedelta64_dtype(df["wait"])
+    pre = TablePreprocessor("y").fit(df)
+    assert pre.roles_.datetime == ["day"] and pre.roles_.numeric == ["wait"]
+    assert pre.roles_.reasons["wait"] == "durations, in seconds"
+    inputs = pre._inputs(df)
+    np.testing.assert_array_equal(inputs["wait"], hours * 3600.0)
+    assert inputs["day.days"].min() == 0 and inputs["day.year"].max() == 2025
+    model = fit_model(df, "y", {"epochs": 1, "hidden_layer_sizes": [4]})
+    model.save(tmp_path / "model")
+    np.testing.assert_allclose(load_model(tmp_path / "model").predict(df.head(20)),
+                               model.predict(df.head(20)))
+
+
+def test_estimators_take_durations_as_seconds_and_refuse_complex_numbers_in_one_line():
+    rng = np.random.default_rng(0)
+    hours = rng.integers(0, 48, 120)
+    seconds = pd.DataFrame({"wait": hours * 3600.0, "x": rng.normal(size=120)})
+    durations = seconds.assign(wait=pd.to_timedelta(hours, unit="h"))
+    y = hours + rng.normal(size=120)
+    common = dict(hidden_layer_sizes=[4], epochs=2, random_state=0)
+    np.testing.assert_allclose(CaviarRegressor(**common).fit(durations, y).predict(durations),
+                               CaviarRegressor(**common).fit(seconds, y).predict(seconds))
+    complex_numbers = r"^Complex data not supported: X holds complex numbers; pass real"
+    with pytest.raises(ValueError, match=complex_numbers) as err:
+        CaviarRegressor(**common).fit(seconds.assign(x=seconds["x"] + 1j), y)
+    assert "\n" not in str(err.value)
+
+
 def test_models_saved_before_dates_still_load(tmp_path):
     from caviar.data import TablePreprocessor
 

@@ -28,6 +28,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .data import NUMERIC, nested_kind, prepare
+from .data.dates import as_seconds
 from .data.prepare import validation_share
 from .data.roles import check_classes
 from .hyperparams import (
@@ -171,18 +172,31 @@ class _CaviarEstimator(BaseEstimator):
             raise ValueError(f"X has no columns (shape {X.shape}); pass at least one feature")
         if isinstance(y, pd.Series) and (kind := nested_kind(y)) is not None:  # Parquet lists
             raise ValueError(f"y holds {kind}s, not single values; pass one value per sample")
-        if y is None:
-            array = validate_data(self, X, **kwargs)
-        else:
-            array, _ = validate_data(self, X, y, y_numeric=is_regressor(self), **kwargs)
+        checked = X
+        if isinstance(X, pd.DataFrame):  # numpy has no common type of durations and numbers
+            durations = [c for c in X.columns if pd.api.types.is_timedelta64_dtype(X[c])]
+            if durations:
+                checked = X.copy()
+                for c in durations:
+                    checked[c] = as_seconds(X[c])
+        try:
+            if y is None:
+                array = validate_data(self, checked, **kwargs)
+            else:
+                array, _ = validate_data(self, checked, y, y_numeric=is_regressor(self),
+                                         **kwargs)
+        except ValueError as error:  # scikit-learn's message goes on with the whole array
+            if str(error).startswith("Complex data not supported"):
+                raise ValueError("Complex data not supported: X holds complex numbers; pass "
+                                 "real numbers (the real and imaginary parts as two columns)"
+                                 ) from None
+            raise
         if isinstance(X, pd.DataFrame):
             frame = X.copy()
             frame.columns = [str(c) for c in frame.columns]
         else:
             frame = pd.DataFrame(array, columns=[f"x{j}" for j in range(array.shape[1])])
             frame = frame.infer_objects()
-        if array.dtype.kind == "c":
-            raise ValueError("complex data is not supported; pass real numbers")
         if reset and len(array) < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples to fit; "
                              f"got {len(array)} sample")

@@ -1,5 +1,6 @@
 """Date and time columns as numbers: the calendar (year, month, day of week, hour) for
-seasonal effects and the days since the earliest training date for trends.
+seasonal effects and the days since the earliest training date for trends; durations as
+seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pandas as pd
 
 from caviar.data.errors import DataError
 
-__all__ = ["DATE_PARTS", "as_datetimes", "fit_dates", "expand_dates"]
+__all__ = ["DATE_PARTS", "as_datetimes", "fit_dates", "expand_dates", "as_seconds"]
 
 
 DATE_PARTS = {"year": "year", "month": "month", "dayofweek": "day_of_week", "hour": "hour"}
@@ -55,3 +56,9 @@ def expand_dates(values: pd.Series, origin: str, hour: bool) -> dict[str, np.nda
     days = (t - pd.Timestamp(origin)) / pd.Timedelta(days=1)
     out[f"{name}.days"] = days.to_numpy(dtype=np.float64, na_value=np.nan)
     return out
+
+
+def as_seconds(values: pd.Series) -> pd.Series:
+    """A duration column (``timedelta64``: Parquet's ``duration``, pandas' ``Timedelta``) as
+    seconds, float; missing durations (NaT) become NaN."""
+    return values.dt.total_seconds()

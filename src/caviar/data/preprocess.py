@@ -65,7 +65,7 @@ from sklearn.preprocessing import (
 from sklearn.utils.fixes import parse_version
 from sklearn.utils.validation import check_is_fitted
 
-from caviar.data.dates import expand_dates, fit_dates
+from caviar.data.dates import as_seconds, expand_dates, fit_dates
 from caviar.data.errors import DataError, quote_names
 from caviar.data.numbers import read_numbers
 from caviar.data.read import read_table
@@ -516,7 +516,9 @@ class TablePreprocessor(BaseEstimator):
         cols = {}
         for col in self.roles_.numeric:
             s = df[col]
-            if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            if pd.api.types.is_timedelta64_dtype(s):
+                s = as_seconds(s)
+            elif pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
                 numbers, bad = read_numbers(s)
                 if len(bad):
                     raise DataError(

@@ -13,6 +13,7 @@ one-hot, target encoded, a date, or ignored and why).
 
 from __future__ import annotations
 
+import datetime
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -320,12 +321,17 @@ _ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+
 
 
 def is_date_text(s: pd.Series) -> bool:
-    """Whether a text column holds ISO dates or times (2021-03-31, 2021-03-31 14:05:00), every
-    value present, so that it parses as dates the same way on every table."""
+    """Whether a text column holds ISO dates or times (2021-03-31, 2021-03-31 14:05:00), or
+    date objects (a Parquet file's ``date32`` column reads as Python dates; their text is ISO),
+    every value present, so that it parses as dates the same way on every table."""
     if not is_text(s) or pd.api.types.is_datetime64_any_dtype(s):
         return False
     present = s.dropna()
-    if not len(present) or not all(isinstance(v, str) for v in present.head(100)):
+    if not len(present):
+        return False
+    if all(isinstance(v, datetime.date) for v in present):  # datetimes are dates too
+        return True
+    if not all(isinstance(v, str) for v in present.head(100)):
         return False
     return bool(present.astype(str).str.strip().str.match(_ISO_DATE).all())
 
@@ -401,8 +407,11 @@ def infer_roles(
       ``onehot_limit(len(df), max_onehot)`` levels is one-hot encoded, one with more is target
       encoded; a text column with a different value on every row is ignored as an identifier,
       and one with a value longer than ``MAX_LEVEL_LENGTH`` characters as free text;
-    - other columns are numeric. A text column whose values are nearly all numbers (at least
-      ``NUMERIC_SHARE`` of them) is a numeric column with typos: DataError naming a bad value.
+    - date and time columns (datetimes, ISO date text, Python dates) are dates
+      (``caviar.data.dates``), but for ``categorical`` ones;
+    - other columns are numeric, durations as seconds. A text column whose values are nearly
+      all numbers (at least ``NUMERIC_SHARE`` of them) is a numeric column with typos:
+      DataError naming a bad value.
 
     ``task`` is inferred from the target when None.
 
@@ -443,7 +452,8 @@ def infer_roles(
                 roles.ignored[col] = why
                 continue
         if pd.api.types.is_timedelta64_dtype(s):
-            roles.ignored[col] = "durations are not supported; convert them to numbers"
+            roles.numeric.append(col)
+            roles.reasons[col] = "durations, in seconds"
             continue
         if col not in categorical and (pd.api.types.is_datetime64_any_dtype(s)
                                        or is_date_text(s)):
