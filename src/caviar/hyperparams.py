@@ -194,9 +194,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                      "first), stepped faster than the weights and decayed as they are; a soft "
                      "choice of which inputs count", structural=True),
     "solver": H("choice", "gradient", "how the weights are found: gradient (minibatch steps "
-                "of the optimizer) or exact (a regression network with no hidden layer, on the "
-                "columns and with numeric_embedding=periodic their periodic features: the "
-                "normal equations' minimizer of its L2-penalized cost, each epoch on all rows)",
+                "of the optimizer) or exact (a network with no hidden layer, on the columns "
+                "and with numeric_embedding=periodic their periodic features: the minimizer "
+                "of its L2-penalized cost, each epoch on all rows; the normal equations for a "
+                "regression, L-BFGS for a classifier's softmax regression)",
                 choices=SOLVERS, structural=True),
     "learning_rate": H("float", 1e-3, "α, the step size", low=0, closed="neither"),
     "optimizer": H("choice", "adam", "the update rule", choices=OPTIMIZERS),

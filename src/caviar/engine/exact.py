@@ -1,4 +1,5 @@
-"""The exact minimizer of a linear regression network's cost: the normal equations.
+"""The exact minimizer of a linear network's cost: the normal equations for a regression, and
+for a classifier the seeds' softmax regression minimized to convergence.
 
 A network with no hidden layer and squared error, ŷ = x·W + b, has the cost the engine
 trains (the seeds' L2-regularized cost, each row weighted by w):
@@ -16,6 +17,15 @@ solved, a target that is a linear function of the columns is fitted to the digit
 columns may include fixed periodic features of the numeric ones
 (``numeric_embedding="periodic"``, ``network.solved_inputs``): the same cost, solved the
 same way, then fits a sum of smooth functions of one column each.
+
+A classifier with no hidden layer is the seeds' softmax regression (a logistic regression
+for two classes): the same J with the cross-entropy L = −Σⱼ yⱼ log ŷⱼ, ŷ = softmax(x·W + b),
+in place of the squared error. It is convex too, but has no closed form: its minimizer is
+found by L-BFGS on the whole table (``torch.optim.LBFGS``, a strong Wolfe line search), with
+the seeds' gradient dJ/dz = w·(ŷ − y)/m, dJ/dW = xᵀ·dJ/dz + (λ/m)·W
+(``softmax_regression``; scikit-learn's ``LogisticRegression(C=1/λ)`` minimizes the same
+cost). Minibatch steps on it stop short where the classes are nearly separable or the
+columns collinear, as they do on a regression.
 """
 
 from __future__ import annotations
@@ -24,11 +34,18 @@ from collections.abc import Callable
 
 import torch
 
+from . import losses
+
 # Rows per chunk of the sums: the inputs of a large table, periodic features and all, never
 # exist in float64 at once (a million rows of 1,024 features would be 8 GB a copy).
 CHUNK_ROWS = 8192
 
 Inputs = torch.Tensor | Callable[[slice], torch.Tensor]
+
+# L-BFGS's iterations at most, and the memory of its curvature pairs: scikit-learn's
+# LogisticRegression defaults (max_iter=100, and SciPy's L-BFGS-B keeps 10); it stops earlier
+# once no gradient entry exceeds GRADIENT_TOLERANCE.
+LBFGS_ITERATIONS, LBFGS_HISTORY, GRADIENT_TOLERANCE = 100, 10, 1e-7
 
 
 def least_squares(x: Inputs, y: torch.Tensor, l2: torch.Tensor,
@@ -95,3 +112,46 @@ def _solve(x_mean: torch.Tensor, y_mean: torch.Tensor, gram: torch.Tensor, rhs: 
         W[singular] = torch.linalg.pinv(A[singular], hermitian=True) @ rhs[singular]
     b = y_mean.expand(P) - (W.squeeze(2) * x_mean.expand(P, d)).sum(dim=1)
     return W.to(dtype), b.to(dtype)
+
+
+def softmax_regression(x: torch.Tensor, y: torch.Tensor, task: str, l2: torch.Tensor,
+                       n_outputs: int, weight: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's W ``(P, d, C)`` and b ``(P, 1, C)`` minimizing the classifier's J above
+    (softmax cross-entropy for "multiclass", sigmoid for "binary": ``n_outputs`` C is the
+    classes or 1), for inputs x ``(n, d)`` (or each member's own, ``(P, n, d)``), class
+    indices y ``(n,)``, λ ``(P,)`` and row weights ``(n,)`` or ``(P, n)`` (None: all 1).
+    Solved in float64 from zero weights (the cost is convex: the start changes only the
+    time), one member at a time (one line search for several costs of other curvatures
+    converged far slower), and returned in x's dtype."""
+    P, n, d = len(l2), len(y), x.shape[-1]
+    W = torch.zeros(P, d, n_outputs, dtype=torch.float64, device=x.device)
+    b = torch.zeros(P, 1, n_outputs, dtype=torch.float64, device=x.device)
+    xs = x.double()
+    ws = None if weight is None else weight.double().view(-1, n)
+    for p in range(P):
+        W[p:p + 1], b[p:p + 1] = _lbfgs(xs[p] if xs.dim() == 3 else xs, y, task,
+                                        float(l2[p]) / n, W[p:p + 1].clone(),
+                                        b[p:p + 1].clone(), None if ws is None else ws[p % len(ws)])
+    return W.to(x.dtype), b.to(x.dtype)
+
+
+def _lbfgs(x: torch.Tensor, y: torch.Tensor, task: str, decay: float, W: torch.Tensor,
+           b: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One member's W ``(1, d, C)`` and b ``(1, 1, C)`` from these starts, minimizing
+    (1/m)·Σᵢ wᵢ·Lᵢ + (decay/2)·‖W‖² (decay = λ/m) by L-BFGS."""
+    solver = torch.optim.LBFGS([W, b], lr=1.0, max_iter=LBFGS_ITERATIONS,
+                               history_size=LBFGS_HISTORY, tolerance_grad=GRADIENT_TOLERANCE,
+                               tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+    def cost() -> torch.Tensor:  # J and its gradient, written by hand
+        z = x @ W + b  # (1, n, C)
+        row_losses, dz = losses.loss_and_gradient(z, y, task, weight)  # dz = w·(ŷ − y)/m
+        data = (row_losses if weight is None else row_losses * weight).mean()
+        W.grad = x.T @ dz + decay * W
+        b.grad = dz.sum(dim=1, keepdim=True)
+        return data + decay / 2 * W.pow(2).sum()
+
+    with torch.no_grad():
+        solver.step(cost)
+    return W, b

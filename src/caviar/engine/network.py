@@ -354,9 +354,9 @@ def make_structure(task: str, inputs: int | InputLayout, n_outputs: int,
 
 def _check_exact(s: Structure) -> None:
     """ValueError unless ``solver="exact"`` can solve networks of structure ``s``: a linear
-    regression on the columns as they are, and on their periodic features if any."""
-    why = ("a regression task" if s.task != "regression"
-           else "no hidden layer (hidden_layer_sizes=[])" if s.hidden_layer_sizes
+    (or softmax) regression on the columns as they are, and on their periodic features if
+    any."""
+    why = ("no hidden layer (hidden_layer_sizes=[])" if s.hidden_layer_sizes
            else "columns read as they are or as periodic features (numeric_embedding=none or "
                 "periodic, no embedded categorical, front_scale=false)"
            if s.embeddings or s.front_scale or (s.plr_columns and s.plr_linear)

@@ -496,22 +496,33 @@ class Population:
     def _solve_epoch(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
                      ) -> dict[str, torch.Tensor]:
         """``train_epoch`` of ``solver="exact"``: every trainable member's weights set to the
-        minimizer of its cost on all the rows (``exact.least_squares``), so the next epochs
-        change nothing; the training metrics are the cost's data term there."""
-        active = self.trainable
+        minimizer of its cost on all the rows (``exact.least_squares`` for a regression,
+        ``exact.softmax_regression`` for a classifier), so the next epochs change nothing;
+        the training metrics are the cost's data term there."""
+        s, active = self.structure, self.trainable
         def inputs(rows: slice) -> torch.Tensor:  # computed chunk by chunk by the solve
-            return network.solved_inputs(self.structure, self.params, X[rows])
+            return network.solved_inputs(s, self.params, X[rows])
 
-        W, b = exact.least_squares(inputs, y, self._coef.l2, weight)
+        if s.task == "regression":
+            W, b = exact.least_squares(inputs, y, self._coef.l2, weight)
+        else:
+            W, b = exact.softmax_regression(inputs(slice(None)), y, s.task, self._coef.l2,
+                                            s.layer_sizes[-1], weight)
         keep = active.view(-1, 1, 1)
         W0, b0 = self.params["W0"], self.params["b0"]
         W0.copy_(torch.where(keep, W, W0))  # in place, as an optimizer step updates them
         b0.copy_(torch.where(keep, b.view_as(b0), b0))
         self.epoch += active.long()
-        residual = self.decision_function(X).squeeze(2) - y  # (P, n), in chunks
-        squares = residual.square() if weight is None else weight * residual.square()
-        metrics = {"loss": squares.mean(dim=1) / 2}
-        metrics.update(_regression_metrics(squares.sum(dim=1), y))
+        z = self.decision_function(X)  # (P, n, C), in chunks
+        row_losses = losses.member_losses(z, y, s.task)
+        if weight is not None:
+            row_losses = weight * row_losses
+        metrics = {"loss": row_losses.mean(dim=1)}
+        if s.task == "regression":  # the rows' ½(ŷ − y)²
+            metrics.update(_regression_metrics(2 * row_losses.sum(dim=1), y))
+        else:
+            metrics.update({"log_loss": metrics["loss"],
+                            "accuracy": losses.correct(z, y, s.task) / len(y)})
         self._freeze_diverged(metrics["loss"], active)
         return metrics
 

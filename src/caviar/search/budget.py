@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..engine import Population
+from ..engine.exact import LBFGS_ITERATIONS
 from ..engine.network import Structure
 from ..explain import IMPORTANCE_REPEATS
 from ..hyperparams import structure_key
@@ -23,6 +24,13 @@ from .ensemble import seed_epochs
 # optimizer's passes over the parameters at every step. The scheduler needs only ratios, and
 # an estimate rather than the clock keeps a seeded run reproducible.
 STEP_S, MAC_S, UNIT_S, PARAM_S = 1e-3, 2e-11, 1.7e-8, 3e-9
+# A classifier's solve (``exact.softmax_regression``) is L-BFGS's evaluations of the cost on
+# every row, in float64, each a fixed cost (some twenty operations' dispatch) and its two thin
+# products, far slower a multiply-add than the minibatch steps' wide float32 ones: fitted on
+# digits and three synthetic tables (1,077-12,000 rows, 20-200 columns, 2-10 classes:
+# 0.35-5.0 ms an evaluation, 85 evaluations a member; bench/README.md, "The seeds' softmax
+# regression, solved").
+SOLVE_EVAL_S, SOLVE_MAC_S = 3e-4, 5.5e-10
 
 
 def epoch_cost(population: Population, rows: int, members: int | None = None) -> float:
@@ -35,9 +43,12 @@ def epoch_cost(population: Population, rows: int, members: int | None = None) ->
 def structure_epoch_cost(s: Structure, rows: int, members: int) -> float:
     """Estimated seconds of one epoch of ``members`` members of structure ``s`` over ``rows``
     rows (``epoch_cost``)."""
-    if s.exact:  # the normal equations in float64: XᵀX once, a Cholesky solve per member
-        d = s.layer_sizes[0]
+    d = s.layer_sizes[0]
+    if s.exact and s.task == "regression":  # in float64: XᵀX once, a Cholesky solve a member
         return STEP_S + 2 * MAC_S * (rows * d * d + members * d ** 3 / 3)
+    if s.exact:  # L-BFGS, each member alone: up to LBFGS_ITERATIONS evaluations of the cost
+        macs = 2 * rows * d * s.layer_sizes[-1]  # its forward and backward products
+        return STEP_S + members * LBFGS_ITERATIONS * (SOLVE_EVAL_S + macs * SOLVE_MAC_S)
     steps, macs, units, parameters = epoch_terms(s, rows, members)
     return steps * STEP_S + macs * MAC_S + units * UNIT_S + parameters * PARAM_S
 
