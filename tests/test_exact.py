@@ -1,11 +1,13 @@
-"""``solver="exact"``: a regression network with no hidden layer takes the minimizer of its
-L2-penalized cost from the normal equations (``caviar.engine.exact``), on the columns and,
-with ``numeric_embedding="periodic"``, their periodic features at fixed frequencies.
+"""``solver="exact"``: a network with no hidden layer takes the minimizer of its
+L2-penalized cost (``caviar.engine.exact``): a regression's from the normal equations, on the
+columns and, with ``numeric_embedding="periodic"``, their periodic features at fixed
+frequencies; a classifier's (the seeds' softmax regression) by L-BFGS.
 
-Checked against scikit-learn's ``Ridge`` (the same cost: ‖y − Xw − b‖²_Ω + α‖w‖², α = λ) on
-features built here from SciPy's normal quantiles, against the engine's own hand-written
-gradients (zero at a minimum), and through a tune: the warm start's solved trials, a model
-that fits a linear target to the digit, and one that fits a smooth function of one column.
+Checked against scikit-learn's ``Ridge`` (the same cost: ‖y − Xw − b‖²_Ω + α‖w‖², α = λ) and
+``LogisticRegression`` (C·Σ wᵢLᵢ + ½‖W‖², C = 1/λ) on features built here from SciPy's
+normal quantiles, against the engine's own hand-written gradients (zero at a minimum), and
+through a tune: the warm start's solved trials, a model that fits a linear target to the
+digit, and one that fits a smooth function of one column.
 """
 
 import math
@@ -17,9 +19,9 @@ import pytest
 import torch
 from gradcheck import LAYOUT
 from scipy.stats import norm
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import LogisticRegression, Ridge
 
-from caviar import CaviarRegressor, export_onnx, load_model, tune
+from caviar import CaviarClassifier, CaviarRegressor, export_onnx, load_model, tune
 from caviar.data import prepare
 from caviar.engine import Population
 from caviar.engine.network import EXACT_PERIODIC_FEATURES, InputLayout, solved_inputs
@@ -92,8 +94,66 @@ def test_later_epochs_change_nothing_and_spent_members_stay_as_they_are():
     assert pop.epoch.tolist() == [1, 1, 1]
 
 
+def _classes(task: str, n: int = 150, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four columns and classes drawn from a softmax (or sigmoid) of a linear function of
+    them: overlapping classes, so every λ has a finite minimizer."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    classes = 3 if task == "multiclass" else 2
+    coef = torch.randn(4, classes, generator=g, dtype=torch.float64)
+    return X, torch.multinomial(torch.softmax(X @ coef, dim=1), 1, generator=g).squeeze(1)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_a_classifiers_epoch_is_logistic_regression_of_the_same_cost(task, weighted):
+    X, y = _classes(task)
+    w = torch.rand(len(X), generator=torch.Generator().manual_seed(1),
+                   dtype=torch.float64) + 0.5 if weighted else None
+    lambdas = (0.3, 3.0, 30.0)
+    pop = Population(task, 4, [{"hidden_layer_sizes": [], "solver": "exact", "l2": lam,
+                                "epochs": 3} for lam in lambdas],
+                     n_classes=3 if task == "multiclass" else 2, dtype=torch.float64)
+    metrics = pop.train_epoch(X, y, w)
+    probabilities = pop.predict(X)
+    for k, lam in enumerate(lambdas):
+        reference = LogisticRegression(C=1 / lam, tol=1e-12, max_iter=10_000).fit(
+            X.numpy(), y.numpy(), sample_weight=None if w is None else w.numpy())
+        np.testing.assert_allclose(probabilities[k].numpy(), reference.predict_proba(X.numpy()),
+                                   atol=1e-6)
+    # a minimum of the cost the engine trains: its own gradients vanish there
+    for name, grad in pop.gradients(X, y, weight=w).items():
+        assert grad.abs().max() < 1e-6, name
+    # the epoch's training metrics are the data term at the solution
+    data_term = pop.cost(X, y, weight=w) - pop.penalty() / len(X)
+    assert torch.allclose(metrics["log_loss"], data_term, atol=1e-12)
+    assert pop.epoch.tolist() == [1, 1, 1]
+
+
+def test_the_classifier_estimator_is_scikit_learns_logistic_regression():
+    """``CaviarClassifier(hidden_layer_sizes=[], solver="exact")`` on standard-scaled columns,
+    without early stopping: scikit-learn's scaler and ``LogisticRegression(C=1/λ)``."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _classes("multiclass", n=300, seed=3)
+    frame = pd.DataFrame(X.numpy() * [1.0, 10.0, 0.1, 3.0] + [0.0, 5.0, -2.0, 0.0],
+                         columns=list("abcd"))
+    labels = np.array(["low", "mid", "high"])[y.numpy()]
+    fitted = CaviarClassifier(hidden_layer_sizes=[], solver="exact", l2=2.0,
+                              numeric="standard", numeric_embedding="none",
+                              early_stopping=False, random_state=0).fit(frame, labels)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=1 / 2.0, tol=1e-12,
+                                                                   max_iter=10_000))
+    reference.fit(frame, labels)
+    order = [list(reference.classes_).index(c) for c in fitted.classes_]
+    np.testing.assert_allclose(fitted.predict_proba(frame),
+                               reference.predict_proba(frame)[:, order], atol=1e-5)
+    assert fitted.n_iter_ == 1
+
+
 @pytest.mark.parametrize("task, member, why", [
-    ("binary", {"hidden_layer_sizes": []}, "a regression task"),
+    ("binary", {}, "no hidden layer"),
     ("regression", {}, "no hidden layer"),
     ("regression", {"hidden_layer_sizes": [], "front_scale": True}, "columns read as they are"),
     ("regression", {"hidden_layer_sizes": [], "numeric_embedding": "plr"},
@@ -118,12 +178,15 @@ def test_the_estimator_fits_a_linear_target_to_the_digit():
         CaviarRegressor(solver="exact").fit(X, y)
 
 
-def test_a_regression_warm_start_adds_the_linear_trials_a_classification_does_not():
+def test_a_warm_start_adds_the_solved_linear_trials_and_a_regressions_the_periodic_ones():
     space = default_space()
     regression = warm_start(space, rows=500, task="regression")
     classification = warm_start(space, rows=500, task="binary")
     assert regression[:len(classification)] == classification
-    solved = regression[len(classification):]
+    assert warm_start(space, rows=500, task="multiclass") == classification
+    networks = len(classification) - len(LINEAR_EXACT)
+    assert [t.outside.get("solver") for t in classification[networks:]] == ["exact"] * 3
+    solved = regression[networks:]
     assert len(solved) == len(LINEAR_EXACT) + len(PERIODIC_EXACT) == 7
     linear = {"solver": "exact", "hidden_layer_sizes": (), "epochs": 1}
     periodic = {**linear, "numeric_embedding": "periodic", "plr_frequencies": 32,
@@ -163,6 +226,32 @@ def test_a_tune_keeps_the_solved_linear_network_where_the_target_is_linear(tmp_p
     assert model.network.hyperparameters[0]["solver"] == "exact"
     np.testing.assert_allclose(model.predict(df.iloc[400:]), result.model.predict(df.iloc[400:]),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_a_tune_scores_its_solved_softmax_trials_as_logistic_regression_on_its_inputs(
+        tmp_path):
+    """A classifier's warm start: three softmax regressions solved at λ = 1e-2, 1, 1e2,
+    whose validation log-loss is scikit-learn's ``LogisticRegression(C=1/λ)`` fitted on the
+    tune's own training inputs and scored on its validation rows."""
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pd.DataFrame(rng.normal(size=(n, 5)), columns=list("abcde"))
+    chance = 1 / (1 + np.exp(-(2 * df["a"] - df["b"] + 0.5 * df["c"])))
+    df["y"] = np.where(rng.random(n) < chance, "yes", "no")
+    result = tune(df, "y", trials=8, seed=0, out=tmp_path / "run")
+    solved = [t for t in result.study.trials
+              if t.user_attrs["hyperparameters"]["solver"] == "exact"]
+    assert sorted(t.user_attrs["hyperparameters"]["l2"] for t in solved) == [1e-2, 1.0, 1e2]
+    data = prepare(df, "y", seed=0)  # the tune's split and inputs
+    X_train, X_val = data.X_train.double().numpy(), data.X_val.double().numpy()
+    for trial in solved:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        reference = LogisticRegression(C=1 / trial.user_attrs["hyperparameters"]["l2"],
+                                       tol=1e-12, max_iter=10_000).fit(X_train, data.y_train)
+        expected = log_loss(data.y_val, reference.predict_proba(X_val))
+        assert trial.value == pytest.approx(expected, rel=1e-4)
 
 
 def test_a_space_that_draws_what_cannot_be_solved_fails_those_trials_alone(tmp_path):
