@@ -28,8 +28,8 @@ STEP_S, MAC_S, UNIT_S, PARAM_S = 1e-3, 2e-11, 1.7e-8, 3e-9
 # every row, in float64, each a fixed cost (some twenty operations' dispatch) and its two thin
 # products, far slower a multiply-add than the minibatch steps' wide float32 ones: fitted on
 # digits and three synthetic tables (1,077-12,000 rows, 20-200 columns, 2-10 classes:
-# 0.35-5.0 ms an evaluation, 85 evaluations a member; bench/README.md, "The seeds' softmax
-# regression, solved").
+# 0.35-5.0 ms an evaluation, 33-87 evaluations a member, priced at the cap; bench/README.md,
+# "The seeds' softmax regression, solved").
 SOLVE_EVAL_S, SOLVE_MAC_S = 3e-4, 5.5e-10
 
 

@@ -461,11 +461,10 @@ class QueuedTrial:
 def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
                rows: int | None = None, task: str | None = None) -> list[QueuedTrial]:
     """The warm-start trials of each of ``configs`` (caviar's vocabulary) that ``space`` can
-    draw; configurations outside it are left out, and those of ``solver="exact"`` without a
-    ``task``, or on periodic features unless ``task`` is "regression". Those have no hidden
-    layer and one epoch, which the space's axes need not hold: their Optuna values are the
-    nearest the axes hold (the fewest, the narrowest layers; the fewest epochs), and they
-    train as configured (``outside``).
+    draw; configurations outside it are left out, and those of ``solver="exact"`` unless
+    ``task`` is "regression". Those have no hidden layer and one epoch, which the space's
+    axes need not hold: their Optuna values are the nearest the axes hold (the fewest, the
+    narrowest layers; the fewest epochs), and they train as configured (``outside``).
 
     ``rows``: the training rows. The estimators' network (``BY_STEPS``: on either schedule)
     then trains the epochs the estimators give it on as many rows (``hyperparams.epochs_by_steps``)
@@ -482,9 +481,8 @@ def warm_start(space: Space, configs: Sequence[Any] = WARM_START,
     for config in configs:
         config = resolve(config)
         exact = config["solver"] == "exact"
-        if exact and (task is None or (task != "regression"
-                                       and config["numeric_embedding"] != "none")):
-            continue  # a classifier's solve is the softmax regression on the columns alone
+        if exact and task != "regression":
+            continue  # the normal equations solve a regression's cost only
         by_steps = config in BY_STEPS  # its epochs follow the rows
         drawn = _nearest_drawn(space, config) if exact else config
         # "the table's own scaling" (None): the configuration under each one the space holds
