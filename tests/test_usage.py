@@ -389,6 +389,42 @@ def test_a_date_column_becomes_calendar_and_time_features(tmp_path):
     assert days[:2] == [0.0, 2.5]
 
 
+def test_dates_as_spreadsheets_write_them_are_dates_read_the_way_training_read_them(tmp_path):
+    """03/31/2021 (month first: a second number above 12), 31.03.2021 (dots: day first):
+    dates, not a category per day, through a CSV file, the saved model, predictions on rows
+    whose days are all 12 or less (read as training read them, not guessed again) and a time
+    split."""
+    from caviar.data import TablePreprocessor, read_table
+    from caviar.data.splits import time_split
+    from caviar.model import fit_model, load_model
+
+    rng = np.random.default_rng(0)
+    n = 120
+    when = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.permutation(n) * 3, unit="D")
+    df = pd.DataFrame({"us": when.strftime("%m/%d/%Y"), "eu": when.strftime("%d.%m.%Y"),
+                       "y": when.month + rng.normal(size=n) / 10})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    df = read_table(tmp_path / "t.csv")
+    pre = TablePreprocessor("y").fit(df)
+    assert pre.roles_.datetime == ["us", "eu"]
+    assert pre.roles_.reasons["us"].endswith("(read as month/day/year)")
+    assert pre.roles_.reasons["eu"].endswith("(read as day/month/year)")
+    inputs = pre._inputs(df)
+    for col in ("us", "eu"):
+        np.testing.assert_array_equal(inputs[f"{col}.month"], when.month)
+        np.testing.assert_array_equal(inputs[f"{col}.days"], (when - when.min()).days)
+    model = fit_model(df, "y", {"epochs": 1, "hidden_layer_sizes": [4]})
+    model.save(tmp_path / "model")
+    early = df[pd.to_datetime(df["us"], format="%m/%d/%Y").dt.day <= 12].head(10)
+    again = load_model(tmp_path / "model")
+    np.testing.assert_array_equal(again.preprocessor._inputs(early)["us.month"],
+                                  pd.to_datetime(early["us"], format="%m/%d/%Y").dt.month)
+    np.testing.assert_allclose(again.predict(early), model.predict(early))
+    train, validation, test = time_split(df, "us", 0.2, 0.2)
+    last = pd.to_datetime(train["us"], format="%m/%d/%Y").max()
+    assert last < pd.to_datetime(validation["us"], format="%m/%d/%Y").min()
+
+
 def test_a_parquet_files_dates_and_durations_are_read_as_time(tmp_path):
     """Parquet's ``date32`` reads as Python dates and its ``duration`` as timedeltas: the
     first are dates (calendar and days, not a category of each day), the second numbers

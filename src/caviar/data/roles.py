@@ -13,7 +13,6 @@ one-hot, target encoded, a date, or ignored and why).
 
 from __future__ import annotations
 
-import datetime
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from caviar.data.dates import date_order
 from caviar.data.errors import DataError, quote_names
 from caviar.data.numbers import bad_numbers, is_integral, is_text, nested_kind, to_numbers
 from caviar.hyperparams import TASKS, close_names
@@ -317,23 +317,18 @@ def category_strings(values: pd.Series) -> pd.Series:
     return pd.Series(levels[codes], index=values.index, name=values.name, dtype=object)
 
 
-_ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
+_WRITTEN_ORDERS = {"mdy": "month/day/year", "dmy": "day/month/year", "ymd": "year/month/day"}
 
 
 def is_date_text(s: pd.Series) -> bool:
-    """Whether a text column holds ISO dates or times (2021-03-31, 2021-03-31 14:05:00), or
-    date objects (a Parquet file's ``date32`` column reads as Python dates; their text is ISO),
-    every value present, so that it parses as dates the same way on every table."""
+    """Whether a text column holds dates or times, every value present written one way:
+    ISO (2021-03-31, 2021-03-31 14:05:00), as spreadsheets write them (03/31/2021,
+    31.03.2021, 2021/03/31: ``dates.date_order``), or as date objects (a Parquet file's
+    ``date32`` column reads as Python dates), so that it parses as dates the same way on
+    every table."""
     if not is_text(s) or pd.api.types.is_datetime64_any_dtype(s):
         return False
-    present = s.dropna()
-    if not len(present):
-        return False
-    if all(isinstance(v, datetime.date) for v in present):  # datetimes are dates too
-        return True
-    if not all(isinstance(v, str) for v in present.head(100)):
-        return False
-    return bool(present.astype(str).str.strip().str.match(_ISO_DATE).all())
+    return date_order(s) is not None
 
 
 def _row_index(s: pd.Series, position: int) -> str | None:
@@ -458,7 +453,10 @@ def infer_roles(
         if col not in categorical and (pd.api.types.is_datetime64_any_dtype(s)
                                        or is_date_text(s)):
             roles.datetime.append(col)
-            roles.reasons[col] = "dates: year, month, day of week, hour, days since the first"
+            order = "iso" if pd.api.types.is_datetime64_any_dtype(s) else date_order(s)
+            written = "" if order == "iso" else f" (read as {_WRITTEN_ORDERS[order]})"
+            roles.reasons[col] = ("dates: year, month, day of week, hour, days since the "
+                                  f"first{written}")
             continue
         is_category_dtype = isinstance(s.dtype, pd.CategoricalDtype)
         if col not in categorical and is_text(s) and not is_category_dtype:

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from caviar.data.dates import as_datetimes, date_order
 from caviar.data.errors import DataError
 from caviar.data.roles import category_strings, drop_missing_target, infer_task
 from caviar.files import jsonable
@@ -118,10 +119,9 @@ def time_order(values: pd.Series) -> pd.Series:
                         "missing value(s); fill or drop those rows for a time split")
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
         return values
-    try:
-        return pd.to_datetime(values, format="ISO8601")
-    except (ValueError, TypeError):
-        pass
+    order = date_order(values)
+    if order is not None:  # ISO, or as spreadsheets write dates (03/31/2021)
+        return as_datetimes(values, order)
     numbers = pd.to_numeric(values, errors="coerce")
     if numbers.notna().all():
         return numbers
