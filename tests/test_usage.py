@@ -425,6 +425,28 @@ def test_dates_as_spreadsheets_write_them_are_dates_read_the_way_training_read_t
     assert last < pd.to_datetime(validation["us"], format="%m/%d/%Y").min()
 
 
+def test_clock_times_and_durations_written_as_text_are_seconds(tmp_path):
+    """A time of day (11:38:36) and a race time (2:31:38) in a CSV file are numbers, in
+    seconds, as a feature and as a regression target, not a category per minute."""
+    from caviar.data import TablePreprocessor, read_table
+
+    rng = np.random.default_rng(0)
+    n = 60
+    start = rng.integers(6 * 3600, 12 * 3600, n)
+    race = 2 * 3600 + start // 10 + rng.integers(0, 600, n)
+
+    def clock(seconds: np.ndarray) -> list[str]:
+        return [f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}" for t in seconds]
+
+    pd.DataFrame({"start": clock(start), "finish": clock(race)}).to_csv(tmp_path / "t.csv",
+                                                                         index=False)
+    df = read_table(tmp_path / "t.csv")
+    pre = TablePreprocessor("finish").fit(df)
+    assert pre.task_ == "regression" and pre.roles_.numeric == ["start"]
+    np.testing.assert_array_equal(pre._inputs(df)["start"], start)
+    np.testing.assert_array_equal(pre.target_values(df["finish"]), race)
+
+
 def test_a_parquet_files_dates_and_durations_are_read_as_time(tmp_path):
     """Parquet's ``date32`` reads as Python dates and its ``duration`` as timedeltas: the
     first are dates (calendar and days, not a category of each day), the second numbers

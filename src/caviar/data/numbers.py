@@ -40,8 +40,20 @@ _FORMATTED_NUMBER = re.compile(
     r"(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+)(?P<percent>%?)(?P<close>\)?)$")
 
 
+# A clock time or a duration as spreadsheets write them, h:mm or h:mm:ss (7:42, 2:31:38,
+# -0:00:05.2): ``to_numbers`` reads these as seconds, so that a time of day or a race time is
+# an ordered number, not a category per minute
+_CLOCK = re.compile(r"^(?P<sign>-?)(?P<hours>\d+):(?P<minutes>[0-5]\d)"
+                    r"(?::(?P<seconds>[0-5]\d(?:\.\d*)?))?$")
+
+
 def _formatted_number(text: str) -> float:
     """The number ``text`` writes in one of the forms above, or NaN."""
+    clock = _CLOCK.match(text.strip())
+    if clock is not None:
+        hours, minutes, seconds = clock.group("hours", "minutes", "seconds")
+        total = 3600 * int(hours) + 60 * int(minutes) + float(seconds or 0)
+        return -total if clock.group("sign") else total
     match = _FORMATTED_NUMBER.match(text.strip())
     if match is None:
         return math.nan
@@ -60,11 +72,14 @@ def to_numbers(s: pd.Series) -> pd.Series:
     Text is read as pandas reads numbers, and also in the forms spreadsheets export: with
     thousands separators, a currency sign, a percent (a share: 12% is 0.12), or an
     accountant's parentheses for a negative, so that a price column saved as "$1,234" is the
-    number 1234, not 1,000 levels of a category.
+    number 1234, not 1,000 levels of a category; and clock times and durations (h:mm,
+    h:mm:ss) as seconds.
 
     >>> to_numbers(pd.Series(["1,234.5", "$12", "-€3.50", "(£40)", "12%", "7", None, "n/a"])
     ...            ).tolist()
     [1234.5, 12.0, -3.5, -40.0, 0.12, 7.0, nan, nan]
+    >>> to_numbers(pd.Series(["2:31:38", "7:42", "0:00:05.5", "12:75"])).tolist()
+    [9098.0, 27720.0, 5.5, nan]
     """
     parsed = pd.to_numeric(s, errors="coerce")
     values = parsed.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
@@ -74,7 +89,8 @@ def to_numbers(s: pd.Series) -> pd.Series:
         levels = pd.Series(text.unique())
         # one vectorized match first, so that a text column of labels or IDs (a million
         # distinct values) costs no Python call per value
-        written = levels[levels.astype(str).str.strip().str.match(_FORMATTED_NUMBER)]
+        stripped = levels.astype(str).str.strip()
+        written = levels[stripped.str.match(_FORMATTED_NUMBER) | stripped.str.match(_CLOCK)]
         if len(written):
             read = {level: _formatted_number(str(level)) for level in written}
             values[unread] = text.map(read).to_numpy(dtype=np.float64, na_value=np.nan)
