@@ -306,6 +306,27 @@ def test_numbers_as_spreadsheets_write_them_are_numbers():
     assert infer_task(pd.Series(["1.5", "2.5", "3.5"] * 5, dtype="category")) == "multiclass"
 
 
+def test_missing_value_markers_are_missing_values(tmp_path):
+    """The UCI repository's '?' and a spreadsheet's failed cells (#DIV/0!, #VALUE!) in a
+    file are missing values, named in one warning: a column of numbers stays numbers (with
+    its missing-value indicator), a target's marked rows are dropped like blank ones."""
+    rng = np.random.default_rng(0)
+    x = [f"{v:.3f}" for v in rng.normal(size=40)]
+    x[3], x[9], x[20] = "?", "#DIV/0!", " #VALUE! "
+    y = [f"{v:.2f}" for v in rng.normal(size=40)]
+    y[5] = "?"
+    pd.DataFrame({"x": x, "k": ["a", "?"] * 20, "y": y}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.warns(UserWarning) as caught:
+        df = read_table(tmp_path / "t.csv")
+    message, = [str(w.message) for w in caught]
+    assert message.endswith("read 24 value(s) '?' '#DIV/0!' '#VALUE!' as missing, in 'x', "
+                            "'k', 'y'")
+    assert df["x"].dtype == np.float64 and df["x"].isna().sum() == 3
+    assert df["y"].dtype == np.float64 and df["y"].isna().sum() == 1
+    roles = infer_roles(df, "y")
+    assert roles.task == "regression" and roles.numeric == ["x"] and roles.onehot == ["k"]
+
+
 def test_no_features_left():
     df = pd.DataFrame({"Unnamed: 0": range(5), "k": 1, "y": [1.0, 2.5, 3.0, 4.5, 5.0]})
     with pytest.raises(DataError, match=r"no usable feature columns") as e:

@@ -438,7 +438,7 @@ def test_a_failing_tune_leaves_the_runs_there(tuned, reference_run, space, tmp_p
     out = tmp_path / "tune"
     shutil.copytree(tuned, out)
     before, trials = snapshot(out), study_trials(out)
-    for data, message in (("text_in_numeric.csv", "holds text such as '?'"),
+    for data, message in (("target_numbers_with_a_typo.csv", "is numbers except 1 value(s)"),
                           ("target_inf.csv", "infinite"),
                           ("truncated.csv.gz", "truncated or damaged")):
         result = invoke("tune", BAD / data, "--target", "y", "--trials", 2, "--space", space,

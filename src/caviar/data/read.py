@@ -23,14 +23,21 @@ from caviar.data.errors import DataError, one_line, quote_names
 from caviar.data.numbers import is_text
 from caviar.hyperparams import close_names
 
-__all__ = ["read_table"]
+__all__ = ["read_table", "MISSING_MARKERS"]
+
+# What files write in a value's place when there is none, beyond the NA strings pandas reads
+# as missing already (NA, N/A, NULL, #N/A, ...): the question mark of the UCI repository's
+# tables, and the error values a spreadsheet saves in a cell whose formula failed. As text
+# they would make a column of numbers a category (a value per number) or an error.
+MISSING_MARKERS = ("?", "#DIV/0!", "#VALUE!", "#REF!", "#NUM!", "#NAME?", "#NULL!")
 
 
 def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     """Read a CSV (also compressed, e.g. ``.csv.gz``), TSV or Parquet file, or copy a DataFrame.
 
-    Column names become strings. Raises :class:`DataError` for a missing, empty or unreadable
-    file.
+    Column names become strings; ``MISSING_MARKERS`` in text columns become missing values
+    (one warning names the columns). Raises :class:`DataError` for a missing, empty or
+    unreadable file.
 
     >>> read_table(pd.DataFrame({"a": [1, 2]})).shape
     (2, 1)
@@ -53,6 +60,30 @@ def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
         raise DataError(f"{name} has no columns; check that it is the right table")
     if len(df) == 0:
         raise DataError(f"{name} has a header but no rows; check that it is the right table")
+    return _blank_missing_markers(df, name)
+
+
+def _blank_missing_markers(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``df`` with ``MISSING_MARKERS`` as missing values (a text column of numbers then
+    becomes numbers), and one warning naming the columns that held them."""
+    found: dict[str, int] = {}
+    markers: set[str] = set()
+    for col in df.columns:
+        s = df[col]
+        if not is_text(s) or isinstance(s.dtype, pd.CategoricalDtype):
+            continue
+        text = s.astype(str).str.strip()
+        marked = s.notna() & text.isin(MISSING_MARKERS)
+        if marked.any():
+            found[col] = int(marked.sum())
+            markers.update(text[marked])
+            s = s.mask(marked)
+            numbers = pd.to_numeric(s, errors="coerce")
+            df[col] = numbers if bool((numbers.notna() == s.notna()).all()) else s
+    if found:
+        shown = " ".join(repr(m) for m in MISSING_MARKERS if m in markers)
+        warnings.warn(f"{name}: read {sum(found.values())} value(s) {shown} as missing, in "
+                      f"{quote_names(found)}", stacklevel=3)
     return df
 
 

@@ -93,6 +93,9 @@ def files() -> dict[str, bytes]:
     text = csv(ref).decode().splitlines(keepends=True)
     text[8] = text[8].replace(text[8].split(",")[0], "?", 1)  # a UCI-style missing value
     out["text_in_numeric.csv"] = "".join(text).encode()
+    marked = ref.astype({"x": object})
+    marked.loc[::3, "x"] = "?"
+    out["question_marks.csv"] = csv(marked)
     mixed = ref.assign(code=[str(i) if i % 2 else f"A{i}" for i in range(ROWS)])
     out["mixed_types.csv"] = csv(mixed)
     inf = ref.copy().astype({"x": object})
