@@ -191,7 +191,7 @@ def predict(
                                  help="A model directory (e.g. runs/tune/model), or a run "
                                       "directory holding one in model/."),
     data: str = typer.Argument(..., metavar="DATA", show_default=False,
-                               help="The table to predict: CSV, TSV or Parquet; the target "
+                               help="The table to predict: CSV, TSV, Parquet or .xlsx; the target "
                                     "column may be absent."),
     output: str = typer.Option("predictions.csv", "--output", "-o", metavar="OUT.csv",
                                help="Where to write the predictions; '-' writes them to "
@@ -442,7 +442,7 @@ def explain(
     model: Path = typer.Argument(..., metavar="MODEL", show_default=False, help=MODEL_HELP),
     data: str = typer.Argument(..., metavar="DATA", show_default=False,
                                help="Rows to score the model on, WITH the target column: "
-                                    "held-out rows, not the training rows (CSV, TSV or "
+                                    "held-out rows, not the training rows (CSV, TSV, .xlsx or "
                                     "Parquet)."),
     repeats: int = typer.Option(5, "--repeats", "-r", min=1,
                                 help="Shuffles of each column; more give a steadier mean."),

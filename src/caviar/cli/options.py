@@ -76,7 +76,7 @@ TASK_HELP = "The task; inferred from the target column when left out."
 # the table options `train` and `tune` share
 DataArgument = Annotated[str, typer.Argument(
     metavar="DATA", show_default=False,
-    help="The table: a CSV (also .csv.gz), TSV or Parquet file.")]
+    help="The table: a CSV (also .csv.gz), TSV, Parquet or Excel (.xlsx) file.")]
 TargetOption = Annotated[str, typer.Option("--target", "-t", show_default=False,
                                            help="The column to predict.")]
 TaskOption = Annotated[Task, typer.Option("--task", show_default=False, help=TASK_HELP)]

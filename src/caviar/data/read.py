@@ -1,5 +1,5 @@
-"""Reading tables: CSV (plain or compressed), TSV and Parquet files, or a DataFrame, by what
-their bytes are rather than their names.
+"""Reading tables: CSV (plain or compressed), TSV, Parquet and Excel (.xlsx) files, or a
+DataFrame, by what their bytes are rather than their names.
 
 >>> import pandas as pd
 >>> read_table(pd.DataFrame({"a": [1, 2]})).shape
@@ -13,6 +13,7 @@ import gzip
 import lzma
 import re
 import warnings
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ MISSING_MARKERS = ("?", "#DIV/0!", "#VALUE!", "#REF!", "#NUM!", "#NAME?", "#NULL
 
 
 def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """Read a CSV (also compressed, e.g. ``.csv.gz``), TSV or Parquet file, or copy a DataFrame.
+    """Read a CSV (also compressed, e.g. ``.csv.gz``), TSV, Parquet or Excel workbook (its
+    first sheet) file, or copy a DataFrame.
 
     Column names become strings; ``MISSING_MARKERS`` in text columns become missing values
     (one warning names the columns). Raises :class:`DataError` for a missing, empty or
@@ -103,15 +105,18 @@ def _read_file(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError(f"file {shown} is empty; pass a CSV or Parquet file with a header row")
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in (".xlsx", ".xls", ".json", ".feather", ".pkl", ".pickle"):
+    if suffixes and suffixes[-1] in (".xls", ".json", ".feather", ".pkl", ".pickle"):
         raise DataError(
-            f"can't read {shown}: {suffixes[-1]} files are not supported; save it as CSV or Parquet"
+            f"can't read {shown}: {suffixes[-1]} files are not supported; save it as CSV, "
+            "Parquet or .xlsx"
         )
     try:
         with open(path, "rb") as f:
             magic = f.read(8)
         if magic.startswith(b"PAR1"):
             return _read_parquet(path, shown)
+        if _is_workbook(path, magic, suffixes):
+            return _read_workbook(path, shown, suffixes)
         compression = _compression(magic, suffixes, shown)
         head = _head(path, compression)
         if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -154,6 +159,39 @@ def _read_file(path: Path) -> pd.DataFrame:
                         "Parquet") from None
 
 
+def _is_workbook(path: Path, magic: bytes, suffixes: list[str]) -> bool:
+    """Whether the file is an Excel workbook (.xlsx: a ZIP archive holding xl/workbook.xml),
+    or claims to be one by its name."""
+    if suffixes and suffixes[-1] == ".xlsx":
+        return True
+    if not magic.startswith(b"PK\x03\x04"):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "xl/workbook.xml" in archive.namelist()
+    except zipfile.BadZipFile:
+        return False
+
+
+def _read_workbook(path: Path, shown: str, suffixes: list[str]) -> pd.DataFrame:
+    """The first sheet of an Excel workbook (openpyxl), with a warning when it has more, or
+    when its name says it is something else."""
+    try:
+        with pd.ExcelFile(path, engine="openpyxl") as book:
+            sheets = book.sheet_names
+            df = pd.read_excel(book, sheet_name=sheets[0])
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
+        raise DataError(f"can't read {shown} as an Excel workbook ({one_line(e)[:120]}); "
+                        "open it in a spreadsheet and save it again, or as CSV") from None
+    if suffixes and suffixes[-1] != ".xlsx":
+        warnings.warn(f"{shown} holds an Excel workbook, not {suffixes[-1][1:]}: reading it "
+                      "as one", stacklevel=4)
+    if len(sheets) > 1:
+        warnings.warn(f"{shown} has {len(sheets)} sheets: reading the first, {sheets[0]!r}; "
+                      "save the one you mean alone (or as CSV) to use another", stacklevel=4)
+    return df
+
+
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip",
           b"\x28\xb5\x2f\xfd": "zstd"}
 _COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
@@ -164,8 +202,8 @@ def _compression(magic: bytes, suffixes: list[str], shown: str) -> str | None:
     found = next((kind for start, kind in _MAGIC.items() if magic.startswith(start)), None)
     named = _COMPRESSED.get(suffixes[-1]) if suffixes else None
     if found == "zip" and named != "zip":
-        raise DataError(f"can't read {shown}: it is a ZIP archive (an Excel workbook?), not "
-                        "CSV text; save it as CSV or Parquet")
+        raise DataError(f"can't read {shown}: it is a ZIP archive, not CSV text; unzip it, "
+                        "or name it .zip if it holds one CSV file")
     if named and found is None:
         warnings.warn(f"{shown} is not {named}-compressed despite its name: reading it as "
                       "plain text", stacklevel=4)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,23 @@ def parquet(df: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+def workbook(sheets: dict[str, pd.DataFrame]) -> bytes:
+    """An Excel workbook (openpyxl) of these sheets, in order; the same bytes every time (its
+    archive's dates and the document's own created and modified times fixed)."""
+    buf = io.BytesIO()
+    with pd.ExcelWriter(buf, engine="openpyxl") as writer:
+        for name, df in sheets.items():
+            df.to_excel(writer, sheet_name=name, index=False)
+    fixed = io.BytesIO()
+    with zipfile.ZipFile(buf) as made, zipfile.ZipFile(fixed, "w", zipfile.ZIP_DEFLATED) as out:
+        for entry in made.infolist():
+            data = made.read(entry)
+            if entry.filename == "docProps/core.xml":
+                data = re.sub(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", b"2026-01-01T00:00:00Z", data)
+            out.writestr(zipfile.ZipInfo(entry.filename, date_time=(2026, 1, 1, 0, 0, 0)), data)
+    return fixed.getvalue()
 
 
 def files() -> dict[str, bytes]:
@@ -138,8 +157,11 @@ def files() -> dict[str, bytes]:
     out["not_gzip.csv.gz"] = csv(ref)
     out["png_named.csv"] = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00"
                             b"\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89")
-    out["workbook.xlsx"] = b"PK\x03\x04" + b"\x00" * 26
+    out["workbook.xlsx"] = workbook({"data": ref})
+    out["workbook_sheets.xlsx"] = workbook({"data": ref, "notes": pd.DataFrame(
+        {"note": ["made by make_corpus.py"]})})
     out["workbook_named.csv"] = out["workbook.xlsx"]  # an Excel file saved as "data.csv"
+    out["damaged_workbook.xlsx"] = b"PK\x03\x04" + b"\x00" * 26
     return out
 
 
