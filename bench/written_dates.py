@@ -5,9 +5,10 @@ two targets of each, drawn as `any_tables.py` draws them (a date column is never
 seconds rather than as a category (the clock column may be the target: a race time).
 
 `--scan`: every table `any_tables.py` can draw (2,000 asked for, over 100 rows), each text
-column whose values are all dates (`caviar.data.dates.date_order`) with its layout. Without
-it: the tunes, one JSON line each (run it once with the code before and once with the code
-after, on a core each, and compare the scores).
+column whose values are all dates (`caviar.data.dates.date_order`) with its layout, all clock
+times (h:mm, h:mm:ss), or that holds missing-value markers (`caviar.data.read.MISSING_MARKERS`).
+Without it: the tunes, one JSON line each (run it once with the code before and once with the
+code after, on a core each, and compare the scores).
 
     PYTHONPATH=src .venv/bin/python bench/written_dates.py --scan
     OMP_NUM_THREADS=1 PYTHONPATH=/tmp/new/src taskset -c 1 .venv/bin/python bench/written_dates.py
@@ -36,13 +37,21 @@ CLOCK = {"Stat2Data/Marathon": "Pace", "openintro/nyc_marathon": "time",
 
 def scan(tables: list) -> None:
     from caviar.data.dates import date_order
+    from caviar.data.read import MISSING_MARKERS
 
     print("tables", len(tables))
     for name, df in tables:
         for column in df.columns:
-            if df[column].dtype == object and (order := date_order(df[column])):
-                print(json.dumps({"table": name, "column": column, "order": order,
-                                  "first": str(df[column].dropna().iloc[0])}))
+            s = df[column]
+            if s.dtype != object or not s.notna().any():
+                continue
+            text = s.dropna().astype(str).str.strip()
+            found = {"order": date_order(s),
+                     "clock": bool(text.str.match(r"^\d{1,2}:\d{2}(:\d{2})?$").all()),
+                     "markers": int(text.isin(MISSING_MARKERS).sum())}
+            if found["order"] or found["clock"] or found["markers"]:
+                print(json.dumps({"table": name, "column": column, **found,
+                                  "first": text.iloc[0]}))
 
 
 def tunes(tables: dict, budget: float, columns: dict[str, str | None],
