@@ -57,8 +57,14 @@ def date_order(values: pd.Series) -> str | None:
         return "iso"
     if not all(isinstance(v, str) for v in present.head(100)):
         return None
+    # the first hundred values first: a column of labels or IDs fails there, without a
+    # regular expression over its every row (a million-row text column: seconds)
+    sample = present.head(100).astype(str).str.strip()
+    iso, written = sample.str.match(ISO_DATE).all(), sample.str.match(_WRITTEN_DATE).all()
+    if not (iso or written):
+        return None
     text = present.astype(str).str.strip()
-    if text.str.match(ISO_DATE).all():
+    if iso and text.str.match(ISO_DATE).all():
         return "iso"
     parts = text.str.extract(_WRITTEN_DATE)
     if parts["a"].isna().any() or parts["sep"].nunique() != 1:

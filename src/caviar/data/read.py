@@ -74,6 +74,9 @@ def _blank_missing_markers(df: pd.DataFrame, name: str) -> pd.DataFrame:
         s = df[col]
         if not is_text(s) or isinstance(s.dtype, pd.CategoricalDtype):
             continue
+        levels = pd.Series(s.dropna().unique())  # each distinct value once
+        if not levels.astype(str).str.strip().isin(MISSING_MARKERS).any():
+            continue
         text = s.astype(str).str.strip()
         marked = s.notna() & text.isin(MISSING_MARKERS)
         if marked.any():
