@@ -84,8 +84,14 @@ def test_read_errors_are_one_line(tmp_path):
         read_table(tmp_path / "header.csv")
     one_line(e)
     (tmp_path / "book.xlsx").write_bytes(b"PK\x03\x04 not really excel")
-    with pytest.raises(DataError, match=r"\.xlsx files are not supported; save it as CSV") as e:
+    with pytest.raises(DataError, match=r"book\.xlsx' as an Excel workbook \(.*\); open it in "
+                                        r"a spreadsheet and save it again, or as CSV") as e:
         read_table(tmp_path / "book.xlsx")
+    one_line(e)
+    (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0 an old workbook")
+    with pytest.raises(DataError, match=r"\.xls files are not supported; save it as CSV, "
+                                        r"Parquet or \.xlsx") as e:
+        read_table(tmp_path / "old.xls")
     one_line(e)
     (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
     with pytest.raises(DataError, match=r"can't read .*binary.csv") as e:

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from caviar.data.errors import DataError, one_line, quote_names
-from caviar.data.numbers import is_text
+from caviar.data.numbers import is_text, nested_kind
 from caviar.hyperparams import close_names
 
 __all__ = ["read_table", "MISSING_MARKERS"]
@@ -72,7 +72,8 @@ def _blank_missing_markers(df: pd.DataFrame, name: str) -> pd.DataFrame:
     markers: set[str] = set()
     for col in df.columns:
         s = df[col]
-        if not is_text(s) or isinstance(s.dtype, pd.CategoricalDtype):
+        if (not is_text(s) or isinstance(s.dtype, pd.CategoricalDtype)
+                or nested_kind(s) is not None):  # lists hold no marker, and cannot be hashed
             continue
         levels = pd.Series(s.dropna().unique())  # each distinct value once
         if not levels.astype(str).str.strip().isin(MISSING_MARKERS).any():
