@@ -113,8 +113,8 @@ def fit_dates(df: pd.DataFrame, columns: Iterable[str]) -> dict[str, dict[str, A
     (``date_order``: kept, so that rows to predict read the same way, whatever they hold)."""
     out = {}
     for col in columns:
-        is_text = not pd.api.types.is_datetime64_any_dtype(df[col])
-        order = (date_order(df[col]) or "iso") if is_text else "iso"
+        stamps = pd.api.types.is_datetime64_any_dtype(df[col])  # no text to read
+        order = "iso" if stamps else (date_order(df[col]) or "iso")
         t = as_datetimes(df[col], order).dropna()
         if not len(t):
             raise DataError(f"the date column {col!r} has no readable date in the training "
