@@ -9,12 +9,11 @@ peers are scored) is printed beside the sweep's caviar model's and HistGradientB
 For regression targets, the warm start already holds the seeds' linear regression, solved;
 a classifier's search has no linear model in it. This shows how often one would have won.
 
-    PYTHONPATH=src .venv/bin/python bench/logistic_probe.py \
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/logistic_probe.py \
         --sweep bench/results-any-tables-seed399.jsonl --seed 399 --count 40
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
@@ -24,7 +23,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegressionCV
 
 sys.path.insert(0, str(Path(__file__).parent))
-from any_tables import draw_tables, split  # noqa: E402
+from ridge_probe import sweep_arguments, sweep_targets  # noqa: E402
 from tables import test_score  # noqa: E402
 
 from caviar.data.preprocess import TablePreprocessor  # noqa: E402
@@ -35,7 +34,6 @@ C_GRID = np.logspace(-4, 4, 17)
 def logistic_log_loss(train, test, target: str) -> float:
     """LogisticRegressionCV on caviar's robust-scaled inputs of ``train``; its log-loss on
     the rows of ``test`` whose class the training rows hold."""
-    train, test = train.dropna(subset=[target]), test.dropna(subset=[target])
     y_train, y_test = train[target].astype(str), test[target].astype(str)
     seen = y_test.isin(set(y_train)).to_numpy()
     pre = TablePreprocessor(target=target, numeric="robust")
@@ -50,19 +48,12 @@ def logistic_log_loss(train, test, target: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", required=True, help="an any_tables.py sweep's JSON lines")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--count", type=int, default=40)
-    args = parser.parse_args()
-    runs = {r["table"]: r for r in map(json.loads, Path(args.sweep).read_text().splitlines())
-            if r.get("metric") == "log_loss" and r.get("caviar") is not None}
-    for i, (name, df) in enumerate(draw_tables(args.count, args.seed, 60_000, 100)):
-        if name not in runs:
+    args = sweep_arguments(__doc__, 40).parse_args()
+    for name, target, train, test, run, _ in sweep_targets(args.sweep, args.seed, args.count,
+                                                            "log_loss"):
+        if run.get("caviar") is None:
             continue
-        target, train, test = split(df, args.seed + i)
-        run = runs[name]
-        result = {"table": name, "target": target, "rows": len(df), "caviar": run["caviar"],
+        result = {"table": name, "target": target, "rows": run["rows"], "caviar": run["caviar"],
                   "hgb": run.get("hgb")}
         try:
             result["logistic"] = logistic_log_loss(train, test, target)

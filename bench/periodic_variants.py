@@ -13,7 +13,6 @@ Prints each target's test RMSE per variant beside the sweep's caviar model's.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from scipy.stats import norm
 from sklearn.linear_model import RidgeCV
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ridge_probe import ALPHAS, regression_targets  # noqa: E402
+from ridge_probe import ALPHAS, sweep_arguments, sweep_targets  # noqa: E402
 from tables import test_score  # noqa: E402
 
 from caviar.data.preprocess import TablePreprocessor  # noqa: E402
@@ -62,14 +61,9 @@ def with_features(X: np.ndarray, columns: list[int], kind: str, cap: int, k: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", required=True, help="an any_tables.py sweep's JSON lines")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--count", type=int, default=40)
-    args = parser.parse_args()
-    for name, target, train, test, caviar, _ in regression_targets(args.sweep, args.seed,
-                                                                  args.count):
-        result = {"seed": args.seed, "table": name, "target": target, "caviar": caviar}
+    args = sweep_arguments(__doc__, 40).parse_args()
+    for name, target, train, test, run, _ in sweep_targets(args.sweep, args.seed, args.count):
+        result = {"seed": args.seed, "table": name, "target": target, "caviar": run["caviar"]}
         try:
             pre = TablePreprocessor(target=target, task="regression", numeric="robust")
             X_train, X_test = pre.fit_transform(train), pre.transform(test)

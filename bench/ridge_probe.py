@@ -45,18 +45,29 @@ from caviar.data.preprocess import TablePreprocessor  # noqa: E402
 ALPHAS = np.logspace(-4, 3, 15)
 
 
-def regression_targets(sweep: str, seed: int, count: int) -> Iterator[tuple]:
-    """Each regression target of an ``any_tables.py`` sweep (its JSON lines, --seed and
-    --count), on the sweep's own draws and splits, rows without a target dropped: the table,
-    the target, the training and test rows, the sweep's caviar RMSE and the table's seed."""
+def sweep_targets(sweep: str, seed: int, count: int, metric: str = "rmse") -> Iterator[tuple]:
+    """Each target of an ``any_tables.py`` sweep (its JSON lines, --seed and --count) scored
+    by ``metric``, on the sweep's own draws and splits, rows without a target dropped: the
+    table, the target, the training and test rows, the sweep's line for it and the table's
+    seed."""
     runs = {r["table"]: r for r in map(json.loads, Path(sweep).read_text().splitlines())
-            if r.get("metric") == "rmse"}
+            if r.get("metric") == metric}
     for i, (name, df) in enumerate(draw_tables(count, seed, 60_000, 100)):
         if name not in runs:
             continue
         target, train, test = split(df, seed + i)
         yield (name, target, train.dropna(subset=[target]), test.dropna(subset=[target]),
-               runs[name]["caviar"], seed + i)
+               runs[name], seed + i)
+
+
+def sweep_arguments(doc: str, count: int) -> argparse.ArgumentParser:
+    """A probe's command line: the sweep it reads (--sweep), that sweep's --seed and
+    --count."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--sweep", required=True, help="an any_tables.py sweep's JSON lines")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--count", type=int, default=count)
+    return parser
 
 
 def ridge_rmse(train, test, target: str, numeric: str, features: int = 0) -> float:
@@ -104,17 +115,14 @@ def chosen_by_validation(train, test, target: str, seed: int, budget: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", required=True, help="an any_tables.py sweep's JSON lines")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--count", type=int, default=60)
+    parser = sweep_arguments(__doc__, 60)
     parser.add_argument("--random-features", type=int, default=0, metavar="K")
     parser.add_argument("--tune", type=float, metavar="B", help="choose by validation rows "
                         "between a B-second tune and the periodic ridge")
     args = parser.parse_args()
-    for name, target, train, test, caviar, table_seed in regression_targets(
+    for name, target, train, test, run, table_seed in sweep_targets(
             args.sweep, args.seed, args.count):
-        result = {"table": name, "target": target, "caviar": caviar}
+        result = {"table": name, "target": target, "caviar": run["caviar"]}
         try:
             for numeric in ("robust", "standard"):
                 result[f"ridge_{numeric}"] = ridge_rmse(train, test, target, numeric)
