@@ -35,7 +35,7 @@ __all__ = [
     "check_names",
     "drop_missing_target",
     "category_strings",
-    "is_date_text",
+    "date_layout",
     "onehot_limit",
     "MAX_ONEHOT_LEVELS",
     "MIN_ROWS_PER_LEVEL",
@@ -320,15 +320,15 @@ def category_strings(values: pd.Series) -> pd.Series:
 _WRITTEN_ORDERS = {"mdy": "month/day/year", "dmy": "day/month/year", "ymd": "year/month/day"}
 
 
-def is_date_text(s: pd.Series) -> bool:
-    """Whether a text column holds dates or times, every value present written one way:
-    ISO (2021-03-31, 2021-03-31 14:05:00), as spreadsheets write them (03/31/2021,
-    31.03.2021, 2021/03/31: ``dates.date_order``), or as date objects (a Parquet file's
-    ``date32`` column reads as Python dates), so that it parses as dates the same way on
-    every table."""
-    if not is_text(s) or pd.api.types.is_datetime64_any_dtype(s):
-        return False
-    return date_order(s) is not None
+def date_layout(s: pd.Series) -> str | None:
+    """How a column holds dates or times, every value present written one way: "iso" for
+    datetimes, ISO text (2021-03-31, 2021-03-31 14:05:00) and date objects (a Parquet file's
+    ``date32`` column reads as Python dates); "mdy", "dmy" or "ymd" as spreadsheets write
+    them (03/31/2021, 31.03.2021, 2021/03/31: ``dates.date_order``); None for no dates. So a
+    column parses as dates the same way on every table."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return "iso"
+    return date_order(s) if is_text(s) else None
 
 
 def _row_index(s: pd.Series, position: int) -> str | None:
@@ -450,10 +450,9 @@ def infer_roles(
             roles.numeric.append(col)
             roles.reasons[col] = "durations, in seconds"
             continue
-        if col not in categorical and (pd.api.types.is_datetime64_any_dtype(s)
-                                       or is_date_text(s)):
+        order = None if col in categorical else date_layout(s)
+        if order is not None:
             roles.datetime.append(col)
-            order = "iso" if pd.api.types.is_datetime64_any_dtype(s) else date_order(s)
             written = "" if order == "iso" else f" (read as {_WRITTEN_ORDERS[order]})"
             roles.reasons[col] = ("dates: year, month, day of week, hour, days since the "
                                   f"first{written}")
