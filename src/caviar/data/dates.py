@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from caviar.data.errors import DataError
+from caviar.data.numbers import is_text
 
-__all__ = ["DATE_PARTS", "date_order", "as_datetimes", "fit_dates", "expand_dates",
+__all__ = ["DATE_PARTS", "date_layout", "date_order", "as_datetimes", "fit_dates", "expand_dates",
            "as_seconds"]
 
 
@@ -29,8 +30,6 @@ ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-
 # first with slashes or dots (2021/03/31), and an optional time (14:05, 14:05:00)
 _WRITTEN_DATE = re.compile(r"^(?P<a>\d{1,4})(?P<sep>[/.-])(?P<b>\d{1,2})(?P=sep)(?P<c>\d{1,4})"
                            r"(?:[ T](?P<time>\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?$")
-# a date's layout: "iso", or the order of the written date's three numbers
-ORDERS = ("iso", "mdy", "dmy", "ymd")
 
 
 def date_order(values: pd.Series) -> str | None:
@@ -84,6 +83,17 @@ def date_order(values: pd.Series) -> str | None:
     return order
 
 
+def date_layout(values: pd.Series) -> str | None:
+    """How a column holds dates or times, every value present written one way: "iso" for
+    datetimes, ISO text (2021-03-31, 2021-03-31 14:05:00) and date objects (a Parquet file's
+    ``date32`` column reads as Python dates); "mdy", "dmy" or "ymd" as spreadsheets write
+    them (03/31/2021, 31.03.2021, 2021/03/31: ``date_order``); None for no dates. So a column
+    parses as dates the same way on every table."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "iso"
+    return date_order(values) if is_text(values) else None
+
+
 def _iso_text(values: pd.Series, order: str) -> pd.Series:
     """Written dates (``order`` "ymd", "dmy" or "mdy") as ISO text; others as missing."""
     parts = values.astype("string").str.strip().str.extract(_WRITTEN_DATE)
@@ -110,11 +120,10 @@ def fit_dates(df: pd.DataFrame, columns: Iterable[str]) -> dict[str, dict[str, A
     """What ``expand_dates`` needs of each date column, learned from the training rows: the
     earliest date (the origin of the continuous time), whether to add the hour (not when
     every time is midnight: plain dates) and, for dates written other than ISO, their order
-    (``date_order``: kept, so that rows to predict read the same way, whatever they hold)."""
+    (``date_layout``: kept, so that rows to predict read the same way, whatever they hold)."""
     out = {}
     for col in columns:
-        stamps = pd.api.types.is_datetime64_any_dtype(df[col])  # no text to read
-        order = "iso" if stamps else (date_order(df[col]) or "iso")
+        order = date_layout(df[col]) or "iso"
         t = as_datetimes(df[col], order).dropna()
         if not len(t):
             raise DataError(f"the date column {col!r} has no readable date in the training "

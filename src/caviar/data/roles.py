@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from caviar.data.dates import date_order
+from caviar.data.dates import date_layout
 from caviar.data.errors import DataError, quote_names
 from caviar.data.numbers import bad_numbers, is_integral, is_text, nested_kind, to_numbers
 from caviar.hyperparams import TASKS, close_names
@@ -35,7 +35,6 @@ __all__ = [
     "check_names",
     "drop_missing_target",
     "category_strings",
-    "date_layout",
     "onehot_limit",
     "MAX_ONEHOT_LEVELS",
     "MIN_ROWS_PER_LEVEL",
@@ -318,17 +317,6 @@ def category_strings(values: pd.Series) -> pd.Series:
 
 
 _WRITTEN_ORDERS = {"mdy": "month/day/year", "dmy": "day/month/year", "ymd": "year/month/day"}
-
-
-def date_layout(s: pd.Series) -> str | None:
-    """How a column holds dates or times, every value present written one way: "iso" for
-    datetimes, ISO text (2021-03-31, 2021-03-31 14:05:00) and date objects (a Parquet file's
-    ``date32`` column reads as Python dates); "mdy", "dmy" or "ymd" as spreadsheets write
-    them (03/31/2021, 31.03.2021, 2021/03/31: ``dates.date_order``); None for no dates. So a
-    column parses as dates the same way on every table."""
-    if pd.api.types.is_datetime64_any_dtype(s):
-        return "iso"
-    return date_order(s) if is_text(s) else None
 
 
 def _row_index(s: pd.Series, position: int) -> str | None:
