@@ -124,22 +124,21 @@ def softmax_regression(x: torch.Tensor, y: torch.Tensor, task: str, l2: torch.Te
     Solved in float64 from zero weights (the cost is convex: the start changes only the
     time), one member at a time (one line search for several costs of other curvatures
     converged far slower), and returned in x's dtype."""
-    P, n, d = len(l2), len(y), x.shape[-1]
-    W = torch.zeros(P, d, n_outputs, dtype=torch.float64, device=x.device)
-    b = torch.zeros(P, 1, n_outputs, dtype=torch.float64, device=x.device)
+    n = len(y)
     xs = x.double()
     ws = None if weight is None else weight.double().view(-1, n)
-    for p in range(P):
-        W[p:p + 1], b[p:p + 1] = _lbfgs(xs[p] if xs.dim() == 3 else xs, y, task,
-                                        float(l2[p]) / n, W[p:p + 1].clone(),
-                                        b[p:p + 1].clone(), None if ws is None else ws[p % len(ws)])
-    return W.to(x.dtype), b.to(x.dtype)
+    solved = [_lbfgs(xs[p] if xs.dim() == 3 else xs, y, task, float(l2[p]) / n, n_outputs,
+                     None if ws is None else ws[p % len(ws)]) for p in range(len(l2))]
+    return (torch.cat([W for W, _ in solved]).to(x.dtype),
+            torch.cat([b for _, b in solved]).to(x.dtype))
 
 
-def _lbfgs(x: torch.Tensor, y: torch.Tensor, task: str, decay: float, W: torch.Tensor,
-           b: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One member's W ``(1, d, C)`` and b ``(1, 1, C)`` from these starts, minimizing
-    (1/m)·Σᵢ wᵢ·Lᵢ + (decay/2)·‖W‖² (decay = λ/m) by L-BFGS."""
+def _lbfgs(x: torch.Tensor, y: torch.Tensor, task: str, decay: float, n_outputs: int,
+           weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One member's W ``(1, d, C)`` and b ``(1, 1, C)`` from zero, minimizing
+    (1/m)·Σᵢ wᵢ·Lᵢ + (decay/2)·‖W‖² (decay = λ/m) by L-BFGS, in x's dtype."""
+    W = torch.zeros(1, x.shape[-1], n_outputs, dtype=x.dtype, device=x.device)
+    b = torch.zeros(1, 1, n_outputs, dtype=x.dtype, device=x.device)
     solver = torch.optim.LBFGS([W, b], lr=1.0, max_iter=LBFGS_ITERATIONS,
                                history_size=LBFGS_HISTORY, tolerance_grad=GRADIENT_TOLERANCE,
                                tolerance_change=1e-14, line_search_fn="strong_wolfe")
