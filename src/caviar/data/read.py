@@ -75,17 +75,15 @@ def _blank_missing_markers(df: pd.DataFrame, name: str) -> pd.DataFrame:
         if (not is_text(s) or isinstance(s.dtype, pd.CategoricalDtype)
                 or nested_kind(s) is not None):  # lists hold no marker, and cannot be hashed
             continue
-        levels = pd.Series(s.dropna().unique())  # each distinct value once
-        if not levels.astype(str).str.strip().isin(MISSING_MARKERS).any():
+        levels = pd.Series(s.dropna().unique()).astype(str).str.strip()  # each value once
+        if not levels.isin(MISSING_MARKERS).any():
             continue
-        text = s.astype(str).str.strip()
-        marked = s.notna() & text.isin(MISSING_MARKERS)
-        if marked.any():
-            found[col] = int(marked.sum())
-            markers.update(text[marked])
-            s = s.mask(marked)
-            numbers = pd.to_numeric(s, errors="coerce")
-            df[col] = numbers if bool((numbers.notna() == s.notna()).all()) else s
+        markers.update(levels[levels.isin(MISSING_MARKERS)])
+        marked = s.notna() & s.astype(str).str.strip().isin(MISSING_MARKERS)
+        found[col] = int(marked.sum())
+        s = s.mask(marked)
+        numbers = pd.to_numeric(s, errors="coerce")
+        df[col] = numbers if bool((numbers.notna() == s.notna()).all()) else s
     if found:
         shown = " ".join(repr(m) for m in MISSING_MARKERS if m in markers)
         warnings.warn(f"{name}: read {sum(found.values())} value(s) {shown} as missing, in "
