@@ -8,6 +8,7 @@ may spend with the time it holds back for its end.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -129,6 +130,28 @@ BAG_FACTOR = 1.5
 IMPORTANCE_SHARE = 0.1
 
 
+# The end's constants above are seconds of a core the run has to itself. On a machine busy
+# with other work its threads also wait for a core, and the end takes longer by as much (Ecdat's
+# Hedonic at 15 s beside two busy processes on the two cores: its end took 8.1 s, not 4.9, and
+# the run 19.8 s). The kernel counts both for each thread (/proc's schedstat: nanoseconds run,
+# nanoseconds waited while ready to run), so a budget scales the end it holds back by its main
+# thread's (run + wait) / run since the budget began (``Budget.slowdown``): 1 on an idle core,
+# 2 where it got half of one. It needs this much of the main thread's running to say (before
+# it, and where the kernel does not count, it is 1), and it is at most MAX_SLOWDOWN.
+SLOWDOWN_MIN_RUN_S, MAX_SLOWDOWN = 0.1, 20.0
+
+
+def main_thread_cpu() -> tuple[float, float] | None:
+    """Seconds this process's main thread has run, and waited for a core while ready to run
+    (Linux's schedstat; None where the kernel does not count them)."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/schedstat") as f:
+            run, wait = f.read().split()[:2]
+        return int(run) / 1e9, int(wait) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
 def end_seconds(trials: int, report: bool = True) -> float:
     """The end of a run but its refit and importance, estimated: the final model, the test
     scores and the report (``END_S``); reading the trials back (``END_TRIAL_S`` each); and
@@ -181,10 +204,23 @@ class Budget:
         self.start = time.monotonic() if start is None else start
         self.reason = reason
         self.reserve = 0.0
+        self._cpu_start = main_thread_cpu()  # for slowdown
 
     @property
     def elapsed(self) -> float:
         return self.spent + time.monotonic() - self.start
+
+    def slowdown(self) -> float:
+        """How many times an idle core's seconds CPU work takes on this machine now: the main
+        thread's (run + wait) / run since the budget began (1 until it has run
+        ``SLOWDOWN_MIN_RUN_S``, or where the kernel does not count)."""
+        now = main_thread_cpu()
+        if now is None or self._cpu_start is None:
+            return 1.0
+        run, wait = now[0] - self._cpu_start[0], now[1] - self._cpu_start[1]
+        if run < SLOWDOWN_MIN_RUN_S:
+            return 1.0
+        return min(max((run + wait) / run, 1.0), MAX_SLOWDOWN)
 
     def out_of_time(self) -> bool:
         """Whether the time left is only what the end of the run needs."""
@@ -203,7 +239,9 @@ class Budget:
                   else started + max(1, math.ceil(share * (self.trials - started))))
         seconds = (None if self.time_budget is None
                    else self.elapsed + share * (self.time_budget - self.elapsed))
-        return Budget(trials, seconds, self.spent, start=self.start, reason=reason)
+        share = Budget(trials, seconds, self.spent, start=self.start, reason=reason)
+        share._cpu_start = self._cpu_start  # the same run: its slowdown since it began
+        return share
 
     def share_passed(self, share: float) -> Callable[[], bool] | None:
         """A test of whether ``share`` of the time budget has passed (None without one)."""

@@ -425,6 +425,7 @@ class PopulationBasedTraining(Tuner):
                 self.save_study_state()
                 last_saved = time.monotonic()
             self.pace_writer()
+            self.share_busy_cores()
             self._beat()  # finished members the writer has not written yet stay alive
             if self.on_progress is not None:
                 self.on_progress(self.progress())

@@ -93,6 +93,7 @@ from .budget import (
     Budget,
     bag_declined,
     end_seconds,
+    main_thread_cpu,
     epoch_cost,
     prefix_costs,
     refit_cost,
@@ -169,6 +170,16 @@ class _Group:
 EPOCH_SHARE = 1 / 20
 
 
+# On a machine whose cores other processes keep busy, PyTorch's threads spin-wait for one
+# another at every operation while one of them waits for a core (load ~9 on 2 cores: 2
+# threads trained 10.5 member-epochs/s, 1 thread 191; bench/README.md, "PBT again: OpenMP
+# spinning"). The main thread's wait for a core over its running (Linux's schedstat), checked
+# over each BUSY_WINDOW_S of its running: at BUSY_WAIT_SHARE or more (a quiet tune's is about
+# 0.05: its own writer; beside a busy process a core each, about 1), the search trains on
+# one thread to its end.
+BUSY_WAIT_SHARE, BUSY_WINDOW_S = 0.25, 1.0
+
+
 def structure_quota(population: int, trials_per_structure: int | None) -> int:
     """Trials a group takes before it drains: ``trials_per_structure``, by default
     2 × population."""
@@ -234,6 +245,11 @@ class Tuner:
         self._bag_plan_of: tuple[tuple[int, int], list[KeptNetwork], list[float], int] | None = None
         self.seeds, self._seeding, self._seeds_declined = seeds, False, False
         self._improved_at = -math.inf  # the budget's clock when the best value last improved
+        # PyTorch's threads while the search runs (one fewer while the writer catches up:
+        # pace_writer; one when other processes keep the cores busy: share_busy_cores, whose
+        # window starts at _cpu_mark)
+        self._threads, self._yielded = torch.get_num_threads(), False
+        self._cpu_mark: tuple[float, float] | None = None
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
         self.warm = list(warm)
         self.ensemble = ensemble
@@ -698,12 +714,31 @@ class Tuner:
         """The training rows' weights for ``fit_epoch``, when the study has them."""
         return {} if self.data.w_train is None else {"weight": self.data.w_train}
 
+    def share_busy_cores(self) -> None:
+        """Train on one thread from now on if, over the last ``BUSY_WINDOW_S`` of its running,
+        the main thread waited for a core ``BUSY_WAIT_SHARE`` of that time or more (other
+        processes keep the cores busy; see the constants), and record when in the study."""
+        if self._threads == 1 or self._cpu_mark is None:
+            return
+        now = main_thread_cpu()
+        run, wait = now[0] - self._cpu_mark[0], now[1] - self._cpu_mark[1]
+        if run < BUSY_WINDOW_S:
+            return
+        self._cpu_mark = now
+        if wait >= BUSY_WAIT_SHARE * run:
+            self._threads, self._yielded = 1, False
+            torch.set_num_threads(1)
+            self.study.set_user_attr(keys.BUSY, {"elapsed_s": round(self.budget.elapsed, 3),
+                                                 "wait_share": round(wait / run, 3)})
+
     def run(self) -> None:
-        self._threads, self._yielded = torch.get_num_threads(), False
+        threads = torch.get_num_threads()
+        self._threads, self._yielded = threads, False
+        self._cpu_mark = main_thread_cpu()  # share_busy_cores' window starts here
         try:
             self._run()
         finally:
-            torch.set_num_threads(self._threads)
+            torch.set_num_threads(threads)
 
     def _run(self) -> None:
         last_saved = time.monotonic()
@@ -724,6 +759,7 @@ class Tuner:
                 self.save_model()
                 last_saved = time.monotonic()
             self.pace_writer()
+            self.share_busy_cores()
             self._beat()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
@@ -792,12 +828,16 @@ class Tuner:
         """Estimated seconds from the end of the search to the end of the run: the kept
         networks' refit and the best one's seeds at this machine's measured speed; the rest
         of the end (the model, the test scores, each feature's permutation importance, the
-        report of every trial); and the archive writer's backlog."""
+        report of every trial); and the archive writer's backlog; those priced on an idle
+        core slowed by the machine's other work (``Budget.slowdown``)."""
         trials = sum(self.finished.values()) + self.running
-        end = end_seconds(trials, self.report) + self._importance_seconds()
         # the seeds train after the search, once the writer has written every trial
         backlog = self.archive.backlog if self.archive is not None and not self._seeding else 0
-        rest = self.refit_seconds() + end + backlog * self._writer_line_seconds()
+        # priced on an idle core, so slowed as the machine's other work slows this run (the
+        # refit and the seeds are at the measured speed, the importance timed: already so)
+        idle = end_seconds(trials, self.report) + backlog * self._writer_line_seconds()
+        rest = (self.refit_seconds() + idle * self.budget.slowdown()
+                + self._importance_seconds())
         return rest + self._seeds_seconds(rest)
 
     def _writer_line_seconds(self) -> float:

@@ -27,6 +27,10 @@ BOXES = "c2f_boxes"  # coarse to fine: one record per round (see CoarseToFineSam
 # numeric="auto": {"scaling": the one chosen, "from_trial": the first trial asked after the
 # choice, "best": the best validation score of the warm-start networks of each scaling}
 SCALING = "numeric_scaling"
+# other processes kept the cores busy, so the search trained on one thread from then on
+# (Tuner.share_busy_cores): {"elapsed_s": when, "wait_share": the main thread's wait for a core
+# over its running}
+BUSY = "busy_machine"
 BEST = "best"  # the model a run kept: the fields below, written when the run ends
 SPLIT_SEED = "split_seed"  # the seed that split the rows (a resumed or joined run must match)
 FINGERPRINT = "data_sha256"  # sha256 of the table as read (store.fingerprint)

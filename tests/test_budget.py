@@ -1,0 +1,107 @@
+"""A time budget on a machine busy with other work: the end of a run, priced in an idle
+core's seconds, is held back slowed by the share of a core the run gets."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from wine import WINE_SPACE
+
+from caviar.data import prepare
+from caviar.search.budget import Budget, end_seconds, main_thread_cpu
+from caviar.search.scheduler import BUSY_WAIT_SHARE, BUSY_WINDOW_S, Tuner
+from caviar.search.space import Space
+from caviar.search.study import keys
+
+needs_schedstat = pytest.mark.skipif(main_thread_cpu() is None,
+                                     reason="the kernel does not count run and wait times")
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def _busy_for(seconds: float) -> None:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+
+
+@needs_schedstat
+def test_a_core_shared_with_a_busy_process_slows_the_run_about_twofold():
+    core = min(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})  # this thread, and the spinner it forks, on one core
+    spinner = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
+    try:
+        spinner.start()
+        budget = Budget(None, 60.0, 0.0)
+        _busy_for(1.0)
+        shared = budget.slowdown()
+    finally:
+        spinner.kill()
+        spinner.join()
+        os.sched_setaffinity(0, before)
+    # half of the core (or less, where the machine is busier still): twice the time or more
+    assert shared >= 1.6
+
+
+@needs_schedstat
+def test_the_slowdown_is_one_until_the_run_has_run_enough_to_say():
+    assert Budget(None, 60.0, 0.0).slowdown() == 1.0
+
+
+def test_a_busy_machine_holds_back_the_idle_priced_end_slowed(wine_csv, monkeypatch):
+    """The end's parts priced on an idle core (``end_seconds``) are held back times the
+    slowdown; the importance (timed) and the refit (at the measured speed) are not again."""
+    data = prepare(pd.read_csv(wine_csv), "cultivar", seed=0)
+    budget = Budget(None, 60.0, 0.0)
+    tuner = Tuner(optuna.create_study(), Space.from_dict(WINE_SPACE), data, budget, 4, None,
+                  seed=0, report=True)
+    tuner.finished[optuna.trial.TrialState.PRUNED] = 1000
+    monkeypatch.setattr(budget, "slowdown", lambda: 1.0)
+    idle = tuner.end_reserve()
+    monkeypatch.setattr(budget, "slowdown", lambda: 2.5)
+    busy = tuner.end_reserve()
+    assert busy - idle == pytest.approx(1.5 * end_seconds(1000, report=True))
+
+
+@needs_schedstat
+def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv):
+    """PyTorch's threads spin-wait for each other while one waits for a core: once the main
+    thread waits a quarter of its running or more, the search goes on one thread, and the
+    study records when; the run gives back the threads it found."""
+    data = prepare(pd.read_csv(wine_csv), "cultivar", seed=0)
+    study = optuna.create_study()
+    tuner = Tuner(study, Space.from_dict(WINE_SPACE), data, Budget(None, 60.0, 0.0), 4, None,
+                  seed=0)
+    threads = torch.get_num_threads()
+    core, before = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    spinner = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
+    try:
+        torch.set_num_threads(2)
+        tuner._threads, tuner._cpu_mark = 2, main_thread_cpu()  # as run() starts
+        spinner.start()
+        _busy_for(BUSY_WINDOW_S * 2.5)  # half the core: at least the window's running
+        tuner.share_busy_cores()
+        assert torch.get_num_threads() == 1 and tuner._threads == 1
+        assert study.user_attrs[keys.BUSY]["wait_share"] >= BUSY_WAIT_SHARE
+    finally:
+        spinner.kill()
+        spinner.join()
+        os.sched_setaffinity(0, before)
+        torch.set_num_threads(threads)
+    # a run starts from the threads it finds and leaves them so
+    torch.set_num_threads(2)
+    tuner.budget = Budget(4, None, 0.0)
+    tuner.run()
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(threads)
