@@ -31,13 +31,17 @@ def spin() -> None:
         pass
 
 
-def finished_trials(folder: Path) -> int | None:
-    """The trials the run's study (its SQLite file under out/) finished, if it has one."""
+def study_facts(folder: Path) -> dict:
+    """The trials the run's study (its SQLite file under out/) finished, and when the search
+    went to one thread for a busy machine (keys.BUSY), if it did."""
     for path in (folder / "out").glob("*.db"):
         with sqlite3.connect(path) as db:
-            return db.execute("SELECT COUNT(*) FROM trials WHERE state != 'RUNNING'"
-                              ).fetchone()[0]
-    return None
+            trials = db.execute("SELECT COUNT(*) FROM trials WHERE state != 'RUNNING'"
+                                ).fetchone()[0]
+            busy = db.execute("SELECT value_json FROM study_user_attributes WHERE key = ?",
+                              ("busy_machine",)).fetchone()
+        return {"trials": trials, "one_thread": json.loads(busy[0]) if busy else None}
+    return {}
 
 
 def run(name: str, df, seed: int, budget: float, busy: int) -> dict:
@@ -50,7 +54,7 @@ def run(name: str, df, seed: int, budget: float, busy: int) -> dict:
             start = time.perf_counter()
             done = tune_in(folder, train, test, target, seed, budget)
             seconds = time.perf_counter() - start
-            trials = finished_trials(Path(folder))
+            facts = study_facts(Path(folder))
     finally:
         for p in spinners:
             p.kill()
@@ -58,7 +62,7 @@ def run(name: str, df, seed: int, budget: float, busy: int) -> dict:
     found = first_score(MODEL_LINE, done.stdout)
     return {"table": name, "rows": len(df), "target": target, "busy": busy,
             "budget": budget, "rc": done.returncode, "seconds": round(seconds, 1),
-            "trials": trials, "metric": found[0] if found else None,
+            **facts, "metric": found[0] if found else None,
             "caviar": found[1] if found else None,
             "stderr_last": (done.stderr.strip().splitlines() or [""])[-1][:300]}
 

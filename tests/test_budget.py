@@ -18,6 +18,7 @@ from caviar.search.budget import Budget, end_seconds, main_thread_cpu
 from caviar.search.scheduler import BUSY_WAIT_SHARE, BUSY_WINDOW_S, Tuner
 from caviar.search.space import Space
 from caviar.search.study import keys
+from caviar.search.tune import _threads_restored
 
 needs_schedstat = pytest.mark.skipif(main_thread_cpu() is None,
                                      reason="the kernel does not count run and wait times")
@@ -77,7 +78,7 @@ def test_a_busy_machine_holds_back_the_idle_priced_end_slowed(wine_csv, monkeypa
 def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv):
     """PyTorch's threads spin-wait for each other while one waits for a core: once the main
     thread waits a quarter of its running or more, the search goes on one thread, and the
-    study records when; the run gives back the threads it found."""
+    study records when; tune() gives back the caller's threads."""
     data = prepare(pd.read_csv(wine_csv), "cultivar", seed=0)
     study = optuna.create_study()
     tuner = Tuner(study, Space.from_dict(WINE_SPACE), data, Budget(None, 60.0, 0.0), 4, None,
@@ -99,9 +100,9 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
         spinner.join()
         os.sched_setaffinity(0, before)
         torch.set_num_threads(threads)
-    # a run starts from the threads it finds and leaves them so
+    # the run's end predicts on that one thread too; tune() gives the caller's back after
     torch.set_num_threads(2)
-    tuner.budget = Budget(4, None, 0.0)
-    tuner.run()
+    with _threads_restored():
+        torch.set_num_threads(1)  # as share_busy_cores leaves them
     assert torch.get_num_threads() == 2
     torch.set_num_threads(threads)

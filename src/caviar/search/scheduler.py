@@ -732,13 +732,15 @@ class Tuner:
                                                  "wait_share": round(wait / run, 3)})
 
     def run(self) -> None:
-        threads = torch.get_num_threads()
-        self._threads, self._yielded = threads, False
+        """The search, on the threads it finds (one fewer while the writer lags behind); on
+        one from the moment other processes keep the cores busy, to the end of the run (its
+        final model and importance predict on them too; ``tune`` gives the caller's back)."""
+        self._threads, self._yielded = torch.get_num_threads(), False
         self._cpu_mark = main_thread_cpu()  # share_busy_cores' window starts here
         try:
             self._run()
         finally:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(self._threads)
 
     def _run(self) -> None:
         last_saved = time.monotonic()

@@ -320,7 +320,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     metric_obj = get_metric(metric, pre.task_)
     key = ("val_" + ("weighted_" if prepared.w_val is not None else "") + metric_obj.name)
 
-    with _optuna_warnings_only():
+    with _optuna_warnings_only(), _threads_restored():
         store = open_storage(storage)
         study = open_study(store, study_name, metric_obj.direction)
         check_metric(study, metric_obj.direction, key)
@@ -621,6 +621,17 @@ def _optuna_warnings_only() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(level)
+
+
+@contextlib.contextmanager
+def _threads_restored() -> Iterator[None]:
+    """PyTorch's threads as the caller had them afterwards: a search on a busy machine trains
+    and ends its run on one (``Tuner.share_busy_cores``)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _load_space(space: Space | str | Path | Mapping | None) -> Space:
