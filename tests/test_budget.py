@@ -90,6 +90,7 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
     try:
         torch.set_num_threads(2)
         tuner._threads, tuner._cpu_mark = 2, main_thread_cpu()  # as run() starts
+        tuner._busy_windows = 1  # past the first window (the run's own start)
         spinner.start()
         _busy_for(BUSY_WINDOW_S * 2.5)  # half the core: at least the window's running
         tuner.share_busy_cores()

@@ -174,9 +174,10 @@ EPOCH_SHARE = 1 / 20
 # another at every operation while one of them waits for a core (load ~9 on 2 cores: 2
 # threads trained 10.5 member-epochs/s, 1 thread 191; bench/README.md, "PBT again: OpenMP
 # spinning"). The main thread's wait for a core over its running (Linux's schedstat), checked
-# over each BUSY_WINDOW_S of its running: at BUSY_WAIT_SHARE or more (a quiet tune's is about
-# 0.05: its own writer; beside a busy process a core each, about 1), the search trains on
-# one thread to its end.
+# over each BUSY_WINDOW_S of its running but the first (the run's own start, its writer's
+# process importing beside it: 0.26-0.37 in quiet `caviar tune` runs): at BUSY_WAIT_SHARE or
+# more (a quiet tune's later windows 0.01-0.07; beside a busy process a core, 1.17-1.26), the
+# search trains on one thread to its end.
 BUSY_WAIT_SHARE, BUSY_WINDOW_S = 0.25, 1.0
 
 
@@ -250,6 +251,7 @@ class Tuner:
         # window starts at _cpu_mark)
         self._threads, self._yielded = torch.get_num_threads(), False
         self._cpu_mark: tuple[float, float] | None = None
+        self._busy_windows = 0  # the windows share_busy_cores has seen (the first not judged)
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
         self.warm = list(warm)
         self.ensemble = ensemble
@@ -724,7 +726,10 @@ class Tuner:
         run, wait = now[0] - self._cpu_mark[0], now[1] - self._cpu_mark[1]
         if run < BUSY_WINDOW_S:
             return
-        self._cpu_mark = now
+        self._cpu_mark, first = now, self._busy_windows == 0
+        self._busy_windows += 1
+        if first:  # the run's own start: its archive writer's process imports beside it
+            return
         if wait >= BUSY_WAIT_SHARE * run:
             self._threads, self._yielded = 1, False
             torch.set_num_threads(1)
@@ -737,6 +742,7 @@ class Tuner:
         final model and importance predict on them too; ``tune`` gives the caller's back)."""
         self._threads, self._yielded = torch.get_num_threads(), False
         self._cpu_mark = main_thread_cpu()  # share_busy_cores' window starts here
+        self._busy_windows = 0
         try:
             self._run()
         finally:
