@@ -107,3 +107,4 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
         torch.set_num_threads(1)  # as share_busy_cores leaves them
     assert torch.get_num_threads() == 2
     torch.set_num_threads(threads)
+

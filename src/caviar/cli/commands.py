@@ -354,11 +354,8 @@ def tune(
     model, leaderboard.csv and report.html to --out. Without --time-budget or --trials, the
     tuner's own default budget applies.
     """
+    started = time.monotonic()  # the budget counts the imports below too
     with handle_errors():
-        # the budget counts the process's start and every import too (Linux)
-        from caviar.search.budget import process_started
-
-        started = process_started()
         budget = parse_duration(time_budget)
         from caviar.search.tune import tune as run_tune
 

@@ -152,26 +152,6 @@ def main_thread_cpu() -> tuple[float, float] | None:
         return None
 
 
-# A process this young when a command asks is the command's own; an older one hosts it (a
-# test session, a notebook), and the command's clock starts when it is asked.
-FRESH_PROCESS_S = 60.0
-
-
-def process_started() -> float:
-    """When this process started, on ``time.monotonic()``'s clock (Linux: its start time in
-    /proc, so that a command's budget counts the interpreter's start and its imports too;
-    now elsewhere, and in a process older than ``FRESH_PROCESS_S``)."""
-    now = time.monotonic()
-    try:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # after the command's name
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return now
-    # a process older than that is not a command just started (a test run, a notebook)
-    return now - age if 0 <= age < FRESH_PROCESS_S else now
-
-
 def end_seconds(trials: int, report: bool = True) -> float:
     """The end of a run but its refit and importance, estimated: the final model, the test
     scores and the report (``END_S``); reading the trials back (``END_TRIAL_S`` each); and
