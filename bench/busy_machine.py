@@ -6,7 +6,8 @@ the whole command, the test score it printed, and the trials its study finished.
 
 The code measured is whichever `caviar` package the interpreter imports: run it once per
 arm with PYTHONPATH pointing at each arm's frozen `src`, one arm after the other (never at
-once: the load is what is measured).
+once: the load is what is measured). `--api`: the estimators at their defaults instead
+(fit on the training part, predict the test part, in this process: their seconds).
 
     PYTHONPATH=/tmp/ab_new/src .venv/bin/python bench/busy_machine.py --count 6 --seed 405
 """
@@ -22,7 +23,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from any_tables import MODEL_LINE, draw_tables, first_score, split, tune_in  # noqa: E402
+from any_tables import (  # noqa: E402
+    MODEL_LINE,
+    draw_tables,
+    first_score,
+    run_api,
+    split,
+    tune_in,
+)
 
 
 def spin() -> None:
@@ -44,11 +52,32 @@ def study_facts(folder: Path) -> dict:
     return {}
 
 
-def run(name: str, df, seed: int, budget: float, busy: int) -> dict:
-    target, train, test = split(df, seed)
+def spinning(busy: int) -> list[multiprocessing.Process]:
+    """``busy`` processes spinning, started."""
     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
     for p in spinners:
         p.start()
+    return spinners
+
+
+def stop(spinners: list[multiprocessing.Process]) -> None:
+    for p in spinners:
+        p.kill()
+        p.join()
+
+
+def run_estimator(name: str, df, seed: int, busy: int) -> dict:
+    """The estimators at their defaults (``any_tables.run_api``) beside ``busy`` spinners."""
+    spinners = spinning(busy)
+    try:
+        return {"busy": busy, **run_api(name, df, seed)}
+    finally:
+        stop(spinners)
+
+
+def run(name: str, df, seed: int, budget: float, busy: int) -> dict:
+    target, train, test = split(df, seed)
+    spinners = spinning(busy)
     try:
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
@@ -56,9 +85,7 @@ def run(name: str, df, seed: int, budget: float, busy: int) -> dict:
             seconds = time.perf_counter() - start
             facts = study_facts(Path(folder))
     finally:
-        for p in spinners:
-            p.kill()
-            p.join()
+        stop(spinners)
     found = first_score(MODEL_LINE, done.stdout)
     return {"table": name, "rows": len(df), "target": target, "busy": busy,
             "budget": budget, "rc": done.returncode, "seconds": round(seconds, 1),
@@ -74,10 +101,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=15)
     parser.add_argument("--busy", type=int, default=2, help="spinning processes beside it")
     parser.add_argument("--max-rows", type=int, default=60_000)
+    parser.add_argument("--api", action="store_true", help="the estimators' fit and predict "
+                        "at their defaults (in this process), not `caviar tune`")
     args = parser.parse_args()
     for i, (name, df) in enumerate(draw_tables(args.count, args.seed, args.max_rows)):
         for busy in (0, args.busy):
-            print(json.dumps(run(name, df, args.seed + i, args.budget, busy)), flush=True)
+            result = (run_estimator(name, df, args.seed + i, busy) if args.api
+                      else run(name, df, args.seed + i, args.budget, busy))
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""A time budget on a machine busy with other work: the end of a run, priced in an idle
-core's seconds, is held back slowed by the share of a core the run gets."""
+"""A machine busy with other work: the end of a run, priced in an idle core's seconds, is held
+back slowed by the share of a core the run gets, and training goes to one thread."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import torch
 from wine import WINE_SPACE
 
 from caviar.data import prepare
-from caviar.search.budget import Budget, end_seconds, main_thread_cpu
-from caviar.search.scheduler import BUSY_WAIT_SHARE, BUSY_WINDOW_S, Tuner
+from caviar.engine.threads import BUSY_WAIT_SHARE, BUSY_WINDOW_S, CoreWaits, main_thread_cpu
+from caviar.search.budget import Budget, end_seconds
+from caviar.search.scheduler import Tuner
 from caviar.search.space import Space
 from caviar.search.study import keys
 from caviar.search.tune import _threads_restored
+from caviar.training import train_network
 
 needs_schedstat = pytest.mark.skipif(main_thread_cpu() is None,
                                      reason="the kernel does not count run and wait times")
@@ -89,8 +91,10 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
     spinner = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
     try:
         torch.set_num_threads(2)
-        tuner._threads, tuner._cpu_mark = 2, main_thread_cpu()  # as run() starts
-        tuner._busy_windows = 1  # past the first window (the run's own start)
+        tuner._threads, tuner._core_waits = 2, CoreWaits()  # as run() starts
+        _busy_for(BUSY_WINDOW_S * 1.2)  # the first window (a run's own start) is not judged
+        tuner.share_busy_cores()
+        assert torch.get_num_threads() == 2
         spinner.start()
         _busy_for(BUSY_WINDOW_S * 2.5)  # half the core: at least the window's running
         tuner.share_busy_cores()
@@ -108,3 +112,29 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
     assert torch.get_num_threads() == 2
     torch.set_num_threads(threads)
 
+
+
+@needs_schedstat
+def test_an_estimator_s_network_trains_on_one_thread_once_the_cores_are_busy():
+    """The estimators' loop (``train_network``) goes to one thread as the tuner does, and
+    gives the caller's threads back when it returns."""
+    X, y = torch.randn(2000, 20), torch.randn(2000)
+    threads_each_epoch: list[int] = []
+    threads = torch.get_num_threads()
+    core, before = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    spinner = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
+    try:
+        torch.set_num_threads(2)
+        spinner.start()
+        train_network(X, y, "regression", {"hidden_layer_sizes": (64, 64), "epochs": 60,
+                                           "batch_size": 64},
+                      on_epoch=lambda _: threads_each_epoch.append(torch.get_num_threads()))
+        after = torch.get_num_threads()
+    finally:
+        spinner.kill()
+        spinner.join()
+        os.sched_setaffinity(0, before)
+        torch.set_num_threads(threads)
+    assert threads_each_epoch[0] == 2 and threads_each_epoch[-1] == 1
+    assert after == 2

@@ -8,13 +8,13 @@ may spend with the time it holds back for its end.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 
 from ..engine import Population
 from ..engine.exact import LBFGS_ITERATIONS
 from ..engine.network import Structure
+from ..engine.threads import main_thread_cpu
 from ..explain import IMPORTANCE_REPEATS
 from ..hyperparams import structure_key
 from .ensemble import seed_epochs
@@ -139,17 +139,6 @@ IMPORTANCE_SHARE = 0.1
 # 2 where it got half of one. It needs this much of the main thread's running to say (before
 # it, and where the kernel does not count, it is 1), and it is at most MAX_SLOWDOWN.
 SLOWDOWN_MIN_RUN_S, MAX_SLOWDOWN = 0.1, 20.0
-
-
-def main_thread_cpu() -> tuple[float, float] | None:
-    """Seconds this process's main thread has run, and waited for a core while ready to run
-    (Linux's schedstat; None where the kernel does not count them)."""
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/schedstat") as f:
-            run, wait = f.read().split()[:2]
-        return int(run) / 1e9, int(wait) / 1e9
-    except (OSError, ValueError):
-        return None
 
 
 def end_seconds(trials: int, report: bool = True) -> float:

@@ -77,6 +77,7 @@ from ..data import PreparedTable
 from ..engine import Population, resolve_device
 from ..engine.losses import output_size
 from ..engine.network import Structure, make_structure
+from ..engine.threads import CoreWaits
 from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, ImportanceRows
 from ..files import jsonable
 from ..hyperparams import PATIENCE, resolve, structural_params, structure_key
@@ -94,7 +95,6 @@ from .budget import (
     bag_declined,
     end_seconds,
     epoch_cost,
-    main_thread_cpu,
     prefix_costs,
     refit_cost,
     structure_epoch_cost,
@@ -170,17 +170,6 @@ class _Group:
 EPOCH_SHARE = 1 / 20
 
 
-# On a machine whose cores other processes keep busy, PyTorch's threads spin-wait for one
-# another at every operation while one of them waits for a core (load ~9 on 2 cores: 2
-# threads trained 10.5 member-epochs/s, 1 thread 191; bench/README.md, "PBT again: OpenMP
-# spinning"). The main thread's wait for a core over its running (Linux's schedstat), checked
-# over each BUSY_WINDOW_S of its running but the first (the run's own start, its writer's
-# process importing beside it: 0.26-0.37 in quiet `caviar tune` runs): at BUSY_WAIT_SHARE or
-# more (a quiet tune's later windows 0.01-0.07; beside a busy process a core, 1.17-1.26), the
-# search trains on one thread to its end.
-BUSY_WAIT_SHARE, BUSY_WINDOW_S = 0.25, 1.0
-
-
 def structure_quota(population: int, trials_per_structure: int | None) -> int:
     """Trials a group takes before it drains: ``trials_per_structure``, by default
     2 × population."""
@@ -247,11 +236,9 @@ class Tuner:
         self.seeds, self._seeding, self._seeds_declined = seeds, False, False
         self._improved_at = -math.inf  # the budget's clock when the best value last improved
         # PyTorch's threads while the search runs (one fewer while the writer catches up:
-        # pace_writer; one when other processes keep the cores busy: share_busy_cores, whose
-        # window starts at _cpu_mark)
+        # pace_writer; one once other processes keep the cores busy: share_busy_cores)
         self._threads, self._yielded = torch.get_num_threads(), False
-        self._cpu_mark: tuple[float, float] | None = None
-        self._busy_windows = 0  # the windows share_busy_cores has seen (the first not judged)
+        self._core_waits = CoreWaits()
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
         self.warm = list(warm)
         self.ensemble = ensemble
@@ -717,32 +704,21 @@ class Tuner:
         return {} if self.data.w_train is None else {"weight": self.data.w_train}
 
     def share_busy_cores(self) -> None:
-        """Train on one thread from now on if, over the last ``BUSY_WINDOW_S`` of its running,
-        the main thread waited for a core ``BUSY_WAIT_SHARE`` of that time or more (other
-        processes keep the cores busy; see the constants), and record when in the study."""
-        if self._threads == 1 or self._cpu_mark is None:
-            return
-        now = main_thread_cpu()
-        run, wait = now[0] - self._cpu_mark[0], now[1] - self._cpu_mark[1]
-        if run < BUSY_WINDOW_S:
-            return
-        self._cpu_mark, first = now, self._busy_windows == 0
-        self._busy_windows += 1
-        if first:  # the run's own start: its archive writer's process imports beside it
-            return
-        if wait >= BUSY_WAIT_SHARE * run:
+        """Train on one thread from now on once other processes keep the cores busy (the
+        main thread waits for a core: ``engine.threads``), and record when in the study."""
+        share = self._core_waits.busy() if self._threads > 1 else None
+        if share is not None:
             self._threads, self._yielded = 1, False
             torch.set_num_threads(1)
             self.study.set_user_attr(keys.BUSY, {"elapsed_s": round(self.budget.elapsed, 3),
-                                                 "wait_share": round(wait / run, 3)})
+                                                 "wait_share": round(share, 3)})
 
     def run(self) -> None:
         """The search, on the threads it finds (one fewer while the writer lags behind); on
         one from the moment other processes keep the cores busy, to the end of the run (its
         final model and importance predict on them too; ``tune`` gives the caller's back)."""
         self._threads, self._yielded = torch.get_num_threads(), False
-        self._cpu_mark = main_thread_cpu()  # share_busy_cores' window starts here
-        self._busy_windows = 0
+        self._core_waits = CoreWaits()  # share_busy_cores' windows start here
         try:
             self._run()
         finally:

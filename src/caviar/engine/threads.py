@@ -1,0 +1,56 @@
+"""PyTorch's threads on a machine whose cores other processes keep busy.
+
+PyTorch's threads spin-wait for one another at every operation. While one of them waits for
+a core that another process holds, the others spin instead of working, and two threads then
+train far slower than one (load ~9 on 2 cores: 2 threads 10.5 member-epochs/s, 1 thread 191;
+bench/README.md, "PBT again: OpenMP spinning"). Linux counts, for every thread, the time it
+ran and the time it waited for a core while ready to run (schedstat), so a training loop can
+tell: ``CoreWaits`` reads the main thread's, window by window, and says when the machine is
+busy; the loops then train on one thread (the tuner: ``Tuner.share_busy_cores``; the
+estimators: ``training.train_network``).
+"""
+
+from __future__ import annotations
+
+import os
+
+# A window is BUSY_WINDOW_S of the main thread's running; the machine is busy when the main
+# thread waited for a core BUSY_WAIT_SHARE of that or more: quiet tunes measured 0.01-0.07,
+# tunes beside a spinning process a core 1.08-1.26 (bench/README.md, "The budget on a busy
+# machine"). The first window is not judged: a run's own start (a tune's writer process
+# importing beside it) measured 0.26-0.37 in quiet `caviar tune` runs.
+BUSY_WAIT_SHARE, BUSY_WINDOW_S = 0.25, 1.0
+
+
+def main_thread_cpu() -> tuple[float, float] | None:
+    """Seconds this process's main thread has run, and waited for a core while ready to run
+    (Linux's schedstat; None where the kernel does not count them)."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/schedstat") as f:
+            run, wait = f.read().split()[:2]
+        return int(run) / 1e9, int(wait) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+class CoreWaits:
+    """The main thread's waits for a core, from when it is made, window by window."""
+
+    def __init__(self) -> None:
+        self._mark = main_thread_cpu()
+        self._windows = 0
+
+    def busy(self) -> float | None:
+        """The main thread's wait over its running in the window that has just closed, if
+        that is ``BUSY_WAIT_SHARE`` or more (the cores are busy with other work); None while
+        a window is open, for the first window, and where the kernel does not count."""
+        if self._mark is None:
+            return None
+        now = main_thread_cpu()
+        run, wait = now[0] - self._mark[0], now[1] - self._mark[1]
+        if run < BUSY_WINDOW_S:
+            return None
+        self._mark, self._windows = now, self._windows + 1
+        if self._windows == 1 or wait < BUSY_WAIT_SHARE * run:
+            return None
+        return wait / run
