@@ -17,7 +17,7 @@ import os
 # A window is BUSY_WINDOW_S of the main thread's running; the machine is busy when the main
 # thread waited for a core BUSY_WAIT_SHARE of that or more: quiet tunes measured 0.01-0.07,
 # tunes beside a spinning process a core 1.08-1.26 (bench/README.md, "The budget on a busy
-# machine"). The first window is not judged: a run's own start (a tune's writer process
+# machine"). A tune does not judge its first window: its own start (its writer's process
 # importing beside it) measured 0.26-0.37 in quiet `caviar tune` runs.
 BUSY_WAIT_SHARE, BUSY_WINDOW_S = 0.25, 1.0
 
@@ -34,23 +34,25 @@ def main_thread_cpu() -> tuple[float, float] | None:
 
 
 class CoreWaits:
-    """The main thread's waits for a core, from when it is made, window by window."""
+    """The main thread's waits for a core, from when it is made, window by window;
+    ``skip_first``: the first window is the run's own start, not judged (a tune's: its
+    writer's process starts beside it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, skip_first: bool = False) -> None:
         self._mark = main_thread_cpu()
-        self._windows = 0
+        self._skip = skip_first
 
     def busy(self) -> float | None:
         """The main thread's wait over its running in the window that has just closed, if
         that is ``BUSY_WAIT_SHARE`` or more (the cores are busy with other work); None while
-        a window is open, for the first window, and where the kernel does not count."""
+        a window is open, for a skipped first window, and where the kernel does not count."""
         if self._mark is None:
             return None
         now = main_thread_cpu()
         run, wait = now[0] - self._mark[0], now[1] - self._mark[1]
         if run < BUSY_WINDOW_S:
             return None
-        self._mark, self._windows = now, self._windows + 1
-        if self._windows == 1 or wait < BUSY_WAIT_SHARE * run:
+        self._mark, skipped, self._skip = now, self._skip, False
+        if skipped or wait < BUSY_WAIT_SHARE * run:
             return None
         return wait / run

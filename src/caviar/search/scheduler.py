@@ -238,7 +238,7 @@ class Tuner:
         # PyTorch's threads while the search runs (one fewer while the writer catches up:
         # pace_writer; one once other processes keep the cores busy: share_busy_cores)
         self._threads, self._yielded = torch.get_num_threads(), False
-        self._core_waits = CoreWaits()
+        self._core_waits = CoreWaits(skip_first=True)
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
         self.warm = list(warm)
         self.ensemble = ensemble
@@ -718,7 +718,8 @@ class Tuner:
         one from the moment other processes keep the cores busy, to the end of the run (its
         final model and importance predict on them too; ``tune`` gives the caller's back)."""
         self._threads, self._yielded = torch.get_num_threads(), False
-        self._core_waits = CoreWaits()  # share_busy_cores' windows start here
+        # share_busy_cores' windows start here; the first holds the writer's own start
+        self._core_waits = CoreWaits(skip_first=True)
         try:
             self._run()
         finally:
