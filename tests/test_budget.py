@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import time
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -14,7 +15,13 @@ import torch
 from wine import WINE_SPACE
 
 from caviar.data import prepare
-from caviar.engine.threads import BUSY_WAIT_SHARE, BUSY_WINDOW_S, CoreWaits, main_thread_cpu
+from caviar.engine.threads import (
+    BUSY_WAIT_SHARE,
+    BUSY_WINDOW_S,
+    OneThreadWhenBusy,
+    main_thread_cpu,
+)
+from caviar.panda import train_run
 from caviar.search.budget import Budget, end_seconds
 from caviar.search.scheduler import Tuner
 from caviar.search.space import Space
@@ -91,7 +98,7 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
     spinner = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
     try:
         torch.set_num_threads(2)
-        tuner._threads, tuner._core_waits = 2, CoreWaits(skip_first=True)  # as run() starts
+        tuner._threads, tuner._one_thread = 2, OneThreadWhenBusy(skip_first=True)  # as run()
         _busy_for(BUSY_WINDOW_S * 1.2)  # the first window (a run's own start) is not judged
         tuner.share_busy_cores()
         assert torch.get_num_threads() == 2
@@ -114,11 +121,25 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
 
 
 
-@needs_schedstat
-def test_an_estimator_s_network_trains_on_one_thread_once_the_cores_are_busy():
-    """The estimators' loop (``train_network``) goes to one thread as the tuner does, and
-    gives the caller's threads back when it returns."""
+def _estimators_loop(on_epoch) -> None:
     X, y = torch.randn(2000, 20), torch.randn(2000)
+    train_network(X, y, "regression", {"hidden_layer_sizes": (64, 64), "epochs": 60,
+                                       "batch_size": 64}, on_epoch=lambda _: on_epoch())
+
+
+def _pandas_loop(on_epoch, folder) -> None:
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(2500, 20)), columns=[f"x{j}" for j in range(20)])
+    table["y"] = table.sum(axis=1)
+    train_run(table, "y", {"hidden_layer_sizes": (64, 64), "batch_size": 64}, folder / "run",
+              epochs=60, on_epoch=lambda _: on_epoch())
+
+
+@needs_schedstat
+@pytest.mark.parametrize("loop", ["estimators", "panda"])
+def test_a_network_trains_on_one_thread_once_the_cores_are_busy(loop, tmp_path):
+    """The estimators' loop (``train_network``) and panda's go to one thread as the tuner
+    does, and give the caller's threads back when they return."""
     threads_each_epoch: list[int] = []
     threads = torch.get_num_threads()
     core, before = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
@@ -127,9 +148,11 @@ def test_an_estimator_s_network_trains_on_one_thread_once_the_cores_are_busy():
     try:
         torch.set_num_threads(2)
         spinner.start()
-        train_network(X, y, "regression", {"hidden_layer_sizes": (64, 64), "epochs": 60,
-                                           "batch_size": 64},
-                      on_epoch=lambda _: threads_each_epoch.append(torch.get_num_threads()))
+        record = lambda: threads_each_epoch.append(torch.get_num_threads())  # noqa: E731
+        if loop == "estimators":
+            _estimators_loop(record)
+        else:
+            _pandas_loop(record, tmp_path)
         after = torch.get_num_threads()
     finally:
         spinner.kill()

@@ -49,6 +49,7 @@ import pandas as pd
 from . import __version__
 from .data import NUMERIC, DataError, PreparedTable, TablePreprocessor, prepare, read_table
 from .engine import Population, resolve_device
+from .engine.threads import OneThreadWhenBusy
 from .files import jsonable, write_json_atomically
 from .hyperparams import NUMERIC_READS, STRUCTURAL, resolve
 from .io import ModelFileError, save_model
@@ -315,6 +316,7 @@ class _Session:
         d, network = self.data, self.network
         started = time.perf_counter()
         data = network.to_device(d.X_train, d.y_train, d.X_val, d.y_val)  # once, not per epoch
+        threads = OneThreadWhenBusy()
         try:
             if on_start is not None:
                 on_start(self.update())
@@ -323,6 +325,7 @@ class _Session:
             while bool(network.trainable.any()):
                 self._scheduled_changes()
                 network.fit_epoch(*data, weight=d.w_train)
+                threads.check()  # one thread once other processes keep the cores busy
                 if scorer is not None:
                     network.history[0][-1][self.info["metric"]] = scorer(
                         network.predict(data[2])[0].cpu())
@@ -337,6 +340,8 @@ class _Session:
             self._add_time(started)
             self.write_info()
             raise RunInterrupted(self.run_dir, saved, self.planned) from None
+        finally:
+            threads.restore()
         self._add_time(started)
         self._finish()
         return self.run_dir

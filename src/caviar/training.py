@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .engine import InputLayout, Population
-from .engine.threads import CoreWaits
+from .engine.threads import OneThreadWhenBusy
 from .hyperparams import structure_key
 from .metrics import ValidationScorer, validation_score
 
@@ -36,26 +36,24 @@ def train_network(X: torch.Tensor, y: torch.Tensor, task: str,
     network = Population(task, inputs or X.shape[1], [dict(hyperparameters)],
                          n_classes=n_classes, seed=seed, device=device)
     X, y, X_val, y_val = network.to_device(X, y, X_val, y_val)
-    threads, waits = torch.get_num_threads(), CoreWaits()
+    threads = OneThreadWhenBusy()
     try:
         return _train(network, X, y, task, X_val, y_val, patience, on_epoch, weight, scorer,
-                      waits if threads > 1 else None)
+                      threads)
     finally:
-        torch.set_num_threads(threads)  # one on a busy machine while it trained
+        threads.restore()  # one on a busy machine while it trained
 
 
 def _train(network: Population, X: torch.Tensor, y: torch.Tensor, task: str,
            X_val: torch.Tensor | None, y_val: torch.Tensor | None, patience: int | None,
            on_epoch: Callable[[dict[str, Any]], None] | None, weight: torch.Tensor | None,
-           scorer: ValidationScorer | None, waits: CoreWaits | None) -> Population:
+           scorer: ValidationScorer | None, threads: OneThreadWhenBusy) -> Population:
     """``train_network``'s epochs; on one thread once other processes keep the cores busy
-    (``waits``; None: leave the threads alone)."""
+    (``threads``)."""
     best, best_score, since_best = None, float("inf"), 0
     while bool(network.trainable.any()):
         record = network.fit_epoch(X, y, X_val, y_val, weight=weight)[0]
-        if waits is not None and waits.busy() is not None:
-            torch.set_num_threads(1)
-            waits = None
+        threads.check()
         if patience is not None and X_val is not None:
             score = _score(network, record, task, X_val, scorer)
         if on_epoch is not None:

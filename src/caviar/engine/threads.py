@@ -6,13 +6,15 @@ train far slower than one (load ~9 on 2 cores: 2 threads 10.5 member-epochs/s, 1
 bench/README.md, "PBT again: OpenMP spinning"). Linux counts, for every thread, the time it
 ran and the time it waited for a core while ready to run (schedstat), so a training loop can
 tell: ``CoreWaits`` reads the main thread's, window by window, and says when the machine is
-busy; the loops then train on one thread (the tuner: ``Tuner.share_busy_cores``; the
-estimators: ``training.train_network``).
+busy; ``OneThreadWhenBusy`` then moves a training loop to one thread (the tuner's, the
+estimators' ``training.train_network``, panda's).
 """
 
 from __future__ import annotations
 
 import os
+
+import torch
 
 # A window is BUSY_WINDOW_S of the main thread's running; the machine is busy when the main
 # thread waited for a core BUSY_WAIT_SHARE of that or more: quiet tunes measured 0.01-0.07,
@@ -56,3 +58,25 @@ class CoreWaits:
         if skipped or wait < BUSY_WAIT_SHARE * run:
             return None
         return wait / run
+
+
+class OneThreadWhenBusy:
+    """A training loop's PyTorch threads: ``check`` after each epoch moves them to one once
+    other processes keep the cores busy (``CoreWaits``), for the rest of the loop;
+    ``restore`` gives back the ones found. Where there is one thread already, nothing
+    changes."""
+
+    def __init__(self, skip_first: bool = False) -> None:
+        self.threads = torch.get_num_threads()
+        self._waits = CoreWaits(skip_first) if self.threads > 1 else None
+
+    def check(self) -> float | None:
+        """The main thread's wait share, when it has just moved the loop to one thread."""
+        share = self._waits.busy() if self._waits is not None else None
+        if share is not None:
+            torch.set_num_threads(1)
+            self._waits = None
+        return share
+
+    def restore(self) -> None:
+        torch.set_num_threads(self.threads)

@@ -77,7 +77,7 @@ from ..data import PreparedTable
 from ..engine import Population, resolve_device
 from ..engine.losses import output_size
 from ..engine.network import Structure, make_structure
-from ..engine.threads import CoreWaits
+from ..engine.threads import OneThreadWhenBusy
 from ..explain import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, ImportanceRows
 from ..files import jsonable
 from ..hyperparams import PATIENCE, resolve, structural_params, structure_key
@@ -238,7 +238,7 @@ class Tuner:
         # PyTorch's threads while the search runs (one fewer while the writer catches up:
         # pace_writer; one once other processes keep the cores busy: share_busy_cores)
         self._threads, self._yielded = torch.get_num_threads(), False
-        self._core_waits = CoreWaits(skip_first=True)
+        self._one_thread = OneThreadWhenBusy(skip_first=True)
         self._longest_epoch = 0.0  # seconds, measured: how far before its end the search stops
         self.warm = list(warm)
         self.ensemble = ensemble
@@ -706,10 +706,9 @@ class Tuner:
     def share_busy_cores(self) -> None:
         """Train on one thread from now on once other processes keep the cores busy (the
         main thread waits for a core: ``engine.threads``), and record when in the study."""
-        share = self._core_waits.busy() if self._threads > 1 else None
+        share = self._one_thread.check() if self._threads > 1 else None
         if share is not None:
             self._threads, self._yielded = 1, False
-            torch.set_num_threads(1)
             self.study.set_user_attr(keys.BUSY, {"elapsed_s": round(self.budget.elapsed, 3),
                                                  "wait_share": round(share, 3)})
 
@@ -719,7 +718,7 @@ class Tuner:
         final model and importance predict on them too; ``tune`` gives the caller's back)."""
         self._threads, self._yielded = torch.get_num_threads(), False
         # share_busy_cores' windows start here; the first holds the writer's own start
-        self._core_waits = CoreWaits(skip_first=True)
+        self._one_thread = OneThreadWhenBusy(skip_first=True)
         try:
             self._run()
         finally:
