@@ -22,7 +22,7 @@ from caviar.engine.threads import (
     main_thread_cpu,
 )
 from caviar.panda import train_run
-from caviar.search.budget import Budget, end_seconds
+from caviar.search.budget import END_S, Budget, end_seconds
 from caviar.search.scheduler import Tuner
 from caviar.search.space import Space
 from caviar.search.study import keys
@@ -69,8 +69,8 @@ def test_the_slowdown_is_one_until_the_run_has_run_enough_to_say():
 
 
 def test_a_busy_machine_holds_back_the_idle_priced_end_slowed(wine_csv, monkeypatch):
-    """The end's parts priced on an idle core (``end_seconds``) are held back times the
-    slowdown; the importance (timed) and the refit (at the measured speed) are not again."""
+    """The end's part priced on an idle core (``END_S``) is held back times the slowdown;
+    the importance (timed) and the refit (at the measured speed) are not again."""
     data = prepare(pd.read_csv(wine_csv), "cultivar", seed=0)
     budget = Budget(None, 60.0, 0.0)
     tuner = Tuner(optuna.create_study(), Space.from_dict(WINE_SPACE), data, budget, 4, None,
@@ -80,7 +80,9 @@ def test_a_busy_machine_holds_back_the_idle_priced_end_slowed(wine_csv, monkeypa
     idle = tuner.end_reserve()
     monkeypatch.setattr(budget, "slowdown", lambda: 2.5)
     busy = tuner.end_reserve()
-    assert busy - idle == pytest.approx(1.5 * end_seconds(1000, report=True))
+    # END_S, fitted on an idle machine; not the per-trial parts, fitted with both cores busy
+    assert busy - idle == pytest.approx(1.5 * END_S)
+    assert end_seconds(1000, True, 2.5) - end_seconds(1000, True) == pytest.approx(1.5 * END_S)
 
 
 @needs_schedstat

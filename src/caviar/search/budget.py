@@ -130,23 +130,28 @@ BAG_FACTOR = 1.5
 IMPORTANCE_SHARE = 0.1
 
 
-# The end's constants above are seconds of a core the run has to itself. On a machine busy
-# with other work its threads also wait for a core, and the end takes longer by as much (Ecdat's
+# END_S and the writer's measured rate are seconds of a core the run has to itself. On a
+# machine busy with other work its threads also wait for a core, and those take longer by as
+# much (Ecdat's
 # Hedonic at 15 s beside two busy processes on the two cores: its end took 8.1 s, not 4.9, and
 # the run 19.8 s). The kernel counts both for each thread (/proc's schedstat: nanoseconds run,
-# nanoseconds waited while ready to run), so a budget scales the end it holds back by its main
-# thread's (run + wait) / run since the budget began (``Budget.slowdown``): 1 on an idle core,
-# 2 where it got half of one. It needs this much of the main thread's running to say (before
+# nanoseconds waited while ready to run), so a budget scales them by its main thread's
+# (run + wait) / run since the budget began (``Budget.slowdown``): 1 on an idle core, 2 where
+# it got half of one. It needs this much of the main thread's running to say (before
 # it, and where the kernel does not count, it is 1), and it is at most MAX_SLOWDOWN.
 SLOWDOWN_MIN_RUN_S, MAX_SLOWDOWN = 0.1, 20.0
 
 
-def end_seconds(trials: int, report: bool = True) -> float:
+def end_seconds(trials: int, report: bool = True, slowdown: float = 1.0) -> float:
     """The end of a run but its refit and importance, estimated: the final model, the test
-    scores and the report (``END_S``); reading the trials back (``END_TRIAL_S`` each); and
-    the report's part per trial when the run writes one (``report``; a run without it holds
-    no time back for what it does not do)."""
-    return END_S + trials * (END_TRIAL_S + (REPORT_TRIAL_S if report else 0.0))
+    scores and the report (``END_S``, fitted on an idle machine: times ``slowdown``, what
+    other work makes a second of it take, ``Budget.slowdown``); reading the trials back
+    (``END_TRIAL_S`` each); and the report's part per trial when the run writes one
+    (``report``; a run without it holds no time back for what it does not do). The
+    per-trial costs were fitted with both cores busy, so they are not slowed again (slowed,
+    they stopped a busy small table's search of 714 trials 7.5 s into 15 s, its end taking
+    3.4 s)."""
+    return END_S * slowdown + trials * (END_TRIAL_S + (REPORT_TRIAL_S if report else 0.0))
 
 
 def importance_repeats(seconds: float | None, per_repeat: float) -> int:

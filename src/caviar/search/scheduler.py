@@ -817,18 +817,27 @@ class Tuner:
         trials = sum(self.finished.values()) + self.running
         # the seeds train after the search, once the writer has written every trial
         backlog = self.archive.backlog if self.archive is not None and not self._seeding else 0
-        # priced on an idle core, so slowed as the machine's other work slows this run (the
-        # refit and the seeds are at the measured speed, the importance timed: already so)
-        idle = end_seconds(trials, self.report) + backlog * self._writer_line_seconds()
-        rest = (self.refit_seconds() + idle * self.budget.slowdown()
-                + self._importance_seconds())
+        writing = backlog * self._writer_line_seconds()
+        # what an idle core's seconds price is slowed as the machine's other work slows this
+        # run (the refit and the seeds are at the measured speed, the importance timed:
+        # already so); the writer's cautious prior rate is not (slowed, it once stopped a busy
+        # small table's search 2.4 s into 15 s: 150 trials' backlog, the writer starting)
+        slowdown = self.budget.slowdown()
+        end = end_seconds(trials, self.report, slowdown)
+        writing *= slowdown if self._writer_measured else 1.0
+        rest = self.refit_seconds() + end + writing + self._importance_seconds()
         return rest + self._seeds_seconds(rest)
+
+    @property
+    def _writer_measured(self) -> bool:
+        """Whether the archive writer's seconds a line are measured (``_writer_line_seconds``)."""
+        return self.archive is not None and self.archive.written >= WRITER_BACKLOG
 
     def _writer_line_seconds(self) -> float:
         """The archive writer's CPU seconds a journal line: measured once it has written a
         transaction's worth (short trials' lines took under 1 ms, not the constant's 33 ms,
         which held back 5 s of a 10 s tune on a small table), else 1 / WRITER_TRIALS_PER_S."""
-        if self.archive is not None and self.archive.written >= WRITER_BACKLOG:
+        if self._writer_measured:
             return self.archive.writer_seconds / self.archive.written
         return 1.0 / WRITER_TRIALS_PER_S
 

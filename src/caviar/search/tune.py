@@ -378,8 +378,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         def time_left() -> float | None:
             """Seconds of the budget left but the rest of the end's (None: no budget)."""
             return (None if time_budget is None else time_budget - clock.elapsed
-                    - end_seconds(len(study.get_trials(deepcopy=False)), report)
-                    * clock.slowdown())
+                    - end_seconds(len(study.get_trials(deepcopy=False)), report,
+                                  clock.slowdown()))
 
         if refit != "none" and len(prepared.validation):
             X, y, w = _rows(prepared, False, weight, class_weight)
