@@ -3,9 +3,11 @@ back slowed by the share of a core the run gets, and training goes to one thread
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import optuna
@@ -44,21 +46,30 @@ def _busy_for(seconds: float) -> None:
         pass
 
 
-@needs_schedstat
-def test_a_core_shared_with_a_busy_process_slows_the_run_about_twofold():
-    core = min(os.sched_getaffinity(0))
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})  # this thread, and the spinner it forks, on one core
+@contextlib.contextmanager
+def _one_core() -> Iterator[multiprocessing.Process]:
+    """This thread on one core, and a spinning process (started by the caller) forked from it,
+    so on the same core; the affinity and PyTorch's threads as they were afterwards."""
+    threads, before = torch.get_num_threads(), os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
     spinner = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
     try:
+        yield spinner
+    finally:
+        if spinner.pid is not None:
+            spinner.kill()
+            spinner.join()
+        os.sched_setaffinity(0, before)
+        torch.set_num_threads(threads)
+
+
+@needs_schedstat
+def test_a_core_shared_with_a_busy_process_slows_the_run_about_twofold():
+    with _one_core() as spinner:
         spinner.start()
         budget = Budget(None, 60.0, 0.0)
         _busy_for(1.0)
         shared = budget.slowdown()
-    finally:
-        spinner.kill()
-        spinner.join()
-        os.sched_setaffinity(0, before)
     # half of the core (or less, where the machine is busier still): twice the time or more
     assert shared >= 1.6
 
@@ -95,10 +106,7 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
     tuner = Tuner(study, Space.from_dict(WINE_SPACE), data, Budget(None, 60.0, 0.0), 4, None,
                   seed=0)
     threads = torch.get_num_threads()
-    core, before = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
-    spinner = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
-    try:
+    with _one_core() as spinner:
         torch.set_num_threads(2)
         tuner._threads, tuner._one_thread = 2, OneThreadWhenBusy(skip_first=True)  # as run()
         _busy_for(BUSY_WINDOW_S * 1.2)  # the first window (a run's own start) is not judged
@@ -109,11 +117,6 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
         tuner.share_busy_cores()
         assert torch.get_num_threads() == 1 and tuner._threads == 1
         assert study.user_attrs[keys.BUSY]["wait_share"] >= BUSY_WAIT_SHARE
-    finally:
-        spinner.kill()
-        spinner.join()
-        os.sched_setaffinity(0, before)
-        torch.set_num_threads(threads)
     # the run's end predicts on that one thread too; tune() gives the caller's back after
     torch.set_num_threads(2)
     with _threads_restored():
@@ -122,14 +125,13 @@ def test_a_search_whose_cores_are_busy_trains_on_one_thread_and_says_so(wine_csv
     torch.set_num_threads(threads)
 
 
-
 def _estimators_loop(on_epoch) -> None:
     X, y = torch.randn(2000, 20), torch.randn(2000)
     train_network(X, y, "regression", {"hidden_layer_sizes": (64, 64), "epochs": 60,
                                        "batch_size": 64}, on_epoch=lambda _: on_epoch())
 
 
-def _pandas_loop(on_epoch, folder) -> None:
+def _panda_loop(on_epoch, folder) -> None:
     rng = np.random.default_rng(0)
     table = pd.DataFrame(rng.normal(size=(2500, 20)), columns=[f"x{j}" for j in range(20)])
     table["y"] = table.sum(axis=1)
@@ -143,23 +145,14 @@ def test_a_network_trains_on_one_thread_once_the_cores_are_busy(loop, tmp_path):
     """The estimators' loop (``train_network``) and panda's go to one thread as the tuner
     does, and give the caller's threads back when they return."""
     threads_each_epoch: list[int] = []
-    threads = torch.get_num_threads()
-    core, before = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
-    spinner = multiprocessing.get_context("fork").Process(target=_spin, daemon=True)
-    try:
+    with _one_core() as spinner:
         torch.set_num_threads(2)
         spinner.start()
         record = lambda: threads_each_epoch.append(torch.get_num_threads())  # noqa: E731
         if loop == "estimators":
             _estimators_loop(record)
         else:
-            _pandas_loop(record, tmp_path)
+            _panda_loop(record, tmp_path)
         after = torch.get_num_threads()
-    finally:
-        spinner.kill()
-        spinner.join()
-        os.sched_setaffinity(0, before)
-        torch.set_num_threads(threads)
     assert threads_each_epoch[-1] == 1  # it began on 2 (set above), and went to one
     assert after == 2

@@ -132,13 +132,13 @@ IMPORTANCE_SHARE = 0.1
 
 # END_S and the writer's measured rate are seconds of a core the run has to itself. On a
 # machine busy with other work its threads also wait for a core, and those take longer by as
-# much (Ecdat's
-# Hedonic at 15 s beside two busy processes on the two cores: its end took 8.1 s, not 4.9, and
-# the run 19.8 s). The kernel counts both for each thread (/proc's schedstat: nanoseconds run,
-# nanoseconds waited while ready to run), so a budget scales them by its main thread's
-# (run + wait) / run since the budget began (``Budget.slowdown``): 1 on an idle core, 2 where
-# it got half of one. It needs this much of the main thread's running to say (before
-# it, and where the kernel does not count, it is 1), and it is at most MAX_SLOWDOWN.
+# much (Ecdat's Hedonic at 15 s beside two busy processes on the two cores: its end took
+# 8.1 s, not 4.9, and the run 19.8 s). The kernel counts both for each thread (/proc's
+# schedstat: nanoseconds run, nanoseconds waited while ready to run), so a budget scales
+# them by its main thread's (run + wait) / run since the budget began (``Budget.slowdown``):
+# 1 on an idle core, 2 where it got half of one. It needs this much of the main thread's
+# running to say (before it, and where the kernel does not count, it is 1), and it is at
+# most MAX_SLOWDOWN.
 SLOWDOWN_MIN_RUN_S, MAX_SLOWDOWN = 0.1, 20.0
 
 

@@ -706,7 +706,7 @@ class Tuner:
     def share_busy_cores(self) -> None:
         """Train on one thread from now on once other processes keep the cores busy (the
         main thread waits for a core: ``engine.threads``), and record when in the study."""
-        share = self._one_thread.check() if self._threads > 1 else None
+        share = self._one_thread.check()  # None on one thread already
         if share is not None:
             self._threads, self._yielded = 1, False
             self.study.set_user_attr(keys.BUSY, {"elapsed_s": round(self.budget.elapsed, 3),
