@@ -246,8 +246,9 @@ def test_only_a_run_that_writes_the_report_holds_its_time_back(wine_csv, tmp_pat
     assert plain.report is None and not (tmp_path / "p" / "report.html").exists()
 
 
-def _cheap_and_costly_groups() -> tuple[Tuner, Budget, Any, Any]:
-    """A tuner (speed 1) with a group of one cheap network and one of a costly one."""
+def _cheap_and_costly_groups(measured: bool = True) -> tuple[Tuner, Budget, Any, Any]:
+    """A tuner (speed 1, unless not ``measured``: no epoch run yet) with a group of one
+    cheap network and one of a costly one."""
     rng = np.random.default_rng(0)
     table = pd.DataFrame(rng.normal(size=(5000, 8)), columns=[f"x{j}" for j in range(8)])
     table["y"] = table.sum(axis=1) + rng.normal(size=5000)
@@ -266,8 +267,29 @@ def _cheap_and_costly_groups() -> tuple[Tuner, Budget, Any, Any]:
                   seed=0, warm=warm_start(space, [cheap, costly]))
     tuner.fill()
     small, large = sorted(tuner.groups, key=lambda g: g.population.structure.layer_sizes[1])
-    tuner._measured, tuner._estimated, tuner._warm = 1.0, 1.0, True  # speed 1 from now
+    if measured:
+        tuner._measured, tuner._estimated, tuner._warm = 1.0, 1.0, True  # speed 1 from now
     return tuner, budget, small, large
+
+
+def test_before_a_second_epoch_ends_the_first_epoch_s_pace_decides_what_fits():
+    """The first epoch is not counted in the speed (it pays for warming up), but until
+    another ends it is the one pace measured: an epoch that it says would end past the
+    budget does not start (a 30 s tune of 400,000 rows took 40 s: its second epoch of 10 s
+    started unchecked)."""
+    tuner, budget, small, large = _cheap_and_costly_groups(measured=False)
+    small.cost, large.cost = 0.0, 1.0  # the cheap group's turn
+    assert tuner.train_next_epoch() is small and tuner._estimated == 0.0
+    first = tuner._pace() * epoch_cost(small.population, tuner._cost_rows)  # its seconds
+    assert first > 0
+    # time left: the end's reserve and half the first epoch's seconds
+    budget.start = time.monotonic() - 1000.0 + tuner.end_reserve() + first / 2
+    assert tuner.train_next_epoch() is None
+    assert small.population.epoch.tolist() == [1] and large.population.epoch.tolist() == [0]
+    budget.start += first + 1.0  # a second more: the cheap epoch fits (its turn first)
+    assert tuner.train_next_epoch() is small
+    assert small.population.epoch.tolist() == [2] and large.population.epoch.tolist() == [0]
+    assert tuner._estimated > 0  # from now on the speed of the epochs after the first
 
 
 def test_near_the_budget_s_end_a_cheaper_group_trains_when_the_fair_one_would_not_fit():
