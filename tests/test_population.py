@@ -2,6 +2,7 @@
 exporting one member, saving state, dropout and learning-rate schedules."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -75,6 +76,19 @@ def test_copy_member_copies_the_whole_state(data):
     for name, p in pop.params.items():
         assert torch.equal(p[0], p[3]), name
     assert torch.equal(pop.predict(Xv)[0], pop.predict(Xv)[3])
+
+
+def test_an_epoch_ends_part_way_at_its_deadline(data):
+    """``until``: no minibatch starts after it (a time budget ends a large table's epoch part
+    way); the epoch still counts. Without a deadline passed, every minibatch runs."""
+    X, y, _, _ = data
+    whole = Population("multiclass", 7, members(), n_classes=3, seed=1)
+    whole.train_epoch(X, y, until=time.monotonic() + 3600.0)
+    cut = Population("multiclass", 7, members(), n_classes=3, seed=1)
+    cut.train_epoch(X, y, until=time.monotonic())  # already passed: its first minibatch
+    assert whole.optimizer.t.tolist() == [5.0] * 4  # 150 rows in minibatches of 32
+    assert cut.optimizer.t.tolist() == [1.0] * 4
+    assert cut.epoch.tolist() == whole.epoch.tolist() == [1] * 4
 
 
 def test_load_member_puts_a_kept_network_in_a_slot_with_fresh_optimizer_state(data):

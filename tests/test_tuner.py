@@ -308,6 +308,22 @@ def test_near_the_budget_s_end_a_cheaper_group_trains_when_the_fair_one_would_no
     assert small.population.epoch.tolist() == [1] and large.population.epoch.tolist() == [0]
 
 
+def test_the_first_epoch_runs_unpriced_but_ends_at_the_budget_s_deadline():
+    """A model needs one epoch, so the first is not priced; but where one epoch outlasts the
+    budget (a 30 s tune of a million rows took 58 s, its epoch 30 s), it stops its
+    minibatches at the time held back for the end, and still counts and reports."""
+    tuner, budget, small, large = _cheap_and_costly_groups(measured=False)
+    small.cost, large.cost = 1.0, 0.0  # the costly group's turn
+    budget.start = time.monotonic() - 1000.0 + tuner.end_reserve()  # no time left but the end's
+    assert tuner.train_next_epoch() is large
+    assert large.population.epoch.tolist() == [1]
+    assert large.population.optimizer.t.tolist() == [1.0]  # one minibatch of its many
+    assert len(tuner.data.X_train) > 4 * 256
+    assert large.trials[0].number in {t.number for t in tuner.study.get_trials()
+                                      if t.intermediate_values}
+    assert tuner.train_next_epoch() is None  # and nothing more starts
+
+
 def test_a_costly_epoch_that_no_longer_fits_does_not_end_the_search():
     """After the costly group's epoch, another would not fit, but the cheap one's would: the
     run is not out of time (digits at 10 s once stopped after one epoch of every network)."""
@@ -444,11 +460,11 @@ def test_groups_take_turns_by_time_not_by_epochs(wine_csv, tmp_path, monkeypatch
     turns = []
     run_epoch = Tuner.run_epoch
 
-    def recording(self, group):
+    def recording(self, group, until=None):
         before = group.cost - epoch_cost(group.population, self._cost_rows)
         others = [g.cost for g in self.groups if g is not group]
         turns.append((group.key[0][0], before, others))
-        return run_epoch(self, group)
+        return run_epoch(self, group, until)
 
     monkeypatch.setattr(Tuner, "run_epoch", recording)
     tune(wine_csv, "cultivar", trials=24, population=8, trials_per_structure=4, pruner="none",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -439,10 +440,13 @@ class Population:
 
     @torch.no_grad()
     def train_epoch(self, X: torch.Tensor, y: torch.Tensor,
-                    weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    weight: torch.Tensor | None = None, until: float | None = None
+                    ) -> dict[str, torch.Tensor]:
         """One pass over shuffled minibatches for every trainable member; ``weight`` ``(n,)``:
         the rows' weights in the loss (mean 1; None: all 1), or ``(P, n)``: each member's own
-        (a zero leaves a row out of a member's loss: a bag's held-out fold).
+        (a zero leaves a row out of a member's loss: a bag's held-out fold). ``until``
+        (``time.monotonic()``): no minibatch starts after it, so a time budget can end an
+        epoch part way (it still counts as one).
 
         Returns ``(P,)`` training metrics averaged over the epoch's minibatches (training mode,
         as Keras reports them). Members that diverge are flagged, frozen and reset to zero
@@ -483,6 +487,8 @@ class Population:
                                 self.kernels.update)
             rows += len(index) // k
             y_seen.append(yb[:len(index) // k])
+            if until is not None and time.monotonic() >= until:
+                break
         self.epoch += active_mask.long()
         metrics = {"loss": loss_sum / max(rows, 1)}
         if task == "regression":
@@ -561,14 +567,14 @@ class Population:
         self.diverged |= newly
 
     def fit_epoch(self, X: torch.Tensor, y: torch.Tensor, X_val: torch.Tensor | None = None,
-                  y_val: torch.Tensor | None = None, weight: torch.Tensor | None = None
-                  ) -> list[dict[str, Any] | None]:
-        """Train one epoch (``weight``: the training rows' loss weights), evaluate, and append
-        a record to each trained member's history. Returns the records (None for members that
-        did not train this epoch)."""
+                  y_val: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+                  until: float | None = None) -> list[dict[str, Any] | None]:
+        """Train one epoch (``weight``: the training rows' loss weights; ``until``: as
+        ``train_epoch``'s), evaluate, and append a record to each trained member's history.
+        Returns the records (None for members that did not train this epoch)."""
         trained = self.trainable.tolist()
         lrs = self.learning_rates().tolist()
-        train = self.train_epoch(X, y, weight)
+        train = self.train_epoch(X, y, weight, until)
         val = self.evaluate(X_val, y_val) if X_val is not None else {}
         columns = {f"train_{k}": v.tolist() for k, v in train.items()}
         columns.update({f"val_{k}": v.tolist() for k, v in val.items()})

@@ -220,6 +220,13 @@ class Budget:
         """Whether the time left is only what the end of the run needs."""
         return not self.fits(0.0)
 
+    def deadline(self) -> float | None:
+        """When (``time.monotonic()``) the work before the time held back must end; None
+        without a time budget."""
+        if self.time_budget is None:
+            return None
+        return time.monotonic() + self.time_budget - self.elapsed - self.reserve
+
     def fits(self, seconds: float) -> bool:
         """Whether ``seconds`` of work started now would end before the time held back."""
         return (self.time_budget is None

@@ -371,9 +371,10 @@ class PopulationBasedTraining(Tuner):
 
     # ---------------------------------------------------------------- training
 
-    def _epoch(self, p: _PBTPopulation) -> None:
+    def _epoch(self, p: _PBTPopulation, until: float | None = None) -> None:
         d, pop = self.data, p.population
-        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val, **self._weight)
+        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val, **self._weight,
+                                until=until)
         # ranked by the study's metric as a loss (lower is better: −AUC for AUC)
         losses = [self.metric.loss(v) for v in self.epoch_scores(pop, records)]
         pop.remember_best(torch.tensor(losses))
@@ -415,7 +416,8 @@ class PopulationBasedTraining(Tuner):
         last_saved = time.monotonic()
         for epoch in range(1, self.epochs + 1):
             for p in pops:
-                if (self.paced_epoch(p.population, lambda p=p: self._epoch(p)) is None
+                epoch_of_p = lambda until, p=p: self._epoch(p, until)  # noqa: E731
+                if (self.paced_epoch(p.population, epoch_of_p) is None
                         or self.budget.out_of_time()):
                     return "time budget"
             if epoch % self.interval == 0 and epoch < self.epochs:

@@ -523,11 +523,12 @@ class Tuner:
         weighted = "weighted_" if self.scorer.weight is not None else ""
         return f"val_{weighted}{self.metric.name}"
 
-    def run_epoch(self, group: _Group) -> None:
-        """One epoch of the group's population; report, prune, complete. Slots whose trial
-        ended are left free (None) for ``fill``."""
+    def run_epoch(self, group: _Group, until: float | None = None) -> None:
+        """One epoch of the group's population (cut short at ``until``: ``paced_epoch``);
+        report, prune, complete. Slots whose trial ended are left free (None) for ``fill``."""
         d, pop = self.data, group.population
-        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val, **self._weight)
+        records = pop.fit_epoch(d.X_train, d.y_train, d.X_val, d.y_val, **self._weight,
+                                until=until)
         scores = self.epoch_scores(pop, records)
         # members remember their best epoch by a loss (lower is better): −AUC for AUC
         pop.remember_best(torch.tensor([self.metric.loss(v) for v in scores]))
@@ -766,7 +767,8 @@ class Tuner:
         behind = {id(g): self.behind(g) for g in self.groups}
         for group in sorted(self.groups, key=lambda g: (not behind[id(g)], spent[id(g)],
                                                         g.cost)):
-            cost = self.paced_epoch(group.population, lambda g=group: self.run_epoch(g))
+            cost = self.paced_epoch(group.population,
+                                    lambda until, g=group: self.run_epoch(g, until))
             if cost is not None:
                 group.cost += cost
                 return group
@@ -785,23 +787,30 @@ class Tuner:
         turns = left * epoch_cost(pop, self._cost_rows) * self.speed * len(self.groups)
         return not self.budget.fits(turns)
 
-    def paced_epoch(self, population: Population, train: Callable[[], None]) -> float | None:
+    def paced_epoch(self, population: Population, train: Callable[[float | None], None]
+                    ) -> float | None:
         """Run ``train`` (one epoch of ``population``) unless, at the speed measured so far,
         it would end past the time budget with the end of the run held back; returns the
-        epoch's estimated cost (``epoch_cost``), or None when it was not run."""
+        epoch's estimated cost (``epoch_cost``), or None when it was not run.
+
+        ``train(until)`` gets the time its epoch must end by (``Budget.deadline``), where it
+        stops its minibatches: the first epoch runs unpriced (a model needs one), and on a
+        large table one epoch can take longer than the budget (a 30 s tune of a million
+        rows took 58 s, its one epoch 30 s)."""
         cost = epoch_cost(population, self._cost_rows)
-        if self._warm:  # the end of the run, and this epoch, at the pace measured so far
-            self.budget.reserve = self.end_reserve()
-            if not self.budget.fits(cost * self._pace()):
-                return None
-        started = time.monotonic()
-        train()
+        self.budget.reserve = self.end_reserve()  # the end of the run, at the speed so far
+        if self._warm and not self.budget.fits(cost * self._pace()):
+            return None  # this epoch, at the pace measured so far, would end past it
+        started, until = time.monotonic(), self.budget.deadline()
+        train(until)
         seconds = time.monotonic() - started
-        if self._warm:  # the first epoch pays for warming up
+        # an epoch cut short is not a whole epoch's pace (and the search is at its end)
+        whole = until is None or started + seconds < until
+        if self._warm and whole:  # the first epoch pays for warming up
             self._measured += seconds
             self._estimated += cost
             self._longest_epoch = max(self._longest_epoch, seconds)
-        else:
+        elif whole:
             self._warmup_pace = seconds / max(cost, 1e-12)
         self._warm = True
         return cost
@@ -959,7 +968,7 @@ class Tuner:
         d = self.data
 
         def pace(population: Population, epoch: Callable[[], None]) -> bool:
-            return self.paced_epoch(population, epoch) is not None
+            return self.paced_epoch(population, lambda until: epoch()) is not None
 
         seeded = train_seeds(best, d.X_train, d.y_train, d.X_val, count,
                              self.seed + SEED_OFFSET, self.scorer, weight=d.w_train,
