@@ -31,6 +31,24 @@ SPACE = WINE_SPACE
 
 
 
+def test_the_end_s_test_records_are_what_the_saved_model_makes_of_the_table(wine_csv,
+                                                                            tmp_path):
+    """The end preprocesses the test rows once (``PreparedTable.test_inputs``) for the
+    model's test scores, its best network's alone and the confusion matrix: each is what the
+    saved model makes of the test rows read from the table."""
+    result = tune(wine_csv, "cultivar", trials=24, population=8, sampler="random", space=SPACE,
+                  out=tmp_path / "run", seed=3)
+    model = load_model(tmp_path / "run" / "model")
+    assert len(model.networks) > 1  # (this seed's ensemble) so the best one's scores are kept
+    _, _, test = split_frame(pd.read_csv(wine_csv), "cultivar", "multiclass", 0.2, 0.2, 3)
+    best = result.study.user_attrs["best"]
+    assert best["test_scores"] == pytest.approx(model.scores(test))
+    assert best["confusion_matrix"] == model.confusion_matrix(test)
+    alone = CaviarModel(model.preprocessor, model.network)
+    assert best["best_network_test_scores"] == pytest.approx(alone.scores(test))
+    assert best["best_network_test_scores"] != pytest.approx(best["test_scores"])
+
+
 def test_tune_trains_trials_in_full_populations(wine_csv, tmp_path):
     seen = []
     result = tune(wine_csv, "cultivar", trials=24, population=8, sampler="random", space=SPACE,

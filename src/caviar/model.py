@@ -110,18 +110,22 @@ class CaviarModel:
             frame[f"proba_{label}"] = out[:, j]
         return frame
 
-    def scores(self, data: pd.DataFrame | str | Path, weight: str | None = None
-               ) -> dict[str, float]:
+    def scores(self, data: pd.DataFrame | str | Path, weight: str | None = None,
+               outputs: np.ndarray | None = None) -> dict[str, float]:
         """Held-out scores on a table that has the target column: accuracy and log_loss for
         classifiers, rmse, mae and r2 (in the target's units) for regression. ``weight``: a
         column of ``data`` holding row weights; the scores are then weighted means over the
-        rows, as a search weights its validation score (``--weight``)."""
+        rows, as a search weights its validation score (``--weight``). ``outputs``: this
+        model's outputs for ``data``'s rows, when they are at hand (all of them have a
+        target)."""
         df = read_table(data)
         df = df[df[self.target].notna()]
         weights = row_weights(df, weight).numpy() if weight else None
-        known = weight in self.preprocessor.roles_.features  # a feature too: the model reads it
-        inputs = df.drop(columns=weight) if weight and not known else df
-        return self._scores(df, self._outputs(inputs, warn_unseen=False), weights)
+        if outputs is None:
+            known = weight in self.preprocessor.roles_.features  # a feature: the model reads it
+            inputs = df.drop(columns=weight) if weight and not known else df
+            outputs = self._outputs(inputs, warn_unseen=False)
+        return self._scores(df, outputs, weights)
 
     def _scores(self, df: pd.DataFrame, outputs: np.ndarray,
                 weights: np.ndarray | None = None) -> dict[str, float]:
@@ -152,7 +156,7 @@ class CaviarModel:
         score too where it is not one of :meth:`scores`'."""
         test = prepared.test  # its targets are all known (prepare drops rows without one)
         weights = None if prepared.w_test is None else prepared.w_test.numpy()
-        outputs = (self._outputs(test, warn_unseen=False), prepared.constant_outputs(len(test)))
+        outputs = (self.outputs(prepared.test_inputs), prepared.constant_outputs(len(test)))
         scores = tuple(self._scores(test, out, weights) for out in outputs)
         if metric is not None:
             scorer = ValidationScorer(metric, prepared.preprocessor.encode_target(
@@ -162,14 +166,19 @@ class CaviarModel:
                 score.setdefault(metric.name, scorer(out))
         return scores
 
-    def confusion_matrix(self, data: pd.DataFrame | str | Path) -> dict[str, Any]:
-        """Rows: true class, columns: predicted class, labels in ``classes`` order."""
+    def confusion_matrix(self, data: pd.DataFrame | str | Path,
+                         outputs: np.ndarray | None = None) -> dict[str, Any]:
+        """Rows: true class, columns: predicted class, labels in ``classes`` order.
+        ``outputs``: the model's outputs for ``data``'s rows, when they are at hand (all of
+        them have a class)."""
         from sklearn.metrics import confusion_matrix
 
         df = read_table(data)
         df = df[df[self.target].notna()]
         truth = self.preprocessor.encode_target(df[self.target])
-        pred = self._outputs(df, warn_unseen=False).argmax(axis=1)
+        if outputs is None:
+            outputs = self._outputs(df, warn_unseen=False)
+        pred = outputs.argmax(axis=1)
         matrix = confusion_matrix(truth, pred, labels=list(range(len(self.classes))))
         return {"labels": [str(c) for c in self.classes], "matrix": matrix.tolist()}
 

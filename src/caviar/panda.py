@@ -384,7 +384,8 @@ class _Session:
         self.info["test_scores"], self.info["constant_test_scores"] = model.test_scores(
             self.data)
         if self.task != "regression":
-            self.info["confusion_matrix"] = model.confusion_matrix(self.data.test)
+            self.info["confusion_matrix"] = model.confusion_matrix(
+                self.data.test, model.outputs(self.data.test_inputs))
         self.info["status"] = "complete"
         self.write_info()
 

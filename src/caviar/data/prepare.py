@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -92,6 +93,13 @@ class PreparedTable:
         from caviar.engine.network import inputs_from
 
         return inputs_from(self.preprocessor)
+
+    @cached_property
+    def test_inputs(self) -> np.ndarray:
+        """The test rows as the preprocessor makes them, made once: the end of a run reads
+        them for the model's test scores, its best network's alone and a classifier's
+        confusion matrix (on a million rows' 200,000 test rows each making took 2 s)."""
+        return self.preprocessor.transform(self.test, warn_unseen=False)
 
     @property
     def target_std(self) -> float | None:

@@ -397,7 +397,7 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         test_scores, constant_scores = (model.test_scores(prepared, metric_obj) if len(test)
                                         else ({}, {}))
         # what is left of the time budget for the importance, after the report's part
-        best = jsonable(_best_record(study, model, test_scores, test, time_left(), weight))
+        best = jsonable(_best_record(study, model, test_scores, prepared, time_left(), weight))
         if constant_scores:
             best[keys.CONSTANT_TEST_SCORES] = jsonable(constant_scores)
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
@@ -645,11 +645,13 @@ def _load_space(space: Space | str | Path | Mapping | None) -> Space:
 
 
 def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str, float],
-                 test: pd.DataFrame, seconds: float | None = None,
+                 prepared: PreparedTable, seconds: float | None = None,
                  weight: str | None = None) -> dict[str, Any]:
     """The study's ``best`` attribute: the model's best network, its members, test scores
     (weighted by the column ``weight`` when given), and the permutation importance of its
-    columns (within ``seconds``; None: no limit)."""
+    columns (within ``seconds``; None: no limit). The test rows are preprocessed once
+    (``prepared.test_inputs``)."""
+    test = prepared.test
     best = study.trials[model.info["trial"]]  # the best network's trial (maybe a stopped one)
     record = {keys.BEST_TRIAL: best.number, keys.BEST_VALUE: model.info["value"],
               keys.HYPERPARAMETERS: best.user_attrs.get(keys.HYPERPARAMETERS, {}),
@@ -658,9 +660,11 @@ def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str,
         record[keys.TEST_WEIGHT] = weight
     if len(model.networks) > 1 and len(test):
         alone = CaviarModel(model.preprocessor, model.network)
-        record[keys.BEST_NETWORK_TEST_SCORES] = alone.scores(test, weight)
+        record[keys.BEST_NETWORK_TEST_SCORES] = alone.scores(
+            test, weight, outputs=alone.outputs(prepared.test_inputs))
     if model.preprocessor.task_ != "regression" and len(test):
-        record[keys.CONFUSION_MATRIX] = model.confusion_matrix(test)
+        record[keys.CONFUSION_MATRIX] = model.confusion_matrix(
+            test, model.outputs(prepared.test_inputs))
     if len(test):
         record[keys.FEATURE_IMPORTANCE] = _feature_importance(model, test, seconds, weight)
     return record
