@@ -286,6 +286,9 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     if prepared.X_val is None:  # the search chooses by the validation rows: it needs some
         raise DataError(f"no validation rows in {len(frame)} rows (a class with a single row "
                         "is never validated); add rows, or pass --validation FILE")
+    # the test rows preprocessed now, not at the end: the search's deadline then counts
+    # their time as spent, where the end's price (END_S) would not hold a large table's
+    _ = prepared.test_inputs if len(prepared.test) else None
     if space is None and any(c.target_encoded for c in prepared.inputs.categoricals):
         space_obj = space_obj.replace({"encoding": choice(list(SEARCHED_ENCODINGS))})
     if refit == "bag" and prepared.how.startswith("time:"):
