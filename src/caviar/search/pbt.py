@@ -55,6 +55,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -416,8 +417,7 @@ class PopulationBasedTraining(Tuner):
         last_saved = time.monotonic()
         for epoch in range(1, self.epochs + 1):
             for p in pops:
-                epoch_of_p = lambda until, p=p: self._epoch(p, until)  # noqa: E731
-                if (self.paced_epoch(p.population, epoch_of_p) is None
+                if (self.paced_epoch(p.population, partial(self._epoch, p)) is None
                         or self.budget.out_of_time()):
                     return "time budget"
             if epoch % self.interval == 0 and epoch < self.epochs:

@@ -66,6 +66,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -767,8 +768,7 @@ class Tuner:
         behind = {id(g): self.behind(g) for g in self.groups}
         for group in sorted(self.groups, key=lambda g: (not behind[id(g)], spent[id(g)],
                                                         g.cost)):
-            cost = self.paced_epoch(group.population,
-                                    lambda until, g=group: self.run_epoch(g, until))
+            cost = self.paced_epoch(group.population, partial(self.run_epoch, group))
             if cost is not None:
                 group.cost += cost
                 return group
