@@ -18,6 +18,7 @@ from caviar.data import (
     read_table,
     split_frame,
 )
+from caviar.data.numbers import to_numbers
 from caviar.datasets import dataset_path, list_datasets, load_dataset
 
 
@@ -310,6 +311,22 @@ def test_numbers_as_spreadsheets_write_them_are_numbers():
     # labels stay labels: whole numbers of few levels, a declared category
     assert infer_task(["1", "2", "3"] * 5) == "multiclass"
     assert infer_task(pd.Series(["1.5", "2.5", "3.5"] * 5, dtype="category")) == "multiclass"
+
+
+def test_a_text_column_s_numbers_are_each_value_s_own():
+    """A text column is read one distinct value at a time, then spread over its rows: every
+    row's number is what its value alone reads as, missing values stay missing, and the
+    index is kept."""
+    rng = np.random.default_rng(0)
+    pool = np.array(["1,234.5", "$12", "(£40)", "12%", "7", None, "n/a", "2:31:38", " 3 ",
+                     "1e3", "abc", "", "(12", "9007199254740993", "12:75"], dtype=object)
+    for dtype in (object, "string"):
+        column = pd.Series(rng.choice(pool, size=500), index=np.arange(500) * 3, dtype=dtype)
+        alone = [to_numbers(pd.Series([v], dtype=dtype)).iloc[0] for v in column]
+        read = to_numbers(column)
+        assert read.index.equals(column.index)
+        np.testing.assert_array_equal(read.to_numpy(), np.array(alone, dtype=float))
+        assert read[column.isna()].isna().all()
 
 
 def test_missing_value_markers_are_missing_values(tmp_path):
