@@ -103,6 +103,13 @@ def test_model_of_several_networks_averages_them_and_round_trips(wage, tmp_path)
     # the same preprocessor: the average of the two networks' predictions
     mean = (one.predict(test) + two.predict(test)) / 2
     np.testing.assert_allclose(both.predict(test), mean, rtol=1e-5)
+    # each network's own outputs, in the model's order: the first is the best network's
+    X = one.preprocessor.transform(test)
+    each = both.network_outputs(X)
+    assert each.shape == (2, len(test))  # a regressor: one standardized value a row
+    np.testing.assert_array_equal(each[0], one.outputs(X))
+    np.testing.assert_array_equal(each[1], two.outputs(X))
+    np.testing.assert_allclose(both.outputs(X), each.mean(0), rtol=1e-6)
     saved = both.save(tmp_path / "pair")
     assert {p.name for p in saved.iterdir()} == FILES | {"network-1.safetensors"}
     loaded = caviar.load_model(saved)

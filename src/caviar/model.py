@@ -81,10 +81,15 @@ class CaviarModel:
         """The averaged outputs for rows the preprocessor has made already (its ``transform``):
         class probabilities, or standardized values (``preprocessor.predicted_values`` gives
         the predictions in the target's units)."""
+        # the mean of the networks' probabilities (or standardized values)
+        return self.network_outputs(X).mean(0)
+
+    def network_outputs(self, X: np.ndarray) -> np.ndarray:
+        """Each network's outputs ``(networks, rows, outputs)`` for rows the preprocessor has
+        made already: ``[0]`` is the best network's, their mean :meth:`outputs`."""
         Xt, _ = as_tensors(X)  # on the CPU: each network moves it to its own device
         with torch.no_grad():
-            # the mean of the networks' probabilities (or standardized values)
-            return torch.stack([n.predict(Xt)[0].cpu() for n in self.networks]).mean(0).numpy()
+            return torch.stack([n.predict(Xt)[0].cpu() for n in self.networks]).numpy()
 
     def predict_proba(self, data: pd.DataFrame | str | Path) -> np.ndarray:
         """Class probabilities ``(rows, classes)``, columns in the order of ``classes``."""
@@ -148,15 +153,19 @@ class CaviarModel:
                 "log_loss": float(metrics.log_loss(index, proba, sample_weight=weights,
                                                    labels=list(range(proba.shape[1]))))}
 
-    def test_scores(self, prepared: PreparedTable, metric: Metric | None = None
+    def test_scores(self, prepared: PreparedTable, metric: Metric | None = None,
+                    outputs: np.ndarray | None = None
                     ) -> tuple[dict[str, float], dict[str, float]]:
         """The scores of this model on ``prepared``'s test rows and of a constant prediction
         (``PreparedTable.constant_outputs``) on the same rows, both weighted as the
         validation score is (``prepared.w_test``, under ``--weight``), with ``metric``'s
-        score too where it is not one of :meth:`scores`'."""
+        score too where it is not one of :meth:`scores`'. ``outputs``: this model's outputs
+        for the test rows, when they are at hand."""
         test = prepared.test  # its targets are all known (prepare drops rows without one)
         weights = None if prepared.w_test is None else prepared.w_test.numpy()
-        outputs = (self.outputs(prepared.test_inputs), prepared.constant_outputs(len(test)))
+        if outputs is None:
+            outputs = self.outputs(prepared.test_inputs)
+        outputs = (outputs, prepared.constant_outputs(len(test)))
         scores = tuple(self._scores(test, out, weights) for out in outputs)
         if metric is not None:
             scorer = ValidationScorer(metric, prepared.preprocessor.encode_target(

@@ -381,11 +381,11 @@ class _Session:
 
     def _finish(self) -> None:
         model = CaviarModel(self.data.preprocessor, self.network, {"kind": "panda"})
+        outputs = model.outputs(self.data.test_inputs)  # once, for both
         self.info["test_scores"], self.info["constant_test_scores"] = model.test_scores(
-            self.data)
+            self.data, outputs=outputs)
         if self.task != "regression":
-            self.info["confusion_matrix"] = model.confusion_matrix(
-                self.data.test, model.outputs(self.data.test_inputs))
+            self.info["confusion_matrix"] = model.confusion_matrix(self.data.test, outputs)
         self.info["status"] = "complete"
         self.write_info()
 

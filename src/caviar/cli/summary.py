@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from caviar.cli.display import fmt
-from caviar.data.roles import DROPPED
 from caviar.search.study import keys
 
 
@@ -53,6 +52,10 @@ def print_train_summary(console: Console, run_dir: Path, info: dict[str, Any],
 def unused_line(ignored: dict[str, str], shown: int = 5) -> str | None:
     """The columns the model does not read and why (an identifier, a constant, a list...),
     which a user may not expect; not those they dropped themselves."""
+    # imported here: caviar.data loads pandas and scikit-learn (about 2 s), which the tune
+    # command's clock must count, and which the clock starts after this module is imported
+    from caviar.data.roles import DROPPED
+
     found = {col: why for col, why in ignored.items() if why != DROPPED}
     if not found:
         return None
