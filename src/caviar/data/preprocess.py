@@ -57,6 +57,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
+    FunctionTransformer,
     OneHotEncoder,
     QuantileTransformer,
     StandardScaler,
@@ -127,6 +128,19 @@ def make_target_encoder(
                          random_state=random_state)
 
 
+def as_float32(X: np.ndarray) -> np.ndarray:
+    """``X`` in float32, the network's precision."""
+    return np.asarray(X, dtype=np.float32)
+
+
+# every block's last step, computed in float64 and then cast: the blocks side by side are
+# then float32 too, half the bytes to stack (640,000 rows of 170 columns: 8.2 s to 6.2 s a
+# fit, the same matrix), where one float64 block would make the whole matrix float64
+def _float32() -> tuple[str, FunctionTransformer]:
+    return ("float32", FunctionTransformer(as_float32, feature_names_out="one-to-one",
+                                           check_inverse=False))
+
+
 def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
                         random_state: int, numeric: str, n_rows: int,
                         dates: Iterable[str] = (),
@@ -141,24 +155,27 @@ def _column_transformer(roles: Roles, task: str, smooth: float | str, cv: int,
         numbers = Pipeline([
             ("impute", SimpleImputer(strategy="median", add_indicator=True)),
             ("scale", numeric_scaler(numeric, n_rows, random_state)),
+            _float32(),
         ])
         parts.append(("num", numbers, numeric_columns))
     if roles.onehot:
         # One-hot columns stay 0/1: they are already on a unit scale, and standardizing a rare
         # level would blow it up to ~1/√p (30 for a level on 0.1% of rows); all zeros for an
         # unseen level also keeps its meaning ("none of the known levels").
-        onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)
         parts.append(("onehot", onehot, list(roles.onehot)))
     if roles.target_encoded:
         encoded = Pipeline([
             ("encode", make_target_encoder(task, smooth, cv, random_state, stratify)),
             ("scale", StandardScaler()),
+            _float32(),
         ])
         parts.append(("te", encoded, list(roles.target_encoded)))
     for name in alternatives if numeric_columns else ():
         # the same imputed values, scaled another way (no indicators: the first block has them)
         scaled = Pipeline([("impute", SimpleImputer(strategy="median")),
-                           ("scale", numeric_scaler(name, n_rows, random_state))])
+                           ("scale", numeric_scaler(name, n_rows, random_state)),
+                           _float32()])
         parts.append((f"num_{name}", scaled, numeric_columns))
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0,
                              verbose_feature_names_out=True)
