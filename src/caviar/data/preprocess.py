@@ -33,6 +33,9 @@ levels and 0 for a level unseen in training, for networks that embed it
 target-encoded columns stand for the same categorical. The codes
 come from the encoders' own categories, so they need no state of their own.
 
+Each block is computed in float64 and ends in float32 (``_float32``), the network's precision,
+so the blocks are stacked in float32.
+
 Date and time columns (the ``datetime`` role) become numeric columns before all this:
 year, month, day of week, hour (when the training times are not all midnight) and the time in
 days since the earliest training date (``expand_dates``); they are then imputed and
