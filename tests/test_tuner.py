@@ -444,6 +444,33 @@ def test_the_estimators_network_goes_first_where_its_turns_would_not_end_it_in_t
         assert all(group is solo for group in turns) is behind
 
 
+def test_the_full_schedule_networks_go_first_only_where_that_ends_their_schedule():
+    """The warm start's networks on RealMLP's decaying schedule are there for its last
+    epochs' fine fit. Where one turn in as many as there are groups would not reach them
+    within the time budget but training first would, they go before every other group;
+    where they could not end their schedule even alone, they take their turns like the
+    others, and the search keeps its time."""
+    data, space, warm = _one_known_network(epochs=2_000)
+    warm = [dataclasses.replace(w, full_schedule=True) for w in warm]
+    tuner = Tuner(optuna.create_study(), space, data, Budget(None, 1e9, 0.0), 8, None,
+                  seed=0, warm=warm)
+    tuner.fill()
+    (solo,) = [g for g in tuner.groups if g.solo]
+    assert solo.full_schedule and len(tuner.groups) > 1
+    for _ in range(6):
+        tuner.train_next_epoch()
+    assert not tuner.behind(solo)  # time to spare: its turns end it
+    pop = solo.population
+    alone = ((pop.hyperparameters[0]["epochs"] - int(pop.epoch[0]))
+             * epoch_cost(pop, tuner._cost_rows) * tuner.speed)
+    spent = tuner.budget.elapsed + tuner.budget.reserve
+    tuner.budget.time_budget = spent + 1.5 * alone  # alone it ends; by turns it would not
+    assert tuner.behind(solo)
+    assert all(tuner.train_next_epoch() is solo for _ in range(4))
+    tuner.budget.time_budget = spent + 0.5 * alone  # not even alone: its turns, no more
+    assert not tuner.behind(solo)
+
+
 def test_the_coarse_round_compares_structures(wine_csv, tmp_path):
     # one structure per population: a coarse round the size of one population would see a
     # single structure, and coarse-to-fine would then narrow every structural choice to it

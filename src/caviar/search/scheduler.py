@@ -30,7 +30,8 @@ How trials meet populations (slot refill):
   groups taking turns by time, it trains about as fast as the estimator's network
   (bench/README.md, "A 10-second tune"). Where its turns would not end the estimators'
   network within the time budget (a short tune, a large table), it goes before the other
-  groups (``Tuner.behind``).
+  groups (``Tuner.behind``); so do the two on RealMLP's schedule, whose last epochs are
+  what they are there for, where going first ends their schedule and their turns would not.
 - Groups take turns by time, not by epochs: the next epoch goes to the group that has used
   the least estimated time (``epoch_cost``; a new group starts level with the least), so a
   structure whose epochs cost 5× as much gets the same seconds as the others, not 5× as
@@ -775,17 +776,25 @@ class Tuner:
         return None
 
     def behind(self, group: _Group) -> bool:
-        """Whether the estimators' network (``group.first``), taking one turn in as many as
-        there are groups, would not end its epochs within the time budget, at the speed
-        measured so far: then its epochs go before every other group's, so that a short tune
-        holds as much of it as fits. (Always first, it steered a minute's coarse-to-fine
-        towards its own costly structures: bench/README.md, "The estimators' network first".)"""
+        """Whether the estimators' network (``group.first``), or the warm start's networks
+        that train to the end of their schedule (``group.full_schedule``), taking one turn in
+        as many as there are groups, would not end their epochs within the time budget, at
+        the speed measured so far: then their epochs go before every other group's, so that
+        a short tune holds as much of the first as fits, and the others' last epochs, where
+        their decayed rate makes the fine fit they are there for. (Always first, the
+        estimators' network steered a minute's coarse-to-fine towards its own costly
+        structures: bench/README.md, "The estimators' network first".) A full-schedule group
+        that could not end its schedule even alone goes by its turns: its end is out of
+        reach, and the search's time is not given to it."""
         pop = group.population
-        if not group.first or pop is None or self.budget.time_budget is None:
+        if not (group.first or group.full_schedule) or pop is None or (
+                self.budget.time_budget is None):
             return False
         left = pop.hyperparameters[0]["epochs"] - int(pop.epoch[0])
-        turns = left * epoch_cost(pop, self._cost_rows) * self.speed * len(self.groups)
-        return not self.budget.fits(turns)
+        alone = left * epoch_cost(pop, self._cost_rows) * self.speed
+        if group.full_schedule and not self.budget.fits(alone):
+            return False
+        return not self.budget.fits(alone * len(self.groups))
 
     def paced_epoch(self, population: Population, train: Callable[[float | None], None]
                     ) -> float | None:
