@@ -671,7 +671,7 @@ def test_tune_train_and_the_estimators_take_robust_or_quantile(cancer, tmp_path)
     result = _tiny_tune(cancer, tmp_path / "tune", "robust-or-quantile")
     assert set(result.leaderboard["numeric"]) == {"robust-or-quantile"}
     loaded = load_model(tmp_path / "tune" / "model")
-    scaler = loaded.preprocessor.column_transformer_.named_transformers_["num"][-1]
+    scaler = loaded.preprocessor.column_transformer_.named_transformers_["num"].named_steps["scale"]
     assert scaler.tails_.tolist() == [False] * 8 + [True]  # the columns, dose last
     np.testing.assert_allclose(loaded.predict_proba(cancer), result.model.predict_proba(cancer),
                                rtol=1e-6)
