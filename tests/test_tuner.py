@@ -450,7 +450,9 @@ def test_the_full_schedule_networks_go_first_only_where_that_ends_their_schedule
     within the time budget but training first would, they go before every other group;
     where they could not end their schedule even alone, they take their turns like the
     others, and the search keeps its time."""
-    data, space, warm = _one_known_network(epochs=2_000)
+    # epochs enough that half the group's time alone (the margins below) is seconds, far
+    # beyond how much the end's reserve moves between two epochs on a busy machine
+    data, space, warm = _one_known_network(epochs=20_000)
     warm = [dataclasses.replace(w, full_schedule=True) for w in warm]
     tuner = Tuner(optuna.create_study(), space, data, Budget(None, 1e9, 0.0), 8, None,
                   seed=0, warm=warm)
