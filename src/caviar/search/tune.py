@@ -405,8 +405,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                                                           outputs=each.mean(0))
                                         if each is not None else ({}, {}))
         # what is left of the time budget for the importance, after the report's part
-        best = jsonable(_best_record(study, model, test_scores, prepared, time_left(), weight,
-                                     each))
+        best = jsonable(_best_record(study, model, test_scores, test, each, time_left(),
+                                     weight))
         if constant_scores:
             best[keys.CONSTANT_TEST_SCORES] = jsonable(constant_scores)
         patiently(lambda: study.set_user_attr(keys.BEST, best))  # waits out a locked storage
@@ -654,21 +654,18 @@ def _load_space(space: Space | str | Path | Mapping | None) -> Space:
 
 
 def _best_record(study: optuna.Study, model: CaviarModel, test_scores: dict[str, float],
-                 prepared: PreparedTable, seconds: float | None = None,
-                 weight: str | None = None, each: np.ndarray | None = None) -> dict[str, Any]:
+                 test: pd.DataFrame, each: np.ndarray | None,
+                 seconds: float | None = None, weight: str | None = None) -> dict[str, Any]:
     """The study's ``best`` attribute: the model's best network, its members, test scores
     (weighted by the column ``weight`` when given), and the permutation importance of its
     columns (within ``seconds``; None: no limit). ``each``: each network's outputs for the
-    test rows (``CaviarModel.network_outputs``), made here when not given."""
-    test = prepared.test
+    test rows (``CaviarModel.network_outputs``; None when there are none)."""
     best = study.trials[model.info["trial"]]  # the best network's trial (maybe a stopped one)
     record = {keys.BEST_TRIAL: best.number, keys.BEST_VALUE: model.info["value"],
               keys.HYPERPARAMETERS: best.user_attrs.get(keys.HYPERPARAMETERS, {}),
               keys.MEMBERS: model.info.get("members", []), keys.TEST_SCORES: test_scores}
     if weight:
         record[keys.TEST_WEIGHT] = weight
-    if len(test) and each is None:
-        each = model.network_outputs(prepared.test_inputs)
     if len(model.networks) > 1 and len(test):
         alone = CaviarModel(model.preprocessor, model.network)
         record[keys.BEST_NETWORK_TEST_SCORES] = alone.scores(test, weight, outputs=each[0])
