@@ -22,7 +22,9 @@ leaves the trials' draws alone compares the same searches, not two draws of the 
 
 `--api`: instead of the command line, `CaviarClassifier`/`CaviarRegressor` at their defaults
 fitted on the training part as the table comes (its own pandas dtypes: categories, nullable
-integers, dates, booleans), and predicting the test part; the error, if any, is recorded.
+integers, dates, booleans), scored on the test part as the peers are (and the constant and
+HistGradientBoosting beside them); the error, if any, is recorded. `--realmlp` of such a
+sweep's file sets RealMLP-TD's defaults against the estimators' (one default model each).
 
     PYTHONPATH=src .venv/bin/python bench/any_tables.py --count 40 --seed 166 --budget 15
 """
@@ -44,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -232,7 +235,10 @@ def run_one(name: str, df: pd.DataFrame, seed: int, budget: float, ways: bool = 
 
 
 def run_api(name: str, df: pd.DataFrame, seed: int) -> dict:
-    """The estimators on the table's own frame (no CSV in between), with the same draws."""
+    """The estimators at their defaults on the table's own frame (no CSV in between), with
+    the same draws: their test score as the peers' (``peer_score``: RMSE, or the log-loss
+    over the training rows' classes), the constant's and HistGradientBoosting's beside it;
+    ``--realmlp`` of this sweep's file then sets RealMLP-TD's defaults against them."""
     from caviar import CaviarClassifier, CaviarRegressor
     from caviar.data import infer_task
 
@@ -243,14 +249,33 @@ def run_api(name: str, df: pd.DataFrame, seed: int) -> dict:
     start = time.perf_counter()
     try:
         task = infer_task(train[target])
-        model = CaviarRegressor() if task == "regression" else CaviarClassifier()
-        model.fit(train.drop(columns=[target]), train[target])
-        model.predict(test.drop(columns=[target]))
-        result["task"] = task
+        metric = "rmse" if task == "regression" else "log_loss"
+        result["caviar"] = peer_score(train, test, target, metric, _as_is,
+                                      CaviarRegressor(random_state=0),
+                                      CaviarClassifier(random_state=0))
+        result["task"], result["metric"] = task, metric
     except Exception as error:  # noqa: BLE001 - what a user would see is the result
         result["error"] = _failure(error, 400)
     result["seconds"] = round(time.perf_counter() - start, 1)
+    if "metric" in result:
+        result["constant"] = constant_score(train, test, target, result["metric"])
+        try:
+            result["hgb"] = hgb_score(train, test, target, result["metric"])
+        except Exception as error:  # noqa: BLE001 - the peer's failure is recorded, not fatal
+            result["hgb_error"] = _failure(error)
     return result
+
+
+def _as_is(column: pd.Series, rows: int) -> pd.Series:
+    """A column as the table holds it: the estimators take frames as they are."""
+    return column
+
+
+def constant_score(train: pd.DataFrame, test: pd.DataFrame, target: str, metric: str) -> float:
+    """The constant prediction's test score, as ``caviar tune`` prints it: the training
+    rows' mean, or their class shares."""
+    return peer_score(train, test, target, metric, _as_is, DummyRegressor(),
+                      DummyClassifier(strategy="prior"))
 
 
 def main() -> None:
