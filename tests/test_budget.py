@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import re
 import time
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,11 +26,11 @@ from caviar.engine.threads import (
     main_thread_cpu,
 )
 from caviar.panda import train_run
-from caviar.search.budget import END_S, Budget, end_seconds
+from caviar.search.budget import END_S, Budget, end_seconds, short_budget_warning
 from caviar.search.scheduler import Tuner
 from caviar.search.space import Space
 from caviar.search.study import keys
-from caviar.search.tune import _threads_restored
+from caviar.search.tune import _threads_restored, tune
 from caviar.training import train_network
 
 needs_schedstat = pytest.mark.skipif(main_thread_cpu() is None,
@@ -156,3 +158,28 @@ def test_a_network_trains_on_one_thread_once_the_cores_are_busy(loop, tmp_path):
         after = torch.get_num_threads()
     assert threads_each_epoch[-1] == 1  # it began on 2 (set above), and went to one
     assert after == 2
+
+
+def test_a_budget_too_short_to_search_in_is_named_with_one_that_is_not():
+    # 3.1 s to prepare, 0.7 s to search, 1.2 s held back for the end: 4.3 s fixed
+    line = short_budget_warning(5.0, 3.1, 0.7, 1.2, completed=0)
+    assert line is not None and "budget of 5 s left 0.7 s to search" in line
+    assert line.endswith("give a time budget of 10 s or more")  # twice the 4.3 s, rounded up
+    assert short_budget_warning(5.0, 3.1, 0.7, 1.2, completed=1) is None  # a model trained
+    # a large table: 10 s to prepare and trials the budget stopped, but searched for longer
+    assert short_budget_warning(30.0, 10.0, 17.0, 3.0, completed=0) is None
+
+
+def test_a_tune_too_short_to_search_warns_and_the_budget_it_names_trains(wine_csv, tmp_path):
+    with pytest.warns(UserWarning, match="barely trained") as caught:
+        short = tune(wine_csv, "cultivar", time_budget=1.0, population=4, out=tmp_path / "a")
+    assert (tmp_path / "a" / "model" / "model.json").exists()  # a model all the same
+    assert not any(t.state == optuna.trial.TrialState.COMPLETE for t in short.study.trials)
+    message = next(str(w.message) for w in caught if "barely trained" in str(w.message))
+    suggested = int(re.search(r"time budget of (\d+) s or more", message).group(1))
+    with warnings.catch_warnings(record=True) as later:
+        warnings.simplefilter("always")
+        enough = tune(wine_csv, "cultivar", time_budget=suggested, population=4,
+                      out=tmp_path / "b")
+    assert not [w for w in later if "barely trained" in str(w.message)]
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in enough.study.trials)

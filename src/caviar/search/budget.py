@@ -154,6 +154,25 @@ def end_seconds(trials: int, report: bool = True, slowdown: float = 1.0) -> floa
     return END_S * slowdown + trials * (END_TRIAL_S + (REPORT_TRIAL_S if report else 0.0))
 
 
+def short_budget_warning(time_budget: float, prepared: float, searched: float,
+                         reserved: float, completed: int) -> str | None:
+    """One line for a time budget too short to search in, or None: where no trial completed
+    and the search had fewer seconds than the run's fixed ones, the ``prepared`` seconds
+    before it (reading and preparing the table; on the command line, the imports) and the
+    ``reserved`` ones held back after it (the model, its scores and the report), which a
+    small table does not shorten: 5 s on 300 rows left 0.7 s and a model of one epoch, no
+    better than the constant. It names a budget of twice the fixed seconds, rounded up to
+    5 s, which leaves the search as many."""
+    fixed = prepared + reserved
+    if completed or searched >= fixed:
+        return None
+    suggested = 5 * math.ceil(2 * fixed / 5)
+    return (f"the time budget of {time_budget:g} s left {searched:.1f} s to search, after "
+            "preparing the table and before the model, its scores and the report, and no "
+            f"trial completed: the model is barely trained; give a time budget of {suggested} s "
+            "or more")
+
+
 def importance_repeats(seconds: float | None, per_repeat: float) -> int:
     """The shuffles of each column the end's permutation importance makes:
     ``IMPORTANCE_REPEATS``, or as many as end within ``seconds`` (None: no time budget), each

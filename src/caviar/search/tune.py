@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,14 @@ from ..model import CaviarModel
 from ..training import train_network
 from ..workers.spec import WorkerSpec
 from .bagging import BAG_FOLDS, bag_model, check_groups
-from .budget import BAG_SHARE, COARSE_SHARE, Budget, end_seconds, importance_repeats
+from .budget import (
+    BAG_SHARE,
+    COARSE_SHARE,
+    Budget,
+    end_seconds,
+    importance_repeats,
+    short_budget_warning,
+)
 from .ensemble import KeptNetworks, refit_model
 from .pbt import PopulationBasedTraining
 from .samplers import make_sampler, sampler_key, warm_start
@@ -351,12 +359,20 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
         extra: dict[str, Any] = {}
         clock = Budget(trials, time_budget, elapsed(study), start=started)  # the run's
         if single:
+            search_started = clock.elapsed
             with _progress(on_progress, verbose) as progress:
                 tuner, extra = work(spec, 0, prepared=prepared, store=store, study=study,
                                     on_progress=progress, single=True, started=started,
                                     refit_rows=_refit_rows(prepared, refit),
                                     seeds=seed_ensemble,
                                     bag_folds=BAG_FOLDS if refit == "bag" else 0)
+            if time_budget is not None:
+                completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+                short = short_budget_warning(time_budget, search_started,
+                                             clock.elapsed - search_started,
+                                             tuner.budget.reserve, completed)
+                if short:
+                    warnings.warn(short, stacklevel=2)
             model = _final_model(study, store, tuner, seed, spec.artifacts)
             candidates = tuner.bag_candidates() if refit == "bag" else []
             bag = refit == "bag" and tuner.bag_fits()  # or declined: too costly for the budget
