@@ -8,6 +8,11 @@ twice on random draws, and along another path"): about 0.009 for the clock alone
 0.03 with a 5-8× target or two besides for a search sent down another path.
 
     .venv/bin/python bench/ab_compare.py OLD.jsonl NEW.jsonl [OLD2.jsonl NEW2.jsonl ...]
+
+With ``--old-key realmlp`` the OLD files are ``any_tables.py --realmlp`` outputs of the NEW
+sweeps, and the ratios are caviar's scores over RealMLP-TD's on the same splits:
+
+    .venv/bin/python bench/ab_compare.py --old-key realmlp PEER.jsonl SWEEP.jsonl
 """
 
 from __future__ import annotations
@@ -19,19 +24,22 @@ import statistics
 from pathlib import Path
 
 
-def scores(path: str) -> dict[tuple[str, str], tuple[str, float]]:
-    """(table, target) → (metric, caviar's test score) of one arm's JSON lines."""
+def scores(path: str, key: str = "caviar") -> dict[tuple[str, str], tuple[str, float]]:
+    """(table, target) → (metric, test score under ``key``: caviar's, or a peer's) of one
+    arm's JSON lines."""
     out = {}
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
-        if r.get("caviar") is not None and r["caviar"] > 0:
-            out[(r["table"], r["target"])] = (r["metric"], r["caviar"])
+        if r.get(key) is not None and r[key] > 0:
+            out[(r["table"], r["target"])] = (r["metric"], r[key])
     return out
 
 
-def ratios(old: str, new: str) -> list[tuple[float, str, tuple[str, str]]]:
-    """new / old of every target both arms scored, with its metric."""
-    a, b = scores(old), scores(new)
+def ratios(old: str, new: str, old_key: str = "caviar"
+           ) -> list[tuple[float, str, tuple[str, str]]]:
+    """new / old of every target both arms scored, with its metric (the old arm's scores
+    under ``old_key``)."""
+    a, b = scores(old, old_key), scores(new)
     out = []
     for key in a.keys() & b.keys():
         (metric, x), (_, y) = a[key], b[key]
@@ -55,11 +63,13 @@ def summary(values: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("arms", nargs="+", help="OLD NEW pairs of any_tables.py outputs")
+    parser.add_argument("--old-key", default="caviar",
+                        help="the OLD files' score: caviar, or realmlp for --realmlp outputs")
     args = parser.parse_args()
     if len(args.arms) % 2:
         parser.error("give the arms in pairs: OLD NEW [OLD NEW ...]")
     pairs = list(zip(args.arms[::2], args.arms[1::2]))
-    found = sorted(r for old, new in pairs for r in ratios(old, new))
+    found = sorted(r for old, new in pairs for r in ratios(old, new, args.old_key))
     if not found:
         parser.error("no target scored in both arms")
     out = {"all": summary([r for r, _, _ in found])}
