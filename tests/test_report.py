@@ -357,6 +357,24 @@ def test_top_curves_and_c2f(tune_run):
     assert {t.marker.color for t in rounds.data} == {F.round_color(r) for r in (1, 2, 3)}
 
 
+def test_the_box_figure_draws_each_parameter_as_one_trace_of_boxes_and_one_of_trials(tune_run):
+    # a long run has hundreds of rounds: two traces a parameter, not two a round
+    run = load_run(tune_run)
+    fig = F.boxes_figure(run)
+    names = list(dict.fromkeys(name for _, name, *_ in F.box_rows(run)))
+    assert len(fig.data) == 2 * len(names)
+    bars, points = fig.data[0], fig.data[1]  # learning_rate's, the first box parameter
+    lr = [(r, lo, hi) for r, name, lo, hi, _ in F.box_rows(run) if name == "learning_rate"]
+    assert list(bars.x) == [x for r, _, _ in lr for x in (r, r, None)]  # a segment a round
+    assert list(bars.y) == [y for _, lo, hi in lr for y in (lo, hi, None)]
+    sampled = [t for t in run.trials if t.round is not None and "learning_rate" in t.params]
+    assert len(points.x) == len(sampled)
+    # each point takes its round's color through the colorscale
+    scale = dict((round(edge * len(F.PALETTE), 6), c) for edge, c in F.ROUND_COLORSCALE[::2])
+    assert [scale[math.floor(v)] for v in points.marker.color] == [
+        F.round_color(t.round) for t in sampled]
+
+
 def test_the_report_shows_the_models_feature_importance(real_tune, real_html):
     # the permutation importance tune stored with the model, on its test rows: one bar per
     # original column, the most important one of wine's 13 (by what tune measured) named
