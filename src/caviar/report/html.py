@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import optuna
 import plotly.io as pio
 import plotly.offline
 
@@ -381,15 +382,17 @@ def render_report(run: RunData) -> str:
 
 
 def write_report(
-    source: str | Path, out_path: str | Path = "report.html", study_name: str | None = None
+    source: str | Path, out_path: str | Path = "report.html", study_name: str | None = None,
+    study: optuna.Study | None = None,
 ) -> Path:
     """Write the HTML report of ``source`` to ``out_path`` and return that path.
 
     ``source`` is a tune run directory, a panda run directory, or an Optuna storage URL (with
-    ``study_name`` when the storage holds several studies). Raises ``ValueError`` with a
-    one-line message when the source cannot be read.
+    ``study_name`` when the storage holds several studies); ``study``: a tune run directory's
+    study, open already (``load_run``). Raises ``ValueError`` with a one-line message when the
+    source cannot be read.
     """
-    run = load_run(source, study_name)
+    run = load_run(source, study_name, study)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     replace_file(out, render_report(run))  # a failed write keeps the old report

@@ -108,14 +108,17 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_run(source: str | Path, study_name: str | None = None) -> RunData:
+def load_run(source: str | Path, study_name: str | None = None,
+             study: optuna.Study | None = None) -> RunData:
     """Read a report source.
 
     ``source`` is a tune run directory (``run.json`` with the study, or ``study.db``), a panda
     run directory (``run.json`` with ``"kind": "panda"``), an Optuna storage URL such as
     ``sqlite:///runs/study.db``, or the path of an SQLite study file. ``study_name`` picks the
-    study in a storage holding several. Raises ``ValueError`` with a one-line message when the
-    source cannot be read.
+    study in a storage holding several; ``study``: the run directory's study, open already
+    (``tune``'s, whose storage cache holds its finished trials), read instead of opening the
+    storage again (reading 3,292 trials back took 2.5 s). Raises ``ValueError`` with a
+    one-line message when the source cannot be read.
     """
     text = str(source)
     path = Path(source)
@@ -133,7 +136,8 @@ def load_run(source: str | Path, study_name: str | None = None) -> RunData:
                 f"{path} is not a caviar run directory (no study.db, and no run.json naming "
                 "a study or a panda run)"
             )
-        return _load_study(storage, study_name or info.get("study_name"), fallback_name=path.name)
+        return _load_study(storage, study_name or info.get("study_name"), fallback_name=path.name,
+                           study=study)
     if "://" not in text and path.is_file() and path.suffix in (".db", ".sqlite", ".sqlite3"):
         return _load_study(f"sqlite:///{path.resolve()}", study_name)
     if "://" in text:
@@ -141,7 +145,8 @@ def load_run(source: str | Path, study_name: str | None = None) -> RunData:
     raise ValueError(f"report source {text!r} is neither a run directory nor a storage URL")
 
 
-def _load_study(storage: str, study_name: str | None, fallback_name: str = "") -> RunData:
+def _open_study(storage: str, study_name: str | None) -> optuna.Study:
+    """The study ``study_name`` of ``storage`` (None: its only one), or ValueError in one line."""
     if storage.startswith("sqlite:///"):
         # Optuna would create a missing SQLite file; say it is missing instead.
         db = Path(storage[len("sqlite:///"):])
@@ -163,7 +168,14 @@ def _load_study(storage: str, study_name: str | None, fallback_name: str = "") -
         raise ValueError(
             f"no study {study_name!r} in {storage} (studies: {', '.join(names) or 'none'})"
         )
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def _load_study(storage: str, study_name: str | None, fallback_name: str = "",
+                study: optuna.Study | None = None) -> RunData:
+    if study is None:
+        study = _open_study(storage, study_name)
+    study_name = study.study_name
     attrs = study.user_attrs
     trials, distributions = [], {}
     for ft in study.get_trials(deepcopy=False):

@@ -437,7 +437,8 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
     if report:
         from ..report import write_report
 
-        report_path = write_report(out, out / "report.html")
+        # the study as it is open here: its storage's cache holds the trials just read back
+        report_path = write_report(out, out / "report.html", study=study)
     return TuneResult(study=study, model=model, out=out, model_dir=out / "model",
                       leaderboard=board, test_scores=test_scores, storage=storage,
                       study_name=study_name, extra=extra, report=report_path)
