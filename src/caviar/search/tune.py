@@ -366,11 +366,11 @@ def tune(data: pd.DataFrame | str | Path, target: str, *, time_budget: float | N
                                     refit_rows=_refit_rows(prepared, refit),
                                     seeds=seed_ensemble,
                                     bag_folds=BAG_FOLDS if refit == "bag" else 0)
-            if time_budget is not None:
-                completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            if time_budget is not None:  # the tuner counted its finished trials
                 short = short_budget_warning(time_budget, search_started,
                                              clock.elapsed - search_started,
-                                             tuner.budget.reserve, completed)
+                                             tuner.budget.reserve,
+                                             tuner.finished[TrialState.COMPLETE])
                 if short:
                     warnings.warn(short, stacklevel=2)
             model = _final_model(study, store, tuner, seed, spec.artifacts)
